@@ -1,0 +1,75 @@
+//! # agent-session-manager
+//!
+//! The infrastructure layer for applications that drive AI coding agents. Instead of calling
+//! provider CLIs by hand, work with **sessions, runs and events**: lifecycle state machines, a
+//! durable append-only event log with per-session sequence numbers and cursor reads, normalized
+//! streaming events, transcript continuity across runs, hooks, cancellation and pluggable stores.
+//!
+//! This facade re-exports the workspace crates; each backend is behind a feature:
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `store-memory` (default) | `InMemorySessionStore`, in `store::memory` |
+//! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
+//! | `testkit` | the store conformance suite and the scripted provider adapter |
+//! | `full` | everything above |
+//!
+//! ```
+//! use agent_session_manager::prelude::*;
+//! use asm_testkit::ScriptedAdapter;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<()> {
+//! let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("Done."));
+//! let once = manager.run_once(RunInput::user("Fix the failing test"), RunOnceOptions::default()).await?;
+//! assert_eq!(once.output().content, "Done.");
+//!
+//! let events = manager.session_events(&once.session_id, EventQuery::new().after(2).limit(3)).await?;
+//! assert_eq!(events.iter().map(|e| e.sequence.unwrap()).collect::<Vec<_>>(), vec![3, 4, 5]);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub use asm_core as core;
+pub use asm_ports as ports;
+
+/// Store implementations, one module per enabled backend feature.
+pub mod store {
+    /// The in-memory store (`store-memory`).
+    #[cfg(feature = "store-memory")]
+    pub mod memory {
+        pub use asm_store_memory::*;
+    }
+}
+
+/// The runtime (`runtime`).
+#[cfg(feature = "runtime")]
+pub mod runtime {
+    pub use asm_runtime::*;
+}
+
+/// The test kit (`testkit`).
+#[cfg(feature = "testkit")]
+pub mod testkit {
+    pub use asm_testkit::*;
+}
+
+/// The names most programs need, in one import.
+pub mod prelude {
+    pub use asm_core::{
+        Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunOutput, RunStatus, Session, SessionId,
+        SessionStatus, TokenUsage, Transcript, TranscriptBuilder, TranscriptOptions,
+    };
+    pub use asm_ports::{
+        CancellationToken, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, HookAction, ProviderAdapter,
+        ProviderEvent, RunContext, RunHook, SessionStore, SessionStoreExt,
+    };
+
+    #[cfg(feature = "store-memory")]
+    pub use asm_store_memory::InMemorySessionStore;
+
+    #[cfg(feature = "runtime")]
+    pub use asm_runtime::{
+        Continuation, ExecuteOptions, NewSession, RunOnceOptions, RunResult, SessionManager, StartRunOptions,
+        StreamOptions,
+    };
+}

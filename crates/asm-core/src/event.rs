@@ -1,0 +1,445 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, ErrorCode, EventId, RunId, SessionId, Timestamp};
+
+/// A JSON object: the type of every free-form payload (`data`, `metadata`, `context`, ...).
+pub type JsonMap = serde_json::Map<String, serde_json::Value>;
+
+macro_rules! event_kinds {
+    ($( $(#[$doc:meta])* $variant:ident = $text:literal, $group:ident, [$($key:ident),*]; )*) => {
+        /// The 28 event kinds, in canonical order. Serialised as the snake_case name.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        #[non_exhaustive]
+        pub enum EventKind {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl EventKind {
+            /// Every kind, in canonical order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
+
+            /// The snake_case name used on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(EventKind::$variant => $text,)* }
+            }
+
+            /// The group the kind belongs to.
+            pub const fn group(self) -> EventGroup {
+                match self { $(EventKind::$variant => EventGroup::$group,)* }
+            }
+
+            /// The canonical payload keys of this kind (spec section 2.1): the keys the library
+            /// writes and reads. Providers may add more; readers must not require more.
+            pub const fn canonical_keys(self) -> &'static [&'static str] {
+                match self { $(EventKind::$variant => &[$(keys::$key),*],)* }
+            }
+
+            /// Parses the snake_case name.
+            ///
+            /// # Errors
+            /// [`ErrorCode::InvalidEventType`] for any other text.
+            pub fn parse(text: &str) -> Result<Self, Error> {
+                match text {
+                    $($text => Ok(EventKind::$variant),)*
+                    other => Err(Error::new(ErrorCode::InvalidEventType, format!("unknown event type {other:?}"))),
+                }
+            }
+        }
+    };
+}
+
+/// Canonical payload keys. Tool payloads use exactly `tool_call_id`, `tool_name`, `tool_input`
+/// (an object) and `tool_output`; provider-native aliases are never written.
+pub mod keys {
+    /// Provider name.
+    pub const PROVIDER: &str = "provider";
+    /// Error code (snake_case name).
+    pub const ERROR_CODE: &str = "error_code";
+    /// Error message.
+    pub const ERROR_MESSAGE: &str = "error_message";
+    /// Normalised provider error object.
+    pub const PROVIDER_ERROR: &str = "provider_error";
+    /// Free-form details object.
+    pub const DETAILS: &str = "details";
+    /// Provider-side session id (Claude session id, Codex thread id, Amp thread id).
+    pub const PROVIDER_SESSION_ID: &str = "provider_session_id";
+    /// Model name.
+    pub const MODEL: &str = "model";
+    /// Why the provider stopped.
+    pub const STOP_REASON: &str = "stop_reason";
+    /// Token usage object.
+    pub const TOKEN_USAGE: &str = "token_usage";
+    /// Cost in USD reported by the provider.
+    pub const TOTAL_COST_USD: &str = "total_cost_usd";
+    /// Why something happened (for example `approval_requested`).
+    pub const REASON: &str = "reason";
+    /// Message role.
+    pub const ROLE: &str = "role";
+    /// Message content (full text).
+    pub const CONTENT: &str = "content";
+    /// Streamed chunk.
+    pub const DELTA: &str = "delta";
+    /// Tool call id.
+    pub const TOOL_CALL_ID: &str = "tool_call_id";
+    /// Tool name.
+    pub const TOOL_NAME: &str = "tool_name";
+    /// Tool input object.
+    pub const TOOL_INPUT: &str = "tool_input";
+    /// Tool output.
+    pub const TOOL_OUTPUT: &str = "tool_output";
+    /// Tool error flag.
+    pub const IS_ERROR: &str = "is_error";
+    /// Input tokens.
+    pub const INPUT_TOKENS: &str = "input_tokens";
+    /// Output tokens.
+    pub const OUTPUT_TOKENS: &str = "output_tokens";
+    /// Cache-read input tokens.
+    pub const CACHE_READ_TOKENS: &str = "cache_read_tokens";
+    /// Cache-creation input tokens.
+    pub const CACHE_CREATION_TOKENS: &str = "cache_creation_tokens";
+    /// Whether a usage report is a `delta` or `cumulative`.
+    pub const USAGE_MODE: &str = "usage_mode";
+    /// Snapshot label (`before`, `after`, `after_failure`).
+    pub const LABEL: &str = "label";
+    /// Snapshot backend (`git`, `hash`).
+    pub const BACKEND: &str = "backend";
+    /// Snapshot reference.
+    pub const REF: &str = "ref";
+    /// Files changed by a diff.
+    pub const FILES_CHANGED: &str = "files_changed";
+    /// Lines inserted by a diff.
+    pub const INSERTIONS: &str = "insertions";
+    /// Lines deleted by a diff.
+    pub const DELETIONS: &str = "deletions";
+    /// Whether the diff carries a patch.
+    pub const HAS_PATCH: &str = "has_patch";
+    /// Policy name.
+    pub const POLICY: &str = "policy";
+    /// Violation kind.
+    pub const KIND: &str = "kind";
+    /// Policy action.
+    pub const ACTION: &str = "action";
+    /// Policy name (approval events).
+    pub const POLICY_NAME: &str = "policy_name";
+    /// Violation kind (approval events).
+    pub const VIOLATION_KIND: &str = "violation_kind";
+}
+
+event_kinds! {
+    /// A session was created.
+    SessionCreated = "session_created", Session, [PROVIDER];
+    /// A session became active.
+    SessionStarted = "session_started", Session, [];
+    /// A session was paused.
+    SessionPaused = "session_paused", Session, [];
+    /// A paused session resumed.
+    SessionResumed = "session_resumed", Session, [];
+    /// A session completed.
+    SessionCompleted = "session_completed", Session, [];
+    /// A session failed.
+    SessionFailed = "session_failed", Session, [ERROR_CODE, ERROR_MESSAGE, PROVIDER_ERROR, DETAILS];
+    /// A session was cancelled.
+    SessionCancelled = "session_cancelled", Session, [];
+    /// A run started executing (emitted by the runtime, exactly once per executed run).
+    RunStarted = "run_started", Run, [PROVIDER, PROVIDER_SESSION_ID, MODEL];
+    /// A run completed (terminal).
+    RunCompleted = "run_completed", Run, [STOP_REASON, PROVIDER_SESSION_ID, MODEL, TOKEN_USAGE, TOTAL_COST_USD];
+    /// A run failed (terminal).
+    RunFailed = "run_failed", Run, [ERROR_CODE, ERROR_MESSAGE, PROVIDER_ERROR, DETAILS];
+    /// A run was cancelled (terminal).
+    RunCancelled = "run_cancelled", Run, [REASON];
+    /// A run exceeded its deadline (terminal).
+    RunTimeout = "run_timeout", Run, [ERROR_CODE, ERROR_MESSAGE];
+    /// An input message was sent to the provider.
+    MessageSent = "message_sent", Message, [ROLE, CONTENT];
+    /// A complete message was received.
+    MessageReceived = "message_received", Message, [ROLE, CONTENT];
+    /// A chunk of a message was streamed.
+    MessageStreamed = "message_streamed", Message, [CONTENT, DELTA];
+    /// A tool call started.
+    ToolCallStarted = "tool_call_started", Tool, [TOOL_CALL_ID, TOOL_NAME, TOOL_INPUT];
+    /// A tool call completed.
+    ToolCallCompleted = "tool_call_completed", Tool, [TOOL_CALL_ID, TOOL_NAME, TOOL_INPUT, TOOL_OUTPUT];
+    /// A tool call failed.
+    ToolCallFailed = "tool_call_failed", Tool, [TOOL_CALL_ID, TOOL_NAME, TOOL_INPUT, TOOL_OUTPUT, IS_ERROR];
+    /// An error occurred (also the home of unknown provider lines).
+    ErrorOccurred = "error_occurred", Error, [ERROR_CODE, ERROR_MESSAGE, PROVIDER_ERROR, DETAILS];
+    /// A previous error was recovered from.
+    ErrorRecovered = "error_recovered", Error, [];
+    /// Token usage was reported.
+    TokenUsageUpdated = "token_usage_updated", Usage, [INPUT_TOKENS, OUTPUT_TOKENS, CACHE_READ_TOKENS, CACHE_CREATION_TOKENS, USAGE_MODE];
+    /// A provider turn completed.
+    TurnCompleted = "turn_completed", Usage, [];
+    /// A workspace snapshot was taken.
+    WorkspaceSnapshotTaken = "workspace_snapshot_taken", Workspace, [LABEL, BACKEND, REF];
+    /// A workspace diff was computed.
+    WorkspaceDiffComputed = "workspace_diff_computed", Workspace, [FILES_CHANGED, INSERTIONS, DELETIONS, HAS_PATCH];
+    /// A policy was violated.
+    PolicyViolation = "policy_violation", Policy, [POLICY, KIND, ACTION, DETAILS];
+    /// A tool call needs human approval.
+    ToolApprovalRequested = "tool_approval_requested", Approval, [TOOL_NAME, TOOL_CALL_ID, TOOL_INPUT, POLICY_NAME, VIOLATION_KIND];
+    /// A tool call was approved.
+    ToolApprovalGranted = "tool_approval_granted", Approval, [TOOL_NAME];
+    /// A tool call was denied.
+    ToolApprovalDenied = "tool_approval_denied", Approval, [TOOL_NAME];
+}
+
+impl EventKind {
+    /// Whether this kind ends a run: `run_completed`, `run_failed`, `run_cancelled`, `run_timeout`.
+    pub const fn is_run_terminal(self) -> bool {
+        matches!(self, EventKind::RunCompleted | EventKind::RunFailed | EventKind::RunCancelled | EventKind::RunTimeout)
+    }
+
+    /// Whether the runtime owns this kind (`run_started` and the terminal kinds); adapters may
+    /// not emit these.
+    pub const fn is_run_lifecycle(self) -> bool {
+        matches!(self, EventKind::RunStarted) || self.is_run_terminal()
+    }
+
+    /// Advisory shape rules (spec section 2.2): `(key, expected JSON type)` pairs.
+    fn shape_rules(self) -> &'static [(&'static str, JsonType)] {
+        use JsonType::{Integer, Str};
+        match self {
+            EventKind::MessageReceived => &[(keys::CONTENT, Str), (keys::ROLE, Str)],
+            EventKind::MessageStreamed => &[(keys::CONTENT, Str)],
+            EventKind::ToolCallStarted | EventKind::ToolCallCompleted | EventKind::ToolCallFailed => {
+                &[(keys::TOOL_NAME, Str)]
+            }
+            EventKind::TokenUsageUpdated => &[(keys::INPUT_TOKENS, Integer), (keys::OUTPUT_TOKENS, Integer)],
+            EventKind::RunCompleted => &[(keys::STOP_REASON, Str)],
+            EventKind::ErrorOccurred => &[(keys::ERROR_MESSAGE, Str)],
+            EventKind::PolicyViolation => &[(keys::POLICY, Str), (keys::KIND, Str)],
+            EventKind::ToolApprovalRequested => &[(keys::TOOL_NAME, Str), (keys::POLICY_NAME, Str)],
+            EventKind::ToolApprovalGranted | EventKind::ToolApprovalDenied => &[(keys::TOOL_NAME, Str)],
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum JsonType {
+    Str,
+    Integer,
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+/// The group of an [`EventKind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventGroup {
+    /// Session lifecycle.
+    Session,
+    /// Run lifecycle.
+    Run,
+    /// Messages.
+    Message,
+    /// Tool calls.
+    Tool,
+    /// Errors.
+    Error,
+    /// Token usage and turns.
+    Usage,
+    /// Workspace snapshots.
+    Workspace,
+    /// Policy violations.
+    Policy,
+    /// Tool approvals.
+    Approval,
+}
+
+/// One entry of a session's append-only log.
+///
+/// `sequence` is `None` until a store appends the event; the store assigns the session's next
+/// number (starting at 1, gap-free) inside its atomic write.
+///
+/// ```
+/// use asm_core::{Event, EventKind, SessionId};
+/// let event = Event::new(EventKind::MessageSent, SessionId::new())
+///     .with_data("role", "user")
+///     .with_data("content", "hello");
+/// assert_eq!(event.sequence, None);
+/// assert_eq!(event.data["content"], "hello");
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Globally unique id; appending the same id twice is idempotent.
+    pub id: EventId,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// When it happened.
+    pub timestamp: Timestamp,
+    /// The session whose log this event belongs to.
+    pub session_id: SessionId,
+    /// The run, for run-scoped events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+    /// The payload (see [`EventKind::canonical_keys`]).
+    #[serde(default)]
+    pub data: JsonMap,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub metadata: JsonMap,
+    /// Per-session sequence number, assigned by the store.
+    #[serde(default, rename = "sequence_number", skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// Payload schema version, at least 1.
+    #[serde(deserialize_with = "deserialize_schema_version")]
+    pub schema_version: u32,
+    /// The provider that produced the event (`claude`, `codex`, ..., or `session_manager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Correlation id copied from session or run metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+fn deserialize_schema_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("schema_version must be >= 1"));
+    }
+    Ok(v)
+}
+
+impl Event {
+    /// The current payload schema version.
+    pub const SCHEMA_VERSION: u32 = 1;
+
+    /// A new, not yet stored event with a fresh id and the current time.
+    pub fn new(kind: EventKind, session_id: SessionId) -> Self {
+        Self {
+            id: EventId::new(),
+            kind,
+            timestamp: crate::now(),
+            session_id,
+            run_id: None,
+            data: JsonMap::new(),
+            metadata: JsonMap::new(),
+            sequence: None,
+            schema_version: Self::SCHEMA_VERSION,
+            provider: None,
+            correlation_id: None,
+        }
+    }
+
+    /// Sets the run.
+    #[must_use]
+    pub fn with_run(mut self, run_id: RunId) -> Self {
+        self.run_id = Some(run_id);
+        self
+    }
+
+    /// Adds one payload entry.
+    #[must_use]
+    pub fn with_data(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.data.insert(key.into(), value.into());
+        self
+    }
+
+    /// Replaces the payload.
+    #[must_use]
+    pub fn with_payload(mut self, data: JsonMap) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// Sets the provider.
+    #[must_use]
+    pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
+        self
+    }
+
+    /// Advisory shape warnings (spec section 2.2); an empty list means the payload has the
+    /// fields readers rely on. Never a reason to reject an event.
+    pub fn shape_warnings(&self) -> Vec<String> {
+        self.kind
+            .shape_rules()
+            .iter()
+            .filter_map(|&(key, ty)| match (self.data.get(key), ty) {
+                (None, _) => Some(format!("missing required field '{key}' for shape validation")),
+                (Some(serde_json::Value::String(_)), JsonType::Str) => None,
+                (Some(v), JsonType::Integer) if v.is_i64() || v.is_u64() => None,
+                (Some(v), JsonType::Str) => Some(format!("field '{key}' expected string, got {v}")),
+                (Some(v), JsonType::Integer) => Some(format!("field '{key}' expected integer, got {v}")),
+            })
+            .collect()
+    }
+
+    /// The text a payload key holds, if it is a string.
+    pub fn data_str(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(serde_json::Value::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn there_are_28_kinds_with_round_trip_names() {
+        assert_eq!(EventKind::ALL.len(), 28);
+        for &kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()).unwrap(), kind);
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+        assert_eq!(EventKind::parse("delta").unwrap_err().code(), ErrorCode::InvalidEventType);
+    }
+
+    #[test]
+    fn tool_kinds_use_canonical_keys() {
+        assert_eq!(EventKind::ToolCallStarted.canonical_keys(), &["tool_call_id", "tool_name", "tool_input"]);
+        assert_eq!(EventKind::RunStarted.group(), EventGroup::Run);
+        assert!(EventKind::RunTimeout.is_run_terminal());
+        assert!(EventKind::RunStarted.is_run_lifecycle());
+        assert!(!EventKind::MessageStreamed.is_run_lifecycle());
+    }
+
+    #[test]
+    fn event_serde_round_trip() {
+        let mut e = Event::new(EventKind::ToolCallStarted, SessionId::new())
+            .with_run(RunId::new())
+            .with_data("tool_name", "bash")
+            .with_provider("claude");
+        e.sequence = Some(7);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "tool_call_started");
+        assert_eq!(json["sequence_number"], 7);
+        let back: Event = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn schema_version_zero_is_rejected() {
+        let e = Event::new(EventKind::SessionStarted, SessionId::new());
+        let mut json = serde_json::to_value(&e).unwrap();
+        json["schema_version"] = 0.into();
+        assert!(serde_json::from_value::<Event>(json).is_err());
+    }
+
+    #[test]
+    fn shape_warnings() {
+        let s = SessionId::new();
+        let ok = Event::new(EventKind::MessageStreamed, s.clone()).with_data("content", "x");
+        assert!(ok.shape_warnings().is_empty());
+        let bad = Event::new(EventKind::TokenUsageUpdated, s).with_data("input_tokens", "12");
+        assert_eq!(bad.shape_warnings().len(), 2);
+    }
+}

@@ -1,0 +1,49 @@
+//! Domain values of agent-session-manager.
+//!
+//! Everything here is plain data plus the rules that govern it: identifiers, [`Session`] and
+//! [`Run`] with their enforced state machines, [`Event`] with the 28 [`EventKind`]s, token usage,
+//! capabilities, the [`Error`] taxonomy, provider error normalisation and transcripts.
+//!
+//! Architecture invariant: this crate does no I/O, spawns nothing and knows no async runtime.
+//! Stores, providers and the runtime build on these values; they never redefine them.
+//!
+//! ```
+//! use asm_core::{Session, SessionStatus};
+//!
+//! let mut session = Session::new("my-agent")?;
+//! session.transition(SessionStatus::Active)?;
+//! assert!(session.transition(SessionStatus::Pending).is_err());
+//! # Ok::<(), asm_core::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod capability;
+mod error;
+mod event;
+mod id;
+pub mod provider_error;
+mod run;
+mod session;
+pub mod transcript;
+mod usage;
+
+pub use capability::{
+    Capability, CapabilityResolver, CapabilityType, Manifest, Negotiation, NegotiationStatus, Registry,
+};
+pub use error::{Error, ErrorCategory, ErrorCode, Result};
+pub use event::{Event, EventGroup, EventKind, JsonMap, keys};
+pub use id::{EventId, RunId, SessionId};
+pub use provider_error::{ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
+pub use run::{InputMessage, Role, Run, RunInput, RunOutput, RunStatus};
+pub use session::{Session, SessionStatus};
+pub use transcript::{Message, Transcript, TranscriptBuilder, TranscriptOptions};
+pub use usage::{TokenUsage, UsageMode};
+
+/// The current time, truncated to microseconds so that it survives every store's round-trip.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{SubsecRound, Utc};
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Timestamps used throughout the crate: UTC with microsecond precision.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,278 @@
+use std::fmt;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use asm_core::{
+    Capability, Event, EventKind, JsonMap, Result, Run, RunOutput, Session, Timestamp, TokenUsage, Transcript,
+};
+
+use crate::CancellationToken;
+
+/// Executes runs against one provider (a CLI, an API, a router over several providers).
+///
+/// The runtime owns the run lifecycle: it emits `run_started` before calling
+/// [`execute`](ProviderAdapter::execute) and exactly one terminal event after it returns, mapped
+/// from the returned `Result`. Adapters report everything in between through the [`EventSink`]
+/// and must not emit lifecycle kinds (`run_started`, `run_completed`, `run_failed`,
+/// `run_cancelled`, `run_timeout`): the sink rejects them.
+///
+/// Cancellation: when `request.cancel` fires, the adapter stops the provider, emits nothing more
+/// and returns `Err` with [`ErrorCode::Cancelled`](asm_core::ErrorCode::Cancelled). It never
+/// leaves a child process behind.
+#[async_trait]
+pub trait ProviderAdapter: Send + Sync + Debug + 'static {
+    /// The provider name recorded on events and runs (`claude`, `codex`, `amp`, ...).
+    fn name(&self) -> &str;
+
+    /// What the provider can do, for capability negotiation.
+    fn capabilities(&self) -> Vec<Capability>;
+
+    /// Runs `request` to completion, streaming events into `sink`.
+    async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome>;
+
+    /// Checks the adapter's configuration without running anything.
+    fn validate_config(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the adapter can resume a provider-side session from a handle
+    /// ([`ExecuteRequest::resume`]) instead of replaying the transcript.
+    fn supports_native_resume(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl<A: ProviderAdapter + ?Sized> ProviderAdapter for Arc<A> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn capabilities(&self) -> Vec<Capability> {
+        (**self).capabilities()
+    }
+    async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {
+        (**self).execute(request, sink).await
+    }
+    fn validate_config(&self) -> Result<()> {
+        (**self).validate_config()
+    }
+    fn supports_native_resume(&self) -> bool {
+        (**self).supports_native_resume()
+    }
+}
+
+/// Everything an adapter needs to execute one run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ExecuteRequest {
+    /// The session, as stored when the run started.
+    pub session: Session,
+    /// The run, in status `running`.
+    pub run: Run,
+    /// Prior conversation to replay, for continuation runs.
+    pub transcript: Option<Transcript>,
+    /// A provider-side session handle to resume natively (Claude session id, Codex thread id).
+    pub resume: Option<String>,
+    /// Adapter-specific options for this run.
+    pub options: JsonMap,
+    /// When the run must be finished; the runtime enforces it too.
+    pub deadline: Option<Instant>,
+    /// Fires when the run must stop.
+    pub cancel: CancellationToken,
+}
+
+impl ExecuteRequest {
+    /// A request for `run` in `session` with no transcript, options or deadline.
+    pub fn new(session: Session, run: Run) -> Self {
+        Self {
+            session,
+            run,
+            transcript: None,
+            resume: None,
+            options: JsonMap::new(),
+            deadline: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+    /// Sets the transcript.
+    #[must_use]
+    pub fn transcript(mut self, transcript: Transcript) -> Self {
+        self.transcript = Some(transcript);
+        self
+    }
+    /// Sets the native resume handle.
+    #[must_use]
+    pub fn resume(mut self, handle: impl Into<String>) -> Self {
+        self.resume = Some(handle.into());
+        self
+    }
+    /// Sets the adapter options.
+    #[must_use]
+    pub fn options(mut self, options: JsonMap) -> Self {
+        self.options = options;
+        self
+    }
+    /// Sets the deadline.
+    #[must_use]
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+    /// Sets the cancellation token.
+    #[must_use]
+    pub fn cancel_token(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+}
+
+/// An event as an adapter reports it, before the runtime stamps ids, run, provider and sequence.
+///
+/// ```
+/// use asm_core::EventKind;
+/// use asm_ports::ProviderEvent;
+/// let e = ProviderEvent::new(EventKind::MessageStreamed).data("delta", "Hel").data("content", "Hel");
+/// assert_eq!(e.data["delta"], "Hel");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ProviderEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The payload, with canonical keys.
+    pub data: JsonMap,
+    /// Free-form metadata.
+    pub metadata: JsonMap,
+    /// The provider's own timestamp, if it reported one.
+    pub timestamp: Option<Timestamp>,
+}
+
+impl ProviderEvent {
+    /// An event with an empty payload.
+    pub fn new(kind: EventKind) -> Self {
+        Self { kind, data: JsonMap::new(), metadata: JsonMap::new(), timestamp: None }
+    }
+    /// Adds a payload entry.
+    #[must_use]
+    pub fn data(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.data.insert(key.into(), value.into());
+        self
+    }
+    /// Replaces the payload.
+    #[must_use]
+    pub fn payload(mut self, data: JsonMap) -> Self {
+        self.data = data;
+        self
+    }
+    /// Adds a metadata entry.
+    #[must_use]
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+    /// Sets the provider timestamp.
+    #[must_use]
+    pub fn at(mut self, timestamp: Timestamp) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+type EmitFn = dyn Fn(ProviderEvent) -> BoxFuture<'static, Result<Event>> + Send + Sync;
+
+/// Where an adapter reports events. `emit` returns once the event is persisted (it has its
+/// sequence number before anyone else sees it), so a slow store slows the adapter down
+/// (back-pressure) instead of buffering without bound.
+#[derive(Clone)]
+pub struct EventSink {
+    emit: Arc<EmitFn>,
+}
+
+impl EventSink {
+    /// A sink that hands every event to `emit`.
+    pub fn new<F>(emit: F) -> Self
+    where
+        F: Fn(ProviderEvent) -> BoxFuture<'static, Result<Event>> + Send + Sync + 'static,
+    {
+        Self { emit: Arc::new(emit) }
+    }
+
+    /// Reports one event and waits until it is persisted.
+    ///
+    /// # Errors
+    /// Whatever the runtime rejects: a lifecycle kind
+    /// ([`ErrorCode::InvalidOperation`](asm_core::ErrorCode::InvalidOperation)), a store failure,
+    /// or [`ErrorCode::Cancelled`](asm_core::ErrorCode::Cancelled) once the run is being cancelled.
+    pub async fn emit(&self, event: ProviderEvent) -> Result<Event> {
+        (self.emit)(event).await
+    }
+}
+
+impl Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSink").finish_non_exhaustive()
+    }
+}
+
+/// What a successful execution returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ExecuteOutcome {
+    /// The final output.
+    pub output: RunOutput,
+    /// Total tokens of the run.
+    pub token_usage: TokenUsage,
+    /// Provider-side session handle, for native resume.
+    pub provider_session_id: Option<String>,
+    /// The model that answered.
+    pub model: Option<String>,
+    /// Cost reported by the provider.
+    pub cost_usd: Option<f64>,
+    /// Why the provider stopped.
+    pub stop_reason: Option<String>,
+    /// Provider turns.
+    pub turns: u32,
+    /// Extra data for the run record.
+    pub metadata: JsonMap,
+}
+
+impl ExecuteOutcome {
+    /// An outcome with the given final text.
+    pub fn text(content: impl Into<String>) -> Self {
+        Self { output: RunOutput::text(content), ..Self::default() }
+    }
+    /// Sets the usage.
+    #[must_use]
+    pub fn usage(mut self, usage: TokenUsage) -> Self {
+        self.token_usage = usage;
+        self
+    }
+    /// Sets the provider session handle.
+    #[must_use]
+    pub fn provider_session(mut self, id: impl Into<String>) -> Self {
+        self.provider_session_id = Some(id.into());
+        self
+    }
+    /// Sets the model.
+    #[must_use]
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+    /// Sets the cost.
+    #[must_use]
+    pub fn cost(mut self, cost_usd: f64) -> Self {
+        self.cost_usd = Some(cost_usd);
+        self
+    }
+    /// Sets the stop reason.
+    #[must_use]
+    pub fn stop_reason(mut self, reason: impl Into<String>) -> Self {
+        self.stop_reason = Some(reason.into());
+        self
+    }
+}

@@ -1,0 +1,567 @@
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use asm_core::{
+    Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus,
+    Timestamp,
+};
+
+/// Persistence of sessions, runs and the per-session append-only event log.
+///
+/// Every implementation runs the one conformance suite in `asm-testkit`. The contract:
+///
+/// - **Sequences**: each session's events are numbered 1, 2, 3, ... with no gaps, assigned inside
+///   the store's atomic write. Concurrent appenders never get the same number.
+/// - **Idempotency**: appending an event whose id is already stored returns the stored event
+///   (same sequence) and consumes no number. Within one batch, a repeated id resolves to its
+///   first occurrence. Event ids are global (128 random bits): the stored event is returned even
+///   if it was stored under another session.
+/// - **Batches** are all-or-nothing, for a single session, contiguous and returned in input order.
+/// - **Unknown ids** give typed not-found errors ([`ErrorCode::SessionNotFound`],
+///   [`ErrorCode::RunNotFound`]); runs and events may only be written for a stored session.
+/// - **Terminal runs are final**: saving a run whose stored copy is terminal with different
+///   content fails with [`ErrorCode::InvalidTransition`] and writes nothing.
+/// - **Reads** are `O(log n + k)` in the number of stored events: an index by `(session, sequence)`,
+///   never a scan of the whole log.
+/// - **Deleting** a session removes its runs and events with it.
+#[async_trait]
+pub trait SessionStore: Send + Sync + Debug + 'static {
+    /// Inserts or replaces a session.
+    async fn save_session(&self, session: &Session) -> Result<()>;
+
+    /// Reads a session. Unknown id: [`ErrorCode::SessionNotFound`].
+    async fn get_session(&self, id: &SessionId) -> Result<Session>;
+
+    /// Lists sessions ordered by `(created_at, id)`, one page at a time.
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>>;
+
+    /// Deletes a session with its runs and events, atomically. Unknown id:
+    /// [`ErrorCode::SessionNotFound`].
+    async fn delete_session(&self, id: &SessionId) -> Result<()>;
+
+    /// Inserts or replaces a run. Its session must exist; a stored terminal run is final.
+    async fn save_run(&self, run: &Run) -> Result<()>;
+
+    /// Reads a run. Unknown id: [`ErrorCode::RunNotFound`].
+    async fn get_run(&self, id: &RunId) -> Result<Run>;
+
+    /// Lists a session's runs ordered by `(created_at, id)`.
+    async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>>;
+
+    /// Appends a batch of events of one session atomically and returns them as stored, with
+    /// their sequence numbers, in input order.
+    ///
+    /// With `expected_last_sequence`, the append happens only if the session's last sequence
+    /// equals it (compare-and-append); otherwise [`ErrorCode::InvalidOperation`] with details
+    /// `expected_last_sequence` and `actual_last_sequence`, and nothing is written. A batch made
+    /// only of already stored events returns them without checking (a retried append succeeds).
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>>;
+
+    /// Reads a session's events in sequence order, filtered by `query`; with
+    /// [`EventQuery::wait`], blocks until a matching event exists or the wait ends.
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>>;
+
+    /// The session's last assigned sequence (0 when it has no events yet). Unknown session:
+    /// [`ErrorCode::SessionNotFound`].
+    async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64>;
+
+    /// Writes a finished run and its events atomically, and applies `session_metadata` to the
+    /// stored session's metadata as a JSON merge patch ([`merge_patch`]) in the same write.
+    /// Never rewrites the rest of the session record. The run's session must exist and every
+    /// event must belong to it ([`ErrorCode::SessionMismatch`] otherwise); an invalid record
+    /// writes nothing.
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>>;
+
+    /// What this store can do.
+    fn capabilities(&self) -> StoreCapabilities;
+}
+
+/// Conveniences over [`SessionStore`], implemented for every store.
+#[async_trait]
+pub trait SessionStoreExt: SessionStore {
+    /// Appends a batch without a sequence precondition.
+    async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
+        self.append(events, None).await
+    }
+
+    /// Appends one event and returns it with its sequence.
+    async fn append_event(&self, event: Event) -> Result<Event> {
+        let mut stored = self.append(vec![event], None).await?;
+        stored.pop().ok_or_else(|| Error::new(ErrorCode::InternalError, "store returned no event for a batch of one"))
+    }
+}
+
+impl<S: SessionStore + ?Sized> SessionStoreExt for S {}
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    async fn save_session(&self, session: &Session) -> Result<()> {
+        (**self).save_session(session).await
+    }
+    async fn get_session(&self, id: &SessionId) -> Result<Session> {
+        (**self).get_session(id).await
+    }
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>> {
+        (**self).list_sessions(query).await
+    }
+    async fn delete_session(&self, id: &SessionId) -> Result<()> {
+        (**self).delete_session(id).await
+    }
+    async fn save_run(&self, run: &Run) -> Result<()> {
+        (**self).save_run(run).await
+    }
+    async fn get_run(&self, id: &RunId) -> Result<Run> {
+        (**self).get_run(id).await
+    }
+    async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
+        (**self).list_runs(session_id, query).await
+    }
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+        (**self).append(events, expected_last_sequence).await
+    }
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+        (**self).get_events(session_id, query).await
+    }
+    async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
+        (**self).latest_sequence(session_id).await
+    }
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+        (**self).flush(record).await
+    }
+    fn capabilities(&self) -> StoreCapabilities {
+        (**self).capabilities()
+    }
+}
+
+/// A cursor read of one session's events. All filters combine.
+///
+/// ```
+/// use asm_ports::EventQuery;
+/// use std::time::Duration;
+/// // the oldest 50 events after sequence 40, waiting up to 5 s if there are none yet
+/// let q = EventQuery::new().after(40).limit(50).wait(Duration::from_secs(5));
+/// assert!(q.validate().is_ok());
+/// assert!(EventQuery::new().limit(0).validate().is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct EventQuery {
+    /// Only events with `sequence > after` (exclusive).
+    pub after: Option<u64>,
+    /// Only events with `sequence < before` (exclusive).
+    pub before: Option<u64>,
+    /// At most this many events: the **oldest** N that match.
+    pub limit: Option<usize>,
+    /// Only events of this run.
+    pub run_id: Option<RunId>,
+    /// Only events of these kinds (empty: all kinds).
+    pub kinds: Vec<EventKind>,
+    /// Only events with `timestamp >= since` (inclusive).
+    pub since: Option<Timestamp>,
+    /// Long-poll: when nothing matches, wait up to this long for a matching append.
+    pub wait: Option<Duration>,
+}
+
+impl EventQuery {
+    /// Matches every event.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`EventQuery::after`].
+    #[must_use]
+    pub fn after(mut self, sequence: u64) -> Self {
+        self.after = Some(sequence);
+        self
+    }
+    /// Sets [`EventQuery::before`].
+    #[must_use]
+    pub fn before(mut self, sequence: u64) -> Self {
+        self.before = Some(sequence);
+        self
+    }
+    /// Sets [`EventQuery::limit`].
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+    /// Sets [`EventQuery::run_id`].
+    #[must_use]
+    pub fn run(mut self, run_id: RunId) -> Self {
+        self.run_id = Some(run_id);
+        self
+    }
+    /// Adds a kind to [`EventQuery::kinds`].
+    #[must_use]
+    pub fn kind(mut self, kind: EventKind) -> Self {
+        self.kinds.push(kind);
+        self
+    }
+    /// Sets [`EventQuery::since`].
+    #[must_use]
+    pub fn since(mut self, since: Timestamp) -> Self {
+        self.since = Some(since);
+        self
+    }
+    /// Sets [`EventQuery::wait`].
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(wait);
+        self
+    }
+
+    /// Rejects queries that cannot mean anything: `limit` 0.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidInput`].
+    pub fn validate(&self) -> Result<()> {
+        if self.limit == Some(0) {
+            return Err(Error::new(ErrorCode::InvalidInput, "event query limit must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Whether `event` passes every filter except `limit`. Stores that cannot push a filter into
+    /// their index use this, so every store filters the same way.
+    pub fn matches(&self, event: &Event) -> bool {
+        let seq = event.sequence.unwrap_or(0);
+        self.after.is_none_or(|a| seq > a)
+            && self.before.is_none_or(|b| seq < b)
+            && self.run_id.as_ref().is_none_or(|r| event.run_id.as_ref() == Some(r))
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+            && self.since.is_none_or(|s| event.timestamp >= s)
+    }
+
+    /// The sequence range `[first, end)` the query can match, given the session's last sequence.
+    pub fn sequence_range(&self, last_sequence: u64) -> std::ops::Range<u64> {
+        let first = self.after.map_or(1, |a| a.saturating_add(1)).max(1);
+        let end = self.before.unwrap_or(u64::MAX).min(last_sequence.saturating_add(1));
+        first..end.max(first)
+    }
+}
+
+/// A page of results and the cursor of the next page.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass to the next query to continue; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page.
+    pub fn new(items: Vec<T>, next_cursor: Option<String>) -> Self {
+        Self { items, next_cursor }
+    }
+}
+
+/// Filters and pagination for [`SessionStore::list_sessions`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SessionQuery {
+    /// Only sessions in this status.
+    pub status: Option<SessionStatus>,
+    /// Only sessions of this agent.
+    pub agent_id: Option<String>,
+    /// Only sessions carrying this tag.
+    pub tag: Option<String>,
+    /// Page size (default 100).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl SessionQuery {
+    /// Default page size.
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    /// All sessions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`SessionQuery::status`].
+    #[must_use]
+    pub fn status(mut self, status: SessionStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+    /// Sets [`SessionQuery::agent_id`].
+    #[must_use]
+    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
+        self.agent_id = Some(agent_id.into());
+        self
+    }
+    /// Sets [`SessionQuery::tag`].
+    #[must_use]
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+    /// Sets [`SessionQuery::limit`].
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+    /// Sets [`SessionQuery::cursor`].
+    #[must_use]
+    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+        self.cursor = Some(cursor.into());
+        self
+    }
+
+    /// Whether `session` passes the filters (not the cursor).
+    pub fn matches(&self, session: &Session) -> bool {
+        self.status.is_none_or(|s| session.status == s)
+            && self.agent_id.as_ref().is_none_or(|a| &session.agent_id == a)
+            && self.tag.as_ref().is_none_or(|t| session.tags.contains(t))
+    }
+
+    /// The page size, validated.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidInput`] for 0.
+    pub fn page_size(&self) -> Result<usize> {
+        match self.limit {
+            Some(0) => Err(Error::new(ErrorCode::InvalidInput, "session query limit must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(Self::DEFAULT_LIMIT),
+        }
+    }
+
+    /// Decodes the cursor into the `(created_at in µs, id)` key the page starts after.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidCursor`] for a cursor no store produced.
+    pub fn decode_cursor(&self) -> Result<Option<(i64, SessionId)>> {
+        let Some(cursor) = &self.cursor else { return Ok(None) };
+        let invalid = || Error::new(ErrorCode::InvalidCursor, format!("invalid session cursor {cursor:?}"));
+        let (micros, id) = cursor.split_once(':').ok_or_else(invalid)?;
+        let micros = micros.parse::<i64>().map_err(|_| invalid())?;
+        let id = SessionId::parse(id).map_err(|_| invalid())?;
+        Ok(Some((micros, id)))
+    }
+
+    /// The cursor that continues after `session`.
+    pub fn encode_cursor(session: &Session) -> String {
+        format!("{}:{}", session.created_at.timestamp_micros(), session.id)
+    }
+
+    /// The ordering key of a session in listings.
+    pub fn order_key(session: &Session) -> (i64, SessionId) {
+        (session.created_at.timestamp_micros(), session.id.clone())
+    }
+}
+
+/// Filters for [`SessionStore::list_runs`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RunQuery {
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// At most this many (the oldest).
+    pub limit: Option<usize>,
+}
+
+impl RunQuery {
+    /// All runs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets [`RunQuery::status`].
+    #[must_use]
+    pub fn status(mut self, status: RunStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+    /// Sets [`RunQuery::limit`].
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Rejects `limit` 0.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidInput`].
+    pub fn validate(&self) -> Result<()> {
+        if self.limit == Some(0) {
+            return Err(Error::new(ErrorCode::InvalidInput, "run query limit must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Whether `run` passes the filters.
+    pub fn matches(&self, run: &Run) -> bool {
+        self.status.is_none_or(|s| run.status == s)
+    }
+}
+
+/// What [`SessionStore::flush`] writes in one atomic step.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ExecutionRecord {
+    /// The run, usually in its terminal state.
+    pub run: Run,
+    /// Events of the run's session to append.
+    pub events: Vec<Event>,
+    /// A JSON merge patch ([`merge_patch`]) for the stored session's metadata (for example
+    /// `{"provider_sessions": {"claude": {...}}}`); empty for none.
+    pub session_metadata: JsonMap,
+}
+
+impl ExecutionRecord {
+    /// A record of a run with no events and no session metadata.
+    pub fn new(run: Run) -> Self {
+        Self { run, events: Vec::new(), session_metadata: JsonMap::new() }
+    }
+    /// Sets the events.
+    #[must_use]
+    pub fn events(mut self, events: Vec<Event>) -> Self {
+        self.events = events;
+        self
+    }
+    /// Sets the session metadata patch.
+    #[must_use]
+    pub fn session_metadata(mut self, patch: JsonMap) -> Self {
+        self.session_metadata = patch;
+        self
+    }
+}
+
+/// What a store can do, so callers and the conformance suite can adapt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCapabilities {
+    /// `EventQuery::wait` blocks until an append (rather than returning at once).
+    pub long_poll: bool,
+    /// An acknowledged write survives a crash of the process.
+    pub durable: bool,
+    /// Several processes may use the same store at once.
+    pub multi_process: bool,
+}
+
+impl StoreCapabilities {
+    /// No capabilities.
+    pub const fn new() -> Self {
+        Self { long_poll: false, durable: false, multi_process: false }
+    }
+    /// Sets `long_poll`.
+    #[must_use]
+    pub const fn long_poll(mut self, yes: bool) -> Self {
+        self.long_poll = yes;
+        self
+    }
+    /// Sets `durable`.
+    #[must_use]
+    pub const fn durable(mut self, yes: bool) -> Self {
+        self.durable = yes;
+        self
+    }
+    /// Sets `multi_process`.
+    #[must_use]
+    pub const fn multi_process(mut self, yes: bool) -> Self {
+        self.multi_process = yes;
+        self
+    }
+}
+
+/// Checks a batch before a store touches its state: non-empty, one session, and returns that
+/// session. Every store calls this so every store rejects the same input the same way.
+///
+/// # Errors
+/// [`ErrorCode::InvalidInput`] for an empty batch or mixed sessions.
+pub fn batch_session(events: &[Event]) -> Result<&SessionId> {
+    let first = events.first().ok_or_else(|| Error::new(ErrorCode::InvalidInput, "cannot append an empty batch"))?;
+    if let Some(other) = events.iter().find(|e| e.session_id != first.session_id) {
+        return Err(Error::new(
+            ErrorCode::InvalidInput,
+            format!("a batch must belong to one session: {} and {}", first.session_id, other.session_id),
+        ));
+    }
+    Ok(&first.session_id)
+}
+
+/// The rule "a stored terminal run is final": `Ok` when `incoming` may replace `stored`.
+///
+/// # Errors
+/// [`ErrorCode::InvalidTransition`].
+pub fn check_run_overwrite(stored: &Run, incoming: &Run) -> Result<()> {
+    if stored.status.is_terminal() && stored != incoming {
+        return Err(Error::new(
+            ErrorCode::InvalidTransition,
+            format!("run {} is already {} and cannot be rewritten", stored.id, stored.status),
+        )
+        .with_detail("stored_status", stored.status.as_str())
+        .with_detail("incoming_status", incoming.status.as_str()));
+    }
+    if stored.session_id != incoming.session_id {
+        return Err(Error::new(ErrorCode::SessionMismatch, format!("run {} belongs to another session", stored.id)));
+    }
+    Ok(())
+}
+
+/// Applies `patch` to `target` as a JSON Merge Patch (RFC 7396): objects merge recursively,
+/// `null` removes a key, anything else replaces. Every store applies session metadata patches
+/// with this one function.
+///
+/// ```
+/// use serde_json::json;
+/// let mut meta = json!({"provider_sessions": {"codex": {"id": "t1"}}, "x": 1}).as_object().unwrap().clone();
+/// let patch = json!({"provider_sessions": {"claude": {"id": "s1"}}, "x": null}).as_object().unwrap().clone();
+/// asm_ports::merge_patch(&mut meta, &patch);
+/// assert_eq!(serde_json::Value::Object(meta), json!({"provider_sessions": {"codex": {"id": "t1"}, "claude": {"id": "s1"}}}));
+/// ```
+pub fn merge_patch(target: &mut JsonMap, patch: &JsonMap) {
+    for (key, value) in patch {
+        match value {
+            serde_json::Value::Null => {
+                target.remove(key);
+            }
+            serde_json::Value::Object(inner) => {
+                let slot = target.entry(key.clone()).or_insert_with(|| serde_json::Value::Object(JsonMap::new()));
+                if !slot.is_object() {
+                    *slot = serde_json::Value::Object(JsonMap::new());
+                }
+                if let serde_json::Value::Object(existing) = slot {
+                    merge_patch(existing, inner);
+                }
+            }
+            other => {
+                target.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_range_is_exclusive_on_both_ends() {
+        let q = EventQuery::new().after(1).before(3);
+        assert_eq!(q.sequence_range(10), 2..3);
+        assert_eq!(EventQuery::new().sequence_range(0), 1..1);
+        assert_eq!(EventQuery::new().sequence_range(5), 1..6);
+        assert_eq!(EventQuery::new().after(9).sequence_range(5), 10..10);
+        assert_eq!(EventQuery::new().before(0).sequence_range(5), 1..1);
+        assert_eq!(EventQuery::new().after(u64::MAX).sequence_range(5).count(), 0);
+    }
+
+    #[test]
+    fn cursor_round_trip_and_rejects_garbage() {
+        let s = Session::new("a").unwrap();
+        let q = SessionQuery::new().cursor(SessionQuery::encode_cursor(&s));
+        assert_eq!(q.decode_cursor().unwrap(), Some(SessionQuery::order_key(&s)));
+        for bad in ["x", "1:nope", "a:ses_00000000000000000000000000000000"] {
+            let err = SessionQuery::new().cursor(bad).decode_cursor().unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidCursor);
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! One run's execution: preparation (validation before anything is written), the event sink,
+//! hooks, deadline and cancellation, and the single terminal write.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use parking_lot::Mutex;
+
+use asm_core::{
+    Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus,
+    Transcript, TranscriptBuilder, keys,
+};
+use asm_ports::{
+    EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HookAction, ProviderEvent, RunContext,
+    RunFinish, RunHook, SessionStoreExt,
+};
+
+use crate::manager::{ActiveRun, CancelRequest, RUNTIME_PROVIDER, SessionManager};
+use crate::options::{Continuation, EventCallback, ExecuteOptions, RunResult};
+
+/// How long a cancelled adapter may take to stop before its future is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
+/// Page size when reading a whole session log for a transcript.
+const TRANSCRIPT_PAGE: usize = 1_000;
+
+pub(crate) struct Execution {
+    manager: SessionManager,
+    session: Session,
+    run: Run,
+    options: ExecuteOptions,
+    transcript: Option<Transcript>,
+    resume: Option<String>,
+    active: Arc<ActiveRun>,
+    _registration: Registration,
+}
+
+/// Removes the run from the manager's active set however the execution ends (even when the
+/// caller drops the future).
+struct Registration {
+    manager: SessionManager,
+    run_id: RunId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.manager.inner.active.lock().remove(&self.run_id);
+    }
+}
+
+/// State shared between the execution and the event sink handed to the adapter.
+struct Shared {
+    manager: SessionManager,
+    ctx: RunContext,
+    hooks: Vec<Arc<dyn RunHook>>,
+    on_event: Option<EventCallback>,
+    cancel: asm_ports::CancellationToken,
+    abort: Mutex<Option<Error>>,
+    events: Mutex<Vec<Event>>,
+    correlation_id: Option<String>,
+}
+
+impl Execution {
+    pub(crate) async fn prepare(manager: SessionManager, run_id: &RunId, options: ExecuteOptions) -> Result<Self> {
+        options.validate()?;
+        let store = &manager.inner.store;
+        let adapter = &manager.inner.adapter;
+        let run = store.get_run(run_id).await?;
+        if run.status != RunStatus::Pending {
+            return Err(Error::new(
+                ErrorCode::InvalidTransition,
+                format!("run {} is {}; only pending runs can be executed", run.id, run.status),
+            ));
+        }
+        let session = store.get_session(&run.session_id).await?;
+        if session.status != SessionStatus::Active {
+            return Err(Error::new(
+                ErrorCode::InvalidOperation,
+                format!("session {} is {}; runs need an active session", session.id, session.status),
+            ));
+        }
+        let handle = provider_handle(&session, adapter.name());
+        let native = adapter.supports_native_resume() && handle.is_some();
+        let (replay, resume) = match options.continuation {
+            Continuation::None => (false, None),
+            Continuation::Replay => (true, None),
+            Continuation::Auto if native => (false, handle),
+            Continuation::Auto => (true, None),
+            Continuation::Native if native => (false, handle),
+            Continuation::Native => {
+                return Err(Error::new(
+                    ErrorCode::InvalidOperation,
+                    format!(
+                        "native continuation needs an adapter that resumes natively and a recorded {} session handle",
+                        adapter.name()
+                    ),
+                ));
+            }
+        };
+        let transcript = if replay { Some(build_transcript(&manager, &session.id, &options).await?) } else { None };
+
+        let active = Arc::new(ActiveRun::default());
+        {
+            let mut registry = manager.inner.active.lock();
+            if registry.contains_key(&run.id) {
+                return Err(Error::new(ErrorCode::InvalidOperation, format!("run {} is already executing", run.id)));
+            }
+            registry.insert(run.id.clone(), active.clone());
+        }
+        let registration = Registration { manager: manager.clone(), run_id: run.id.clone() };
+        Ok(Self { manager, session, run, options, transcript, resume, active, _registration: registration })
+    }
+
+    pub(crate) async fn run(mut self) -> Result<RunResult> {
+        let store = self.manager.inner.store.clone();
+        let provider = self.manager.inner.adapter.name().to_owned();
+
+        let early_cancel = self.active.cancel_request.lock().clone();
+        if let Some(request) = early_cancel {
+            // Cancelled before it started: no run_started, no provider call.
+            return self.finish_without_start(&request).await;
+        }
+        self.run.transition(RunStatus::Running)?;
+        if let Err(error) = store.save_run(&self.run).await {
+            // A cancel that found the run still pending wrote its terminal state first.
+            if error.code() == ErrorCode::InvalidTransition {
+                let stored = store.get_run(&self.run.id).await?;
+                return Err(stored.error.unwrap_or(error));
+            }
+            return Err(error);
+        }
+
+        let shared = Arc::new(Shared {
+            manager: self.manager.clone(),
+            ctx: RunContext::new(self.session.clone(), self.run.clone(), provider.clone()),
+            hooks: std::mem::take(&mut self.options.hooks),
+            on_event: self.options.on_event.clone(),
+            cancel: self.active.cancel.clone(),
+            abort: Mutex::new(None),
+            events: Mutex::new(Vec::new()),
+            correlation_id: self
+                .run
+                .metadata
+                .get("correlation_id")
+                .or_else(|| self.session.metadata.get("correlation_id"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+        });
+
+        let result = match self.start(&shared, &provider).await {
+            Ok(()) => self.call_provider(&shared).await,
+            Err(error) => Err(error),
+        };
+        let result = self.settle(&shared, result).await;
+        self.finalize(&shared, result).await
+    }
+
+    /// `run_started` and the input messages in one atomic batch, then the start hooks.
+    async fn start(&self, shared: &Arc<Shared>, provider: &str) -> Result<()> {
+        let mut batch = vec![
+            shared.event(
+                EventKind::RunStarted,
+                [
+                    (keys::PROVIDER.to_owned(), provider.into()),
+                    ("continuation".to_owned(), continuation_name(self).into()),
+                ]
+                .into_iter()
+                .collect(),
+                RUNTIME_PROVIDER,
+            ),
+        ];
+        for message in self.run.input.messages.iter().filter(|m| !m.content.is_empty()) {
+            let data = [
+                (keys::ROLE.to_owned(), message.role.as_str().into()),
+                (keys::CONTENT.to_owned(), message.content.clone().into()),
+            ]
+            .into_iter()
+            .collect();
+            batch.push(shared.event(EventKind::MessageSent, data, RUNTIME_PROVIDER));
+        }
+        let stored = self.manager.inner.store.append_events(batch).await?;
+        for event in stored {
+            shared.observed(event);
+        }
+        for hook in &shared.hooks {
+            let action = hook.on_start(&shared.ctx).await?;
+            shared.apply(action).await?;
+        }
+        match shared.abort.lock().take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    async fn call_provider(&self, shared: &Arc<Shared>) -> Result<ExecuteOutcome> {
+        let adapter = self.manager.inner.adapter.clone();
+        let timeout = self.options.effective_timeout();
+        let mut request = ExecuteRequest::new(self.session.clone(), self.run.clone())
+            .options(self.options.adapter_options.clone())
+            .deadline(Instant::now() + timeout)
+            .cancel_token(self.active.cancel.clone());
+        request.transcript = self.transcript.clone();
+        request.resume = self.resume.clone();
+
+        let sink_shared = shared.clone();
+        let sink = EventSink::new(move |event| {
+            let shared = sink_shared.clone();
+            async move { shared.emit(event).await }.boxed()
+        });
+
+        let provider_call = async {
+            match tokio::time::timeout(timeout, AssertUnwindSafe(adapter.execute(request, sink)).catch_unwind()).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(panic)) => Err(Error::new(
+                    ErrorCode::InternalError,
+                    format!("provider adapter panicked: {}", panic_message(panic.as_ref())),
+                )),
+                Err(_) => {
+                    Err(Error::new(ErrorCode::Timeout, format!("run exceeded its {} ms deadline", timeout.as_millis()))
+                        .with_detail("timeout_ms", u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)))
+                }
+            }
+        };
+        let cancel = self.active.cancel.clone();
+        let grace_expired = async move {
+            cancel.cancelled().await;
+            tokio::time::sleep(CANCEL_GRACE).await;
+        };
+        let result = tokio::select! {
+            result = provider_call => result,
+            () = grace_expired => Err(Error::new(ErrorCode::Cancelled, "provider did not stop within the cancel grace period")),
+        };
+        // Whatever happened, nothing of this run may keep going.
+        self.active.cancel.cancel();
+        result
+    }
+
+    /// Decides the outcome: a hook abort wins, then a cancel request, then the provider result;
+    /// the finish hooks may still add events or turn a success into a failure.
+    async fn settle(&self, shared: &Arc<Shared>, result: Result<ExecuteOutcome>) -> Result<ExecuteOutcome> {
+        let mut result = result;
+        if let Some(error) = shared.abort.lock().take() {
+            result = Err(error);
+        } else if let Some(request) = self.active.cancel_request.lock().clone() {
+            result = Err(cancelled_error(&request));
+        }
+        let finish = RunFinish::new(result.clone());
+        for hook in &shared.hooks {
+            let action = match hook.on_finish(&shared.ctx, &finish).await {
+                Ok(action) => action,
+                Err(error) => HookAction::none().abort(error),
+            };
+            if let Err(error) = shared.apply(action).await {
+                result = Err(error);
+            }
+            if let Some(error) = shared.abort.lock().take()
+                && result.is_ok()
+            {
+                result = Err(error);
+            }
+        }
+        result
+    }
+
+    async fn finalize(mut self, shared: &Arc<Shared>, result: Result<ExecuteOutcome>) -> Result<RunResult> {
+        let provider = self.manager.inner.adapter.name().to_owned();
+        self.run.provider = Some(provider.clone());
+        let mut session_patch = JsonMap::new();
+        let (terminal, outcome_error) = match result {
+            Ok(outcome) => {
+                let mut data = JsonMap::new();
+                data.insert(
+                    keys::STOP_REASON.into(),
+                    outcome.stop_reason.clone().unwrap_or_else(|| "end_turn".into()).into(),
+                );
+                data.insert(keys::TOKEN_USAGE.into(), serde_json::to_value(outcome.token_usage).unwrap_or_default());
+                if let Some(id) = &outcome.provider_session_id {
+                    data.insert(keys::PROVIDER_SESSION_ID.into(), id.clone().into());
+                    self.run.metadata.insert(keys::PROVIDER_SESSION_ID.into(), id.clone().into());
+                }
+                if let Some(model) = &outcome.model {
+                    data.insert(keys::MODEL.into(), model.clone().into());
+                    self.run.metadata.insert(keys::MODEL.into(), model.clone().into());
+                }
+                if let Some(cost) = outcome.cost_usd {
+                    data.insert(keys::TOTAL_COST_USD.into(), cost.into());
+                }
+                if outcome.provider_session_id.is_some() || outcome.model.is_some() {
+                    let mut handle = JsonMap::new();
+                    if let Some(id) = &outcome.provider_session_id {
+                        handle.insert(keys::PROVIDER_SESSION_ID.into(), id.clone().into());
+                    }
+                    if let Some(model) = &outcome.model {
+                        handle.insert(keys::MODEL.into(), model.clone().into());
+                    }
+                    let mut per_provider = JsonMap::new();
+                    per_provider.insert(provider.clone(), handle.into());
+                    session_patch.insert("provider_sessions".into(), per_provider.into());
+                }
+                self.run.metadata.extend(outcome.metadata.clone());
+                self.run.token_usage = outcome.token_usage;
+                self.run.cost_usd = outcome.cost_usd;
+                self.run.turn_count = outcome.turns;
+                self.run.complete(outcome.output)?;
+                (shared.event(EventKind::RunCompleted, data, RUNTIME_PROVIDER), None)
+            }
+            Err(error) => {
+                let request = self.active.cancel_request.lock().clone();
+                let reason = request.as_ref().and_then(|r| r.reason.clone());
+                self.run.fail(error.clone())?;
+                let mut terminal = terminal_event(&self.run, &error, reason.as_deref());
+                terminal.correlation_id = shared.correlation_id.clone();
+                (terminal, Some((error, request)))
+            }
+        };
+        let mut events = vec![terminal];
+        if let Some((_, Some(CancelRequest { approval: Some(approval), .. }))) = &outcome_error {
+            events.push(shared.event(EventKind::ToolApprovalRequested, approval.clone(), RUNTIME_PROVIDER));
+        }
+        let record = ExecutionRecord::new(self.run.clone()).events(events).session_metadata(session_patch);
+        match self.manager.inner.store.flush(record).await {
+            Ok(stored) => {
+                for event in stored {
+                    shared.observed(event);
+                }
+            }
+            Err(error) if error.code() == ErrorCode::InvalidTransition => {
+                // Someone else (a cancel from another process) ended the run first; theirs stands.
+                let stored = self.manager.inner.store.get_run(&self.run.id).await?;
+                return Err(stored.error.clone().unwrap_or_else(|| {
+                    Error::new(
+                        ErrorCode::InvalidTransition,
+                        format!("run {} was ended elsewhere as {}", stored.id, stored.status),
+                    )
+                }));
+            }
+            Err(error) => return Err(error),
+        }
+        match outcome_error {
+            Some((error, _)) => Err(error),
+            None => {
+                Ok(RunResult { run: self.run, events: std::mem::take(&mut *shared.events.lock()), negotiation: None })
+            }
+        }
+    }
+
+    async fn finish_without_start(mut self, request: &CancelRequest) -> Result<RunResult> {
+        let error = cancelled_error(request);
+        self.run.fail(error.clone())?;
+        let mut events = vec![terminal_event(&self.run, &error, request.reason.as_deref())];
+        if let Some(approval) = &request.approval {
+            events.push(
+                Event::new(EventKind::ToolApprovalRequested, self.run.session_id.clone())
+                    .with_run(self.run.id.clone())
+                    .with_payload(approval.clone())
+                    .with_provider(RUNTIME_PROVIDER),
+            );
+        }
+        self.manager.inner.store.flush(ExecutionRecord::new(self.run.clone()).events(events)).await?;
+        Err(error)
+    }
+}
+
+impl Shared {
+    fn event(&self, kind: EventKind, data: JsonMap, provider: &str) -> Event {
+        let mut event = Event::new(kind, self.ctx.run.session_id.clone())
+            .with_run(self.ctx.run.id.clone())
+            .with_payload(data)
+            .with_provider(provider);
+        event.correlation_id = self.correlation_id.clone();
+        event
+    }
+
+    fn observed(&self, event: Event) {
+        if let Some(callback) = &self.on_event {
+            callback(&event);
+        }
+        self.events.lock().push(event);
+    }
+
+    async fn persist(&self, event: Event) -> Result<Event> {
+        let stored = self.manager.inner.store.append_event(event).await?;
+        self.observed(stored.clone());
+        Ok(stored)
+    }
+
+    /// The sink: reject lifecycle kinds and late events, persist, then run the event hooks.
+    async fn emit(&self, provider_event: ProviderEvent) -> Result<Event> {
+        if provider_event.kind.is_run_lifecycle() {
+            return Err(Error::new(
+                ErrorCode::InvalidOperation,
+                format!("adapters may not emit {}: the runtime owns run lifecycle events", provider_event.kind),
+            ));
+        }
+        if self.cancel.is_cancelled() {
+            return Err(Error::new(ErrorCode::Cancelled, "run is being cancelled; no more events are accepted"));
+        }
+        let mut event = self.event(provider_event.kind, provider_event.data, &self.ctx.provider);
+        event.metadata = provider_event.metadata;
+        if let Some(timestamp) = provider_event.timestamp {
+            event.timestamp = timestamp;
+        }
+        let stored = self.persist(event).await?;
+        for hook in &self.hooks {
+            let action = match hook.on_event(&self.ctx, &stored).await {
+                Ok(action) => action,
+                Err(error) => HookAction::none().abort(error),
+            };
+            self.apply(action).await?;
+        }
+        Ok(stored)
+    }
+
+    /// Persists a hook's events; an abort is recorded and cancels the provider.
+    async fn apply(&self, action: HookAction) -> Result<()> {
+        for provider_event in action.events {
+            let mut event = self.event(provider_event.kind, provider_event.data, RUNTIME_PROVIDER);
+            event.metadata = provider_event.metadata;
+            self.persist(event).await?;
+        }
+        if let Some(error) = action.abort {
+            self.abort.lock().get_or_insert(error);
+            self.cancel.cancel();
+        }
+        Ok(())
+    }
+}
+
+/// The terminal event for a run that ended with `error` (status already set on `run`).
+pub(crate) fn terminal_event(run: &Run, error: &Error, reason: Option<&str>) -> Event {
+    let kind = match run.status {
+        RunStatus::Cancelled => EventKind::RunCancelled,
+        RunStatus::Timeout => EventKind::RunTimeout,
+        _ => EventKind::RunFailed,
+    };
+    let mut data = error.to_event_data();
+    if let Some(reason) = reason {
+        data.insert(keys::REASON.into(), reason.into());
+    }
+    Event::new(kind, run.session_id.clone()).with_run(run.id.clone()).with_payload(data).with_provider(RUNTIME_PROVIDER)
+}
+
+fn cancelled_error(request: &CancelRequest) -> Error {
+    let error = Error::new(ErrorCode::Cancelled, "run cancelled");
+    match &request.reason {
+        Some(reason) => error.with_detail(keys::REASON, reason.clone()),
+        None => error,
+    }
+}
+
+fn continuation_name(execution: &Execution) -> &'static str {
+    if execution.resume.is_some() {
+        "native"
+    } else if execution.transcript.is_some() {
+        "replay"
+    } else {
+        "none"
+    }
+}
+
+/// The provider-side session handle recorded for `provider` on the session.
+fn provider_handle(session: &Session, provider: &str) -> Option<String> {
+    session
+        .metadata
+        .get("provider_sessions")?
+        .get(provider)?
+        .get(keys::PROVIDER_SESSION_ID)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+async fn build_transcript(
+    manager: &SessionManager,
+    session_id: &SessionId,
+    options: &ExecuteOptions,
+) -> Result<Transcript> {
+    let builder = TranscriptBuilder::new(options.transcript);
+    let mut transcript = builder.from_events(session_id, &[]);
+    let mut after = 0;
+    loop {
+        let page =
+            manager.inner.store.get_events(session_id, &EventQuery::new().after(after).limit(TRANSCRIPT_PAGE)).await?;
+        let Some(last) = page.last().and_then(|e| e.sequence) else { break };
+        after = last;
+        builder.update(&mut transcript, &page);
+        if page.len() < TRANSCRIPT_PAGE {
+            break;
+        }
+    }
+    Ok(transcript)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

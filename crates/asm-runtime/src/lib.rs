@@ -1,0 +1,40 @@
+//! The runtime of agent-session-manager.
+//!
+//! [`SessionManager`] orchestrates sessions and runs over any [`SessionStore`] and
+//! [`ProviderAdapter`]: lifecycle with enforced state machines, run execution with events
+//! persisted (and numbered) before anyone sees them, continuation (replay a transcript or resume
+//! the provider's own session), hooks, deadlines, cancellation and cursor streams.
+//!
+//! Architecture invariant: this crate depends on the ports, never on a concrete store or
+//! provider.
+//!
+//! ```
+//! use asm_runtime::{ExecuteOptions, NewSession, SessionManager, StartRunOptions};
+//! use asm_core::{RunInput, RunStatus};
+//! # use asm_store_memory::InMemorySessionStore;
+//! # use asm_testkit::ScriptedAdapter;
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> asm_core::Result<()> {
+//! let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("Hi!"));
+//! let session = manager.start_session(NewSession::new("my-agent")).await?;
+//! manager.activate_session(&session.id).await?;
+//! let run = manager.start_run(&session.id, RunInput::user("Hello"), StartRunOptions::default()).await?;
+//! let result = manager.execute_run(&run.id, ExecuteOptions::default()).await?;
+//! assert_eq!(result.run.status, RunStatus::Completed);
+//! assert_eq!(result.output().content, "Hi!");
+//! # Ok(()) }
+//! ```
+//!
+//! [`SessionStore`]: asm_ports::SessionStore
+//! [`ProviderAdapter`]: asm_ports::ProviderAdapter
+#![deny(missing_docs)]
+
+mod execution;
+mod manager;
+mod options;
+mod stream;
+
+pub use manager::SessionManager;
+pub use options::{
+    Continuation, EventCallback, ExecuteOptions, NewSession, RunOnceOptions, RunOnceResult, RunResult, StartRunOptions,
+    StreamOptions,
+};

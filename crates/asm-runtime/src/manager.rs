@@ -1,0 +1,364 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use futures::Stream;
+use parking_lot::Mutex;
+use tracing::Instrument;
+
+use asm_core::{
+    CapabilityResolver, Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunInput, RunStatus, Session,
+    SessionId, SessionStatus, keys,
+};
+use asm_ports::{
+    CancellationToken, DynProviderAdapter, DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunQuery,
+    SessionStore, SessionStoreExt,
+};
+
+use crate::execution::Execution;
+use crate::options::{
+    ExecuteOptions, NewSession, RunOnceOptions, RunOnceResult, RunResult, StartRunOptions, StreamOptions,
+};
+
+/// The provider name the runtime records on the events it writes itself.
+pub(crate) const RUNTIME_PROVIDER: &str = "session_manager";
+
+/// Orchestrates sessions and runs over one store and one provider adapter.
+///
+/// A cheap, cloneable, `Send + Sync` handle. Runs executing through a manager can be cancelled
+/// through any clone of it; runs that no live manager owns any more (a crashed process) are
+/// cancelled in the store.
+#[derive(Clone)]
+pub struct SessionManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: DynSessionStore,
+    pub(crate) adapter: DynProviderAdapter,
+    pub(crate) active: Mutex<HashMap<RunId, Arc<ActiveRun>>>,
+}
+
+/// A run executing in this process.
+#[derive(Debug, Default)]
+pub(crate) struct ActiveRun {
+    pub(crate) cancel: CancellationToken,
+    /// Why the run is being cancelled; the first request wins.
+    pub(crate) cancel_request: Mutex<Option<CancelRequest>>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct CancelRequest {
+    pub(crate) reason: Option<String>,
+    pub(crate) approval: Option<JsonMap>,
+}
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("store", &self.inner.store)
+            .field("adapter", &self.inner.adapter.name())
+            .field("active_runs", &self.inner.active.lock().len())
+            .finish()
+    }
+}
+
+impl SessionManager {
+    /// A manager over `store` and `adapter`.
+    pub fn new(store: impl SessionStore, adapter: impl ProviderAdapter) -> Self {
+        Self::from_shared(Arc::new(store), Arc::new(adapter))
+    }
+
+    /// A manager over already shared handles.
+    pub fn from_shared(store: DynSessionStore, adapter: DynProviderAdapter) -> Self {
+        Self { inner: Arc::new(Inner { store, adapter, active: Mutex::new(HashMap::new()) }) }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &DynSessionStore {
+        &self.inner.store
+    }
+
+    /// The provider adapter.
+    pub fn adapter(&self) -> &DynProviderAdapter {
+        &self.inner.adapter
+    }
+
+    // ----- sessions -------------------------------------------------------------------------
+
+    /// Creates a pending session (metadata `provider` = the adapter's name) and records
+    /// `session_created`.
+    ///
+    /// # Errors
+    /// [`ErrorCode::ValidationError`] for an empty agent id (nothing is written); store errors.
+    #[tracing::instrument(skip_all, fields(agent_id = %new.agent_id))]
+    pub async fn start_session(&self, new: NewSession) -> Result<Session> {
+        let mut session = Session::new(new.agent_id)?;
+        let provider = self.inner.adapter.name().to_owned();
+        session.metadata = new.metadata;
+        session.metadata.insert(keys::PROVIDER.into(), provider.clone().into());
+        session.context = new.context;
+        session.tags = new.tags;
+        session.parent_session_id = new.parent;
+        self.inner.store.save_session(&session).await?;
+        self.append_session_event(
+            &session.id,
+            EventKind::SessionCreated,
+            [(keys::PROVIDER.to_owned(), provider.into())].into_iter().collect(),
+        )
+        .await?;
+        Ok(session)
+    }
+
+    /// `pending|paused -> active` (`session_started`, or `session_resumed` from paused). Already
+    /// active: a no-op that writes nothing.
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`], [`ErrorCode::InvalidTransition`].
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn activate_session(&self, id: &SessionId) -> Result<Session> {
+        let session = self.inner.store.get_session(id).await?;
+        let kind =
+            if session.status == SessionStatus::Paused { EventKind::SessionResumed } else { EventKind::SessionStarted };
+        self.transition_session(session, SessionStatus::Active, kind, JsonMap::new()).await
+    }
+
+    /// `active -> paused` (`session_paused`).
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`], [`ErrorCode::InvalidTransition`].
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn pause_session(&self, id: &SessionId) -> Result<Session> {
+        let session = self.inner.store.get_session(id).await?;
+        self.transition_session(session, SessionStatus::Paused, EventKind::SessionPaused, JsonMap::new()).await
+    }
+
+    /// `active|paused -> completed` (`session_completed`).
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`], [`ErrorCode::InvalidTransition`].
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn complete_session(&self, id: &SessionId) -> Result<Session> {
+        let session = self.inner.store.get_session(id).await?;
+        self.transition_session(session, SessionStatus::Completed, EventKind::SessionCompleted, JsonMap::new()).await
+    }
+
+    /// `active|paused -> failed` (`session_failed` with the error payload).
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`], [`ErrorCode::InvalidTransition`].
+    #[tracing::instrument(skip_all, fields(session_id = %id, error_code = %error.code()))]
+    pub async fn fail_session(&self, id: &SessionId, error: &Error) -> Result<Session> {
+        let session = self.inner.store.get_session(id).await?;
+        self.transition_session(session, SessionStatus::Failed, EventKind::SessionFailed, error.to_event_data()).await
+    }
+
+    /// `active|paused -> cancelled` (`session_cancelled`).
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`], [`ErrorCode::InvalidTransition`].
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn cancel_session(&self, id: &SessionId) -> Result<Session> {
+        let session = self.inner.store.get_session(id).await?;
+        self.transition_session(session, SessionStatus::Cancelled, EventKind::SessionCancelled, JsonMap::new()).await
+    }
+
+    async fn transition_session(
+        &self,
+        mut session: Session,
+        to: SessionStatus,
+        kind: EventKind,
+        data: JsonMap,
+    ) -> Result<Session> {
+        if !session.transition(to)? {
+            return Ok(session);
+        }
+        self.inner.store.save_session(&session).await?;
+        self.append_session_event(&session.id, kind, data).await?;
+        Ok(session)
+    }
+
+    async fn append_session_event(&self, id: &SessionId, kind: EventKind, data: JsonMap) -> Result<Event> {
+        let event = Event::new(kind, id.clone()).with_payload(data).with_provider(RUNTIME_PROVIDER);
+        self.inner.store.append_event(event).await
+    }
+
+    /// Reads a session.
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`].
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn get_session(&self, id: &SessionId) -> Result<Session> {
+        self.inner.store.get_session(id).await
+    }
+
+    /// Reads a run.
+    ///
+    /// # Errors
+    /// [`ErrorCode::RunNotFound`].
+    #[tracing::instrument(skip_all, fields(run_id = %id))]
+    pub async fn get_run(&self, id: &RunId) -> Result<Run> {
+        self.inner.store.get_run(id).await
+    }
+
+    /// A cursor read of a session's events (see [`EventQuery`]).
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`], [`ErrorCode::InvalidInput`] for an invalid query.
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn session_events(&self, id: &SessionId, query: EventQuery) -> Result<Vec<Event>> {
+        self.inner.store.get_events(id, &query).await
+    }
+
+    /// The session's runs, oldest first.
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionNotFound`].
+    #[tracing::instrument(skip_all, fields(session_id = %id))]
+    pub async fn session_runs(&self, id: &SessionId) -> Result<Vec<Run>> {
+        self.inner.store.list_runs(id, &RunQuery::new()).await
+    }
+
+    /// A never-ending stream of the session's events after `options.after`, in sequence order,
+    /// each exactly once. Store errors are yielded and end the stream.
+    pub fn stream_session_events(
+        &self,
+        id: &SessionId,
+        options: StreamOptions,
+    ) -> impl Stream<Item = Result<Event>> + Send + 'static {
+        crate::stream::session_events(self.inner.store.clone(), id.clone(), options)
+    }
+
+    // ----- runs -------------------------------------------------------------------------------
+
+    /// Creates a pending run in an active session, after checking capability requirements.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidInput`] for empty input, [`ErrorCode::SessionNotFound`],
+    /// [`ErrorCode::InvalidOperation`] when the session is not active,
+    /// [`ErrorCode::MissingRequiredCapability`]. Nothing is written on error.
+    #[tracing::instrument(skip_all, fields(session_id = %session_id))]
+    pub async fn start_run(&self, session_id: &SessionId, input: RunInput, options: StartRunOptions) -> Result<Run> {
+        input.validate()?;
+        let session = self.inner.store.get_session(session_id).await?;
+        if session.status != SessionStatus::Active {
+            return Err(Error::new(
+                ErrorCode::InvalidOperation,
+                format!("session {} is {}; runs need an active session", session.id, session.status),
+            ));
+        }
+        let mut run = Run::new(session.id.clone(), input);
+        if !options.required.is_empty() || !options.optional.is_empty() {
+            let resolver = CapabilityResolver::new(options.required, options.optional);
+            let negotiation = resolver.negotiate(&self.inner.adapter.capabilities())?;
+            run.metadata.insert(
+                "capability_negotiation".into(),
+                serde_json::to_value(&negotiation).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        self.inner.store.save_run(&run).await?;
+        tracing::debug!(run_id = %run.id, "run created");
+        Ok(run)
+    }
+
+    /// Executes a pending run to its end.
+    ///
+    /// Writes `run_started`, one `message_sent` per input message, every provider event (each
+    /// persisted with its sequence before hooks and the callback see it), and exactly one
+    /// terminal event: `run_completed`, `run_failed`, `run_cancelled` or `run_timeout`.
+    ///
+    /// # Errors
+    /// Before anything is written: [`ErrorCode::InvalidInput`] (options),
+    /// [`ErrorCode::RunNotFound`], [`ErrorCode::InvalidTransition`] (run not pending),
+    /// [`ErrorCode::InvalidOperation`] (session not active, native continuation impossible).
+    /// After the run started, the error that ended it (the run is stored in its terminal state).
+    pub async fn execute_run(&self, run_id: &RunId, options: ExecuteOptions) -> Result<RunResult> {
+        let span = tracing::info_span!("execute_run", run_id = %run_id, provider = self.inner.adapter.name());
+        Execution::prepare(self.clone(), run_id, options).instrument(span.clone()).await?.run().instrument(span).await
+    }
+
+    /// Cancels a run.
+    ///
+    /// - executing in this process: its provider is stopped and it ends `cancelled` (this call
+    ///   returns once cancellation is requested; the executing call returns the outcome);
+    /// - pending: it is marked `cancelled` without any provider call;
+    /// - `running` but owned by no live manager (orphaned): it is marked `cancelled` in the store;
+    /// - already cancelled: nothing to do.
+    ///
+    /// # Errors
+    /// [`ErrorCode::RunNotFound`]; [`ErrorCode::InvalidTransition`] for a run that already ended
+    /// otherwise.
+    #[tracing::instrument(skip_all, fields(run_id = %run_id))]
+    pub async fn cancel_run(&self, run_id: &RunId) -> Result<()> {
+        self.cancel_with(run_id, CancelRequest { reason: None, approval: None }).await
+    }
+
+    /// Cancels a run because a tool call needs human approval: the `run_cancelled` event carries
+    /// `reason: approval_requested` and is followed by `tool_approval_requested` with
+    /// `approval` as its payload.
+    ///
+    /// # Errors
+    /// As [`cancel_run`](Self::cancel_run).
+    #[tracing::instrument(skip_all, fields(run_id = %run_id))]
+    pub async fn cancel_for_approval(&self, run_id: &RunId, approval: JsonMap) -> Result<()> {
+        self.cancel_with(run_id, CancelRequest { reason: Some("approval_requested".into()), approval: Some(approval) })
+            .await
+    }
+
+    async fn cancel_with(&self, run_id: &RunId, request: CancelRequest) -> Result<()> {
+        let active = self.inner.active.lock().get(run_id).cloned();
+        if let Some(active) = active {
+            active.cancel_request.lock().get_or_insert(request);
+            active.cancel.cancel();
+            return Ok(());
+        }
+        let mut run = self.inner.store.get_run(run_id).await?;
+        if run.status == RunStatus::Cancelled {
+            return Ok(());
+        }
+        let error = Error::new(ErrorCode::Cancelled, "run cancelled");
+        run.fail(error.clone())?;
+        let mut events = vec![crate::execution::terminal_event(&run, &error, request.reason.as_deref())];
+        if let Some(approval) = request.approval {
+            events.push(
+                Event::new(EventKind::ToolApprovalRequested, run.session_id.clone())
+                    .with_run(run.id.clone())
+                    .with_payload(approval)
+                    .with_provider(RUNTIME_PROVIDER),
+            );
+        }
+        self.inner.store.flush(ExecutionRecord::new(run).events(events)).await?;
+        Ok(())
+    }
+
+    /// Creates a session, runs `input` once and completes the session (fails it when the run
+    /// fails).
+    ///
+    /// # Errors
+    /// The first error of the steps; the session is marked failed when a run step failed.
+    #[tracing::instrument(skip_all)]
+    pub async fn run_once(&self, input: RunInput, options: RunOnceOptions) -> Result<RunOnceResult> {
+        input.validate()?;
+        options.execute.validate()?;
+        let new = options.session.unwrap_or_else(|| NewSession::new(self.inner.adapter.name()));
+        let session = self.start_session(new).await?;
+        self.activate_session(&session.id).await?;
+        let outcome = async {
+            let run = self.start_run(&session.id, input, options.start).await?;
+            self.execute_run(&run.id, options.execute).await
+        }
+        .await;
+        match outcome {
+            Ok(result) => {
+                self.complete_session(&session.id).await?;
+                Ok(RunOnceResult { session_id: session.id, result })
+            }
+            Err(error) => {
+                if let Err(fail_error) = self.fail_session(&session.id, &error).await {
+                    tracing::warn!(%fail_error, "could not mark the session failed");
+                }
+                Err(error)
+            }
+        }
+    }
+}

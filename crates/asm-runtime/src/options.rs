@@ -1,0 +1,341 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use asm_core::{
+    CapabilityType, Error, ErrorCode, Event, JsonMap, Negotiation, Result, Run, RunOutput, SessionId, TokenUsage,
+    TranscriptOptions,
+};
+use asm_ports::{EventQuery, RunHook};
+
+/// The longest a run may take; longer (or no) timeouts are capped here so no run hangs forever.
+pub(crate) const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// What [`SessionManager::start_session`](crate::SessionManager::start_session) creates.
+///
+/// ```
+/// use asm_runtime::NewSession;
+/// let s = NewSession::new("reviewer").system_prompt("Be concise.").tag("ci");
+/// # let _ = s;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct NewSession {
+    pub(crate) agent_id: String,
+    pub(crate) metadata: JsonMap,
+    pub(crate) context: JsonMap,
+    pub(crate) tags: Vec<String>,
+    pub(crate) parent: Option<SessionId>,
+}
+
+impl NewSession {
+    /// A session for `agent_id` (must not be empty).
+    pub fn new(agent_id: impl Into<String>) -> Self {
+        Self { agent_id: agent_id.into(), ..Self::default() }
+    }
+    /// Sets `context.system_prompt`.
+    #[must_use]
+    pub fn system_prompt(mut self, prompt: impl Into<String>) -> Self {
+        self.context.insert("system_prompt".into(), prompt.into().into());
+        self
+    }
+    /// Adds a metadata entry (`provider` is reserved and overwritten with the adapter name).
+    #[must_use]
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+    /// Adds a context entry.
+    #[must_use]
+    pub fn context(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.context.insert(key.into(), value.into());
+        self
+    }
+    /// Adds a tag.
+    #[must_use]
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+    /// Sets the parent session.
+    #[must_use]
+    pub fn parent(mut self, parent: SessionId) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+}
+
+/// Capability requirements checked when a run is created.
+#[derive(Clone, Debug, Default)]
+pub struct StartRunOptions {
+    pub(crate) required: Vec<CapabilityType>,
+    pub(crate) optional: Vec<CapabilityType>,
+}
+
+impl StartRunOptions {
+    /// No requirements.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The adapter must have an enabled capability of this type, or the run is not created
+    /// ([`ErrorCode::MissingRequiredCapability`]).
+    #[must_use]
+    pub fn require(mut self, kind: CapabilityType) -> Self {
+        self.required.push(kind);
+        self
+    }
+    /// Nice to have: when missing, the run is created in degraded mode with a warning.
+    #[must_use]
+    pub fn prefer(mut self, kind: CapabilityType) -> Self {
+        self.optional.push(kind);
+        self
+    }
+}
+
+/// How a run continues the session's conversation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Continuation {
+    /// The run sees only its own input.
+    #[default]
+    None,
+    /// Resume natively when the adapter supports it and the session has a handle for it,
+    /// otherwise replay.
+    Auto,
+    /// Replay the session's transcript to the provider.
+    Replay,
+    /// Resume the provider-side session; an error if the adapter or the session cannot.
+    Native,
+}
+
+/// A callback that sees every event of a run after it is persisted (with its sequence).
+pub type EventCallback = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Options of [`SessionManager::execute_run`](crate::SessionManager::execute_run).
+///
+/// ```
+/// use asm_runtime::{Continuation, ExecuteOptions};
+/// use std::time::Duration;
+/// let opts = ExecuteOptions::default()
+///     .continuation(Continuation::Auto)
+///     .timeout(Duration::from_secs(600))
+///     .on_event(|e| println!("{:?} {}", e.sequence, e.kind));
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Default)]
+pub struct ExecuteOptions {
+    pub(crate) continuation: Continuation,
+    pub(crate) transcript: TranscriptOptions,
+    pub(crate) adapter_options: JsonMap,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) hooks: Vec<Arc<dyn RunHook>>,
+    pub(crate) on_event: Option<EventCallback>,
+}
+
+impl ExecuteOptions {
+    /// Default options: no continuation, no deadline beyond the 7-day cap, no hooks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the continuation mode.
+    #[must_use]
+    pub fn continuation(mut self, continuation: Continuation) -> Self {
+        self.continuation = continuation;
+        self
+    }
+    /// Sets how the replayed transcript is truncated.
+    #[must_use]
+    pub fn transcript_options(mut self, options: TranscriptOptions) -> Self {
+        self.transcript = options;
+        self
+    }
+    /// Adds an adapter option.
+    #[must_use]
+    pub fn adapter_option(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.adapter_options.insert(key.into(), value.into());
+        self
+    }
+    /// The run must finish within `timeout`, or it ends as `timeout` with a `run_timeout` event.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Adds a hook.
+    #[must_use]
+    pub fn hook(mut self, hook: impl RunHook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+    /// Adds a shared hook.
+    #[must_use]
+    pub fn hook_arc(mut self, hook: Arc<dyn RunHook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+    /// Sets the event callback.
+    #[must_use]
+    pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(callback));
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::new(ErrorCode::InvalidInput, "execute timeout must be greater than zero"));
+        }
+        if matches!(self.transcript.max_messages, Some(0))
+            || matches!(self.transcript.max_chars, Some(0))
+            || matches!(self.transcript.max_tokens_approx, Some(0))
+            || self.transcript.chars_per_token == 0
+        {
+            return Err(Error::new(ErrorCode::InvalidInput, "transcript limits must be greater than zero"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn effective_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(MAX_RUN_TIMEOUT).min(MAX_RUN_TIMEOUT)
+    }
+}
+
+impl fmt::Debug for ExecuteOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecuteOptions")
+            .field("continuation", &self.continuation)
+            .field("transcript", &self.transcript)
+            .field("adapter_options", &self.adapter_options)
+            .field("timeout", &self.timeout)
+            .field("hooks", &self.hooks)
+            .field("on_event", &self.on_event.as_ref().map(|_| "Fn(&Event)"))
+            .finish()
+    }
+}
+
+/// What a finished run produced.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RunResult {
+    /// The run as stored at the end (status `completed`).
+    pub run: Run,
+    /// Every event of the run persisted by this execution, in sequence order.
+    pub events: Vec<Event>,
+    /// How capability negotiation went, when requirements were given.
+    pub negotiation: Option<Negotiation>,
+}
+
+impl RunResult {
+    /// The run's output (empty when the run has none).
+    pub fn output(&self) -> RunOutput {
+        self.run.output.clone().unwrap_or_default()
+    }
+    /// Tokens used.
+    pub fn token_usage(&self) -> TokenUsage {
+        self.run.token_usage
+    }
+}
+
+/// Options of [`SessionManager::run_once`](crate::SessionManager::run_once).
+#[derive(Clone, Debug, Default)]
+pub struct RunOnceOptions {
+    pub(crate) session: Option<NewSession>,
+    pub(crate) start: StartRunOptions,
+    pub(crate) execute: ExecuteOptions,
+}
+
+impl RunOnceOptions {
+    /// Defaults: a session whose agent id is the adapter name.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The session to create.
+    #[must_use]
+    pub fn session(mut self, session: NewSession) -> Self {
+        self.session = Some(session);
+        self
+    }
+    /// Capability requirements.
+    #[must_use]
+    pub fn start(mut self, start: StartRunOptions) -> Self {
+        self.start = start;
+        self
+    }
+    /// Execution options.
+    #[must_use]
+    pub fn execute(mut self, execute: ExecuteOptions) -> Self {
+        self.execute = execute;
+        self
+    }
+}
+
+/// What [`SessionManager::run_once`](crate::SessionManager::run_once) returns.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RunOnceResult {
+    /// The session (completed).
+    pub session_id: SessionId,
+    /// The run result.
+    pub result: RunResult,
+}
+
+impl RunOnceResult {
+    /// The run's output.
+    pub fn output(&self) -> RunOutput {
+        self.result.output()
+    }
+}
+
+/// Options of [`SessionManager::stream_session_events`](crate::SessionManager::stream_session_events).
+///
+/// The stream starts after sequence `after` and never ends on its own: when it has caught up it
+/// long-polls (stores with the capability) or polls every `poll_interval`.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    pub(crate) after: u64,
+    pub(crate) page_size: usize,
+    pub(crate) filter: EventQuery,
+    pub(crate) wait: Duration,
+    pub(crate) poll_interval: Duration,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            after: 0,
+            page_size: 100,
+            filter: EventQuery::new(),
+            wait: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+impl StreamOptions {
+    /// Events with a sequence greater than `after`.
+    pub fn from_after(after: u64) -> Self {
+        Self { after, ..Self::default() }
+    }
+    /// Events per store read.
+    #[must_use]
+    pub fn page_size(mut self, size: usize) -> Self {
+        self.page_size = size;
+        self
+    }
+    /// Extra filters (`run_id`, `kinds`, `since`); its `after`, `limit` and `wait` are ignored.
+    #[must_use]
+    pub fn filter(mut self, filter: EventQuery) -> Self {
+        self.filter = filter;
+        self
+    }
+    /// How long one long-poll waits before asking again.
+    #[must_use]
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+    /// How often to poll a store without long-poll.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+}

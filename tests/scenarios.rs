@@ -1,0 +1,59 @@
+//! Cross-crate scenarios through the facade: the same session story on every store the enabled
+//! features bring in.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use agent_session_manager::prelude::*;
+use asm_testkit::ScriptedAdapter;
+
+/// Three runs in one session (a continued success, a provider failure, a cancelled pending run);
+/// the log must stay gap-free with exactly one terminal event per run, and the transcript must
+/// hold the conversation.
+async fn session_story(store: Arc<dyn SessionStore>) -> SessionId {
+    let ok = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::replying("Fixed it.")));
+    let session = ok.start_session(NewSession::new("scenario").tag("e2e")).await.unwrap();
+    ok.activate_session(&session.id).await.unwrap();
+
+    let first = ok.start_run(&session.id, RunInput::user("Fix the test"), StartRunOptions::default()).await.unwrap();
+    ok.execute_run(&first.id, ExecuteOptions::default()).await.unwrap();
+    let second = ok.start_run(&session.id, RunInput::user("And the docs"), StartRunOptions::default()).await.unwrap();
+    ok.execute_run(&second.id, ExecuteOptions::default().continuation(Continuation::Replay)).await.unwrap();
+
+    let failing = SessionManager::from_shared(
+        store.clone(),
+        Arc::new(ScriptedAdapter::new().failing(Error::new(ErrorCode::ProviderUnavailable, "connection refused"))),
+    );
+    let third = failing.start_run(&session.id, RunInput::user("Deploy"), StartRunOptions::default()).await.unwrap();
+    let err = failing.execute_run(&third.id, ExecuteOptions::default()).await.unwrap_err();
+    assert!(err.is_retryable());
+
+    let pending = ok.start_run(&session.id, RunInput::user("Never mind"), StartRunOptions::default()).await.unwrap();
+    ok.cancel_run(&pending.id).await.unwrap();
+    ok.complete_session(&session.id).await.unwrap();
+    session.id
+}
+
+async fn check_story(store: &dyn SessionStore, id: &SessionId) {
+    let events = store.get_events(id, &EventQuery::new()).await.unwrap();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.sequence, Some(i as u64 + 1));
+    }
+    let terminals = events.iter().filter(|e| e.kind.is_run_terminal()).count();
+    assert_eq!(terminals, 4, "one terminal event per run");
+    let statuses: Vec<_> =
+        store.list_runs(id, &Default::default()).await.unwrap().into_iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![RunStatus::Completed, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled]);
+    assert_eq!(store.get_session(id).await.unwrap().status, SessionStatus::Completed);
+
+    let transcript = TranscriptBuilder::new(TranscriptOptions::default()).from_events(id, &events);
+    let texts: Vec<_> = transcript.messages.iter().filter_map(|m| m.content.as_deref()).collect();
+    assert_eq!(texts, vec!["Fix the test", "Fixed it.", "And the docs", "Fixed it.", "Deploy"]);
+}
+
+#[tokio::test]
+async fn story_on_the_memory_store() {
+    let store: Arc<dyn SessionStore> = Arc::new(InMemorySessionStore::new());
+    let id = session_story(store.clone()).await;
+    check_story(store.as_ref(), &id).await;
+}
