@@ -57,3 +57,14 @@ async fn story_on_the_memory_store() {
     let id = session_story(store.clone()).await;
     check_story(store.as_ref(), &id).await;
 }
+
+#[cfg(feature = "store-sled")]
+#[tokio::test]
+async fn story_on_the_sled_store_survives_a_reopen() {
+    use agent_session_manager::store::sled::SledSessionStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.sled");
+    let id = session_story(Arc::new(SledSessionStore::open(&path).unwrap())).await;
+    let reopened = SledSessionStore::open(&path).unwrap();
+    check_story(&reopened, &id).await;
+}

@@ -11,7 +11,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// Every facade feature; each must compile alone.
-const FACADE_FEATURES: &[&str] = &["store-memory", "runtime", "testkit", "full"];
+const FACADE_FEATURES: &[&str] = &["store-memory", "store-sled", "runtime", "testkit", "full"];
 /// Crates with benchmarks.
 const BENCH_CRATES: &[&str] = &["asm-store-memory", "asm-runtime"];
 

@@ -10,6 +10,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `store-memory` (default) | `InMemorySessionStore`, in `store::memory` |
+//! | `store-sled` | `SledSessionStore`, in `store::sled` |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `full` | everything above |
@@ -38,6 +39,12 @@ pub mod store {
     #[cfg(feature = "store-memory")]
     pub mod memory {
         pub use asm_store_memory::*;
+    }
+
+    /// The sled store (`store-sled`).
+    #[cfg(feature = "store-sled")]
+    pub mod sled {
+        pub use asm_store_sled::*;
     }
 }
 

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -268,6 +269,12 @@ pub enum EventGroup {
 /// `sequence` is `None` until a store appends the event; the store assigns the session's next
 /// number (starting at 1, gap-free) inside its atomic write.
 ///
+/// An `Event` is a cheap handle to an immutable-by-default [`EventRecord`]: cloning it is one
+/// reference-count increment, so stores, streams and subscribers hand the same event to many
+/// readers without copying payloads. Fields are read through `Deref` (`event.kind`,
+/// `event.data`); writing a field (`event.sequence = Some(1)`) copies the record first if
+/// another handle shares it (copy-on-write), so no holder ever sees another's change.
+///
 /// ```
 /// use asm_core::{Event, EventKind, SessionId};
 /// let event = Event::new(EventKind::MessageSent, SessionId::new())
@@ -275,9 +282,18 @@ pub enum EventGroup {
 ///     .with_data("content", "hello");
 /// assert_eq!(event.sequence, None);
 /// assert_eq!(event.data["content"], "hello");
+///
+/// let mut stored = event.clone();
+/// stored.sequence = Some(1);
+/// assert_eq!(event.sequence, None, "copy-on-write: the original is unchanged");
 /// ```
+#[derive(Clone, PartialEq)]
+pub struct Event(Arc<EventRecord>);
+
+/// The fields of an [`Event`]. Build one directly when decoding stored events, then convert
+/// with `Event::from(record)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
+pub struct EventRecord {
     /// Globally unique id; appending the same id twice is idempotent.
     pub id: EventId,
     /// What happened.
@@ -318,13 +334,61 @@ fn deserialize_schema_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<
     Ok(v)
 }
 
+impl std::ops::Deref for Event {
+    type Target = EventRecord;
+    fn deref(&self) -> &EventRecord {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Event {
+    /// Copy-on-write: clones the record only if another handle shares it.
+    fn deref_mut(&mut self) -> &mut EventRecord {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<EventRecord> for Event {
+    fn from(record: EventRecord) -> Self {
+        Self(Arc::new(record))
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        EventRecord::deserialize(deserializer).map(Self::from)
+    }
+}
+
 impl Event {
     /// The current payload schema version.
     pub const SCHEMA_VERSION: u32 = 1;
 
+    /// The fields, without copying when this is the only handle.
+    pub fn into_record(self) -> EventRecord {
+        Arc::unwrap_or_clone(self.0)
+    }
+
+    /// Whether two handles share one record (a cheap identity check).
+    pub fn ptr_eq(&self, other: &Event) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// A new, not yet stored event with a fresh id and the current time.
     pub fn new(kind: EventKind, session_id: SessionId) -> Self {
-        Self {
+        Self::from(EventRecord {
             id: EventId::new(),
             kind,
             timestamp: crate::now(),
@@ -336,7 +400,7 @@ impl Event {
             schema_version: Self::SCHEMA_VERSION,
             provider: None,
             correlation_id: None,
-        }
+        })
     }
 
     /// Sets the run.

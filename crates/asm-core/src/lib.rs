@@ -31,7 +31,7 @@ pub use capability::{
     Capability, CapabilityResolver, CapabilityType, Manifest, Negotiation, NegotiationStatus, Registry,
 };
 pub use error::{Error, ErrorCategory, ErrorCode, Result};
-pub use event::{Event, EventGroup, EventKind, JsonMap, keys};
+pub use event::{Event, EventGroup, EventKind, EventRecord, JsonMap, keys};
 pub use id::{EventId, RunId, SessionId};
 pub use provider_error::{ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
 pub use run::{InputMessage, Role, Run, RunInput, RunOutput, RunStatus};

@@ -1,12 +1,11 @@
 //! Throughput of the in-memory store, each next to a raw baseline measured in the same run.
 //!
 //! - `append`: one ~300-byte event per call from one task, against a raw
-//!   `parking_lot::Mutex<Vec<Event>>` push of a clone (the store also keeps one copy and hands one
-//!   back). The store is replaced every 1M events (untimed) so memory stays bounded.
+//!   `parking_lot::Mutex<Vec<Event>>` push of a clone (the store also keeps one handle and hands
+//!   one back). The store is replaced every 1M events (untimed) so memory stays bounded.
 //! - `cursor_read_100_of_1m`: 100 events after a random sequence of a 1M-event session through
-//!   `SessionStore::get_events` (deep copies, as the port returns owned events) and through
-//!   `InMemorySessionStore::get_events_shared` (the stored events, shared), against a raw copy of
-//!   100 events out of a `Vec<Event>`.
+//!   `SessionStore::get_events`, against a raw copy of 100 events out of a `Vec<Event>` (an
+//!   `Event` is a shared, copy-on-write handle, so both copy 100 handles).
 //!
 //! Run: `cargo bench -p asm-store-memory --bench memory_store`.
 
@@ -151,20 +150,6 @@ fn cursor_read(c: &mut Criterion) {
                 for _ in 0..iters {
                     let after = rng.random_range(0..=max_after);
                     let page = store.get_events(&session, &EventQuery::new().after(after).limit(PAGE)).await;
-                    black_box(page.expect("read"));
-                }
-                start.elapsed()
-            })
-        });
-    });
-    group.bench_function("memory_store_shared", |b| {
-        let mut rng = StdRng::seed_from_u64(7);
-        b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let after = rng.random_range(0..=max_after);
-                    let page = store.get_events_shared(&session, &EventQuery::new().after(after).limit(PAGE)).await;
                     black_box(page.expect("read"));
                 }
                 start.elapsed()

@@ -26,13 +26,13 @@ struct Item {
 
 enum Position {
     /// A new event: the copy to store (its sequence is set by `commit`).
-    New(Arc<Event>),
+    New(Event),
     /// Already stored (before, or earlier in this batch): the stored event.
-    Existing(Arc<Event>),
+    Existing(Event),
 }
 
 impl Position {
-    fn event(&self) -> &Arc<Event> {
+    fn event(&self) -> &Event {
         match self {
             Position::New(event) | Position::Existing(event) => event,
         }
@@ -43,7 +43,7 @@ impl PreparedBatch {
     pub(crate) fn new(index: &EventIndex, input: Vec<Event>) -> Self {
         let items = input
             .iter()
-            .map(|event| Item { key: index.key(&event.id), position: Position::New(Arc::new(event.clone())) })
+            .map(|event| Item { key: index.key(&event.id), position: Position::New(event.clone()) })
             .collect();
         Self { input, items }
     }
@@ -69,9 +69,9 @@ impl PreparedBatch {
         for i in 0..self.items.len() {
             let Some(item) = self.items.get(i) else { break };
             let existing = match shards.get(&item.key) {
-                Some(stored) => Some(Arc::clone(stored)),
+                Some(stored) => Some(stored.clone()),
                 None if several => match first_new.get(&item.key) {
-                    Some(&first) => self.items.get(first).map(|first| Arc::clone(first.position.event())),
+                    Some(&first) => self.items.get(first).map(|first| first.position.event().clone()),
                     None => {
                         first_new.insert(item.key.clone(), i);
                         None
@@ -84,7 +84,7 @@ impl PreparedBatch {
                 (Some(existing), position) => *position = Position::Existing(existing),
                 (None, Position::New(event)) => {
                     next += 1;
-                    Arc::make_mut(event).sequence = Some(next);
+                    event.sequence = Some(next);
                 }
                 (None, Position::Existing(_)) => {}
             }
@@ -110,8 +110,8 @@ impl PreparedBatch {
                     }
                 }
             }
-            state.events.push(Arc::clone(event));
-            shards.insert(item.key.clone(), Arc::clone(event), Arc::clone(slot));
+            state.events.push(event.clone());
+            shards.insert(item.key.clone(), event.clone(), Arc::clone(slot));
         }
         Ok(())
     }

@@ -106,44 +106,6 @@ impl InMemorySessionStore {
         Self::default()
     }
 
-    /// Like [`SessionStore::get_events`] (same filters, validation, errors and long-poll), but
-    /// returns the stored events themselves, shared, instead of deep copies.
-    ///
-    /// A deep copy of an [`Event`] (its `data` and `metadata` maps and strings) costs far more
-    /// than the read itself; in-process readers that only look at the events can skip it.
-    ///
-    /// ```
-    /// use asm_core::{Event, EventKind, Session};
-    /// use asm_ports::{EventQuery, SessionStore, SessionStoreExt};
-    /// use asm_store_memory::InMemorySessionStore;
-    ///
-    /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-    /// let store = InMemorySessionStore::new();
-    /// let session = Session::new("my-agent")?;
-    /// store.save_session(&session).await?;
-    /// store.append_event(Event::new(EventKind::MessageSent, session.id.clone())).await?;
-    /// let shared = store.get_events_shared(&session.id, &EventQuery::new()).await?;
-    /// assert_eq!(shared[0].sequence, Some(1));
-    /// # Ok::<(), asm_core::Error>(())
-    /// # }).unwrap();
-    /// ```
-    ///
-    /// # Errors
-    /// As [`SessionStore::get_events`].
-    #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
-    pub async fn get_events_shared(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Arc<Event>>> {
-        self.read_events(session_id, query).await
-    }
-
-    async fn read_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Arc<Event>>> {
-        query.validate()?;
-        let slot = self.slot(session_id)?;
-        match query.wait.filter(|wait| !wait.is_zero()) {
-            Some(wait) => slot.read_waiting(session_id, query, wait).await,
-            None => slot.read(session_id, query),
-        }
-    }
-
     fn slot(&self, id: &SessionId) -> Result<Arc<SessionSlot>> {
         self.inner.catalog.read().slots.get(id).cloned().ok_or_else(|| session_not_found(id))
     }
@@ -347,9 +309,12 @@ impl SessionStore for InMemorySessionStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
     async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
-        let shared = self.read_events(session_id, query).await?;
-        // Deep copies are made after every lock is released, so writers are not held up.
-        Ok(shared.iter().map(|event| Event::clone(event)).collect())
+        query.validate()?;
+        let slot = self.slot(session_id)?;
+        match query.wait.filter(|wait| !wait.is_zero()) {
+            Some(wait) => slot.read_waiting(session_id, query, wait).await,
+            None => slot.read(session_id, query),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
@@ -392,9 +357,7 @@ impl SessionStore for InMemorySessionStore {
             self.claim_run(&slot, &state, &run)?;
             batch.commit(&self.inner.events, &slot, &mut state, None)?;
             store_run(&mut state, run);
-            for (key, value) in session_metadata {
-                state.session.metadata.insert(key, value);
-            }
+            asm_ports::merge_patch(&mut state.session.metadata, &session_metadata);
         }
         slot.wake();
         Ok(batch.into_events())
@@ -548,18 +511,6 @@ mod tests {
         assert_eq!(store.inner.events.len(), 50);
         assert_eq!(store.inner.runs.read().len(), 1);
         assert_eq!(store.inner.catalog.read().order.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn shared_reads_return_the_stored_events_without_copying() {
-        let store = InMemorySessionStore::new();
-        let s = session(&store).await;
-        store.append_event(Event::new(EventKind::MessageSent, s.id.clone())).await.unwrap();
-        let first = store.get_events_shared(&s.id, &EventQuery::new()).await.unwrap();
-        let second = store.get_events_shared(&s.id, &EventQuery::new()).await.unwrap();
-        assert!(Arc::ptr_eq(&first[0], &second[0]));
-        let err = store.get_events_shared(&s.id, &EventQuery::new().limit(0)).await.unwrap_err();
-        assert_eq!(err.code(), ErrorCode::InvalidInput);
     }
 
     #[tokio::test]

@@ -1,7 +1,6 @@
 //! One session's state: its record, its event log with indexes, its runs, and its waiters.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use asm_core::{Error, ErrorCode, Event, Run, RunId, Session, SessionId, Timestamp};
@@ -26,7 +25,7 @@ pub(crate) struct SessionSlot {
 pub(crate) struct SessionState {
     pub(crate) session: Session,
     /// `events[i]` has sequence `i + 1`: a cursor range is a slice.
-    pub(crate) events: Vec<Arc<Event>>,
+    pub(crate) events: Vec<Event>,
     /// Run id -> ascending sequences of that run's events.
     pub(crate) run_events: foldhash::HashMap<RunId, Vec<u64>>,
     pub(crate) runs: foldhash::HashMap<RunId, Run>,
@@ -79,7 +78,7 @@ impl SessionSlot {
     }
 
     /// The matching stored events, without waiting.
-    pub(crate) fn read(&self, session_id: &SessionId, query: &EventQuery) -> asm_core::Result<Vec<Arc<Event>>> {
+    pub(crate) fn read(&self, session_id: &SessionId, query: &EventQuery) -> asm_core::Result<Vec<Event>> {
         let state = self.state.read();
         if state.deleted {
             return Err(session_not_found(session_id));
@@ -94,7 +93,7 @@ impl SessionSlot {
         session_id: &SessionId,
         query: &EventQuery,
         wait: std::time::Duration,
-    ) -> asm_core::Result<Vec<Arc<Event>>> {
+    ) -> asm_core::Result<Vec<Event>> {
         // A wait too long to represent (e.g. `Duration::MAX`) means "until an append".
         let deadline = tokio::time::Instant::now().checked_add(wait);
         let _registered = WaiterRegistration::new(self);
@@ -145,7 +144,7 @@ impl SessionState {
     ///
     /// `after`/`before` select a slice of the log (or of the run's sequence list, found by binary
     /// search); `kinds` and `since` filter within it. So the cost is `O(log n + scanned)`.
-    pub(crate) fn query(&self, query: &EventQuery) -> Vec<Arc<Event>> {
+    pub(crate) fn query(&self, query: &EventQuery) -> Vec<Event> {
         let range = query.sequence_range(self.last_sequence());
         if range.is_empty() {
             return Vec::new();
@@ -175,7 +174,7 @@ impl SessionState {
         slice.iter().filter(|e| query.matches(e)).take(limit).cloned().collect()
     }
 
-    fn event_at(&self, sequence: u64) -> Option<&Arc<Event>> {
+    fn event_at(&self, sequence: u64) -> Option<&Event> {
         let index = usize::try_from(sequence.checked_sub(1)?).ok()?;
         self.events.get(index)
     }

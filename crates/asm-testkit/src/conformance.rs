@@ -1063,14 +1063,16 @@ pub async fn check_long_poll_follows_concurrent_writers(store: DynSessionStore) 
 // Flush
 // ---------------------------------------------------------------------------------------------
 
-/// Flush: writes the run and its events (numbered, in order) atomically, merges
-/// `session_metadata` into the stored session's metadata top-level keys and leaves every other
+/// Flush: writes the run and its events (numbered, in order) atomically, applies
+/// `session_metadata` to the stored session's metadata as a JSON merge patch
+/// ([`asm_ports::merge_patch`]: objects merge, `null` removes) and leaves every other
 /// session field as stored (a status changed meanwhile by someone else is kept). A retried flush
 /// of the same record succeeds and stores nothing twice.
 pub async fn check_flush_persists_and_merges_metadata(store: &dyn SessionStore) {
     let mut session = ok(Session::new(unique_agent("flush")), "Session::new");
     session.metadata.insert("keep".into(), "me".into());
     session.metadata.insert("provider_sessions".into(), serde_json::json!({"old": "x"}));
+    session.metadata.insert("dropped".into(), true.into());
     session.tags = vec!["t".into()];
     ok(store.save_session(&session).await, "save_session");
     let mut run = Run::new(session.id.clone(), RunInput::user("x"));
@@ -1091,6 +1093,7 @@ pub async fn check_flush_persists_and_merges_metadata(store: &dyn SessionStore) 
     let mut patch = JsonMap::new();
     patch.insert("provider_sessions".into(), serde_json::json!({"claude": "sess-1"}));
     patch.insert("added".into(), 1.into());
+    patch.insert("dropped".into(), serde_json::Value::Null);
     let record = ExecutionRecord::new(run.clone()).events(events.clone()).session_metadata(patch);
     let stored = ok(store.flush(record.clone()).await, "flush");
     assert_eq!(sequences(&stored), vec![1, 2], "flushed events must be numbered in order");
@@ -1104,12 +1107,13 @@ pub async fn check_flush_persists_and_merges_metadata(store: &dyn SessionStore) 
     );
     let after = ok(store.get_session(&session.id).await, "get_session");
     let mut expected = changed.clone();
-    expected.metadata.insert("provider_sessions".into(), serde_json::json!({"claude": "sess-1"}));
+    expected.metadata.insert("provider_sessions".into(), serde_json::json!({"old": "x", "claude": "sess-1"}));
     expected.metadata.insert("added".into(), 1.into());
+    expected.metadata.remove("dropped");
     assert_eq!(after.status, SessionStatus::Active, "flush overwrote a session status changed by someone else");
     assert_eq!(
         after.metadata, expected.metadata,
-        "flush must merge session_metadata top-level keys into the stored metadata"
+        "flush must apply session_metadata as a JSON merge patch to the stored metadata"
     );
     assert_eq!(
         (&after.agent_id, &after.context, &after.tags, after.created_at, after.parent_session_id.as_ref()),

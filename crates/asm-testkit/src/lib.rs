@@ -5,9 +5,15 @@
 //!   to one contract.
 //! - [`ScriptedAdapter`]: a [`ProviderAdapter`](asm_ports::ProviderAdapter) that plays a given
 //!   script of events and then succeeds, fails, hangs until cancelled or panics.
+//! - [`fake_cli`]: the fake provider CLI binary `asm-fake-cli` (replays captured CLI runs from
+//!   `fixtures/provider-cli`, hangs until signalled, records its argv) and how to find it.
+//! - [`adapter_contract`]: the adapter contract suite every CLI-driven
+//!   [`ProviderAdapter`](asm_ports::ProviderAdapter) runs against the fake CLI.
 #![deny(missing_docs)]
 
+pub mod adapter_contract;
 pub mod conformance;
+pub mod fake_cli;
 mod scripted;
 
 pub use scripted::{ScriptEnd, ScriptStep, ScriptedAdapter};

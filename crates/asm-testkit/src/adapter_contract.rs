@@ -1,0 +1,510 @@
+//! The adapter contract suite: one contract, every CLI-driven [`ProviderAdapter`].
+//!
+//! Plain async functions an adapter's own tests call (one `#[tokio::test]` per check, so a
+//! failure is named), or [`run_all`]. Each check writes a [`FakeScript`] into a temporary
+//! directory and asks the adapter's [`AdapterContract::make`] for an adapter whose CLI is the
+//! fake binary ([`fake_cli::path`]) with `ASM_FAKE_CLI_SCRIPT` set, then runs it through a
+//! sink that behaves like the runtime's (it rejects lifecycle kinds).
+//!
+//! ```no_run
+//! # async fn demo(contract: asm_testkit::adapter_contract::AdapterContract) {
+//! use asm_testkit::adapter_contract;
+//! adapter_contract::check_text_run(&contract).await;
+//! adapter_contract::check_cancel_mid_stream(&contract).await;
+//! # }
+//! ```
+//!
+//! Waits are bounded; nothing sleeps to synchronise (the checks wait for the fake's pid file
+//! or for the first emitted event, polling with a deadline). The checks need a Tokio runtime
+//! with the time driver; run them on a multi-thread runtime
+//! (`#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+
+use asm_core::{Error, ErrorCode, Event, EventKind, ProviderErrorKind, Run, RunInput, Session, keys};
+use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
+
+use crate::fake_cli::{self, FakeRecord, FakeScript, SignalAction};
+
+/// How the suite reaches the fake CLI: the program to run and the environment the adapter must
+/// pass to it (on top of whatever it sets itself).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct FakeCliInvocation {
+    /// The CLI path to configure.
+    pub program: PathBuf,
+    /// Variables to add to the adapter's explicit environment.
+    pub env: Vec<(String, String)>,
+    /// The directory the fake records argv / pid / env / stdin into.
+    pub record_dir: PathBuf,
+}
+
+type MakeAdapter = dyn Fn(&FakeCliInvocation) -> Arc<dyn ProviderAdapter> + Send + Sync;
+
+/// What an adapter provides to the suite.
+#[non_exhaustive]
+pub struct AdapterContract {
+    /// Builds an adapter pointed at the fake CLI.
+    pub make: Box<MakeAdapter>,
+    /// A successful text run (a fixture).
+    pub text: FakeScript,
+    /// The final output the text run must return.
+    pub expected_text: String,
+    /// A successful run with one tool call and its result.
+    pub tool: FakeScript,
+    /// Lines that produce at least one event and no final result; the checks append a hang or
+    /// an exit to them.
+    pub stream_prefix: Vec<String>,
+    /// A failing run: non-zero exit with stderr.
+    pub failing: FakeScript,
+    /// Lines the provider prints on SIGINT before exiting (Claude: partial message + result).
+    pub sigint_lines: Vec<String>,
+    /// The exit code the provider uses after SIGINT.
+    pub sigint_exit_code: i32,
+    /// Longest line the adapter accepts; the oversize check prints one byte more.
+    pub max_line_bytes: usize,
+}
+
+impl AdapterContract {
+    /// A contract from the adapter factory and its fixtures.
+    pub fn new(
+        make: impl Fn(&FakeCliInvocation) -> Arc<dyn ProviderAdapter> + Send + Sync + 'static,
+        text: FakeScript,
+        expected_text: impl Into<String>,
+    ) -> Self {
+        Self {
+            make: Box::new(make),
+            text,
+            expected_text: expected_text.into(),
+            tool: FakeScript::new(),
+            stream_prefix: Vec::new(),
+            failing: FakeScript::new().stderr("fatal: something broke\n").exit_code(1),
+            sigint_lines: Vec::new(),
+            sigint_exit_code: 0,
+            max_line_bytes: 16 * 1024 * 1024,
+        }
+    }
+    /// Sets the tool run.
+    #[must_use]
+    pub fn tool(mut self, tool: FakeScript) -> Self {
+        self.tool = tool;
+        self
+    }
+    /// Sets the stream prefix.
+    #[must_use]
+    pub fn stream_prefix<I: IntoIterator<Item = S>, S: Into<String>>(mut self, lines: I) -> Self {
+        self.stream_prefix = lines.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Sets the SIGINT behaviour of the real CLI.
+    #[must_use]
+    pub fn on_sigint<I: IntoIterator<Item = S>, S: Into<String>>(mut self, lines: I, exit_code: i32) -> Self {
+        self.sigint_lines = lines.into_iter().map(Into::into).collect();
+        self.sigint_exit_code = exit_code;
+        self
+    }
+    /// Sets the failing run.
+    #[must_use]
+    pub fn failing(mut self, failing: FakeScript) -> Self {
+        self.failing = failing;
+        self
+    }
+    /// Sets the line cap.
+    #[must_use]
+    pub fn max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
+        self
+    }
+}
+
+impl fmt::Debug for AdapterContract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdapterContract").field("expected_text", &self.expected_text).finish_non_exhaustive()
+    }
+}
+
+/// Events a run reported, as the suite's runtime-like sink saw them.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    inner: Arc<Mutex<RecordedInner>>,
+}
+
+#[derive(Debug, Default)]
+struct RecordedInner {
+    events: Vec<ProviderEvent>,
+    lifecycle_attempts: Vec<EventKind>,
+    closed: bool,
+    after_close: usize,
+}
+
+impl Recorded {
+    /// The accepted events.
+    pub fn events(&self) -> Vec<ProviderEvent> {
+        self.lock().events.clone()
+    }
+    /// Their kinds.
+    pub fn kinds(&self) -> Vec<EventKind> {
+        self.lock().events.iter().map(|e| e.kind).collect()
+    }
+    /// Lifecycle kinds the adapter tried to emit (must stay empty).
+    pub fn lifecycle_attempts(&self) -> Vec<EventKind> {
+        self.lock().lifecycle_attempts.clone()
+    }
+    /// Stops accepting events (what the runtime does on cancel); later emits fail with
+    /// [`ErrorCode::Cancelled`] and are counted.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+    /// Emits attempted after [`close`](Self::close).
+    pub fn after_close(&self) -> usize {
+        self.lock().after_close
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecordedInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A sink that records events, rejects lifecycle kinds with [`ErrorCode::InvalidOperation`]
+/// (like the runtime) and, once closed, rejects everything with [`ErrorCode::Cancelled`].
+pub fn recording_sink(session: &Session) -> (EventSink, Recorded) {
+    let recorded = Recorded::default();
+    let rec = recorded.clone();
+    let session_id = session.id.clone();
+    let sink = EventSink::new(move |event: ProviderEvent| {
+        let result = {
+            let mut inner = rec.lock();
+            if event.kind.is_run_lifecycle() {
+                inner.lifecycle_attempts.push(event.kind);
+                Err(Error::new(ErrorCode::InvalidOperation, "adapters may not emit lifecycle events"))
+            } else if inner.closed {
+                inner.after_close += 1;
+                Err(Error::new(ErrorCode::Cancelled, "run is being cancelled"))
+            } else {
+                let mut stored = Event::new(event.kind, session_id.clone());
+                stored.data = event.data.clone();
+                stored.metadata = event.metadata.clone();
+                inner.events.push(event);
+                Ok(stored)
+            }
+        };
+        async move { result }.boxed()
+    });
+    (sink, recorded)
+}
+
+/// One prepared fake run.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Keeps the record directory alive.
+    pub dir: tempfile::TempDir,
+    /// The adapter under test.
+    pub adapter: Arc<dyn ProviderAdapter>,
+    /// A fresh request ("hello").
+    pub request: ExecuteRequest,
+    /// Sink for the run.
+    pub sink: EventSink,
+    /// What the sink saw.
+    pub recorded: Recorded,
+}
+
+impl Prepared {
+    /// What the fake recorded (argv, pid, env, stdin).
+    pub fn record(&self) -> FakeRecord {
+        FakeRecord::read(self.dir.path())
+    }
+}
+
+/// Writes `script` and builds the adapter for it.
+///
+/// # Panics
+/// On I/O errors writing the script (a test-setup failure).
+pub fn prepare(contract: &AdapterContract, script: &FakeScript) -> Prepared {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script_path = script.write_to(dir.path()).expect("writing fake script");
+    let invocation = FakeCliInvocation {
+        program: fake_cli::path(),
+        env: vec![(fake_cli::SCRIPT_ENV.to_owned(), script_path.display().to_string())],
+        record_dir: dir.path().to_path_buf(),
+    };
+    let adapter = (contract.make)(&invocation);
+    let session = Session::new("adapter-contract").expect("session");
+    let run = Run::new(session.id.clone(), RunInput::user("hello"));
+    let (sink, recorded) = recording_sink(&session);
+    Prepared { dir, adapter, request: ExecuteRequest::new(session, run), sink, recorded }
+}
+
+const BOUND: Duration = Duration::from_secs(20);
+
+async fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < BOUND, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the process group `pgid` is gone (killed and reaped).
+pub async fn assert_group_gone(pgid: i32) {
+    poll_until(&format!("process group {pgid} to disappear"), || {
+        rustix::process::Pid::from_raw(pgid)
+            .is_none_or(|pid| rustix::process::test_kill_process_group(pid).is_err())
+    })
+    .await;
+}
+
+fn assert_no_lifecycle(recorded: &Recorded) {
+    assert!(recorded.lifecycle_attempts().is_empty(), "adapter emitted lifecycle kinds: {:?}", recorded.lifecycle_attempts());
+    assert!(recorded.kinds().iter().all(|k| !k.is_run_lifecycle()));
+}
+
+/// Every event has the payload shape its kind asks for (`Event::shape_warnings` is empty).
+fn assert_shapes(p: &Prepared) {
+    for e in p.recorded.events() {
+        let mut event = Event::new(e.kind, p.request.session.id.clone());
+        event.data = e.data.clone();
+        let warnings = event.shape_warnings();
+        assert!(warnings.is_empty(), "{:?}: {warnings:?} in {:?}", e.kind, e.data);
+    }
+}
+
+async fn execute(p: &Prepared) -> asm_core::Result<ExecuteOutcome> {
+    tokio::time::timeout(BOUND, p.adapter.execute(p.request.clone(), p.sink.clone()))
+        .await
+        .expect("execute did not return within the bound")
+}
+
+/// A text run emits message events, returns the expected output, never a lifecycle kind.
+pub async fn check_text_run(contract: &AdapterContract) {
+    let p = prepare(contract, &contract.text);
+    let outcome = execute(&p).await.expect("text run must succeed");
+    assert_eq!(outcome.output.content, contract.expected_text);
+    let kinds = p.recorded.kinds();
+    assert!(
+        kinds.iter().any(|k| matches!(k, EventKind::MessageStreamed | EventKind::MessageReceived)),
+        "no message event in {kinds:?}"
+    );
+    assert_no_lifecycle(&p.recorded);
+    assert_shapes(&p);
+    assert!(p.record().pid.is_some(), "the fake CLI was not run");
+}
+
+/// A tool run reports the call and its result with canonical keys.
+pub async fn check_tool_call_keys(contract: &AdapterContract) {
+    let p = prepare(contract, &contract.tool);
+    execute(&p).await.expect("tool run must succeed");
+    let events = p.recorded.events();
+    let started = events.iter().find(|e| e.kind == EventKind::ToolCallStarted).expect("no tool_call_started");
+    for key in [keys::TOOL_CALL_ID, keys::TOOL_NAME, keys::TOOL_INPUT] {
+        assert!(started.data.contains_key(key), "tool_call_started lacks {key}: {:?}", started.data);
+    }
+    let done = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::ToolCallCompleted | EventKind::ToolCallFailed))
+        .expect("no tool_call_completed / tool_call_failed");
+    for key in [keys::TOOL_CALL_ID, keys::TOOL_NAME, keys::TOOL_OUTPUT] {
+        assert!(done.data.contains_key(key), "{:?} lacks {key}: {:?}", done.kind, done.data);
+    }
+    assert_eq!(done.data[keys::TOOL_CALL_ID], started.data[keys::TOOL_CALL_ID]);
+    assert_shapes(&p);
+    assert_no_lifecycle(&p.recorded);
+}
+
+/// Unknown JSON lines and non-JSON lines are kept as raw events (`metadata.raw == true`,
+/// `data.raw` holding the line), never a crash.
+pub async fn check_unknown_lines_are_raw_events(contract: &AdapterContract) {
+    let mut lines = contract.text.stdout_lines();
+    let unknown = r#"{"type":"asm_contract_unknown","payload":{"x":1}}"#;
+    let garbage = "this is not json {";
+    let at = lines.len().saturating_sub(1);
+    lines.insert(at, garbage.to_owned());
+    lines.insert(at, unknown.to_owned());
+    let mut script = contract.text.clone();
+    script.stdout_file = None;
+    let script = script.lines(lines);
+    let p = prepare(contract, &script);
+    let outcome = execute(&p).await.expect("unknown lines must not fail the run");
+    assert_eq!(outcome.output.content, contract.expected_text);
+    let raws: Vec<_> =
+        p.recorded.events().into_iter().filter(|e| e.metadata.get("raw") == Some(&serde_json::Value::Bool(true))).collect();
+    assert!(raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(unknown) || e.data.get("raw") == serde_json::from_str::<serde_json::Value>(unknown).ok().as_ref()), "unknown line not kept: {raws:?}");
+    assert!(raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(garbage)), "garbage line not kept: {raws:?}");
+    assert_no_lifecycle(&p.recorded);
+}
+
+async fn wait_first_event(p: &Prepared) {
+    let rec = p.recorded.clone();
+    poll_until("the first event", move || !rec.events().is_empty()).await;
+}
+
+async fn wait_pid(p: &Prepared) -> i32 {
+    let dir = p.dir.path().to_path_buf();
+    poll_until("the fake CLI pid", || FakeRecord::read(&dir).pid.is_some()).await;
+    FakeRecord::read(&dir).pid.unwrap_or_default()
+}
+
+fn hanging(contract: &AdapterContract, sigint: SignalAction, sigterm: SignalAction) -> FakeScript {
+    FakeScript::new()
+        .lines(contract.stream_prefix.clone())
+        .hang_after(contract.stream_prefix.len())
+        .on_sigint(sigint)
+        .on_sigterm(sigterm)
+        .spawn_grandchild()
+}
+
+async fn cancel_case(contract: &AdapterContract, script: FakeScript, max: Duration) {
+    let p = prepare(contract, &script);
+    let cancel = p.request.cancel.clone();
+    let adapter = Arc::clone(&p.adapter);
+    let (request, sink) = (p.request.clone(), p.sink.clone());
+    let task = tokio::spawn(async move { adapter.execute(request, sink).await });
+    wait_first_event(&p).await;
+    let pgid = wait_pid(&p).await;
+    let started = Instant::now();
+    let emitted_before = p.recorded.events().len();
+    cancel.cancel();
+    let result = tokio::time::timeout(BOUND, task).await.expect("execute did not return after cancel").expect("join");
+    let err = result.expect_err("a cancelled run must return Err");
+    assert_eq!(err.code(), ErrorCode::Cancelled, "{err:?}");
+    assert!(started.elapsed() < max, "cancel took {:?}", started.elapsed());
+    assert_eq!(p.recorded.events().len(), emitted_before, "events emitted after cancel");
+    assert_no_lifecycle(&p.recorded);
+    assert_group_gone(pgid).await;
+}
+
+/// Cancel mid-stream: `Err(Cancelled)` promptly, nothing emitted afterwards, the whole process
+/// group (including a grandchild) gone. The fake behaves like the real CLI on SIGINT.
+pub async fn check_cancel_mid_stream(contract: &AdapterContract) {
+    let sigint = SignalAction::Exit { code: contract.sigint_exit_code, lines: contract.sigint_lines.clone() };
+    cancel_case(contract, hanging(contract, sigint, SignalAction::Default), Duration::from_secs(3)).await;
+}
+
+/// Cancel when the CLI ignores SIGINT and SIGTERM: escalation to SIGKILL, still `Err(Cancelled)`
+/// within the runtime's cancel grace (10 s) and nothing left behind.
+pub async fn check_cancel_escalates(contract: &AdapterContract) {
+    cancel_case(contract, hanging(contract, SignalAction::Ignore, SignalAction::Ignore), Duration::from_secs(9)).await;
+}
+
+/// Dropping the `execute` future mid-run leaves no process behind.
+pub async fn check_dropped_future_leaves_no_child(contract: &AdapterContract) {
+    let p = prepare(contract, &hanging(contract, SignalAction::Ignore, SignalAction::Ignore));
+    let adapter = Arc::clone(&p.adapter);
+    let (request, sink) = (p.request.clone(), p.sink.clone());
+    let task = tokio::spawn(async move { adapter.execute(request, sink).await });
+    wait_first_event(&p).await;
+    let pgid = wait_pid(&p).await;
+    task.abort();
+    let _ = task.await;
+    assert_group_gone(pgid).await;
+}
+
+fn assert_provider_failure(err: &Error, what: &str) {
+    assert!(!matches!(err.code(), ErrorCode::Cancelled), "{what}: {err:?}");
+    assert_eq!(err.category(), asm_core::ErrorCategory::Provider, "{what}: {err:?}");
+    assert!(err.provider_error().is_some(), "{what}: no provider_error in {err:?}");
+}
+
+/// A non-zero exit is a typed error carrying the exit code and (bounded) stderr.
+pub async fn check_nonzero_exit(contract: &AdapterContract) {
+    let p = prepare(contract, &contract.failing);
+    let err = execute(&p).await.expect_err("a failing CLI must fail the run");
+    assert_provider_failure(&err, "non-zero exit");
+    let pe = err.provider_error().expect("provider error");
+    assert_eq!(pe.exit_code, Some(contract.failing.exit_code), "{pe:?}");
+    if !contract.failing.stderr.trim().is_empty() {
+        let first = contract.failing.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        assert!(pe.stderr.as_deref().is_some_and(|s| s.contains(first.trim())), "stderr missing: {pe:?}");
+    }
+    assert_no_lifecycle(&p.recorded);
+}
+
+/// Huge stderr is truncated in the provider error.
+pub async fn check_stderr_is_truncated(contract: &AdapterContract) {
+    let big = "error line that repeats\n".repeat(10_000);
+    let p = prepare(contract, &FakeScript::new().stderr(big).exit_code(2));
+    let err = execute(&p).await.expect_err("must fail");
+    let pe = err.provider_error().expect("provider error");
+    assert_eq!(pe.truncated, Some(true), "{pe:?}");
+    assert!(pe.stderr.as_deref().is_some_and(|s| s.len() <= asm_core::StderrLimits::DEFAULT_MAX_BYTES));
+}
+
+/// EOF without the provider's final result line (exit 0) is a typed error, not a success.
+pub async fn check_eof_without_result(contract: &AdapterContract) {
+    let p = prepare(contract, &FakeScript::new().lines(contract.stream_prefix.clone()));
+    let err = execute(&p).await.expect_err("EOF without a result must fail");
+    assert_provider_failure(&err, "EOF without result");
+    assert_no_lifecycle(&p.recorded);
+}
+
+/// Death by signal is a typed error with exit code 128 + signal.
+pub async fn check_killed_by_signal(contract: &AdapterContract) {
+    let p = prepare(contract, &FakeScript::new().lines(contract.stream_prefix.clone()).exit_signal(9));
+    let err = execute(&p).await.expect_err("a killed CLI must fail the run");
+    assert_provider_failure(&err, "signal");
+    assert_eq!(err.provider_error().and_then(|pe| pe.exit_code), Some(137));
+}
+
+/// The request deadline ends the run with a timeout error and stops the process.
+pub async fn check_deadline(contract: &AdapterContract) {
+    let mut p = prepare(contract, &hanging(contract, SignalAction::exit(0), SignalAction::Default));
+    p.request.deadline = Some(Instant::now() + Duration::from_millis(500));
+    let err = execute(&p).await.expect_err("deadline must fail the run");
+    assert!(matches!(err.code(), ErrorCode::Timeout | ErrorCode::ProviderTimeout), "{err:?}");
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::Timeout));
+    if let Some(pgid) = p.record().pid {
+        assert_group_gone(pgid).await;
+    }
+}
+
+/// A line over the cap is a parse error and the process is stopped.
+pub async fn check_oversized_line(contract: &AdapterContract) {
+    let script = FakeScript::new()
+        .lines(contract.stream_prefix.clone())
+        .big_line(contract.max_line_bytes + 1)
+        .hang_after(usize::MAX)
+        .on_sigint(SignalAction::exit(0));
+    let p = prepare(contract, &script);
+    let err = execute(&p).await.expect_err("an oversized line must fail the run");
+    assert_eq!(err.code(), ErrorCode::ProviderError, "{err:?}");
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::ParseError));
+    if let Some(pgid) = p.record().pid {
+        assert_group_gone(pgid).await;
+    }
+}
+
+/// `validate_config` accepts the fake CLI and rejects a missing binary with `cli_not_found`.
+pub async fn check_validate_config(contract: &AdapterContract) {
+    let p = prepare(contract, &contract.text);
+    p.adapter.validate_config().expect("adapter pointed at the fake CLI must validate");
+    let missing = FakeCliInvocation {
+        program: Path::new("/nonexistent/asm-contract/cli").to_path_buf(),
+        env: Vec::new(),
+        record_dir: p.dir.path().to_path_buf(),
+    };
+    let adapter = (contract.make)(&missing);
+    let err = adapter.validate_config().expect_err("a missing CLI must not validate");
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::CliNotFound), "{err:?}");
+    let err = execute(&Prepared { adapter, ..prepare(contract, &contract.text) }).await.expect_err("missing CLI");
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::CliNotFound), "{err:?}");
+}
+
+/// Every check, one after the other.
+pub async fn run_all(contract: &AdapterContract) {
+    check_text_run(contract).await;
+    check_tool_call_keys(contract).await;
+    check_unknown_lines_are_raw_events(contract).await;
+    check_cancel_mid_stream(contract).await;
+    check_cancel_escalates(contract).await;
+    check_dropped_future_leaves_no_child(contract).await;
+    check_nonzero_exit(contract).await;
+    check_stderr_is_truncated(contract).await;
+    check_eof_without_result(contract).await;
+    check_killed_by_signal(contract).await;
+    check_deadline(contract).await;
+    check_oversized_line(contract).await;
+    check_validate_config(contract).await;
+}

@@ -1,0 +1,158 @@
+//! `asm-fake-cli`: replays a provider CLI run described by the JSON script named in
+//! `ASM_FAKE_CLI_SCRIPT`. See `asm_testkit::fake_cli`.
+#![allow(clippy::print_stdout)]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use asm_testkit::fake_cli::{FakeScript, PROTOCOL, SCRIPT_ENV, SignalAction, VERSION_FLAG};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(VERSION_FLAG) {
+        println!("{PROTOCOL}");
+        return;
+    }
+    let script: FakeScript = match std::env::var_os(SCRIPT_ENV)
+        .ok_or_else(|| format!("{SCRIPT_ENV} is not set"))
+        .and_then(|p| std::fs::read(&p).map_err(|e| format!("reading script: {e}")))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parsing script: {e}")))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("asm-fake-cli: {e}");
+            std::process::exit(97);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("asm-fake-cli: runtime: {e}");
+            std::process::exit(98);
+        }
+    };
+    let code = runtime.block_on(run(script, args));
+    std::process::exit(code);
+}
+
+fn write_records(script: &FakeScript, args: &[String]) {
+    if let Some(p) = &script.argv_file {
+        let _ = std::fs::write(p, serde_json::to_vec(args).unwrap_or_default());
+    }
+    if let Some(p) = &script.env_file {
+        let env: serde_json::Map<String, serde_json::Value> =
+            std::env::vars().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let _ = std::fs::write(p, serde_json::to_vec(&env).unwrap_or_default());
+    }
+    if let Some(p) = &script.stdin_file {
+        let mut input = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut input);
+        let _ = std::fs::write(p, input);
+    }
+    // The pid last: tests wait for it, then everything else is there.
+    if let Some(p) = &script.pid_file {
+        let _ = std::fs::write(p, std::process::id().to_string());
+    }
+}
+
+fn listener(action: &SignalAction, kind: SignalKind) -> Option<Signal> {
+    match action {
+        SignalAction::Default => None,
+        _ => signal(kind).ok(),
+    }
+}
+
+async fn recv(sig: &mut Option<Signal>) {
+    match sig {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles a received signal: `Some(code)` means exit now.
+fn on_signal(action: &SignalAction) -> Option<i32> {
+    match action {
+        SignalAction::Exit { code, lines } => {
+            let mut out = std::io::stdout().lock();
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+            Some(*code)
+        }
+        _ => None,
+    }
+}
+
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+async fn run(script: FakeScript, args: Vec<String>) -> i32 {
+    let mut sigint = listener(&script.on_sigint, SignalKind::interrupt());
+    let mut sigterm = listener(&script.on_sigterm, SignalKind::terminate());
+    write_records(&script, &args);
+    let _grandchild = if script.spawn_grandchild {
+        std::process::Command::new("sleep")
+            .arg("600")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()
+    } else {
+        None
+    };
+    if !script.stderr.is_empty() {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(script.stderr.as_bytes());
+        let _ = err.flush();
+    }
+    let mut lines = script.stdout_lines();
+    if let Some(n) = script.big_line_bytes {
+        lines.push("x".repeat(n));
+    }
+    let delay = Duration::from_millis(script.line_delay_ms);
+    let hang_at = script.hang_after.unwrap_or(usize::MAX);
+    for (i, line) in lines.iter().enumerate() {
+        if i >= hang_at {
+            break;
+        }
+        if !delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = recv(&mut sigint) => if let Some(c) = on_signal(&script.on_sigint) { return c },
+                () = recv(&mut sigterm) => if let Some(c) = on_signal(&script.on_sigterm) { return c },
+            }
+        }
+        print_line(line);
+    }
+    if script.hang_after.is_some() {
+        loop {
+            tokio::select! {
+                () = recv(&mut sigint) => if let Some(c) = on_signal(&script.on_sigint) { return c },
+                () = recv(&mut sigterm) => if let Some(c) = on_signal(&script.on_sigterm) { return c },
+            }
+        }
+    }
+    if let Some(sig) = script.exit_signal
+        && let (Some(pid), Some(sig)) =
+            (rustix::process::Pid::from_raw(std::process::id() as i32), signal_from_raw(sig))
+    {
+        let _ = rustix::process::kill_process(pid, sig);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    script.exit_code
+}
+
+fn signal_from_raw(sig: i32) -> Option<rustix::process::Signal> {
+    use rustix::process::Signal;
+    [Signal::INT, Signal::TERM, Signal::KILL, Signal::HUP, Signal::SEGV, Signal::ABORT]
+        .into_iter()
+        .find(|s| s.as_raw() == sig)
+}
