@@ -68,3 +68,35 @@ async fn story_on_the_sled_store_survives_a_reopen() {
     let reopened = SledSessionStore::open(&path).unwrap();
     check_story(&reopened, &id).await;
 }
+
+#[cfg(feature = "store-redb")]
+#[tokio::test]
+async fn story_on_the_redb_store_survives_a_reopen() {
+    use agent_session_manager::store::redb::RedbSessionStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    let id = session_story(Arc::new(RedbSessionStore::open(&path).unwrap())).await;
+    let reopened = RedbSessionStore::open(&path).unwrap();
+    check_story(&reopened, &id).await;
+}
+
+/// The per-session runtime over the facade: submit through a server, follow with a subscription.
+#[tokio::test]
+async fn a_session_server_runs_queued_work_and_streams_it() {
+    use futures::StreamExt;
+    let config = ServerConfig::new(Arc::new(InMemorySessionStore::new()), Arc::new(ScriptedAdapter::replying("ok")))
+        .create(NewSession::new("server"))
+        .max_concurrent_runs(2);
+    let server = SessionServer::start(config).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(server.submit_run(RunInput::user(format!("task {i}")), RunOptions::default()).await.unwrap());
+    }
+    for id in &ids {
+        server.await_run(id, std::time::Duration::from_secs(10)).await.unwrap();
+    }
+    let mut sub = Box::pin(server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap());
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.sequence, Some(1));
+    server.drain(std::time::Duration::from_secs(10)).await.unwrap();
+}

@@ -11,9 +11,19 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 /// Every facade feature; each must compile alone.
-const FACADE_FEATURES: &[&str] = &["store-memory", "store-sled", "runtime", "testkit", "full"];
+#[rustfmt::skip]
+const FACADE_FEATURES: &[&str] = &[
+    "store-memory",
+    "store-redb",
+    "store-sled",
+    "provider-claude",
+    "runtime",
+    "testkit",
+    "full",
+];
 /// Crates with benchmarks.
-const BENCH_CRATES: &[&str] = &["asm-store-memory", "asm-runtime"];
+const BENCH_CRATES: &[&str] =
+    &["asm-store-memory", "asm-store-sled", "asm-store-redb", "asm-runtime", "asm-provider-claude"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

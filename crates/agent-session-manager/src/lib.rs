@@ -10,7 +10,9 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `store-memory` (default) | `InMemorySessionStore`, in `store::memory` |
+//! | `store-redb` | `RedbSessionStore`, in `store::redb` (durable, group commit) |
 //! | `store-sled` | `SledSessionStore`, in `store::sled` |
+//! | `provider-claude` | `ClaudeAdapter`, in `provider::claude` (Claude Code CLI, stream-json) |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `full` | everything above |
@@ -41,10 +43,25 @@ pub mod store {
         pub use asm_store_memory::*;
     }
 
+    /// The redb store (`store-redb`): durable, the default for the CLI.
+    #[cfg(feature = "store-redb")]
+    pub mod redb {
+        pub use asm_store_redb::*;
+    }
+
     /// The sled store (`store-sled`).
     #[cfg(feature = "store-sled")]
     pub mod sled {
         pub use asm_store_sled::*;
+    }
+}
+
+/// Provider adapters, one module per enabled provider feature.
+pub mod provider {
+    /// The Claude Code CLI adapter (`provider-claude`).
+    #[cfg(feature = "provider-claude")]
+    pub mod claude {
+        pub use asm_provider_claude::*;
     }
 }
 
@@ -76,7 +93,8 @@ pub mod prelude {
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
-        Continuation, ExecuteOptions, NewSession, RunOnceOptions, RunResult, SessionManager, StartRunOptions,
-        StreamOptions,
+        ConcurrencyLimiter, Continuation, ExecuteOptions, NewSession, RunOnceOptions, RunOptions, RunResult,
+        ServerConfig, SessionManager, SessionServer, SessionSupervisor, StartRunOptions, StreamOptions,
+        SubscribeOptions,
     };
 }

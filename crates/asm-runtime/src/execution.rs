@@ -62,7 +62,16 @@ struct Shared {
 }
 
 impl Execution {
-    pub(crate) async fn prepare(manager: SessionManager, run_id: &RunId, options: ExecuteOptions) -> Result<Self> {
+    /// Validates and loads everything the run needs. With `claimed` (see
+    /// [`SessionManager::claim_run`]), the run is already registered as active; the claim is
+    /// released however preparation ends.
+    pub(crate) async fn prepare(
+        manager: SessionManager,
+        run_id: &RunId,
+        options: ExecuteOptions,
+        claimed: Option<Arc<ActiveRun>>,
+    ) -> Result<Self> {
+        let claim_guard = claimed.as_ref().map(|_| Registration { manager: manager.clone(), run_id: run_id.clone() });
         options.validate()?;
         let store = &manager.inner.store;
         let adapter = &manager.inner.adapter;
@@ -98,17 +107,29 @@ impl Execution {
                 ));
             }
         };
-        let transcript = if replay { Some(build_transcript(&manager, &session.id, &options).await?) } else { None };
+        let transcript = match (&options.transcript_cache, replay) {
+            (_, false) => None,
+            (Some(cache), true) => Some(cache.transcript(&**store, &session.id, options.transcript).await?),
+            (None, true) => Some(build_transcript(&manager, &session.id, &options).await?),
+        };
 
-        let active = Arc::new(ActiveRun::default());
-        {
-            let mut registry = manager.inner.active.lock();
-            if registry.contains_key(&run.id) {
-                return Err(Error::new(ErrorCode::InvalidOperation, format!("run {} is already executing", run.id)));
+        let (active, registration) = match (claimed, claim_guard) {
+            (Some(active), Some(guard)) => (active, guard),
+            _ => {
+                let active = Arc::new(ActiveRun::default());
+                {
+                    let mut registry = manager.inner.active.lock();
+                    if registry.contains_key(&run.id) {
+                        return Err(Error::new(
+                            ErrorCode::InvalidOperation,
+                            format!("run {} is already executing", run.id),
+                        ));
+                    }
+                    registry.insert(run.id.clone(), active.clone());
+                }
+                (active, Registration { manager: manager.clone(), run_id: run.id.clone() })
             }
-            registry.insert(run.id.clone(), active.clone());
-        }
-        let registration = Registration { manager: manager.clone(), run_id: run.id.clone() };
+        };
         Ok(Self { manager, session, run, options, transcript, resume, active, _registration: registration })
     }
 

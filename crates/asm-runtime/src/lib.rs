@@ -5,6 +5,16 @@
 //! persisted (and numbered) before anyone sees them, continuation (replay a transcript or resume
 //! the provider's own session), hooks, deadlines, cancellation and cursor streams.
 //!
+//! On top of it, the per-session runtime:
+//!
+//! - [`SessionServer`]: one task per session with a FIFO run queue, `max_concurrent_runs` slots,
+//!   awaitable results and exactly-once event subscriptions ([`SessionServer::subscribe`]);
+//! - [`SessionSupervisor`]: starts servers, finds them by session, restarts a crashed one from
+//!   the store, stops them;
+//! - [`ConcurrencyLimiter`]: process-wide caps on sessions and runs, with RAII permits;
+//! - [`ControlOperations`]: interrupt, cancel, pause and resume with a per-run history;
+//! - [`TranscriptCache`]: incremental transcripts for continuation runs.
+//!
 //! Architecture invariant: this crate depends on the ports, never on a concrete store or
 //! provider.
 //!
@@ -28,13 +38,25 @@
 //! [`ProviderAdapter`]: asm_ports::ProviderAdapter
 #![deny(missing_docs)]
 
+mod control;
 mod execution;
+mod limiter;
 mod manager;
 mod options;
+mod server;
 mod stream;
+mod subscription;
+mod supervisor;
+mod transcript_cache;
 
+pub use control::{ControlHandler, ControlOperations, Operation, OperationRecord, OperationState, OperationStatus};
+pub use limiter::{ConcurrencyLimiter, LimiterConfig, LimiterStatus, RunPermit, SessionPermit};
 pub use manager::SessionManager;
 pub use options::{
     Continuation, EventCallback, ExecuteOptions, NewSession, RunOnceOptions, RunOnceResult, RunResult, StartRunOptions,
     StreamOptions,
 };
+pub use server::{RunOptions, ServerConfig, ServerStatus, SessionServer, ShutdownPolicy};
+pub use subscription::{EventSubscription, SubscribeOptions};
+pub use supervisor::SessionSupervisor;
+pub use transcript_cache::{TranscriptCache, TranscriptCacheStats};

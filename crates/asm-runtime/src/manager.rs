@@ -274,7 +274,52 @@ impl SessionManager {
     /// After the run started, the error that ended it (the run is stored in its terminal state).
     pub async fn execute_run(&self, run_id: &RunId, options: ExecuteOptions) -> Result<RunResult> {
         let span = tracing::info_span!("execute_run", run_id = %run_id, provider = self.inner.adapter.name());
-        Execution::prepare(self.clone(), run_id, options).instrument(span.clone()).await?.run().instrument(span).await
+        Execution::prepare(self.clone(), run_id, options, None)
+            .instrument(span.clone())
+            .await?
+            .run()
+            .instrument(span)
+            .await
+    }
+
+    /// Registers `run_id` as executing in this process before its execution starts, so that a
+    /// cancel arriving in between takes the token path (the execution then ends `cancelled`
+    /// without `run_started` or a provider call) instead of racing it in the store.
+    ///
+    /// Pass the claim to [`execute_claimed`](Self::execute_claimed), which releases it; drop it
+    /// with [`release_claim`](Self::release_claim) if the execution never happens.
+    pub(crate) fn claim_run(&self, run_id: &RunId) -> Result<Arc<ActiveRun>> {
+        let mut registry = self.inner.active.lock();
+        if registry.contains_key(run_id) {
+            return Err(Error::new(ErrorCode::InvalidOperation, format!("run {run_id} is already executing")));
+        }
+        let active = Arc::new(ActiveRun::default());
+        registry.insert(run_id.clone(), active.clone());
+        Ok(active)
+    }
+
+    /// Removes a claim made by [`claim_run`](Self::claim_run) if it is still registered.
+    pub(crate) fn release_claim(&self, run_id: &RunId, claim: &Arc<ActiveRun>) {
+        let mut registry = self.inner.active.lock();
+        if registry.get(run_id).is_some_and(|active| Arc::ptr_eq(active, claim)) {
+            registry.remove(run_id);
+        }
+    }
+
+    /// [`execute_run`](Self::execute_run) for a run claimed with [`claim_run`](Self::claim_run).
+    pub(crate) async fn execute_claimed(
+        &self,
+        run_id: &RunId,
+        options: ExecuteOptions,
+        claim: Arc<ActiveRun>,
+    ) -> Result<RunResult> {
+        let span = tracing::info_span!("execute_run", run_id = %run_id, provider = self.inner.adapter.name());
+        Execution::prepare(self.clone(), run_id, options, Some(claim))
+            .instrument(span.clone())
+            .await?
+            .run()
+            .instrument(span)
+            .await
     }
 
     /// Cancels a run.

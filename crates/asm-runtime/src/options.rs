@@ -8,6 +8,8 @@ use asm_core::{
 };
 use asm_ports::{EventQuery, RunHook};
 
+use crate::TranscriptCache;
+
 /// The longest a run may take; longer (or no) timeouts are capped here so no run hangs forever.
 pub(crate) const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
@@ -129,6 +131,7 @@ pub struct ExecuteOptions {
     pub(crate) timeout: Option<Duration>,
     pub(crate) hooks: Vec<Arc<dyn RunHook>>,
     pub(crate) on_event: Option<EventCallback>,
+    pub(crate) transcript_cache: Option<TranscriptCache>,
 }
 
 impl ExecuteOptions {
@@ -178,6 +181,13 @@ impl ExecuteOptions {
         self.on_event = Some(Arc::new(callback));
         self
     }
+    /// Replays the transcript from `cache` (updated incrementally) instead of rebuilding it
+    /// from the whole log, for `Continuation::Replay` and `Continuation::Auto`.
+    #[must_use]
+    pub fn transcript_cache(mut self, cache: TranscriptCache) -> Self {
+        self.transcript_cache = Some(cache);
+        self
+    }
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.timeout == Some(Duration::ZERO) {
@@ -207,6 +217,7 @@ impl fmt::Debug for ExecuteOptions {
             .field("timeout", &self.timeout)
             .field("hooks", &self.hooks)
             .field("on_event", &self.on_event.as_ref().map(|_| "Fn(&Event)"))
+            .field("transcript_cache", &self.transcript_cache)
             .finish()
     }
 }

@@ -251,14 +251,17 @@ async fn poll_until(what: &str, mut done: impl FnMut() -> bool) {
 /// Waits until the process group `pgid` is gone (killed and reaped).
 pub async fn assert_group_gone(pgid: i32) {
     poll_until(&format!("process group {pgid} to disappear"), || {
-        rustix::process::Pid::from_raw(pgid)
-            .is_none_or(|pid| rustix::process::test_kill_process_group(pid).is_err())
+        rustix::process::Pid::from_raw(pgid).is_none_or(|pid| rustix::process::test_kill_process_group(pid).is_err())
     })
     .await;
 }
 
 fn assert_no_lifecycle(recorded: &Recorded) {
-    assert!(recorded.lifecycle_attempts().is_empty(), "adapter emitted lifecycle kinds: {:?}", recorded.lifecycle_attempts());
+    assert!(
+        recorded.lifecycle_attempts().is_empty(),
+        "adapter emitted lifecycle kinds: {:?}",
+        recorded.lifecycle_attempts()
+    );
     assert!(recorded.kinds().iter().all(|k| !k.is_run_lifecycle()));
 }
 
@@ -329,10 +332,21 @@ pub async fn check_unknown_lines_are_raw_events(contract: &AdapterContract) {
     let p = prepare(contract, &script);
     let outcome = execute(&p).await.expect("unknown lines must not fail the run");
     assert_eq!(outcome.output.content, contract.expected_text);
-    let raws: Vec<_> =
-        p.recorded.events().into_iter().filter(|e| e.metadata.get("raw") == Some(&serde_json::Value::Bool(true))).collect();
-    assert!(raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(unknown) || e.data.get("raw") == serde_json::from_str::<serde_json::Value>(unknown).ok().as_ref()), "unknown line not kept: {raws:?}");
-    assert!(raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(garbage)), "garbage line not kept: {raws:?}");
+    let raws: Vec<_> = p
+        .recorded
+        .events()
+        .into_iter()
+        .filter(|e| e.metadata.get("raw") == Some(&serde_json::Value::Bool(true)))
+        .collect();
+    assert!(
+        raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(unknown)
+            || e.data.get("raw") == serde_json::from_str::<serde_json::Value>(unknown).ok().as_ref()),
+        "unknown line not kept: {raws:?}"
+    );
+    assert!(
+        raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(garbage)),
+        "garbage line not kept: {raws:?}"
+    );
     assert_no_lifecycle(&p.recorded);
 }
 

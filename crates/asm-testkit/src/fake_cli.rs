@@ -235,15 +235,11 @@ pub struct FakeRecord {
 impl FakeRecord {
     /// Reads the files [`FakeScript::write_to`] configured in `dir` (missing ones stay empty).
     pub fn read(dir: &Path) -> Self {
-        let argv = std::fs::read(dir.join("argv.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let argv =
+            std::fs::read(dir.join("argv.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let pid = std::fs::read_to_string(dir.join("pid")).ok().and_then(|s| s.trim().parse().ok());
-        let env = std::fs::read(dir.join("env.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let env =
+            std::fs::read(dir.join("env.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let stdin = std::fs::read_to_string(dir.join("stdin")).ok();
         Self { argv, pid, env, stdin }
     }

@@ -60,15 +60,11 @@ fn every_fixture_is_listed() {
     assert!(!fake_cli::fixture_names("amp_").is_empty());
 }
 
-fn hang(script: FakeScript, signal: rustix::process::Signal) -> (ExitStatus, String) {
+fn hang(script: &FakeScript, signal: rustix::process::Signal) -> (ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = script.write_to(dir.path()).unwrap();
-    let mut child = Command::new(BIN)
-        .env(fake_cli::SCRIPT_ENV, &path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(BIN).env(fake_cli::SCRIPT_ENV, &path).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     while FakeRecord::read(dir.path()).pid.is_none() {
         assert!(start.elapsed() < Duration::from_secs(10));
@@ -89,11 +85,11 @@ fn hangs_until_signalled_then_exits_as_scripted() {
         .lines(["one", "two", "never"])
         .hang_after(2)
         .on_sigint(SignalAction::Exit { code: 0, lines: vec!["bye".into()] });
-    let (status, out) = hang(script, rustix::process::Signal::INT);
+    let (status, out) = hang(&script, rustix::process::Signal::INT);
     assert_eq!(status.code(), Some(0));
     assert_eq!(out, "one\ntwo\nbye\n");
 
-    let (status, _) = hang(FakeScript::new().hang_after(0), rustix::process::Signal::TERM);
+    let (status, _) = hang(&FakeScript::new().hang_after(0), rustix::process::Signal::TERM);
     assert_eq!(status.signal(), Some(15));
 }
 

@@ -1,0 +1,607 @@
+//! [`ClaudeNormalizer`]: Claude Code stream-json lines → normalized events and the outcome.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value, json};
+
+use asm_core::{
+    Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage,
+    UsageMode, keys,
+};
+use asm_ports::{ExecuteOutcome, ProviderEvent};
+use asm_provider_cli::{ExitInfo, classify_error_text, classify_http_status, provider_failure, raw_event};
+
+/// The result line, as far as the outcome needs it.
+#[derive(Debug, Default)]
+struct ResultLine {
+    subtype: String,
+    is_error: bool,
+    api_error_status: Option<u64>,
+    text: Option<String>,
+    errors: Vec<String>,
+    usage: Option<TokenUsage>,
+    cost: Option<f64>,
+    stop_reason: Option<String>,
+    turns: u32,
+    metadata: JsonMap,
+}
+
+/// Turns Claude Code `--output-format stream-json --verbose` lines into normalized events,
+/// then the exit into an [`ExecuteOutcome`] or a typed error.
+///
+/// | line | events |
+/// |---|---|
+/// | `system/init` | none (session id, model, tools go to the outcome) |
+/// | `system/status` | none |
+/// | `system/api_retry` | `error_occurred` (code from `error_status`, `details.retrying = true`) |
+/// | `stream_event` `content_block_delta/text_delta` | `message_streamed {content, delta}` |
+/// | `stream_event` `message_start` / `message_delta` | `token_usage_updated` (delta, per message id) |
+/// | other `stream_event`s | none (`ping`, block start/stop, `input_json_delta`, `message_stop`) |
+/// | `assistant` text block | `message_streamed` (unless already streamed as deltas) |
+/// | `assistant` tool_use block | `tool_call_started {tool_call_id, tool_name, tool_input}` |
+/// | `assistant` synthetic error (`error` field) | `error_occurred` |
+/// | `assistant` first line of a message id | `token_usage_updated` (delta, deduped by id) |
+/// | `user` tool_result | `tool_call_completed` / `tool_call_failed {tool_call_id, tool_name, tool_input, tool_output, is_error}` |
+/// | `result` | `message_received {role: assistant, content}`, `tool_approval_denied` per permission denial, `token_usage_updated` (cumulative run totals), `error_occurred` when `is_error` |
+/// | `rate_limit_event` | `error_occurred` when rejected, else raw |
+/// | anything else, non-JSON | raw event ([`raw_event`]) |
+///
+/// ```
+/// use asm_provider_claude::ClaudeNormalizer;
+/// let mut n = ClaudeNormalizer::new();
+/// let mut events = Vec::new();
+/// n.push_line(r#"{"type":"system","subtype":"init","session_id":"s1","model":"m"}"#, &mut events);
+/// n.push_line(r#"{"type":"assistant","message":{"id":"msg_1","model":"m","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":3,"output_tokens":1}}}"#, &mut events);
+/// n.push_line(r#"{"type":"result","subtype":"success","is_error":false,"result":"Hi","num_turns":1,"total_cost_usd":0.01,"usage":{"input_tokens":3,"output_tokens":2}}"#, &mut events);
+/// let outcome = n.finish(&asm_provider_cli::ExitInfo::new(asm_provider_cli::ExitKind::Code(0), "", false)).unwrap();
+/// assert_eq!(outcome.output.content, "Hi");
+/// assert_eq!(outcome.provider_session_id.as_deref(), Some("s1"));
+/// assert_eq!(outcome.token_usage.output_tokens, 2);
+/// assert_eq!(outcome.cost_usd, Some(0.01));
+/// ```
+#[derive(Debug, Default)]
+pub struct ClaudeNormalizer {
+    session_id: Option<String>,
+    init_model: Option<String>,
+    message_model: Option<String>,
+    init_metadata: JsonMap,
+    /// Usage already reported per message id.
+    reported: HashMap<String, TokenUsage>,
+    /// Message ids whose text arrived as partial deltas.
+    streamed: HashSet<String>,
+    current_message: Option<String>,
+    /// Text of the current turn (since the last tool call).
+    turn_text: String,
+    tools: HashMap<String, (String, Value)>,
+    tool_calls: Vec<Value>,
+    last_retry: Option<(Option<u64>, String)>,
+    error_emitted: bool,
+    result: Option<ResultLine>,
+    stderr_limits: StderrLimits,
+    lines: u64,
+    /// Non-JSON stdout (bounded), for classifying failures in text mode.
+    plain_text: String,
+}
+
+fn usage_of(v: &Value) -> Option<TokenUsage> {
+    let u = v.as_object()?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(TokenUsage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_read_tokens: n("cache_read_input_tokens"),
+        cache_creation_tokens: n("cache_creation_input_tokens"),
+    })
+}
+
+fn sub(a: TokenUsage, b: TokenUsage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: a.input_tokens.saturating_sub(b.input_tokens),
+        output_tokens: a.output_tokens.saturating_sub(b.output_tokens),
+        cache_read_tokens: a.cache_read_tokens.saturating_sub(b.cache_read_tokens),
+        cache_creation_tokens: a.cache_creation_tokens.saturating_sub(b.cache_creation_tokens),
+    }
+}
+
+fn usage_event(u: TokenUsage, mode: UsageMode) -> ProviderEvent {
+    ProviderEvent::new(EventKind::TokenUsageUpdated)
+        .data(keys::INPUT_TOKENS, u.input_tokens)
+        .data(keys::OUTPUT_TOKENS, u.output_tokens)
+        .data(keys::CACHE_READ_TOKENS, u.cache_read_tokens)
+        .data(keys::CACHE_CREATION_TOKENS, u.cache_creation_tokens)
+        .data(keys::USAGE_MODE, if mode == UsageMode::Cumulative { "cumulative" } else { "delta" })
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// Tool result content: a string, or the text of an array of blocks.
+fn content_text(v: &Value) -> Value {
+    match v {
+        Value::Array(blocks) => {
+            let texts: Vec<&str> = blocks.iter().filter_map(|b| str_of(b, "text")).collect();
+            if texts.len() == blocks.len() { Value::String(texts.join("\n")) } else { v.clone() }
+        }
+        Value::Null => Value::String(String::new()),
+        other => other.clone(),
+    }
+}
+
+fn error_event(code: ErrorCode, message: &str, details: Value) -> ProviderEvent {
+    ProviderEvent::new(EventKind::ErrorOccurred)
+        .data(keys::ERROR_CODE, code.as_str())
+        .data(keys::ERROR_MESSAGE, message)
+        .data(keys::DETAILS, details)
+}
+
+impl ClaudeNormalizer {
+    /// A fresh normalizer with default stderr limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the bounds of stderr stored in errors.
+    #[must_use]
+    pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
+        self.stderr_limits = limits;
+        self
+    }
+
+    /// The provider session id seen so far.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// Whether the final `result` line was seen.
+    pub fn has_result(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// Normalizes one stdout line, appending its events to `out`. Never fails: lines it does
+    /// not understand become raw events.
+    pub fn push_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) {
+        self.lines += 1;
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                if self.plain_text.len() < 4096 {
+                    self.plain_text.push_str(line);
+                    self.plain_text.push('\n');
+                }
+                out.push(raw_event(line, None, "not_json"));
+                return;
+            }
+        };
+        if self.session_id.is_none()
+            && let Some(id) = str_of(&value, "session_id")
+        {
+            self.session_id = Some(id.to_owned());
+        }
+        let kind = str_of(&value, "type").unwrap_or_default();
+        let handled = match kind {
+            "system" => self.system(&value, out),
+            "stream_event" => self.stream_event(&value, out),
+            "assistant" => self.assistant(&value, out),
+            "user" => self.user(&value, out),
+            "result" => self.result_line(&value, out),
+            "rate_limit_event" => self.rate_limit(&value, out),
+            _ => false,
+        };
+        if !handled {
+            out.push(raw_event(line, Some(kind), "unknown_type"));
+        }
+    }
+
+    fn system(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        match str_of(v, "subtype") {
+            Some("init") => {
+                self.init_model = str_of(v, "model").map(str::to_owned);
+                for (from, to) in [
+                    ("cwd", "cwd"),
+                    ("tools", "tools"),
+                    ("permissionMode", "permission_mode"),
+                    ("claude_code_version", "claude_code_version"),
+                    ("apiKeySource", "api_key_source"),
+                ] {
+                    if let Some(x) = v.get(from) {
+                        self.init_metadata.insert(to.to_owned(), x.clone());
+                    }
+                }
+                true
+            }
+            Some("status") => true,
+            Some("api_retry") => {
+                let status = v.get("error_status").and_then(Value::as_u64);
+                let error = str_of(v, "error").unwrap_or("unknown").to_owned();
+                let code = status.map_or_else(
+                    || match error.as_str() {
+                        "rate_limit" => ErrorCode::ProviderRateLimited,
+                        "authentication_failed" => ErrorCode::ProviderAuthenticationFailed,
+                        _ => ErrorCode::ProviderUnavailable,
+                    },
+                    classify_http_status,
+                );
+                let message = format!(
+                    "API request failed ({}{error}); retry {} of {}",
+                    status.map(|s| format!("HTTP {s}, ")).unwrap_or_default(),
+                    v.get("attempt").cloned().unwrap_or(Value::Null),
+                    v.get("max_retries").cloned().unwrap_or(Value::Null),
+                );
+                let details = json!({
+                    "retrying": true,
+                    "attempt": v.get("attempt"),
+                    "max_retries": v.get("max_retries"),
+                    "retry_delay_ms": v.get("retry_delay_ms"),
+                    "error_status": status,
+                    "error": error,
+                });
+                out.push(error_event(code, &message, details).meta("retrying", true));
+                self.last_retry = Some((status, error));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn stream_event(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let Some(event) = v.get("event") else { return false };
+        match str_of(event, "type") {
+            Some("message_start") => {
+                let message = event.get("message").unwrap_or(&Value::Null);
+                if let Some(id) = str_of(message, "id") {
+                    self.current_message = Some(id.to_owned());
+                    if let Some(u) = message.get("usage").and_then(usage_of) {
+                        self.report_usage(id, u, out);
+                    }
+                }
+                true
+            }
+            Some("content_block_delta") => {
+                let delta = event.get("delta").unwrap_or(&Value::Null);
+                if str_of(delta, "type") == Some("text_delta")
+                    && let Some(text) = str_of(delta, "text")
+                    && !text.is_empty()
+                {
+                    if let Some(id) = &self.current_message {
+                        self.streamed.insert(id.clone());
+                    }
+                    self.turn_text.push_str(text);
+                    out.push(
+                        ProviderEvent::new(EventKind::MessageStreamed)
+                            .data(keys::CONTENT, text)
+                            .data(keys::DELTA, text),
+                    );
+                }
+                true
+            }
+            Some("message_delta") => {
+                if let (Some(id), Some(u)) = (self.current_message.clone(), event.get("usage")) {
+                    let prev = self.reported.get(&id).copied().unwrap_or_default();
+                    let obj = u.as_object();
+                    let pick = |k: &str, old: u64| obj.and_then(|o| o.get(k)).and_then(Value::as_u64).unwrap_or(old);
+                    let now = TokenUsage {
+                        input_tokens: pick("input_tokens", prev.input_tokens),
+                        output_tokens: pick("output_tokens", prev.output_tokens),
+                        cache_read_tokens: pick("cache_read_input_tokens", prev.cache_read_tokens),
+                        cache_creation_tokens: pick("cache_creation_input_tokens", prev.cache_creation_tokens),
+                    };
+                    self.report_usage(&id, now, out);
+                }
+                true
+            }
+            Some("content_block_start" | "content_block_stop" | "message_stop" | "ping") => true,
+            _ => false,
+        }
+    }
+
+    /// Emits the growth of message `id`'s usage over what was already reported for it.
+    fn report_usage(&mut self, id: &str, usage: TokenUsage, out: &mut Vec<ProviderEvent>) {
+        let prev = self.reported.get(id).copied();
+        let delta = match prev {
+            None => usage,
+            Some(p) => sub(usage, p),
+        };
+        let merged = prev.map_or(usage, |p| TokenUsage {
+            input_tokens: p.input_tokens.max(usage.input_tokens),
+            output_tokens: p.output_tokens.max(usage.output_tokens),
+            cache_read_tokens: p.cache_read_tokens.max(usage.cache_read_tokens),
+            cache_creation_tokens: p.cache_creation_tokens.max(usage.cache_creation_tokens),
+        });
+        self.reported.insert(id.to_owned(), merged);
+        if !delta.is_zero() {
+            out.push(usage_event(delta, UsageMode::Delta).data("message_id", id));
+        }
+    }
+
+    fn assistant(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let Some(message) = v.get("message") else { return false };
+        let model = str_of(message, "model");
+        let synthetic = model == Some("<synthetic>") || v.get("error").is_some_and(|e| !e.is_null());
+        let parent = v.get("parent_tool_use_id").filter(|p| !p.is_null());
+        if synthetic {
+            let text: Vec<&str> = message
+                .get("content")
+                .and_then(Value::as_array)
+                .map(|b| b.iter().filter_map(|b| str_of(b, "text")).collect())
+                .unwrap_or_default();
+            let text = text.join("");
+            let error = str_of(v, "error").unwrap_or("unknown");
+            let code = match error {
+                "authentication_failed" => ErrorCode::ProviderAuthenticationFailed,
+                "rate_limit" => ErrorCode::ProviderRateLimited,
+                "server_error" | "overloaded" => ErrorCode::ProviderUnavailable,
+                _ => classify_error_text(&text).unwrap_or(ErrorCode::ProviderError),
+            };
+            out.push(error_event(code, &text, json!({ "error": error, "synthetic": true })));
+            self.error_emitted = true;
+            return true;
+        }
+        if let Some(m) = model {
+            self.message_model = Some(m.to_owned());
+        }
+        let id = str_of(message, "id").map(str::to_owned);
+        if let Some(id) = &id
+            && !self.reported.contains_key(id)
+            && let Some(u) = message.get("usage").and_then(usage_of)
+        {
+            self.report_usage(id, u, out);
+        }
+        let streamed = id.as_ref().is_some_and(|id| self.streamed.contains(id));
+        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+            match str_of(block, "type") {
+                Some("text") => {
+                    let text = str_of(block, "text").unwrap_or_default();
+                    if !streamed && !text.is_empty() {
+                        self.turn_text.push_str(text);
+                        let mut e = ProviderEvent::new(EventKind::MessageStreamed)
+                            .data(keys::CONTENT, text)
+                            .data(keys::DELTA, text);
+                        if let Some(p) = parent {
+                            e = e.meta("parent_tool_use_id", p.clone());
+                        }
+                        out.push(e);
+                    }
+                }
+                Some("tool_use") => {
+                    let call_id = str_of(block, "id").unwrap_or("unknown").to_owned();
+                    let name = str_of(block, "name").unwrap_or("unknown").to_owned();
+                    let input = match block.get("input") {
+                        Some(Value::Object(o)) => Value::Object(o.clone()),
+                        Some(Value::Null) | None => Value::Object(Map::new()),
+                        Some(other) => json!({ "value": other }),
+                    };
+                    self.turn_text.clear();
+                    self.tools.insert(call_id.clone(), (name.clone(), input.clone()));
+                    self.tool_calls.push(json!({"id": call_id, "name": name, "input": input}));
+                    let mut e = ProviderEvent::new(EventKind::ToolCallStarted)
+                        .data(keys::TOOL_CALL_ID, call_id)
+                        .data(keys::TOOL_NAME, name)
+                        .data(keys::TOOL_INPUT, input);
+                    if let Some(p) = parent {
+                        e = e.meta("parent_tool_use_id", p.clone());
+                    }
+                    out.push(e);
+                }
+                // thinking / redacted_thinking / server tool blocks: not part of the normalized stream.
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn user(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let Some(blocks) = v.get("message").and_then(|m| m.get("content")).and_then(Value::as_array) else {
+            return false;
+        };
+        let mut any = false;
+        for block in blocks {
+            if str_of(block, "type") != Some("tool_result") {
+                continue;
+            }
+            any = true;
+            let call_id = str_of(block, "tool_use_id").unwrap_or("unknown").to_owned();
+            let (name, input) =
+                self.tools.get(&call_id).cloned().unwrap_or_else(|| ("unknown".to_owned(), Value::Object(Map::new())));
+            let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            let kind = if is_error { EventKind::ToolCallFailed } else { EventKind::ToolCallCompleted };
+            let mut e = ProviderEvent::new(kind)
+                .data(keys::TOOL_CALL_ID, call_id)
+                .data(keys::TOOL_NAME, name)
+                .data(keys::TOOL_INPUT, input)
+                .data(keys::TOOL_OUTPUT, content_text(block.get("content").unwrap_or(&Value::Null)));
+            if is_error {
+                e = e.data(keys::IS_ERROR, true);
+            }
+            if let Some(structured) = v.get("tool_use_result").filter(|s| !s.is_null()) {
+                e = e.data("structured_output", structured.clone());
+            }
+            out.push(e);
+        }
+        any
+    }
+
+    fn rate_limit(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let info = v.get("rate_limit_info").unwrap_or(&Value::Null);
+        if str_of(info, "status") == Some("rejected") {
+            out.push(error_event(ErrorCode::ProviderRateLimited, "rate limit reached", info.clone()));
+            return true;
+        }
+        false
+    }
+
+    fn result_line(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+        let text = str_of(v, "result").map(str::to_owned);
+        let errors: Vec<String> = v
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect())
+            .unwrap_or_default();
+        let usage = v.get("usage").and_then(usage_of);
+        let mut metadata = JsonMap::new();
+        for key in [
+            "duration_ms",
+            "duration_api_ms",
+            "terminal_reason",
+            "modelUsage",
+            "permission_denials",
+            "api_error_status",
+        ] {
+            if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
+                metadata.insert(key.to_owned(), x.clone());
+            }
+        }
+        let result = ResultLine {
+            subtype: str_of(v, "subtype").unwrap_or_default().to_owned(),
+            is_error,
+            api_error_status: v.get("api_error_status").and_then(Value::as_u64),
+            text,
+            errors,
+            usage,
+            cost: v.get("total_cost_usd").and_then(Value::as_f64),
+            stop_reason: str_of(v, "stop_reason").map(str::to_owned),
+            turns: v.get("num_turns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            metadata,
+        };
+        for denial in v.get("permission_denials").and_then(Value::as_array).into_iter().flatten() {
+            out.push(
+                ProviderEvent::new(EventKind::ToolApprovalDenied)
+                    .data(keys::TOOL_NAME, str_of(denial, "tool_name").unwrap_or("unknown"))
+                    .data(keys::TOOL_CALL_ID, str_of(denial, "tool_use_id").unwrap_or("unknown"))
+                    .data(keys::TOOL_INPUT, denial.get("tool_input").cloned().unwrap_or(Value::Object(Map::new())))
+                    .data(keys::REASON, "permission_denied"),
+            );
+        }
+        if is_error {
+            if !self.error_emitted {
+                let (code, _) = self.classify_result(&result);
+                let message = result_message(&result);
+                out.push(error_event(code, &message, json!({ "subtype": result.subtype, "errors": result.errors })));
+                self.error_emitted = true;
+            }
+        } else {
+            let content = result.text.clone().unwrap_or_else(|| self.turn_text.clone());
+            out.push(
+                ProviderEvent::new(EventKind::MessageReceived)
+                    .data(keys::ROLE, "assistant")
+                    .data(keys::CONTENT, content),
+            );
+        }
+        if let Some(u) = result.usage {
+            out.push(usage_event(u, UsageMode::Cumulative));
+        }
+        self.result = Some(result);
+        true
+    }
+
+    fn classify_result(&self, r: &ResultLine) -> (ErrorCode, ProviderErrorKind) {
+        if let Some(status) = r.api_error_status {
+            return (classify_http_status(status), ProviderErrorKind::Unknown);
+        }
+        if r.subtype == "error_max_turns" {
+            return (ErrorCode::ProviderError, ProviderErrorKind::ProtocolError);
+        }
+        let text = result_message(r);
+        (classify_error_text(&text).unwrap_or(ErrorCode::ProviderError), ProviderErrorKind::Unknown)
+    }
+
+    /// Usage summed over the distinct messages seen (used when no result line arrived).
+    fn summed_usage(&self) -> TokenUsage {
+        self.reported.values().fold(TokenUsage::default(), |acc, u| acc + *u)
+    }
+
+    /// Classifies the end of the run.
+    ///
+    /// # Errors
+    /// * a result with `is_error` (whatever its subtype): authentication failed (401/403),
+    ///   rate limited (429, retryable), unavailable (5xx, connection refused; retryable), or
+    ///   provider error (max turns, bad resume, ...), carrying the exit code and stderr;
+    /// * no result line: killed by a signal, non-zero exit (classified by stderr and the last
+    ///   `api_retry` notice) or EOF without a result line, all with
+    ///   [`ProviderErrorKind::TransportExit`].
+    pub fn finish(&self, exit: &ExitInfo) -> asm_core::Result<ExecuteOutcome> {
+        let limits = self.stderr_limits;
+        let Some(result) = &self.result else {
+            let (code, message) = if let Some(sig) = exit.signal() {
+                (ErrorCode::ProviderError, format!("claude was killed by signal {sig} before printing a result"))
+            } else if !exit.success() {
+                let from_stderr = exit
+                    .stderr
+                    .lines()
+                    .chain(self.plain_text.lines())
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_owned);
+                let code = classify_error_text(&exit.stderr)
+                    .or_else(|| classify_error_text(&self.plain_text))
+                    .or_else(|| self.last_retry.as_ref().and_then(|(s, _)| s.map(classify_http_status)))
+                    .unwrap_or(ErrorCode::ProviderError);
+                let message =
+                    from_stderr.unwrap_or_else(|| format!("claude exited with {} without a result", exit.describe()));
+                (code, message)
+            } else {
+                let code = self
+                    .last_retry
+                    .as_ref()
+                    .and_then(|(s, _)| s.map(classify_http_status))
+                    .unwrap_or(ErrorCode::ProviderError);
+                (code, "claude output ended without a result line".to_owned())
+            };
+            let pe = exit.provider_error(ProviderName::Claude, ProviderErrorKind::TransportExit, message, limits);
+            return Err(provider_failure(code, pe).with_detail("lines", self.lines));
+        };
+        if result.is_error {
+            let (code, kind) = self.classify_result(result);
+            let kind = if kind == ProviderErrorKind::Unknown && !exit.success() {
+                ProviderErrorKind::TransportExit
+            } else {
+                kind
+            };
+            let pe = exit.provider_error(ProviderName::Claude, kind, result_message(result), limits);
+            let mut err: Error = provider_failure(code, pe).with_detail("subtype", result.subtype.clone());
+            if !result.errors.is_empty() {
+                err = err.with_detail("errors", result.errors.clone());
+            }
+            if let Some(status) = result.api_error_status {
+                err = err.with_detail("api_error_status", status);
+            }
+            if result.errors.iter().any(|e| e.contains("No conversation found")) {
+                err = err.with_detail("reason", "resume_not_found");
+            }
+            if result.subtype == "error_max_turns" {
+                err = err.with_detail("reason", "max_turns");
+            }
+            return Err(err);
+        }
+        if !exit.success() {
+            tracing::warn!(exit = %exit.describe(), "claude reported success but exited abnormally");
+        }
+        let mut extra = JsonMap::new();
+        if !self.tool_calls.is_empty() {
+            extra.insert("tool_calls".to_owned(), Value::Array(self.tool_calls.clone()));
+        }
+        let mut metadata = self.init_metadata.clone();
+        metadata.extend(result.metadata.clone());
+        let mut outcome = ExecuteOutcome::default();
+        outcome.output = RunOutput { content: result.text.clone().unwrap_or_else(|| self.turn_text.clone()), extra };
+        outcome.token_usage = result.usage.unwrap_or_else(|| self.summed_usage());
+        outcome.provider_session_id = self.session_id.clone();
+        outcome.model = self.message_model.clone().or_else(|| self.init_model.clone());
+        outcome.cost_usd = result.cost;
+        outcome.stop_reason = Some(result.stop_reason.clone().unwrap_or_else(|| "end_turn".to_owned()));
+        outcome.turns = result.turns;
+        outcome.metadata = metadata;
+        Ok(outcome)
+    }
+}
+
+fn result_message(r: &ResultLine) -> String {
+    if let Some(t) = r.text.as_ref().filter(|t| !t.trim().is_empty()) {
+        return t.clone();
+    }
+    if !r.errors.is_empty() {
+        return r.errors.join("; ");
+    }
+    format!("claude reported an error ({})", r.subtype)
+}

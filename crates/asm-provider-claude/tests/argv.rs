@@ -1,0 +1,165 @@
+#![allow(clippy::unwrap_used)]
+//! argv construction, prompt rendering, environment, and the argv the fake CLI really saw.
+
+use std::sync::Arc;
+
+use asm_core::{Message, Role, Run, RunInput, Session, Transcript};
+use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_provider_claude::{ClaudeAdapter, ClaudeOptions, build_argv, build_env, render_prompt};
+use asm_provider_cli::{CliEnv, PermissionMode};
+use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::fake_cli::FakeScript;
+
+fn request(prompt: &str) -> ExecuteRequest {
+    let session = Session::new("agent").unwrap();
+    let run = Run::new(session.id.clone(), RunInput::user(prompt));
+    ExecuteRequest::new(session, run)
+}
+
+fn options(
+    f: impl FnOnce(asm_provider_claude::ClaudeAdapterBuilder) -> asm_provider_claude::ClaudeAdapterBuilder,
+) -> ClaudeOptions {
+    f(ClaudeAdapter::builder()).build().options().clone()
+}
+
+#[test]
+fn minimal_argv_matches_the_captured_runs() {
+    // claude_text.cmd: -p hello --output-format stream-json --verbose
+    assert_eq!(
+        build_argv(&ClaudeOptions::default(), &request("hello")),
+        ["-p", "hello", "--output-format", "stream-json", "--verbose"]
+    );
+}
+
+#[test]
+fn every_option_maps_to_its_flag() {
+    let o = options(|b| {
+        b.model("claude-sonnet-4-5")
+            .system_prompt("You are FAKE-SYS.")
+            .append_system_prompt("Be brief.")
+            .max_turns(2)
+            .permission_mode(PermissionMode::Plan)
+            .allowed_tools(["Bash(touch:*)", "Read"])
+            .disallowed_tools(["WebFetch"])
+            .partial_messages(true)
+            .extra_args(["--bare"])
+    });
+    let argv = build_argv(&o, &request("go").resume("sess-1"));
+    assert_eq!(
+        argv,
+        [
+            "-p",
+            "go",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--model",
+            "claude-sonnet-4-5",
+            "--system-prompt",
+            "You are FAKE-SYS.",
+            "--append-system-prompt",
+            "Be brief.",
+            "--max-turns",
+            "2",
+            "--permission-mode",
+            "plan",
+            "--allowedTools",
+            "Bash(touch:*),Read",
+            "--disallowedTools",
+            "WebFetch",
+            "--bare",
+            "--resume",
+            "sess-1",
+        ]
+    );
+}
+
+#[test]
+fn permission_modes_follow_spec_9_6() {
+    for (mode, flag) in [
+        (PermissionMode::Default, None),
+        (PermissionMode::AcceptEdits, Some("acceptEdits")),
+        (PermissionMode::Plan, Some("plan")),
+        (PermissionMode::FullAuto, Some("bypassPermissions")),
+        (PermissionMode::DangerouslySkipPermissions, Some("bypassPermissions")),
+    ] {
+        let argv = build_argv(&options(|b| b.permission_mode(mode)), &request("x"));
+        let got = argv.iter().position(|a| a == "--permission-mode").map(|i| argv[i + 1].as_str());
+        assert_eq!(got, flag, "{mode}");
+    }
+}
+
+#[test]
+fn stream_input_and_dash_prompts() {
+    let argv = build_argv(&options(|b| b.stream_input(true)), &request("hi"));
+    assert_eq!(argv, ["-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]);
+    let argv = build_argv(&ClaudeOptions::default(), &request("--help me"));
+    assert_eq!(argv[1], " --help me");
+}
+
+#[test]
+fn transcript_is_replayed_unless_resuming() {
+    let mut t = Transcript::new(asm_core::SessionId::new());
+    t.messages.push(Message::new(Role::User, "first question"));
+    t.messages.push(Message::new(Role::Assistant, "first answer"));
+    let mut call = Message::new(Role::Assistant, "");
+    call.content = None;
+    call.tool_call_id = Some("t1".into());
+    call.tool_name = Some("Bash".into());
+    t.messages.push(call);
+    let mut result = Message::new(Role::Tool, "");
+    result.tool_call_id = Some("t1".into());
+    result.tool_name = Some("Bash".into());
+    result.tool_output = Some("hi".into());
+    t.messages.push(result);
+    let req = request("second").transcript(t);
+    assert_eq!(
+        render_prompt(&req),
+        "user: first question\nassistant: first answer\ntool_call(t1): Bash {}\ntool_result(t1): Bash hi\nuser: second"
+    );
+    assert_eq!(render_prompt(&req.resume("s")), "second");
+}
+
+#[test]
+fn environment_is_explicit_with_offline_switches() {
+    let env = build_env(&options(|b| b.env(CliEnv::empty()).max_retries(1))).resolve();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.to_str().unwrap().to_owned());
+    assert_eq!(get("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC").as_deref(), Some("1"));
+    assert_eq!(get("DISABLE_TELEMETRY").as_deref(), Some("1"));
+    assert_eq!(get("CLAUDE_CODE_MAX_RETRIES").as_deref(), Some("1"));
+    assert_eq!(get("PATH"), None);
+    let env = build_env(&options(|b| b.env(CliEnv::empty()).offline(false))).resolve();
+    assert!(env.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
+    fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1").stream_input(true);
+        for (k, v) in &inv.env {
+            b = b.env_var(k, v);
+        }
+        Arc::new(b.build())
+    }
+    let script = FakeScript::fixture("claude_stream_input");
+    let contract = AdapterContract::new(make, script.clone(), "");
+    let p = prepare(&contract, &script);
+    let req = p.request.clone().resume("sess-9");
+    p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
+    let record = p.record();
+    let expected = build_argv(contract_options(&p.adapter).as_ref().unwrap(), &req);
+    assert_eq!(record.argv, expected);
+    assert!(record.argv.ends_with(&["--resume".to_owned(), "sess-9".to_owned()]));
+    assert_eq!(record.env.get("DISABLE_TELEMETRY").and_then(|v| v.as_str()), Some("1"));
+    assert!(!record.env.contains_key("HOME"), "environment must be explicit");
+    let stdin: serde_json::Value = serde_json::from_str(record.stdin.unwrap().trim()).unwrap();
+    assert_eq!(stdin["message"]["content"][0]["text"], "hello");
+    assert!(p.adapter.supports_native_resume());
+    assert!(p.adapter.capabilities().iter().any(|c| c.name == "tool_use"));
+}
+
+fn contract_options(_adapter: &Arc<dyn ProviderAdapter>) -> Option<ClaudeOptions> {
+    // The factory above: same options, rebuilt (the trait object hides the concrete type).
+    Some(ClaudeAdapter::builder().env(CliEnv::empty()).model("m1").stream_input(true).build().options().clone())
+}

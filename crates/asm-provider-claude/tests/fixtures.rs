@@ -1,0 +1,206 @@
+#![allow(clippy::unwrap_used)]
+//! Every captured Claude Code run (`fixtures/provider-cli/claude_*`), replayed through the
+//! adapter as a subprocess by the fake CLI: expected normalized kinds and outcome per fixture.
+
+use std::sync::Arc;
+
+use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
+use asm_ports::ProviderAdapter;
+use asm_provider_claude::ClaudeAdapter;
+use asm_provider_cli::CliEnv;
+use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::fake_cli::{FakeScript, fixture_names};
+
+use EventKind::{
+    ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
+    ToolApprovalDenied as Denied, ToolCallCompleted as Done, ToolCallFailed as Failed, ToolCallStarted as Start,
+};
+
+const HELLO: &str = "Hello from the fake model!";
+const DONE: &str = "The command printed: done.";
+
+enum Expect {
+    Ok(&'static str),
+    Fail(ErrorCode),
+}
+
+/// fixture → (outcome, exact kinds, ignoring raw events).
+fn table(name: &str) -> (Expect, Vec<EventKind>) {
+    let text = vec![Usage, Stream, Recv, Usage];
+    let tool = |result: EventKind| vec![Usage, Stream, Start, result, Usage, Stream, Recv, Usage];
+    match name {
+        "claude_append_system"
+        | "claude_bare_text"
+        | "claude_continue"
+        | "claude_model_system"
+        | "claude_resume"
+        | "claude_stream_input"
+        | "claude_text" => (Expect::Ok(HELLO), text),
+        "claude_text_partial" => (Expect::Ok(HELLO), vec![Usage, Stream, Stream, Stream, Stream, Usage, Recv, Usage]),
+        "claude_json_output" => (Expect::Ok(HELLO), vec![Recv, Usage]),
+        "claude_tool_use" | "claude_tool_use_allowed_pattern" | "claude_tool_use_bypass" => {
+            (Expect::Ok(DONE), tool(Done))
+        }
+        "claude_tool_use_partial" => (
+            Expect::Ok(DONE),
+            vec![
+                Usage, Stream, Stream, Stream, Start, Usage, Done, Usage, Stream, Stream, Stream, Stream, Usage, Recv,
+                Usage,
+            ],
+        ),
+        "claude_tool_use_disallowed" => (Expect::Ok(DONE), tool(Failed)),
+        "claude_plan_mode" => {
+            (Expect::Ok(DONE), vec![Usage, Stream, Start, Failed, Usage, Stream, Denied, Recv, Usage])
+        }
+        "claude_conn_refused" => (Expect::Fail(ErrorCode::ProviderUnavailable), vec![Err_, Usage]),
+        "claude_http401" => (Expect::Fail(ErrorCode::ProviderAuthenticationFailed), vec![Err_, Err_, Usage]),
+        "claude_http429" => (Expect::Fail(ErrorCode::ProviderRateLimited), vec![Err_, Err_, Usage]),
+        "claude_http500" => (Expect::Fail(ErrorCode::ProviderUnavailable), vec![Err_, Err_, Usage]),
+        "claude_http401_default_retries_killed_by_timeout" => {
+            (Expect::Fail(ErrorCode::ProviderAuthenticationFailed), vec![Err_; 9])
+        }
+        "claude_http500_text_format" => (Expect::Fail(ErrorCode::ProviderUnavailable), vec![]),
+        "claude_text_output" => (Expect::Fail(ErrorCode::ProviderError), vec![]),
+        "claude_resume_bad" => (Expect::Fail(ErrorCode::ProviderError), vec![Err_, Usage]),
+        "claude_bypass_as_root" => (Expect::Fail(ErrorCode::ProviderError), vec![]),
+        "claude_sigint_midstream" => {
+            (Expect::Fail(ErrorCode::ProviderError), vec![Usage, Stream, Stream, Stream, Err_, Usage])
+        }
+        "claude_sigterm_midstream" => (Expect::Fail(ErrorCode::ProviderError), vec![Usage, Stream, Stream, Stream]),
+        other => panic!("fixture {other} has no expectation: add it to the table"),
+    }
+}
+
+fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(ClaudeAdapter::builder().cli_path(&inv.program).env(env).build())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_claude_fixture_normalizes_as_expected() {
+    let names = fixture_names("claude_");
+    assert!(names.len() >= 26, "{names:?}");
+    for name in names {
+        let script = FakeScript::fixture(&name);
+        let contract = AdapterContract::new(make, script.clone(), "");
+        let p = prepare(&contract, &script);
+        let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
+        let (expect, kinds) = table(&name);
+        let seen: Vec<EventKind> = p
+            .recorded
+            .events()
+            .into_iter()
+            .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(seen, kinds, "{name}: kinds");
+        assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
+        match (expect, result) {
+            (Expect::Ok(text), Ok(outcome)) => {
+                assert_eq!(outcome.output.content, text, "{name}");
+                assert!(outcome.provider_session_id.is_some(), "{name}: session id");
+                assert!(outcome.turns >= 1, "{name}: turns");
+                assert!(outcome.token_usage.input_tokens > 0, "{name}: usage");
+            }
+            (Expect::Fail(code), Err(err)) => {
+                assert_eq!(err.code(), code, "{name}: {err:?}");
+                let pe = err.provider_error().unwrap_or_else(|| panic!("{name}: no provider error"));
+                assert_eq!(pe.exit_code, Some(script.exit_code), "{name}: {pe:?}");
+                if !script.stderr.trim().is_empty() {
+                    assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
+                }
+            }
+            (Expect::Ok(_), Err(err)) => panic!("{name}: expected success, got {err:?}"),
+            (Expect::Fail(code), Ok(o)) => panic!("{name}: expected {code:?}, got {o:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn details_of_selected_fixtures() {
+    // Usage: per distinct message id, then the run totals from the result; cost from the result.
+    let run = |name: &str| {
+        let script = FakeScript::fixture(name);
+        let contract = AdapterContract::new(make, script.clone(), "");
+        prepare(&contract, &script)
+    };
+    let p = run("claude_tool_use");
+    let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    assert_eq!(outcome.token_usage.input_tokens, 200);
+    assert_eq!(outcome.token_usage.output_tokens, 24);
+    assert_eq!(outcome.cost_usd, Some(0.0016));
+    assert_eq!(outcome.turns, 2);
+    assert_eq!(outcome.stop_reason.as_deref(), Some("end_turn"));
+    assert_eq!(outcome.model.as_deref(), Some("claude-opus-4-8"));
+    let events = p.recorded.events();
+    let usage: Vec<_> = events.iter().filter(|e| e.kind == Usage).collect();
+    assert_eq!(usage.len(), 3);
+    assert_eq!(usage[0].data["usage_mode"], "delta");
+    assert_eq!(usage[2].data["usage_mode"], "cumulative");
+    assert_eq!(usage[2].data["input_tokens"], 200);
+    let started = events.iter().find(|e| e.kind == Start).unwrap();
+    assert_eq!(started.data["tool_name"], "Bash");
+    assert_eq!(started.data["tool_input"]["command"], "echo hi");
+    let done = events.iter().find(|e| e.kind == Done).unwrap();
+    assert_eq!(done.data["tool_output"], "hi");
+    assert_eq!(done.data["tool_call_id"], started.data["tool_call_id"]);
+    assert_eq!(outcome.output.extra["tool_calls"][0]["name"], "Bash");
+
+    // Partial usage: message_start snapshot then message_delta growth.
+    let p = run("claude_text_partial");
+    p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    let deltas: Vec<u64> = p
+        .recorded
+        .events()
+        .iter()
+        .filter(|e| e.kind == Usage && e.data["usage_mode"] == "delta")
+        .map(|e| e.data["output_tokens"].as_u64().unwrap())
+        .collect();
+    assert_eq!(deltas, [1, 11]);
+
+    // Bad resume: typed, with stderr and the reason.
+    let p = run("claude_resume_bad");
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    assert_eq!(err.details()["reason"], "resume_not_found");
+    let pe = err.provider_error().unwrap();
+    assert_eq!(pe.kind, ProviderErrorKind::TransportExit);
+    assert!(pe.stderr.as_deref().unwrap().contains("No conversation found"));
+
+    // 429 is retryable, 401 is not.
+    let p = run("claude_http429");
+    assert!(p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err().is_retryable());
+    let p = run("claude_http401");
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert_eq!(err.details()["api_error_status"], 401);
+}
+
+#[test]
+fn max_turns_result_is_a_provider_error() {
+    use asm_provider_claude::ClaudeNormalizer;
+    use asm_provider_cli::{ExitInfo, ExitKind};
+    let mut n = ClaudeNormalizer::new();
+    let mut out = Vec::new();
+    n.push_line(r#"{"type":"system","subtype":"init","session_id":"s"}"#, &mut out);
+    n.push_line(
+        r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":3,"terminal_reason":"max_turns","errors":["Reached maximum number of turns (2)"],"session_id":"s"}"#,
+        &mut out,
+    );
+    let err = n.finish(&ExitInfo::new(ExitKind::Code(1), "", false)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderError);
+    assert_eq!(err.message(), "Reached maximum number of turns (2)");
+    assert_eq!(err.details()["reason"], "max_turns");
+    assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::ProtocolError);
+    assert_eq!(out.last().unwrap().kind, Err_);
+
+    // A rejected rate-limit event and an unknown system subtype.
+    let mut out = Vec::new();
+    n.push_line(r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected"}}"#, &mut out);
+    n.push_line(r#"{"type":"system","subtype":"hook_started"}"#, &mut out);
+    assert_eq!(out[0].data["error_code"], "provider_rate_limited");
+    assert_eq!(out[1].metadata["raw"], true);
+    assert_eq!(out[1].data["raw_type"], "system");
+}

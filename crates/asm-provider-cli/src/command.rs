@@ -1,0 +1,348 @@
+//! What to run: [`CliCommand`], its environment [`CliEnv`], the offline switches and limits.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use asm_core::{Error, ErrorCode, ProviderError, ProviderErrorKind, ProviderName};
+
+/// Variables [`CliEnv::minimal`] inherits from the parent process when they are set.
+pub const DEFAULT_INHERITED_ENV: &[&str] =
+    &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ", "SHELL"];
+
+/// Environment switches that keep Claude Code from calling anything but the configured model
+/// server (measured in `spec/provider-clis.md` section 1: with these set the CLI made no
+/// connection to other hosts).
+pub const CLAUDE_OFFLINE_ENV: &[(&str, &str)] = &[
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+    ("DISABLE_TELEMETRY", "1"),
+    ("DISABLE_ERROR_REPORTING", "1"),
+    ("DISABLE_AUTOUPDATER", "1"),
+    ("DISABLE_BUG_COMMAND", "1"),
+];
+
+/// Arguments that stop Codex from calling other hosts (plugin sync and analytics; section 2 of
+/// the report: with both there were zero non-local connections).
+pub const CODEX_OFFLINE_ARGS: &[&str] = &["--disable", "plugins", "-c", "analytics.enabled=false"];
+
+/// Arguments that keep Codex from retrying an unreachable server forever.
+pub const CODEX_BOUNDED_RETRY_ARGS: &[&str] = &["--disable", "unbounded_connection_retries"];
+
+/// The offline / telemetry switches of one provider CLI, as a typed option.
+///
+/// Claude Code is switched by environment variables, Codex by arguments.
+///
+/// ```
+/// use asm_provider_cli::OfflineSwitches;
+/// assert!(OfflineSwitches::ClaudeCode.env().iter().any(|(k, _)| *k == "DISABLE_TELEMETRY"));
+/// assert!(OfflineSwitches::ClaudeCode.args().is_empty());
+/// assert_eq!(OfflineSwitches::Codex.args()[1], "plugins");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OfflineSwitches {
+    /// [`CLAUDE_OFFLINE_ENV`].
+    ClaudeCode,
+    /// [`CODEX_OFFLINE_ARGS`].
+    Codex,
+}
+
+impl OfflineSwitches {
+    /// The environment variables to set.
+    pub fn env(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            OfflineSwitches::ClaudeCode => CLAUDE_OFFLINE_ENV,
+            OfflineSwitches::Codex => &[],
+        }
+    }
+
+    /// The arguments to add.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            OfflineSwitches::ClaudeCode => &[],
+            OfflineSwitches::Codex => CODEX_OFFLINE_ARGS,
+        }
+    }
+}
+
+/// The environment of a provider process. It is always passed explicitly: the child starts
+/// from an empty environment, gets the inherited variables that are set in this process, then
+/// the explicit ones (which win).
+///
+/// ```
+/// use asm_provider_cli::{CliEnv, OfflineSwitches};
+/// let env = CliEnv::empty().set("ANTHROPIC_API_KEY", "sk-test").offline(OfflineSwitches::ClaudeCode);
+/// let vars = env.resolve();
+/// assert!(vars.iter().any(|(k, v)| k == "ANTHROPIC_API_KEY" && v == "sk-test"));
+/// assert!(vars.iter().all(|(k, _)| k != "PATH")); // nothing inherited
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CliEnv {
+    /// Names inherited from this process when set.
+    pub inherit: Vec<String>,
+    /// Explicit variables (win over inherited ones).
+    pub vars: BTreeMap<String, String>,
+}
+
+impl CliEnv {
+    /// Nothing inherited, nothing set.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Inherits [`DEFAULT_INHERITED_ENV`] (PATH, HOME, locale, ...).
+    pub fn minimal() -> Self {
+        Self { inherit: DEFAULT_INHERITED_ENV.iter().map(|s| (*s).to_owned()).collect(), vars: BTreeMap::new() }
+    }
+
+    /// Also inherits `name`.
+    #[must_use]
+    pub fn inherit(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if !self.inherit.contains(&name) {
+            self.inherit.push(name);
+        }
+        self
+    }
+
+    /// Sets `name` to `value`.
+    #[must_use]
+    pub fn set(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the environment switches of `switches` (arguments are the caller's business).
+    #[must_use]
+    pub fn offline(mut self, switches: OfflineSwitches) -> Self {
+        for (k, v) in switches.env() {
+            self.vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        self
+    }
+
+    /// The variables the child gets, inherited first, explicit ones overriding.
+    pub fn resolve(&self) -> Vec<(OsString, OsString)> {
+        let mut out: BTreeMap<OsString, OsString> = BTreeMap::new();
+        for name in &self.inherit {
+            if let Some(value) = std::env::var_os(name) {
+                out.insert(OsString::from(name), value);
+            }
+        }
+        for (k, v) in &self.vars {
+            out.insert(OsString::from(k), OsString::from(v));
+        }
+        out.into_iter().collect()
+    }
+
+    /// The PATH the child will see (explicit, else inherited, else none).
+    pub fn path_var(&self) -> Option<OsString> {
+        if let Some(p) = self.vars.get("PATH") {
+            return Some(OsString::from(p));
+        }
+        if self.inherit.iter().any(|n| n == "PATH") { std::env::var_os("PATH") } else { None }
+    }
+}
+
+/// Bounds and timings of one provider process.
+///
+/// ```
+/// use asm_provider_cli::CliLimits;
+/// let limits = CliLimits::default();
+/// assert_eq!(limits.max_line_bytes, 16 * 1024 * 1024);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CliLimits {
+    /// Longest stdout line accepted; a longer one is a parse error and stops the process.
+    pub max_line_bytes: usize,
+    /// Size of the stderr ring buffer (the newest bytes are kept).
+    pub stderr_ring_bytes: usize,
+    /// How long to wait after SIGINT before SIGTERM.
+    pub interrupt_grace: Duration,
+    /// How long to wait after SIGTERM before SIGKILL.
+    pub terminate_grace: Duration,
+    /// How long to wait for the process to be reaped after SIGKILL.
+    pub kill_wait: Duration,
+}
+
+impl CliLimits {
+    /// Sets [`max_line_bytes`](Self::max_line_bytes).
+    #[must_use]
+    pub fn max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
+        self
+    }
+    /// Sets the two grace periods of the SIGINT → SIGTERM → SIGKILL escalation.
+    #[must_use]
+    pub fn graces(mut self, interrupt: Duration, terminate: Duration) -> Self {
+        self.interrupt_grace = interrupt;
+        self.terminate_grace = terminate;
+        self
+    }
+    /// Sets [`stderr_ring_bytes`](Self::stderr_ring_bytes).
+    #[must_use]
+    pub fn stderr_ring_bytes(mut self, bytes: usize) -> Self {
+        self.stderr_ring_bytes = bytes;
+        self
+    }
+}
+
+impl Default for CliLimits {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 16 * 1024 * 1024,
+            stderr_ring_bytes: 64 * 1024,
+            interrupt_grace: Duration::from_secs(2),
+            terminate_grace: Duration::from_secs(2),
+            kill_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One provider CLI invocation: program, argv (without the program), environment, working
+/// directory and optional stdin bytes. Spawned by [`CliProcess::spawn`](crate::CliProcess::spawn)
+/// without a shell.
+///
+/// ```
+/// use asm_core::ProviderName;
+/// use asm_provider_cli::{CliCommand, CliEnv};
+/// let cmd = CliCommand::new(ProviderName::Claude, "claude")
+///     .args(["-p", "hello", "--output-format", "stream-json", "--verbose"])
+///     .env(CliEnv::minimal().set("DISABLE_TELEMETRY", "1"));
+/// assert_eq!(cmd.args.len(), 5);
+/// assert!(cmd.stdin_input.is_none()); // stdin is /dev/null
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct CliCommand {
+    /// Which provider this is (for error attribution).
+    pub provider: ProviderName,
+    /// A path (contains `/`) or a name looked up in the child's PATH.
+    pub program: PathBuf,
+    /// The arguments.
+    pub args: Vec<OsString>,
+    /// The environment.
+    pub env: CliEnv,
+    /// Working directory; `None` inherits this process's.
+    pub cwd: Option<PathBuf>,
+    /// Bytes written to stdin, which is then closed; `None` means stdin is `/dev/null`.
+    pub stdin_input: Option<Vec<u8>>,
+    /// Bounds and timings.
+    pub limits: CliLimits,
+}
+
+impl CliCommand {
+    /// `program` with no arguments, an empty environment and default limits.
+    pub fn new(provider: ProviderName, program: impl Into<PathBuf>) -> Self {
+        Self {
+            provider,
+            program: program.into(),
+            args: Vec::new(),
+            env: CliEnv::empty(),
+            cwd: None,
+            stdin_input: None,
+            limits: CliLimits::default(),
+        }
+    }
+    /// Adds one argument.
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+    /// Adds arguments.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+    /// Sets the environment.
+    #[must_use]
+    pub fn env(mut self, env: CliEnv) -> Self {
+        self.env = env;
+        self
+    }
+    /// Sets the working directory.
+    #[must_use]
+    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+    /// Pipes these bytes to stdin (then closes it).
+    #[must_use]
+    pub fn stdin_input(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin_input = Some(input.into());
+        self
+    }
+    /// Sets the limits.
+    #[must_use]
+    pub fn limits(mut self, limits: CliLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Resolves [`program`](Self::program) like [`resolve_program`] with this command's PATH.
+    ///
+    /// # Errors
+    /// See [`resolve_program`].
+    pub fn resolve_program(&self) -> asm_core::Result<PathBuf> {
+        resolve_program(self.provider, &self.program, self.env.path_var().as_deref())
+    }
+}
+
+/// Finds the executable: a `program` containing `/` must be an executable file; a bare name is
+/// searched in `path_var` (a `PATH`-style list; `None` falls back to this process's `PATH`).
+/// No shell is involved.
+///
+/// # Errors
+/// [`ErrorCode::ProviderError`] with [`ProviderErrorKind::CliNotFound`]. A missing binary is a
+/// configuration problem, so it is deliberately *not* the retryable
+/// [`ErrorCode::ProviderUnavailable`].
+///
+/// ```
+/// use asm_core::{ErrorCode, ProviderErrorKind, ProviderName};
+/// use asm_provider_cli::resolve_program;
+/// assert!(resolve_program(ProviderName::Claude, "sh".as_ref(), Some("/bin:/usr/bin".as_ref())).is_ok());
+/// let err = resolve_program(ProviderName::Claude, "no-such-cli-xyz".as_ref(), Some("/bin".as_ref())).unwrap_err();
+/// assert_eq!(err.code(), ErrorCode::ProviderError);
+/// assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::CliNotFound);
+/// ```
+pub fn resolve_program(provider: ProviderName, program: &Path, path_var: Option<&OsStr>) -> asm_core::Result<PathBuf> {
+    let not_found = |detail: String| {
+        let pe = ProviderError::new(provider, ProviderErrorKind::CliNotFound, detail.clone());
+        Error::new(ErrorCode::ProviderError, detail).with_provider_error(pe)
+    };
+    if program.as_os_str().is_empty() {
+        return Err(not_found("provider CLI path is empty".to_owned()));
+    }
+    if program.components().count() > 1 || program.is_absolute() {
+        return if is_executable(program) {
+            Ok(program.to_path_buf())
+        } else {
+            Err(not_found(format!("provider CLI not found or not executable: {}", program.display())))
+        };
+    }
+    let fallback = std::env::var_os("PATH");
+    let path_var = path_var.or(fallback.as_deref());
+    if let Some(paths) = path_var {
+        for dir in std::env::split_paths(paths) {
+            let candidate = dir.join(program);
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(not_found(format!("provider CLI {:?} not found in PATH", program.display().to_string())))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,168 @@
+//! Helpers shared by the adapters' normalizers: permission modes (spec 9.6), raw events for
+//! unknown lines, and error classification of provider texts / HTTP statuses.
+
+use std::fmt;
+
+use asm_core::{Error, ErrorCode, EventKind, keys};
+use asm_ports::ProviderEvent;
+
+/// The kind used for provider lines no mapping knows (forward compatibility): a
+/// `message_received` with role `system` and empty `content` (so transcripts ignore it), the
+/// line itself under `data.raw` and `metadata.raw == true`. `error_occurred` is reserved for
+/// real errors.
+pub const RAW_EVENT_KIND: EventKind = EventKind::MessageReceived;
+
+/// Builds the raw event for `line` (see [`RAW_EVENT_KIND`]). `line_type` is the provider's
+/// `type` field when the line was JSON; `reason` says why it is raw (`"unknown_type"`,
+/// `"not_json"`, ...).
+///
+/// ```
+/// use asm_provider_cli::{RAW_EVENT_KIND, raw_event};
+/// let e = raw_event("garbage", None, "not_json");
+/// assert_eq!(e.kind, RAW_EVENT_KIND);
+/// assert_eq!(e.data["raw"], "garbage");
+/// assert_eq!(e.metadata["raw"], true);
+/// ```
+pub fn raw_event(line: &str, line_type: Option<&str>, reason: &str) -> ProviderEvent {
+    let mut event = ProviderEvent::new(RAW_EVENT_KIND)
+        .data(keys::ROLE, "system")
+        .data(keys::CONTENT, "")
+        .data("raw", line)
+        .meta("raw", true)
+        .meta("raw_reason", reason);
+    if let Some(t) = line_type {
+        event = event.data("raw_type", t);
+    }
+    event
+}
+
+/// Permission modes (spec 9.6) and their CLI mappings.
+///
+/// ```
+/// use asm_provider_cli::PermissionMode;
+/// let mode = PermissionMode::parse("full_auto").unwrap();
+/// assert_eq!(mode.claude_flag(), Some("bypassPermissions"));
+/// assert_eq!(PermissionMode::Default.claude_flag(), None);
+/// assert!(PermissionMode::parse("yolo").is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PermissionMode {
+    /// The provider's default (nothing passed).
+    #[default]
+    Default,
+    /// Accept file edits without asking.
+    AcceptEdits,
+    /// Plan only.
+    Plan,
+    /// Run without approvals.
+    FullAuto,
+    /// Skip every permission check (and sandbox, where the CLI has one).
+    DangerouslySkipPermissions,
+}
+
+impl PermissionMode {
+    /// Parses the snake_case name (`default`, `accept_edits`, `plan`, `full_auto`,
+    /// `dangerously_skip_permissions`).
+    ///
+    /// # Errors
+    /// [`ErrorCode::ValidationError`] for anything else.
+    pub fn parse(text: &str) -> asm_core::Result<Self> {
+        match text {
+            "default" => Ok(Self::Default),
+            "accept_edits" => Ok(Self::AcceptEdits),
+            "plan" => Ok(Self::Plan),
+            "full_auto" => Ok(Self::FullAuto),
+            "dangerously_skip_permissions" => Ok(Self::DangerouslySkipPermissions),
+            other => Err(Error::new(ErrorCode::ValidationError, format!("unknown permission mode {other:?}"))),
+        }
+    }
+
+    /// The snake_case name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::AcceptEdits => "accept_edits",
+            Self::Plan => "plan",
+            Self::FullAuto => "full_auto",
+            Self::DangerouslySkipPermissions => "dangerously_skip_permissions",
+        }
+    }
+
+    /// Claude Code `--permission-mode` value: none, `acceptEdits`, `plan`, `bypassPermissions`.
+    pub const fn claude_flag(self) -> Option<&'static str> {
+        match self {
+            Self::Default => None,
+            Self::AcceptEdits => Some("acceptEdits"),
+            Self::Plan => Some("plan"),
+            Self::FullAuto | Self::DangerouslySkipPermissions => Some("bypassPermissions"),
+        }
+    }
+}
+
+impl fmt::Display for PermissionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error code for an HTTP status a provider reported: 401/403 → authentication failed,
+/// 429 → rate limited, 5xx (incl. 529 overloaded) and 408 → unavailable, anything else →
+/// provider error.
+///
+/// ```
+/// use asm_core::ErrorCode;
+/// use asm_provider_cli::classify_http_status;
+/// assert_eq!(classify_http_status(429), ErrorCode::ProviderRateLimited);
+/// assert_eq!(classify_http_status(529), ErrorCode::ProviderUnavailable);
+/// ```
+pub fn classify_http_status(status: u64) -> ErrorCode {
+    match status {
+        401 | 403 => ErrorCode::ProviderAuthenticationFailed,
+        429 => ErrorCode::ProviderRateLimited,
+        408 | 500..=599 => ErrorCode::ProviderUnavailable,
+        _ => ErrorCode::ProviderError,
+    }
+}
+
+/// Classifies a provider error text (CLI message, stderr): authentication, rate limit,
+/// server-side or connection failures; `None` when nothing matches.
+///
+/// ```
+/// use asm_core::ErrorCode;
+/// use asm_provider_cli::classify_error_text;
+/// assert_eq!(
+///     classify_error_text("API Error: Unable to connect to API (ConnectionRefused)"),
+///     Some(ErrorCode::ProviderUnavailable)
+/// );
+/// assert_eq!(classify_error_text("Failed to authenticate. API Error: 401"), Some(ErrorCode::ProviderAuthenticationFailed));
+/// assert_eq!(classify_error_text("syntax error"), None);
+/// ```
+pub fn classify_error_text(text: &str) -> Option<ErrorCode> {
+    let t = text.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| t.contains(n));
+    if has(&["401", "403 forbidden", "unauthorized", "authenticat", "invalid api key", "invalid x-api-key"]) {
+        Some(ErrorCode::ProviderAuthenticationFailed)
+    } else if has(&["429", "rate limit", "rate_limit", "too many requests"]) {
+        Some(ErrorCode::ProviderRateLimited)
+    } else if has(&[
+        "connectionrefused",
+        "connection refused",
+        "unable to connect",
+        "connection failed",
+        "econnrefused",
+        "overloaded",
+        "server-side issue",
+        "high demand",
+        " 500 ",
+        " 502 ",
+        " 503 ",
+        " 504 ",
+        " 529 ",
+        "stream disconnected",
+    ]) {
+        Some(ErrorCode::ProviderUnavailable)
+    } else {
+        None
+    }
+}

@@ -1,0 +1,174 @@
+//! [`run_jsonl`]: the whole spawn → frame → normalise → emit → reap loop of a JSONL CLI.
+
+use std::time::Instant;
+
+use asm_core::{Error, ErrorCode, ProviderErrorKind, StderrLimits};
+use asm_ports::{CancellationToken, EventSink, ExecuteRequest, ProviderEvent};
+use tracing::Instrument;
+
+use crate::command::CliCommand;
+use crate::process::{CliProcess, ExitInfo, provider_failure};
+
+/// When a run must stop: its cancellation token and optional deadline.
+///
+/// ```
+/// use asm_ports::CancellationToken;
+/// use asm_provider_cli::RunControl;
+/// let control = RunControl::new(CancellationToken::new(), None);
+/// assert!(control.deadline.is_none());
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct RunControl {
+    /// Fires on cancel.
+    pub cancel: CancellationToken,
+    /// Hard deadline.
+    pub deadline: Option<Instant>,
+}
+
+impl RunControl {
+    /// A control from its parts.
+    pub fn new(cancel: CancellationToken, deadline: Option<Instant>) -> Self {
+        Self { cancel, deadline }
+    }
+
+    /// The token and deadline of `request`.
+    pub fn from_request(request: &ExecuteRequest) -> Self {
+        Self::new(request.cancel.clone(), request.deadline)
+    }
+}
+
+/// The error returned when a run is cancelled ([`ErrorCode::Cancelled`]).
+pub fn cancelled_error() -> Error {
+    Error::new(ErrorCode::Cancelled, "Run was cancelled")
+}
+
+/// What stopped a wait early.
+enum Interrupt {
+    Cancelled,
+    Deadline,
+}
+
+async fn interrupted(control: &RunControl) -> Interrupt {
+    let deadline = async {
+        match control.deadline {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = control.cancel.cancelled() => Interrupt::Cancelled,
+        () = deadline => Interrupt::Deadline,
+    }
+}
+
+async fn interrupt_error(process: &mut CliProcess, why: Interrupt, provider: asm_core::ProviderName) -> Error {
+    let exit = process.stop().await;
+    match why {
+        Interrupt::Cancelled => cancelled_error(),
+        Interrupt::Deadline => {
+            let pe = exit.provider_error(
+                provider,
+                ProviderErrorKind::Timeout,
+                "provider CLI did not finish before the run deadline",
+                StderrLimits::default(),
+            );
+            provider_failure(ErrorCode::Timeout, pe)
+        }
+    }
+}
+
+/// Runs a JSONL-printing CLI to the end.
+///
+/// Spawns `cmd` ([`CliProcess::spawn`]), hands every non-blank stdout line to `on_line`, which
+/// appends the normalized events for it to the given buffer, emits those events through `sink`
+/// in order, and at EOF waits for the exit and returns it. The caller then classifies the run
+/// (result line seen? exit code?). The child is always reaped before this returns.
+///
+/// Stops the process group (SIGINT → SIGTERM → SIGKILL) and returns early with:
+/// * [`ErrorCode::Cancelled`] when `control.cancel` fires (nothing more is emitted);
+/// * [`ErrorCode::Timeout`] with [`ProviderErrorKind::Timeout`] at `control.deadline`;
+/// * the error of `on_line` or of `sink.emit`;
+/// * a [`ProviderErrorKind::ParseError`] for an oversized line.
+///
+/// # Errors
+/// As listed, plus the spawn errors of [`CliProcess::spawn`].
+///
+/// ```no_run
+/// # async fn demo(sink: asm_ports::EventSink) -> asm_core::Result<()> {
+/// use asm_core::{EventKind, ProviderName};
+/// use asm_ports::ProviderEvent;
+/// use asm_provider_cli::{CliCommand, RunControl, run_jsonl};
+/// let cmd = CliCommand::new(ProviderName::Claude, "/bin/echo").arg("hi");
+/// let exit = run_jsonl(&cmd, &RunControl::default(), &sink, |line, out| {
+///     out.push(ProviderEvent::new(EventKind::MessageStreamed).data("content", line).data("delta", line));
+///     Ok(())
+/// })
+/// .await?;
+/// assert!(exit.success());
+/// # Ok(()) }
+/// ```
+pub async fn run_jsonl<F>(
+    cmd: &CliCommand,
+    control: &RunControl,
+    sink: &EventSink,
+    on_line: F,
+) -> asm_core::Result<ExitInfo>
+where
+    F: FnMut(&str, &mut Vec<ProviderEvent>) -> asm_core::Result<()> + Send,
+{
+    let span = tracing::info_span!("provider_cli", provider = %cmd.provider, program = %cmd.program.display());
+    run_jsonl_inner(cmd, control, sink, on_line).instrument(span).await
+}
+
+async fn run_jsonl_inner<F>(
+    cmd: &CliCommand,
+    control: &RunControl,
+    sink: &EventSink,
+    mut on_line: F,
+) -> asm_core::Result<ExitInfo>
+where
+    F: FnMut(&str, &mut Vec<ProviderEvent>) -> asm_core::Result<()> + Send,
+{
+    if control.cancel.is_cancelled() {
+        return Err(cancelled_error());
+    }
+    let mut process = CliProcess::spawn(cmd)?;
+    tracing::debug!(pid = process.pid(), "reading provider output");
+    let mut events = Vec::new();
+    let mut lines: u64 = 0;
+    loop {
+        let line = tokio::select! {
+            biased;
+            why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),
+            line = process.next_line() => line?,
+        };
+        let Some(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines += 1;
+        if let Err(e) = on_line(&line, &mut events) {
+            process.stop().await;
+            return Err(e);
+        }
+        for event in events.drain(..) {
+            let emitted = tokio::select! {
+                biased;
+                why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),
+                emitted = sink.emit(event) => emitted,
+            };
+            if let Err(e) = emitted {
+                process.stop().await;
+                return Err(e);
+            }
+        }
+    }
+    let exit = tokio::select! {
+        biased;
+        why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),
+        exit = process.finish() => exit,
+    };
+    tracing::debug!(lines, exit = %exit.describe(), "provider process finished");
+    Ok(exit)
+}

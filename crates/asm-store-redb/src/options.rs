@@ -1,0 +1,100 @@
+//! Store options.
+
+/// When an acknowledged write is on disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every commit is fsynced before any of its writers is acknowledged: an acknowledged write
+    /// survives a crash of the process and a power loss (as far as the disk honours `fsync`).
+    /// The default.
+    #[default]
+    Immediate,
+    /// Commits are acknowledged before they are fsynced; the writer makes them durable at least
+    /// every [`RedbOptions::EVENTUAL_SYNC_INTERVAL`] and when the store is dropped or
+    /// [`RedbSessionStore::sync`](crate::RedbSessionStore::sync) is called. A crash loses at most
+    /// the writes of that last interval, never the consistency of the file: the store reopens
+    /// at the last durable commit.
+    Eventual,
+}
+
+/// Options of [`RedbSessionStore::open_with`](crate::RedbSessionStore::open_with).
+///
+/// ```
+/// use asm_store_redb::{Durability, RedbOptions};
+/// let options = RedbOptions::new().durability(Durability::Eventual).max_event_bytes(1 << 20);
+/// assert_eq!(options.durability, Durability::Eventual);
+/// assert_eq!(RedbOptions::default().max_event_bytes, 16 * 1024 * 1024);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedbOptions {
+    /// When acknowledged writes reach the disk. Default [`Durability::Immediate`].
+    pub durability: Durability,
+    /// The largest stored encoding of one event, in bytes (the encoding is a little smaller
+    /// than the event's JSON). A batch holding a larger event is refused with
+    /// [`ErrorCode::InvalidInput`](asm_core::ErrorCode::InvalidInput) and nothing of it is
+    /// written. Default 16 MiB.
+    pub max_event_bytes: usize,
+    /// Verify the checksum of every page when opening, so a file damaged outside the store is
+    /// reported as an error by [`RedbSessionStore::open`](crate::RedbSessionStore::open)
+    /// instead of failing later reads (redb may even panic on a damaged page; the store turns
+    /// that into an error too). Reads the whole file: about 0.25-0.35 s for a 1M-event, 500 MB
+    /// store from the OS page cache. Default `true`.
+    pub verify_on_open: bool,
+    /// Memory redb may use to cache pages, in bytes (used as pages are read, not reserved).
+    /// Default 1 GiB, redb's default.
+    pub cache_bytes: usize,
+}
+
+impl RedbOptions {
+    /// The default cap on one event's encoded size: 16 MiB.
+    pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+    /// The default page cache: 1 GiB.
+    pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+    /// With [`Durability::Eventual`], the longest an acknowledged write waits for its fsync.
+    pub const EVENTUAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`RedbOptions::durability`].
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`RedbOptions::max_event_bytes`].
+    #[must_use]
+    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// Sets [`RedbOptions::verify_on_open`].
+    #[must_use]
+    pub fn verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
+        self
+    }
+
+    /// Sets [`RedbOptions::cache_bytes`].
+    #[must_use]
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Immediate,
+            max_event_bytes: Self::DEFAULT_MAX_EVENT_BYTES,
+            verify_on_open: true,
+            cache_bytes: Self::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
