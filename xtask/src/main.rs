@@ -1,12 +1,18 @@
 //! Build automation: `cargo xtask <command>`.
 //!
 //! - `ci`: everything CI runs: fmt check, clippy (`-D warnings`), the test suite, every facade
-//!   feature compiled alone, and `cargo deny` (installed on first use).
+//!   feature compiled alone, `cargo deny` (installed on first use) and `integration`.
 //! - `features`: `cargo check` of the facade with each feature alone.
 //! - `deny`: installs cargo-deny if missing and checks licenses, bans and sources.
 //! - `bench`: runs the benchmarks (`cargo bench`) of the crates that have them.
+//! - `integration`: installs the pinned real provider CLIs with npm into `target/npm-cli`
+//!   (once per version), then runs the adapters end to end against them and the project's fake
+//!   model servers on 127.0.0.1 (`asm-integration`'s `asm-real-cli`). Needs `npm` and the npm
+//!   registry for the first install only; `ASM_NPM_CLI_DIR` moves the install directory and
+//!   `--only NAME` runs the cases whose name contains NAME.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
@@ -17,13 +23,26 @@ const FACADE_FEATURES: &[&str] = &[
     "store-redb",
     "store-sled",
     "provider-claude",
+    "provider-codex",
+    "provider-amp",
     "runtime",
     "testkit",
     "full",
 ];
 /// Crates with benchmarks.
-const BENCH_CRATES: &[&str] =
-    &["asm-store-memory", "asm-store-sled", "asm-store-redb", "asm-runtime", "asm-provider-claude"];
+#[rustfmt::skip]
+const BENCH_CRATES: &[&str] = &[
+    "asm-store-memory",
+    "asm-store-sled",
+    "asm-store-redb",
+    "asm-runtime",
+    "asm-provider-claude",
+    "asm-provider-codex",
+];
+/// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
+/// under `node_modules/.bin`.
+const PINNED_CLIS: &[(&str, &str, &str)] =
+    &[("@anthropic-ai/claude-code", "2.1.197", "claude"), ("@openai/codex", "0.169.0", "codex")];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,8 +51,9 @@ fn main() -> ExitCode {
         Some("features") => features(),
         Some("deny") => deny(),
         Some("bench") => bench(&args[1..]),
+        Some("integration") => integration(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | features | deny | bench [criterion args]>");
+            eprintln!("usage: cargo xtask <ci | features | deny | bench [criterion args] | integration [--only NAME]>");
             return ExitCode::from(2);
         }
     };
@@ -51,7 +71,8 @@ fn ci() -> Result<(), String> {
     cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--all-features"])?;
     features()?;
-    deny()
+    deny()?;
+    integration(&[])
 }
 
 fn features() -> Result<(), String> {
@@ -79,6 +100,81 @@ fn bench(extra: &[String]) -> Result<(), String> {
             args.extend(extra.iter().map(String::as_str));
         }
         cargo(&args)?;
+    }
+    Ok(())
+}
+
+/// The workspace root (the parent of this crate).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn integration(extra: &[String]) -> Result<(), String> {
+    let dir = std::env::var_os("ASM_NPM_CLI_DIR")
+        .map_or_else(|| workspace_root().join("target").join("npm-cli"), PathBuf::from);
+    install_pinned_clis(&dir)?;
+    let bin = dir.join("node_modules").join(".bin");
+    let (claude, codex) = (bin.join("claude"), bin.join("codex"));
+    let claude = claude.to_str().ok_or("the npm cache path is not UTF-8")?;
+    let codex = codex.to_str().ok_or("the npm cache path is not UTF-8")?;
+    let mut args = vec![
+        "run",
+        "--quiet",
+        "-p",
+        "asm-integration",
+        "--bin",
+        "asm-real-cli",
+        "--",
+        "--claude",
+        claude,
+        "--codex",
+        codex,
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+/// The version in `node_modules/<package>/package.json`, if installed.
+fn installed_version(dir: &Path, package: &str) -> Option<String> {
+    let manifest = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json")).ok()?;
+    // `"version": "x.y.z"`: enough for npm's own formatting, no JSON parser needed here.
+    let at = manifest.find("\"version\"")?;
+    let rest = &manifest[at + "\"version\"".len()..];
+    let start = rest.find('"')? + 1;
+    let len = rest[start..].find('"')?;
+    Some(rest[start..start + len].to_owned())
+}
+
+/// Installs [`PINNED_CLIS`] into `dir` with npm unless exactly these versions are there.
+fn install_pinned_clis(dir: &Path) -> Result<(), String> {
+    let missing: Vec<String> = PINNED_CLIS
+        .iter()
+        .filter(|(package, version, bin)| {
+            installed_version(dir, package).as_deref() != Some(*version)
+                || !dir.join("node_modules").join(".bin").join(bin).exists()
+        })
+        .map(|(package, version, _)| format!("{package}@{version}"))
+        .collect();
+    if missing.is_empty() {
+        println!("==> pinned CLIs already installed in {}", dir.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let started = Instant::now();
+    let prefix = dir.to_str().ok_or("the npm cache path is not UTF-8")?;
+    let mut args = vec!["install", "--prefix", prefix, "--no-save", "--no-audit", "--no-fund", "--loglevel", "error"];
+    args.extend(missing.iter().map(String::as_str));
+    println!("==> npm {}", args.join(" "));
+    let status = Command::new("npm").args(&args).status().map_err(|e| format!("cannot run npm: {e}"))?;
+    if !status.success() {
+        return Err(format!("`npm {}` failed ({status})", args.join(" ")));
+    }
+    println!("<== npm install ({:.1}s)", started.elapsed().as_secs_f64());
+    for (package, version, _) in PINNED_CLIS {
+        let found = installed_version(dir, package);
+        if found.as_deref() != Some(*version) {
+            return Err(format!("{package}: expected {version} after npm install, found {found:?}"));
+        }
     }
     Ok(())
 }

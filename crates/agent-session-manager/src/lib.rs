@@ -13,6 +13,8 @@
 //! | `store-redb` | `RedbSessionStore`, in `store::redb` (durable, group commit) |
 //! | `store-sled` | `SledSessionStore`, in `store::sled` |
 //! | `provider-claude` | `ClaudeAdapter`, in `provider::claude` (Claude Code CLI, stream-json) |
+//! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
+//! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `full` | everything above |
@@ -62,6 +64,18 @@ pub mod provider {
     #[cfg(feature = "provider-claude")]
     pub mod claude {
         pub use asm_provider_claude::*;
+    }
+
+    /// The Codex CLI adapter (`provider-codex`).
+    #[cfg(feature = "provider-codex")]
+    pub mod codex {
+        pub use asm_provider_codex::*;
+    }
+
+    /// The Amp CLI adapter (`provider-amp`).
+    #[cfg(feature = "provider-amp")]
+    pub mod amp {
+        pub use asm_provider_amp::*;
     }
 }
 

@@ -4,7 +4,7 @@
 //! `cargo bench -p asm-runtime`
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use asm_core::{Event, EventKind, RunInput, Session, SessionId};
 use asm_ports::{EventSink, ExecuteRequest, ProviderAdapter, ProviderEvent};
@@ -46,21 +46,39 @@ fn bench(c: &mut Criterion) {
         });
     });
 
-    let manager = SessionManager::new(InMemorySessionStore::new(), ten_event_adapter());
-    let session_id = rt.block_on(async {
-        let session = manager.start_session(NewSession::new("bench")).await.unwrap();
-        manager.activate_session(&session.id).await.unwrap();
-        session.id
-    });
+    // A fresh store every RESET_AFTER runs (untimed), so the figure is the cost of a run, not of
+    // an ever-growing heap.
+    const RESET_AFTER: u64 = 5_000;
+    let fresh = || {
+        rt.block_on(async {
+            let manager = SessionManager::new(InMemorySessionStore::new(), ten_event_adapter());
+            let session = manager.start_session(NewSession::new("bench")).await.unwrap();
+            manager.activate_session(&session.id).await.unwrap();
+            (manager, session.id)
+        })
+    };
     group.bench_function("session_manager_run_10_events", |b| {
-        b.to_async(&rt).iter(|| {
-            let manager = manager.clone();
-            let session_id = session_id.clone();
-            async move {
-                let run =
-                    manager.start_run(&session_id, RunInput::user("go"), StartRunOptions::default()).await.unwrap();
-                manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap()
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut remaining = iters;
+            while remaining > 0 {
+                let n = remaining.min(RESET_AFTER);
+                let (manager, session_id) = fresh();
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..n {
+                        let run = manager
+                            .start_run(&session_id, RunInput::user("go"), StartRunOptions::default())
+                            .await
+                            .unwrap();
+                        manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+                    }
+                });
+                timed += start.elapsed();
+                drop(manager);
+                remaining -= n;
             }
+            timed
         });
     });
     group.finish();

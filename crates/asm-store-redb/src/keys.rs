@@ -1,6 +1,6 @@
 //! Compact binary keys.
 //!
-//! Every id of the domain is a prefix plus 32 lowercase hex digits, that is 16 random bytes: the
+//! Every id of the domain is a prefix plus 32 lowercase hex digits, that is 16 bytes (a UUIDv7): the
 //! tables store those 16 bytes. Composite keys are fixed-width byte arrays compared with
 //! `memcmp`, so the byte order must be the sort order: numbers are big-endian, signed numbers
 //! have their sign bit flipped. The 16 id bytes compare like the hex text they come from, so

@@ -1,0 +1,646 @@
+//! Runs the provider adapters end to end against the real CLIs and this crate's fake model
+//! servers (loopback only). Started by `cargo xtask integration`, which installs the pinned
+//! CLIs first:
+//!
+//! ```text
+//! asm-real-cli --claude <path to claude> --codex <path to codex> [--only <case name substring>]
+//! ```
+//!
+//! Every case prints `PASS name (time)` or `FAIL name (time): why`; the last line is
+//! `N passed, M failed` and the exit code is non-zero when anything failed. Each run of a CLI
+//! gets an isolated HOME in a temporary directory (removed at the end) and a marker variable in
+//! its environment, which is how the cases check that no process is left behind.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asm_core::{ErrorCode, EventKind, Run, RunInput, Session, keys};
+use asm_integration::{Api, FakeServer, Scenario, TEXT_REPLY, tool_followup_text};
+use asm_ports::{ExecuteOutcome, ExecuteRequest, ProviderAdapter};
+use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder};
+use asm_provider_cli::CliEnv;
+use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, SandboxMode};
+use asm_testkit::adapter_contract::{Recorded, recording_sink};
+use serde_json::Value;
+
+/// Bound of one case (the CLIs take a few seconds; a hang must not stall CI).
+const CASE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Per-run limit given to the adapters (a backstop below the case bound).
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long cancellation may take, from `cancel()` to `execute` returning.
+const CANCEL_BOUND: Duration = Duration::from_secs(10);
+/// The environment variable marking every CLI process a case starts.
+const MARKER_VAR: &str = "ASM_INTEGRATION_MARKER";
+const API_KEY: &str = "sk-ant-fake-key";
+
+type CaseResult = Result<String, String>;
+type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
+
+struct Args {
+    claude: PathBuf,
+    codex: PathBuf,
+    only: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut claude = None;
+    let mut codex = None;
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--claude" => claude = args.next().map(PathBuf::from),
+            "--codex" => codex = args.next().map(PathBuf::from),
+            "--only" => only = args.next(),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let claude = claude.ok_or("--claude <path> is required")?;
+    let codex = codex.ok_or("--codex <path> is required")?;
+    Ok(Args { claude, codex, only })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("asm-real-cli: {e}\nusage: asm-real-cli --claude <path> --codex <path> [--only <substring>]");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("asm-real-cli: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (passed, failed) = runtime.block_on(run_all(&args));
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+async fn run_all(args: &Args) -> (usize, usize) {
+    let started = Instant::now();
+    let env = match ClaudeEnv::new(args.claude.clone()).await {
+        Ok(env) => env,
+        Err(e) => {
+            println!("FAIL claude/setup: {e}");
+            return (0, 1);
+        }
+    };
+    let codex = match CodexEnv::new(args.codex.clone()).await {
+        Ok(env) => env,
+        Err(e) => {
+            println!("FAIL codex/setup: {e}");
+            return (0, 1);
+        }
+    };
+    let (env, codex) = (&env, &codex);
+    let cases: Vec<(&str, CaseFuture<'_>)> = vec![
+        ("claude/version", Box::pin(claude_version(env))),
+        ("claude/text", Box::pin(claude_text(env))),
+        ("claude/tool", Box::pin(claude_tool(env))),
+        ("claude/resume", Box::pin(claude_resume(env))),
+        ("claude/cancel-mid-stream", Box::pin(claude_cancel(env))),
+        ("claude/http429-retryable", Box::pin(claude_http_error(env, 429, ErrorCode::ProviderRateLimited, true))),
+        ("claude/http401-auth", Box::pin(claude_http_error(env, 401, ErrorCode::ProviderAuthenticationFailed, false))),
+        ("claude/http500-unavailable", Box::pin(claude_http_error(env, 500, ErrorCode::ProviderUnavailable, true))),
+        ("codex/version", Box::pin(codex_version(codex))),
+        ("codex/text", Box::pin(codex_text(codex))),
+        ("codex/tool", Box::pin(codex_tool(codex))),
+        ("codex/resume", Box::pin(codex_resume(codex))),
+        ("codex/cancel-mid-stream", Box::pin(codex_cancel(codex))),
+        ("codex/http429-retryable", Box::pin(codex_http_error(codex, 429, ErrorCode::ProviderRateLimited, true))),
+        ("codex/http401-auth", Box::pin(codex_http_error(codex, 401, ErrorCode::ProviderAuthenticationFailed, false))),
+        ("codex/http500-unavailable", Box::pin(codex_http_error(codex, 500, ErrorCode::ProviderUnavailable, true))),
+        ("no-leftover-processes", Box::pin(no_leftovers(env, codex))),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, case) in cases {
+        if args.only.as_deref().is_some_and(|only| !name.contains(only)) {
+            continue;
+        }
+        let start = Instant::now();
+        env.server.clear_requests();
+        codex.server.clear_requests();
+        let result = match tokio::time::timeout(CASE_TIMEOUT, case).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("did not finish within {CASE_TIMEOUT:?}")),
+        };
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok(detail) => {
+                passed += 1;
+                println!("PASS {name} ({secs:.1}s) {detail}");
+            }
+            Err(why) => {
+                failed += 1;
+                println!("FAIL {name} ({secs:.1}s): {why}");
+            }
+        }
+    }
+    println!("total {:.1}s", started.elapsed().as_secs_f64());
+    (passed, failed)
+}
+
+/// `Err(message)` unless `cond`.
+fn ensure(cond: bool, message: impl FnOnce() -> String) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(message()) }
+}
+
+/// The Claude side: the fake Anthropic server, an isolated HOME and workspace.
+struct ClaudeEnv {
+    cli: PathBuf,
+    server: FakeServer,
+    _root: tempfile::TempDir,
+    home: PathBuf,
+    workspace: PathBuf,
+    /// TMPDIR of the CLI, so its scratch files go away with the root.
+    tmp: PathBuf,
+    run_id: String,
+}
+
+impl ClaudeEnv {
+    async fn new(cli: PathBuf) -> Result<Self, String> {
+        let cli = std::fs::canonicalize(&cli).map_err(|e| format!("claude CLI {}: {e}", cli.display()))?;
+        let root = tempfile::Builder::new().prefix("asm-real-cli-").tempdir().map_err(|e| e.to_string())?;
+        let home = root.path().join("home");
+        let workspace = root.path().join("workspace");
+        let tmp = root.path().join("tmp");
+        for dir in [&home, &workspace, &tmp] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let server = FakeServer::start(Api::AnthropicMessages).await.map_err(|e| format!("fake server: {e}"))?;
+        let run_id =
+            format!("{}-{}", std::process::id(), root.path().file_name().and_then(|n| n.to_str()).unwrap_or("x"));
+        Ok(Self { cli, server, _root: root, home, workspace, tmp, run_id })
+    }
+
+    fn marker(&self, case: &str) -> String {
+        format!("{}:{case}", self.run_id)
+    }
+
+    /// An adapter for the real CLI pointed at the fake server; `case` names the marker.
+    fn adapter(
+        &self,
+        case: &str,
+        configure: impl FnOnce(ClaudeAdapterBuilder) -> ClaudeAdapterBuilder,
+    ) -> ClaudeAdapter {
+        let env = CliEnv::minimal()
+            .set("HOME", self.home.display().to_string())
+            .set("CLAUDE_CONFIG_DIR", self.home.join(".claude").display().to_string())
+            .set("ANTHROPIC_BASE_URL", self.server.base_url())
+            .set("ANTHROPIC_API_KEY", API_KEY)
+            .set("NO_PROXY", "127.0.0.1,localhost")
+            .set("TMPDIR", self.tmp.display().to_string())
+            .set("CLAUDE_CODE_TMPDIR", self.tmp.display().to_string())
+            .set(MARKER_VAR, self.marker(case));
+        let builder = ClaudeAdapter::builder()
+            .cli_path(&self.cli)
+            .cwd(&self.workspace)
+            .env(env)
+            .max_retries(1)
+            .timeout(RUN_TIMEOUT);
+        configure(builder).build()
+    }
+}
+
+fn request(prompt: &str) -> Result<ExecuteRequest, String> {
+    let session = Session::new("asm-real-cli").map_err(|e| e.to_string())?;
+    let run = Run::new(session.id.clone(), RunInput::user(prompt));
+    Ok(ExecuteRequest::new(session, run))
+}
+
+/// Runs one request to the end, with the events it reported.
+async fn execute(
+    adapter: &dyn ProviderAdapter,
+    request: ExecuteRequest,
+) -> (asm_core::Result<ExecuteOutcome>, Recorded) {
+    let (sink, recorded) = recording_sink(&request.session);
+    let result = adapter.execute(request, sink).await;
+    (result, recorded)
+}
+
+fn check_events(recorded: &Recorded) -> Result<(), String> {
+    ensure(recorded.lifecycle_attempts().is_empty(), || {
+        format!("adapter emitted lifecycle events {:?}", recorded.lifecycle_attempts())
+    })
+}
+
+/// Process ids whose environment holds `MARKER_VAR=<marker>` (`prefix`: starts with it).
+fn marked_processes(marker: &str, prefix: bool) -> Vec<i32> {
+    let wanted = format!("{MARKER_VAR}={marker}");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0).any(|var| {
+                    let var = String::from_utf8_lossy(var);
+                    if prefix { var.starts_with(&wanted) } else { var == wanted }
+                })
+            })
+        })
+        .collect()
+}
+
+/// Waits (up to 5 s) until no process carries `marker`.
+async fn assert_no_processes(marker: &str) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let left = marked_processes(marker, false);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            return Err(format!("processes left behind: {left:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn claude_version(env: &ClaudeEnv) -> CaseResult {
+    let out = tokio::process::Command::new(&env.cli)
+        .arg("--version")
+        .env_clear()
+        .envs(CliEnv::minimal().set("HOME", env.home.display().to_string()).resolve())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", env.cli.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    ensure(text.starts_with("2.1.197"), || format!("unexpected version {text:?}"))?;
+    Ok(text)
+}
+
+async fn claude_text(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.adapter("text", |b| b);
+    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let session = outcome.provider_session_id.clone().ok_or("no provider session id")?;
+    let kinds = recorded.kinds();
+    ensure(kinds.iter().any(|k| matches!(k, EventKind::MessageStreamed | EventKind::MessageReceived)), || {
+        format!("no message event in {kinds:?}")
+    })?;
+    ensure(outcome.token_usage.input_tokens > 0, || format!("no usage: {:?}", outcome.token_usage))?;
+    let reqs = env.server.model_requests();
+    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
+    ensure(reqs[0].header("x-api-key") == Some(API_KEY), || "x-api-key not sent".to_owned())?;
+    assert_no_processes(&env.marker("text")).await?;
+    Ok(format!("session {session}, {} events", kinds.len()))
+}
+
+async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.adapter("tool", |b| b.allowed_tools(["Bash"]));
+    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
+    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    let events = recorded.events();
+    let started = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallStarted)
+        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
+    ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("Bash")), || format!("{:?}", started.data))?;
+    let command = started.data.get(keys::TOOL_INPUT).and_then(|i| i.get("command")).and_then(Value::as_str);
+    ensure(command == Some("echo hi"), || format!("tool input {:?}", started.data.get(keys::TOOL_INPUT)))?;
+    let done = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallCompleted)
+        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
+    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
+        "tool_call_id differs between start and completion".to_owned()
+    })?;
+    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
+    ensure(output.contains("hi"), || format!("tool output {output}"))?;
+    let expected = tool_followup_text("hi");
+    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
+    let replies: Vec<String> = env.server.model_requests().into_iter().map(|r| r.reply).collect();
+    ensure(replies == ["tool", "tool_followup"], || format!("server replies {replies:?}"))?;
+    assert_no_processes(&env.marker("tool")).await?;
+    Ok(format!("tool output {output}, {} events", events.len()))
+}
+
+async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.adapter("resume", |b| b);
+    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
+    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
+    let session = first.provider_session_id.ok_or("first run has no session id")?;
+    let second_request = request("Which word did I ask you to remember?")?.resume(session.clone());
+    let (second, recorded) = execute(&adapter, second_request).await;
+    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(second.provider_session_id.as_deref() == Some(session.as_str()), || {
+        format!("resumed session {:?} != {session}", second.provider_session_id)
+    })?;
+    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
+    let reqs = env.server.model_requests();
+    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
+    let history = last.get("messages").map(Value::to_string).unwrap_or_default();
+    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
+        "the resumed request does not carry the first exchange".to_owned()
+    })?;
+    assert_no_processes(&env.marker("resume")).await?;
+    Ok(format!("session {session} resumed with history"))
+}
+
+async fn claude_cancel(env: &ClaudeEnv) -> CaseResult {
+    let marker = env.marker("cancel");
+    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.adapter("cancel", |b| b.partial_messages(true)));
+    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
+    let cancel = request.cancel.clone();
+    let (sink, recorded) = recording_sink(&request.session);
+    let task = tokio::spawn({
+        let adapter = Arc::clone(&adapter);
+        async move { adapter.execute(request, sink).await }
+    });
+    let wait_start = Instant::now();
+    while !recorded.kinds().contains(&EventKind::MessageStreamed) {
+        if task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
+            task.abort();
+            return Err(format!("no streamed delta before cancel; events {:?}", recorded.kinds()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let running = marked_processes(&marker, false);
+    if running.is_empty() {
+        task.abort();
+        return Err("the CLI process was not found by its marker".to_owned());
+    }
+    let before = recorded.events().len();
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let joined = tokio::time::timeout(CANCEL_BOUND, task).await.map_err(|_| "execute did not return after cancel")?;
+    let result = joined.map_err(|e| format!("join: {e}"))?;
+    let took = cancelled_at.elapsed();
+    let err = match result {
+        Ok(outcome) => return Err(format!("cancelled run succeeded: {:?}", outcome.output.content)),
+        Err(err) => err,
+    };
+    ensure(err.code() == ErrorCode::Cancelled, || format!("error {err:?}"))?;
+    let after = recorded.events().len();
+    ensure(after == before, || format!("{} events emitted after cancel", after - before))?;
+    assert_no_processes(&marker).await?;
+    ensure(env.server.wait_until(Duration::from_secs(5), |s| s.aborted_streams() >= 1).await, || {
+        "the server did not see the client leave".to_owned()
+    })?;
+    check_events(&recorded)?;
+    Ok(format!("cancelled after {before} events in {} ms, {} process(es) gone", took.as_millis(), running.len()))
+}
+
+async fn claude_http_error(env: &ClaudeEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
+    let case = format!("http{status}");
+    let adapter = env.adapter(&case, |b| b);
+    let prompt = format!("Fail please. {}", Scenario::HttpError(status).marker());
+    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
+    check_events(&recorded)?;
+    let err = match result {
+        Ok(outcome) => return Err(format!("run succeeded: {:?}", outcome.output.content)),
+        Err(err) => err,
+    };
+    ensure(err.code() == code, || format!("expected {code}, got {err:?}"))?;
+    ensure(err.is_retryable() == retryable, || format!("retryable should be {retryable}: {err:?}"))?;
+    let pe = err.provider_error().ok_or("no provider error attached")?;
+    let requests = env.server.model_requests().len();
+    // CLAUDE_CODE_MAX_RETRIES=1: the first attempt and one retry.
+    ensure(requests == 2, || format!("{requests} model requests, expected 2"))?;
+    assert_no_processes(&env.marker(&case)).await?;
+    Ok(format!("{code} (retryable {retryable}), provider error kind {:?}", pe.kind))
+}
+
+async fn no_leftovers(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult {
+    let mut left = marked_processes(&env.run_id, true);
+    left.extend(marked_processes(&codex.run_id, true));
+    ensure(left.is_empty(), || format!("processes of this run still alive: {left:?}"))?;
+    Ok("none".to_owned())
+}
+
+/// The Codex side: the fake OpenAI Responses server, `CODEX_HOME` with a provider pointing at
+/// it, an isolated HOME and workspace.
+struct CodexEnv {
+    cli: PathBuf,
+    server: FakeServer,
+    _root: tempfile::TempDir,
+    home: PathBuf,
+    codex_home: PathBuf,
+    workspace: PathBuf,
+    /// TMPDIR of the CLI, so its scratch files go away with the root.
+    tmp: PathBuf,
+    run_id: String,
+}
+
+/// The API key variable named by the fake provider's `env_key`.
+const CODEX_KEY_VAR: &str = "FAKE_OPENAI_API_KEY";
+const CODEX_KEY: &str = "sk-fake";
+
+impl CodexEnv {
+    async fn new(cli: PathBuf) -> Result<Self, String> {
+        let cli = std::fs::canonicalize(&cli).map_err(|e| format!("codex CLI {}: {e}", cli.display()))?;
+        let root = tempfile::Builder::new().prefix("asm-real-cli-codex-").tempdir().map_err(|e| e.to_string())?;
+        let home = root.path().join("home");
+        let codex_home = root.path().join("codex-home");
+        let workspace = root.path().join("workspace");
+        let tmp = root.path().join("tmp");
+        for dir in [&home, &codex_home, &workspace, &tmp] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let server = FakeServer::start(Api::OpenAiResponses).await.map_err(|e| format!("fake server: {e}"))?;
+        // As in spec section 2: a custom Responses provider, no retries, a bundled model slug.
+        let config = format!(
+            "model = \"gpt-5.5\"\nmodel_provider = \"fake\"\n\n[model_providers.fake]\nname = \"Fake local provider\"\n\
+             base_url = \"{}\"\nenv_key = \"{CODEX_KEY_VAR}\"\nwire_api = \"responses\"\nrequest_max_retries = 0\n\
+             stream_max_retries = 0\nstream_idle_timeout_ms = 20000\n",
+            server.base_url()
+        );
+        std::fs::write(codex_home.join("config.toml"), config).map_err(|e| format!("config.toml: {e}"))?;
+        let run_id =
+            format!("{}-{}", std::process::id(), root.path().file_name().and_then(|n| n.to_str()).unwrap_or("x"));
+        Ok(Self { cli, server, _root: root, home, codex_home, workspace, tmp, run_id })
+    }
+
+    fn marker(&self, case: &str) -> String {
+        format!("{}:{case}", self.run_id)
+    }
+
+    fn env(&self, case: &str) -> CliEnv {
+        CliEnv::minimal()
+            .set("HOME", self.home.display().to_string())
+            .set("CODEX_HOME", self.codex_home.display().to_string())
+            .set(CODEX_KEY_VAR, CODEX_KEY)
+            .set("NO_PROXY", "127.0.0.1,localhost")
+            .set("TMPDIR", self.tmp.display().to_string())
+            .set(MARKER_VAR, self.marker(case))
+    }
+
+    fn adapter(&self, case: &str, configure: impl FnOnce(CodexAdapterBuilder) -> CodexAdapterBuilder) -> CodexAdapter {
+        let builder = CodexAdapter::builder()
+            .cli_path(&self.cli)
+            .cwd(&self.workspace)
+            .model("gpt-5.5")
+            .sandbox(SandboxMode::WorkspaceWrite)
+            .approval_policy(ApprovalPolicy::Never)
+            .env(self.env(case))
+            .timeout(RUN_TIMEOUT);
+        configure(builder).build()
+    }
+}
+
+async fn codex_version(env: &CodexEnv) -> CaseResult {
+    let out = tokio::process::Command::new(&env.cli)
+        .arg("--version")
+        .env_clear()
+        .envs(env.env("version").resolve())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", env.cli.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    ensure(text.ends_with("0.169.0"), || format!("unexpected version {text:?}"))?;
+    Ok(text)
+}
+
+async fn codex_text(env: &CodexEnv) -> CaseResult {
+    let adapter = env.adapter("text", |b| b);
+    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let thread = outcome.provider_session_id.clone().ok_or("no thread id")?;
+    let kinds = recorded.kinds();
+    ensure(kinds.iter().any(|k| matches!(k, EventKind::MessageStreamed | EventKind::MessageReceived)), || {
+        format!("no message event in {kinds:?}")
+    })?;
+    ensure(outcome.token_usage.input_tokens > 0, || format!("no usage: {:?}", outcome.token_usage))?;
+    let reqs = env.server.model_requests();
+    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
+    let auth = format!("Bearer {CODEX_KEY}");
+    ensure(reqs[0].header("authorization") == Some(auth.as_str()), || "bearer key not sent".to_owned())?;
+    assert_no_processes(&env.marker("text")).await?;
+    Ok(format!("thread {thread}, {} events", kinds.len()))
+}
+
+async fn codex_tool(env: &CodexEnv) -> CaseResult {
+    let adapter = env.adapter("tool", |b| b);
+    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
+    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    let events = recorded.events();
+    let started = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallStarted)
+        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
+    let input = started.data.get(keys::TOOL_INPUT).map(Value::to_string).unwrap_or_default();
+    ensure(input.contains("echo hi"), || format!("tool input {input}"))?;
+    let done = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallCompleted)
+        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
+    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
+        "tool_call_id differs between start and completion".to_owned()
+    })?;
+    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
+    ensure(output.contains("hi"), || format!("tool output {output}"))?;
+    let expected = tool_followup_text("hi");
+    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
+    let replies: Vec<String> = env.server.model_requests().into_iter().map(|r| r.reply).collect();
+    ensure(replies == ["tool", "tool_followup"], || format!("server replies {replies:?}"))?;
+    assert_no_processes(&env.marker("tool")).await?;
+    Ok(format!("tool output {output}, {} events", events.len()))
+}
+
+async fn codex_resume(env: &CodexEnv) -> CaseResult {
+    let adapter = env.adapter("resume", |b| b);
+    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
+    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
+    let thread = first.provider_session_id.ok_or("first run has no thread id")?;
+    let second_request = request("Which word did I ask you to remember?")?.resume(thread.clone());
+    let (second, recorded) = execute(&adapter, second_request).await;
+    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(second.provider_session_id.as_deref() == Some(thread.as_str()), || {
+        format!("resumed thread {:?} != {thread}", second.provider_session_id)
+    })?;
+    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
+    let reqs = env.server.model_requests();
+    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
+    let history = last.get("input").map(Value::to_string).unwrap_or_default();
+    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
+        "the resumed request does not carry the first exchange".to_owned()
+    })?;
+    assert_no_processes(&env.marker("resume")).await?;
+    Ok(format!("thread {thread} resumed with history"))
+}
+
+async fn codex_cancel(env: &CodexEnv) -> CaseResult {
+    let marker = env.marker("cancel");
+    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.adapter("cancel", |b| b));
+    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
+    let cancel = request.cancel.clone();
+    let (sink, recorded) = recording_sink(&request.session);
+    let task = tokio::spawn({
+        let adapter = Arc::clone(&adapter);
+        async move { adapter.execute(request, sink).await }
+    });
+    // Codex prints no deltas: mid-stream means the server is streaming the slow answer.
+    let streaming = env.server.wait_until(Duration::from_secs(40), |s| !s.model_requests().is_empty()).await;
+    if !streaming || task.is_finished() {
+        task.abort();
+        return Err(format!("the slow stream did not start; events {:?}", recorded.kinds()));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = marked_processes(&marker, false);
+    if running.is_empty() {
+        task.abort();
+        return Err("the CLI process was not found by its marker".to_owned());
+    }
+    let before = recorded.events().len();
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let joined = tokio::time::timeout(CANCEL_BOUND, task).await.map_err(|_| "execute did not return after cancel")?;
+    let result = joined.map_err(|e| format!("join: {e}"))?;
+    let took = cancelled_at.elapsed();
+    let err = match result {
+        Ok(outcome) => return Err(format!("cancelled run succeeded: {:?}", outcome.output.content)),
+        Err(err) => err,
+    };
+    ensure(err.code() == ErrorCode::Cancelled, || format!("error {err:?}"))?;
+    let after = recorded.events().len();
+    ensure(after == before, || format!("{} events emitted after cancel", after - before))?;
+    assert_no_processes(&marker).await?;
+    ensure(env.server.wait_until(Duration::from_secs(5), |s| s.aborted_streams() >= 1).await, || {
+        "the server did not see the client leave".to_owned()
+    })?;
+    check_events(&recorded)?;
+    Ok(format!("cancelled after {before} events in {} ms, {} process(es) gone", took.as_millis(), running.len()))
+}
+
+async fn codex_http_error(env: &CodexEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
+    let case = format!("http{status}");
+    let adapter = env.adapter(&case, |b| b);
+    let prompt = format!("Fail please. {}", Scenario::HttpError(status).marker());
+    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
+    check_events(&recorded)?;
+    let err = match result {
+        Ok(outcome) => return Err(format!("run succeeded: {:?}", outcome.output.content)),
+        Err(err) => err,
+    };
+    ensure(err.code() == code, || format!("expected {code}, got {err:?}"))?;
+    ensure(err.is_retryable() == retryable, || format!("retryable should be {retryable}: {err:?}"))?;
+    let pe = err.provider_error().ok_or("no provider error attached")?;
+    let requests = env.server.model_requests().len();
+    // request_max_retries = 0 in config.toml: exactly one attempt.
+    ensure(requests >= 1, || "no model request reached the server".to_owned())?;
+    assert_no_processes(&env.marker(&case)).await?;
+    Ok(format!("{code} (retryable {retryable}), provider error kind {:?}, {requests} request(s)", pe.kind))
+}

@@ -1,0 +1,498 @@
+//! [`AmpNormalizer`]: Amp `--stream-json` lines → normalized events and the outcome.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use asm_core::{
+    Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage, keys,
+};
+use asm_ports::{ExecuteOutcome, ProviderEvent};
+use asm_provider_cli::{ExitInfo, classify_error_text, provider_failure, raw_event};
+
+/// Known `error` texts of Amp's `error_during_execution` result and what they mean.
+const APPROVAL_PREFIX: &str = "The following tools require user approval";
+
+/// The result line, as far as the outcome needs it.
+#[derive(Debug, Default)]
+struct ResultLine {
+    subtype: String,
+    is_error: bool,
+    text: Option<String>,
+    error: Option<String>,
+    turns: Option<u32>,
+    duration_ms: Option<u64>,
+}
+
+/// How an Amp error text is classified: the error code, the provider error kind and a short
+/// machine-readable reason (stored as `details.reason`).
+///
+/// | text (case-insensitive) | code | reason |
+/// |---|---|---|
+/// | `No API key found` / `Starting login flow` | `provider_authentication_failed` | `missing_api_key` |
+/// | `The following tools require user approval ...` | `provider_error` | `approval_required` |
+/// | `User cancelled (SIGINT/SIGTERM)` | `provider_error` | `interrupted` |
+/// | `No valid messages found in stdin` | `provider_error` | `no_input` |
+/// | `WebSocket connection failed` | `provider_unavailable` | `connection_failed` |
+/// | `Amp server returned an error` | `provider_unavailable` | `server_error` |
+/// | `Unexpected error inside Amp CLI` / `TypeError` | `provider_error` | `internal_error` |
+/// | otherwise [`classify_error_text`] (401/403, 429, 5xx, connection refused) | as classified | `auth` / `rate_limited` / `unavailable` |
+/// | anything else | `provider_error` | none |
+///
+/// ```
+/// use asm_core::ErrorCode;
+/// use asm_provider_amp::classify_amp_text;
+/// let (code, _, reason) = classify_amp_text("Error: WebSocket connection failed. Check your connection");
+/// assert_eq!((code, reason), (ErrorCode::ProviderUnavailable, Some("connection_failed")));
+/// assert_eq!(classify_amp_text("HTTP 401 Unauthorized").0, ErrorCode::ProviderAuthenticationFailed);
+/// ```
+pub fn classify_amp_text(text: &str) -> (ErrorCode, ProviderErrorKind, Option<&'static str>) {
+    let t = text.to_ascii_lowercase();
+    let has = |n: &str| t.contains(n);
+    if has("no api key found") || has("starting login flow") {
+        (ErrorCode::ProviderAuthenticationFailed, ProviderErrorKind::ProtocolError, Some("missing_api_key"))
+    } else if has(&APPROVAL_PREFIX.to_ascii_lowercase()) {
+        (ErrorCode::ProviderError, ProviderErrorKind::ProtocolError, Some("approval_required"))
+    } else if has("user cancelled") {
+        (ErrorCode::ProviderError, ProviderErrorKind::Unknown, Some("interrupted"))
+    } else if has("no valid messages found in stdin") {
+        (ErrorCode::ProviderError, ProviderErrorKind::ProtocolError, Some("no_input"))
+    } else if has("websocket connection failed") {
+        (ErrorCode::ProviderUnavailable, ProviderErrorKind::Unknown, Some("connection_failed"))
+    } else if has("amp server returned an error") {
+        (ErrorCode::ProviderUnavailable, ProviderErrorKind::Unknown, Some("server_error"))
+    } else if has("unexpected error inside amp cli") || has("typeerror") {
+        (ErrorCode::ProviderError, ProviderErrorKind::ProtocolError, Some("internal_error"))
+    } else {
+        match classify_error_text(text) {
+            Some(code @ ErrorCode::ProviderAuthenticationFailed) => (code, ProviderErrorKind::Unknown, Some("auth")),
+            Some(code @ ErrorCode::ProviderRateLimited) => (code, ProviderErrorKind::Unknown, Some("rate_limited")),
+            Some(code) => (code, ProviderErrorKind::Unknown, Some("unavailable")),
+            None => (ErrorCode::ProviderError, ProviderErrorKind::Unknown, None),
+        }
+    }
+}
+
+/// Turns Amp `-x --stream-json` lines (the Claude Code compatible shape of
+/// `spec/provider-clis.md` section 3) into normalized events, then the exit into an
+/// [`ExecuteOutcome`] or a typed error.
+///
+/// | line | events |
+/// |---|---|
+/// | `system/init` | none (thread id `T-...`, cwd, tools, MCP servers, agent mode go to the outcome) |
+/// | `assistant` (one line per complete message) | `token_usage_updated` (per message, `usage_mode: delta`), then per block: text → `message_streamed {content, delta}`, tool_use → `tool_call_started {tool_call_id, tool_name, tool_input}`; thinking blocks → nothing |
+/// | `user` tool_result | `tool_call_completed` / `tool_call_failed {tool_call_id, tool_name, tool_input, tool_output, is_error}` (name and input of the originating call); `tool_approval_denied` too when the error says the user rejected the tool |
+/// | `user` text only (prompt echo) | none |
+/// | `result/success` | `message_received {role: assistant, content}` |
+/// | `result` with `is_error` (`error_during_execution`) | `tool_approval_denied` per tool needing approval, then `error_occurred {error_code, error_message, details}` |
+/// | login-flow text (no API key) | none: [`push_line`](Self::push_line) fails, the run is stopped |
+/// | anything else, non-JSON | raw event ([`raw_event`]) |
+///
+/// Amp's `result` has no usage total and no cost: the outcome's usage is the sum of the
+/// per-message usages, the cost stays `None`.
+///
+/// ```
+/// use asm_provider_amp::AmpNormalizer;
+/// use asm_provider_cli::{ExitInfo, ExitKind};
+/// let mut n = AmpNormalizer::new();
+/// let mut events = Vec::new();
+/// n.push_line(r#"{"type":"system","subtype":"init","session_id":"T-1","tools":[]}"#, &mut events).unwrap();
+/// n.push_line(r#"{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}},"session_id":"T-1"}"#, &mut events).unwrap();
+/// n.push_line(r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"Hi","session_id":"T-1"}"#, &mut events).unwrap();
+/// let outcome = n.finish(&ExitInfo::new(ExitKind::Code(0), "", false)).unwrap();
+/// assert_eq!(outcome.output.content, "Hi");
+/// assert_eq!(outcome.provider_session_id.as_deref(), Some("T-1"));
+/// assert_eq!(outcome.token_usage.input_tokens, 3);
+/// assert_eq!(events.len(), 3); // usage, streamed text, received message
+/// ```
+#[derive(Debug, Default)]
+pub struct AmpNormalizer {
+    session_id: Option<String>,
+    model: Option<String>,
+    init_metadata: JsonMap,
+    usage: TokenUsage,
+    assistant_messages: u32,
+    last_stop_reason: Option<String>,
+    /// Text of the current turn (since the last tool call).
+    turn_text: String,
+    tools: HashMap<String, (String, Value)>,
+    tool_calls: Vec<Value>,
+    error_emitted: bool,
+    result: Option<ResultLine>,
+    stderr_limits: StderrLimits,
+    lines: u64,
+    /// Non-JSON stdout (bounded), for classifying failures.
+    plain_text: String,
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn usage_of(v: &Value) -> Option<TokenUsage> {
+    let u = v.as_object()?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(TokenUsage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_read_tokens: n("cache_read_input_tokens"),
+        cache_creation_tokens: n("cache_creation_input_tokens"),
+    })
+}
+
+/// Tool result content: a string, or the text of an array of blocks.
+fn content_text(v: &Value) -> Value {
+    match v {
+        Value::Array(blocks) => {
+            let texts: Vec<&str> = blocks.iter().filter_map(|b| str_of(b, "text")).collect();
+            if texts.len() == blocks.len() { Value::String(texts.join("\n")) } else { v.clone() }
+        }
+        Value::Null => Value::String(String::new()),
+        other => other.clone(),
+    }
+}
+
+fn error_event(code: ErrorCode, message: &str, details: Value) -> ProviderEvent {
+    ProviderEvent::new(EventKind::ErrorOccurred)
+        .data(keys::ERROR_CODE, code.as_str())
+        .data(keys::ERROR_MESSAGE, message)
+        .data(keys::DETAILS, details)
+}
+
+/// The tool names of `The following tools require user approval, which is not supported in
+/// stream JSON mode: a, b`.
+fn approval_tools(error: &str) -> Vec<String> {
+    if !error.starts_with(APPROVAL_PREFIX) {
+        return Vec::new();
+    }
+    error
+        .rsplit_once(':')
+        .map(|(_, list)| list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+impl AmpNormalizer {
+    /// A fresh normalizer with default stderr limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the bounds of stderr stored in errors.
+    #[must_use]
+    pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
+        self.stderr_limits = limits;
+        self
+    }
+
+    /// Sets the model label reported in the outcome (Amp does not print one).
+    #[must_use]
+    pub fn model(mut self, model: Option<String>) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// The Amp thread id (`T-...`) seen so far.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// Whether the final `result` line was seen.
+    pub fn has_result(&self) -> bool {
+        self.result.is_some()
+    }
+
+    /// Usage summed over the assistant messages seen so far.
+    pub fn usage(&self) -> TokenUsage {
+        self.usage
+    }
+
+    /// Normalizes one stdout line, appending its events to `out`. Lines it does not understand
+    /// become raw events.
+    ///
+    /// # Errors
+    /// Only when the CLI started its interactive login flow (no API key): an
+    /// [`ErrorCode::ProviderAuthenticationFailed`] with `details.reason = "missing_api_key"`;
+    /// the caller stops the process (the CLI would wait forever for a pasted code).
+    pub fn push_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) -> asm_core::Result<()> {
+        self.lines += 1;
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                if self.plain_text.len() < 4096 {
+                    self.plain_text.push_str(line);
+                    self.plain_text.push('\n');
+                }
+                let (code, kind, reason) = classify_amp_text(line);
+                if reason == Some("missing_api_key") {
+                    tracing::warn!("amp started its login flow: no API key");
+                    let pe = asm_core::ProviderError::new(
+                        ProviderName::Amp,
+                        kind,
+                        "amp found no API key and started its interactive login flow; set AMP_API_KEY",
+                    );
+                    return Err(provider_failure(code, pe)
+                        .with_detail("reason", "missing_api_key")
+                        .with_detail("output", line));
+                }
+                out.push(raw_event(line, None, "not_json"));
+                return Ok(());
+            }
+        };
+        if self.session_id.is_none()
+            && let Some(id) = str_of(&value, "session_id").filter(|s| !s.is_empty())
+        {
+            self.session_id = Some(id.to_owned());
+        }
+        let kind = str_of(&value, "type").unwrap_or_default();
+        let handled = match kind {
+            "system" => self.system(&value),
+            "assistant" => self.assistant(&value, out),
+            "user" => self.user(&value, out),
+            "result" => self.result_line(&value, out),
+            _ => false,
+        };
+        if !handled {
+            out.push(raw_event(line, Some(kind), "unknown_type"));
+        }
+        Ok(())
+    }
+
+    fn system(&mut self, v: &Value) -> bool {
+        if str_of(v, "subtype") != Some("init") {
+            return false;
+        }
+        for key in ["cwd", "tools", "mcp_servers", "agent_mode"] {
+            if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
+                self.init_metadata.insert(key.to_owned(), x.clone());
+            }
+        }
+        true
+    }
+
+    fn assistant(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let Some(message) = v.get("message").filter(|m| m.is_object()) else { return false };
+        let parent = v.get("parent_tool_use_id").filter(|p| !p.is_null());
+        self.assistant_messages += 1;
+        if let Some(reason) = str_of(message, "stop_reason") {
+            self.last_stop_reason = Some(reason.to_owned());
+        }
+        // Amp messages carry no id: every assistant line is a distinct message, so its usage
+        // is reported once, as a delta.
+        if let Some(u) = message.get("usage").and_then(usage_of)
+            && !u.is_zero()
+        {
+            self.usage += u;
+            out.push(
+                ProviderEvent::new(EventKind::TokenUsageUpdated)
+                    .data(keys::INPUT_TOKENS, u.input_tokens)
+                    .data(keys::OUTPUT_TOKENS, u.output_tokens)
+                    .data(keys::CACHE_READ_TOKENS, u.cache_read_tokens)
+                    .data(keys::CACHE_CREATION_TOKENS, u.cache_creation_tokens)
+                    .data(keys::USAGE_MODE, "delta")
+                    .meta("message_index", self.assistant_messages),
+            );
+        }
+        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+            let event = match str_of(block, "type") {
+                Some("text") => {
+                    let text = str_of(block, "text").unwrap_or_default();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    self.turn_text.push_str(text);
+                    ProviderEvent::new(EventKind::MessageStreamed).data(keys::CONTENT, text).data(keys::DELTA, text)
+                }
+                Some("tool_use") => {
+                    let call_id = str_of(block, "id").unwrap_or("unknown").to_owned();
+                    let name = str_of(block, "name").unwrap_or("unknown").to_owned();
+                    let input = match block.get("input") {
+                        Some(Value::Object(o)) => Value::Object(o.clone()),
+                        Some(Value::Null) | None => Value::Object(Map::new()),
+                        Some(other) => json!({ "value": other }),
+                    };
+                    self.turn_text.clear();
+                    self.tools.insert(call_id.clone(), (name.clone(), input.clone()));
+                    self.tool_calls.push(json!({"id": call_id, "name": name, "input": input}));
+                    ProviderEvent::new(EventKind::ToolCallStarted)
+                        .data(keys::TOOL_CALL_ID, call_id)
+                        .data(keys::TOOL_NAME, name)
+                        .data(keys::TOOL_INPUT, input)
+                }
+                // thinking / redacted_thinking (`--stream-json-thinking`): not normalized.
+                _ => continue,
+            };
+            out.push(match parent {
+                Some(p) => event.meta("parent_tool_use_id", p.clone()),
+                None => event,
+            });
+        }
+        true
+    }
+
+    fn user(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let Some(message) = v.get("message").filter(|m| m.is_object()) else { return false };
+        // Text-only user lines echo the prompt (or a steering message): nothing to report, the
+        // runtime records the input itself.
+        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
+            if str_of(block, "type") != Some("tool_result") {
+                continue;
+            }
+            let call_id = str_of(block, "tool_use_id").unwrap_or("unknown").to_owned();
+            let (name, input) =
+                self.tools.get(&call_id).cloned().unwrap_or_else(|| ("unknown".to_owned(), Value::Object(Map::new())));
+            let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            let output = content_text(block.get("content").unwrap_or(&Value::Null));
+            if is_error
+                && let Some(text) = output.as_str()
+                && text.starts_with("Tool execution rejected by user")
+            {
+                out.push(
+                    ProviderEvent::new(EventKind::ToolApprovalDenied)
+                        .data(keys::TOOL_NAME, name.clone())
+                        .data(keys::TOOL_CALL_ID, call_id.clone())
+                        .data(keys::TOOL_INPUT, input.clone())
+                        .data(keys::REASON, text),
+                );
+            }
+            let kind = if is_error { EventKind::ToolCallFailed } else { EventKind::ToolCallCompleted };
+            let mut e = ProviderEvent::new(kind)
+                .data(keys::TOOL_CALL_ID, call_id)
+                .data(keys::TOOL_NAME, name)
+                .data(keys::TOOL_INPUT, input)
+                .data(keys::TOOL_OUTPUT, output);
+            if is_error {
+                e = e.data(keys::IS_ERROR, true);
+            }
+            out.push(e);
+        }
+        true
+    }
+
+    fn result_line(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
+        let result = ResultLine {
+            subtype: str_of(v, "subtype").unwrap_or_default().to_owned(),
+            is_error: v.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+            text: str_of(v, "result").map(str::to_owned),
+            error: match v.get("error") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Null) | None => None,
+                Some(other) => Some(other.to_string()),
+            },
+            turns: v.get("num_turns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()),
+            duration_ms: v.get("duration_ms").and_then(Value::as_u64),
+        };
+        if result.is_error {
+            let message = result_message(&result);
+            for tool in approval_tools(&message) {
+                out.push(
+                    ProviderEvent::new(EventKind::ToolApprovalDenied)
+                        .data(keys::TOOL_NAME, tool)
+                        .data(keys::REASON, "approval_required"),
+                );
+            }
+            let (code, _, reason) = classify_amp_text(&message);
+            out.push(error_event(code, &message, json!({ "subtype": result.subtype, "reason": reason })));
+            self.error_emitted = true;
+        } else {
+            let content = result.text.clone().unwrap_or_else(|| self.turn_text.clone());
+            out.push(
+                ProviderEvent::new(EventKind::MessageReceived)
+                    .data(keys::ROLE, "assistant")
+                    .data(keys::CONTENT, content),
+            );
+        }
+        self.result = Some(result);
+        true
+    }
+
+    /// Classifies the end of the run.
+    ///
+    /// # Errors
+    /// * a result with `is_error` (whatever its subtype), classified by its `error` text
+    ///   ([`classify_amp_text`]), carrying the exit code and stderr;
+    /// * no result line: killed by a signal, non-zero exit (classified by stderr: WebSocket /
+    ///   server errors are `provider_unavailable` (retryable), auth texts
+    ///   `provider_authentication_failed`, internal CLI errors `provider_error`) or EOF without
+    ///   a result line, all with [`ProviderErrorKind::TransportExit`].
+    pub fn finish(&self, exit: &ExitInfo) -> asm_core::Result<ExecuteOutcome> {
+        let limits = self.stderr_limits;
+        let Some(result) = &self.result else {
+            let (code, message, reason) = if let Some(sig) = exit.signal() {
+                (ErrorCode::ProviderError, format!("amp was killed by signal {sig} before printing a result"), None)
+            } else if !exit.success() {
+                let first = exit
+                    .stderr
+                    .lines()
+                    .chain(self.plain_text.lines())
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .map(|l| l.strip_prefix("Error: ").unwrap_or(l).to_owned());
+                let text = format!("{}\n{}", exit.stderr, self.plain_text);
+                let (code, _, reason) = classify_amp_text(&text);
+                let message = first.unwrap_or_else(|| format!("amp exited with {} without a result", exit.describe()));
+                (code, message, reason)
+            } else {
+                (ErrorCode::ProviderError, "amp output ended without a result line".to_owned(), Some("no_result"))
+            };
+            let pe = exit.provider_error(ProviderName::Amp, ProviderErrorKind::TransportExit, message, limits);
+            let mut err = provider_failure(code, pe).with_detail("lines", self.lines);
+            if let Some(reason) = reason {
+                err = err.with_detail("reason", reason);
+            }
+            return Err(err);
+        };
+        if result.is_error {
+            let message = result_message(result);
+            let (code, kind, reason) = classify_amp_text(&message);
+            let kind = if kind == ProviderErrorKind::Unknown && !exit.success() {
+                ProviderErrorKind::TransportExit
+            } else {
+                kind
+            };
+            let pe = exit.provider_error(ProviderName::Amp, kind, message.clone(), limits);
+            let mut err: Error = provider_failure(code, pe).with_detail("subtype", result.subtype.clone());
+            if let Some(reason) = reason {
+                err = err.with_detail("reason", reason);
+            }
+            let tools = approval_tools(&message);
+            if !tools.is_empty() {
+                err = err.with_detail("tools", tools);
+            }
+            if let Some(id) = &self.session_id {
+                err = err.with_detail("provider_session_id", id.clone());
+            }
+            return Err(err);
+        }
+        if !exit.success() {
+            tracing::warn!(exit = %exit.describe(), "amp reported success but exited abnormally");
+        }
+        let mut extra = JsonMap::new();
+        if !self.tool_calls.is_empty() {
+            extra.insert("tool_calls".to_owned(), Value::Array(self.tool_calls.clone()));
+        }
+        let mut metadata = self.init_metadata.clone();
+        if let Some(ms) = result.duration_ms {
+            metadata.insert("duration_ms".to_owned(), ms.into());
+        }
+        let mut outcome = ExecuteOutcome::default();
+        outcome.output = RunOutput { content: result.text.clone().unwrap_or_else(|| self.turn_text.clone()), extra };
+        outcome.token_usage = self.usage;
+        outcome.provider_session_id = self.session_id.clone();
+        outcome.model = self.model.clone();
+        outcome.cost_usd = None;
+        outcome.stop_reason = Some(self.last_stop_reason.clone().unwrap_or_else(|| "end_turn".to_owned()));
+        outcome.turns = result.turns.unwrap_or(self.assistant_messages);
+        outcome.metadata = metadata;
+        Ok(outcome)
+    }
+}
+
+fn result_message(r: &ResultLine) -> String {
+    if let Some(e) = r.error.as_ref().filter(|e| !e.trim().is_empty()) {
+        return e.clone();
+    }
+    if let Some(t) = r.text.as_ref().filter(|t| !t.trim().is_empty()) {
+        return t.clone();
+    }
+    format!("amp reported an error ({})", r.subtype)
+}

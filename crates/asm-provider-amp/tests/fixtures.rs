@@ -1,0 +1,264 @@
+#![allow(clippy::unwrap_used)]
+//! Every Amp fixture (`fixtures/provider-cli/amp_*`: the real offline-failure captures and the
+//! SYNTHETIC stream-json ones recovered from Amp's source), replayed through the adapter as a
+//! subprocess by the fake CLI: expected normalized kinds, outcome and error per fixture.
+
+use std::sync::Arc;
+
+use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
+use asm_ports::ProviderAdapter;
+use asm_provider_amp::{AmpAdapter, AmpNormalizer};
+use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
+use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, Prepared, prepare};
+use asm_testkit::fake_cli::{FakeScript, fixture_names};
+
+use EventKind::{
+    ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
+    ToolApprovalDenied as Denied, ToolCallCompleted as Done, ToolCallFailed as Failed, ToolCallStarted as Start,
+};
+
+const DONE: &str = "The command printed: hi.";
+
+enum Expect {
+    Ok(&'static str),
+    /// Code, `details.reason`, whether the exit code is the fixture's (false when the adapter
+    /// stops the process itself).
+    Fail(ErrorCode, Option<&'static str>, bool),
+}
+
+/// fixture → (outcome, exact kinds, ignoring raw events).
+fn table(name: &str) -> (Expect, Vec<EventKind>) {
+    use ErrorCode::{ProviderAuthenticationFailed as Auth, ProviderError, ProviderUnavailable as Unavailable};
+    match name {
+        "amp_stream_json_SYNTHETIC_from_source" => {
+            (Expect::Ok(DONE), vec![Usage, Stream, Start, Done, Usage, Stream, Recv])
+        }
+        "amp_stream_json_SYNTHETIC_error_from_source" => {
+            (Expect::Fail(ProviderError, Some("interrupted"), true), vec![Err_])
+        }
+        // No API key: the CLI prints a login URL and waits for a pasted code; the adapter stops it.
+        "amp_no_api_key" => (Expect::Fail(Auth, Some("missing_api_key"), false), vec![]),
+        "amp_offline_default_url" => (Expect::Fail(Unavailable, Some("server_error"), true), vec![]),
+        "amp_fake_server_websocket_refused" => (Expect::Fail(Unavailable, Some("connection_failed"), true), vec![]),
+        "amp_fake_server_empty_replies" | "amp_fake_server_userinfo_ok" => {
+            (Expect::Fail(ProviderError, Some("internal_error"), true), vec![])
+        }
+        other => panic!("fixture {other} has no expectation: add it to the table"),
+    }
+}
+
+fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(AmpAdapter::builder().cli_path(&inv.program).env(env).api_key("sgamp_fake_key").build())
+}
+
+fn run(script: &FakeScript) -> Prepared {
+    let contract = AdapterContract::new(make, script.clone(), "");
+    prepare(&contract, script)
+}
+
+fn non_raw(p: &Prepared) -> Vec<EventKind> {
+    p.recorded
+        .events()
+        .into_iter()
+        .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
+        .map(|e| e.kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_amp_fixture_normalizes_as_expected() {
+    let names = fixture_names("amp_");
+    assert_eq!(names.len(), 7, "{names:?}");
+    for name in names {
+        let script = FakeScript::fixture(&name);
+        let p = run(&script);
+        let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
+        let (expect, kinds) = table(&name);
+        assert_eq!(non_raw(&p), kinds, "{name}: kinds");
+        assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
+        match (expect, result) {
+            (Expect::Ok(text), Ok(outcome)) => {
+                assert_eq!(outcome.output.content, text, "{name}");
+                assert!(outcome.provider_session_id.as_deref().is_some_and(|s| s.starts_with("T-")), "{name}");
+                assert!(outcome.turns >= 1, "{name}: turns");
+                assert!(outcome.token_usage.input_tokens > 0, "{name}: usage");
+            }
+            (Expect::Fail(code, reason, exit_from_fixture), Err(err)) => {
+                assert_eq!(err.code(), code, "{name}: {err:?}");
+                assert_eq!(err.details().get("reason").and_then(|r| r.as_str()), reason, "{name}: {err:?}");
+                let pe = err.provider_error().unwrap_or_else(|| panic!("{name}: no provider error"));
+                assert_eq!(pe.provider, asm_core::ProviderName::Amp, "{name}");
+                if exit_from_fixture {
+                    assert_eq!(pe.exit_code, Some(script.exit_code), "{name}: {pe:?}");
+                    if !script.stderr.trim().is_empty() {
+                        assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
+                    }
+                }
+            }
+            (Expect::Ok(_), Err(err)) => panic!("{name}: expected success, got {err:?}"),
+            (Expect::Fail(code, ..), Ok(o)) => panic!("{name}: expected {code:?}, got {o:?}"),
+        }
+        if let Some(pgid) = p.record().pid {
+            asm_testkit::adapter_contract::assert_group_gone(pgid).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn details_of_the_synthetic_run() {
+    let p = run(&FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source"));
+    let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    // Usage: per message (no message ids in Amp), summed into the outcome; no cost.
+    assert_eq!(outcome.token_usage.input_tokens, 220);
+    assert_eq!(outcome.token_usage.output_tokens, 20);
+    assert_eq!(outcome.token_usage.cache_read_tokens, 100);
+    assert_eq!(outcome.cost_usd, None);
+    assert_eq!(outcome.turns, 2);
+    assert_eq!(outcome.stop_reason.as_deref(), Some("end_turn"));
+    assert_eq!(outcome.provider_session_id.as_deref(), Some("T-00000000-0000-4000-8000-000000000001"));
+    assert_eq!(outcome.metadata["agent_mode"], "medium");
+    assert_eq!(outcome.metadata["duration_ms"], 4321);
+    assert_eq!(outcome.output.extra["tool_calls"][0]["name"], "Bash");
+    let events = p.recorded.events();
+    let usage: Vec<_> = events.iter().filter(|e| e.kind == Usage).collect();
+    assert_eq!(usage.len(), 2);
+    assert!(usage.iter().all(|u| u.data["usage_mode"] == "delta"));
+    assert_eq!(usage[1].data["input_tokens"], 120);
+    assert_eq!(usage[1].data["cache_read_tokens"], 100);
+    let started = events.iter().find(|e| e.kind == Start).unwrap();
+    assert_eq!(started.data["tool_call_id"], "toolu_01");
+    assert_eq!(started.data["tool_name"], "Bash");
+    assert_eq!(started.data["tool_input"]["cmd"], "echo hi");
+    let done = events.iter().find(|e| e.kind == Done).unwrap();
+    assert_eq!(done.data["tool_output"], "hi\n");
+    assert_eq!(done.data["tool_name"], "Bash");
+    assert_eq!(done.data["tool_input"]["cmd"], "echo hi");
+    let recv = events.iter().find(|e| e.kind == Recv).unwrap();
+    assert_eq!(recv.data["role"], "assistant");
+    assert_eq!(recv.data["content"], DONE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tool_result_is_enriched_with_the_call() {
+    let mut lines = FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source").stdout_lines();
+    lines[2] = lines[2].replace(
+        r#""content":"hi\n","is_error":false"#,
+        r#""content":"Tool execution rejected by user: no","is_error":true"#,
+    );
+    assert!(lines[2].contains("rejected"));
+    let p = run(&FakeScript::new().lines(lines));
+    p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    assert_eq!(non_raw(&p), [Usage, Stream, Start, Denied, Failed, Usage, Stream, Recv]);
+    let events = p.recorded.events();
+    let failed = events.iter().find(|e| e.kind == Failed).unwrap();
+    assert_eq!(failed.data["tool_call_id"], "toolu_01");
+    assert_eq!(failed.data["tool_name"], "Bash");
+    assert_eq!(failed.data["tool_input"]["cmd"], "echo hi");
+    assert_eq!(failed.data["is_error"], true);
+    assert_eq!(failed.data["tool_output"], "Tool execution rejected by user: no");
+    let denied = events.iter().find(|e| e.kind == Denied).unwrap();
+    assert_eq!(denied.data["tool_name"], "Bash");
+}
+
+#[test]
+fn result_errors_are_typed() {
+    let finish = |lines: &[&str], exit: ExitKind| {
+        let mut n = AmpNormalizer::new();
+        let mut out = Vec::new();
+        for l in lines {
+            n.push_line(l, &mut out).unwrap();
+        }
+        (n.finish(&ExitInfo::new(exit, "", false)), out)
+    };
+    let init = r#"{"type":"system","subtype":"init","session_id":"T-9","tools":[]}"#;
+
+    // Approval required: one tool_approval_denied per tool, then the error.
+    let (res, out) = finish(
+        &[
+            init,
+            r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":0,"error":"The following tools require user approval, which is not supported in stream JSON mode: Bash, edit_file","session_id":"T-9"}"#,
+        ],
+        ExitKind::Code(1),
+    );
+    let kinds: Vec<_> = out.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Denied, Denied, Err_]);
+    assert_eq!(out[1].data["tool_name"], "edit_file");
+    let err = res.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderError);
+    assert_eq!(err.details()["reason"], "approval_required");
+    assert_eq!(err.details()["tools"][0], "Bash");
+    assert_eq!(err.details()["provider_session_id"], "T-9");
+    assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::ProtocolError);
+    assert_eq!(err.provider_error().unwrap().exit_code, Some(1));
+
+    // is_error wins even when the subtype says success; an HTTP text is classified.
+    let (res, _) = finish(
+        &[init, r#"{"type":"result","subtype":"success","is_error":true,"error":"API error 429 Too Many Requests"}"#],
+        ExitKind::Code(0),
+    );
+    let err = res.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderRateLimited);
+    assert!(err.is_retryable());
+
+    // Bad input on stdin.
+    let (res, _) = finish(
+        &[
+            r#"{"type":"result","subtype":"error_during_execution","is_error":true,"error":"No valid messages found in stdin"}"#,
+        ],
+        ExitKind::Code(1),
+    );
+    assert_eq!(res.unwrap_err().details()["reason"], "no_input");
+
+    // EOF without a result (exit 0), non-zero exit with an auth text, signal.
+    let (res, _) = finish(&[init], ExitKind::Code(0));
+    let err = res.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderError);
+    assert_eq!(err.details()["reason"], "no_result");
+    assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::TransportExit);
+    let mut n = AmpNormalizer::new();
+    let err =
+        n.finish(&ExitInfo::new(ExitKind::Code(1), "Error: 401 Unauthorized: invalid API key\n", false)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderAuthenticationFailed);
+    assert_eq!(err.message(), "401 Unauthorized: invalid API key");
+    let mut out = Vec::new();
+    n.push_line(r#"{"type":"assistant","message":{"content":[]}}"#, &mut out).unwrap();
+    let err = n.finish(&ExitInfo::new(ExitKind::Signal(9), "", false)).unwrap_err();
+    assert_eq!(err.provider_error().unwrap().exit_code, Some(137));
+}
+
+#[test]
+fn unknown_and_echo_lines() {
+    let mut n = AmpNormalizer::new();
+    let mut out = Vec::new();
+    // The prompt echo Amp prints as a user line: nothing to report.
+    n.push_line(
+        r#"{"type":"user","message":{"role":"user","content":[{"type":"text","text":"hi"}]},"session_id":"T-1"}"#,
+        &mut out,
+    )
+    .unwrap();
+    assert!(out.is_empty());
+    n.push_line(r#"{"type":"system","subtype":"compacting"}"#, &mut out).unwrap();
+    n.push_line(r#"{"type":"assistant_delta","x":1}"#, &mut out).unwrap();
+    n.push_line("plain text", &mut out).unwrap();
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|e| e.metadata["raw"] == true));
+    assert_eq!(out[0].data["raw_type"], "system");
+    assert_eq!(out[2].metadata["raw_reason"], "not_json");
+    // Thinking blocks are dropped, the usage is still reported.
+    let mut out = Vec::new();
+    n.push_line(
+        r#"{"type":"assistant","message":{"content":[{"type":"thinking","thinking":"hm"}],"usage":{"input_tokens":5,"output_tokens":1}}}"#,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out.iter().map(|e| e.kind).collect::<Vec<_>>(), [Usage]);
+    assert_eq!(n.session_id(), Some("T-1"));
+    // The login flow fails the line.
+    let err = n.push_line("No API key found. Starting login flow...", &mut out).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderAuthenticationFailed);
+    assert!(!err.is_retryable());
+}

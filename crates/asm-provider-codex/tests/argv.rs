@@ -1,0 +1,217 @@
+#![allow(clippy::unwrap_used)]
+//! argv construction, prompt rendering, permission mapping, and the argv the fake CLI really saw.
+
+use std::sync::Arc;
+
+use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
+use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_provider_cli::{CliEnv, PermissionMode};
+use asm_provider_codex::{
+    ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexOptions, SandboxMode, build_argv, render_prompt,
+};
+use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::fake_cli::{FakeScript, fixtures_dir};
+
+fn request(prompt: &str) -> ExecuteRequest {
+    let session = Session::new("agent").unwrap();
+    let run = Run::new(session.id.clone(), RunInput::user(prompt));
+    ExecuteRequest::new(session, run)
+}
+
+fn options(f: impl FnOnce(CodexAdapterBuilder) -> CodexAdapterBuilder) -> CodexOptions {
+    f(CodexAdapter::builder()).build().options().clone()
+}
+
+fn captured(name: &str) -> String {
+    std::fs::read_to_string(fixtures_dir().join(format!("{name}.cmd"))).unwrap().trim().to_owned()
+}
+
+/// The captured command lines (space-joined argv) are reproduced exactly.
+#[test]
+fn argv_matches_the_captured_runs() {
+    let plain = |b: CodexAdapterBuilder| b.model("gpt-5.5").offline(false).bounded_retries(false);
+    let cases: Vec<(&str, CodexOptions, &str)> = vec![
+        ("codex_text", options(|b| b.model("gpt-5.5").bounded_retries(false)), "hello"),
+        ("codex_text_known_model", options(plain), "hello"),
+        (
+            "codex_conn_refused_bounded",
+            options(|b| b.model("gpt-5.5").config("model_providers.fake.base_url", "\"http://127.0.0.1:1/v1\"")),
+            "hello",
+        ),
+        (
+            "codex_http500_default_retries",
+            options(|b| {
+                b.model("gpt-5.5").bounded_retries(false).config("model_providers.fake.request_max_retries", "4")
+            }),
+            "hello",
+        ),
+        (
+            "codex_tool_bypass",
+            options(|b| plain(b).permission_mode(PermissionMode::DangerouslySkipPermissions)),
+            "create a file",
+        ),
+        ("codex_tool_readonly_echo", options(|b| plain(b).sandbox(SandboxMode::ReadOnly)), "echo"),
+        ("codex_tool_write_readonly", options(|b| plain(b).permission_mode(PermissionMode::Plan)), "create a file"),
+        ("codex_tool_call", options(plain), "run echo hi"),
+    ];
+    for (name, o, prompt) in cases {
+        assert_eq!(build_argv(&o, &request(prompt)).join(" "), captured(name), "{name}");
+    }
+}
+
+#[test]
+fn defaults_add_offline_and_bounded_retry_switches() {
+    assert_eq!(
+        build_argv(&CodexOptions::default(), &request("hello")),
+        [
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--disable",
+            "plugins",
+            "-c",
+            "analytics.enabled=false",
+            "--disable",
+            "unbounded_connection_retries",
+            "hello"
+        ]
+    );
+}
+
+#[test]
+fn every_option_maps_to_its_flag_and_resume_goes_last() {
+    let o = options(|b| {
+        b.model("gpt-5.5")
+            .sandbox(SandboxMode::WorkspaceWrite)
+            .approval_policy(ApprovalPolicy::Never)
+            .skip_git_repo_check(false)
+            .offline(false)
+            .bounded_retries(false)
+            .config("model_reasoning_effort", "\"low\"")
+            .extra_args(["--ephemeral"])
+    });
+    let argv = build_argv(&o, &request("second message").resume("01a200f9-bf93-7780-98c1-560657492f45"));
+    assert_eq!(
+        argv,
+        [
+            "exec",
+            "--json",
+            "-m",
+            "gpt-5.5",
+            "-s",
+            "workspace-write",
+            "-c",
+            "approval_policy=\"never\"",
+            "-c",
+            "model_reasoning_effort=\"low\"",
+            "--ephemeral",
+            "resume",
+            "01a200f9-bf93-7780-98c1-560657492f45",
+            "second message",
+        ]
+    );
+}
+
+#[test]
+fn permission_modes_follow_spec_9_6_and_note_30() {
+    let with = |mode| {
+        build_argv(
+            &options(|b| {
+                b.offline(false)
+                    .bounded_retries(false)
+                    .permission_mode(mode)
+                    .sandbox(SandboxMode::WorkspaceWrite)
+                    .approval_policy(ApprovalPolicy::OnRequest)
+            }),
+            &request("x"),
+        )
+    };
+    // default: the configured sandbox and approval policy.
+    assert_eq!(with(PermissionMode::Default)[3..7], ["-s", "workspace-write", "-c", "approval_policy=\"on-request\""]);
+    // plan: read-only sandbox wins over the configured one.
+    let plan = with(PermissionMode::Plan);
+    assert_eq!(plan[3..5], ["-s", "read-only"]);
+    assert!(!plan.contains(&"workspace-write".to_owned()));
+    // bypass: no sandbox, no approval policy.
+    let bypass = with(PermissionMode::DangerouslySkipPermissions);
+    assert_eq!(bypass[3], "--dangerously-bypass-approvals-and-sandbox");
+    assert!(!bypass.iter().any(|a| a == "-s" || a.starts_with("approval_policy")));
+    // accept_edits / full_auto: not supported by Codex.
+    for mode in [PermissionMode::AcceptEdits, PermissionMode::FullAuto] {
+        let err = options(|b| b.permission_mode(mode)).validate().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationError, "{mode}");
+    }
+    assert!(options(|b| b.permission_mode(PermissionMode::Plan)).validate().is_ok());
+    assert!(options(|b| b.config("a=b", "1")).validate().is_err());
+}
+
+#[test]
+fn prompts_that_look_like_flags_or_subcommands_stay_prompts() {
+    let o = options(|b| b.offline(false).bounded_retries(false));
+    assert_eq!(build_argv(&o, &request("--help me")).last().unwrap(), " --help me");
+    assert_eq!(build_argv(&o, &request("resume")).last().unwrap(), " resume");
+    assert_eq!(build_argv(&o, &request("resume the work")).last().unwrap(), "resume the work");
+}
+
+#[test]
+fn transcript_is_replayed_unless_resuming() {
+    let mut t = Transcript::new(asm_core::SessionId::new());
+    t.messages.push(Message::new(Role::User, "first question"));
+    t.messages.push(Message::new(Role::Assistant, "first answer"));
+    let mut call = Message::new(Role::Assistant, "");
+    call.content = None;
+    call.tool_call_id = Some("item_0".into());
+    call.tool_name = Some("bash".into());
+    let mut input = serde_json::Map::new();
+    input.insert("command".into(), "ls".into());
+    call.tool_input = Some(input);
+    t.messages.push(call);
+    let mut result = Message::new(Role::Tool, "");
+    result.tool_call_id = Some("item_0".into());
+    result.tool_name = Some("bash".into());
+    result.tool_output = Some("a.txt".into());
+    t.messages.push(result);
+    let req = request("second").transcript(t);
+    assert_eq!(
+        render_prompt(&req),
+        "user: first question\nassistant: first answer\nassistant_tool_call(item_0): bash {\"command\":\"ls\"}\ntool_result(item_0): bash a.txt\n\nsecond"
+    );
+    let argv = build_argv(&CodexOptions::default(), &req);
+    assert!(argv.last().unwrap().ends_with("\n\nsecond"));
+    assert!(!argv.contains(&"resume".to_owned()));
+    let resumed = req.resume("t-1");
+    assert_eq!(render_prompt(&resumed), "second");
+    assert_eq!(build_argv(&CodexOptions::default(), &resumed).last().unwrap(), "second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_cli_sees_the_built_argv_env_cwd_and_no_stdin() {
+    let cwd = tempfile::tempdir().unwrap();
+    let cwd_path = cwd.path().to_path_buf();
+    let builder = move || {
+        CodexAdapter::builder().env(CliEnv::empty()).model("gpt-5.5").sandbox(SandboxMode::ReadOnly).cwd(&cwd_path)
+    };
+    let b2 = builder.clone();
+    let make = move |inv: &FakeCliInvocation| -> Arc<dyn ProviderAdapter> {
+        let mut b = b2().cli_path(&inv.program);
+        for (k, v) in &inv.env {
+            b = b.env_var(k, v);
+        }
+        Arc::new(b.build())
+    };
+    let script = FakeScript::fixture("codex_resume");
+    let contract = AdapterContract::new(make, script.clone(), "");
+    let p = prepare(&contract, &script);
+    let req = p.request.clone().resume("01a200f9-bf93-7780-98c1-560657492f45");
+    let outcome = p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
+    assert_eq!(outcome.provider_session_id.as_deref(), Some("01a200f9-bf93-7780-98c1-560657492f45"));
+    let record = p.record();
+    assert_eq!(record.argv, build_argv(builder().build().options(), &req));
+    assert!(record.argv.ends_with(&["resume".into(), "01a200f9-bf93-7780-98c1-560657492f45".into(), "hello".into()]));
+    assert!(!record.env.contains_key("HOME"), "environment must be explicit");
+    assert_eq!(record.stdin.as_deref(), Some(""), "stdin must be /dev/null");
+    assert!(p.adapter.supports_native_resume());
+    assert_eq!(p.adapter.name(), "codex");
+    assert!(p.adapter.capabilities().iter().any(|c| c.name == "tool_use"));
+    p.adapter.validate_config().unwrap();
+}

@@ -1,0 +1,189 @@
+#![allow(clippy::unwrap_used)]
+//! Every captured Codex run (`fixtures/provider-cli/codex_*`), replayed through the adapter as
+//! a subprocess by the fake CLI: expected normalized kinds and outcome per fixture.
+
+use std::sync::Arc;
+
+use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
+use asm_ports::ProviderAdapter;
+use asm_provider_cli::CliEnv;
+use asm_provider_codex::CodexAdapter;
+use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, Prepared, prepare};
+use asm_testkit::fake_cli::{FakeScript, fixture_names};
+
+use EventKind::{
+    ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
+    ToolCallCompleted as Done, ToolCallStarted as Start,
+};
+
+const HELLO: &str = "Hello from the fake model!";
+const DONE: &str = "The command printed: done.";
+
+enum Expect {
+    Ok(&'static str),
+    Fail(ErrorCode, &'static str),
+}
+
+/// fixture → (outcome, exact kinds ignoring raw events). `Fail` carries `details.reason`.
+fn table(name: &str) -> (Expect, Vec<EventKind>) {
+    let text = vec![Stream, Recv, Usage];
+    let tool = vec![Start, Done, Stream, Recv, Usage];
+    match name {
+        "codex_text" | "codex_text_known_model" | "codex_text_offline_flags" | "codex_resume" => {
+            (Expect::Ok(HELLO), text)
+        }
+        "codex_tool_call" | "codex_tool_bypass" | "codex_tool_readonly_echo" | "codex_tool_write_workspace" => {
+            (Expect::Ok(DONE), tool)
+        }
+        // Sandbox-denied write in read-only mode: Codex emits no item for the command at all.
+        "codex_tool_write_readonly" => (Expect::Ok(DONE), text),
+        "codex_http401" => (Expect::Fail(ErrorCode::ProviderAuthenticationFailed, "turn_failed"), vec![Err_]),
+        "codex_http500" | "codex_http500_default_retries" | "codex_response_failed" | "codex_conn_refused_bounded" => {
+            (Expect::Fail(ErrorCode::ProviderUnavailable, "turn_failed"), vec![Err_])
+        }
+        // Unbounded retries, killed by `timeout` (124): five reconnect notices, no turn.failed.
+        "codex_conn_refused" => (Expect::Fail(ErrorCode::ProviderUnavailable, "exit"), vec![Err_; 5]),
+        "codex_resume_bad" => (Expect::Fail(ErrorCode::ProviderError, "resume_not_found"), vec![]),
+        "codex_wire_chat" => (Expect::Fail(ErrorCode::ProviderError, "config_error"), vec![]),
+        "codex_sigint_midstream" | "codex_native_sigint_midstream" => {
+            (Expect::Fail(ErrorCode::ProviderError, "exit"), vec![])
+        }
+        "codex_sigterm_midstream" | "codex_native_sigterm_midstream" => {
+            (Expect::Fail(ErrorCode::ProviderError, "signal"), vec![])
+        }
+        other => panic!("fixture {other} has no expectation: add it to the table"),
+    }
+}
+
+fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(CodexAdapter::builder().cli_path(&inv.program).model("gpt-5.5").env(env).build())
+}
+
+/// The fixture as the fake replays it; a negative exit code (`-15`: died by SIGTERM) becomes a
+/// death by that signal. Returns the script and the exit code the error must carry.
+fn script_for(name: &str) -> (FakeScript, i32) {
+    let script = FakeScript::fixture(name);
+    if script.exit_code < 0 {
+        let sig = -script.exit_code;
+        (script.exit_code(0).exit_signal(sig), 128 + sig)
+    } else {
+        let code = script.exit_code;
+        (script, code)
+    }
+}
+
+fn run(name: &str) -> (Prepared, i32) {
+    let (script, code) = script_for(name);
+    let contract = AdapterContract::new(make, script.clone(), "");
+    (prepare(&contract, &script), code)
+}
+
+fn kinds(p: &Prepared) -> Vec<EventKind> {
+    p.recorded
+        .events()
+        .into_iter()
+        .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
+        .map(|e| e.kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codex_fixture_normalizes_as_expected() {
+    let names = fixture_names("codex_");
+    assert!(names.len() >= 21, "{names:?}");
+    for name in names {
+        let (p, exit_code) = run(&name);
+        let script = FakeScript::fixture(&name);
+        let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
+        let (expect, expected_kinds) = table(&name);
+        assert_eq!(kinds(&p), expected_kinds, "{name}: kinds");
+        assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
+        match (expect, result) {
+            (Expect::Ok(text), Ok(outcome)) => {
+                assert_eq!(outcome.output.content, text, "{name}");
+                assert!(outcome.provider_session_id.is_some(), "{name}: thread id");
+                assert_eq!(outcome.turns, 1, "{name}: turns");
+                assert!(outcome.token_usage.input_tokens > 0, "{name}: usage");
+                assert_eq!(outcome.model.as_deref(), Some("gpt-5.5"), "{name}");
+                assert_eq!(outcome.stop_reason.as_deref(), Some("end_turn"), "{name}");
+            }
+            (Expect::Fail(code, reason), Err(err)) => {
+                assert_eq!(err.code(), code, "{name}: {err:?}");
+                assert_eq!(err.details()["reason"], reason, "{name}: {err:?}");
+                let pe = err.provider_error().unwrap_or_else(|| panic!("{name}: no provider error"));
+                assert_eq!(pe.exit_code, Some(exit_code), "{name}: {pe:?}");
+                assert_eq!(pe.provider.as_str(), "codex", "{name}");
+                if !script.stderr.trim().is_empty() {
+                    assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
+                }
+                assert!(!pe.message.starts_with("WARNING"), "{name}: noise as message: {}", pe.message);
+            }
+            (Expect::Ok(_), Err(err)) => panic!("{name}: expected success, got {err:?}"),
+            (Expect::Fail(code, _), Ok(o)) => panic!("{name}: expected {code:?}, got {o:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn details_of_selected_fixtures() {
+    // Tool call: canonical keys, spec 9.3 shapes, usage thread-cumulative with cache split out.
+    let (p, _) = run("codex_tool_call");
+    let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    assert_eq!(outcome.provider_session_id.as_deref(), Some("01a200f9-c1a6-7c50-82bd-abb8d0991a2e"));
+    assert_eq!(outcome.token_usage.input_tokens, 160);
+    assert_eq!(outcome.token_usage.cache_read_tokens, 40);
+    assert_eq!(outcome.token_usage.output_tokens, 24);
+    assert_eq!(outcome.metadata["usage_scope"], "thread_cumulative");
+    let events = p.recorded.events();
+    let started = events.iter().find(|e| e.kind == Start).unwrap();
+    assert_eq!(started.data["tool_call_id"], "item_0");
+    assert_eq!(started.data["tool_name"], "bash");
+    assert_eq!(started.data["tool_input"]["command"], "/bin/bash -lc 'echo hi'");
+    let done = events.iter().find(|e| e.kind == Done).unwrap();
+    assert_eq!(done.data["tool_call_id"], "item_0");
+    assert_eq!(done.data["tool_output"]["output"], "hi\n");
+    assert_eq!(done.data["tool_output"]["exit_code"], 0);
+    assert_eq!(done.data["tool_input"], started.data["tool_input"]);
+    let usage = events.iter().find(|e| e.kind == Usage).unwrap();
+    assert_eq!(usage.data["usage_mode"], "cumulative");
+    assert_eq!(usage.data["input_tokens"], 160);
+    assert_eq!(usage.data["cache_read_tokens"], 40);
+    let received = events.iter().find(|e| e.kind == Recv).unwrap();
+    assert_eq!(received.data["role"], "assistant");
+    assert_eq!(received.data["content"], DONE);
+    assert_eq!(outcome.output.extra["tool_calls"][0]["name"], "bash");
+
+    // Resume: same thread id; usage covers the whole thread (100 of the first run + 100).
+    let (p, _) = run("codex_resume");
+    let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    assert_eq!(outcome.provider_session_id.as_deref(), Some("01a200f9-bf93-7780-98c1-560657492f45"));
+    assert_eq!(outcome.token_usage.input_tokens + outcome.token_usage.cache_read_tokens, 200);
+
+    // Bad resume: typed, the real reason as message, stderr kept.
+    let (p, _) = run("codex_resume_bad");
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    let pe = err.provider_error().unwrap();
+    assert_eq!(pe.kind, ProviderErrorKind::TransportExit);
+    assert!(pe.message.contains("no rollout found"), "{}", pe.message);
+    assert!(pe.stderr.as_deref().unwrap().contains("thread/resume failed"));
+
+    // 401 is not retryable; 5xx / response.failed / connection refused are; HTTP status kept.
+    let (p, _) = run("codex_http401");
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    assert!(!err.is_retryable());
+    assert_eq!(err.details()["http_status"], 401);
+    assert_eq!(err.details()["thread_id"], "01a200f9-f132-74d0-90df-a72d5c18b487");
+    for name in ["codex_http500", "codex_response_failed", "codex_conn_refused_bounded"] {
+        let (p, _) = run(name);
+        assert!(p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err().is_retryable(), "{name}");
+    }
+
+    // Unbounded reconnects: the notices are flagged as retrying.
+    let (p, _) = run("codex_conn_refused");
+    let _ = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    assert!(p.recorded.events().iter().all(|e| e.data["details"]["retrying"] == true));
+}
