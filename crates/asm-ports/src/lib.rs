@@ -20,7 +20,7 @@ mod store;
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunFinish, RunHook};
-pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
+pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};
 pub use store::{
     EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt, StoreCapabilities,
     batch_session, check_run_overwrite, merge_patch,

@@ -238,6 +238,11 @@ pub struct ExecuteOutcome {
     pub turns: u32,
     /// Extra data for the run record.
     pub metadata: JsonMap,
+    /// Provider state kept beside the session handle, in the stored session's
+    /// `metadata.provider_sessions.<provider>`, and so handed back to the adapter on the next run
+    /// in [`ExecuteRequest::session`] (for example Codex's thread-cumulative usage, needed to
+    /// report a resumed run's own tokens).
+    pub provider_state: JsonMap,
 }
 
 impl ExecuteOutcome {
@@ -275,4 +280,16 @@ impl ExecuteOutcome {
         self.stop_reason = Some(reason.into());
         self
     }
+    /// Adds an entry to [`ExecuteOutcome::provider_state`].
+    #[must_use]
+    pub fn state(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.provider_state.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// The provider state a previous run left for `provider` on `session`
+/// (see [`ExecuteOutcome::provider_state`]).
+pub fn provider_state<'a>(session: &'a Session, provider: &str) -> Option<&'a JsonMap> {
+    session.metadata.get("provider_sessions")?.get(provider)?.as_object()
 }

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use asm_core::{Capability, CapabilityType, Result, StderrLimits};
+use asm_core::{Capability, CapabilityType, Result, StderrLimits, TokenUsage};
 use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
 use asm_provider_cli::{CliCommand, CliEnv, CliLimits, PermissionMode, RunControl, run_jsonl};
 
@@ -135,7 +135,8 @@ impl ProviderAdapter for CodexAdapter {
         if let Some(id) = normalizer.thread_id() {
             span.record("thread_id", id);
         }
-        span.in_scope(|| normalizer.finish(&exit))
+        let outcome = span.in_scope(|| normalizer.finish(&exit))?;
+        Ok(scope_usage_to_run(outcome, &request))
     }
 
     fn validate_config(&self) -> Result<()> {
@@ -256,5 +257,106 @@ impl CodexAdapterBuilder {
     /// The adapter.
     pub fn build(self) -> CodexAdapter {
         CodexAdapter::new(self.options)
+    }
+}
+
+/// Key of the thread-cumulative usage kept in the provider state between runs.
+const THREAD_USAGE: &str = "thread_usage";
+
+/// Codex reports usage for the whole thread. A new thread's total is the run's own; for a resumed
+/// thread, the total recorded by the previous run of the same thread (kept as provider state on
+/// the session) is subtracted, so run totals add up. Without such a record the run keeps the
+/// thread total and says so in `metadata.usage_scope = "thread_cumulative"`.
+fn scope_usage_to_run(mut outcome: ExecuteOutcome, request: &ExecuteRequest) -> ExecuteOutcome {
+    let cumulative = outcome.token_usage;
+    let baseline = request.resume.as_ref().and_then(|thread| {
+        let state = asm_ports::provider_state(&request.session, PROVIDER_NAME)?.get(THREAD_USAGE)?;
+        (state.get("thread_id")?.as_str()? == thread)
+            .then(|| serde_json::from_value::<TokenUsage>(state.get("usage")?.clone()).ok())
+            .flatten()
+    });
+    let scope = match (request.resume.is_some(), baseline) {
+        (false, _) => "run",
+        (true, Some(before)) => {
+            outcome.token_usage = usage_since(cumulative, before);
+            "run"
+        }
+        (true, None) => "thread_cumulative",
+    };
+    outcome.metadata.insert("usage_scope".to_owned(), scope.into());
+    if let Some(thread) = outcome.provider_session_id.clone() {
+        let usage = serde_json::to_value(cumulative).unwrap_or_default();
+        outcome
+            .provider_state
+            .insert(THREAD_USAGE.to_owned(), serde_json::json!({"thread_id": thread, "usage": usage}));
+    }
+    outcome
+}
+
+fn usage_since(total: TokenUsage, before: TokenUsage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: total.input_tokens.saturating_sub(before.input_tokens),
+        output_tokens: total.output_tokens.saturating_sub(before.output_tokens),
+        cache_read_tokens: total.cache_read_tokens.saturating_sub(before.cache_read_tokens),
+        cache_creation_tokens: total.cache_creation_tokens.saturating_sub(before.cache_creation_tokens),
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+    use asm_core::{Run, RunInput, Session};
+
+    fn usage(input: u64, output: u64) -> TokenUsage {
+        TokenUsage { input_tokens: input, output_tokens: output, ..TokenUsage::default() }
+    }
+
+    fn request(resume: Option<&str>, recorded: Option<(&str, TokenUsage)>) -> ExecuteRequest {
+        let mut session = Session::new("a").unwrap();
+        if let Some((thread, u)) = recorded {
+            session.metadata.insert(
+                "provider_sessions".into(),
+                serde_json::json!({"codex": {"thread_usage": {"thread_id": thread, "usage": u}}}),
+            );
+        }
+        let run = Run::new(session.id.clone(), RunInput::user("x"));
+        let request = ExecuteRequest::new(session, run);
+        match resume {
+            Some(thread) => request.resume(thread),
+            None => request,
+        }
+    }
+
+    fn outcome(total: TokenUsage) -> ExecuteOutcome {
+        ExecuteOutcome::text("ok").usage(total).provider_session("t-1")
+    }
+
+    #[test]
+    fn a_new_thread_reports_its_total_and_records_it() {
+        let out = scope_usage_to_run(outcome(usage(100, 10)), &request(None, None));
+        assert_eq!(out.token_usage, usage(100, 10));
+        assert_eq!(out.metadata["usage_scope"], "run");
+        assert_eq!(out.provider_state[THREAD_USAGE]["thread_id"], "t-1");
+        assert_eq!(out.provider_state[THREAD_USAGE]["usage"]["input_tokens"], 100);
+    }
+
+    #[test]
+    fn a_resumed_thread_reports_only_its_own_tokens() {
+        let out = scope_usage_to_run(outcome(usage(250, 30)), &request(Some("t-1"), Some(("t-1", usage(100, 10)))));
+        assert_eq!(out.token_usage, usage(150, 20));
+        assert_eq!(out.metadata["usage_scope"], "run");
+        assert_eq!(
+            out.provider_state[THREAD_USAGE]["usage"]["input_tokens"], 250,
+            "the next baseline is the new total"
+        );
+    }
+
+    #[test]
+    fn without_a_baseline_for_this_thread_the_total_is_kept_and_labelled() {
+        for recorded in [None, Some(("t-other", usage(100, 10)))] {
+            let out = scope_usage_to_run(outcome(usage(250, 30)), &request(Some("t-1"), recorded));
+            assert_eq!(out.token_usage, usage(250, 30));
+            assert_eq!(out.metadata["usage_scope"], "thread_cumulative");
+        }
     }
 }

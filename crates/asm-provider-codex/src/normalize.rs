@@ -553,8 +553,8 @@ impl CodexNormalizer {
         if !self.tool_calls.is_empty() {
             extra.insert("tool_calls".to_owned(), Value::Array(self.tool_calls.clone()));
         }
+        // `usage_scope` is decided by the adapter, which knows whether the thread was resumed.
         let mut metadata = JsonMap::new();
-        metadata.insert("usage_scope".to_owned(), Value::String("thread_cumulative".to_owned()));
         if let Some(u) = &self.usage_raw {
             metadata.insert("codex_usage".to_owned(), u.clone());
         }

@@ -130,14 +130,14 @@ async fn every_codex_fixture_normalizes_as_expected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn details_of_selected_fixtures() {
-    // Tool call: canonical keys, spec 9.3 shapes, usage thread-cumulative with cache split out.
+    // Tool call: canonical keys, spec 9.3 shapes, a new thread's usage is the run's own (cache split out).
     let (p, _) = run("codex_tool_call");
     let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
     assert_eq!(outcome.provider_session_id.as_deref(), Some("01a200f9-c1a6-7c50-82bd-abb8d0991a2e"));
     assert_eq!(outcome.token_usage.input_tokens, 160);
     assert_eq!(outcome.token_usage.cache_read_tokens, 40);
     assert_eq!(outcome.token_usage.output_tokens, 24);
-    assert_eq!(outcome.metadata["usage_scope"], "thread_cumulative");
+    assert_eq!(outcome.metadata["usage_scope"], "run");
     let events = p.recorded.events();
     let started = events.iter().find(|e| e.kind == Start).unwrap();
     assert_eq!(started.data["tool_call_id"], "item_0");

@@ -307,8 +307,11 @@ impl Execution {
                 if let Some(cost) = outcome.cost_usd {
                     data.insert(keys::TOTAL_COST_USD.into(), cost.into());
                 }
-                if outcome.provider_session_id.is_some() || outcome.model.is_some() {
-                    let mut handle = JsonMap::new();
+                if outcome.provider_session_id.is_some()
+                    || outcome.model.is_some()
+                    || !outcome.provider_state.is_empty()
+                {
+                    let mut handle = outcome.provider_state.clone();
                     if let Some(id) = &outcome.provider_session_id {
                         handle.insert(keys::PROVIDER_SESSION_ID.into(), id.clone().into());
                     }

@@ -648,3 +648,22 @@ async fn the_event_stream_yields_a_store_error_and_ends() {
     assert_eq!(err.code(), ErrorCode::SessionNotFound);
     assert!(stream.next().await.is_none());
 }
+
+#[tokio::test]
+async fn provider_state_is_kept_with_the_session_handle_and_handed_back() {
+    let adapter = ScriptedAdapter::new().end(asm_testkit::ScriptEnd::Succeed(
+        ExecuteOutcome::text("ok")
+            .provider_session("t-1")
+            .state("thread_usage", serde_json::json!({"input_tokens": 7})),
+    ));
+    let manager = SessionManager::new(InMemorySessionStore::new(), adapter.clone());
+    let session = active_session(&manager).await;
+    for prompt in ["one", "two"] {
+        let run = manager.start_run(&session, RunInput::user(prompt), StartRunOptions::default()).await.unwrap();
+        manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    }
+    let second = adapter.requests().pop().unwrap();
+    let state = asm_ports::provider_state(&second.session, "scripted").expect("state recorded for the provider");
+    assert_eq!(state["thread_usage"]["input_tokens"], 7);
+    assert_eq!(state["provider_session_id"], "t-1");
+}
