@@ -41,7 +41,7 @@ mod normalize;
 mod options;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::Instrument;
@@ -140,11 +140,7 @@ impl ProviderAdapter for AmpAdapter {
                 return Err(missing_key_error());
             }
             let cmd = self.command(&request);
-            let deadline = match (request.deadline, self.options.timeout.map(|t| Instant::now() + t)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let control = RunControl::new(request.cancel.clone(), deadline);
+            let control = RunControl::from_request(&request, self.options.timeout);
             let mut normalizer =
                 AmpNormalizer::new().stderr_limits(self.options.stderr_limits).model(self.options.model.clone());
             let exit = run_jsonl(&cmd, &control, &sink, |line, out| normalizer.push_line(line, out)).await?;

@@ -28,7 +28,7 @@ mod normalize;
 mod options;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::Instrument;
@@ -105,11 +105,7 @@ impl ProviderAdapter for ClaudeAdapter {
 
     async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {
         let cmd = self.command(&request);
-        let deadline = match (request.deadline, self.options.timeout.map(|t| Instant::now() + t)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let control = RunControl::new(request.cancel.clone(), deadline);
+        let control = RunControl::from_request(&request, self.options.timeout);
         let mut normalizer = ClaudeNormalizer::new().stderr_limits(self.options.stderr_limits);
         let span = tracing::info_span!("claude_execute", run_id = %request.run.id, resume = request.resume.is_some());
         let exit = run_jsonl(&cmd, &control, &sink, |line, out| {

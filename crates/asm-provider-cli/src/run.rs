@@ -32,9 +32,15 @@ impl RunControl {
         Self { cancel, deadline }
     }
 
-    /// The token and deadline of `request`.
-    pub fn from_request(request: &ExecuteRequest) -> Self {
-        Self::new(request.cancel.clone(), request.deadline)
+    /// The token of `request` and the earlier of its deadline and `now + adapter_timeout` (an
+    /// adapter's own time limit).
+    pub fn from_request(request: &ExecuteRequest, adapter_timeout: Option<std::time::Duration>) -> Self {
+        let own = adapter_timeout.map(|timeout| Instant::now() + timeout);
+        let deadline = match (request.deadline, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Self::new(request.cancel.clone(), deadline)
     }
 }
 

@@ -38,7 +38,7 @@ mod normalize;
 mod options;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tracing::Instrument;
@@ -113,11 +113,7 @@ impl ProviderAdapter for CodexAdapter {
     async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {
         self.options.validate()?;
         let cmd = self.command(&request);
-        let deadline = match (request.deadline, self.options.timeout.map(|t| Instant::now() + t)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let control = RunControl::new(request.cancel.clone(), deadline);
+        let control = RunControl::from_request(&request, self.options.timeout);
         let mut normalizer =
             CodexNormalizer::new().stderr_limits(self.options.stderr_limits).model(self.options.model.clone());
         let span = tracing::info_span!(
