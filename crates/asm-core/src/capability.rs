@@ -175,6 +175,19 @@ impl Capability {
         Ok(capability)
     }
 
+    /// Enabled capabilities from `(name, type)` pairs, as adapters advertise them; pairs with an
+    /// empty name are left out.
+    ///
+    /// ```
+    /// use asm_core::{Capability, CapabilityType};
+    /// let caps = Capability::list(&[("streaming", CapabilityType::Sampling), ("bash", CapabilityType::CodeExecution)]);
+    /// assert_eq!(caps.len(), 2);
+    /// assert!(caps.iter().all(|c| c.enabled));
+    /// ```
+    pub fn list(pairs: &[(&str, CapabilityType)]) -> Vec<Capability> {
+        pairs.iter().filter_map(|&(name, kind)| Self::new(name, kind).ok()).collect()
+    }
+
     /// Builds a capability from a JSON object, with the error codes of the spec: a missing or
     /// empty `name` or a missing `type` is [`ErrorCode::ValidationError`], a `type` that is not a
     /// known name is [`ErrorCode::InvalidCapabilityType`]. `enabled` defaults to `true`.

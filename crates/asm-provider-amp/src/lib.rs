@@ -115,17 +115,14 @@ impl ProviderAdapter for AmpAdapter {
     }
 
     fn capabilities(&self) -> Vec<Capability> {
-        [
+        Capability::list(&[
             ("streaming", CapabilityType::Sampling),
             ("tool_use", CapabilityType::Tool),
             ("interrupt", CapabilityType::Sampling),
             ("mcp", CapabilityType::Tool),
             ("file_operations", CapabilityType::Tool),
             ("bash", CapabilityType::Tool),
-        ]
-        .into_iter()
-        .filter_map(|(name, kind)| Capability::new(name, kind).ok())
-        .collect()
+        ])
     }
 
     async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {

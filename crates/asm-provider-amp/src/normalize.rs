@@ -8,7 +8,9 @@ use asm_core::{
     Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage, keys,
 };
 use asm_ports::{ExecuteOutcome, ProviderEvent};
-use asm_provider_cli::{ExitInfo, classify_error_text, provider_failure, raw_event};
+use asm_provider_cli::{
+    ExitInfo, anthropic_usage, classify_error_text, error_event, provider_failure, raw_event, tool_result_text,
+};
 
 /// Known `error` texts of Amp's `error_during_execution` result and what they mean.
 const APPROVAL_PREFIX: &str = "The following tools require user approval";
@@ -127,36 +129,6 @@ pub struct AmpNormalizer {
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
-}
-
-fn usage_of(v: &Value) -> Option<TokenUsage> {
-    let u = v.as_object()?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Some(TokenUsage {
-        input_tokens: n("input_tokens"),
-        output_tokens: n("output_tokens"),
-        cache_read_tokens: n("cache_read_input_tokens"),
-        cache_creation_tokens: n("cache_creation_input_tokens"),
-    })
-}
-
-/// Tool result content: a string, or the text of an array of blocks.
-fn content_text(v: &Value) -> Value {
-    match v {
-        Value::Array(blocks) => {
-            let texts: Vec<&str> = blocks.iter().filter_map(|b| str_of(b, "text")).collect();
-            if texts.len() == blocks.len() { Value::String(texts.join("\n")) } else { v.clone() }
-        }
-        Value::Null => Value::String(String::new()),
-        other => other.clone(),
-    }
-}
-
-fn error_event(code: ErrorCode, message: &str, details: Value) -> ProviderEvent {
-    ProviderEvent::new(EventKind::ErrorOccurred)
-        .data(keys::ERROR_CODE, code.as_str())
-        .data(keys::ERROR_MESSAGE, message)
-        .data(keys::DETAILS, details)
 }
 
 /// The tool names of `The following tools require user approval, which is not supported in
@@ -278,7 +250,7 @@ impl AmpNormalizer {
         }
         // Amp messages carry no id: every assistant line is a distinct message, so its usage
         // is reported once, as a delta.
-        if let Some(u) = message.get("usage").and_then(usage_of)
+        if let Some(u) = message.get("usage").and_then(anthropic_usage)
             && !u.is_zero()
         {
             self.usage += u;
@@ -341,7 +313,7 @@ impl AmpNormalizer {
             let (name, input) =
                 self.tools.get(&call_id).cloned().unwrap_or_else(|| ("unknown".to_owned(), Value::Object(Map::new())));
             let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
-            let output = content_text(block.get("content").unwrap_or(&Value::Null));
+            let output = tool_result_text(block.get("content").unwrap_or(&Value::Null));
             if is_error
                 && let Some(text) = output.as_str()
                 && text.starts_with("Tool execution rejected by user")

@@ -89,7 +89,7 @@ impl ProviderAdapter for ClaudeAdapter {
     }
 
     fn capabilities(&self) -> Vec<Capability> {
-        [
+        Capability::list(&[
             ("streaming", CapabilityType::Sampling),
             ("tool_use", CapabilityType::Tool),
             ("vision", CapabilityType::Resource),
@@ -97,10 +97,7 @@ impl ProviderAdapter for ClaudeAdapter {
             ("interrupt", CapabilityType::Sampling),
             ("file_operations", CapabilityType::FileAccess),
             ("bash", CapabilityType::CodeExecution),
-        ]
-        .into_iter()
-        .filter_map(|(name, kind)| Capability::new(name, kind).ok())
-        .collect()
+        ])
     }
 
     async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {

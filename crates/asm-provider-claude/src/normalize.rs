@@ -9,7 +9,10 @@ use asm_core::{
     UsageMode, keys,
 };
 use asm_ports::{ExecuteOutcome, ProviderEvent};
-use asm_provider_cli::{ExitInfo, classify_error_text, classify_http_status, provider_failure, raw_event};
+use asm_provider_cli::{
+    ExitInfo, anthropic_usage, classify_error_text, classify_http_status, error_event, provider_failure, raw_event,
+    tool_result_text,
+};
 
 /// The result line, as far as the outcome needs it.
 #[derive(Debug, Default)]
@@ -83,17 +86,6 @@ pub struct ClaudeNormalizer {
     plain_text: String,
 }
 
-fn usage_of(v: &Value) -> Option<TokenUsage> {
-    let u = v.as_object()?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Some(TokenUsage {
-        input_tokens: n("input_tokens"),
-        output_tokens: n("output_tokens"),
-        cache_read_tokens: n("cache_read_input_tokens"),
-        cache_creation_tokens: n("cache_creation_input_tokens"),
-    })
-}
-
 fn sub(a: TokenUsage, b: TokenUsage) -> TokenUsage {
     TokenUsage {
         input_tokens: a.input_tokens.saturating_sub(b.input_tokens),
@@ -114,25 +106,6 @@ fn usage_event(u: TokenUsage, mode: UsageMode) -> ProviderEvent {
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
-}
-
-/// Tool result content: a string, or the text of an array of blocks.
-fn content_text(v: &Value) -> Value {
-    match v {
-        Value::Array(blocks) => {
-            let texts: Vec<&str> = blocks.iter().filter_map(|b| str_of(b, "text")).collect();
-            if texts.len() == blocks.len() { Value::String(texts.join("\n")) } else { v.clone() }
-        }
-        Value::Null => Value::String(String::new()),
-        other => other.clone(),
-    }
-}
-
-fn error_event(code: ErrorCode, message: &str, details: Value) -> ProviderEvent {
-    ProviderEvent::new(EventKind::ErrorOccurred)
-        .data(keys::ERROR_CODE, code.as_str())
-        .data(keys::ERROR_MESSAGE, message)
-        .data(keys::DETAILS, details)
 }
 
 impl ClaudeNormalizer {
@@ -251,7 +224,7 @@ impl ClaudeNormalizer {
                 let message = event.get("message").unwrap_or(&Value::Null);
                 if let Some(id) = str_of(message, "id") {
                     self.current_message = Some(id.to_owned());
-                    if let Some(u) = message.get("usage").and_then(usage_of) {
+                    if let Some(u) = message.get("usage").and_then(anthropic_usage) {
                         self.report_usage(id, u, out);
                     }
                 }
@@ -343,7 +316,7 @@ impl ClaudeNormalizer {
         let id = str_of(message, "id").map(str::to_owned);
         if let Some(id) = &id
             && !self.reported.contains_key(id)
-            && let Some(u) = message.get("usage").and_then(usage_of)
+            && let Some(u) = message.get("usage").and_then(anthropic_usage)
         {
             self.report_usage(id, u, out);
         }
@@ -409,7 +382,7 @@ impl ClaudeNormalizer {
                 .data(keys::TOOL_CALL_ID, call_id)
                 .data(keys::TOOL_NAME, name)
                 .data(keys::TOOL_INPUT, input)
-                .data(keys::TOOL_OUTPUT, content_text(block.get("content").unwrap_or(&Value::Null)));
+                .data(keys::TOOL_OUTPUT, tool_result_text(block.get("content").unwrap_or(&Value::Null)));
             if is_error {
                 e = e.data(keys::IS_ERROR, true);
             }
@@ -438,7 +411,7 @@ impl ClaudeNormalizer {
             .and_then(Value::as_array)
             .map(|a| a.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect())
             .unwrap_or_default();
-        let usage = v.get("usage").and_then(usage_of);
+        let usage = v.get("usage").and_then(anthropic_usage);
         let mut metadata = JsonMap::new();
         for key in [
             "duration_ms",

@@ -33,6 +33,9 @@ pub use command::{
     CLAUDE_OFFLINE_ENV, CODEX_BOUNDED_RETRY_ARGS, CODEX_OFFLINE_ARGS, CliCommand, CliEnv, CliLimits,
     DEFAULT_INHERITED_ENV, OfflineSwitches, resolve_program,
 };
-pub use normalize::{PermissionMode, RAW_EVENT_KIND, classify_error_text, classify_http_status, raw_event};
+pub use normalize::{
+    PermissionMode, RAW_EVENT_KIND, anthropic_usage, classify_error_text, classify_http_status, error_event, raw_event,
+    tool_result_text,
+};
 pub use process::{CliProcess, ExitInfo, ExitKind, process_group_alive, provider_failure};
 pub use run::{RunControl, cancelled_error, run_jsonl};

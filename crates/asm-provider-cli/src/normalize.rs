@@ -3,8 +3,49 @@
 
 use std::fmt;
 
-use asm_core::{Error, ErrorCode, EventKind, keys};
+use asm_core::{Error, ErrorCode, EventKind, TokenUsage, keys};
 use asm_ports::ProviderEvent;
+use serde_json::Value;
+
+/// An `error_occurred` event with the canonical keys `error_code`, `error_message`, `details`.
+pub fn error_event(code: ErrorCode, message: &str, details: Value) -> ProviderEvent {
+    ProviderEvent::new(EventKind::ErrorOccurred)
+        .data(keys::ERROR_CODE, code.as_str())
+        .data(keys::ERROR_MESSAGE, message)
+        .data(keys::DETAILS, details)
+}
+
+/// A tool result's content as the canonical `tool_output`: a string stays a string, an array of
+/// text blocks becomes their text joined by newlines, anything else is kept as it is.
+///
+/// ```
+/// use serde_json::json;
+/// let blocks = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+/// assert_eq!(asm_provider_cli::tool_result_text(&blocks), json!("a\nb"));
+/// ```
+pub fn tool_result_text(v: &Value) -> Value {
+    match v {
+        Value::Array(blocks) => {
+            let texts: Vec<&str> = blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect();
+            if texts.len() == blocks.len() { Value::String(texts.join("\n")) } else { v.clone() }
+        }
+        Value::Null => Value::String(String::new()),
+        other => other.clone(),
+    }
+}
+
+/// Token usage in the Anthropic Messages shape (`input_tokens`, `output_tokens`,
+/// `cache_read_input_tokens`, `cache_creation_input_tokens`), used by Claude Code and Amp.
+pub fn anthropic_usage(v: &Value) -> Option<TokenUsage> {
+    let u = v.as_object()?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(TokenUsage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_read_tokens: n("cache_read_input_tokens"),
+        cache_creation_tokens: n("cache_creation_input_tokens"),
+    })
+}
 
 /// The kind used for provider lines no mapping knows (forward compatibility): a
 /// `message_received` with role `system` and empty `content` (so transcripts ignore it), the

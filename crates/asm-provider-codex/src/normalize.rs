@@ -8,7 +8,7 @@ use asm_core::{
     Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage, keys,
 };
 use asm_ports::{ExecuteOutcome, ProviderEvent};
-use asm_provider_cli::{ExitInfo, classify_error_text, classify_http_status, provider_failure, raw_event};
+use asm_provider_cli::{ExitInfo, classify_error_text, classify_http_status, error_event, provider_failure, raw_event};
 
 /// Item types that are not tool calls (spec 9.3). The ones with a mapping of their own
 /// (`agent_message`, `reasoning`, `todo_list`, `error`) are handled first; the rest become raw
@@ -113,13 +113,6 @@ pub struct CodexNormalizer {
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
-}
-
-fn error_event(code: ErrorCode, message: &str, details: Value) -> ProviderEvent {
-    ProviderEvent::new(EventKind::ErrorOccurred)
-        .data(keys::ERROR_CODE, code.as_str())
-        .data(keys::ERROR_MESSAGE, message)
-        .data(keys::DETAILS, details)
 }
 
 /// An HTTP status mentioned in a Codex error text (`unexpected status 401 Unauthorized`,

@@ -176,10 +176,7 @@ impl Default for ScriptedAdapter {
 }
 
 fn default_capabilities() -> Vec<Capability> {
-    [("streaming", CapabilityType::Sampling), ("tools", CapabilityType::Tool)]
-        .into_iter()
-        .filter_map(|(name, kind)| Capability::new(name, kind).ok())
-        .collect()
+    Capability::list(&[("streaming", CapabilityType::Sampling), ("tools", CapabilityType::Tool)])
 }
 
 fn cancelled() -> Error {

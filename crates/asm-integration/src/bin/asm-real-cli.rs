@@ -265,6 +265,42 @@ async fn assert_no_processes(marker: &str) -> Result<(), String> {
     }
 }
 
+/// The common end of a cancel case: the CLI runs (found by its marker), cancel returns
+/// `Err(Cancelled)` within `CANCEL_BOUND`, nothing is emitted after it, no process is left, and
+/// the fake server saw the client leave.
+async fn cancel_mid_stream(
+    task: tokio::task::JoinHandle<asm_core::Result<ExecuteOutcome>>,
+    cancel: &asm_ports::CancellationToken,
+    recorded: &Recorded,
+    marker: &str,
+    server: &FakeServer,
+) -> CaseResult {
+    let running = marked_processes(marker, false);
+    if running.is_empty() {
+        task.abort();
+        return Err("the CLI process was not found by its marker".to_owned());
+    }
+    let before = recorded.events().len();
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let joined = tokio::time::timeout(CANCEL_BOUND, task).await.map_err(|_| "execute did not return after cancel")?;
+    let result = joined.map_err(|e| format!("join: {e}"))?;
+    let took = cancelled_at.elapsed();
+    let err = match result {
+        Ok(outcome) => return Err(format!("cancelled run succeeded: {:?}", outcome.output.content)),
+        Err(err) => err,
+    };
+    ensure(err.code() == ErrorCode::Cancelled, || format!("error {err:?}"))?;
+    let after = recorded.events().len();
+    ensure(after == before, || format!("{} events emitted after cancel", after - before))?;
+    assert_no_processes(marker).await?;
+    ensure(server.wait_until(Duration::from_secs(5), |s| s.aborted_streams() >= 1).await, || {
+        "the server did not see the client leave".to_owned()
+    })?;
+    check_events(recorded)?;
+    Ok(format!("cancelled after {before} events in {} ms, {} process(es) gone", took.as_millis(), running.len()))
+}
+
 async fn claude_version(env: &ClaudeEnv) -> CaseResult {
     let out = tokio::process::Command::new(&env.cli)
         .arg("--version")
@@ -371,30 +407,7 @@ async fn claude_cancel(env: &ClaudeEnv) -> CaseResult {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let running = marked_processes(&marker, false);
-    if running.is_empty() {
-        task.abort();
-        return Err("the CLI process was not found by its marker".to_owned());
-    }
-    let before = recorded.events().len();
-    let cancelled_at = Instant::now();
-    cancel.cancel();
-    let joined = tokio::time::timeout(CANCEL_BOUND, task).await.map_err(|_| "execute did not return after cancel")?;
-    let result = joined.map_err(|e| format!("join: {e}"))?;
-    let took = cancelled_at.elapsed();
-    let err = match result {
-        Ok(outcome) => return Err(format!("cancelled run succeeded: {:?}", outcome.output.content)),
-        Err(err) => err,
-    };
-    ensure(err.code() == ErrorCode::Cancelled, || format!("error {err:?}"))?;
-    let after = recorded.events().len();
-    ensure(after == before, || format!("{} events emitted after cancel", after - before))?;
-    assert_no_processes(&marker).await?;
-    ensure(env.server.wait_until(Duration::from_secs(5), |s| s.aborted_streams() >= 1).await, || {
-        "the server did not see the client leave".to_owned()
-    })?;
-    check_events(&recorded)?;
-    Ok(format!("cancelled after {before} events in {} ms, {} process(es) gone", took.as_millis(), running.len()))
+    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
 }
 
 async fn claude_http_error(env: &ClaudeEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
@@ -599,30 +612,7 @@ async fn codex_cancel(env: &CodexEnv) -> CaseResult {
         return Err(format!("the slow stream did not start; events {:?}", recorded.kinds()));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let running = marked_processes(&marker, false);
-    if running.is_empty() {
-        task.abort();
-        return Err("the CLI process was not found by its marker".to_owned());
-    }
-    let before = recorded.events().len();
-    let cancelled_at = Instant::now();
-    cancel.cancel();
-    let joined = tokio::time::timeout(CANCEL_BOUND, task).await.map_err(|_| "execute did not return after cancel")?;
-    let result = joined.map_err(|e| format!("join: {e}"))?;
-    let took = cancelled_at.elapsed();
-    let err = match result {
-        Ok(outcome) => return Err(format!("cancelled run succeeded: {:?}", outcome.output.content)),
-        Err(err) => err,
-    };
-    ensure(err.code() == ErrorCode::Cancelled, || format!("error {err:?}"))?;
-    let after = recorded.events().len();
-    ensure(after == before, || format!("{} events emitted after cancel", after - before))?;
-    assert_no_processes(&marker).await?;
-    ensure(env.server.wait_until(Duration::from_secs(5), |s| s.aborted_streams() >= 1).await, || {
-        "the server did not see the client leave".to_owned()
-    })?;
-    check_events(&recorded)?;
-    Ok(format!("cancelled after {before} events in {} ms, {} process(es) gone", took.as_millis(), running.len()))
+    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
 }
 
 async fn codex_http_error(env: &CodexEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
