@@ -314,6 +314,52 @@ impl Error {
         self.inner.code.is_retryable()
     }
 
+    /// A copy small enough to store: the message (and the provider error's message and stderr)
+    /// cut to `max_text` bytes on a UTF-8 boundary, and detail entries kept, in order, while
+    /// their JSON size fits in `max_details` bytes. What was cut is marked: `message_truncated`
+    /// / `details_truncated` details, `truncated: true` on the provider error. The code,
+    /// timestamp and source are kept; an error that already fits is returned unchanged.
+    ///
+    /// ```
+    /// use asm_core::{Error, ErrorCode};
+    /// let huge = Error::new(ErrorCode::ProviderError, "x".repeat(1 << 20)).with_detail("dump", "y".repeat(1 << 20));
+    /// let bounded = huge.bounded(1024, 4096);
+    /// assert_eq!(bounded.code(), ErrorCode::ProviderError);
+    /// assert!(bounded.message().len() <= 1024);
+    /// assert_eq!(bounded.details()["details_truncated"], true);
+    /// assert!(!bounded.details().contains_key("dump"));
+    /// ```
+    #[must_use]
+    pub fn bounded(&self, max_text: usize, max_details: usize) -> Error {
+        let mut bounded = self.clone();
+        let inner = &mut bounded.inner;
+        if truncate_marked(&mut inner.message, max_text) {
+            inner.details.insert("message_truncated".into(), true.into());
+        }
+        if let Some(provider_error) = &mut inner.provider_error {
+            let cut_message = truncate_marked(&mut provider_error.message, max_text);
+            let cut_stderr = provider_error.stderr.as_mut().is_some_and(|stderr| truncate_marked(stderr, max_text));
+            if cut_message || cut_stderr {
+                provider_error.truncated = Some(true);
+            }
+        }
+        let sizes: Vec<usize> =
+            inner.details.values().map(|v| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())).collect();
+        if sizes.iter().fold(0usize, |sum, size| sum.saturating_add(*size)) > max_details {
+            let mut budget = max_details;
+            let mut kept = JsonMap::new();
+            for ((key, value), size) in inner.details.iter().zip(sizes) {
+                if size.saturating_add(key.len()) <= budget {
+                    budget -= size + key.len();
+                    kept.insert(key.clone(), value.clone());
+                }
+            }
+            kept.insert("details_truncated".into(), true.into());
+            inner.details = kept;
+        }
+        bounded
+    }
+
     /// The canonical event payload of a failure: `error_code`, `error_message`, and
     /// `provider_error` / `details` when present (empty details are left out).
     pub fn to_event_data(&self) -> JsonMap {
@@ -328,6 +374,24 @@ impl Error {
         }
         data
     }
+}
+
+/// Cuts `text` to at most `max` bytes on a UTF-8 boundary, ending it with a marker; whether it
+/// was cut.
+fn truncate_marked(text: &mut String, max: usize) -> bool {
+    const MARKER: &str = "… [truncated]";
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max.saturating_sub(MARKER.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    if text.len() + MARKER.len() <= max {
+        text.push_str(MARKER);
+    }
+    true
 }
 
 impl fmt::Debug for Error {

@@ -22,8 +22,9 @@ pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunFinish, RunHook};
 pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};
 pub use store::{
-    EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt, StoreCapabilities,
-    batch_session, check_run_overwrite, merge_patch,
+    EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt,
+    StoreCapabilities, batch_session, check_event_size, check_expected_status, check_flush_record,
+    check_run_accepts_events, check_run_overwrite, event_size, merge_patch,
 };
 
 /// A shared store handle.

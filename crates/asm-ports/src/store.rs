@@ -22,7 +22,14 @@ use asm_core::{
 /// - **Unknown ids** give typed not-found errors ([`ErrorCode::SessionNotFound`],
 ///   [`ErrorCode::RunNotFound`]); runs and events may only be written for a stored session.
 /// - **Terminal runs are final**: saving a run whose stored copy is terminal with different
-///   content fails with [`ErrorCode::InvalidTransition`] and writes nothing.
+///   content fails with [`ErrorCode::InvalidTransition`] and writes nothing; a run's status only
+///   moves along its state machine ([`check_run_overwrite`]).
+/// - **No event after the end**: once a run's terminal state is stored, appending a new event of
+///   that run (an event whose `run_id` names it, in its session) fails with
+///   [`ErrorCode::InvalidTransition`] and writes nothing ([`check_run_accepts_events`]). The
+///   events of the terminal [`flush`](SessionStore::flush) itself are part of the same write.
+/// - **Event size**: an event larger than the store's cap ([`MAX_EVENT_BYTES`] by default, as
+///   measured by [`event_size`]) fails with [`ErrorCode::InvalidInput`] and writes nothing.
 /// - **Reads** are `O(log n + k)` in the number of stored events: an index by `(session, sequence)`,
 ///   never a scan of the whole log.
 /// - **Deleting** a session removes its runs and events with it.
@@ -67,11 +74,13 @@ pub trait SessionStore: Send + Sync + Debug + 'static {
     /// [`ErrorCode::SessionNotFound`].
     async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64>;
 
-    /// Writes a finished run and its events atomically, and applies `session_metadata` to the
-    /// stored session's metadata as a JSON merge patch ([`merge_patch`]) in the same write.
+    /// Writes a run and its events atomically, and applies `session_metadata` to the stored
+    /// session's metadata as a JSON merge patch ([`merge_patch`]) in the same write.
     /// Never rewrites the rest of the session record. The run's session must exist and every
-    /// event must belong to it ([`ErrorCode::SessionMismatch`] otherwise); an invalid record
-    /// writes nothing.
+    /// event must belong to it ([`ErrorCode::SessionMismatch`] otherwise, also for events of
+    /// two sessions: [`check_flush_record`]). With [`ExecutionRecord::expected_status`], the
+    /// write happens only if the stored run has that status, compared inside the same atomic
+    /// write ([`check_expected_status`]). An invalid record writes nothing.
     async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>>;
 
     /// What this store can do.
@@ -413,12 +422,22 @@ pub struct ExecutionRecord {
     /// A JSON merge patch ([`merge_patch`]) for the stored session's metadata (for example
     /// `{"provider_sessions": {"claude": {...}}}`); empty for none.
     pub session_metadata: JsonMap,
+    /// Write only if the stored run is in this status (compare-and-set inside the atomic write):
+    /// how a writer holding a possibly stale copy (a cancel that read `pending`, an execution
+    /// that read `running`) avoids overwriting a newer state. `None`: no precondition.
+    pub expected_status: Option<RunStatus>,
 }
 
 impl ExecutionRecord {
-    /// A record of a run with no events and no session metadata.
+    /// A record of a run with no events, no session metadata and no status precondition.
     pub fn new(run: Run) -> Self {
-        Self { run, events: Vec::new(), session_metadata: JsonMap::new() }
+        Self { run, events: Vec::new(), session_metadata: JsonMap::new(), expected_status: None }
+    }
+    /// Sets [`ExecutionRecord::expected_status`].
+    #[must_use]
+    pub fn expect_status(mut self, status: RunStatus) -> Self {
+        self.expected_status = Some(status);
+        self
     }
     /// Sets the events.
     #[must_use]
@@ -487,21 +506,144 @@ pub fn batch_session(events: &[Event]) -> Result<&SessionId> {
     Ok(&first.session_id)
 }
 
-/// The rule "a stored terminal run is final": `Ok` when `incoming` may replace `stored`.
+/// The rule "a stored terminal run is final, and a status only moves forward": `Ok` when
+/// `incoming` may replace `stored`. A stored terminal run may only be written again identically
+/// (a retried write); otherwise a changed status must be a legal transition of the run state
+/// machine (`pending -> running`, `running -> completed`, ...), so a stale copy can never move a
+/// run back (a `pending` copy over a `running` run).
 ///
 /// # Errors
-/// [`ErrorCode::InvalidTransition`].
+/// [`ErrorCode::InvalidTransition`] (details `stored_status`, `incoming_status`);
+/// [`ErrorCode::SessionMismatch`] when the run belongs to another session.
 pub fn check_run_overwrite(stored: &Run, incoming: &Run) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::new(ErrorCode::InvalidTransition, why)
+            .with_detail("run_id", stored.id.as_str())
+            .with_detail("stored_status", stored.status.as_str())
+            .with_detail("incoming_status", incoming.status.as_str()))
+    };
     if stored.status.is_terminal() && stored != incoming {
-        return Err(Error::new(
-            ErrorCode::InvalidTransition,
-            format!("run {} is already {} and cannot be rewritten", stored.id, stored.status),
-        )
-        .with_detail("stored_status", stored.status.as_str())
-        .with_detail("incoming_status", incoming.status.as_str()));
+        return refuse(format!("run {} is already {} and cannot be rewritten", stored.id, stored.status));
+    }
+    if stored.status != incoming.status && !stored.status.can_transition_to(incoming.status) {
+        return refuse(format!("run {} is {}; it cannot become {}", stored.id, stored.status, incoming.status));
     }
     if stored.session_id != incoming.session_id {
         return Err(Error::new(ErrorCode::SessionMismatch, format!("run {} belongs to another session", stored.id)));
+    }
+    Ok(())
+}
+
+/// The compare-and-set of [`ExecutionRecord::expected_status`]: `Ok` when there is no
+/// precondition or the stored run has the expected status.
+///
+/// # Errors
+/// [`ErrorCode::InvalidTransition`] (details `expected_status`, `stored_status`) when the stored
+/// status differs; [`ErrorCode::RunNotFound`] when a status is expected of a run not stored.
+pub fn check_expected_status(run_id: &RunId, stored: Option<&Run>, expected: Option<RunStatus>) -> Result<()> {
+    let Some(expected) = expected else { return Ok(()) };
+    match stored {
+        None => Err(Error::new(ErrorCode::RunNotFound, format!("run {run_id} not found"))
+            .with_detail("run_id", run_id.as_str())
+            .with_detail("expected_status", expected.as_str())),
+        Some(stored) if stored.status != expected => Err(Error::new(
+            ErrorCode::InvalidTransition,
+            format!("run {run_id} is {}, not {expected} as this write expects", stored.status),
+        )
+        .with_detail("run_id", run_id.as_str())
+        .with_detail("expected_status", expected.as_str())
+        .with_detail("stored_status", stored.status.as_str())),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The rule "no event of a run after its terminal event": `Ok` when a new event of run `run_id`
+/// may be appended, that is while its stored status is not terminal. Stores call it, inside their atomic
+/// write, for every new event whose `run_id` names a run of the event's session.
+///
+/// # Errors
+/// [`ErrorCode::InvalidTransition`] (details `run_id`, `run_status`).
+pub fn check_run_accepts_events(run_id: &RunId, stored_status: RunStatus) -> Result<()> {
+    if stored_status.is_terminal() {
+        return Err(Error::new(
+            ErrorCode::InvalidTransition,
+            format!("run {run_id} is already {stored_status}; no more events can be appended to it"),
+        )
+        .with_detail("run_id", run_id.as_str())
+        .with_detail("run_status", stored_status.as_str()));
+    }
+    Ok(())
+}
+
+/// Checks the shape of a [`SessionStore::flush`] record before a store touches its state: every
+/// event belongs to the run's session. Every store calls this so every store rejects the same
+/// record the same way.
+///
+/// # Errors
+/// [`ErrorCode::SessionMismatch`] (details `run_session_id`, `event_session_id`).
+pub fn check_flush_record(record: &ExecutionRecord) -> Result<()> {
+    let run = &record.run;
+    if let Some(event) = record.events.iter().find(|e| e.session_id != run.session_id) {
+        return Err(Error::new(
+            ErrorCode::SessionMismatch,
+            format!("flush of run {} carries an event of session {}", run.id, event.session_id),
+        )
+        .with_detail("run_session_id", run.session_id.as_str())
+        .with_detail("event_session_id", event.session_id.as_str()));
+    }
+    Ok(())
+}
+
+/// The default cap on one event, in bytes as measured by [`event_size`]: 16 MiB. Every store
+/// applies a cap (this one unless configured otherwise).
+pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The size of an event as every store measures it against its cap: about the length of its
+/// JSON encoding (string lengths plus a small fixed cost per value and field), computed without
+/// serialising.
+///
+/// ```
+/// use asm_core::{Event, EventKind, SessionId};
+/// let small = Event::new(EventKind::MessageSent, SessionId::new());
+/// let big = small.clone().with_data("content", "x".repeat(1 << 20));
+/// assert!(asm_ports::event_size(&big) > 1 << 20);
+/// assert!(asm_ports::event_size(&small) < 1024);
+/// ```
+pub fn event_size(event: &Event) -> usize {
+    fn value_size(value: &serde_json::Value) -> usize {
+        match value {
+            serde_json::Value::String(s) => s.len() + 2,
+            serde_json::Value::Array(items) => 2 + items.iter().map(|v| value_size(v) + 1).sum::<usize>(),
+            serde_json::Value::Object(map) => map_size(map),
+            _ => 8,
+        }
+    }
+    fn map_size(map: &JsonMap) -> usize {
+        2 + map.iter().map(|(k, v)| k.len() + 4 + value_size(v)).sum::<usize>()
+    }
+    /// Ids, kind, timestamps, sequence, provider and the field names.
+    const FIXED: usize = 256;
+    FIXED
+        + map_size(&event.data)
+        + map_size(&event.metadata)
+        + event.provider.as_deref().map_or(0, str::len)
+        + event.correlation_id.as_deref().map_or(0, str::len)
+}
+
+/// The cap rule: `Ok` when `event` is at most `max_bytes` as measured by [`event_size`].
+///
+/// # Errors
+/// [`ErrorCode::InvalidInput`] (details `event_id`, `size`, `max_event_bytes`).
+pub fn check_event_size(event: &Event, max_bytes: usize) -> Result<()> {
+    let size = event_size(event);
+    if size > max_bytes {
+        return Err(Error::new(
+            ErrorCode::InvalidInput,
+            format!("event {} is about {size} bytes, more than the store's limit of {max_bytes} bytes", event.id),
+        )
+        .with_detail("event_id", event.id.as_str())
+        .with_detail("size", size)
+        .with_detail("max_event_bytes", max_bytes));
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ use crate::options::{Continuation, EventCallback, ExecuteOptions, RunResult};
 
 /// How long a cancelled adapter may take to stop before its future is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
+/// Longest error message (and provider stderr) stored with a run's end, in bytes.
+const MAX_ERROR_TEXT_BYTES: usize = 64 * 1024;
+/// Most error detail bytes stored with a run's end.
+const MAX_ERROR_DETAILS_BYTES: usize = 256 * 1024;
 /// Page size when reading a whole session log for a transcript.
 const TRANSCRIPT_PAGE: usize = 1_000;
 
@@ -71,11 +75,34 @@ impl Execution {
         options: ExecuteOptions,
         claimed: Option<Arc<ActiveRun>>,
     ) -> Result<Self> {
-        let claim_guard = claimed.as_ref().map(|_| Registration { manager: manager.clone(), run_id: run_id.clone() });
+        // Registered before the first read, so that a cancel arriving at any point from here on
+        // takes the token path: no provider call, and the execution ends `cancelled`.
+        let (active, registration) = match claimed {
+            Some(active) => (active, Registration { manager: manager.clone(), run_id: run_id.clone() }),
+            None => {
+                let active = Arc::new(ActiveRun::default());
+                {
+                    let mut registry = manager.inner.active.lock();
+                    if registry.contains_key(run_id) {
+                        return Err(Error::new(
+                            ErrorCode::InvalidOperation,
+                            format!("run {run_id} is already executing"),
+                        ));
+                    }
+                    registry.insert(run_id.clone(), active.clone());
+                }
+                (active, Registration { manager: manager.clone(), run_id: run_id.clone() })
+            }
+        };
         options.validate()?;
         let store = &manager.inner.store;
         let adapter = &manager.inner.adapter;
         let run = store.get_run(run_id).await?;
+        if run.status == RunStatus::Cancelled {
+            // A cancel won the race with this call (the caller cannot tell whether it came just
+            // before or just after): the execution's outcome is `cancelled`.
+            return Err(run.error.unwrap_or_else(|| Error::new(ErrorCode::Cancelled, "run cancelled")));
+        }
         if run.status != RunStatus::Pending {
             return Err(Error::new(
                 ErrorCode::InvalidTransition,
@@ -113,23 +140,6 @@ impl Execution {
             (None, true) => Some(build_transcript(&manager, &session.id, &options).await?),
         };
 
-        let (active, registration) = match (claimed, claim_guard) {
-            (Some(active), Some(guard)) => (active, guard),
-            _ => {
-                let active = Arc::new(ActiveRun::default());
-                {
-                    let mut registry = manager.inner.active.lock();
-                    if registry.contains_key(&run.id) {
-                        return Err(Error::new(
-                            ErrorCode::InvalidOperation,
-                            format!("run {} is already executing", run.id),
-                        ));
-                    }
-                    registry.insert(run.id.clone(), active.clone());
-                }
-                (active, Registration { manager: manager.clone(), run_id: run.id.clone() })
-            }
-        };
         Ok(Self { manager, session, run, options, transcript, resume, active, _registration: registration })
     }
 
@@ -137,20 +147,11 @@ impl Execution {
         let store = self.manager.inner.store.clone();
         let provider = self.manager.inner.adapter.name().to_owned();
 
-        let early_cancel = self.active.cancel_request.lock().clone();
-        if let Some(request) = early_cancel {
+        if let Some(request) = self.active.cancel_request() {
             // Cancelled before it started: no run_started, no provider call.
             return self.finish_without_start(&request).await;
         }
         self.run.transition(RunStatus::Running)?;
-        if let Err(error) = store.save_run(&self.run).await {
-            // A cancel that found the run still pending wrote its terminal state first.
-            if error.code() == ErrorCode::InvalidTransition {
-                let stored = store.get_run(&self.run.id).await?;
-                return Err(stored.error.unwrap_or(error));
-            }
-            return Err(error);
-        }
 
         let shared = Arc::new(Shared {
             manager: self.manager.clone(),
@@ -169,15 +170,29 @@ impl Execution {
                 .map(str::to_owned),
         });
 
-        let result = match self.start(&shared, &provider).await {
+        if let Err(error) = self.start(&shared, &provider).await {
+            if error.code() == ErrorCode::InvalidTransition {
+                // A cancel that found the run still pending (another manager) wrote its terminal
+                // state first: nothing of this execution was stored.
+                let stored = store.get_run(&self.run.id).await?;
+                if stored.status.is_terminal() {
+                    return Err(stored.error.unwrap_or(error));
+                }
+            }
+            return Err(error);
+        }
+        let result = match self.start_hooks(&shared).await {
+            // A cancel acknowledged before the provider is called means no provider call.
+            Ok(()) if self.active.cancel.is_cancelled() => Err(Error::new(ErrorCode::Cancelled, "run cancelled")),
             Ok(()) => self.call_provider(&shared).await,
             Err(error) => Err(error),
         };
-        let result = self.settle(&shared, result).await;
-        self.finalize(&shared, result).await
+        let (result, aborted) = self.settle(&shared, result).await;
+        self.finalize(&shared, result, aborted).await
     }
 
-    /// `run_started` and the input messages in one atomic batch, then the start hooks.
+    /// Marks the run `running` together with `run_started` and the input messages, in one
+    /// atomic flush that expects the stored run still `pending`.
     async fn start(&self, shared: &Arc<Shared>, provider: &str) -> Result<()> {
         let mut batch = vec![
             shared.event(
@@ -200,10 +215,16 @@ impl Execution {
             .collect();
             batch.push(shared.event(EventKind::MessageSent, data, RUNTIME_PROVIDER));
         }
-        let stored = self.manager.inner.store.append_events(batch).await?;
+        let record = ExecutionRecord::new(self.run.clone()).events(batch).expect_status(RunStatus::Pending);
+        let stored = self.manager.inner.store.flush(record).await?;
         for event in stored {
             shared.observed(event);
         }
+        Ok(())
+    }
+
+    /// The start hooks; an abort ends the run before the provider is called.
+    async fn start_hooks(&self, shared: &Arc<Shared>) -> Result<()> {
         for hook in &shared.hooks {
             let action = hook.on_start(&shared.ctx).await?;
             shared.apply(action).await?;
@@ -258,12 +279,15 @@ impl Execution {
     }
 
     /// Decides the outcome: a hook abort wins, then a cancel request, then the provider result;
-    /// the finish hooks may still add events or turn a success into a failure.
-    async fn settle(&self, shared: &Arc<Shared>, result: Result<ExecuteOutcome>) -> Result<ExecuteOutcome> {
+    /// the finish hooks may still add events or turn a success into a failure. Also returns
+    /// whether a hook aborted the run (a cancel arriving later does not override that).
+    async fn settle(&self, shared: &Arc<Shared>, result: Result<ExecuteOutcome>) -> (Result<ExecuteOutcome>, bool) {
         let mut result = result;
+        let mut aborted = false;
         if let Some(error) = shared.abort.lock().take() {
             result = Err(error);
-        } else if let Some(request) = self.active.cancel_request.lock().clone() {
+            aborted = true;
+        } else if let Some(request) = self.active.cancel_request() {
             result = Err(cancelled_error(&request));
         }
         let finish = RunFinish::new(result.clone());
@@ -279,16 +303,32 @@ impl Execution {
                 && result.is_ok()
             {
                 result = Err(error);
+                aborted = true;
             }
         }
-        result
+        (result, aborted)
     }
 
-    async fn finalize(mut self, shared: &Arc<Shared>, result: Result<ExecuteOutcome>) -> Result<RunResult> {
+    async fn finalize(
+        mut self,
+        shared: &Arc<Shared>,
+        result: Result<ExecuteOutcome>,
+        aborted: bool,
+    ) -> Result<RunResult> {
+        // The decision point: a cancel acknowledged up to here wins (unless a hook aborted the
+        // run); from here on cancels are refused with `invalid_transition`.
+        let cancel_request = self.active.close();
+        let result = match (&cancel_request, result) {
+            (Some(request), Ok(_)) => Err(cancelled_error(request)),
+            (Some(request), Err(error)) if !aborted && error.code() != ErrorCode::Cancelled => {
+                Err(cancelled_error(request))
+            }
+            (_, result) => result,
+        };
         let provider = self.manager.inner.adapter.name().to_owned();
         self.run.provider = Some(provider.clone());
         let mut session_patch = JsonMap::new();
-        let (terminal, outcome_error) = match result {
+        let (terminal, mut outcome_error) = match result {
             Ok(outcome) => {
                 let mut data = JsonMap::new();
                 data.insert(
@@ -330,7 +370,10 @@ impl Execution {
                 (shared.event(EventKind::RunCompleted, data, RUNTIME_PROVIDER), None)
             }
             Err(error) => {
-                let request = self.active.cancel_request.lock().clone();
+                // Bounded before it is stored: whatever the provider returned, the terminal
+                // write must fit the store (the code is kept).
+                let error = error.bounded(MAX_ERROR_TEXT_BYTES, MAX_ERROR_DETAILS_BYTES);
+                let request = cancel_request.clone();
                 let reason = request.as_ref().and_then(|r| r.reason.clone());
                 self.run.fail(error.clone())?;
                 let mut terminal = terminal_event(&self.run, &error, reason.as_deref());
@@ -342,8 +385,45 @@ impl Execution {
         if let Some((_, Some(CancelRequest { approval: Some(approval), .. }))) = &outcome_error {
             events.push(shared.event(EventKind::ToolApprovalRequested, approval.clone(), RUNTIME_PROVIDER));
         }
-        let record = ExecutionRecord::new(self.run.clone()).events(events).session_metadata(session_patch);
-        match self.manager.inner.store.flush(record).await {
+        let record = ExecutionRecord::new(self.run.clone())
+            .events(events)
+            .session_metadata(session_patch)
+            .expect_status(RunStatus::Running);
+        let flushed = match self.manager.inner.store.flush(record).await {
+            Err(error) if error.code() != ErrorCode::InvalidTransition => {
+                // The terminal write must happen: retry with a minimal record of the same outcome.
+                tracing::warn!(%error, "terminal write failed; retrying with a minimal record");
+                let minimal_error = match &outcome_error {
+                    Some((outcome, _)) => {
+                        Error::new(outcome.code(), outcome.message().chars().take(1024).collect::<String>())
+                            .with_detail("terminal_record", "minimal")
+                    }
+                    None => Error::new(
+                        ErrorCode::StorageWriteFailed,
+                        format!("the run's result could not be stored: {}", error.message()),
+                    )
+                    .with_detail("terminal_record", "minimal"),
+                };
+                let mut run = self.run.clone();
+                run.status = RunStatus::Running;
+                run.output = None;
+                run.error = None;
+                run.fail(minimal_error.clone())?;
+                let mut terminal = terminal_event(&run, &minimal_error, None);
+                terminal.correlation_id = shared.correlation_id.clone();
+                let record = ExecutionRecord::new(run.clone()).events(vec![terminal]).expect_status(RunStatus::Running);
+                let flushed = self.manager.inner.store.flush(record).await;
+                if flushed.is_ok() {
+                    self.run = run;
+                    if outcome_error.is_none() {
+                        outcome_error = Some((minimal_error, None));
+                    }
+                }
+                flushed
+            }
+            flushed => flushed,
+        };
+        match flushed {
             Ok(stored) => {
                 for event in stored {
                     shared.observed(event);
@@ -370,6 +450,7 @@ impl Execution {
     }
 
     async fn finish_without_start(mut self, request: &CancelRequest) -> Result<RunResult> {
+        self.active.close();
         let error = cancelled_error(request);
         self.run.fail(error.clone())?;
         let mut events = vec![terminal_event(&self.run, &error, request.reason.as_deref())];
@@ -381,8 +462,16 @@ impl Execution {
                     .with_provider(RUNTIME_PROVIDER),
             );
         }
-        self.manager.inner.store.flush(ExecutionRecord::new(self.run.clone()).events(events)).await?;
-        Err(error)
+        let record = ExecutionRecord::new(self.run.clone()).events(events).expect_status(RunStatus::Pending);
+        match self.manager.inner.store.flush(record).await {
+            Ok(_) => Err(error),
+            Err(store_error) if store_error.code() == ErrorCode::InvalidTransition => {
+                // Ended elsewhere first (a cancel through another manager): theirs stands.
+                let stored = self.manager.inner.store.get_run(&self.run.id).await?;
+                Err(stored.error.unwrap_or(store_error))
+            }
+            Err(store_error) => Err(store_error),
+        }
     }
 }
 
@@ -425,7 +514,16 @@ impl Shared {
         if let Some(timestamp) = provider_event.timestamp {
             event.timestamp = timestamp;
         }
-        let stored = self.persist(event).await?;
+        let stored = match self.persist(event).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                if error.code() == ErrorCode::InvalidTransition {
+                    // The store holds the run's end (a cancel from elsewhere): stop the provider.
+                    self.cancel.cancel();
+                }
+                return Err(error);
+            }
+        };
         for hook in &self.hooks {
             let action = match hook.on_event(&self.ctx, &stored).await {
                 Ok(action) => action,
@@ -465,7 +563,7 @@ pub(crate) fn terminal_event(run: &Run, error: &Error, reason: Option<&str>) -> 
     Event::new(kind, run.session_id.clone()).with_run(run.id.clone()).with_payload(data).with_provider(RUNTIME_PROVIDER)
 }
 
-fn cancelled_error(request: &CancelRequest) -> Error {
+pub(crate) fn cancelled_error(request: &CancelRequest) -> Error {
     let error = Error::new(ErrorCode::Cancelled, "run cancelled");
     match &request.reason {
         Some(reason) => error.with_detail(keys::REASON, reason.clone()),

@@ -7,8 +7,8 @@ use parking_lot::Mutex;
 use tracing::Instrument;
 
 use asm_core::{
-    CapabilityResolver, Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunInput, RunStatus, Session,
-    SessionId, SessionStatus, keys,
+    CapabilityResolver, Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunInput, Session, SessionId,
+    SessionStatus, keys,
 };
 use asm_ports::{
     CancellationToken, DynProviderAdapter, DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunQuery,
@@ -39,12 +39,50 @@ pub(crate) struct Inner {
     pub(crate) active: Mutex<HashMap<RunId, Arc<ActiveRun>>>,
 }
 
-/// A run executing in this process.
+/// A run executing in this process (registered before its execution reads anything).
 #[derive(Debug, Default)]
 pub(crate) struct ActiveRun {
     pub(crate) cancel: CancellationToken,
+    control: Mutex<RunControl>,
+}
+
+#[derive(Debug, Default)]
+struct RunControl {
     /// Why the run is being cancelled; the first request wins.
-    pub(crate) cancel_request: Mutex<Option<CancelRequest>>,
+    request: Option<CancelRequest>,
+    /// The outcome is decided (the terminal write is under way or done): cancels are refused.
+    closed: bool,
+}
+
+impl ActiveRun {
+    /// Records a cancel request (the first one wins) and fires the token.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidTransition`] once the outcome is decided: a cancel is either part of
+    /// the terminal write or refused, never acknowledged and ignored.
+    pub(crate) fn request_cancel(&self, run_id: &RunId, request: CancelRequest) -> Result<()> {
+        let mut control = self.control.lock();
+        if control.closed {
+            return Err(Error::new(ErrorCode::InvalidTransition, format!("run {run_id} has already finished"))
+                .with_detail("run_id", run_id.as_str()));
+        }
+        control.request.get_or_insert(request);
+        drop(control);
+        self.cancel.cancel();
+        Ok(())
+    }
+
+    /// The cancel request received so far.
+    pub(crate) fn cancel_request(&self) -> Option<CancelRequest> {
+        self.control.lock().request.clone()
+    }
+
+    /// Decides: from now on cancels are refused. Returns the request that arrived before.
+    pub(crate) fn close(&self) -> Option<CancelRequest> {
+        let mut control = self.control.lock();
+        control.closed = true;
+        control.request.clone()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -269,9 +307,11 @@ impl SessionManager {
     ///
     /// # Errors
     /// Before anything is written: [`ErrorCode::InvalidInput`] (options),
-    /// [`ErrorCode::RunNotFound`], [`ErrorCode::InvalidTransition`] (run not pending),
-    /// [`ErrorCode::InvalidOperation`] (session not active, native continuation impossible).
-    /// After the run started, the error that ended it (the run is stored in its terminal state).
+    /// [`ErrorCode::RunNotFound`], [`ErrorCode::Cancelled`] (the run was cancelled before it
+    /// started: a cancel racing this call wins), [`ErrorCode::InvalidTransition`] (run otherwise
+    /// not pending), [`ErrorCode::InvalidOperation`] (session not active, native continuation
+    /// impossible). After the run started, the error that ended it (the run is stored in its
+    /// terminal state).
     pub async fn execute_run(&self, run_id: &RunId, options: ExecuteOptions) -> Result<RunResult> {
         let span = tracing::info_span!("execute_run", run_id = %run_id, provider = self.inner.adapter.name());
         Execution::prepare(self.clone(), run_id, options, None)
@@ -324,15 +364,21 @@ impl SessionManager {
 
     /// Cancels a run.
     ///
-    /// - executing in this process: its provider is stopped and it ends `cancelled` (this call
-    ///   returns once cancellation is requested; the executing call returns the outcome);
+    /// - executing in this process (from the moment `execute_run` is called): its provider is
+    ///   stopped through its token, or never called if it had not been yet, and the run ends
+    ///   `cancelled`; this call returns once cancellation is requested, the executing call
+    ///   returns the outcome. An acknowledged cancel always wins: it is decided before the
+    ///   terminal write;
     /// - pending: it is marked `cancelled` without any provider call;
-    /// - `running` but owned by no live manager (orphaned): it is marked `cancelled` in the store;
-    /// - already cancelled: nothing to do.
+    /// - `running` but owned by no live manager (orphaned): it is marked `cancelled` in the store,
+    ///   after which the store refuses every further event of the run.
+    ///
+    /// The store writes compare the stored status in the same atomic write, so a cancel never
+    /// overwrites a run that moved on since it was read.
     ///
     /// # Errors
-    /// [`ErrorCode::RunNotFound`]; [`ErrorCode::InvalidTransition`] for a run that already ended
-    /// otherwise.
+    /// [`ErrorCode::RunNotFound`]; [`ErrorCode::InvalidTransition`] for a run whose outcome is
+    /// already decided or stored (whatever it is, `cancelled` included).
     #[tracing::instrument(skip_all, fields(run_id = %run_id))]
     pub async fn cancel_run(&self, run_id: &RunId) -> Result<()> {
         self.cancel_with(run_id, CancelRequest { reason: None, approval: None }).await
@@ -351,29 +397,45 @@ impl SessionManager {
     }
 
     async fn cancel_with(&self, run_id: &RunId, request: CancelRequest) -> Result<()> {
-        let active = self.inner.active.lock().get(run_id).cloned();
-        if let Some(active) = active {
-            active.cancel_request.lock().get_or_insert(request);
-            active.cancel.cancel();
-            return Ok(());
+        // A stale read loses the compare-and-set below; the retry reads again (and finds the run
+        // registered if this process started executing it meanwhile). Each retry means the run
+        // moved forward (pending -> running -> terminal), so two retries always suffice.
+        for _ in 0..3 {
+            let active = self.inner.active.lock().get(run_id).cloned();
+            if let Some(active) = active {
+                return active.request_cancel(run_id, request);
+            }
+            let run = self.inner.store.get_run(run_id).await?;
+            if run.status.is_terminal() {
+                return Err(Error::new(
+                    ErrorCode::InvalidTransition,
+                    format!("run {run_id} has already ended as {}", run.status),
+                )
+                .with_detail("run_id", run_id.as_str())
+                .with_detail("status", run.status.as_str()));
+            }
+            let read_status = run.status;
+            let error = crate::execution::cancelled_error(&request);
+            let mut cancelled = run;
+            cancelled.fail(error.clone())?;
+            let mut events = vec![crate::execution::terminal_event(&cancelled, &error, request.reason.as_deref())];
+            if let Some(approval) = &request.approval {
+                events.push(
+                    Event::new(EventKind::ToolApprovalRequested, cancelled.session_id.clone())
+                        .with_run(cancelled.id.clone())
+                        .with_payload(approval.clone())
+                        .with_provider(RUNTIME_PROVIDER),
+                );
+            }
+            let record = ExecutionRecord::new(cancelled).events(events).expect_status(read_status);
+            match self.inner.store.flush(record).await {
+                Ok(_) => return Ok(()),
+                Err(error) if error.code() == ErrorCode::InvalidTransition => continue,
+                Err(error) => return Err(error),
+            }
         }
-        let mut run = self.inner.store.get_run(run_id).await?;
-        if run.status == RunStatus::Cancelled {
-            return Ok(());
-        }
-        let error = Error::new(ErrorCode::Cancelled, "run cancelled");
-        run.fail(error.clone())?;
-        let mut events = vec![crate::execution::terminal_event(&run, &error, request.reason.as_deref())];
-        if let Some(approval) = request.approval {
-            events.push(
-                Event::new(EventKind::ToolApprovalRequested, run.session_id.clone())
-                    .with_run(run.id.clone())
-                    .with_payload(approval)
-                    .with_provider(RUNTIME_PROVIDER),
-            );
-        }
-        self.inner.store.flush(ExecutionRecord::new(run).events(events)).await?;
-        Ok(())
+        Err(Error::new(ErrorCode::InvalidOperation, format!("run {run_id} kept changing while being cancelled"))
+            .with_detail("run_id", run_id.as_str()))
     }
 
     /// Creates a session, runs `input` once and completes the session (fails it when the run

@@ -645,7 +645,6 @@ impl SessionServer {
             }
             CancelTarget::InFlight => core.settings.manager.cancel_run(run_id).await,
             CancelTarget::Cancelling => Ok(()),
-            CancelTarget::Finished(RunStatus::Cancelled) => Ok(()),
             CancelTarget::Finished(status) => {
                 Err(Error::new(ErrorCode::InvalidTransition, format!("run {run_id} already ended as {status}")))
             }
@@ -1480,7 +1479,7 @@ async fn reconcile(core: &Core, run_id: &RunId, error: Error, claim: &ActiveRun)
     match store.get_run(run_id).await {
         Ok(run) if run.status.is_terminal() => result_from_store(store, run).await,
         Ok(run) if run.status == RunStatus::Pending => {
-            let error = if claim.cancel_request.lock().is_some() {
+            let error = if claim.cancel_request().is_some() {
                 Error::new(ErrorCode::Cancelled, "run cancelled")
             } else {
                 error
@@ -1496,11 +1495,14 @@ async fn reconcile(core: &Core, run_id: &RunId, error: Error, claim: &ActiveRun)
 async fn end_in_store(core: &Core, run_id: &RunId, error: &Error) {
     let store = core.settings.manager.store();
     let Ok(mut run) = store.get_run(run_id).await else { return };
+    let read_status = run.status;
     if run.status.is_terminal() || run.fail(error.clone()).is_err() {
         return;
     }
     let event = terminal_event(&run, error, None);
-    if let Err(store_error) = store.flush(ExecutionRecord::new(run).events(vec![event])).await {
+    if let Err(store_error) =
+        store.flush(ExecutionRecord::new(run).events(vec![event]).expect_status(read_status)).await
+    {
         tracing::warn!(%store_error, %run_id, "could not record the end of a run");
     }
 }

@@ -222,8 +222,8 @@ async fn cancelling_an_in_flight_run_stops_the_provider() {
     let events = all_events(&manager, &session).await;
     assert_log_invariants(&events);
     assert_eq!(events.last().unwrap().kind, EventKind::RunCancelled);
-    // cancelling again is a no-op
-    manager.cancel_run(&run.id).await.unwrap();
+    // a run whose end is stored cannot be cancelled again (and nothing is written)
+    assert_eq!(manager.cancel_run(&run.id).await.unwrap_err().code(), ErrorCode::InvalidTransition);
     assert_eq!(all_events(&manager, &session).await.len(), events.len());
 }
 
@@ -235,8 +235,9 @@ async fn cancelling_a_pending_run_never_calls_the_provider() {
     let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
     manager.cancel_run(&run.id).await.unwrap();
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Cancelled);
+    // executing it afterwards reports the cancel that won
     let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
-    assert_eq!(err.code(), ErrorCode::InvalidTransition);
+    assert_eq!(err.code(), ErrorCode::Cancelled);
     assert!(adapter.requests().is_empty());
     let events = all_events(&manager, &session).await;
     assert_log_invariants(&events);

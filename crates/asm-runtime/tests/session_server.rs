@@ -224,7 +224,8 @@ async fn cancelling_a_queued_run_never_reaches_the_adapter() {
     assert_eq!(stored.status, RunStatus::Cancelled);
     assert!(server.status().await.unwrap().queued_runs.is_empty());
     assert_eq!(server.await_run(&queued, WAIT).await.unwrap_err().code(), ErrorCode::Cancelled);
-    server.cancel_run(&queued).await.unwrap(); // again: a no-op
+    // again: its end is stored, so the cancel is refused (and writes nothing)
+    assert_eq!(server.cancel_run(&queued).await.unwrap_err().code(), ErrorCode::InvalidTransition);
 
     gates.release(&first, Outcome::Succeed);
     server.drain(WAIT).await.unwrap();

@@ -52,7 +52,8 @@ impl PreparedBatch {
     ///
     /// # Errors
     /// [`ErrorCode::InvalidOperation`] when `expected_last_sequence` does not match and the batch
-    /// holds at least one new event; nothing is written then.
+    /// holds at least one new event; [`ErrorCode::InvalidTransition`] for a new event of a run
+    /// whose terminal state is stored. Nothing is written then.
     pub(crate) fn commit(
         &mut self,
         index: &EventIndex,
@@ -98,6 +99,14 @@ impl PreparedBatch {
             )
             .with_detail("expected_last_sequence", expected)
             .with_detail("actual_last_sequence", last));
+        }
+
+        // No event of a run after its terminal state (checked before anything is stored).
+        for item in &self.items {
+            let Position::New(event) = &item.position else { continue };
+            if let Some(run) = event.run_id.as_ref().and_then(|run_id| state.runs.get(run_id)) {
+                asm_ports::check_run_accepts_events(&run.id, run.status)?;
+            }
         }
 
         for item in &self.items {

@@ -21,8 +21,8 @@ use parking_lot::RwLock;
 
 use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
 use asm_ports::{
-    EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities, batch_session,
-    check_run_overwrite,
+    EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities,
+    batch_session, check_event_size, check_expected_status, check_flush_record, check_run_overwrite,
 };
 
 use batch::PreparedBatch;
@@ -293,6 +293,7 @@ impl SessionStore for InMemorySessionStore {
     #[tracing::instrument(level = "debug", skip_all, fields(session_id, count = events.len()))]
     async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
         let session_id = batch_session(&events)?.clone();
+        check_sizes(&events)?;
         tracing::Span::current().record("session_id", tracing::field::display(&session_id));
         let slot = self.slot(&session_id)?;
         let mut batch = PreparedBatch::new(&self.inner.events, events);
@@ -333,18 +334,9 @@ impl SessionStore for InMemorySessionStore {
         fields(session_id = %record.run.session_id, run_id = %record.run.id, count = record.events.len())
     )]
     async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
-        let ExecutionRecord { run, events, session_metadata, .. } = record;
-        if !events.is_empty() {
-            let session_id = batch_session(&events)?;
-            if *session_id != run.session_id {
-                return Err(Error::new(
-                    ErrorCode::SessionMismatch,
-                    format!("flush of run {} carries events of session {session_id}", run.id),
-                )
-                .with_detail("run_session_id", run.session_id.as_str())
-                .with_detail("event_session_id", session_id.as_str()));
-            }
-        }
+        check_flush_record(&record)?;
+        check_sizes(&record.events)?;
+        let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
         let slot = self.slot(&run.session_id)?;
         let mut batch = PreparedBatch::new(&self.inner.events, events);
         {
@@ -353,7 +345,8 @@ impl SessionStore for InMemorySessionStore {
                 return Err(session_not_found(&run.session_id));
             }
             // Every check that can fail happens before the first change: the run is checked
-            // (and claimed) first, and a batch without a precondition cannot fail.
+            // (and claimed) first, then the batch (which checks runs before it stores anything).
+            check_expected_status(&run.id, state.runs.get(&run.id), expected_status)?;
             self.claim_run(&slot, &state, &run)?;
             batch.commit(&self.inner.events, &slot, &mut state, None)?;
             store_run(&mut state, run);
@@ -366,6 +359,11 @@ impl SessionStore for InMemorySessionStore {
     fn capabilities(&self) -> StoreCapabilities {
         StoreCapabilities::new().long_poll(true).durable(false).multi_process(false)
     }
+}
+
+/// The store's event cap: [`MAX_EVENT_BYTES`] for every event of a batch.
+fn check_sizes(events: &[Event]) -> Result<()> {
+    events.iter().try_for_each(|event| check_event_size(event, MAX_EVENT_BYTES))
 }
 
 /// Inserts or replaces `run` in the session's run table and listing order.

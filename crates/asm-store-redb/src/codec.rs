@@ -38,6 +38,14 @@ const T_STRING: u8 = 7;
 const T_ARRAY: u8 = 8;
 const T_OBJECT: u8 = 9;
 
+/// The fields of a stored run record the writer checks, decoded without the rest.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RunHead {
+    pub(crate) id: asm_core::RunId,
+    pub(crate) session_id: asm_core::SessionId,
+    pub(crate) status: asm_core::RunStatus,
+}
+
 /// An event ready for the writer: its encoding and the ids the writer indexes.
 #[derive(Debug)]
 pub(crate) struct EncodedEvent {
@@ -49,9 +57,10 @@ pub(crate) struct EncodedEvent {
 /// Encodes `event` (its `session_id` and `sequence` are not part of the value).
 ///
 /// # Errors
-/// [`ErrorCode::InvalidInput`] when the encoding is larger than `max_bytes` or the JSON is
+/// [`ErrorCode::InvalidInput`] when the event is larger than `max_bytes` ([`asm_ports::event_size`]) or the JSON is
 /// nested deeper than the codec accepts.
 pub(crate) fn encode_event(event: &Event, max_bytes: usize) -> Result<EncodedEvent> {
+    asm_ports::check_event_size(event, max_bytes)?;
     let id = keys::event_key(&event.id)?;
     let run = event.run_id.as_ref().map(keys::run_key).transpose()?;
     let mut out = Vec::with_capacity(96);
@@ -85,15 +94,6 @@ pub(crate) fn encode_event(event: &Event, max_bytes: usize) -> Result<EncodedEve
     }
     put_object(&mut out, &event.data, 0)?;
     put_object(&mut out, &event.metadata, 0)?;
-    if out.len() > max_bytes {
-        return Err(Error::new(
-            ErrorCode::InvalidInput,
-            format!("event {} is {} bytes encoded, more than the limit of {max_bytes} bytes", event.id, out.len()),
-        )
-        .with_detail("event_id", event.id.as_str())
-        .with_detail("size", out.len())
-        .with_detail("max_event_bytes", max_bytes));
-    }
     Ok(EncodedEvent { id, run, bytes: out })
 }
 
@@ -436,8 +436,9 @@ mod tests {
 
     #[test]
     fn size_limit_and_depth_limit_are_invalid_input() {
+        // The cap is the one every store applies: `asm_ports::event_size`.
         let event = sample();
-        let size = encode_event(&event, usize::MAX).unwrap().bytes.len();
+        let size = asm_ports::event_size(&event);
         assert!(encode_event(&event, size).is_ok());
         assert_eq!(encode_event(&event, size - 1).unwrap_err().code(), ErrorCode::InvalidInput);
         let mut deep = json!(1);

@@ -113,6 +113,7 @@ use tokio::sync::oneshot;
 use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
 use asm_ports::{
     EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities, batch_session,
+    check_flush_record,
 };
 
 pub use options::{Durability, RedbOptions};
@@ -559,18 +560,8 @@ impl SessionStore for RedbSessionStore {
         fields(session_id = %record.run.session_id, run_id = %record.run.id, count = record.events.len())
     )]
     async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
-        let ExecutionRecord { run, events, session_metadata, .. } = record;
-        if !events.is_empty() {
-            let session_id = batch_session(&events)?;
-            if *session_id != run.session_id {
-                return Err(Error::new(
-                    ErrorCode::SessionMismatch,
-                    format!("flush of run {} carries events of session {session_id}", run.id),
-                )
-                .with_detail("run_session_id", run.session_id.as_str())
-                .with_detail("event_session_id", session_id.as_str()));
-            }
-        }
+        check_flush_record(&record)?;
+        let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
         let session_key = keys::session_key(&run.session_id)?;
         let encoded = self.encode_all(&events)?;
         let session_id = run.session_id.clone();
@@ -581,6 +572,7 @@ impl SessionStore for RedbSessionStore {
             run,
             events: encoded,
             metadata: session_metadata,
+            expected_status,
         };
         match self.submit(command).await? {
             Reply::Appended(slots) => assemble(events, slots, session_key, &session_id),

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
-use asm_core::{Error, ErrorCode, JsonMap, Result, Run, Session, SessionId};
-use asm_ports::{check_run_overwrite, merge_patch};
+use asm_core::{Error, ErrorCode, JsonMap, Result, Run, RunStatus, Session, SessionId};
+use asm_ports::{check_expected_status, check_run_accepts_events, check_run_overwrite, merge_patch};
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::oneshot;
 
@@ -62,6 +62,7 @@ pub(crate) enum Command {
         run_json: Vec<u8>,
         events: Vec<EncodedEvent>,
         metadata: JsonMap,
+        expected_status: Option<RunStatus>,
     },
     /// Makes every acknowledged write durable (a no-op with [`Durability::Immediate`]).
     Sync,
@@ -331,15 +332,18 @@ impl<'txn> Tables<'txn> {
                     ));
                 }
                 if any_new {
+                    self.check_runs_accept(key, events, &slots)?;
                     self.write_events(key, head, events, &mut slots)?;
                     touched.push(*key);
                 }
                 Ok((Reply::Appended(slots), any_new))
             }
-            Command::Flush { session_key, run_key, run, run_json, events, metadata } => {
+            Command::Flush { session_key, run_key, run, run_json, events, metadata, expected_status } => {
                 let head = self.require_session(session_key, &run.session_id)?;
                 let stored_run = self.check_run(run_key, run)?;
+                check_expected_status(&run.id, stored_run.as_ref(), *expected_status).map_err(Failure::Rejected)?;
                 let mut slots = self.resolve(events)?;
+                self.check_runs_accept(session_key, events, &slots)?;
                 let session_json = if metadata.is_empty() {
                     None
                 } else {
@@ -497,6 +501,31 @@ impl<'txn> Tables<'txn> {
         }
         self.session_runs.insert(&order, ()).map_err(fail("update run order"))?;
         self.runs.insert(run_key, json).map_err(fail("write run"))?;
+        Ok(())
+    }
+
+    /// "No event of a run after its terminal state": every new event naming a run of this
+    /// session whose stored state is terminal refuses the request (before any write).
+    fn check_runs_accept(
+        &self,
+        session: &Id,
+        events: &[EncodedEvent],
+        slots: &[Slot],
+    ) -> std::result::Result<(), Failure> {
+        let mut checked: Vec<Id> = Vec::new();
+        for (event, slot) in events.iter().zip(slots) {
+            let (Slot::New(_), Some(run_key)) = (slot, &event.run) else { continue };
+            if checked.contains(run_key) {
+                continue;
+            }
+            checked.push(*run_key);
+            let Some(guard) = self.runs.get(run_key).map_err(fail("read run"))? else { continue };
+            let head: codec::RunHead = serde_json::from_slice(guard.value())
+                .map_err(|e| Failure::Rejected(error::corrupt_record("run", &e)))?;
+            if keys::session_key(&head.session_id).ok().as_ref() == Some(session) {
+                check_run_accepts_events(&head.id, head.status).map_err(Failure::Rejected)?;
+            }
+        }
         Ok(())
     }
 

@@ -55,6 +55,10 @@ checks! {
     check_long_poll_ignores_unrelated_appends,
     check_flush_persists_and_merges_metadata,
     check_invalid_flush_writes_nothing,
+    check_run_status_only_moves_forward,
+    check_flush_expected_status,
+    check_no_event_after_terminal_run,
+    check_event_size_cap,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

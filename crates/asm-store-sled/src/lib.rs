@@ -121,6 +121,7 @@ use sled::IVec;
 use asm_core::{Error, ErrorCode, Event, JsonMap, Result, Run, RunId, Session, SessionId};
 use asm_ports::{
     EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities, batch_session,
+    check_flush_record,
 };
 
 use errors::{guard, open_err, read_err, run_not_found, session_not_found, writer_stopped};
@@ -325,20 +326,8 @@ impl SledSessionStore {
         events
             .iter()
             .map(|event| {
+                asm_ports::check_event_size(event, max)?;
                 let bytes = codec::encode_event(event)?;
-                if bytes.len() > max {
-                    return Err(Error::new(
-                        ErrorCode::InvalidInput,
-                        format!(
-                            "event {} is {} bytes, more than the store's limit of {max} bytes",
-                            event.id,
-                            bytes.len()
-                        ),
-                    )
-                    .with_detail("event_id", event.id.as_str())
-                    .with_detail("size", bytes.len())
-                    .with_detail("max_event_bytes", max));
-                }
                 Ok(Prepared { id: event.id.clone(), run_id: event.run_id.clone(), bytes: IVec::from(bytes) })
             })
             .collect()
@@ -713,21 +702,17 @@ impl SessionStore for SledSessionStore {
         fields(session_id = %record.run.session_id, run_id = %record.run.id, count = record.events.len())
     )]
     async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
-        let ExecutionRecord { run, events, session_metadata, .. } = record;
-        if !events.is_empty() {
-            let session_id = batch_session(&events)?;
-            if *session_id != run.session_id {
-                return Err(Error::new(
-                    ErrorCode::SessionMismatch,
-                    format!("flush of run {} carries events of session {session_id}", run.id),
-                )
-                .with_detail("run_session_id", run.session_id.as_str())
-                .with_detail("event_session_id", session_id.as_str()));
-            }
-        }
+        check_flush_record(&record)?;
+        let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
         let prepared = self.prepare(&events)?;
         let run_record = IVec::from(codec::encode_run(&run)?);
-        let op = Op::Flush { run: Box::new(run), record: run_record, events: prepared, patch: session_metadata };
+        let op = Op::Flush {
+            run: Box::new(run),
+            record: run_record,
+            events: prepared,
+            patch: session_metadata,
+            expected_status,
+        };
         let reply = self.submit(op).await?;
         assemble(events, appended(reply)?)
     }

@@ -14,8 +14,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use asm_core::{Error, ErrorCode, EventId, JsonMap, Result, Run, RunId, SessionId};
-use asm_ports::check_run_overwrite;
+use asm_core::{Error, ErrorCode, EventId, JsonMap, Result, Run, RunId, RunStatus, SessionId};
+use asm_ports::{check_expected_status, check_run_accepts_events, check_run_overwrite};
 use sled::transaction::{TransactionError, TransactionResult};
 use sled::{Batch, IVec, Transactional, Tree};
 use tokio::sync::oneshot;
@@ -142,6 +142,7 @@ pub(crate) enum Op {
         record: IVec,
         events: Vec<Prepared>,
         patch: JsonMap,
+        expected_status: Option<RunStatus>,
     },
 }
 
@@ -369,10 +370,11 @@ fn apply(view: &mut View<'_>, op: &Op, touched: &mut Vec<SessionId>) -> Result<R
             let number = view.session_number(session)?;
             append(view, session, number, events, *expected, touched).map(Reply::Appended)
         }
-        Op::Flush { run, record, events, patch } => {
+        Op::Flush { run, record, events, patch, expected_status } => {
             let session = &run.session_id;
             let number = view.session_number(session)?;
             let previous = claim_run(view, run)?;
+            check_expected_status(&run.id, previous.as_ref(), *expected_status)?;
             let resolved =
                 if events.is_empty() { Vec::new() } else { append(view, session, number, events, None, touched)? };
             store_run(view, run, record, previous.as_ref());
@@ -514,6 +516,22 @@ fn append(
         )
         .with_detail("expected_last_sequence", expected)
         .with_detail("actual_last_sequence", last));
+    }
+
+    // No event of a run after its terminal state: checked before the first write.
+    let mut checked: Vec<&RunId> = Vec::new();
+    for (event, slot) in events.iter().zip(&resolved) {
+        let (Resolved::New(_), Some(run_id)) = (slot, &event.run_id) else { continue };
+        if checked.contains(&run_id) {
+            continue;
+        }
+        checked.push(run_id);
+        if let Some(stored) = view.get(T::Runs, run_id.as_str().as_bytes())? {
+            let stored = codec::decode_run(&stored)?;
+            if stored.session_id == *session {
+                check_run_accepts_events(run_id, stored.status)?;
+            }
+        }
     }
 
     let mut next = last;

@@ -88,6 +88,10 @@ pub async fn run_all(store: DynSessionStore) {
     }
     check_flush_persists_and_merges_metadata(s).await;
     check_invalid_flush_writes_nothing(s).await;
+    check_run_status_only_moves_forward(s).await;
+    check_flush_expected_status(s).await;
+    check_no_event_after_terminal_run(s).await;
+    check_event_size_cap(s).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1142,8 +1146,8 @@ pub async fn check_flush_persists_and_merges_metadata(store: &dyn SessionStore) 
 }
 
 /// Flush atomicity: an invalid flush writes nothing (run unchanged, no events, session metadata
-/// unchanged): an event of another session ([`ErrorCode::InvalidInput`] or
-/// [`ErrorCode::SessionMismatch`]), overwriting a terminal run ([`ErrorCode::InvalidTransition`]),
+/// unchanged): an event of another session, or events of two sessions
+/// ([`ErrorCode::SessionMismatch`]), overwriting a terminal run ([`ErrorCode::InvalidTransition`]),
 /// or a run of an unknown session ([`ErrorCode::SessionNotFound`]).
 pub async fn check_invalid_flush_writes_nothing(store: &dyn SessionStore) {
     let agent = unique_agent("flush-invalid");
@@ -1166,13 +1170,7 @@ pub async fn check_invalid_flush_writes_nothing(store: &dyn SessionStore) {
     for (record, what) in
         [(foreign_only, "a flush with an event of another session"), (mixed, "a flush mixing two sessions")]
     {
-        match store.flush(record).await {
-            Ok(events) => panic!("{what}: expected InvalidInput or SessionMismatch, got Ok({events:?})"),
-            Err(e) => assert!(
-                matches!(e.code(), ErrorCode::InvalidInput | ErrorCode::SessionMismatch),
-                "{what}: expected InvalidInput or SessionMismatch, got {e}"
-            ),
-        }
+        expect_code(store.flush(record).await, ErrorCode::SessionMismatch, what);
         assert_eq!(ok(store.get_run(&run.id).await, "get_run"), run, "{what} changed the stored run");
         assert_eq!(ok(store.latest_sequence(&session.id).await, "latest_sequence"), 0, "{what} stored events");
         assert_eq!(ok(store.latest_sequence(&other.id).await, "latest_sequence"), 0, "{what} stored events");
@@ -1199,6 +1197,134 @@ pub async fn check_invalid_flush_writes_nothing(store: &dyn SessionStore) {
         "a flush for an unknown session",
     );
     expect_code(store.get_run(&ghost.id).await, ErrorCode::RunNotFound, "the run of a rejected flush");
+}
+
+/// Runs: a status only moves along the run state machine. A stale `pending` copy saved over a
+/// `running` run is [`ErrorCode::InvalidTransition`] and changes nothing (neither through
+/// `save_run` nor through `flush`).
+pub async fn check_run_status_only_moves_forward(store: &dyn SessionStore) {
+    let session = saved_session(store, &unique_agent("run-forward")).await;
+    let pending = Run::new(session.id.clone(), RunInput::user("x"));
+    ok(store.save_run(&pending).await, "save_run pending");
+    let mut running = pending.clone();
+    ok(running.transition(RunStatus::Running), "transition");
+    ok(store.save_run(&running).await, "save_run running");
+    expect_code(
+        store.save_run(&pending).await,
+        ErrorCode::InvalidTransition,
+        "a stale pending copy over a running run",
+    );
+    expect_code(
+        store.flush(ExecutionRecord::new(pending.clone())).await,
+        ErrorCode::InvalidTransition,
+        "a flush of a stale pending copy over a running run",
+    );
+    assert_eq!(ok(store.get_run(&running.id).await, "get_run"), running, "a rejected stale copy changed the run");
+}
+
+/// Flush compare-and-set: with [`ExecutionRecord::expected_status`] the flush writes only if the
+/// stored run has that status. A mismatch is [`ErrorCode::InvalidTransition`] and writes nothing
+/// (run, events, session metadata); a status expected of a run that is not stored is
+/// [`ErrorCode::RunNotFound`].
+pub async fn check_flush_expected_status(store: &dyn SessionStore) {
+    let session = saved_session(store, &unique_agent("flush-expected")).await;
+    let pending = Run::new(session.id.clone(), RunInput::user("x"));
+    ok(store.save_run(&pending).await, "save_run pending");
+    let mut running = pending.clone();
+    ok(running.transition(RunStatus::Running), "transition");
+    ok(
+        store.flush(ExecutionRecord::new(running.clone()).expect_status(RunStatus::Pending)).await,
+        "pending -> running",
+    );
+
+    // A cancel that read the run while it was pending must not overwrite the running run.
+    let mut stale_cancel = pending.clone();
+    ok(stale_cancel.fail(Error::from_code(ErrorCode::Cancelled)), "fail");
+    let mut patch = JsonMap::new();
+    patch.insert("must_not_appear".into(), true.into());
+    let record = ExecutionRecord::new(stale_cancel)
+        .events(vec![event(EventKind::RunCancelled, &session.id).with_run(pending.id.clone())])
+        .session_metadata(patch)
+        .expect_status(RunStatus::Pending);
+    expect_code(store.flush(record).await, ErrorCode::InvalidTransition, "a flush expecting pending of a running run");
+    assert_eq!(ok(store.get_run(&running.id).await, "get_run"), running, "a rejected compare-and-set changed the run");
+    assert_eq!(ok(store.latest_sequence(&session.id).await, "latest_sequence"), 0, "a rejected flush stored events");
+    assert_eq!(ok(store.get_session(&session.id).await, "get_session"), session, "a rejected flush merged metadata");
+
+    let mut finished = running.clone();
+    ok(finished.complete(RunOutput::text("done")), "complete");
+    let record = ExecutionRecord::new(finished.clone())
+        .events(vec![event(EventKind::RunCompleted, &session.id).with_run(running.id.clone())])
+        .expect_status(RunStatus::Running);
+    ok(store.flush(record).await, "a flush expecting the stored status");
+    assert_eq!(ok(store.get_run(&running.id).await, "get_run"), finished);
+
+    let ghost = Run::new(session.id.clone(), RunInput::user("x"));
+    expect_code(
+        store.flush(ExecutionRecord::new(ghost.clone()).expect_status(RunStatus::Pending)).await,
+        ErrorCode::RunNotFound,
+        "a flush expecting a status of an unknown run",
+    );
+    expect_code(store.get_run(&ghost.id).await, ErrorCode::RunNotFound, "the run of a rejected flush");
+}
+
+/// Runs: no event of a run is appended after the run's terminal state is stored. A new event of
+/// that run (alone, or in a batch with other events) is [`ErrorCode::InvalidTransition`] and
+/// writes nothing; a retried append of an event stored before still returns it; events without
+/// a run, or of another run, are unaffected.
+pub async fn check_no_event_after_terminal_run(store: &dyn SessionStore) {
+    let session = saved_session(store, &unique_agent("after-terminal")).await;
+    let mut run = Run::new(session.id.clone(), RunInput::user("x"));
+    ok(run.transition(RunStatus::Running), "transition");
+    ok(store.save_run(&run).await, "save_run running");
+    let during = ok(
+        store.append_event(event(EventKind::MessageReceived, &session.id).with_run(run.id.clone())).await,
+        "an event of a running run",
+    );
+    ok(run.complete(RunOutput::text("done")), "complete");
+    let terminal = event(EventKind::RunCompleted, &session.id).with_run(run.id.clone());
+    ok(store.flush(ExecutionRecord::new(run.clone()).events(vec![terminal])).await, "terminal flush");
+
+    let late = event(EventKind::MessageReceived, &session.id).with_run(run.id.clone());
+    expect_code(store.append_event(late.clone()).await, ErrorCode::InvalidTransition, "an event after run_completed");
+    let unrelated = event(EventKind::SessionStarted, &session.id);
+    expect_code(
+        store.append_events(vec![unrelated, late]).await,
+        ErrorCode::InvalidTransition,
+        "a batch holding an event after run_completed",
+    );
+    assert_eq!(ok(store.latest_sequence(&session.id).await, "latest_sequence"), 2, "a rejected late event was stored");
+
+    let retried = ok(store.append_event(during.clone()).await, "a retried append of an event stored before the end");
+    assert_eq!(retried.sequence, during.sequence, "a retried append must return the stored event");
+    ok(store.append_event(event(EventKind::SessionStarted, &session.id)).await, "an event without a run");
+    let other = saved_run(store, &session).await;
+    ok(store.append_event(event(EventKind::MessageSent, &session.id).with_run(other.id.clone())).await, "another run");
+}
+
+/// Every store applies one event cap: [`asm_ports::MAX_EVENT_BYTES`] by default. A 17 MiB event
+/// is [`ErrorCode::InvalidInput`] in `append` and in `flush`, and nothing is written; a 1 MiB
+/// event is stored.
+pub async fn check_event_size_cap(store: &dyn SessionStore) {
+    let session = saved_session(store, &unique_agent("size-cap")).await;
+    let huge = "x".repeat(17 * 1024 * 1024);
+    let oversized = event(EventKind::MessageReceived, &session.id).with_data("content", huge.clone());
+    expect_code(store.append_event(oversized).await, ErrorCode::InvalidInput, "appending a 17 MiB event");
+    let mut run = Run::new(session.id.clone(), RunInput::user("x"));
+    ok(run.transition(RunStatus::Running), "transition");
+    ok(store.save_run(&run).await, "save_run");
+    let mut failed = run.clone();
+    ok(failed.fail(Error::new(ErrorCode::ProviderError, "boom")), "fail");
+    let terminal = event(EventKind::RunFailed, &session.id).with_run(run.id.clone()).with_data("message", huge);
+    expect_code(
+        store.flush(ExecutionRecord::new(failed).events(vec![terminal])).await,
+        ErrorCode::InvalidInput,
+        "flushing a 17 MiB event",
+    );
+    assert_eq!(ok(store.get_run(&run.id).await, "get_run"), run, "a rejected flush changed the run");
+    assert_eq!(ok(store.latest_sequence(&session.id).await, "latest_sequence"), 0, "an oversized event was stored");
+    let big = event(EventKind::MessageReceived, &session.id).with_data("content", "y".repeat(1024 * 1024));
+    ok(store.append_event(big).await, "appending a 1 MiB event");
 }
 
 // ---------------------------------------------------------------------------------------------
