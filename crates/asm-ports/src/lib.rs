@@ -13,6 +13,7 @@
 
 mod artifact;
 mod cancel;
+mod forward;
 mod hook;
 mod provider;
 mod store;

@@ -46,25 +46,6 @@ pub trait ProviderAdapter: Send + Sync + Debug + 'static {
     }
 }
 
-#[async_trait]
-impl<A: ProviderAdapter + ?Sized> ProviderAdapter for Arc<A> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn capabilities(&self) -> Vec<Capability> {
-        (**self).capabilities()
-    }
-    async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {
-        (**self).execute(request, sink).await
-    }
-    fn validate_config(&self) -> Result<()> {
-        (**self).validate_config()
-    }
-    fn supports_native_resume(&self) -> bool {
-        (**self).supports_native_resume()
-    }
-}
-
 /// Everything an adapter needs to execute one run.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

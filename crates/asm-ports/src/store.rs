@@ -104,46 +104,6 @@ pub trait SessionStoreExt: SessionStore {
 
 impl<S: SessionStore + ?Sized> SessionStoreExt for S {}
 
-#[async_trait]
-impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
-    async fn save_session(&self, session: &Session) -> Result<()> {
-        (**self).save_session(session).await
-    }
-    async fn get_session(&self, id: &SessionId) -> Result<Session> {
-        (**self).get_session(id).await
-    }
-    async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>> {
-        (**self).list_sessions(query).await
-    }
-    async fn delete_session(&self, id: &SessionId) -> Result<()> {
-        (**self).delete_session(id).await
-    }
-    async fn save_run(&self, run: &Run) -> Result<()> {
-        (**self).save_run(run).await
-    }
-    async fn get_run(&self, id: &RunId) -> Result<Run> {
-        (**self).get_run(id).await
-    }
-    async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
-        (**self).list_runs(session_id, query).await
-    }
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
-        (**self).append(events, expected_last_sequence).await
-    }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
-        (**self).get_events(session_id, query).await
-    }
-    async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
-        (**self).latest_sequence(session_id).await
-    }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
-        (**self).flush(record).await
-    }
-    fn capabilities(&self) -> StoreCapabilities {
-        (**self).capabilities()
-    }
-}
-
 /// A cursor read of one session's events. All filters combine.
 ///
 /// ```

@@ -311,16 +311,10 @@ impl RunOptions {
         self.adapter_options.insert(key.into(), value.into());
         self
     }
-    /// Adds a hook.
+    /// Adds a hook (a shared `Arc<dyn RunHook>` is a hook too).
     #[must_use]
     pub fn hook(mut self, hook: impl RunHook) -> Self {
         self.hooks.push(Arc::new(hook));
-        self
-    }
-    /// Adds a shared hook.
-    #[must_use]
-    pub fn hook_arc(mut self, hook: Arc<dyn RunHook>) -> Self {
-        self.hooks.push(hook);
         self
     }
     /// Sets the run's event callback.

@@ -227,7 +227,7 @@ async fn a_cancel_acknowledged_during_the_finish_hooks_wins() {
             let manager = manager.clone();
             let run_id = run.id.clone();
             let hook: Arc<dyn RunHook> = gate.clone();
-            tokio::spawn(async move { manager.execute_run(&run_id, ExecuteOptions::default().hook_arc(hook)).await })
+            tokio::spawn(async move { manager.execute_run(&run_id, ExecuteOptions::default().hook(hook)).await })
         };
         tokio::time::timeout(WAIT, gate.reached.notified()).await.expect("the finish hook never ran");
         manager.cancel_run(&run.id).await.unwrap_or_else(|e| panic!("{name}: cancel of a running run refused: {e}"));
