@@ -401,11 +401,14 @@ impl SessionManager {
         // registered if this process started executing it meanwhile). Each retry means the run
         // moved forward (pending -> running -> terminal), so two retries always suffice.
         for _ in 0..3 {
+            let run = self.inner.store.get_run(run_id).await?;
+            // Looked up after the read: an execution registers before it reads the run, so if
+            // the run read `running` belongs to an execution of this process, it is registered
+            // by now and is stopped through its token (never ended behind its back).
             let active = self.inner.active.lock().get(run_id).cloned();
             if let Some(active) = active {
                 return active.request_cancel(run_id, request);
             }
-            let run = self.inner.store.get_run(run_id).await?;
             if run.status.is_terminal() {
                 return Err(Error::new(
                     ErrorCode::InvalidTransition,

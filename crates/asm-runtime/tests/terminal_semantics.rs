@@ -32,24 +32,41 @@ struct InterceptingStore {
     calls: AtomicUsize,
     yielding: bool,
     terminal_flush_failures: AtomicUsize,
+    /// When armed, the next `get_run` says so and then waits until a flush stores `run_started`.
+    held_read: parking_lot::Mutex<Option<Arc<HeldRead>>>,
+    /// The armed hold, kept so that the flush that stores `run_started` can release it.
+    hold: parking_lot::Mutex<Option<Arc<HeldRead>>>,
+}
+
+#[derive(Debug, Default)]
+struct HeldRead {
+    waiting: Notify,
+    run_started: Notify,
 }
 
 impl InterceptingStore {
     fn yielding(inner: DynSessionStore) -> DynSessionStore {
-        Arc::new(Self {
+        Arc::new(Self::new(inner, true, 0))
+    }
+    fn new(inner: DynSessionStore, yielding: bool, failures: usize) -> Self {
+        Self {
             inner,
             calls: AtomicUsize::new(0),
-            yielding: true,
-            terminal_flush_failures: AtomicUsize::new(0),
-        })
+            yielding,
+            terminal_flush_failures: AtomicUsize::new(failures),
+            held_read: parking_lot::Mutex::new(None),
+            hold: parking_lot::Mutex::new(None),
+        }
+    }
+    /// Holds the next `get_run` until `run_started` is stored.
+    fn hold_next_run_read(&self) -> Arc<HeldRead> {
+        let held = Arc::new(HeldRead::default());
+        *self.held_read.lock() = Some(held.clone());
+        *self.hold.lock() = Some(held.clone());
+        held
     }
     fn failing_terminal_flushes(inner: DynSessionStore, failures: usize) -> DynSessionStore {
-        Arc::new(Self {
-            inner,
-            calls: AtomicUsize::new(0),
-            yielding: false,
-            terminal_flush_failures: AtomicUsize::new(failures),
-        })
+        Arc::new(Self::new(inner, false, failures))
     }
     async fn pause(&self) {
         if !self.yielding {
@@ -84,6 +101,11 @@ impl SessionStore for InterceptingStore {
     }
     async fn get_run(&self, id: &RunId) -> Result<Run> {
         self.pause().await;
+        let held = self.held_read.lock().take();
+        if let Some(held) = held {
+            held.waiting.notify_one();
+            held.run_started.notified().await;
+        }
         self.inner.get_run(id).await
     }
     async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
@@ -111,7 +133,14 @@ impl SessionStore for InterceptingStore {
         {
             return Err(Error::new(ErrorCode::StorageWriteFailed, "injected failure"));
         }
-        self.inner.flush(record).await
+        let starts = record.events.iter().any(|e| e.kind == EventKind::RunStarted);
+        let stored = self.inner.flush(record).await;
+        if starts && stored.is_ok() {
+            if let Some(held) = self.hold.lock().take() {
+                held.run_started.notify_one();
+            }
+        }
+        stored
     }
     fn capabilities(&self) -> StoreCapabilities {
         self.inner.capabilities()
@@ -185,13 +214,23 @@ async fn a_cancel_racing_the_start_of_an_execution_always_wins() {
         for i in 0..60 {
             let (run, execution) = start_and_spawn(&manager, &session, i % 5).await;
             manager.cancel_run(&run.id).await.unwrap_or_else(|e| panic!("{name} #{i}: cancel refused: {e}"));
+            // Read after the acknowledgement: if the run had not started then, it had not when
+            // the cancel was acknowledged.
+            let started = EventQuery::new().run(run.id.clone()).kind(EventKind::RunStarted);
+            let not_started_at_ack = store.get_events(&session, &started).await.unwrap().is_empty();
             let calls_at_ack = adapter.requests().len();
             let result = tokio::time::timeout(WAIT, execution)
                 .await
                 .unwrap_or_else(|_| panic!("{name} #{i}: execute_run never returned after an acknowledged cancel"))
                 .unwrap();
             assert_eq!(result.unwrap_err().code(), ErrorCode::Cancelled, "{name} #{i}");
-            assert_eq!(adapter.requests().len(), calls_at_ack, "{name} #{i}: the provider was called after the cancel");
+            if not_started_at_ack {
+                assert_eq!(
+                    adapter.requests().len(),
+                    calls_at_ack,
+                    "{name} #{i}: a run cancelled before it started reached the provider"
+                );
+            }
             assert_eq!(store.get_run(&run.id).await.unwrap().status, RunStatus::Cancelled, "{name} #{i}");
             assert_run_log(&store, &session, &run.id, &format!("{name} #{i}")).await;
         }
@@ -320,4 +359,35 @@ async fn a_failed_terminal_write_is_retried_with_a_minimal_record() {
     assert_eq!(stored.error.unwrap().code(), ErrorCode::ProviderAuthenticationFailed);
     let kinds = assert_run_log(&store, &session, &run.id, "minimal").await;
     assert_eq!(kinds.last(), Some(&EventKind::RunFailed));
+}
+
+/// A1, the exact interleaving: the cancel is held just before it reads the run, the execution starts meanwhile (`running`, with a
+/// provider that hangs until cancelled), then the cancel reads `running`. It must stop the
+/// execution through its token, not end the run in the store behind the execution's back
+/// (which left the hanging provider running forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_that_reads_a_running_run_of_this_process_stops_it_through_its_token() {
+    let store = Arc::new(InterceptingStore::new(Arc::new(InMemorySessionStore::new()), false, 0));
+    let adapter = ScriptedAdapter::new().hanging();
+    let manager = SessionManager::from_shared(store.clone(), Arc::new(adapter.clone()));
+    let session = active_session(&manager).await;
+    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let held = store.hold_next_run_read();
+    let cancel = {
+        let manager = manager.clone();
+        let run_id = run.id.clone();
+        tokio::spawn(async move { manager.cancel_run(&run_id).await })
+    };
+    tokio::time::timeout(WAIT, held.waiting.notified()).await.expect("the cancel never read the run");
+    let execution = {
+        let manager = manager.clone();
+        let run_id = run.id.clone();
+        tokio::spawn(async move { manager.execute_run(&run_id, ExecuteOptions::default()).await })
+    };
+    tokio::time::timeout(WAIT, cancel).await.expect("cancel_run hung").unwrap().unwrap();
+    let result = tokio::time::timeout(WAIT, execution).await.expect("execute_run never returned").unwrap();
+    assert_eq!(result.unwrap_err().code(), ErrorCode::Cancelled);
+    let store: DynSessionStore = store;
+    let kinds = assert_run_log(&store, &session, &run.id, "held read").await;
+    assert_eq!(kinds.last(), Some(&EventKind::RunCancelled));
 }
