@@ -135,10 +135,11 @@ impl SessionStore for InterceptingStore {
         }
         let starts = record.events.iter().any(|e| e.kind == EventKind::RunStarted);
         let stored = self.inner.flush(record).await;
-        if starts && stored.is_ok() {
-            if let Some(held) = self.hold.lock().take() {
-                held.run_started.notify_one();
-            }
+        if starts
+            && stored.is_ok()
+            && let Some(held) = self.hold.lock().take()
+        {
+            held.run_started.notify_one();
         }
         stored
     }
