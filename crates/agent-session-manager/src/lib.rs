@@ -102,8 +102,25 @@ pub mod prelude {
         ProviderEvent, RunContext, RunHook, SessionStore, SessionStoreExt,
     };
 
+    /// For implementing ports: `#[async_trait]` on `impl SessionStore`, `ProviderAdapter`,
+    /// `RunHook`.
+    pub use async_trait::async_trait;
+    /// For consuming event streams (`stream_session_events`, subscriptions).
+    pub use futures::StreamExt;
+
     #[cfg(feature = "store-memory")]
     pub use asm_store_memory::InMemorySessionStore;
+    #[cfg(feature = "store-redb")]
+    pub use asm_store_redb::RedbSessionStore;
+    #[cfg(feature = "store-sled")]
+    pub use asm_store_sled::SledSessionStore;
+
+    #[cfg(feature = "provider-amp")]
+    pub use asm_provider_amp::AmpAdapter;
+    #[cfg(feature = "provider-claude")]
+    pub use asm_provider_claude::ClaudeAdapter;
+    #[cfg(feature = "provider-codex")]
+    pub use asm_provider_codex::CodexAdapter;
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{

@@ -746,9 +746,12 @@ impl SessionServer {
         self.core().hub.subscribe(options).await
     }
 
-    /// Makes the server's task panic, to test supervision. Not part of the API.
-    #[doc(hidden)]
-    pub fn __crash_for_tests(&self) {
+    /// Makes the server's task panic, to test supervision (a [`SessionSupervisor`] restarts it
+    /// from the store). Only with the `test-util` feature.
+    ///
+    /// [`SessionSupervisor`]: crate::SessionSupervisor
+    #[cfg(feature = "test-util")]
+    pub fn crash_for_tests(&self) {
         self.core().send(Command::Crash);
     }
 }
@@ -934,13 +937,26 @@ fn status_of(result: &Result<RunResult>) -> RunStatus {
 enum Command {
     Submit(Box<Submission>),
     Persisted(Box<Persisted>),
-    Await { run_id: RunId, reply: oneshot::Sender<AwaitReply> },
-    Cancel { run_id: RunId, reply: oneshot::Sender<CancelTarget> },
-    Locate { run_id: RunId, reply: oneshot::Sender<bool> },
+    Await {
+        run_id: RunId,
+        reply: oneshot::Sender<AwaitReply>,
+    },
+    Cancel {
+        run_id: RunId,
+        reply: oneshot::Sender<CancelTarget>,
+    },
+    Locate {
+        run_id: RunId,
+        reply: oneshot::Sender<bool>,
+    },
     Finished(Box<Finished>),
     Status(oneshot::Sender<ServerStatus>),
     Drain(oneshot::Sender<()>),
-    Shutdown { policy: Option<ShutdownPolicy>, reply: Option<oneshot::Sender<()>> },
+    Shutdown {
+        policy: Option<ShutdownPolicy>,
+        reply: Option<oneshot::Sender<()>>,
+    },
+    #[cfg(feature = "test-util")]
     Crash,
 }
 
@@ -1129,6 +1145,7 @@ impl Actor {
                 }
             }
             Command::Shutdown { policy, reply } => self.on_shutdown(policy, reply),
+            #[cfg(feature = "test-util")]
             Command::Crash => panic!("session server task crashed on request (test hook)"),
         }
     }

@@ -31,7 +31,7 @@ async fn a_crashed_server_task_is_restarted_from_the_store() {
     let queued = server.submit_run(RunInput::user("wait b"), RunOptions::default()).await.unwrap();
     assert_eq!(started.next().await, in_flight);
 
-    server.__crash_for_tests();
+    server.crash_for_tests();
     // The supervisor restarts the task; the same handle keeps working.
     eventually("the server to be restarted", || {
         let server = server.clone();
@@ -64,13 +64,13 @@ async fn a_server_that_crashes_too_often_is_given_up() {
         .await
         .unwrap();
     let session = server.session_id().clone();
-    server.__crash_for_tests();
+    server.crash_for_tests();
     eventually("the first restart", || {
         let server = server.clone();
         async move { server.status().await.is_ok() }
     })
     .await;
-    server.__crash_for_tests();
+    server.crash_for_tests();
     eventually("the supervisor to give up", || {
         let supervisor = supervisor.clone();
         let session = session.clone();
