@@ -95,7 +95,7 @@ async fn a_session_server_runs_queued_work_and_streams_it() {
     for id in &ids {
         server.await_run(id, std::time::Duration::from_secs(10)).await.unwrap();
     }
-    let mut sub = Box::pin(server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap());
+    let mut sub = Box::pin(server.subscribe(SubscribeOptions::after(0)).await.unwrap());
     let first = tokio::time::timeout(std::time::Duration::from_secs(10), sub.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.sequence, Some(1));
     server.drain(std::time::Duration::from_secs(10)).await.unwrap();

@@ -41,8 +41,7 @@ async fn main() -> Result<()> {
     println!("\nthe whole log, read back with a cursor stream:");
     let latest = manager.store().latest_sequence(&session.id).await?;
     let log: Vec<Event> = manager
-        .stream_session_events(&session.id, StreamOptions::from_after(0))
-        .take(usize::try_from(latest).unwrap_or(usize::MAX))
+        .stream_session_events(&session.id, StreamOptions::after(0).until_caught_up())
         .collect::<Vec<_>>()
         .await
         .into_iter()

@@ -164,7 +164,7 @@ fn fanout(c: &mut Criterion) {
         let done = Arc::new(Semaphore::new(0));
         let target = Arc::new(AtomicU64::new(u64::MAX));
         for _ in 0..SUBSCRIBERS {
-            let mut stream = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
+            let mut stream = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
             let (deliveries, done, target) = (deliveries.clone(), done.clone(), target.clone());
             tokio::spawn(async move {
                 let mut local = 0u64;

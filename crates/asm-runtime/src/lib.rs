@@ -54,9 +54,10 @@ pub use limiter::{ConcurrencyLimiter, LimiterConfig, LimiterStatus, RunPermit, S
 pub use manager::SessionManager;
 pub use options::{
     Continuation, EventCallback, ExecuteOptions, NewSession, RunOnceOptions, RunOnceResult, RunResult, StartRunOptions,
-    StreamOptions,
+    StreamMode, StreamOptions,
 };
 pub use server::{RunOptions, ServerConfig, ServerStatus, SessionServer, ShutdownPolicy};
+pub use stream::EventStream;
 pub use subscription::{EventSubscription, SubscribeOptions};
 pub use supervisor::SessionSupervisor;
 pub use transcript_cache::{TranscriptCache, TranscriptCacheStats};

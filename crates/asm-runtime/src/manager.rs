@@ -2,7 +2,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use futures::Stream;
 use parking_lot::Mutex;
 use tracing::Instrument;
 
@@ -19,6 +18,7 @@ use crate::execution::Execution;
 use crate::options::{
     ExecuteOptions, NewSession, RunOnceOptions, RunOnceResult, RunResult, StartRunOptions, StreamOptions,
 };
+use crate::stream::EventStream;
 
 /// The provider name the runtime records on the events it writes itself.
 pub(crate) const RUNTIME_PROVIDER: &str = "session_manager";
@@ -257,13 +257,10 @@ impl SessionManager {
         self.inner.store.list_runs(id, &RunQuery::new()).await
     }
 
-    /// A never-ending stream of the session's events after `options.after`, in sequence order,
-    /// each exactly once. Store errors are yielded and end the stream.
-    pub fn stream_session_events(
-        &self,
-        id: &SessionId,
-        options: StreamOptions,
-    ) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    /// The session's events after `options.after`, in sequence order, each exactly once: a
+    /// named, boxed, `Unpin` stream that follows the log forever, or ends when caught up
+    /// ([`StreamOptions::until_caught_up`]). Store errors are yielded and end the stream.
+    pub fn stream_session_events(&self, id: &SessionId, options: StreamOptions) -> EventStream {
         crate::stream::session_events(self.inner.store.clone(), id.clone(), options)
     }
 

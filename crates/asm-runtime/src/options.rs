@@ -291,8 +291,16 @@ impl RunOnceResult {
 
 /// Options of [`SessionManager::stream_session_events`](crate::SessionManager::stream_session_events).
 ///
-/// The stream starts after sequence `after` and never ends on its own: when it has caught up it
-/// long-polls (stores with the capability) or polls every `poll_interval`.
+/// The stream yields the events after sequence `after` (exclusive, as everywhere). By default it
+/// follows the log forever: when it has caught up it long-polls (stores with the capability) or
+/// polls every `poll_interval`. With [`until_caught_up`](Self::until_caught_up) it ends instead.
+///
+/// ```
+/// use asm_runtime::StreamOptions;
+/// let follow = StreamOptions::after(0);
+/// let backlog = StreamOptions::after(40).page_size(500).until_caught_up();
+/// # let _ = (follow, backlog);
+/// ```
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
     pub(crate) after: u64,
@@ -300,6 +308,18 @@ pub struct StreamOptions {
     pub(crate) filter: EventQuery,
     pub(crate) wait: Duration,
     pub(crate) poll_interval: Duration,
+    pub(crate) mode: StreamMode,
+}
+
+/// Whether a stream follows the log or ends when it has caught up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamMode {
+    /// Never ends: waits for new events once caught up.
+    #[default]
+    Follow,
+    /// Ends after the last event stored when a read finds nothing newer.
+    UntilCaughtUp,
 }
 
 impl Default for StreamOptions {
@@ -310,14 +330,27 @@ impl Default for StreamOptions {
             filter: EventQuery::new(),
             wait: Duration::from_secs(30),
             poll_interval: Duration::from_millis(250),
+            mode: StreamMode::Follow,
         }
     }
 }
 
 impl StreamOptions {
-    /// Events with a sequence greater than `after`.
-    pub fn from_after(after: u64) -> Self {
+    /// Events with a sequence greater than `after` (0: from the start).
+    pub fn after(after: u64) -> Self {
         Self { after, ..Self::default() }
+    }
+    /// Ends the stream once it has caught up instead of following the log.
+    #[must_use]
+    pub fn until_caught_up(mut self) -> Self {
+        self.mode = StreamMode::UntilCaughtUp;
+        self
+    }
+    /// Sets the [`StreamMode`].
+    #[must_use]
+    pub fn mode(mut self, mode: StreamMode) -> Self {
+        self.mode = mode;
+        self
     }
     /// Events per store read.
     #[must_use]

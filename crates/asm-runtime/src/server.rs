@@ -442,7 +442,7 @@ pub struct ServerStatus {
 ///         .max_concurrent_runs(2),
 /// )
 /// .await?;
-/// let mut events = server.subscribe(SubscribeOptions::from_sequence(1).kind(EventKind::RunCompleted)).await?;
+/// let mut events = server.subscribe(SubscribeOptions::after(0).kind(EventKind::RunCompleted)).await?;
 ///
 /// let run_id = server.submit_run(RunInput::user("Hi"), RunOptions::default()).await?;
 /// let result = server.await_run(&run_id, Duration::from_secs(10)).await?;
@@ -734,7 +734,7 @@ impl SessionServer {
         }
     }
 
-    /// Subscribes to the session's events: every event with sequence `>= from_sequence` that
+    /// Subscribes to the session's events: every event with sequence `> after` that
     /// passes the filters, exactly once, in sequence order, without gaps: first what the store
     /// holds, then live, including events other writers append. A subscriber that falls behind
     /// re-reads from the store; dropping the stream unsubscribes.

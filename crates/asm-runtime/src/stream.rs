@@ -1,11 +1,17 @@
 use std::collections::VecDeque;
 
-use futures::Stream;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use asm_core::{Event, Result, SessionId};
 use asm_ports::{DynSessionStore, EventQuery};
 
-use crate::options::StreamOptions;
+use crate::options::{StreamMode, StreamOptions};
+
+/// A boxed, `Unpin`, `Send` stream of stored events (as `object_store`'s `BoxStream`): what
+/// [`SessionManager::stream_session_events`](crate::SessionManager::stream_session_events)
+/// returns. Store errors are yielded and end it.
+pub type EventStream = BoxStream<'static, Result<Event>>;
 
 struct State {
     store: DynSessionStore,
@@ -16,12 +22,8 @@ struct State {
     failed: bool,
 }
 
-/// Pages through the log after a cursor; when caught up, long-polls (or polls) for more.
-pub(crate) fn session_events(
-    store: DynSessionStore,
-    session_id: SessionId,
-    options: StreamOptions,
-) -> impl Stream<Item = Result<Event>> + Send + 'static {
+/// Pages through the log after a cursor; when caught up, long-polls (or polls) for more, or ends.
+pub(crate) fn session_events(store: DynSessionStore, session_id: SessionId, options: StreamOptions) -> EventStream {
     let state = State { store, session_id, cursor: options.after, options, buffer: VecDeque::new(), failed: false };
     futures::stream::unfold(state, |mut state| async move {
         if state.failed {
@@ -31,13 +33,17 @@ pub(crate) fn session_events(
             if let Some(event) = state.buffer.pop_front() {
                 return Some((Ok(event), state));
             }
-            let long_poll = state.store.capabilities().long_poll;
+            let follow = state.options.mode == StreamMode::Follow;
+            let long_poll = follow && state.store.capabilities().long_poll;
             let mut query: EventQuery = state.options.filter.clone();
             query.after = Some(state.cursor);
             query.limit = Some(state.options.page_size.max(1));
             query.wait = long_poll.then_some(state.options.wait);
             match state.store.get_events(&state.session_id, &query).await {
                 Ok(page) => {
+                    if page.is_empty() && !follow {
+                        return None;
+                    }
                     if let Some(last) = page.iter().filter_map(|e| e.sequence).max() {
                         state.cursor = state.cursor.max(last);
                     }
@@ -53,4 +59,5 @@ pub(crate) fn session_events(
             }
         }
     })
+    .boxed()
 }

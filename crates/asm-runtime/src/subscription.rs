@@ -45,22 +45,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// ```
 /// use asm_core::EventKind;
 /// use asm_runtime::SubscribeOptions;
-/// let options = SubscribeOptions::from_sequence(10).kind(EventKind::MessageStreamed);
+/// // events after sequence 10 (11, 12, ...), only streamed chunks
+/// let options = SubscribeOptions::after(10).kind(EventKind::MessageStreamed);
 /// # let _ = options;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SubscribeOptions {
-    pub(crate) from_sequence: u64,
+    pub(crate) after: u64,
     pub(crate) run_id: Option<RunId>,
     pub(crate) kinds: Vec<EventKind>,
 }
 
 impl SubscribeOptions {
-    /// Every event with a sequence number `>= sequence` (inclusive; 0 and 1 both mean "from the
-    /// start of the log").
-    pub fn from_sequence(sequence: u64) -> Self {
-        Self { from_sequence: sequence, ..Self::default() }
+    /// Every event with a sequence number `> after` (exclusive, like [`EventQuery::after`]
+    /// everywhere: 0 means "from the start of the log", a stored event's sequence means "what
+    /// comes after it").
+    ///
+    /// [`EventQuery::after`]: asm_ports::EventQuery::after
+    pub fn after(after: u64) -> Self {
+        Self { after, ..Self::default() }
     }
     /// Only events of this run.
     #[must_use]
@@ -177,7 +181,7 @@ impl Hub {
         let receiver = self.register().await?;
         self.subscribers.fetch_add(1, Ordering::AcqRel);
         let guard = SubscriberGuard { hub: self.clone() };
-        let next = options.from_sequence.max(1);
+        let next = options.after.saturating_add(1);
         let state = SubState {
             hub: self.clone(),
             receiver: Some(receiver),

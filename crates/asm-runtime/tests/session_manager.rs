@@ -536,10 +536,28 @@ async fn run_once_completes_or_fails_the_session() {
 }
 
 #[tokio::test]
+async fn an_until_caught_up_stream_ends_after_the_last_stored_event() {
+    let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("a b c"));
+    let session = active_session(&manager).await;
+    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    let total = manager.store().latest_sequence(&session).await.unwrap();
+    let stream = manager.stream_session_events(&session, StreamOptions::after(2).page_size(3).until_caught_up());
+    let events: Vec<Event> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
+        .await
+        .expect("an until-caught-up stream must end")
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap();
+    let sequences: Vec<u64> = events.iter().filter_map(|e| e.sequence).collect();
+    assert_eq!(sequences, (3..=total).collect::<Vec<_>>(), "after is exclusive; every later event once");
+}
+
+#[tokio::test]
 async fn the_event_stream_pages_then_follows_new_appends() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("a b c"));
     let session = active_session(&manager).await;
-    let mut stream = Box::pin(manager.stream_session_events(&session, StreamOptions::from_after(1).page_size(2)));
+    let mut stream = manager.stream_session_events(&session, StreamOptions::after(1).page_size(2));
     let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(first.sequence, Some(2));
 
@@ -626,9 +644,8 @@ impl SessionStore for PollOnly {
 async fn the_event_stream_polls_stores_without_long_poll() {
     let manager = SessionManager::new(PollOnly(InMemorySessionStore::new()), ScriptedAdapter::replying("x y"));
     let session = active_session(&manager).await;
-    let mut stream = Box::pin(
-        manager.stream_session_events(&session, StreamOptions::from_after(0).poll_interval(Duration::from_millis(5))),
-    );
+    let mut stream =
+        manager.stream_session_events(&session, StreamOptions::after(0).poll_interval(Duration::from_millis(5)));
     for expected in 1..=2 {
         let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(event.sequence, Some(expected));

@@ -599,7 +599,7 @@ async fn shutdown_timeout_cancels_runs_that_do_not_finish() {
 #[tokio::test]
 async fn dropping_the_last_handle_stops_the_server() {
     let (server, _store, _, _, _) = gated_server(1, 10).await;
-    let mut events = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
+    let mut events = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     let copy = server.clone();
     drop(server);
     assert!(copy.is_running(), "a clone keeps it alive");

@@ -83,8 +83,8 @@ async fn every_event_exactly_once_under_eight_concurrent_runs() {
     // 2 session events + 8 runs x (run_started, message_sent, 1000 chunks, run_completed)
     let last = 2 + 8 * (EVENTS_PER_RUN as u64 + 3);
 
-    let mut fast = server.subscribe(SubscribeOptions::from_sequence(0)).await.unwrap();
-    let mut slow = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
+    let mut fast = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
+    let mut slow = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     let fast_task = tokio::spawn(async move { collect_until(&mut fast, 1, last, false, false).await });
     let slow_task = tokio::spawn(async move { collect_until(&mut slow, 1, last, false, true).await });
 
@@ -100,11 +100,11 @@ async fn every_event_exactly_once_under_eight_concurrent_runs() {
         }
         tokio::task::yield_now().await;
     };
-    let mut late = server.subscribe(SubscribeOptions::from_sequence(joined_at)).await.unwrap();
+    let mut late = server.subscribe(SubscribeOptions::after(joined_at - 1)).await.unwrap();
     let late_task = tokio::spawn(async move { collect_until(&mut late, joined_at, last, false, false).await });
     // And one filtered on one run's chunks.
     let mut filtered = server
-        .subscribe(SubscribeOptions::from_sequence(1).run(runs[3].clone()).kind(EventKind::MessageStreamed))
+        .subscribe(SubscribeOptions::after(0).run(runs[3].clone()).kind(EventKind::MessageStreamed))
         .await
         .unwrap();
 
@@ -135,7 +135,7 @@ async fn events_of_another_writer_are_delivered_live() {
             .await
             .unwrap();
     let session = server.session_id().clone();
-    let mut stream = server.subscribe(SubscribeOptions::from_sequence(3)).await.unwrap();
+    let mut stream = server.subscribe(SubscribeOptions::after(2)).await.unwrap();
     let mut appended = Vec::new();
     for i in 0..5 {
         let event = Event::new(EventKind::ErrorOccurred, session.clone()).with_data("error_message", format!("e{i}"));
@@ -204,7 +204,7 @@ async fn stores_without_long_poll_are_followed_too() {
     .await
     .unwrap();
     let session = server.session_id().clone();
-    let mut stream = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
+    let mut stream = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     let run = server.submit_run(RunInput::user("hi"), RunOptions::default()).await.unwrap();
     server.await_run(&run, WAIT).await.unwrap();
     inner
@@ -223,15 +223,15 @@ async fn dropping_a_subscription_unsubscribes() {
     )
     .await
     .unwrap();
-    let first = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
-    let second = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
+    let first = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
+    let second = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     assert_eq!(server.status().await.unwrap().subscribers, 2);
     drop(first);
     assert_eq!(server.status().await.unwrap().subscribers, 1);
     drop(second);
     assert_eq!(server.status().await.unwrap().subscribers, 0);
     // Subscribing again after everyone left works (the feed restarts).
-    let mut again = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
+    let mut again = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     let run = server.submit_run(RunInput::user("x"), RunOptions::default()).await.unwrap();
     server.await_run(&run, WAIT).await.unwrap();
     let last = server.manager().store().latest_sequence(server.session_id()).await.unwrap();
@@ -246,7 +246,7 @@ async fn a_subscription_from_the_future_waits_for_it() {
             .await
             .unwrap();
     let session = server.session_id().clone();
-    let mut stream = server.subscribe(SubscribeOptions::from_sequence(6)).await.unwrap();
+    let mut stream = server.subscribe(SubscribeOptions::after(5)).await.unwrap();
     for _ in 0..5 {
         store.append_event(Event::new(EventKind::TurnCompleted, session.clone())).await.unwrap();
     }
@@ -261,7 +261,7 @@ async fn a_store_error_is_yielded_and_ends_the_subscription() {
         SessionServer::start(ServerConfig::new(store.clone(), ScriptedAdapter::new()).create(NewSession::new("a")))
             .await
             .unwrap();
-    let mut stream = server.subscribe(SubscribeOptions::from_sequence(1)).await.unwrap();
+    let mut stream = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     collect_until(&mut stream, 1, 2, false, false).await;
     store.delete_session(server.session_id()).await.unwrap();
     let item = tokio::time::timeout(WAIT, stream.next()).await.expect("the error must surface").unwrap();
@@ -280,7 +280,7 @@ async fn many_subscribers_one_writer() {
     let total = 2 + 2_000u64;
     let mut tasks = Vec::new();
     for i in 0..20u64 {
-        let mut stream = server.subscribe(SubscribeOptions::from_sequence(1 + i)).await.unwrap();
+        let mut stream = server.subscribe(SubscribeOptions::after(i)).await.unwrap();
         tasks.push(tokio::spawn(async move { collect_until(&mut stream, 1 + i, total, false, i % 4 == 0).await }));
     }
     let writer = {
@@ -318,8 +318,7 @@ async fn filtered_backfill_over_many_pages_then_live() {
             .collect()
     };
     store.append_events(batch(3_000)).await.unwrap();
-    let mut stream =
-        server.subscribe(SubscribeOptions::from_sequence(1).kind(EventKind::ToolCallStarted)).await.unwrap();
+    let mut stream = server.subscribe(SubscribeOptions::after(0).kind(EventKind::ToolCallStarted)).await.unwrap();
     store.append_events(batch(300)).await.unwrap();
     let stored = all_events(&store, &session).await;
     let expected: Vec<Event> = stored.iter().filter(|e| e.kind == EventKind::ToolCallStarted).cloned().collect();
