@@ -1,0 +1,382 @@
+//! The server's configuration, per-run options and status.
+
+use super::*;
+
+pub(super) const RUNNING: u8 = 0;
+pub(super) const STOPPED: u8 = 1;
+
+/// How a [`SessionServer`] stops (see [`SessionServer::shutdown`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownPolicy {
+    /// Stop accepting runs; let queued and in-flight runs finish. When the shutdown timeout
+    /// passes first, whatever is left is cancelled.
+    #[default]
+    Finish,
+    /// Cancel queued runs; let in-flight runs finish (up to the shutdown timeout, then cancel
+    /// them).
+    FinishInFlight,
+    /// Cancel queued and in-flight runs at once.
+    Cancel,
+}
+
+impl ShutdownPolicy {
+    pub(super) fn strictness(self) -> u8 {
+        match self {
+            ShutdownPolicy::Finish => 0,
+            ShutdownPolicy::FinishInFlight => 1,
+            ShutdownPolicy::Cancel => 2,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) enum Bootstrap {
+    Create(NewSession),
+    Attach(SessionId),
+}
+
+/// How to start a [`SessionServer`]: the store and adapter (or a [`SessionManager`]), the
+/// session (create one or attach to a stored one), limits and defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use asm_runtime::{ExecuteOptions, NewSession, ServerConfig, ShutdownPolicy};
+/// # use asm_store_memory::InMemorySessionStore;
+/// # use asm_testkit::ScriptedAdapter;
+/// let config = ServerConfig::new(InMemorySessionStore::new(), ScriptedAdapter::new())
+///     .create(NewSession::new("agent"))
+///     .max_concurrent_runs(3)
+///     .max_queued_runs(100)
+///     .default_execute_options(ExecuteOptions::default().timeout(Duration::from_secs(600)))
+///     .shutdown_policy(ShutdownPolicy::FinishInFlight);
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub(super) manager: SessionManager,
+    pub(super) bootstrap: Option<Bootstrap>,
+    pub(super) max_concurrent_runs: usize,
+    pub(super) max_queued_runs: usize,
+    pub(super) limiter: Option<ConcurrencyLimiter>,
+    pub(super) control: Option<ControlOperations>,
+    pub(super) defaults: ExecuteOptions,
+    pub(super) shutdown_policy: ShutdownPolicy,
+    pub(super) shutdown_timeout: Duration,
+    pub(super) result_capacity: usize,
+    pub(super) recover_pending_runs: bool,
+    pub(super) subscription_buffer: usize,
+    pub(super) poll_interval: Duration,
+}
+
+impl ServerConfig {
+    /// Default `max_queued_runs`.
+    pub const DEFAULT_MAX_QUEUED_RUNS: usize = 100;
+    /// Default number of finished results kept in memory.
+    pub const DEFAULT_RESULT_CAPACITY: usize = 1_024;
+    /// Default broadcast buffer of the live event feed, in events.
+    pub const DEFAULT_SUBSCRIPTION_BUFFER: usize = 1_024;
+
+    /// A configuration over `store` and `adapter` (a [`SessionManager`] is built from them).
+    /// Choose the session with [`create`](Self::create) or [`attach`](Self::attach).
+    pub fn new(store: impl SessionStore, adapter: impl ProviderAdapter) -> Self {
+        Self::from_manager(SessionManager::new(store, adapter))
+    }
+
+    /// A configuration that executes runs through `manager` (share it with
+    /// [`ControlOperations::new`] so both see the same executing runs).
+    pub fn from_manager(manager: SessionManager) -> Self {
+        Self {
+            manager,
+            bootstrap: None,
+            max_concurrent_runs: 1,
+            max_queued_runs: Self::DEFAULT_MAX_QUEUED_RUNS,
+            limiter: None,
+            control: None,
+            defaults: ExecuteOptions::default(),
+            shutdown_policy: ShutdownPolicy::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            result_capacity: Self::DEFAULT_RESULT_CAPACITY,
+            recover_pending_runs: false,
+            subscription_buffer: Self::DEFAULT_SUBSCRIPTION_BUFFER,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+
+    /// Creates a session (`start_session`) and activates it.
+    #[must_use]
+    pub fn create(mut self, session: NewSession) -> Self {
+        self.bootstrap = Some(Bootstrap::Create(session));
+        self
+    }
+
+    /// Attaches to a stored session: a pending session is activated, an active (or paused)
+    /// one is used as it is, a finished one is refused ([`ErrorCode::InvalidOperation`]).
+    #[must_use]
+    pub fn attach(mut self, session_id: SessionId) -> Self {
+        self.bootstrap = Some(Bootstrap::Attach(session_id));
+        self
+    }
+
+    /// Runs executing at once (default 1; 0 is refused with [`ErrorCode::ValidationError`]).
+    #[must_use]
+    pub fn max_concurrent_runs(mut self, slots: usize) -> Self {
+        self.max_concurrent_runs = slots;
+        self
+    }
+
+    /// Runs waiting for a slot (default 100). A submit beyond it fails with
+    /// [`ErrorCode::MaxRunsExceeded`] and persists nothing.
+    #[must_use]
+    pub fn max_queued_runs(mut self, capacity: usize) -> Self {
+        self.max_queued_runs = capacity;
+        self
+    }
+
+    /// Takes a run slot of `limiter` before each run starts (released when it ends, before its
+    /// awaiters wake). While the limiter is full, queued runs wait.
+    #[must_use]
+    pub fn limiter(mut self, limiter: ConcurrencyLimiter) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Registers runs with `control` and routes [`SessionServer::interrupt_run`] through it.
+    #[must_use]
+    pub fn control(mut self, control: ControlOperations) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Execute options every run starts from; a run's [`RunOptions`] are merged over them
+    /// (see [`RunOptions`] for the rules).
+    #[must_use]
+    pub fn default_execute_options(mut self, options: ExecuteOptions) -> Self {
+        self.defaults = options;
+        self
+    }
+
+    /// What [`SessionServer::shutdown`] (and dropping the last handle) does with unfinished runs
+    /// (default [`ShutdownPolicy::Finish`]).
+    #[must_use]
+    pub fn shutdown_policy(mut self, policy: ShutdownPolicy) -> Self {
+        self.shutdown_policy = policy;
+        self
+    }
+
+    /// How long a shutdown lets runs finish before it cancels them (default 30 s).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How many finished results are kept in memory for [`SessionServer::await_run`] (default
+    /// 1,024; older ones are read back from the store).
+    #[must_use]
+    pub fn result_capacity(mut self, capacity: usize) -> Self {
+        self.result_capacity = capacity;
+        self
+    }
+
+    /// On start, queue the session's `pending` runs (oldest first, with the default options),
+    /// as a restart after a crash does. Default: off.
+    #[must_use]
+    pub fn recover_pending_runs(mut self, recover: bool) -> Self {
+        self.recover_pending_runs = recover;
+        self
+    }
+
+    /// Broadcast buffer of the live event feed (default 1,024 events). A subscriber that falls
+    /// further behind re-reads from the store.
+    #[must_use]
+    pub fn subscription_buffer(mut self, events: usize) -> Self {
+        self.subscription_buffer = events;
+        self
+    }
+
+    /// How often the live feed polls a store without long-poll (default 100 ms; appends made
+    /// through this server are delivered at once regardless).
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// The attached session, if the configuration attaches.
+    pub(crate) fn attached_session(&self) -> Option<&SessionId> {
+        match &self.bootstrap {
+            Some(Bootstrap::Attach(id)) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.max_concurrent_runs == 0 {
+            return Err(Error::new(ErrorCode::ValidationError, "max_concurrent_runs must be at least 1"));
+        }
+        if self.bootstrap.is_none() {
+            return Err(Error::new(
+                ErrorCode::ValidationError,
+                "a session server needs a session: call create(NewSession) or attach(session_id)",
+            ));
+        }
+        self.defaults.validate()
+    }
+}
+
+/// Per-run options of [`SessionServer::submit_run`], merged over the server's default
+/// [`ExecuteOptions`]:
+///
+/// - `continuation`, `transcript_options` and `timeout`: the run's value when set, else the
+///   default's;
+/// - `adapter_option`s: the union; for a key set on both sides the run's value wins, except that
+///   two JSON objects are merged one level deep (the run's keys win inside);
+/// - hooks: the default hooks first, then the run's;
+/// - `on_event`: both callbacks are called, the default's first.
+///
+/// `require` / `prefer` are capability requirements checked when the run is created.
+///
+/// ```
+/// use std::time::Duration;
+/// use asm_runtime::{Continuation, RunOptions};
+/// let options = RunOptions::new()
+///     .continuation(Continuation::Auto)
+///     .timeout(Duration::from_secs(300))
+///     .adapter_option("model", "claude-sonnet-4-5");
+/// # let _ = options;
+/// ```
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    pub(super) continuation: Option<Continuation>,
+    pub(super) transcript: Option<TranscriptOptions>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) adapter_options: JsonMap,
+    pub(super) hooks: Vec<Arc<dyn RunHook>>,
+    pub(super) on_event: Option<EventCallback>,
+    pub(super) start: StartRunOptions,
+}
+
+impl RunOptions {
+    /// No overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the continuation mode.
+    #[must_use]
+    pub fn continuation(mut self, continuation: Continuation) -> Self {
+        self.continuation = Some(continuation);
+        self
+    }
+    /// Sets the bounds of the replayed transcript.
+    #[must_use]
+    pub fn transcript_options(mut self, options: TranscriptOptions) -> Self {
+        self.transcript = Some(options);
+        self
+    }
+    /// The run's execution deadline (not the wait of [`SessionServer::await_run`]).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Adds an adapter option.
+    #[must_use]
+    pub fn adapter_option(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.adapter_options.insert(key.into(), value.into());
+        self
+    }
+    /// Adds a hook (a shared `Arc<dyn RunHook>` is a hook too).
+    #[must_use]
+    pub fn hook(mut self, hook: impl RunHook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+    /// Sets the run's event callback.
+    #[must_use]
+    pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(callback));
+        self
+    }
+    /// The adapter must have an enabled capability of this type, or the run is not created.
+    #[must_use]
+    pub fn require(mut self, kind: CapabilityType) -> Self {
+        self.start = self.start.require(kind);
+        self
+    }
+    /// Nice to have: when missing, the run is created in degraded mode.
+    #[must_use]
+    pub fn prefer(mut self, kind: CapabilityType) -> Self {
+        self.start = self.start.prefer(kind);
+        self
+    }
+
+    /// The execute options of a run: `self` merged over `defaults` (see the type's docs).
+    pub(super) fn merge_over(self, defaults: &ExecuteOptions) -> (StartRunOptions, ExecuteOptions) {
+        let mut options = defaults.clone();
+        if let Some(continuation) = self.continuation {
+            options.continuation = continuation;
+        }
+        if let Some(transcript) = self.transcript {
+            options.transcript = transcript;
+        }
+        if let Some(timeout) = self.timeout {
+            options.timeout = Some(timeout);
+        }
+        for (key, value) in self.adapter_options {
+            match (options.adapter_options.get_mut(&key), value) {
+                (Some(serde_json::Value::Object(base)), serde_json::Value::Object(over)) => base.extend(over),
+                (_, value) => {
+                    options.adapter_options.insert(key, value);
+                }
+            }
+        }
+        options.hooks.extend(self.hooks);
+        options.on_event = match (options.on_event.take(), self.on_event) {
+            (Some(first), Some(second)) => Some(Arc::new(move |event: &Event| {
+                first(event);
+                second(event);
+            })),
+            (first, second) => second.or(first),
+        };
+        (self.start, options)
+    }
+}
+
+impl fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("continuation", &self.continuation)
+            .field("transcript", &self.transcript)
+            .field("timeout", &self.timeout)
+            .field("adapter_options", &self.adapter_options)
+            .field("hooks", &self.hooks)
+            .field("on_event", &self.on_event.as_ref().map(|_| "Fn(&Event)"))
+            .field("start", &self.start)
+            .finish()
+    }
+}
+
+/// A snapshot of a [`SessionServer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStatus {
+    /// The session.
+    pub session_id: SessionId,
+    /// Runs executing, in start order.
+    pub in_flight_runs: Vec<RunId>,
+    /// `in_flight_runs.len()`.
+    pub in_flight_count: usize,
+    /// Runs waiting for a slot, in FIFO order.
+    pub queued_runs: Vec<RunId>,
+    /// `queued_runs.len()`.
+    pub queued_count: usize,
+    /// The slot count.
+    pub max_concurrent_runs: usize,
+    /// The queue capacity.
+    pub max_queued_runs: usize,
+    /// Live subscriptions.
+    pub subscribers: usize,
+    /// Whether new runs are accepted (false once a shutdown began).
+    pub accepting_runs: bool,
+}
