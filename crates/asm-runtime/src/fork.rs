@@ -141,7 +141,9 @@ impl SessionManager {
     /// Forks `session_id` at `point` into a new session.
     ///
     /// The new session has `parent_session_id` set, the parent's agent id, context, tags and
-    /// metadata (minus its provider handles), `metadata.provider` = this manager's adapter, and
+    /// metadata (minus its provider sessions; for a native fork it keeps the provider state the
+    /// parent's last run left beside the handle, not the handle), `metadata.provider` = this
+    /// manager's adapter, and
     /// `metadata.fork` = `{state, parent_session_id, parent_sequence, point, events_copied,
     /// fork_sequence, native?}`. It is `pending`, like a new session: activate it to run.
     ///
@@ -214,7 +216,7 @@ impl SessionManager {
         fork.context = parent.context.clone();
         fork.tags = parent.tags.clone();
         fork.metadata = parent.metadata.clone();
-        fork.metadata.remove("provider_sessions");
+        let provider_sessions = fork.metadata.remove("provider_sessions");
         fork.metadata.insert(keys::PROVIDER.into(), provider.clone().into());
         let mut record = JsonMap::new();
         record.insert("state".into(), STATE_COPYING.into());
@@ -224,6 +226,15 @@ impl SessionManager {
         if let ForkContinuation::Native { provider, provider_session_id } = &continuation {
             record
                 .insert("native".into(), json!({"provider": provider, keys::PROVIDER_SESSION_ID: provider_session_id}));
+            // The state the parent's last run left beside its handle belongs to the provider
+            // session the fork branches from (e.g. Codex's thread-cumulative usage, which a
+            // forked thread carries on): hand it to the fork's first run, without the handle.
+            if let Some(Value::Object(mut state)) = provider_sessions.and_then(|p| p.get(provider).cloned()) {
+                state.remove(keys::PROVIDER_SESSION_ID);
+                if !state.is_empty() {
+                    fork.metadata.insert("provider_sessions".into(), json!({ provider.as_str(): state }));
+                }
+            }
         }
         fork.metadata.insert(FORK_METADATA_KEY.into(), record.into());
         store.save_session(&fork).await?;

@@ -38,6 +38,8 @@ struct Call {
     fork: bool,
     transcript: Vec<String>,
     handle: String,
+    /// `metadata.provider_sessions` of the session the run was given.
+    state_seen: Option<serde_json::Value>,
 }
 
 /// Provider-side state: conversations by handle, like Claude's session files.
@@ -106,6 +108,7 @@ impl ProviderAdapter for ChatAdapter {
             fork: request.fork,
             transcript,
             handle: handle.clone(),
+            state_seen: request.session.metadata.get("provider_sessions").cloned(),
         });
         history.push(format!("user: {prompt}"));
         if prompt == "fail" {
@@ -114,12 +117,14 @@ impl ProviderAdapter for ChatAdapter {
         let heard: Vec<&str> = history.iter().filter_map(|line| line.strip_prefix("user: ")).collect();
         let reply = format!("heard {}", heard.join(" + "));
         history.push(format!("assistant: {reply}"));
+        let lines = history.len();
         self.state.by_handle.lock().insert(handle.clone(), history);
         sink.emit(
             ProviderEvent::new(EventKind::MessageReceived).data("role", "assistant").data("content", reply.clone()),
         )
         .await?;
-        Ok(ExecuteOutcome::text(reply).provider_session(handle))
+        // Provider state beside the handle, like Codex's thread-cumulative usage.
+        Ok(ExecuteOutcome::text(reply).provider_session(handle).state("lines", lines))
     }
 }
 
@@ -213,6 +218,11 @@ async fn fork_then_continue_both_branches_natively_each_branch_keeps_its_own_his
     let fork_id = fork.session.id.clone();
     assert_eq!(fork.session.status, SessionStatus::Pending);
     assert_eq!(handle_of(&fork.session, "chat"), None, "the fork has no provider session of its own yet");
+    assert_eq!(
+        fork.session.metadata["provider_sessions"],
+        json!({"chat": {"lines": 2}}),
+        "the state beside the parent's handle comes along, the handle does not"
+    );
     manager.activate_session(&fork_id).await.unwrap();
 
     // The fork's first run branches the parent's provider session.
@@ -221,6 +231,7 @@ async fn fork_then_continue_both_branches_natively_each_branch_keeps_its_own_his
     let call = provider.last_call();
     assert_eq!((call.resume.as_deref(), call.fork), (Some(parent_handle.as_str()), true));
     assert!(call.transcript.is_empty(), "a native fork replays nothing");
+    assert_eq!(call.state_seen, Some(json!({"chat": {"lines": 2}})));
     assert_eq!(continuation_of(&branched), "native_fork");
     let fork_handle = handle_of(&manager.get_session(&fork_id).await.unwrap(), "chat").unwrap();
     assert_eq!(fork_handle, call.handle);
@@ -298,6 +309,7 @@ async fn forking_after_an_earlier_run_copies_up_to_it_and_replays() {
 
     let fork = manager.fork_session(&parent, ForkPoint::after_run(first.run.id.clone())).await.unwrap();
     assert_eq!(fork.continuation, ForkContinuation::Replay(ReplayReason::NotLatestTurn));
+    assert!(!fork.session.metadata.contains_key("provider_sessions"), "a replayed fork starts without provider state");
     let terminal = first.events.iter().find(|e| e.kind == EventKind::RunCompleted).unwrap();
     assert_eq!(Some(fork.parent_sequence), terminal.sequence);
     assert_eq!(fork.events_copied, fork.parent_sequence);
