@@ -1,21 +1,6 @@
-//! Forking a session at a turn boundary: [`SessionManager::fork_session`].
-//!
-//! A fork is a new session whose log starts with a copy of the parent's log up to the fork
-//! point, followed by a `session_created` event that records the fork; the parent is never
-//! written. How the fork's next runs continue the conversation:
-//!
-//! - **natively**, when the fork point is the parent's latest turn, the parent has a provider
-//!   handle for the manager's adapter and the adapter can fork
-//!   ([`ProviderAdapter::supports_native_fork`](asm_ports::ProviderAdapter::supports_native_fork)):
-//!   the fork's first run with [`Continuation::Auto`] or [`Continuation::Native`] resumes the
-//!   parent's handle as a fork ([`ExecuteRequest::fork`](asm_ports::ExecuteRequest::fork):
-//!   Claude `--resume <id> --fork-session`, Codex `exec fork <thread id>`), and the new
-//!   provider session it reports becomes the fork's own handle, which later runs resume;
-//! - **by transcript replay** of the copied events otherwise, because a provider session can
-//!   only be forked at its end: when the fork point is an earlier run, when the adapter cannot
-//!   fork, and also when, by the time the fork first runs, the parent has run again (its
-//!   provider session then holds turns the fork must not see) or the fork has already run
-//!   without obtaining a handle of its own.
+//! Forking a session at a turn boundary: [`SessionManager::fork_session`], [`ForkPoint`],
+//! [`ForkContinuation`] (native fork vs replay), and the hook `Execution::prepare` calls to
+//! resume a fork's parent natively ([`fork_handle`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -93,6 +78,21 @@ pub enum ReplayReason {
 }
 
 /// How a fork's next run continues the conversation.
+///
+/// - **Natively**, when the fork point is the parent's latest turn, the parent has a provider
+///   handle for the manager's adapter and the adapter can fork
+///   ([`ProviderAdapter::supports_native_fork`](asm_ports::ProviderAdapter::supports_native_fork)):
+///   the fork's first run with [`Continuation::Auto`] or [`Continuation::Native`] resumes the
+///   parent's handle as a fork ([`ExecuteRequest::fork`](asm_ports::ExecuteRequest::fork):
+///   Claude `--resume <id> --fork-session`, Codex `exec fork <thread id>`; its `run_started`
+///   says `continuation: native_fork`), and the new provider session it reports becomes the
+///   fork's own handle, which later runs resume.
+/// - **By transcript replay** of the copied events otherwise, because a provider session can
+///   only be forked at its end: when the fork point is an earlier turn, when the adapter cannot
+///   fork, and also when, by the time the fork first runs, the parent has run again (its
+///   provider session then holds turns the fork must not see) or the fork has already run
+///   without obtaining a handle of its own. The first replayed run that reports a provider
+///   session gives the fork its own handle, as in any new session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ForkContinuation {
@@ -158,7 +158,7 @@ impl SessionManager {
     /// either session leaves the other whole). The parent is only read.
     ///
     /// How the fork continues (natively from the parent's provider session, or by replaying the
-    /// copied transcript) is decided as described in the [module docs](self) and reported in
+    /// copied transcript) is described on [`ForkContinuation`] and reported in
     /// [`ForkedSession::continuation`].
     ///
     /// Consistency: events are read and appended in batches of 500, each batch appended with
