@@ -51,11 +51,40 @@ async fn check_story(store: &dyn SessionStore, id: &SessionId) {
     assert_eq!(texts, vec!["Fix the test", "Fixed it.", "And the docs", "Fixed it.", "Deploy"]);
 }
 
+/// Forks the (completed) story session at its latest turn and continues the fork by replay:
+/// the copies are renumbered from 1, the four runs are copied as the fork's own, the parent's
+/// log is unchanged, and the fork's run sees the story's conversation.
+async fn fork_story(store: Arc<dyn SessionStore>, parent: &SessionId) {
+    let scripted = ScriptedAdapter::replying("Branched.");
+    let manager = SessionManager::from_shared(store.clone(), Arc::new(scripted.clone()));
+    let before = store.get_events(parent, &EventQuery::new()).await.unwrap();
+    let fork = manager.fork_session(parent, ForkPoint::Latest).await.unwrap();
+    assert_eq!(store.get_events(parent, &EventQuery::new()).await.unwrap(), before, "the parent is untouched");
+    let copied = store.get_events(&fork.session.id, &EventQuery::new()).await.unwrap();
+    assert_eq!(copied.len(), before.len() + 1);
+    for (i, (copy, original)) in copied.iter().zip(&before).enumerate() {
+        assert_eq!((copy.sequence, copy.kind, &copy.data), (Some(i as u64 + 1), original.kind, &original.data));
+        assert_eq!(copy.metadata["forked_from"]["event_id"], original.id.as_str());
+    }
+    assert_eq!(copied.last().unwrap().kind, EventKind::SessionCreated);
+    let runs = store.list_runs(&fork.session.id, &Default::default()).await.unwrap();
+    let statuses: Vec<_> = runs.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![RunStatus::Completed, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled]);
+
+    manager.activate_session(&fork.session.id).await.unwrap();
+    let run = manager.start_run(&fork.session.id, RunInput::user("Branch"), StartRunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, ExecuteOptions::default().continuation(Continuation::Auto)).await.unwrap();
+    let replayed = scripted.requests().pop().unwrap().transcript.unwrap();
+    let texts: Vec<_> = replayed.messages.iter().filter_map(|m| m.content.as_deref()).collect();
+    assert_eq!(texts, vec!["Fix the test", "Fixed it.", "And the docs", "Fixed it.", "Deploy"]);
+}
+
 #[tokio::test]
 async fn story_on_the_memory_store() {
     let store: Arc<dyn SessionStore> = Arc::new(InMemorySessionStore::new());
     let id = session_story(store.clone()).await;
     check_story(store.as_ref(), &id).await;
+    fork_story(store, &id).await;
 }
 
 #[cfg(feature = "store-sled")]
@@ -67,6 +96,7 @@ async fn story_on_the_sled_store_survives_a_reopen() {
     let id = session_story(Arc::new(SledSessionStore::open(&path).unwrap())).await;
     let reopened = SledSessionStore::open(&path).unwrap();
     check_story(&reopened, &id).await;
+    fork_story(Arc::new(reopened), &id).await;
 }
 
 #[cfg(feature = "store-redb")]
@@ -78,6 +108,7 @@ async fn story_on_the_redb_store_survives_a_reopen() {
     let id = session_story(Arc::new(RedbSessionStore::open(&path).unwrap())).await;
     let reopened = RedbSessionStore::open(&path).unwrap();
     check_story(&reopened, &id).await;
+    fork_story(Arc::new(reopened), &id).await;
 }
 
 /// The per-session runtime over the facade: submit through a server, follow with a subscription.

@@ -124,7 +124,7 @@ pub mod prelude {
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
-        ConcurrencyLimiter, Continuation, ExecuteOptions, NewSession, RunOnceOptions, RunOptions, RunResult,
+        ConcurrencyLimiter, Continuation, ExecuteOptions, ForkPoint, NewSession, RunOnceOptions, RunOptions, RunResult,
         ServerConfig, SessionManager, SessionServer, SessionSupervisor, StartRunOptions, StreamOptions,
         SubscribeOptions,
     };

@@ -75,6 +75,9 @@ macro_rules! forward_ports {
             fn supports_native_resume(&self) -> bool {
                 (**self).supports_native_resume()
             }
+            fn supports_native_fork(&self) -> bool {
+                (**self).supports_native_fork()
+            }
         }
 
         #[async_trait]

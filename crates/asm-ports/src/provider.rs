@@ -44,6 +44,14 @@ pub trait ProviderAdapter: Send + Sync + Debug + 'static {
     fn supports_native_resume(&self) -> bool {
         false
     }
+
+    /// Whether the adapter can branch a new provider-side session off another session's handle
+    /// ([`ExecuteRequest::fork`]) and leave that one untouched, as `fork_session` needs to
+    /// continue a forked session natively. Adapters that cannot are continued by transcript
+    /// replay instead.
+    fn supports_native_fork(&self) -> bool {
+        false
+    }
 }
 
 /// Everything an adapter needs to execute one run.
@@ -58,6 +66,13 @@ pub struct ExecuteRequest {
     pub transcript: Option<Transcript>,
     /// A provider-side session handle to resume natively (Claude session id, Codex thread id).
     pub resume: Option<String>,
+    /// With [`resume`](Self::resume): the handle is another (parent) session's. The provider must
+    /// branch a **new** provider-side session from it (Claude `--resume <id> --fork-session`,
+    /// Codex `exec fork <thread id>`), report the new handle in
+    /// [`ExecuteOutcome::provider_session_id`], and leave the parent's session untouched. The
+    /// runtime sets it only for adapters whose [`ProviderAdapter::supports_native_fork`] is true;
+    /// an adapter that cannot fork must fail such a request rather than resume the parent.
+    pub fork: bool,
     /// Adapter-specific options for this run.
     pub options: JsonMap,
     /// When the run must be finished; the runtime enforces it too.
@@ -74,6 +89,7 @@ impl ExecuteRequest {
             run,
             transcript: None,
             resume: None,
+            fork: false,
             options: JsonMap::new(),
             deadline: None,
             cancel: CancellationToken::new(),
@@ -89,6 +105,24 @@ impl ExecuteRequest {
     #[must_use]
     pub fn resume(mut self, handle: impl Into<String>) -> Self {
         self.resume = Some(handle.into());
+        self
+    }
+    /// Resumes natively from another session's `handle` as a fork: sets
+    /// [`resume`](Self::resume) and [`fork`](Self::fork).
+    ///
+    /// ```
+    /// use asm_core::{Run, RunInput, Session};
+    /// use asm_ports::ExecuteRequest;
+    /// let session = Session::new("agent").unwrap();
+    /// let run = Run::new(session.id.clone(), RunInput::user("hi"));
+    /// let request = ExecuteRequest::new(session, run).fork_from("parent-handle");
+    /// assert_eq!(request.resume.as_deref(), Some("parent-handle"));
+    /// assert!(request.fork);
+    /// ```
+    #[must_use]
+    pub fn fork_from(mut self, handle: impl Into<String>) -> Self {
+        self.resume = Some(handle.into());
+        self.fork = true;
         self
     }
     /// Sets the adapter options.

@@ -43,7 +43,8 @@ pub use options::{ClaudeOptions, build_argv, build_env, render_prompt, stdin_mes
 /// The provider name recorded on events and runs.
 pub const PROVIDER_NAME: &str = "claude";
 
-/// Runs Claude Code as a subprocess per run. Supports native resume (`--resume`).
+/// Runs Claude Code as a subprocess per run. Supports native resume (`--resume`) and native
+/// fork (`--resume <id> --fork-session`).
 #[derive(Clone, Debug)]
 pub struct ClaudeAdapter {
     options: ClaudeOptions,
@@ -130,6 +131,11 @@ impl ProviderAdapter for ClaudeAdapter {
     }
 
     fn supports_native_resume(&self) -> bool {
+        true
+    }
+
+    /// `--resume <id> --fork-session` (see [`build_argv`]).
+    fn supports_native_fork(&self) -> bool {
         true
     }
 }

@@ -152,7 +152,11 @@ pub fn stdin_message(prompt: &str) -> String {
 /// `-p <prompt> --output-format stream-json --verbose [--include-partial-messages]
 /// [--input-format stream-json] [--model M] [--system-prompt S] [--append-system-prompt S]
 /// [--max-turns N] [--permission-mode P] [--allowedTools a,b] [--disallowedTools c]
-/// [extra args...] [--resume <session id>]`.
+/// [extra args...] [--resume <session id> [--fork-session]]`.
+///
+/// A fork request ([`ExecuteRequest::fork`]) adds `--fork-session`: Claude Code then continues
+/// the given session's history under a **new** session id (printed on the first line, the
+/// `system/init`), and the given session stays as it was.
 ///
 /// The prompt follows `-p` directly (as in the captured runs, so the variadic tool flags
 /// cannot swallow it); a prompt starting with `-` gets a leading space so it is never taken
@@ -167,6 +171,8 @@ pub fn stdin_message(prompt: &str) -> String {
 /// let request = ExecuteRequest::new(session, run).resume("abc");
 /// let argv = build_argv(&ClaudeOptions::default(), &request);
 /// assert_eq!(argv, ["-p", "hi", "--output-format", "stream-json", "--verbose", "--resume", "abc"]);
+/// let fork = ExecuteRequest::new(request.session.clone(), request.run.clone()).fork_from("abc");
+/// assert_eq!(build_argv(&ClaudeOptions::default(), &fork)[5..], ["--resume", "abc", "--fork-session"]);
 /// ```
 pub fn build_argv(options: &ClaudeOptions, request: &ExecuteRequest) -> Vec<String> {
     let mut argv = vec!["-p".to_owned()];
@@ -198,6 +204,9 @@ pub fn build_argv(options: &ClaudeOptions, request: &ExecuteRequest) -> Vec<Stri
     if let Some(id) = &request.resume {
         argv.push("--resume".to_owned());
         argv.push(id.clone());
+        if request.fork {
+            argv.push("--fork-session".to_owned());
+        }
     }
     argv
 }

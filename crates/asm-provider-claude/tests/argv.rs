@@ -163,3 +163,58 @@ fn contract_options(_adapter: &Arc<dyn ProviderAdapter>) -> Option<ClaudeOptions
     // The factory above: same options, rebuilt (the trait object hides the concrete type).
     Some(ClaudeAdapter::builder().env(CliEnv::empty()).model("m1").stream_input(true).build().options().clone())
 }
+
+#[test]
+fn a_fork_request_resumes_with_fork_session() {
+    let o = options(|b| b.model("m1").extra_args(["--bare"]));
+    let argv = build_argv(&o, &request("go on").fork_from("parent-sess"));
+    assert_eq!(
+        argv,
+        [
+            "-p",
+            "go on",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--model",
+            "m1",
+            "--bare",
+            "--resume",
+            "parent-sess",
+            "--fork-session"
+        ]
+    );
+    // A plain resume never forks, and a fork flag without a handle adds nothing.
+    assert!(!build_argv(&o, &request("x").resume("s")).contains(&"--fork-session".to_owned()));
+    let mut no_handle = request("x");
+    no_handle.fork = true;
+    assert!(!build_argv(&o, &no_handle).iter().any(|a| a == "--fork-session" || a == "--resume"));
+    // Forked runs send only the new input: the history comes from the parent's session.
+    assert_eq!(render_prompt(&request("go on").fork_from("parent-sess")), "go on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
+    fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
+        for (k, v) in &inv.env {
+            b = b.env_var(k, v);
+        }
+        Arc::new(b.build())
+    }
+    // claude_resume.jsonl with the session id the CLI prints for `--fork-session`: a new one.
+    const PARENT: &str = "cdf645fc-3fb0-4b65-bb9b-fbd6142729fd";
+    const FORK: &str = "0f0f0f0f-1111-4222-8333-444444444444";
+    let lines: Vec<String> =
+        FakeScript::fixture("claude_resume").stdout_lines().into_iter().map(|l| l.replace(PARENT, FORK)).collect();
+    assert!(lines.len() >= 3 && lines.iter().all(|l| !l.contains(PARENT)));
+    let script = FakeScript::new().lines(lines);
+    let contract = AdapterContract::new(make, script.clone(), "");
+    let p = prepare(&contract, &script);
+    let req = p.request.clone().fork_from(PARENT);
+    let outcome = p.adapter.execute(req, p.sink.clone()).await.unwrap();
+    let argv = p.record().argv;
+    assert!(argv.ends_with(&["--resume".to_owned(), PARENT.to_owned(), "--fork-session".to_owned()]), "{argv:?}");
+    assert_eq!(outcome.provider_session_id.as_deref(), Some(FORK));
+    assert!(p.adapter.supports_native_fork());
+}

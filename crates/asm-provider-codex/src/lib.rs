@@ -5,8 +5,8 @@
 //!   (spec 9.6 / note 30: default, plan, dangerously_skip_permissions), `-c key=value` config
 //!   overrides, extra args, CLI path, environment, the offline and bounded-retry switches (on by
 //!   default) and a timeout.
-//! * [`build_argv`] is the one place argv is built: `codex exec --json ... [resume <thread_id>]
-//!   <prompt>`; [`render_prompt`] replays a transcript into the prompt when the run is not
+//! * [`build_argv`] is the one place argv is built: `codex exec --json ... [resume <thread_id> |
+//!   fork <thread_id>] <prompt>`; [`render_prompt`] replays a transcript into the prompt when the run is not
 //!   resumed natively.
 //! * [`CodexNormalizer`] maps every JSONL line kind to normalized events (table on the type)
 //!   and classifies the end of the run.
@@ -54,7 +54,9 @@ pub use options::{ApprovalPolicy, CodexOptions, SandboxMode, build_argv, permiss
 pub const PROVIDER_NAME: &str = "codex";
 
 /// Runs `codex exec --json` as a subprocess per run. Supports native resume by thread id
-/// (`codex exec resume <thread_id>`).
+/// (`codex exec resume <thread_id>`) and native fork (`codex exec fork <thread_id>`: a new
+/// thread that starts from the given one; its usage totals carry the parent's on, which the
+/// parent's recorded thread usage, handed to the fork's first run, accounts for).
 #[derive(Clone, Debug)]
 pub struct CodexAdapter {
     options: CodexOptions,
@@ -140,6 +142,11 @@ impl ProviderAdapter for CodexAdapter {
     }
 
     fn supports_native_resume(&self) -> bool {
+        true
+    }
+
+    /// `exec fork <thread id>` (see [`build_argv`]).
+    fn supports_native_fork(&self) -> bool {
         true
     }
 }

@@ -281,7 +281,7 @@ fn render_transcript(t: &Transcript) -> Vec<String> {
 }
 
 /// Subcommand names of `codex exec`; a prompt equal to one of them would be taken for it.
-const SUBCOMMANDS: &[&str] = &["resume", "review", "help"];
+const SUBCOMMANDS: &[&str] = &["resume", "fork", "review", "help"];
 
 /// The prompt as one argument that can never be taken for a flag or a subcommand: a prompt
 /// starting with `-` or equal to a subcommand name gets a leading space.
@@ -294,13 +294,18 @@ fn prompt_arg(prompt: String) -> String {
 /// `exec --json [--skip-git-repo-check] [-m MODEL] [permission / -s S]
 /// [-c approval_policy="P"] [--disable plugins -c analytics.enabled=false]
 /// [--disable unbounded_connection_retries] [-c key=value ...] [extra args ...]
-/// [resume <thread_id>] <prompt>`
+/// [resume <thread_id> | fork <thread_id>] <prompt>`
 ///
 /// The new-run order is that of the captured runs (`codex_text.cmd`). For a resume every
 /// option stays in front of `resume`: `--json`, `-m`, `--skip-git-repo-check` and the bypass
 /// flag are global (the captured resume put them after `resume`), but `-s/--sandbox` is an option
 /// of `exec` only, so in front of the subcommand is the one position where all of them parse.
 /// Without a resume handle a transcript is replayed into the prompt ([`render_prompt`]).
+///
+/// A fork request ([`ExecuteRequest::fork`]) uses `exec fork <thread_id>` (Codex 0.169: "Fork a
+/// previous session by id into a new session"; it takes the same options as `resume`): the
+/// thread's history continues in a **new** thread, reported by `thread.started`, and the given
+/// thread stays as it was.
 ///
 /// ```
 /// use asm_core::{Run, RunInput, Session};
@@ -315,8 +320,10 @@ fn prompt_arg(prompt: String) -> String {
 ///     ["exec", "--json", "--skip-git-repo-check", "--disable", "plugins", "-c", "analytics.enabled=false",
 ///      "--disable", "unbounded_connection_retries", "hello"]
 /// );
-/// let argv = build_argv(&CodexOptions::default(), &request.resume("0190-thread"));
+/// let argv = build_argv(&CodexOptions::default(), &request.clone().resume("0190-thread"));
 /// assert_eq!(argv[argv.len() - 3..], ["resume", "0190-thread", "hello"]);
+/// let argv = build_argv(&CodexOptions::default(), &request.fork_from("0190-thread"));
+/// assert_eq!(argv[argv.len() - 3..], ["fork", "0190-thread", "hello"]);
 /// ```
 pub fn build_argv(options: &CodexOptions, request: &ExecuteRequest) -> Vec<String> {
     let mut argv: Vec<String> = vec!["exec".into(), "--json".into()];
@@ -355,7 +362,7 @@ pub fn build_argv(options: &CodexOptions, request: &ExecuteRequest) -> Vec<Strin
     }
     argv.extend(options.extra_args.iter().cloned());
     if let Some(thread_id) = &request.resume {
-        argv.push("resume".into());
+        argv.push(if request.fork { "fork" } else { "resume" }.into());
         argv.push(thread_id.clone());
     }
     argv.push(prompt_arg(render_prompt(request)));

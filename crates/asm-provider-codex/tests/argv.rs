@@ -151,6 +151,34 @@ fn prompts_that_look_like_flags_or_subcommands_stay_prompts() {
     assert_eq!(build_argv(&o, &request("--help me")).last().unwrap(), " --help me");
     assert_eq!(build_argv(&o, &request("resume")).last().unwrap(), " resume");
     assert_eq!(build_argv(&o, &request("resume the work")).last().unwrap(), "resume the work");
+    assert_eq!(build_argv(&o, &request("fork")).last().unwrap(), " fork", "codex exec fork is a subcommand too");
+}
+
+#[test]
+fn a_fork_request_uses_exec_fork_with_every_option_in_front() {
+    let o = options(|b| b.model("gpt-5.5").sandbox(SandboxMode::WorkspaceWrite).offline(false).bounded_retries(false));
+    let thread = "01a200f9-bf93-7780-98c1-560657492f45";
+    let argv = build_argv(&o, &request("fork branch").fork_from(thread));
+    assert_eq!(
+        argv,
+        [
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "-m",
+            "gpt-5.5",
+            "-s",
+            "workspace-write",
+            "fork",
+            thread,
+            "fork branch"
+        ]
+    );
+    // Only the new input: the history is the forked thread's.
+    assert_eq!(render_prompt(&request("fork branch").fork_from(thread)), "fork branch");
+    let mut no_handle = request("x");
+    no_handle.fork = true;
+    assert!(!build_argv(&o, &no_handle).iter().any(|a| a == "fork" || a == "resume"));
 }
 
 #[test]
@@ -211,7 +239,43 @@ async fn the_fake_cli_sees_the_built_argv_env_cwd_and_no_stdin() {
     assert!(!record.env.contains_key("HOME"), "environment must be explicit");
     assert_eq!(record.stdin.as_deref(), Some(""), "stdin must be /dev/null");
     assert!(p.adapter.supports_native_resume());
+    assert!(p.adapter.supports_native_fork());
     assert_eq!(p.adapter.name(), "codex");
     assert!(p.adapter.capabilities().iter().any(|c| c.name == "tool_use"));
     p.adapter.validate_config().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
+    fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+        let mut b = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
+        for (k, v) in &inv.env {
+            b = b.env_var(k, v);
+        }
+        Arc::new(b.build())
+    }
+    // codex_resume.jsonl as `exec fork` prints it: a new thread id, usage cumulative over the
+    // parent's thread and the forked turn (seen with the real 0.169.0 CLI).
+    const PARENT: &str = "01a200f9-bf93-7780-98c1-560657492f45";
+    const FORK: &str = "01a200f9-ffff-7780-98c1-000000000001";
+    let lines: Vec<String> =
+        FakeScript::fixture("codex_resume").stdout_lines().into_iter().map(|l| l.replace(PARENT, FORK)).collect();
+    let script = FakeScript::new().lines(lines);
+    let contract = AdapterContract::new(make, script.clone(), "");
+    let p = prepare(&contract, &script);
+    let mut req = p.request.clone().fork_from(PARENT);
+    // What the runtime hands a native fork's first run: the parent's state, without its handle.
+    req.session.metadata.insert(
+        "provider_sessions".into(),
+        serde_json::json!({"codex": {"thread_usage": {"thread_id": PARENT, "usage": {
+            "input_tokens": 100, "output_tokens": 10, "cache_read_tokens": 20, "cache_creation_tokens": 0}}}}),
+    );
+    let outcome = p.adapter.execute(req, p.sink.clone()).await.unwrap();
+    assert!(p.record().argv.ends_with(&["fork".into(), PARENT.into(), "hello".into()]));
+    assert_eq!(outcome.provider_session_id.as_deref(), Some(FORK));
+    // Thread total 200 input (40 cached: 160 uncached), 24 output; minus the parent's 100 / 20 / 10.
+    let usage = outcome.token_usage;
+    assert_eq!((usage.input_tokens, usage.cache_read_tokens, usage.output_tokens), (60, 20, 14));
+    assert_eq!(outcome.metadata["usage_scope"], "run");
+    assert_eq!(outcome.provider_state["thread_usage"]["thread_id"], FORK);
 }

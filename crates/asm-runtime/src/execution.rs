@@ -36,6 +36,8 @@ pub(crate) struct Execution {
     options: ExecuteOptions,
     transcript: Option<Transcript>,
     resume: Option<String>,
+    /// `resume` is the parent's handle of a fork, to branch from (see `fork.rs`).
+    fork: bool,
     active: Arc<ActiveRun>,
     _registration: Registration,
 }
@@ -116,7 +118,11 @@ impl Execution {
                 format!("session {} is {}; runs need an active session", session.id, session.status),
             ));
         }
-        let handle = provider_handle(&session, adapter.name());
+        let mut handle = provider_handle(&session, adapter.name());
+        let parent_handle =
+            crate::fork::fork_handle(&manager, &session, handle.is_some(), options.continuation).await?;
+        let fork = parent_handle.is_some();
+        handle = handle.or(parent_handle);
         let native = adapter.supports_native_resume() && handle.is_some();
         let (replay, resume) = match options.continuation {
             Continuation::None => (false, None),
@@ -140,7 +146,8 @@ impl Execution {
             (None, true) => Some(build_transcript(&manager, &session.id, &options).await?),
         };
 
-        Ok(Self { manager, session, run, options, transcript, resume, active, _registration: registration })
+        let fork = fork && resume.is_some();
+        Ok(Self { manager, session, run, options, transcript, resume, fork, active, _registration: registration })
     }
 
     pub(crate) async fn run(mut self) -> Result<RunResult> {
@@ -244,6 +251,7 @@ impl Execution {
             .cancel_token(self.active.cancel.clone());
         request.transcript = self.transcript.clone();
         request.resume = self.resume.clone();
+        request.fork = self.fork;
 
         let sink_shared = shared.clone();
         let sink = EventSink::new(move |event| {
@@ -572,7 +580,9 @@ pub(crate) fn cancelled_error(request: &CancelRequest) -> Error {
 }
 
 fn continuation_name(execution: &Execution) -> &'static str {
-    if execution.resume.is_some() {
+    if execution.fork {
+        "native_fork"
+    } else if execution.resume.is_some() {
         "native"
     } else if execution.transcript.is_some() {
         "replay"

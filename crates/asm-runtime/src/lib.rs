@@ -40,6 +40,7 @@
 
 mod control;
 mod execution;
+mod fork;
 mod limiter;
 mod manager;
 mod options;
@@ -50,6 +51,7 @@ mod supervisor;
 mod transcript_cache;
 
 pub use control::{ControlHandler, ControlOperations, Operation, OperationRecord, OperationState, OperationStatus};
+pub use fork::{FORK_METADATA_KEY, FORKED_FROM_KEY, ForkContinuation, ForkPoint, ForkedSession, ReplayReason};
 pub use limiter::{ConcurrencyLimiter, LimiterConfig, LimiterStatus, RunPermit, SessionPermit};
 pub use manager::SessionManager;
 pub use options::{

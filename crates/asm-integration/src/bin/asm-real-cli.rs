@@ -19,12 +19,17 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asm_core::{ErrorCode, EventKind, Run, RunInput, Session, keys};
+use asm_core::{ErrorCode, EventKind, Role, Run, RunInput, Session, SessionId, TranscriptBuilder, keys};
 use asm_integration::{Api, FakeServer, Scenario, TEXT_REPLY, tool_followup_text};
-use asm_ports::{ExecuteOutcome, ExecuteRequest, ProviderAdapter};
+use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
 use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder};
 use asm_provider_cli::CliEnv;
 use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, SandboxMode};
+use asm_runtime::{
+    Continuation, ExecuteOptions, ForkContinuation, ForkPoint, NewSession, ReplayReason, RunResult, SessionManager,
+    StartRunOptions,
+};
+use asm_store_memory::InMemorySessionStore;
 use asm_testkit::adapter_contract::{Recorded, recording_sink};
 use serde_json::Value;
 
@@ -107,6 +112,8 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("claude/text", Box::pin(claude_text(env))),
         ("claude/tool", Box::pin(claude_tool(env))),
         ("claude/resume", Box::pin(claude_resume(env))),
+        ("claude/fork-native", Box::pin(claude_fork(env))),
+        ("claude/fork-replay", Box::pin(claude_fork_replay(env))),
         ("claude/cancel-mid-stream", Box::pin(claude_cancel(env))),
         ("claude/http429-retryable", Box::pin(claude_http_error(env, 429, ErrorCode::ProviderRateLimited, true))),
         ("claude/http401-auth", Box::pin(claude_http_error(env, 401, ErrorCode::ProviderAuthenticationFailed, false))),
@@ -115,6 +122,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("codex/text", Box::pin(codex_text(codex))),
         ("codex/tool", Box::pin(codex_tool(codex))),
         ("codex/resume", Box::pin(codex_resume(codex))),
+        ("codex/fork-native", Box::pin(codex_fork(codex))),
         ("codex/cancel-mid-stream", Box::pin(codex_cancel(codex))),
         ("codex/http429-retryable", Box::pin(codex_http_error(codex, 429, ErrorCode::ProviderRateLimited, true))),
         ("codex/http401-auth", Box::pin(codex_http_error(codex, 401, ErrorCode::ProviderAuthenticationFailed, false))),
@@ -389,6 +397,206 @@ async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
     Ok(format!("session {session} resumed with history"))
 }
 
+// ----- fork: SessionManager over the in-memory store and the real CLI ------------------------
+
+/// One run with `Continuation::Auto`.
+async fn say(manager: &SessionManager, session: &SessionId, prompt: &str) -> Result<RunResult, String> {
+    let run = manager
+        .start_run(session, RunInput::user(prompt), StartRunOptions::default())
+        .await
+        .map_err(|e| format!("start_run: {e:?}"))?;
+    manager
+        .execute_run(&run.id, ExecuteOptions::default().continuation(Continuation::Auto))
+        .await
+        .map_err(|e| format!("run {prompt:?} failed: {e:?}"))
+}
+
+async fn active_session(manager: &SessionManager) -> Result<SessionId, String> {
+    let session = manager.start_session(NewSession::new("asm-real-cli")).await.map_err(|e| e.to_string())?;
+    manager.activate_session(&session.id).await.map_err(|e| e.to_string())?;
+    Ok(session.id)
+}
+
+fn provider_session(result: &RunResult) -> Result<String, String> {
+    result
+        .run
+        .metadata
+        .get(keys::PROVIDER_SESSION_ID)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("run {} recorded no provider session id", result.run.id))
+}
+
+fn continuation_of(result: &RunResult) -> String {
+    result
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::RunStarted)
+        .and_then(|e| e.data_str("continuation"))
+        .unwrap_or("?")
+        .to_owned()
+}
+
+/// The conversation the CLI sent in its last model request (`messages` or `input`).
+fn last_history(server: &FakeServer, field: &str) -> Result<String, String> {
+    let reqs = server.model_requests();
+    let body = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no model request recorded")?;
+    Ok(body.get(field).map(Value::to_string).unwrap_or_default())
+}
+
+/// `Ok` when `text` holds every word of `present` and none of `absent`.
+fn holds(what: &str, text: &str, present: &[&str], absent: &[&str]) -> Result<(), String> {
+    for word in present {
+        ensure(text.contains(word), || format!("{what} lacks {word:?}"))?;
+    }
+    for word in absent {
+        ensure(!text.contains(word), || format!("{what} contains {word:?}, which belongs to the other branch"))?;
+    }
+    Ok(())
+}
+
+/// The user turns of a session's transcript, built from its stored events.
+async fn user_turns(manager: &SessionManager, id: &SessionId) -> Result<Vec<String>, String> {
+    let events = manager.session_events(id, EventQuery::new()).await.map_err(|e| e.to_string())?;
+    let transcript = TranscriptBuilder::new(asm_core::TranscriptOptions::default()).from_events(id, &events);
+    Ok(transcript.messages.into_iter().filter(|m| m.role == Role::User).filter_map(|m| m.content).collect())
+}
+
+/// A file named `name` somewhere under `root`.
+fn find_file(root: &std::path::Path, name: &str) -> Option<PathBuf> {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(name)) {
+                return Some(path);
+            }
+        }
+    }
+    None
+}
+
+/// The provider's own record of a conversation (Claude session file, Codex rollout).
+fn provider_file(root: &std::path::Path, id: &str) -> Result<String, String> {
+    let path = find_file(root, &format!("{id}.jsonl")).ok_or_else(|| format!("no file for session {id}"))?;
+    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Run, fork at the latest turn, continue the fork natively (a new provider session branched
+/// from the parent's), then continue both branches; each must see only its own turns, in the
+/// requests the CLI sent, in the provider's own session files and in the stored transcripts.
+async fn fork_both_branches(
+    manager: &SessionManager,
+    server: &FakeServer,
+    history_field: &str,
+    provider_root: &std::path::Path,
+) -> CaseResult {
+    let parent = active_session(manager).await?;
+    let first = say(manager, &parent, "Remember the word apricot.").await?;
+    let parent_handle = provider_session(&first)?;
+    let fork = manager.fork_session(&parent, ForkPoint::Latest).await.map_err(|e| format!("fork: {e:?}"))?;
+    ensure(
+        matches!(&fork.continuation, ForkContinuation::Native { provider_session_id, .. } if *provider_session_id == parent_handle),
+        || format!("fork continuation {:?}", fork.continuation),
+    )?;
+    let fork_id = fork.session.id.clone();
+    manager.activate_session(&fork_id).await.map_err(|e| e.to_string())?;
+
+    let branched = say(manager, &fork_id, "Fork branch: remember banana.").await?;
+    let fork_handle = provider_session(&branched)?;
+    ensure(continuation_of(&branched) == "native_fork", || format!("fork run went {}", continuation_of(&branched)))?;
+    ensure(fork_handle != parent_handle, || format!("the forked run kept the parent's session {parent_handle}"))?;
+    holds("the forked run's request", &last_history(server, history_field)?, &["apricot", "banana"], &[])?;
+
+    let parent_next = say(manager, &parent, "Parent branch: remember cherry.").await?;
+    ensure(provider_session(&parent_next)? == parent_handle, || "the parent changed its provider session".to_owned())?;
+    ensure(continuation_of(&parent_next) == "native", || format!("parent run went {}", continuation_of(&parent_next)))?;
+    holds("the parent's request", &last_history(server, history_field)?, &["apricot", "cherry"], &["banana"])?;
+
+    let fork_next = say(manager, &fork_id, "Which fruits do you know?").await?;
+    ensure(provider_session(&fork_next)? == fork_handle, || "the fork did not resume its own session".to_owned())?;
+    ensure(continuation_of(&fork_next) == "native", || {
+        format!("second fork run went {}", continuation_of(&fork_next))
+    })?;
+    holds(
+        "the fork's request",
+        &last_history(server, history_field)?,
+        &["apricot", "banana", "Which fruits"],
+        &["cherry"],
+    )?;
+
+    holds(
+        "the parent's provider file",
+        &provider_file(provider_root, &parent_handle)?,
+        &["apricot", "cherry"],
+        &["banana"],
+    )?;
+    // Claude copies the parent's history into the fork's session file; Codex's fork rollout
+    // names the parent's rollout (`forked_from_id`) up to an ordinal instead of copying it.
+    let fork_file = provider_file(provider_root, &fork_handle)?;
+    holds("the fork's provider file", &fork_file, &["banana"], &["cherry"])?;
+    let history = if fork_file.contains("apricot") {
+        "copied"
+    } else if fork_file.contains(&format!("\"forked_from_id\":\"{parent_handle}\"")) {
+        "referenced"
+    } else {
+        return Err("the fork's provider file neither holds nor references the parent's history".to_owned());
+    };
+    // A forked run's usage is its own, even where the provider counts per thread (Codex's
+    // forked thread carries the parent's cumulative usage on).
+    ensure(branched.run.token_usage == first.run.token_usage, || {
+        format!("forked run usage {:?}, first run {:?}", branched.run.token_usage, first.run.token_usage)
+    })?;
+    let parent_turns = user_turns(manager, &parent).await?;
+    let fork_turns = user_turns(manager, &fork_id).await?;
+    ensure(parent_turns.len() == 2 && fork_turns.len() == 3, || {
+        format!("transcripts {parent_turns:?} / {fork_turns:?}")
+    })?;
+    holds("the parent's transcript", &parent_turns.join("\n"), &["apricot", "cherry"], &["banana"])?;
+    holds("the fork's transcript", &fork_turns.join("\n"), &["apricot", "banana", "Which fruits"], &["cherry"])?;
+    Ok(format!(
+        "parent {parent_handle}, fork {fork_handle} ({} events copied, provider history {history}); both branches continued natively",
+        fork.events_copied
+    ))
+}
+
+async fn claude_fork(env: &ClaudeEnv) -> CaseResult {
+    let manager = SessionManager::new(InMemorySessionStore::new(), env.adapter("fork", |b| b));
+    let result = fork_both_branches(&manager, &env.server, "messages", &env.home.join(".claude")).await;
+    assert_no_processes(&env.marker("fork")).await?;
+    result
+}
+
+/// Forking at an earlier turn continues by replaying the copied transcript to a new session.
+async fn claude_fork_replay(env: &ClaudeEnv) -> CaseResult {
+    let manager = SessionManager::new(InMemorySessionStore::new(), env.adapter("fork-replay", |b| b));
+    let parent = active_session(&manager).await?;
+    let first = say(&manager, &parent, "Remember the word apricot.").await?;
+    say(&manager, &parent, "Parent branch: remember cherry.").await?;
+    let fork = manager
+        .fork_session(&parent, ForkPoint::after_run(first.run.id.clone()))
+        .await
+        .map_err(|e| format!("fork: {e:?}"))?;
+    ensure(fork.continuation == ForkContinuation::Replay(ReplayReason::NotLatestTurn), || {
+        format!("fork continuation {:?}", fork.continuation)
+    })?;
+    manager.activate_session(&fork.session.id).await.map_err(|e| e.to_string())?;
+    let branched = say(&manager, &fork.session.id, "Fork branch: remember banana.").await?;
+    ensure(continuation_of(&branched) == "replay", || format!("fork run went {}", continuation_of(&branched)))?;
+    let handle = provider_session(&branched)?;
+    ensure(handle != provider_session(&first)?, || "the replayed fork reused the parent's session".to_owned())?;
+    holds(
+        "the replayed request",
+        &last_history(&env.server, "messages")?,
+        &["user: Remember the word apricot.", "banana"],
+        &["cherry"],
+    )?;
+    assert_no_processes(&env.marker("fork-replay")).await?;
+    Ok(format!("fork {handle} replayed {} copied events", fork.events_copied))
+}
+
 async fn claude_cancel(env: &ClaudeEnv) -> CaseResult {
     let marker = env.marker("cancel");
     let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.adapter("cancel", |b| b.partial_messages(true)));
@@ -593,6 +801,13 @@ async fn codex_resume(env: &CodexEnv) -> CaseResult {
     })?;
     assert_no_processes(&env.marker("resume")).await?;
     Ok(format!("thread {thread} resumed with history"))
+}
+
+async fn codex_fork(env: &CodexEnv) -> CaseResult {
+    let manager = SessionManager::new(InMemorySessionStore::new(), env.adapter("fork", |b| b));
+    let result = fork_both_branches(&manager, &env.server, "input", &env.codex_home.join("sessions")).await;
+    assert_no_processes(&env.marker("fork")).await?;
+    result
 }
 
 async fn codex_cancel(env: &CodexEnv) -> CaseResult {
