@@ -28,7 +28,7 @@ fn make(inv: &FakeCliInvocation) -> Arc<dyn asm_ports::ProviderAdapter> {
 }
 
 fn amp_contract() -> AdapterContract {
-    let lines = FakeScript::fixture(SYNTHETIC).stdout_lines();
+    let lines = FakeScript::fixture(SYNTHETIC).stdout_lines().unwrap();
     // init + the first assistant message (text, tool_use, usage): events but no result.
     let prefix = lines[..2].to_vec();
     // What Amp prints on SIGINT/SIGTERM in stream-json mode (error string from its source).

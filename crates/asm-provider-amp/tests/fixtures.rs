@@ -94,7 +94,7 @@ async fn every_amp_fixture_normalizes_as_expected() {
                 assert_eq!(pe.provider, asm_core::ProviderName::Amp, "{name}");
                 if exit_from_fixture {
                     assert_eq!(pe.exit_code, Some(script.exit_code), "{name}: {pe:?}");
-                    if !script.stderr.trim().is_empty() {
+                    if !script.stderr_text().unwrap().trim().is_empty() {
                         assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
                     }
                 }
@@ -144,7 +144,7 @@ async fn details_of_the_synthetic_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_tool_result_is_enriched_with_the_call() {
-    let mut lines = FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source").stdout_lines();
+    let mut lines = FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source").stdout_lines().unwrap();
     lines[2] = lines[2].replace(
         r#""content":"hi\n","is_error":false"#,
         r#""content":"Tool execution rejected by user: no","is_error":true"#,

@@ -109,7 +109,7 @@ async fn every_claude_fixture_normalizes_as_expected() {
                 assert_eq!(err.code(), code, "{name}: {err:?}");
                 let pe = err.provider_error().unwrap_or_else(|| panic!("{name}: no provider error"));
                 assert_eq!(pe.exit_code, Some(script.exit_code), "{name}: {pe:?}");
-                if !script.stderr.trim().is_empty() {
+                if !script.stderr_text().unwrap().trim().is_empty() {
                     assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
                 }
             }

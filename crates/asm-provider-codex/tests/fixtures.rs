@@ -117,7 +117,7 @@ async fn every_codex_fixture_normalizes_as_expected() {
                 let pe = err.provider_error().unwrap_or_else(|| panic!("{name}: no provider error"));
                 assert_eq!(pe.exit_code, Some(exit_code), "{name}: {pe:?}");
                 assert_eq!(pe.provider.as_str(), "codex", "{name}");
-                if !script.stderr.trim().is_empty() {
+                if !script.stderr_text().unwrap().trim().is_empty() {
                     assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
                 }
                 assert!(!pe.message.starts_with("WARNING"), "{name}: noise as message: {}", pe.message);

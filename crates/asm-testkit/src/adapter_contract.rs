@@ -320,7 +320,7 @@ pub async fn check_tool_call_keys(contract: &AdapterContract) {
 /// Unknown JSON lines and non-JSON lines are kept as raw events (`metadata.raw == true`,
 /// `data.raw` holding the line), never a crash.
 pub async fn check_unknown_lines_are_raw_events(contract: &AdapterContract) {
-    let mut lines = contract.text.stdout_lines();
+    let mut lines = contract.text.stdout_lines().expect("reading the text fixture");
     let unknown = r#"{"type":"asm_contract_unknown","payload":{"x":1}}"#;
     let garbage = "this is not json {";
     let at = lines.len().saturating_sub(1);
@@ -429,8 +429,9 @@ pub async fn check_nonzero_exit(contract: &AdapterContract) {
     assert_provider_failure(&err, "non-zero exit");
     let pe = err.provider_error().expect("provider error");
     assert_eq!(pe.exit_code, Some(contract.failing.exit_code), "{pe:?}");
-    if !contract.failing.stderr.trim().is_empty() {
-        let first = contract.failing.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let stderr = contract.failing.stderr_text().expect("reading the failing run's stderr");
+    if !stderr.trim().is_empty() {
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
         assert!(pe.stderr.as_deref().is_some_and(|s| s.contains(first.trim())), "stderr missing: {pe:?}");
     }
     assert_no_lifecycle(&p.recorded);
