@@ -262,3 +262,40 @@ fn unknown_and_echo_lines() {
     assert_eq!(err.code(), ErrorCode::ProviderAuthenticationFailed);
     assert!(!err.is_retryable());
 }
+
+/// A small line cap, so oversized lines are cheap to produce.
+const CAP: usize = 64 * 1024;
+
+fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(
+        AmpAdapter::builder()
+            .cli_path(&inv.program)
+            .env(env)
+            .api_key("sgamp_fake_key")
+            .limits(asm_provider_cli::CliLimits::default().max_line_bytes(CAP))
+            .build(),
+    )
+}
+
+/// B5: a line over the cap must not hide the provider's own error (a result error text, or
+/// the CLI's stderr with the exit status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_line_never_hides_the_providers_own_error() {
+    let big = "x".repeat(CAP + 1);
+    let init = r#"{"type":"system","subtype":"init","session_id":"T-9","tools":[]}"#;
+    let result_429 = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":1,"error":"API error 429 Too Many Requests","session_id":"T-9"}"#;
+    let cases = [
+        (FakeScript::new().lines([init, big.as_str(), result_429]).exit_code(1), ErrorCode::ProviderRateLimited),
+        (FakeScript::fixture("amp_fake_server_websocket_refused").lines([big.clone()]), ErrorCode::ProviderUnavailable),
+    ];
+    for (script, code) in cases {
+        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert_eq!(err.details()["oversized_lines"], 1);
+    }
+}

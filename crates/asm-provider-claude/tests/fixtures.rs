@@ -204,3 +204,56 @@ fn max_turns_result_is_a_provider_error() {
     assert_eq!(out[1].metadata["raw"], true);
     assert_eq!(out[1].data["raw_type"], "system");
 }
+
+/// A small line cap, so oversized lines are cheap to produce.
+const CAP: usize = 64 * 1024;
+
+fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(
+        ClaudeAdapter::builder()
+            .cli_path(&inv.program)
+            .env(env)
+            .limits(asm_provider_cli::CliLimits::default().max_line_bytes(CAP))
+            .build(),
+    )
+}
+
+/// B5: a line over the cap must not hide the 401 / 429 / 5xx the rest of the output reports,
+/// whether the oversized line is in the middle or is the result line itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_line_never_hides_the_providers_own_error() {
+    let big = "x".repeat(CAP + 1);
+    for (name, code) in [
+        ("claude_http401", ErrorCode::ProviderAuthenticationFailed),
+        ("claude_http429", ErrorCode::ProviderRateLimited),
+        ("claude_http500", ErrorCode::ProviderUnavailable),
+    ] {
+        let fixture = FakeScript::fixture(name);
+        let lines = fixture.stdout_lines().unwrap();
+        let mut middle = lines.clone();
+        middle.insert(1, big.clone());
+        let mut as_result = lines.clone();
+        *as_result.last_mut().unwrap() = big.clone();
+        for (case, lines) in [("middle", middle), ("result", as_result)] {
+            let mut script = fixture.clone();
+            script.stdout_file = None;
+            let script = script.lines(lines);
+            let contract = AdapterContract::new(make_capped, script.clone(), "");
+            let p = prepare(&contract, &script);
+            let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+            assert_eq!(err.code(), code, "{name} ({case}): {err:?}");
+            assert_eq!(err.details()["oversized_lines"], 1, "{name} ({case})");
+        }
+    }
+    // Without a provider error the framing error stands.
+    let mut lines = FakeScript::fixture("claude_text").stdout_lines().unwrap();
+    *lines.last_mut().unwrap() = big;
+    let script = FakeScript::new().lines(lines);
+    let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::ParseError, "{err:?}");
+}

@@ -128,7 +128,9 @@ impl ProviderAdapter for CodexAdapter {
         if let Some(id) = normalizer.thread_id() {
             span.record("thread_id", id);
         }
-        let outcome = span.in_scope(|| normalizer.finish(&exit))?;
+        let verdict = span.in_scope(|| normalizer.finish(&exit));
+        // An oversized line never hides the provider's own error (see `ExitInfo::settle`).
+        let outcome = exit.settle(asm_core::ProviderName::Codex, self.options.stderr_limits, verdict)?;
         Ok(scope_usage_to_run(outcome, &request))
     }
 

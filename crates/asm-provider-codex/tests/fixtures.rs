@@ -187,3 +187,46 @@ async fn details_of_selected_fixtures() {
     let _ = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert!(p.recorded.events().iter().all(|e| e.data["details"]["retrying"] == true));
 }
+
+/// A small line cap, so oversized lines are cheap to produce.
+const CAP: usize = 64 * 1024;
+
+fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(
+        CodexAdapter::builder()
+            .cli_path(&inv.program)
+            .model("gpt-5.5")
+            .env(env)
+            .limits(asm_provider_cli::CliLimits::default().max_line_bytes(CAP))
+            .build(),
+    )
+}
+
+/// B5: a line over the cap must not hide the 401 / 5xx the rest of the output reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_line_never_hides_the_providers_own_error() {
+    let big = "x".repeat(CAP + 1);
+    for (name, code) in
+        [("codex_http401", ErrorCode::ProviderAuthenticationFailed), ("codex_http500", ErrorCode::ProviderUnavailable)]
+    {
+        let (fixture, _) = script_for(name);
+        let mut lines = fixture.stdout_lines().unwrap();
+        lines.insert(2, big.clone());
+        let mut script = fixture.clone();
+        script.stdout_file = None;
+        let script = script.lines(lines);
+        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+        assert_eq!(err.code(), code, "{name}: {err:?}");
+        assert_eq!(err.details()["oversized_lines"], 1, "{name}");
+    }
+    // stderr alone can say it too (the oversized line was the only stdout).
+    let script = FakeScript::new().lines([big]).stderr("Error: unexpected status 429 Too Many Requests\n").exit_code(1);
+    let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderRateLimited, "{err:?}");
+}

@@ -475,20 +475,33 @@ pub async fn check_deadline(contract: &AdapterContract) {
     }
 }
 
-/// A line over the cap is a parse error and the process is stopped.
+/// A line over the cap is skipped and fails the run with a parse error (the output is
+/// incomplete, so even a run that then reports success fails), once the process has ended; the
+/// whole process group is gone afterwards.
 pub async fn check_oversized_line(contract: &AdapterContract) {
     let script = FakeScript::new()
         .lines(contract.stream_prefix.clone())
         .big_line(contract.max_line_bytes + 1)
-        .hang_after(usize::MAX)
-        .on_sigint(SignalAction::exit(0));
+        .spawn_grandchild();
     let p = prepare(contract, &script);
     let err = execute(&p).await.expect_err("an oversized line must fail the run");
     assert_eq!(err.code(), ErrorCode::ProviderError, "{err:?}");
-    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::ParseError));
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::ParseError), "{err:?}");
     if let Some(pgid) = p.record().pid {
         assert_group_gone(pgid).await;
     }
+
+    // The same inside an otherwise successful run: the dropped line may have been anything.
+    let mut lines = contract.text.stdout_lines().expect("reading the text fixture");
+    let at = lines.len().saturating_sub(1);
+    lines.insert(at, "x".repeat(contract.max_line_bytes + 1));
+    let mut script = contract.text.clone();
+    script.stdout_file = None;
+    let p = prepare(contract, &script.lines(lines));
+    let err = execute(&p).await.expect_err("a run that dropped a line cannot succeed");
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::ParseError), "{err:?}");
+    assert_eq!(err.details()["reason"], "line_too_long", "{err:?}");
+    assert_no_lifecycle(&p.recorded);
 }
 
 /// `validate_config` accepts the fake CLI and rejects a missing binary with `cli_not_found`.
