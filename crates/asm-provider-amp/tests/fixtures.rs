@@ -9,7 +9,9 @@ use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
 use asm_provider_amp::{AmpAdapter, AmpNormalizer};
 use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, Prepared, prepare};
+use asm_testkit::adapter_contract::{
+    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, prepare,
+};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 
 use EventKind::{
@@ -297,5 +299,40 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
         let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
         assert_eq!(err.code(), code, "{err:?}");
         assert_eq!(err.details()["oversized_lines"], 1);
+    }
+}
+
+/// Feeds `lines` to a fresh normalizer (blank lines skipped, as the adapter does; a failing
+/// line ends the run, as the adapter stops the CLI) and finishes it with the fixture's exit.
+fn normalizer_for(script: &FakeScript) -> impl Fn(&[String]) -> Normalized + use<> {
+    let exit = ExitInfo::new(ExitKind::Code(script.exit_code), script.stderr_text().unwrap(), false);
+    move |lines| {
+        let mut n = AmpNormalizer::new();
+        let mut out = Vec::new();
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            if let Err(e) = n.push_line(line, &mut out) {
+                return (out, Err(e));
+            }
+        }
+        let verdict = n.finish(&exit);
+        (out, verdict)
+    }
+}
+
+/// Lines the Amp stream-json emitter may print that no mapping knows.
+const UNKNOWN_LINES: &[&str] = &[
+    r#"{"type":"system","subtype":"compacting","session_id":"T-1"}"#,
+    r#"{"type":"assistant_delta","delta":{"text":"x"}}"#,
+    "not json {",
+];
+
+/// B2: for every Amp fixture, raw lines inserted at every position change neither the
+/// transcript nor the verdict.
+#[test]
+fn raw_lines_never_change_any_fixtures_transcript() {
+    for name in fixture_names("amp_") {
+        let script = FakeScript::fixture(&name);
+        let lines = script.stdout_lines().unwrap();
+        assert_raw_lines_are_transparent(&name, &lines, UNKNOWN_LINES, normalizer_for(&script));
     }
 }

@@ -7,9 +7,15 @@ use std::sync::Arc;
 use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
 use asm_provider_claude::ClaudeAdapter;
+use asm_provider_claude::ClaudeNormalizer;
 use asm_provider_cli::CliEnv;
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_provider_cli::{ExitInfo, ExitKind};
+use asm_testkit::adapter_contract::{
+    AdapterContract, FakeCliInvocation, Normalized, assert_raw_lines_are_transparent, conversation, prepare,
+};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use proptest::prelude::*;
+use proptest::sample::Index;
 
 use EventKind::{
     ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
@@ -180,8 +186,6 @@ async fn details_of_selected_fixtures() {
 
 #[test]
 fn max_turns_result_is_a_provider_error() {
-    use asm_provider_claude::ClaudeNormalizer;
-    use asm_provider_cli::{ExitInfo, ExitKind};
     let mut n = ClaudeNormalizer::new();
     let mut out = Vec::new();
     n.push_line(r#"{"type":"system","subtype":"init","session_id":"s"}"#, &mut out);
@@ -256,4 +260,66 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
     let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::ParseError, "{err:?}");
+}
+
+/// Feeds `lines` to a fresh normalizer (blank lines skipped, as the adapter does) and finishes
+/// it with the exit of fixture `script`.
+fn normalizer_for(script: &FakeScript) -> impl Fn(&[String]) -> Normalized + use<> {
+    let exit = ExitInfo::new(ExitKind::Code(script.exit_code), script.stderr_text().unwrap(), false);
+    move |lines| {
+        let mut n = ClaudeNormalizer::new();
+        let mut out = Vec::new();
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            n.push_line(line, &mut out);
+        }
+        let verdict = n.finish(&exit);
+        (out, verdict)
+    }
+}
+
+/// Lines Claude Code prints that no mapping knows (or that are informational): they must be
+/// transparent wherever they land, e.g. a `rate_limit_event` just before the final result.
+const UNKNOWN_LINES: &[&str] = &[
+    r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":1790000000},"session_id":"s"}"#,
+    r#"{"type":"system","subtype":"hook_started","hook_name":"SessionStart"}"#,
+    r#"{"type":"future_line_type","payload":{"x":1}}"#,
+    "not json {",
+];
+
+/// B2: for every captured Claude run, raw lines inserted at every position change neither the
+/// transcript nor the verdict (before, a raw line between the streamed text and the result made
+/// the final assistant message appear twice).
+#[test]
+fn raw_lines_never_change_any_fixtures_transcript() {
+    for name in fixture_names("claude_") {
+        let script = FakeScript::fixture(&name);
+        let lines = script.stdout_lines().unwrap();
+        assert_raw_lines_are_transparent(&name, &lines, UNKNOWN_LINES, normalizer_for(&script));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Several raw lines at random positions of a random fixture.
+    #[test]
+    fn several_raw_lines_anywhere_are_transparent(
+        pick in any::<Index>(),
+        inserts in proptest::collection::vec((any::<Index>(), any::<Index>()), 1..6),
+    ) {
+        let names = fixture_names("claude_");
+        let name = pick.get(&names);
+        let script = FakeScript::fixture(name);
+        let normalize = normalizer_for(&script);
+        let lines = script.stdout_lines().unwrap();
+        let mut mixed = lines.clone();
+        for (at, which) in inserts {
+            mixed.insert(at.index(mixed.len() + 1), which.get(UNKNOWN_LINES).to_string());
+        }
+        let ((plain_events, plain), (mixed_events, mixed)) = (normalize(&lines), normalize(&mixed));
+        prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
+        prop_assert_eq!(
+            plain.map(|o| o.output.content).map_err(|e| e.code()),
+            mixed.map(|o| o.output.content).map_err(|e| e.code())
+        );
+    }
 }

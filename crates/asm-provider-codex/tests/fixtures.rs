@@ -7,9 +7,14 @@ use std::sync::Arc;
 use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
 use asm_provider_cli::CliEnv;
-use asm_provider_codex::CodexAdapter;
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, Prepared, prepare};
+use asm_provider_cli::{ExitInfo, ExitKind};
+use asm_provider_codex::{CodexAdapter, CodexNormalizer};
+use asm_testkit::adapter_contract::{
+    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation, prepare,
+};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use proptest::prelude::*;
+use proptest::sample::Index;
 
 use EventKind::{
     ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
@@ -229,4 +234,68 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
     let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderRateLimited, "{err:?}");
+}
+
+/// Feeds `lines` to a fresh normalizer (blank lines skipped, as the adapter does) and finishes
+/// it with the exit of fixture `name` (a negative exit code is a death by that signal).
+fn normalizer_for(name: &str) -> impl Fn(&[String]) -> Normalized + use<> {
+    let script = FakeScript::fixture(name);
+    let status =
+        if script.exit_code < 0 { ExitKind::Signal(-script.exit_code) } else { ExitKind::Code(script.exit_code) };
+    let exit = ExitInfo::new(status, script.stderr_text().unwrap(), false);
+    move |lines| {
+        let mut n = CodexNormalizer::new();
+        let mut out = Vec::new();
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            n.push_line(line, &mut out);
+        }
+        let verdict = n.finish(&exit);
+        (out, verdict)
+    }
+}
+
+/// Lines `codex exec --json` prints that are not conversation: items after the agent message
+/// (`todo_list`, `reasoning`), unknown line types, non-JSON.
+const UNKNOWN_LINES: &[&str] = &[
+    r#"{"type":"item.completed","item":{"id":"item_90","type":"todo_list","items":[{"text":"a","completed":true}]}}"#,
+    r#"{"type":"item.completed","item":{"id":"item_91","type":"reasoning","text":"**Checking** the files"}}"#,
+    r#"{"type":"item.started","item":{"id":"item_92","type":"ghost_snapshot"}}"#,
+    r#"{"type":"turn.aborted_in_the_future"}"#,
+    "not json {",
+];
+
+/// B2: for every captured Codex run, raw lines (and reasoning items) inserted at every
+/// position change neither the transcript nor the verdict (before, a `todo_list` or
+/// `reasoning` item after the agent message made the final message appear twice).
+#[test]
+fn raw_lines_never_change_any_fixtures_transcript() {
+    for name in fixture_names("codex_") {
+        let lines = FakeScript::fixture(&name).stdout_lines().unwrap();
+        assert_raw_lines_are_transparent(&name, &lines, UNKNOWN_LINES, normalizer_for(&name));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Several raw lines at random positions of a random fixture.
+    #[test]
+    fn several_raw_lines_anywhere_are_transparent(
+        pick in any::<Index>(),
+        inserts in proptest::collection::vec((any::<Index>(), any::<Index>()), 1..6),
+    ) {
+        let names = fixture_names("codex_");
+        let name = pick.get(&names);
+        let normalize = normalizer_for(name);
+        let lines = FakeScript::fixture(name).stdout_lines().unwrap();
+        let mut mixed = lines.clone();
+        for (at, which) in inserts {
+            mixed.insert(at.index(mixed.len() + 1), which.get(UNKNOWN_LINES).to_string());
+        }
+        let ((plain_events, plain), (mixed_events, mixed)) = (normalize(&lines), normalize(&mixed));
+        prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
+        prop_assert_eq!(
+            plain.map(|o| o.output.content).map_err(|e| e.code()),
+            mixed.map(|o| o.output.content).map_err(|e| e.code())
+        );
+    }
 }

@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use asm_core::{Error, ErrorCode, Event, EventKind, ProviderErrorKind, Run, RunInput, Session, keys};
+use asm_core::{
+    Error, ErrorCode, Event, EventKind, JsonMap, Message, ProviderErrorKind, Run, RunInput, Session, SessionId,
+    TranscriptBuilder, keys,
+};
 use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
 
 use crate::fake_cli::{self, FakeRecord, FakeScript, SignalAction};
@@ -317,8 +320,8 @@ pub async fn check_tool_call_keys(contract: &AdapterContract) {
     assert_no_lifecycle(&p.recorded);
 }
 
-/// Unknown JSON lines and non-JSON lines are kept as raw events (`metadata.raw == true`,
-/// `data.raw` holding the line), never a crash.
+/// Unknown JSON lines and non-JSON lines are kept as `provider_raw` events
+/// (`metadata.raw == true`, `data.raw` holding the line), never a crash.
 pub async fn check_unknown_lines_are_raw_events(contract: &AdapterContract) {
     let mut lines = contract.text.stdout_lines().expect("reading the text fixture");
     let unknown = r#"{"type":"asm_contract_unknown","payload":{"x":1}}"#;
@@ -347,7 +350,92 @@ pub async fn check_unknown_lines_are_raw_events(contract: &AdapterContract) {
         raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(garbage)),
         "garbage line not kept: {raws:?}"
     );
+    assert!(raws.iter().all(|e| e.kind == EventKind::ProviderRaw), "raw lines must be provider_raw: {raws:?}");
     assert_no_lifecycle(&p.recorded);
+}
+
+/// The conversation `events` make, in the order an adapter emitted them: the messages of the
+/// transcript built from them (as the runtime would store them, numbered 1, 2, ...), without
+/// their metadata (which names event ids and sequence numbers).
+pub fn conversation(events: &[ProviderEvent]) -> Vec<Message> {
+    let session = SessionId::new();
+    let stored: Vec<Event> = events
+        .iter()
+        .zip(1u64..)
+        .map(|(e, seq)| {
+            let mut event = Event::new(e.kind, session.clone()).with_payload(e.data.clone());
+            event.metadata = e.metadata.clone();
+            event.sequence = Some(seq);
+            event
+        })
+        .collect();
+    TranscriptBuilder::default()
+        .from_events(&session, &stored)
+        .messages
+        .into_iter()
+        .map(|m| Message { metadata: JsonMap::new(), ..m })
+        .collect()
+}
+
+/// What a normalizer made of a run's lines: its events and its verdict.
+pub type Normalized = (Vec<ProviderEvent>, asm_core::Result<asm_ports::ExecuteOutcome>);
+
+/// Raw provider lines never change a run: for every line of `unknown` and every insertion
+/// point of `lines`, `normalize` (a fresh normalizer fed the lines, then finished) must give the
+/// same conversation ([`conversation`]) and the same verdict (output text, or error code) as
+/// for `lines` alone. `name` labels failures.
+///
+/// # Panics
+/// When a raw line changes the conversation or the verdict (the test fails).
+pub fn assert_raw_lines_are_transparent(
+    name: &str,
+    lines: &[String],
+    unknown: &[&str],
+    normalize: impl Fn(&[String]) -> Normalized,
+) {
+    let verdict = |v: &asm_core::Result<asm_ports::ExecuteOutcome>| match v {
+        Ok(outcome) => Ok(outcome.output.content.clone()),
+        Err(e) => Err(e.code()),
+    };
+    let (events, outcome) = normalize(lines);
+    let expected = (conversation(&events), verdict(&outcome));
+    for line in unknown {
+        for at in 0..=lines.len() {
+            let mut mixed = lines.to_vec();
+            mixed.insert(at, (*line).to_owned());
+            let (events, outcome) = normalize(&mixed);
+            let got = (conversation(&events), verdict(&outcome));
+            assert_eq!(got, expected, "{name}: {line} inserted before line {at} changed the run");
+        }
+    }
+}
+
+/// Raw lines interleaved anywhere in the text and tool runs leave the transcript as it was:
+/// an unknown JSON line and a non-JSON line inserted at every position, through the adapter
+/// and the fake CLI.
+pub async fn check_raw_lines_never_change_the_transcript(contract: &AdapterContract) {
+    for fixture in [&contract.text, &contract.tool] {
+        let lines = fixture.stdout_lines().expect("reading the fixture");
+        if lines.is_empty() {
+            continue;
+        }
+        let run = |lines: Vec<String>| async {
+            let mut script = fixture.clone();
+            script.stdout_file = None;
+            let p = prepare(contract, &script.lines(lines));
+            let outcome = execute(&p).await.expect("the fixture run must succeed");
+            (conversation(&p.recorded.events()), outcome.output.content)
+        };
+        let expected = run(lines.clone()).await;
+        assert!(!expected.0.is_empty(), "the fixture has no conversation");
+        for raw in [r#"{"type":"asm_contract_unknown","payload":{"x":1}}"#, "not json {"] {
+            for at in 0..=lines.len() {
+                let mut mixed = lines.clone();
+                mixed.insert(at, raw.to_owned());
+                assert_eq!(run(mixed).await, expected, "{raw} inserted before line {at}");
+            }
+        }
+    }
 }
 
 async fn wait_first_event(p: &Prepared) {
@@ -525,6 +613,7 @@ pub async fn run_all(contract: &AdapterContract) {
     check_text_run(contract).await;
     check_tool_call_keys(contract).await;
     check_unknown_lines_are_raw_events(contract).await;
+    check_raw_lines_never_change_the_transcript(contract).await;
     check_cancel_mid_stream(contract).await;
     check_cancel_escalates(contract).await;
     check_dropped_future_leaves_no_child(contract).await;
