@@ -299,3 +299,78 @@ proptest! {
         );
     }
 }
+
+/// B1: a resumed thread's usage events are the run's own (the thread total recorded by the
+/// previous run subtracted), so the usage the runtime folds for a run that then fails is not
+/// the whole thread's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_threads_usage_events_are_the_runs_own() {
+    const THREAD: &str = "01a200f9-bf93-7780-98c1-560657492f45";
+    let (mut p, _) = run("codex_resume");
+    p.request.resume = Some(THREAD.to_owned());
+    p.request.session.metadata.insert(
+        "provider_sessions".into(),
+        serde_json::json!({"codex": {"thread_usage": {"thread_id": THREAD, "usage": {
+            "input_tokens": 80, "cache_read_tokens": 20, "output_tokens": 12, "cache_creation_tokens": 0
+        }}}}),
+    );
+    let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    assert_eq!((outcome.token_usage.input_tokens, outcome.token_usage.output_tokens), (80, 12));
+    let events = p.recorded.events();
+    let usage = events.iter().find(|e| e.kind == Usage).unwrap();
+    assert_eq!(usage.data["usage_mode"], "cumulative");
+    assert_eq!(usage.data["input_tokens"], 80, "run-scoped, not the thread's 160: {:?}", usage.data);
+    assert_eq!(usage.data["cache_read_tokens"], 20);
+    assert_eq!(usage.data["output_tokens"], 12);
+    assert_eq!(usage.metadata["usage_scope"], "run");
+    assert_eq!(outcome.provider_state["thread_usage"]["usage"]["input_tokens"], 160, "the next baseline");
+}
+
+/// B3: a completed turn with a non-zero exit is a conflict, so a failure.
+#[test]
+fn a_completed_turn_with_a_failing_exit_is_a_failure() {
+    let lines = FakeScript::fixture("codex_text").stdout_lines().unwrap();
+    let mut n = CodexNormalizer::new();
+    let mut out = Vec::new();
+    for line in &lines {
+        n.push_line(line, &mut out);
+    }
+    assert!(n.finish(&ExitInfo::new(ExitKind::Code(0), "", false)).is_ok());
+    let err = n.finish(&ExitInfo::new(ExitKind::Code(1), "", false)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderError);
+    assert_eq!(err.details()["reason"], "exit_status");
+    let err = n.finish(&ExitInfo::new(ExitKind::Signal(15), "", false)).unwrap_err();
+    assert_eq!(err.provider_error().unwrap().exit_code, Some(143));
+}
+
+/// C: reasoning items are a typed reasoning stream, not raw JSON and not conversation.
+#[test]
+fn reasoning_items_are_a_reasoning_stream() {
+    let mut n = CodexNormalizer::new();
+    let mut out = Vec::new();
+    for line in [
+        r#"{"type":"thread.started","thread_id":"t-1"}"#,
+        r#"{"type":"turn.started"}"#,
+        r#"{"type":"item.updated","item":{"id":"item_0","type":"reasoning","text":"**Plan"}}"#,
+        r#"{"type":"item.updated","item":{"id":"item_0","type":"reasoning","text":"**Plan** read"}}"#,
+        r#"{"type":"item.completed","item":{"id":"item_0","type":"reasoning","text":"**Plan** read the file"}}"#,
+        r#"{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"Done."}}"#,
+        r#"{"type":"item.completed","item":{"id":"item_2","type":"reasoning","text":"**Check**"}}"#,
+        r#"{"type":"turn.completed","usage":{"input_tokens":10,"output_tokens":2}}"#,
+    ] {
+        n.push_line(line, &mut out);
+    }
+    use EventKind::{ReasoningCompleted as Thought, ReasoningStreamed as Thinking};
+    let kinds: Vec<EventKind> = out.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Thinking, Thinking, Thought, Stream, Thought, Recv, Usage]);
+    assert_eq!(out[0].data["delta"], "**Plan");
+    assert_eq!(out[1].data["delta"], "** read");
+    assert_eq!(out[2].data["content"], "**Plan** read the file");
+    assert_eq!(out[2].data["redacted"], false);
+    assert_eq!(out[2].metadata["item_id"], "item_0");
+    assert!(out.iter().all(|e| e.metadata.get("raw").is_none()));
+    let conv = conversation(&out);
+    assert_eq!(conv.len(), 1, "{conv:?}");
+    assert_eq!(conv[0].content.as_deref(), Some("Done."));
+    assert_eq!(n.finish(&ExitInfo::new(ExitKind::Code(0), "", false)).unwrap().output.content, "Done.");
+}
