@@ -169,4 +169,39 @@ mod claude_cli {
         let texts: Vec<_> = transcript.messages.iter().filter_map(|m| m.content.as_deref()).collect();
         assert_eq!(texts, ["hello", "Hello from the fake model!"]);
     }
+
+    /// B1: a run cancelled mid-stream keeps the usage its messages reported so far.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_stream_keeps_the_usage_reported_so_far() {
+        use asm_testkit::fake_cli::SignalAction;
+        let lines = FakeScript::fixture("claude_sigint_midstream").stdout_lines().unwrap();
+        // Up to the third text delta (message_start reported 100 in / 1 out), then hang.
+        let script = FakeScript::new().lines(lines[..7].to_vec()).hang_after(7).on_sigint(SignalAction::exit(0));
+        let (manager, _dir) = manager(&script);
+        let session = manager.start_session(NewSession::new("claude")).await.unwrap();
+        manager.activate_session(&session.id).await.unwrap();
+        let run = manager.start_run(&session.id, RunInput::user("hello"), StartRunOptions::default()).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = {
+            let manager = manager.clone();
+            let run_id = run.id.clone();
+            tokio::spawn(async move {
+                let options = ExecuteOptions::default().on_event(move |e| {
+                    if e.kind == EventKind::MessageStreamed && e.data["delta"] == "chunk2 " {
+                        let _ = tx.send(());
+                    }
+                });
+                manager.execute_run(&run_id, options).await
+            })
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+        manager.cancel_run(&run.id).await.unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(20), task).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Cancelled);
+        let stored = manager.get_run(&run.id).await.unwrap();
+        assert_eq!(stored.status, RunStatus::Cancelled);
+        assert_eq!((stored.token_usage.input_tokens, stored.token_usage.output_tokens), (100, 1));
+        let events = manager.session_events(&session.id, EventQuery::new()).await.unwrap();
+        assert_eq!(events.last().unwrap().data["token_usage"]["input_tokens"], 100);
+    }
 }
