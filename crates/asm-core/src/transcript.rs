@@ -1212,7 +1212,7 @@ mod tests {
             events_of(&mut plain, &ops);
             let mut mixed = Log::new();
             mixed.session = plain.session.clone();
-            let mut pending = neutral.clone();
+            let mut pending = neutral;
             pending.sort_by_key(|(at, _)| *at);
             let mut pending = pending.into_iter().peekable();
             for (i, op) in ops.iter().enumerate() {

@@ -351,7 +351,7 @@ fn http529_without_is_error() -> FakeScript {
         .map(|l| l.replace("500", "529").replace("\"is_error\":true,", ""))
         .collect();
     assert!(!lines.last().unwrap().contains("is_error"), "the key is gone");
-    let mut script = fixture.clone();
+    let mut script = fixture;
     script.stdout_file = None;
     script.lines(lines)
 }
