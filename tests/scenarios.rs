@@ -131,3 +131,108 @@ async fn a_session_server_runs_queued_work_and_streams_it() {
     assert_eq!(first.sequence, Some(1));
     server.drain(std::time::Duration::from_secs(10)).await.unwrap();
 }
+
+/// The issue's runs end to end: the real Claude adapter driving the fake CLI (replaying captured
+/// lines) through a `SessionManager`, checked in the store.
+#[cfg(feature = "provider-claude")]
+mod claude_cli {
+    use agent_session_manager::prelude::*;
+    use agent_session_manager::provider::claude::ClaudeAdapter;
+    use asm_testkit::fake_cli::{self, FakeScript};
+
+    /// A manager whose Claude adapter runs the fake CLI with `script` (the tempdir must live
+    /// as long as the runs).
+    fn manager(script: &FakeScript) -> (SessionManager, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script.write_to(dir.path()).unwrap();
+        let adapter = ClaudeAdapter::builder()
+            .cli_path(fake_cli::path())
+            .env_var(fake_cli::SCRIPT_ENV, path.display().to_string())
+            .build();
+        (SessionManager::new(InMemorySessionStore::new(), adapter), dir)
+    }
+
+    async fn run(manager: &SessionManager) -> (SessionId, RunId, Result<RunResult>) {
+        let session = manager.start_session(NewSession::new("claude")).await.unwrap();
+        manager.activate_session(&session.id).await.unwrap();
+        let run = manager.start_run(&session.id, RunInput::user("hello"), StartRunOptions::default()).await.unwrap();
+        let result = manager.execute_run(&run.id, ExecuteOptions::default()).await;
+        (session.id, run.id, result)
+    }
+
+    /// B1: `error_max_turns` after two tool turns: the failed run keeps 200 in / 24 out and the
+    /// cost of 0.0016 the provider reported, in the run record and in `run_failed`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_max_turns_failure_keeps_its_usage_and_cost() {
+        let mut lines = FakeScript::fixture("claude_tool_use").stdout_lines().unwrap();
+        lines.pop();
+        lines.push(
+            r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":3,"session_id":"dfd0e033-3a02-4609-b5fb-4f22d59e10ef","total_cost_usd":0.0016,"usage":{"input_tokens":200,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":24},"terminal_reason":"max_turns","errors":["Reached maximum number of turns (2)"]}"#
+                .to_owned(),
+        );
+        let (manager, _dir) = manager(&FakeScript::new().lines(lines).exit_code(1));
+        let (session, run_id, result) = run(&manager).await;
+        assert_eq!(result.unwrap_err().code(), ErrorCode::ProviderError);
+        let stored = manager.get_run(&run_id).await.unwrap();
+        assert_eq!(stored.status, RunStatus::Failed);
+        assert_eq!((stored.token_usage.input_tokens, stored.token_usage.output_tokens), (200, 24));
+        assert_eq!(stored.cost_usd, Some(0.0016));
+        let events = manager.session_events(&session, EventQuery::new()).await.unwrap();
+        let failed = events.last().unwrap();
+        assert_eq!(failed.kind, EventKind::RunFailed);
+        assert_eq!(failed.data["token_usage"]["input_tokens"], 200);
+        assert_eq!(failed.data["total_cost_usd"], 0.0016);
+    }
+
+    /// B2: a raw `rate_limit_event` just before the result leaves the stored conversation as it
+    /// was: the final answer appears once (and so once in a replay prompt).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raw_line_before_the_result_does_not_duplicate_the_answer() {
+        let mut lines = FakeScript::fixture("claude_text").stdout_lines().unwrap();
+        let at = lines.len() - 1;
+        lines.insert(at, r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}"#.to_owned());
+        let (manager, _dir) = manager(&FakeScript::new().lines(lines));
+        let (session, _, result) = run(&manager).await;
+        assert_eq!(result.unwrap().output().content, "Hello from the fake model!");
+        let events = manager.session_events(&session, EventQuery::new()).await.unwrap();
+        assert!(events.iter().any(|e| e.kind == EventKind::ProviderRaw));
+        let transcript = TranscriptBuilder::new(TranscriptOptions::default()).from_events(&session, &events);
+        let texts: Vec<_> = transcript.messages.iter().filter_map(|m| m.content.as_deref()).collect();
+        assert_eq!(texts, ["hello", "Hello from the fake model!"]);
+    }
+
+    /// B1: a run cancelled mid-stream keeps the usage its messages reported so far.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_stream_keeps_the_usage_reported_so_far() {
+        use asm_testkit::fake_cli::SignalAction;
+        let lines = FakeScript::fixture("claude_sigint_midstream").stdout_lines().unwrap();
+        // Up to the third text delta (message_start reported 100 in / 1 out), then hang.
+        let script = FakeScript::new().lines(lines[..7].to_vec()).hang_after(7).on_sigint(SignalAction::exit(0));
+        let (manager, _dir) = manager(&script);
+        let session = manager.start_session(NewSession::new("claude")).await.unwrap();
+        manager.activate_session(&session.id).await.unwrap();
+        let run = manager.start_run(&session.id, RunInput::user("hello"), StartRunOptions::default()).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = {
+            let manager = manager.clone();
+            let run_id = run.id.clone();
+            tokio::spawn(async move {
+                let options = ExecuteOptions::default().on_event(move |e| {
+                    if e.kind == EventKind::MessageStreamed && e.data["delta"] == "chunk2 " {
+                        let _ = tx.send(());
+                    }
+                });
+                manager.execute_run(&run_id, options).await
+            })
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+        manager.cancel_run(&run.id).await.unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(20), task).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Cancelled);
+        let stored = manager.get_run(&run.id).await.unwrap();
+        assert_eq!(stored.status, RunStatus::Cancelled);
+        assert_eq!((stored.token_usage.input_tokens, stored.token_usage.output_tokens), (100, 1));
+        let events = manager.session_events(&session.id, EventQuery::new()).await.unwrap();
+        assert_eq!(events.last().unwrap().data["token_usage"]["input_tokens"], 100);
+    }
+}

@@ -63,7 +63,7 @@ error_codes! {
     InvalidStatus = "invalid_status", State, "Invalid status";
     /// A state machine transition is not allowed.
     InvalidTransition = "invalid_transition", State, "Invalid state transition";
-    /// An event type is not one of the 28 kinds.
+    /// An event type is not one of the event kinds.
     InvalidEventType = "invalid_event_type", State, "Invalid event type";
     /// A capability type is not known.
     InvalidCapabilityType = "invalid_capability_type", State, "Invalid capability type";

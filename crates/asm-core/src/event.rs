@@ -10,7 +10,8 @@ pub type JsonMap = serde_json::Map<String, serde_json::Value>;
 
 macro_rules! event_kinds {
     ($( $(#[$doc:meta])* $variant:ident = $text:literal, $group:ident, [$($key:ident),*]; )*) => {
-        /// The 28 event kinds, in canonical order. Serialised as the snake_case name.
+        /// The 31 event kinds, in canonical order (the 28 of the original, then reasoning and
+        /// raw provider lines). Serialised as the snake_case name.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         #[non_exhaustive]
@@ -127,6 +128,12 @@ pub mod keys {
     pub const POLICY_NAME: &str = "policy_name";
     /// Violation kind (approval events).
     pub const VIOLATION_KIND: &str = "violation_kind";
+    /// Whether a reasoning block was redacted by the provider (its content is then empty).
+    pub const REDACTED: &str = "redacted";
+    /// A provider line kept verbatim (`provider_raw`).
+    pub const RAW: &str = "raw";
+    /// The provider's own `type` of a raw line, when it was JSON (`provider_raw`).
+    pub const RAW_TYPE: &str = "raw_type";
 }
 
 event_kinds! {
@@ -148,12 +155,13 @@ event_kinds! {
     RunStarted = "run_started", Run, [PROVIDER, PROVIDER_SESSION_ID, MODEL];
     /// A run completed (terminal).
     RunCompleted = "run_completed", Run, [STOP_REASON, PROVIDER_SESSION_ID, MODEL, TOKEN_USAGE, TOTAL_COST_USD];
-    /// A run failed (terminal).
-    RunFailed = "run_failed", Run, [ERROR_CODE, ERROR_MESSAGE, PROVIDER_ERROR, DETAILS];
-    /// A run was cancelled (terminal).
-    RunCancelled = "run_cancelled", Run, [REASON];
-    /// A run exceeded its deadline (terminal).
-    RunTimeout = "run_timeout", Run, [ERROR_CODE, ERROR_MESSAGE];
+    /// A run failed (terminal). `token_usage` / `total_cost_usd`: what the provider reported
+    /// before it failed (see [`UsageTotals`](crate::UsageTotals)); cost only when reported.
+    RunFailed = "run_failed", Run, [ERROR_CODE, ERROR_MESSAGE, PROVIDER_ERROR, DETAILS, TOKEN_USAGE, TOTAL_COST_USD];
+    /// A run was cancelled (terminal), with the usage and cost reported up to the cancel.
+    RunCancelled = "run_cancelled", Run, [REASON, TOKEN_USAGE, TOTAL_COST_USD];
+    /// A run exceeded its deadline (terminal), with the usage and cost reported until then.
+    RunTimeout = "run_timeout", Run, [ERROR_CODE, ERROR_MESSAGE, TOKEN_USAGE, TOTAL_COST_USD];
     /// An input message was sent to the provider.
     MessageSent = "message_sent", Message, [ROLE, CONTENT];
     /// A complete message was received.
@@ -166,12 +174,14 @@ event_kinds! {
     ToolCallCompleted = "tool_call_completed", Tool, [TOOL_CALL_ID, TOOL_NAME, TOOL_INPUT, TOOL_OUTPUT];
     /// A tool call failed.
     ToolCallFailed = "tool_call_failed", Tool, [TOOL_CALL_ID, TOOL_NAME, TOOL_INPUT, TOOL_OUTPUT, IS_ERROR];
-    /// An error occurred (also the home of unknown provider lines).
+    /// An error occurred (unknown provider lines are `provider_raw`, not errors).
     ErrorOccurred = "error_occurred", Error, [ERROR_CODE, ERROR_MESSAGE, PROVIDER_ERROR, DETAILS];
     /// A previous error was recovered from.
     ErrorRecovered = "error_recovered", Error, [];
-    /// Token usage was reported.
-    TokenUsageUpdated = "token_usage_updated", Usage, [INPUT_TOKENS, OUTPUT_TOKENS, CACHE_READ_TOKENS, CACHE_CREATION_TOKENS, USAGE_MODE];
+    /// Token usage was reported: `usage_mode` `delta` adds to the run's total, `cumulative` is
+    /// the run's total so far; `total_cost_usd`, when present, is the run's cost so far. Folded
+    /// by [`UsageTotals`](crate::UsageTotals).
+    TokenUsageUpdated = "token_usage_updated", Usage, [INPUT_TOKENS, OUTPUT_TOKENS, CACHE_READ_TOKENS, CACHE_CREATION_TOKENS, USAGE_MODE, TOTAL_COST_USD];
     /// A provider turn completed.
     TurnCompleted = "turn_completed", Usage, [];
     /// A workspace snapshot was taken.
@@ -186,6 +196,19 @@ event_kinds! {
     ToolApprovalGranted = "tool_approval_granted", Approval, [TOOL_NAME];
     /// A tool call was denied.
     ToolApprovalDenied = "tool_approval_denied", Approval, [TOOL_NAME];
+    /// A chunk of the model's reasoning was streamed (Claude `thinking_delta`, Codex reasoning
+    /// item updates): `content` and `delta` hold the chunk, as for `message_streamed`.
+    /// Reasoning is shown to subscribers and stored, but it is **not** conversation: transcripts
+    /// ignore it and it is never replayed as assistant text.
+    ReasoningStreamed = "reasoning_streamed", Reasoning, [CONTENT, DELTA];
+    /// A whole reasoning block (Claude / Amp `thinking`, Codex `reasoning` item): `content` is
+    /// its text. A block the provider redacted keeps its marker, `redacted: true`, with empty
+    /// `content` (the encrypted payload is not stored). Never part of a transcript.
+    ReasoningCompleted = "reasoning_completed", Reasoning, [CONTENT, REDACTED];
+    /// A provider line no mapping knows, kept verbatim for forward compatibility: `raw` is the
+    /// line, `raw_type` the provider's `type` when the line was JSON (`metadata.raw = true`,
+    /// `metadata.raw_reason` says why it is raw). Raw lines never change a transcript.
+    ProviderRaw = "provider_raw", Raw, [RAW, RAW_TYPE];
 }
 
 impl EventKind {
@@ -200,12 +223,31 @@ impl EventKind {
         matches!(self, EventKind::RunStarted) || self.is_run_terminal()
     }
 
+    /// Whether events of this kind are part of the conversation a transcript is built from
+    /// (messages, tool calls and results, approval requests). Reasoning and raw provider lines
+    /// are not, nor are lifecycle, usage, error, workspace and policy events.
+    pub const fn is_conversation(self) -> bool {
+        matches!(
+            self,
+            EventKind::MessageSent
+                | EventKind::MessageReceived
+                | EventKind::MessageStreamed
+                | EventKind::ToolCallStarted
+                | EventKind::ToolCallCompleted
+                | EventKind::ToolCallFailed
+                | EventKind::ToolApprovalRequested
+        )
+    }
+
     /// Advisory shape rules (spec section 2.2): `(key, expected JSON type)` pairs.
     fn shape_rules(self) -> &'static [(&'static str, JsonType)] {
         use JsonType::{Integer, Str};
         match self {
             EventKind::MessageReceived => &[(keys::CONTENT, Str), (keys::ROLE, Str)],
-            EventKind::MessageStreamed => &[(keys::CONTENT, Str)],
+            EventKind::MessageStreamed | EventKind::ReasoningStreamed | EventKind::ReasoningCompleted => {
+                &[(keys::CONTENT, Str)]
+            }
+            EventKind::ProviderRaw => &[(keys::RAW, Str)],
             EventKind::ToolCallStarted | EventKind::ToolCallCompleted | EventKind::ToolCallFailed => {
                 &[(keys::TOOL_NAME, Str)]
             }
@@ -262,6 +304,10 @@ pub enum EventGroup {
     Policy,
     /// Tool approvals.
     Approval,
+    /// The model's reasoning (`reasoning_streamed`, `reasoning_completed`).
+    Reasoning,
+    /// Provider lines kept verbatim (`provider_raw`).
+    Raw,
 }
 
 /// One entry of a session's append-only log.
@@ -451,6 +497,27 @@ impl Event {
     pub fn data_str(&self, key: &str) -> Option<&str> {
         self.data.get(key).and_then(serde_json::Value::as_str)
     }
+
+    /// Whether this event is a raw provider line: a `provider_raw` event, or the form adapters
+    /// wrote before that kind existed (a `message_received` with `metadata.raw == true`), so that
+    /// logs written earlier read the same way.
+    ///
+    /// ```
+    /// use asm_core::{Event, EventKind, SessionId};
+    /// let s = SessionId::new();
+    /// assert!(Event::new(EventKind::ProviderRaw, s.clone()).is_provider_raw());
+    /// let mut legacy = Event::new(EventKind::MessageReceived, s.clone()).with_data("role", "system");
+    /// legacy.metadata.insert("raw".into(), true.into());
+    /// assert!(legacy.is_provider_raw());
+    /// assert!(!Event::new(EventKind::MessageReceived, s).is_provider_raw());
+    /// ```
+    pub fn is_provider_raw(&self) -> bool {
+        match self.kind {
+            EventKind::ProviderRaw => true,
+            EventKind::MessageReceived => self.metadata.get("raw") == Some(&serde_json::Value::Bool(true)),
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -458,8 +525,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn there_are_28_kinds_with_round_trip_names() {
-        assert_eq!(EventKind::ALL.len(), 28);
+    fn there_are_31_kinds_with_round_trip_names() {
+        assert_eq!(EventKind::ALL.len(), 31);
         for &kind in EventKind::ALL {
             assert_eq!(EventKind::parse(kind.as_str()).unwrap(), kind);
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
@@ -474,6 +541,25 @@ mod tests {
         assert!(EventKind::RunTimeout.is_run_terminal());
         assert!(EventKind::RunStarted.is_run_lifecycle());
         assert!(!EventKind::MessageStreamed.is_run_lifecycle());
+    }
+
+    #[test]
+    fn reasoning_and_raw_kinds() {
+        for kind in [EventKind::ReasoningStreamed, EventKind::ReasoningCompleted, EventKind::ProviderRaw] {
+            assert!(!kind.is_run_lifecycle(), "{kind}");
+            assert!(!kind.is_conversation(), "{kind}");
+        }
+        assert_eq!(EventKind::parse("reasoning_streamed").unwrap().group(), EventGroup::Reasoning);
+        assert_eq!(EventKind::ReasoningCompleted.canonical_keys(), &["content", "redacted"]);
+        assert_eq!(EventKind::ProviderRaw.canonical_keys(), &["raw", "raw_type"]);
+        assert_eq!(EventKind::ProviderRaw.group(), EventGroup::Raw);
+        assert!(EventKind::MessageStreamed.is_conversation());
+        // The 28 original kinds keep their order; the new ones come last.
+        assert_eq!(EventKind::ALL[27], EventKind::ToolApprovalDenied);
+        let s = SessionId::new();
+        let redacted =
+            Event::new(EventKind::ReasoningCompleted, s).with_data("content", "").with_data("redacted", true);
+        assert!(redacted.shape_warnings().is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Domain values of agent-session-manager.
 //!
 //! Everything here is plain data plus the rules that govern it: identifiers, [`Session`] and
-//! [`Run`] with their enforced state machines, [`Event`] with the 28 [`EventKind`]s, token usage,
+//! [`Run`] with their enforced state machines, [`Event`] with its [`EventKind`]s (the 28 of the original, reasoning, raw provider lines), token usage,
 //! capabilities, the [`Error`] taxonomy, provider error normalisation and transcripts.
 //!
 //! Architecture invariant: this crate does no I/O, spawns nothing and knows no async runtime.
@@ -37,7 +37,7 @@ pub use provider_error::{ProviderError, ProviderErrorKind, ProviderName, StderrL
 pub use run::{InputMessage, Role, Run, RunInput, RunOutput, RunStatus};
 pub use session::{Session, SessionStatus};
 pub use transcript::{Message, Transcript, TranscriptBuilder, TranscriptOptions};
-pub use usage::{TokenUsage, UsageMode};
+pub use usage::{TokenUsage, UsageMode, UsageTotals};
 
 /// The current time, truncated to microseconds so that it survives every store's round-trip.
 pub fn now() -> chrono::DateTime<chrono::Utc> {

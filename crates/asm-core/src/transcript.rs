@@ -347,6 +347,8 @@ impl Transcript {
 /// | `tool_call_started` | closes the open message; adds an assistant tool call (`tool_input` only when it is an object) |
 /// | `tool_call_completed`, `tool_call_failed` | closes the open message; adds a tool result with `tool_output` |
 /// | `tool_approval_requested` | closes the open message; adds a tool result with output [`APPROVAL_PENDING_OUTPUT`] |
+/// | raw provider lines ([`Event::is_provider_raw`]: `provider_raw`, and `message_received` with `metadata.raw == true` as written before that kind existed) | ignored (an open message stays open) |
+/// | `reasoning_streamed`, `reasoning_completed` | ignored: reasoning is never conversation, never replayed |
 /// | anything else | ignored (an open message stays open) |
 ///
 /// Only canonical keys are read (`content`, `delta`, `role`, `tool_call_id`, `tool_name`,
@@ -505,6 +507,11 @@ impl Fold {
     }
 
     fn apply(&mut self, event: &Event) {
+        // Raw provider lines are kept in the log, never in the conversation: they must not
+        // close (and so duplicate) a streamed message.
+        if !event.kind.is_conversation() || event.is_provider_raw() {
+            return;
+        }
         let data = &event.data;
         match event.kind {
             EventKind::MessageStreamed => {
@@ -1046,6 +1053,13 @@ mod tests {
 
     fn events_of(log: &mut Log, ops: &[Op]) {
         for (i, op) in ops.iter().enumerate() {
+            push_op(log, i, op);
+        }
+    }
+
+    /// Appends the event of `op`, the `i`-th op of its list.
+    fn push_op(log: &mut Log, i: usize, op: &Op) {
+        {
             let id = format!("call{i}");
             let (kind, data) = match op {
                 Op::Sent(role, content) => (EventKind::MessageSent, json!({"role": role, "content": content})),
@@ -1071,6 +1085,58 @@ mod tests {
             };
             log.push(kind, data);
         }
+    }
+
+    /// Events that must not touch a transcript.
+    #[derive(Clone, Debug)]
+    enum Neutral {
+        /// A raw line as adapters stored it before `provider_raw` existed.
+        LegacyRaw(String),
+        /// A raw line.
+        Raw(String),
+        /// A reasoning chunk.
+        ReasoningChunk(String),
+        /// A whole (or redacted) reasoning block.
+        ReasoningBlock(String, bool),
+    }
+
+    fn neutral_op() -> impl Strategy<Value = Neutral> {
+        prop_oneof![
+            text().prop_map(Neutral::LegacyRaw),
+            text().prop_map(Neutral::Raw),
+            text().prop_map(Neutral::ReasoningChunk),
+            (text(), any::<bool>()).prop_map(|(t, r)| Neutral::ReasoningBlock(t, r)),
+        ]
+    }
+
+    fn push_neutral(log: &mut Log, op: &Neutral) {
+        match op {
+            Neutral::LegacyRaw(line) => {
+                let e = log.push(
+                    EventKind::MessageReceived,
+                    json!({"role": "system", "content": "", "raw": line, "raw_type": "rate_limit_event"}),
+                );
+                e.metadata.insert("raw".into(), true.into());
+                e.metadata.insert("raw_reason".into(), "unknown_type".into());
+            }
+            Neutral::Raw(line) => {
+                log.push(EventKind::ProviderRaw, json!({"raw": line, "raw_type": "todo_list"}))
+                    .metadata
+                    .insert("raw".into(), true.into());
+            }
+            Neutral::ReasoningChunk(chunk) => {
+                log.push(EventKind::ReasoningStreamed, json!({"content": chunk, "delta": chunk}));
+            }
+            Neutral::ReasoningBlock(text, redacted) => {
+                let content = if *redacted { "" } else { text.as_str() };
+                log.push(EventKind::ReasoningCompleted, json!({"content": content, "redacted": redacted}));
+            }
+        }
+    }
+
+    /// The messages without their metadata (which names events and sequence numbers).
+    fn conversation(t: &Transcript) -> Vec<Message> {
+        t.messages.iter().cloned().map(|m| Message { metadata: JsonMap::new(), ..m }).collect()
     }
 
     fn options() -> impl Strategy<Value = TranscriptOptions> {
@@ -1132,6 +1198,36 @@ mod tests {
                 builder.update(&mut t, std::slice::from_ref(event));
             }
             prop_assert_eq!(t, builder.from_events(&log.session, &log.events));
+        }
+
+        /// Raw provider lines (the legacy `message_received` form with `metadata.raw`, and
+        /// `provider_raw`) and reasoning events never change a transcript, wherever they land.
+        #[test]
+        fn raw_and_reasoning_events_never_change_a_transcript(
+            ops in proptest::collection::vec(op(), 0..24),
+            neutral in proptest::collection::vec((0usize..25, neutral_op()), 1..6),
+            options in options(),
+        ) {
+            let mut plain = Log::new();
+            events_of(&mut plain, &ops);
+            let mut mixed = Log::new();
+            mixed.session = plain.session.clone();
+            let mut pending = neutral;
+            pending.sort_by_key(|(at, _)| *at);
+            let mut pending = pending.into_iter().peekable();
+            for (i, op) in ops.iter().enumerate() {
+                while let Some((_, n)) = pending.next_if(|(at, _)| *at <= i) {
+                    push_neutral(&mut mixed, &n);
+                }
+                push_op(&mut mixed, i, op);
+            }
+            for (_, n) in pending {
+                push_neutral(&mut mixed, &n);
+            }
+            let a = plain.build(options);
+            let b = mixed.build(options);
+            prop_assert_eq!(conversation(&a), conversation(&b));
+            prop_assert_eq!(a.open_stream_text(), b.open_stream_text());
         }
 
         /// Bounds keep a suffix of the unbounded transcript, within the bounds.

@@ -23,6 +23,14 @@ use crate::CancellationToken;
 /// Cancellation: when `request.cancel` fires, the adapter stops the provider, emits nothing more
 /// and returns `Err` with [`ErrorCode::Cancelled`](asm_core::ErrorCode::Cancelled). It never
 /// leaves a child process behind.
+///
+/// Usage and cost: a successful execution returns the run's totals in [`ExecuteOutcome`]. For
+/// a run that ends without an outcome (an `Err`, a cancel, the runtime's deadline, a hook
+/// abort) the runtime records what the adapter reported in `token_usage_updated` events,
+/// folded by [`UsageTotals`](asm_core::UsageTotals): `usage_mode: "delta"` adds to the run's
+/// total, `"cumulative"` is the run's total so far (the run's, not a provider thread's), and
+/// `total_cost_usd` is the run's cost so far. Adapters therefore report usage as soon as the
+/// provider does, so a failed run keeps it.
 #[async_trait]
 pub trait ProviderAdapter: Send + Sync + Debug + 'static {
     /// The provider name recorded on events and runs (`claude`, `codex`, `amp`, ...).

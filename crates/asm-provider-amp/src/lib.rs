@@ -141,7 +141,9 @@ impl ProviderAdapter for AmpAdapter {
             let mut normalizer =
                 AmpNormalizer::new().stderr_limits(self.options.stderr_limits).model(self.options.model.clone());
             let exit = run_jsonl(&cmd, &control, &sink, |line, out| normalizer.push_line(line, out)).await?;
-            let outcome = normalizer.finish(&exit);
+            // An oversized line never hides the provider's own error (see `ExitInfo::settle`).
+            let outcome =
+                exit.settle(asm_core::ProviderName::Amp, self.options.stderr_limits, normalizer.finish(&exit));
             tracing::debug!(ok = outcome.is_ok(), thread = ?normalizer.session_id(), "amp run finished");
             outcome
         }

@@ -9,7 +9,8 @@ use asm_core::{
 };
 use asm_ports::{ExecuteOutcome, ProviderEvent};
 use asm_provider_cli::{
-    ExitInfo, anthropic_usage, classify_error_text, error_event, provider_failure, raw_event, tool_result_text,
+    ExitInfo, anthropic_usage, classify_error_text, classify_http_status, error_event, provider_failure, raw_event,
+    tool_result_text,
 };
 
 /// Known `error` texts of Amp's `error_during_execution` result and what they mean.
@@ -19,11 +20,39 @@ const APPROVAL_PREFIX: &str = "The following tools require user approval";
 #[derive(Debug, Default)]
 struct ResultLine {
     subtype: String,
-    is_error: bool,
+    /// `is_error` as printed (`None` when the key is missing or not a boolean).
+    is_error: Option<bool>,
     text: Option<String>,
     error: Option<String>,
+    /// Claude Code's `errors[]` (the shared Anthropic result shape), should Amp print it.
+    errors: Vec<String>,
+    /// Claude Code's `api_error_status` (the shared Anthropic result shape).
+    api_error_status: Option<u64>,
     turns: Option<u32>,
     duration_ms: Option<u64>,
+}
+
+impl ResultLine {
+    /// Whether the line itself says the run failed: `is_error: true`, an `error_*` subtype, an
+    /// `error` text, a non-empty `errors[]` or an `api_error_status` (any one is enough; a
+    /// missing `is_error` is not a success on its own).
+    fn says_failure(&self) -> bool {
+        self.is_error == Some(true)
+            || self.subtype.starts_with("error")
+            || self.error.as_deref().is_some_and(|e| !e.trim().is_empty())
+            || !self.errors.is_empty()
+            || self.api_error_status.is_some()
+    }
+
+    /// The provider's own code and classification for a failed result: the HTTP status when
+    /// there is one, else the error text ([`classify_amp_text`]).
+    fn classify(&self) -> (ErrorCode, ProviderErrorKind, Option<&'static str>) {
+        let (code, kind, reason) = classify_amp_text(&result_message(self));
+        match self.api_error_status.map(classify_http_status) {
+            Some(status_code) => (status_code, kind, reason),
+            None => (code, kind, reason),
+        }
+    }
 }
 
 /// How an Amp error text is classified: the error code, the provider error kind and a short
@@ -82,11 +111,11 @@ pub fn classify_amp_text(text: &str) -> (ErrorCode, ProviderErrorKind, Option<&'
 /// | line | events |
 /// |---|---|
 /// | `system/init` | none (thread id `T-...`, cwd, tools, MCP servers, agent mode go to the outcome) |
-/// | `assistant` (one line per complete message) | `token_usage_updated` (per message, `usage_mode: delta`), then per block: text → `message_streamed {content, delta}`, tool_use → `tool_call_started {tool_call_id, tool_name, tool_input}`; thinking blocks → nothing |
+/// | `assistant` (one line per complete message) | `token_usage_updated` (per message, `usage_mode: delta`), then per block: text → `message_streamed {content, delta}`, tool_use → `tool_call_started {tool_call_id, tool_name, tool_input}`, thinking → `reasoning_completed {content, redacted: false}`, redacted_thinking → `reasoning_completed {content: "", redacted: true}` (`--stream-json-thinking`; the encrypted data is not kept) |
 /// | `user` tool_result | `tool_call_completed` / `tool_call_failed {tool_call_id, tool_name, tool_input, tool_output, is_error}` (name and input of the originating call); `tool_approval_denied` too when the error says the user rejected the tool |
 /// | `user` text only (prompt echo) | none |
 /// | `result/success` | `message_received {role: assistant, content}` |
-/// | `result` with `is_error` (`error_during_execution`) | `tool_approval_denied` per tool needing approval, then `error_occurred {error_code, error_message, details}` |
+/// | a failed `result` (`is_error`, `error_*` subtype, `error` text, `errors[]`, `api_error_status`) | `tool_approval_denied` per tool needing approval, then `error_occurred {error_code, error_message, details}` |
 /// | login-flow text (no API key) | none: [`push_line`](Self::push_line) fails, the run is stopped |
 /// | anything else, non-JSON | raw event ([`raw_event`]) |
 ///
@@ -290,7 +319,14 @@ impl AmpNormalizer {
                         .data(keys::TOOL_NAME, name)
                         .data(keys::TOOL_INPUT, input)
                 }
-                // thinking / redacted_thinking (`--stream-json-thinking`): not normalized.
+                Some(kind @ ("thinking" | "redacted_thinking")) => {
+                    let redacted = kind == "redacted_thinking";
+                    let text = if redacted { "" } else { str_of(block, "thinking").unwrap_or_default() };
+                    ProviderEvent::new(EventKind::ReasoningCompleted)
+                        .data(keys::CONTENT, text)
+                        .data(keys::REDACTED, redacted)
+                        .meta("message_index", self.assistant_messages)
+                }
                 _ => continue,
             };
             out.push(match parent {
@@ -343,17 +379,23 @@ impl AmpNormalizer {
     fn result_line(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
         let result = ResultLine {
             subtype: str_of(v, "subtype").unwrap_or_default().to_owned(),
-            is_error: v.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+            is_error: v.get("is_error").and_then(Value::as_bool),
             text: str_of(v, "result").map(str::to_owned),
             error: match v.get("error") {
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(Value::Null) | None => None,
                 Some(other) => Some(other.to_string()),
             },
+            errors: v
+                .get("errors")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect())
+                .unwrap_or_default(),
+            api_error_status: v.get("api_error_status").and_then(Value::as_u64),
             turns: v.get("num_turns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()),
             duration_ms: v.get("duration_ms").and_then(Value::as_u64),
         };
-        if result.is_error {
+        if result.says_failure() {
             let message = result_message(&result);
             for tool in approval_tools(&message) {
                 out.push(
@@ -362,7 +404,7 @@ impl AmpNormalizer {
                         .data(keys::REASON, "approval_required"),
                 );
             }
-            let (code, _, reason) = classify_amp_text(&message);
+            let (code, _, reason) = result.classify();
             out.push(error_event(code, &message, json!({ "subtype": result.subtype, "reason": reason })));
             self.error_emitted = true;
         } else {
@@ -377,11 +419,15 @@ impl AmpNormalizer {
         true
     }
 
-    /// Classifies the end of the run.
+    /// Classifies the end of the run from every signal: the run succeeded only if the result
+    /// line and the exit status agree.
     ///
     /// # Errors
-    /// * a result with `is_error` (whatever its subtype), classified by its `error` text
-    ///   ([`classify_amp_text`]), carrying the exit code and stderr;
+    /// * a failed result (`is_error: true` whatever the subtype, an `error_*` subtype, an
+    ///   `error` text, `errors[]`, an `api_error_status`), classified by the HTTP status or the
+    ///   error text ([`classify_amp_text`]), carrying the exit code and stderr;
+    /// * a clean result with a non-zero exit or a signal (conflicting signals):
+    ///   `details.reason = "exit_status"`, classified by stderr, else `provider_error`;
     /// * no result line: killed by a signal, non-zero exit (classified by stderr: WebSocket /
     ///   server errors are `provider_unavailable` (retryable), auth texts
     ///   `provider_authentication_failed`, internal CLI errors `provider_error`) or EOF without
@@ -413,9 +459,9 @@ impl AmpNormalizer {
             }
             return Err(err);
         };
-        if result.is_error {
+        if result.says_failure() {
             let message = result_message(result);
-            let (code, kind, reason) = classify_amp_text(&message);
+            let (code, kind, reason) = result.classify();
             let kind = if kind == ProviderErrorKind::Unknown && !exit.success() {
                 ProviderErrorKind::TransportExit
             } else {
@@ -436,7 +482,12 @@ impl AmpNormalizer {
             return Err(err);
         }
         if !exit.success() {
-            tracing::warn!(exit = %exit.describe(), "amp reported success but exited abnormally");
+            let code = classify_error_text(&exit.stderr).unwrap_or(ErrorCode::ProviderError);
+            let message = format!("amp printed a successful result but exited with {}", exit.describe());
+            let pe = exit.provider_error(ProviderName::Amp, ProviderErrorKind::TransportExit, message, limits);
+            return Err(provider_failure(code, pe)
+                .with_detail("reason", "exit_status")
+                .with_detail("subtype", result.subtype.clone()));
         }
         let mut extra = JsonMap::new();
         if !self.tool_calls.is_empty() {
@@ -462,6 +513,9 @@ impl AmpNormalizer {
 fn result_message(r: &ResultLine) -> String {
     if let Some(e) = r.error.as_ref().filter(|e| !e.trim().is_empty()) {
         return e.clone();
+    }
+    if !r.errors.is_empty() {
+        return r.errors.join("; ");
     }
     if let Some(t) = r.text.as_ref().filter(|t| !t.trim().is_empty()) {
         return t.clone();

@@ -28,7 +28,7 @@ fn make(inv: &FakeCliInvocation) -> Arc<dyn asm_ports::ProviderAdapter> {
 }
 
 fn amp_contract() -> AdapterContract {
-    let lines = FakeScript::fixture(SYNTHETIC).stdout_lines();
+    let lines = FakeScript::fixture(SYNTHETIC).stdout_lines().unwrap();
     // init + the first assistant message (text, tool_use, usage): events but no result.
     let prefix = lines[..2].to_vec();
     // What Amp prints on SIGINT/SIGTERM in stream-json mode (error string from its source).
@@ -54,6 +54,7 @@ contract_tests!(
     check_text_run,
     check_tool_call_keys,
     check_unknown_lines_are_raw_events,
+    check_raw_lines_never_change_the_transcript,
     check_cancel_mid_stream,
     check_cancel_escalates,
     check_dropped_future_leaves_no_child,

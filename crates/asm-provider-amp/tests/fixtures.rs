@@ -9,7 +9,9 @@ use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
 use asm_provider_amp::{AmpAdapter, AmpNormalizer};
 use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, Prepared, prepare};
+use asm_testkit::adapter_contract::{
+    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, prepare,
+};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 
 use EventKind::{
@@ -94,7 +96,7 @@ async fn every_amp_fixture_normalizes_as_expected() {
                 assert_eq!(pe.provider, asm_core::ProviderName::Amp, "{name}");
                 if exit_from_fixture {
                     assert_eq!(pe.exit_code, Some(script.exit_code), "{name}: {pe:?}");
-                    if !script.stderr.trim().is_empty() {
+                    if !script.stderr_text().unwrap().trim().is_empty() {
                         assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
                     }
                 }
@@ -144,7 +146,7 @@ async fn details_of_the_synthetic_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_tool_result_is_enriched_with_the_call() {
-    let mut lines = FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source").stdout_lines();
+    let mut lines = FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source").stdout_lines().unwrap();
     lines[2] = lines[2].replace(
         r#""content":"hi\n","is_error":false"#,
         r#""content":"Tool execution rejected by user: no","is_error":true"#,
@@ -248,17 +250,193 @@ fn unknown_and_echo_lines() {
     assert!(out.iter().all(|e| e.metadata["raw"] == true));
     assert_eq!(out[0].data["raw_type"], "system");
     assert_eq!(out[2].metadata["raw_reason"], "not_json");
-    // Thinking blocks are dropped, the usage is still reported.
+    // Thinking blocks are reasoning (not text), the usage is still reported.
     let mut out = Vec::new();
     n.push_line(
         r#"{"type":"assistant","message":{"content":[{"type":"thinking","thinking":"hm"}],"usage":{"input_tokens":5,"output_tokens":1}}}"#,
         &mut out,
     )
     .unwrap();
-    assert_eq!(out.iter().map(|e| e.kind).collect::<Vec<_>>(), [Usage]);
+    assert_eq!(out.iter().map(|e| e.kind).collect::<Vec<_>>(), [Usage, EventKind::ReasoningCompleted]);
     assert_eq!(n.session_id(), Some("T-1"));
     // The login flow fails the line.
     let err = n.push_line("No API key found. Starting login flow...", &mut out).unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderAuthenticationFailed);
     assert!(!err.is_retryable());
+}
+
+/// A small line cap, so oversized lines are cheap to produce.
+const CAP: usize = 64 * 1024;
+
+fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(
+        AmpAdapter::builder()
+            .cli_path(&inv.program)
+            .env(env)
+            .api_key("sgamp_fake_key")
+            .limits(asm_provider_cli::CliLimits::default().max_line_bytes(CAP))
+            .build(),
+    )
+}
+
+/// B5: a line over the cap must not hide the provider's own error (a result error text, or
+/// the CLI's stderr with the exit status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_line_never_hides_the_providers_own_error() {
+    let big = "x".repeat(CAP + 1);
+    let init = r#"{"type":"system","subtype":"init","session_id":"T-9","tools":[]}"#;
+    let result_429 = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"num_turns":1,"error":"API error 429 Too Many Requests","session_id":"T-9"}"#;
+    let cases = [
+        (FakeScript::new().lines([init, big.as_str(), result_429]).exit_code(1), ErrorCode::ProviderRateLimited),
+        (FakeScript::fixture("amp_fake_server_websocket_refused").lines([big.clone()]), ErrorCode::ProviderUnavailable),
+    ];
+    for (script, code) in cases {
+        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert_eq!(err.details()["oversized_lines"], 1);
+    }
+}
+
+/// Feeds `lines` to a fresh normalizer (blank lines skipped, as the adapter does; a failing
+/// line ends the run, as the adapter stops the CLI) and finishes it with the fixture's exit.
+fn normalizer_for(script: &FakeScript) -> impl Fn(&[String]) -> Normalized + use<> {
+    let exit = ExitInfo::new(ExitKind::Code(script.exit_code), script.stderr_text().unwrap(), false);
+    move |lines| {
+        let mut n = AmpNormalizer::new();
+        let mut out = Vec::new();
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            if let Err(e) = n.push_line(line, &mut out) {
+                return (out, Err(e));
+            }
+        }
+        let verdict = n.finish(&exit);
+        (out, verdict)
+    }
+}
+
+/// Lines the Amp stream-json emitter may print that no mapping knows.
+const UNKNOWN_LINES: &[&str] = &[
+    r#"{"type":"system","subtype":"compacting","session_id":"T-1"}"#,
+    r#"{"type":"assistant_delta","delta":{"text":"x"}}"#,
+    "not json {",
+];
+
+/// B2: for every Amp fixture, raw lines inserted at every position change neither the
+/// transcript nor the verdict.
+#[test]
+fn raw_lines_never_change_any_fixtures_transcript() {
+    for name in fixture_names("amp_") {
+        let script = FakeScript::fixture(&name);
+        let lines = script.stdout_lines().unwrap();
+        assert_raw_lines_are_transparent(&name, &lines, UNKNOWN_LINES, normalizer_for(&script));
+    }
+}
+
+fn feed(lines: &[&str], exit: ExitKind) -> Normalized {
+    let mut n = AmpNormalizer::new();
+    let mut out = Vec::new();
+    for line in lines {
+        n.push_line(line, &mut out).unwrap();
+    }
+    let verdict = n.finish(&ExitInfo::new(exit, "", false));
+    (out, verdict)
+}
+
+/// B3: the synthetic error capture with `"is_error":true,` deleted is still a failed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_result_without_is_error_fails_the_run() {
+    let fixture = FakeScript::fixture("amp_stream_json_SYNTHETIC_error_from_source");
+    let lines: Vec<String> =
+        fixture.stdout_lines().unwrap().into_iter().map(|l| l.replace("\"is_error\":true,", "")).collect();
+    assert!(!lines.iter().any(|l| l.contains("is_error")));
+    let p = run(&FakeScript::new().lines(lines).exit_code(1));
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.expect_err("not a completed run");
+    assert_eq!(err.code(), ErrorCode::ProviderError, "{err:?}");
+    assert_eq!(err.details()["reason"], "interrupted");
+    assert_eq!(non_raw(&p), [Err_]);
+}
+
+/// B3: success is decided from every signal; conflicting signals fail with the provider's code.
+#[test]
+fn success_is_decided_from_every_signal() {
+    let init = r#"{"type":"system","subtype":"init","session_id":"T-9","tools":[]}"#;
+    let answer = r#"{"type":"assistant","message":{"role":"assistant","content":[{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}},"session_id":"T-9"}"#;
+    let ok = r#"{"type":"result","subtype":"success","duration_ms":5,"num_turns":1,"result":"Hi","session_id":"T-9"}"#;
+    let (_, verdict) = feed(&[init, answer, ok], ExitKind::Code(0));
+    assert_eq!(verdict.unwrap().output.content, "Hi", "no failure signal: a missing is_error is a success");
+
+    let cases: &[(&str, &[&str], ExitKind, ErrorCode)] = &[
+        ("exit 1", &[init, answer, ok], ExitKind::Code(1), ErrorCode::ProviderError),
+        (
+            "error text",
+            &[
+                init,
+                r#"{"type":"result","subtype":"success","num_turns":0,"error":"API error 429 Too Many Requests","session_id":"T-9"}"#,
+            ],
+            ExitKind::Code(0),
+            ErrorCode::ProviderRateLimited,
+        ),
+        (
+            "error subtype",
+            &[
+                init,
+                r#"{"type":"result","subtype":"error_during_execution","is_error":false,"num_turns":0,"session_id":"T-9"}"#,
+            ],
+            ExitKind::Code(0),
+            ErrorCode::ProviderError,
+        ),
+        (
+            "api_error_status",
+            &[
+                init,
+                r#"{"type":"result","subtype":"success","is_error":false,"api_error_status":529,"result":"API Error: 529 overloaded","session_id":"T-9"}"#,
+            ],
+            ExitKind::Code(0),
+            ErrorCode::ProviderUnavailable,
+        ),
+        (
+            "errors[]",
+            &[
+                init,
+                r#"{"type":"result","subtype":"success","errors":["Failed to authenticate. API Error: 401"],"session_id":"T-9"}"#,
+            ],
+            ExitKind::Code(0),
+            ErrorCode::ProviderAuthenticationFailed,
+        ),
+    ];
+    for (what, lines, exit, code) in cases {
+        let (events, verdict) = feed(lines, *exit);
+        let err = verdict.expect_err(what);
+        assert_eq!(err.code(), *code, "{what}: {err:?}");
+        if *what != "exit 1" {
+            assert!(events.iter().any(|e| e.kind == Err_), "{what}: an error event");
+            assert!(!events.iter().any(|e| e.kind == Recv), "{what}: no received answer");
+        }
+    }
+}
+
+/// C: thinking blocks (`--stream-json-thinking`) are reasoning events; redacted ones keep
+/// only their marker.
+#[test]
+fn thinking_is_a_reasoning_stream() {
+    let (events, verdict) = feed(
+        &[
+            r#"{"type":"assistant","message":{"role":"assistant","content":[{"type":"thinking","thinking":"Plan: run it."},{"type":"redacted_thinking","data":"EncryptedBlob=="},{"type":"text","text":"Hi"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}},"session_id":"T-1"}"#,
+            r#"{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"Hi","session_id":"T-1"}"#,
+        ],
+        ExitKind::Code(0),
+    );
+    use EventKind::ReasoningCompleted as Thought;
+    assert_eq!(events.iter().map(|e| e.kind).collect::<Vec<_>>(), [Usage, Thought, Thought, Stream, Recv]);
+    assert_eq!(events[1].data["content"], "Plan: run it.");
+    assert_eq!(events[1].data["redacted"], false);
+    assert_eq!(events[2].data["content"], "");
+    assert_eq!(events[2].data["redacted"], true);
+    assert!(!serde_json::to_string(&events[2].data).unwrap().contains("EncryptedBlob"));
+    assert_eq!(verdict.unwrap().output.content, "Hi");
 }

@@ -112,7 +112,8 @@ impl ProviderAdapter for ClaudeAdapter {
         })
         .instrument(span)
         .await?;
-        normalizer.finish(&exit)
+        // An oversized line never hides the provider's own error (see `ExitInfo::settle`).
+        exit.settle(asm_core::ProviderName::Claude, self.options.stderr_limits, normalizer.finish(&exit))
     }
 
     fn validate_config(&self) -> Result<()> {

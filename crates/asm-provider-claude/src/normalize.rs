@@ -18,7 +18,8 @@ use asm_provider_cli::{
 #[derive(Debug, Default)]
 struct ResultLine {
     subtype: String,
-    is_error: bool,
+    /// `is_error` as printed (`None` when the key is missing or not a boolean).
+    is_error: Option<bool>,
     api_error_status: Option<u64>,
     text: Option<String>,
     errors: Vec<String>,
@@ -27,6 +28,18 @@ struct ResultLine {
     stop_reason: Option<String>,
     turns: u32,
     metadata: JsonMap,
+}
+
+impl ResultLine {
+    /// Whether the line itself says the run failed: `is_error: true`, an `error_*` subtype, an
+    /// `api_error_status`, or a non-empty `errors[]` (any one is enough; a missing `is_error`
+    /// is not a success on its own).
+    fn says_failure(&self) -> bool {
+        self.is_error == Some(true)
+            || self.subtype.starts_with("error")
+            || self.api_error_status.is_some()
+            || !self.errors.is_empty()
+    }
 }
 
 /// Turns Claude Code `--output-format stream-json --verbose` lines into normalized events,
@@ -38,14 +51,17 @@ struct ResultLine {
 /// | `system/status` | none |
 /// | `system/api_retry` | `error_occurred` (code from `error_status`, `details.retrying = true`) |
 /// | `stream_event` `content_block_delta/text_delta` | `message_streamed {content, delta}` |
+/// | `stream_event` `content_block_delta/thinking_delta` | `reasoning_streamed {content, delta}` |
 /// | `stream_event` `message_start` / `message_delta` | `token_usage_updated` (delta, per message id) |
-/// | other `stream_event`s | none (`ping`, block start/stop, `input_json_delta`, `message_stop`) |
+/// | other `stream_event`s | none (`ping`, block start/stop, `input_json_delta`, `signature_delta`, `message_stop`) |
 /// | `assistant` text block | `message_streamed` (unless already streamed as deltas) |
+/// | `assistant` thinking block | `reasoning_completed {content, redacted: false}` (also after deltas: it closes the block) |
+/// | `assistant` redacted_thinking block | `reasoning_completed {content: "", redacted: true}` (the encrypted data is not kept) |
 /// | `assistant` tool_use block | `tool_call_started {tool_call_id, tool_name, tool_input}` |
 /// | `assistant` synthetic error (`error` field) | `error_occurred` |
 /// | `assistant` first line of a message id | `token_usage_updated` (delta, deduped by id) |
 /// | `user` tool_result | `tool_call_completed` / `tool_call_failed {tool_call_id, tool_name, tool_input, tool_output, is_error}` |
-/// | `result` | `message_received {role: assistant, content}`, `tool_approval_denied` per permission denial, `token_usage_updated` (cumulative run totals), `error_occurred` when `is_error` |
+/// | `result` | `tool_approval_denied` per permission denial; `error_occurred` when the run failed (see [`finish`](Self::finish)), else `message_received {role: assistant, content}`; `token_usage_updated` (cumulative run totals, never below what the messages reported, with `total_cost_usd`) |
 /// | `rate_limit_event` | `error_occurred` when rejected, else raw |
 /// | anything else, non-JSON | raw event ([`raw_event`]) |
 ///
@@ -79,6 +95,8 @@ pub struct ClaudeNormalizer {
     tool_calls: Vec<Value>,
     last_retry: Option<(Option<u64>, String)>,
     error_emitted: bool,
+    /// The code of a synthetic assistant error message (the CLI's own API error report).
+    synthetic_error: Option<ErrorCode>,
     result: Option<ResultLine>,
     stderr_limits: StderrLimits,
     lines: u64,
@@ -245,6 +263,17 @@ impl ClaudeNormalizer {
                             .data(keys::CONTENT, text)
                             .data(keys::DELTA, text),
                     );
+                } else if str_of(delta, "type") == Some("thinking_delta")
+                    && let Some(text) = str_of(delta, "thinking")
+                    && !text.is_empty()
+                {
+                    let mut e = ProviderEvent::new(EventKind::ReasoningStreamed)
+                        .data(keys::CONTENT, text)
+                        .data(keys::DELTA, text);
+                    if let Some(id) = &self.current_message {
+                        e = e.meta("message_id", id.clone());
+                    }
+                    out.push(e);
                 }
                 true
             }
@@ -308,6 +337,7 @@ impl ClaudeNormalizer {
             };
             out.push(error_event(code, &text, json!({ "error": error, "synthetic": true })));
             self.error_emitted = true;
+            self.synthetic_error.get_or_insert(code);
             return true;
         }
         if let Some(m) = model {
@@ -336,6 +366,20 @@ impl ClaudeNormalizer {
                         out.push(e);
                     }
                 }
+                Some(kind @ ("thinking" | "redacted_thinking")) => {
+                    let redacted = kind == "redacted_thinking";
+                    let text = if redacted { "" } else { str_of(block, "thinking").unwrap_or_default() };
+                    let mut e = ProviderEvent::new(EventKind::ReasoningCompleted)
+                        .data(keys::CONTENT, text)
+                        .data(keys::REDACTED, redacted);
+                    if let Some(id) = &id {
+                        e = e.meta("message_id", id.clone());
+                    }
+                    if let Some(p) = parent {
+                        e = e.meta("parent_tool_use_id", p.clone());
+                    }
+                    out.push(e);
+                }
                 Some("tool_use") => {
                     let call_id = str_of(block, "id").unwrap_or("unknown").to_owned();
                     let name = str_of(block, "name").unwrap_or("unknown").to_owned();
@@ -356,7 +400,7 @@ impl ClaudeNormalizer {
                     }
                     out.push(e);
                 }
-                // thinking / redacted_thinking / server tool blocks: not part of the normalized stream.
+                // server tool blocks and future block types: not part of the normalized stream.
                 _ => {}
             }
         }
@@ -404,7 +448,7 @@ impl ClaudeNormalizer {
     }
 
     fn result_line(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
-        let is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+        let is_error = v.get("is_error").and_then(Value::as_bool);
         let text = str_of(v, "result").map(str::to_owned);
         let errors: Vec<String> = v
             .get("errors")
@@ -446,7 +490,7 @@ impl ClaudeNormalizer {
                     .data(keys::REASON, "permission_denied"),
             );
         }
-        if is_error {
+        if self.output_says_failure(&result) {
             if !self.error_emitted {
                 let (code, _) = self.classify_result(&result);
                 let message = result_message(&result);
@@ -462,15 +506,30 @@ impl ClaudeNormalizer {
             );
         }
         if let Some(u) = result.usage {
-            out.push(usage_event(u, UsageMode::Cumulative));
+            let mut e = usage_event(self.run_total(u), UsageMode::Cumulative);
+            if let Some(cost) = result.cost {
+                e = e.data(keys::TOTAL_COST_USD, cost);
+            }
+            out.push(e);
         }
         self.result = Some(result);
         true
     }
 
+    /// Whether the output says the run failed: the result line itself, or a synthetic API
+    /// error message before it.
+    fn output_says_failure(&self, r: &ResultLine) -> bool {
+        r.says_failure() || self.synthetic_error.is_some()
+    }
+
+    /// The provider's own code for a failed run, most specific signal first: the HTTP status of
+    /// the API error, the synthetic error message's code, max turns, then the error text.
     fn classify_result(&self, r: &ResultLine) -> (ErrorCode, ProviderErrorKind) {
         if let Some(status) = r.api_error_status {
             return (classify_http_status(status), ProviderErrorKind::Unknown);
+        }
+        if let Some(code) = self.synthetic_error {
+            return (code, ProviderErrorKind::Unknown);
         }
         if r.subtype == "error_max_turns" {
             return (ErrorCode::ProviderError, ProviderErrorKind::ProtocolError);
@@ -479,17 +538,36 @@ impl ClaudeNormalizer {
         (classify_error_text(&text).unwrap_or(ErrorCode::ProviderError), ProviderErrorKind::Unknown)
     }
 
+    /// The run's total: the result's cumulative usage, never below what the distinct messages
+    /// already reported (after SIGINT the result reports zero usage).
+    fn run_total(&self, reported: TokenUsage) -> TokenUsage {
+        let seen = self.summed_usage();
+        TokenUsage {
+            input_tokens: reported.input_tokens.max(seen.input_tokens),
+            output_tokens: reported.output_tokens.max(seen.output_tokens),
+            cache_read_tokens: reported.cache_read_tokens.max(seen.cache_read_tokens),
+            cache_creation_tokens: reported.cache_creation_tokens.max(seen.cache_creation_tokens),
+        }
+    }
+
     /// Usage summed over the distinct messages seen (used when no result line arrived).
     fn summed_usage(&self) -> TokenUsage {
         self.reported.values().fold(TokenUsage::default(), |acc, u| acc + *u)
     }
 
-    /// Classifies the end of the run.
+    /// Classifies the end of the run from every signal: the run succeeded only if the result
+    /// line, the lines before it and the exit status all agree. (A missing `is_error` is not a
+    /// success on its own; the spec's Gotcha: `subtype: success` comes with `is_error: true`.)
     ///
     /// # Errors
-    /// * a result with `is_error` (whatever its subtype): authentication failed (401/403),
-    ///   rate limited (429, retryable), unavailable (5xx, connection refused; retryable), or
-    ///   provider error (max turns, bad resume, ...), carrying the exit code and stderr;
+    /// * a failed result (`is_error: true`, an `error_*` subtype, an `api_error_status`, a
+    ///   non-empty `errors[]`, or a synthetic API error message before it): authentication
+    ///   failed (401/403), rate limited (429, retryable), unavailable (5xx, connection refused;
+    ///   retryable), or provider error (max turns, bad resume, ...), with the provider's own code
+    ///   (HTTP status first, then the synthetic message's code, then the error text), the exit
+    ///   code and stderr;
+    /// * a clean result with a non-zero exit or a signal (conflicting signals):
+    ///   `details.reason = "exit_status"`, classified by stderr, else `provider_error`;
     /// * no result line: killed by a signal, non-zero exit (classified by stderr and the last
     ///   `api_retry` notice) or EOF without a result line, all with
     ///   [`ProviderErrorKind::TransportExit`].
@@ -524,7 +602,7 @@ impl ClaudeNormalizer {
             let pe = exit.provider_error(ProviderName::Claude, ProviderErrorKind::TransportExit, message, limits);
             return Err(provider_failure(code, pe).with_detail("lines", self.lines));
         };
-        if result.is_error {
+        if self.output_says_failure(result) {
             let (code, kind) = self.classify_result(result);
             let kind = if kind == ProviderErrorKind::Unknown && !exit.success() {
                 ProviderErrorKind::TransportExit
@@ -548,7 +626,12 @@ impl ClaudeNormalizer {
             return Err(err);
         }
         if !exit.success() {
-            tracing::warn!(exit = %exit.describe(), "claude reported success but exited abnormally");
+            let code = classify_error_text(&exit.stderr).unwrap_or(ErrorCode::ProviderError);
+            let message = format!("claude printed a successful result but exited with {}", exit.describe());
+            let pe = exit.provider_error(ProviderName::Claude, ProviderErrorKind::TransportExit, message, limits);
+            return Err(provider_failure(code, pe)
+                .with_detail("reason", "exit_status")
+                .with_detail("subtype", result.subtype.clone()));
         }
         let mut extra = JsonMap::new();
         if !self.tool_calls.is_empty() {
@@ -558,7 +641,7 @@ impl ClaudeNormalizer {
         metadata.extend(result.metadata.clone());
         let mut outcome = ExecuteOutcome::default();
         outcome.output = RunOutput { content: result.text.clone().unwrap_or_else(|| self.turn_text.clone()), extra };
-        outcome.token_usage = result.usage.unwrap_or_else(|| self.summed_usage());
+        outcome.token_usage = result.usage.map_or_else(|| self.summed_usage(), |u| self.run_total(u));
         outcome.provider_session_id = self.session_id.clone();
         outcome.model = self.message_model.clone().or_else(|| self.init_model.clone());
         outcome.cost_usd = result.cost;

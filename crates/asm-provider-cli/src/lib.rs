@@ -14,14 +14,16 @@
 //!   deadline ([`ErrorCode::Timeout`](asm_core::ErrorCode::Timeout)), reap, return the exit.
 //!
 //! Shared normalisation helpers: [`PermissionMode`] (spec 9.6 with the per-CLI flags),
-//! [`raw_event`] for unknown lines (kind [`RAW_EVENT_KIND`]), [`classify_http_status`] and
-//! [`classify_error_text`].
+//! [`raw_event`] for unknown lines (kind [`RAW_EVENT_KIND`], `provider_raw`),
+//! [`classify_http_status`] and [`classify_error_text`].
 //!
 //! Error conventions (all [`asm_core::Error`] with a [`ProviderError`](asm_core::ProviderError)):
 //! missing binary → `provider_error` / `cli_not_found` (not retryable: configuration),
 //! spawn failure → `provider_error` / `process_error`, oversized line → `provider_error` /
-//! `parse_error`, deadline → `timeout` / `timeout`. Adapters classify the rest (exit codes,
-//! missing result lines, HTTP texts) with [`ExitInfo::provider_error`] and [`provider_failure`].
+//! `parse_error` (settled against the provider's own verdict by [`ExitInfo::settle`]: an
+//! oversized line never hides a 401 / 429 / 5xx the rest of the output reports), deadline →
+//! `timeout` / `timeout`. Adapters classify the rest (exit codes, missing result lines, HTTP
+//! texts) with [`ExitInfo::provider_error`] and [`provider_failure`].
 #![deny(missing_docs)]
 
 mod command;
@@ -37,5 +39,5 @@ pub use normalize::{
     PermissionMode, RAW_EVENT_KIND, anthropic_usage, classify_error_text, classify_http_status, error_event, raw_event,
     tool_result_text,
 };
-pub use process::{CliProcess, ExitInfo, ExitKind, process_group_alive, provider_failure};
+pub use process::{CliProcess, ExitInfo, ExitKind, StdoutFrame, process_group_alive, provider_failure};
 pub use run::{RunControl, cancelled_error, run_jsonl};

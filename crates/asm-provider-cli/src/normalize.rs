@@ -47,11 +47,12 @@ pub fn anthropic_usage(v: &Value) -> Option<TokenUsage> {
     })
 }
 
-/// The kind used for provider lines no mapping knows (forward compatibility): a
-/// `message_received` with role `system` and empty `content` (so transcripts ignore it), the
-/// line itself under `data.raw` and `metadata.raw == true`. `error_occurred` is reserved for
-/// real errors.
-pub const RAW_EVENT_KIND: EventKind = EventKind::MessageReceived;
+/// The kind used for provider lines no mapping knows (forward compatibility):
+/// [`EventKind::ProviderRaw`], with the line itself under `data.raw`, the provider's `type`
+/// under `data.raw_type` when the line was JSON, and `metadata.raw == true` /
+/// `metadata.raw_reason`. Raw lines are stored and shown to subscribers but never change a
+/// transcript. `error_occurred` is reserved for real errors.
+pub const RAW_EVENT_KIND: EventKind = EventKind::ProviderRaw;
 
 /// Builds the raw event for `line` (see [`RAW_EVENT_KIND`]). `line_type` is the provider's
 /// `type` field when the line was JSON; `reason` says why it is raw (`"unknown_type"`,
@@ -63,16 +64,13 @@ pub const RAW_EVENT_KIND: EventKind = EventKind::MessageReceived;
 /// assert_eq!(e.kind, RAW_EVENT_KIND);
 /// assert_eq!(e.data["raw"], "garbage");
 /// assert_eq!(e.metadata["raw"], true);
+/// assert_eq!(e.metadata["raw_reason"], "not_json");
 /// ```
 pub fn raw_event(line: &str, line_type: Option<&str>, reason: &str) -> ProviderEvent {
-    let mut event = ProviderEvent::new(RAW_EVENT_KIND)
-        .data(keys::ROLE, "system")
-        .data(keys::CONTENT, "")
-        .data("raw", line)
-        .meta("raw", true)
-        .meta("raw_reason", reason);
+    let mut event =
+        ProviderEvent::new(RAW_EVENT_KIND).data(keys::RAW, line).meta("raw", true).meta("raw_reason", reason);
     if let Some(t) = line_type {
-        event = event.data("raw_type", t);
+        event = event.data(keys::RAW_TYPE, t);
     }
     event
 }

@@ -44,12 +44,90 @@ pub struct ExitInfo {
     pub stderr: String,
     /// Whether older stderr bytes were dropped from the ring.
     pub stderr_truncated: bool,
+    /// Stdout lines [`run_jsonl`](crate::run_jsonl) dropped because they exceeded
+    /// [`CliLimits::max_line_bytes`] (see [`settle`](Self::settle)).
+    pub oversized_lines: u64,
+    /// The per-line cap those lines exceeded.
+    pub max_line_bytes: usize,
 }
 
 impl ExitInfo {
-    /// An exit record.
+    /// An exit record (no oversized lines).
     pub fn new(status: ExitKind, stderr: impl Into<String>, stderr_truncated: bool) -> Self {
-        Self { status, stderr: stderr.into(), stderr_truncated }
+        Self { status, stderr: stderr.into(), stderr_truncated, oversized_lines: 0, max_line_bytes: 0 }
+    }
+
+    /// Records `count` stdout lines dropped for exceeding `max_line_bytes`.
+    #[must_use]
+    pub fn with_oversized_lines(mut self, count: u64, max_line_bytes: usize) -> Self {
+        self.oversized_lines = count;
+        self.max_line_bytes = max_line_bytes;
+        self
+    }
+
+    /// The framing error of a run that dropped oversized stdout lines: `provider_error` /
+    /// [`ProviderErrorKind::ParseError`] with this exit's code and stderr, `details.reason =
+    /// "line_too_long"`, `details.oversized_lines` and `details.max_line_bytes`. `None` when no
+    /// line was dropped.
+    pub fn framing_error(&self, provider: ProviderName, limits: StderrLimits) -> Option<Error> {
+        if self.oversized_lines == 0 {
+            return None;
+        }
+        let message = format!("provider output line exceeds {} bytes", self.max_line_bytes);
+        let pe = self.provider_error(provider, ProviderErrorKind::ParseError, message, limits);
+        Some(
+            provider_failure(ErrorCode::ProviderError, pe)
+                .with_detail("reason", "line_too_long")
+                .with_detail("oversized_lines", self.oversized_lines)
+                .with_detail("max_line_bytes", u64::try_from(self.max_line_bytes).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// Settles a normalizer's verdict on the run (`verdict`, computed from the lines that were
+    /// read and this exit) with the framing of its output.
+    ///
+    /// Without oversized lines the verdict stands. Otherwise part of the output is missing, so
+    /// a success cannot be trusted, and an oversized line must not hide the provider's own
+    /// error either:
+    /// * a verdict that is a specific provider failure (a provider-category code other than the
+    ///   generic `provider_error`: authentication failed, rate limited, unavailable, timeout,
+    ///   quota) wins, with `details.oversized_lines` added;
+    /// * anything else (a success, a generic provider error such as "no result line" that the
+    ///   dropped line may have caused) becomes the [`framing_error`](Self::framing_error), which
+    ///   keeps a failed verdict's code and message under `details.provider_verdict`.
+    ///
+    /// ```
+    /// use asm_core::{Error, ErrorCode, ProviderName, StderrLimits};
+    /// use asm_provider_cli::{ExitInfo, ExitKind};
+    /// let exit = ExitInfo::new(ExitKind::Code(1), "", false).with_oversized_lines(1, 1024);
+    /// let limited: asm_core::Result<()> = Err(Error::new(ErrorCode::ProviderRateLimited, "429"));
+    /// let settled = exit.settle(ProviderName::Claude, StderrLimits::default(), limited);
+    /// assert_eq!(settled.unwrap_err().code(), ErrorCode::ProviderRateLimited);
+    /// let settled = exit.settle(ProviderName::Claude, StderrLimits::default(), Ok(()));
+    /// assert_eq!(settled.unwrap_err().details()["reason"], "line_too_long");
+    /// ```
+    ///
+    /// # Errors
+    /// As described.
+    pub fn settle<T>(
+        &self,
+        provider: ProviderName,
+        limits: StderrLimits,
+        verdict: asm_core::Result<T>,
+    ) -> asm_core::Result<T> {
+        let Some(framing) = self.framing_error(provider, limits) else {
+            return verdict;
+        };
+        match verdict {
+            Err(e) if e.category() == asm_core::ErrorCategory::Provider && e.code() != ErrorCode::ProviderError => {
+                Err(e.with_detail("oversized_lines", self.oversized_lines))
+            }
+            Err(e) => Err(framing.with_detail(
+                "provider_verdict",
+                serde_json::json!({ "error_code": e.code().as_str(), "error_message": e.message() }),
+            )),
+            Ok(_) => Err(framing),
+        }
     }
 
     /// Exit code 0.
@@ -164,13 +242,48 @@ enum Frame {
     TooLong,
 }
 
+/// One frame of a provider's stdout ([`CliProcess::next_frame`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StdoutFrame {
+    /// A complete line, without `\n` / `\r\n`, invalid UTF-8 replaced.
+    Line(String),
+    /// A line longer than the cap: its bytes were discarded, up to and including its `\n`
+    /// (the rest of an overlong line is skipped, never read as a line of its own).
+    Oversized {
+        /// The cap ([`CliLimits::max_line_bytes`]).
+        max_line_bytes: usize,
+    },
+}
+
 /// Reads one `\n`-terminated frame into `line` (without the newline). Cancel safe: bytes are
-/// consumed from the reader only after they were copied into `line`.
-async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<Frame> {
+/// consumed from the reader only after they were copied into `line`, and the state of an
+/// overlong line being skipped lives in `discarding`.
+async fn read_frame<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    discarding: &mut bool,
+    max: usize,
+) -> std::io::Result<Frame> {
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
+            *discarding = false;
             return Ok(if line.is_empty() { Frame::Eof } else { Frame::Line });
+        }
+        if *discarding {
+            // The rest of a line already reported as too long.
+            match memchr::memchr(b'\n', available) {
+                Some(i) => {
+                    reader.consume(i + 1);
+                    *discarding = false;
+                }
+                None => {
+                    let n = available.len();
+                    reader.consume(n);
+                }
+            }
+            continue;
         }
         match memchr::memchr(b'\n', available) {
             Some(i) => {
@@ -186,6 +299,7 @@ async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>,
                 let n = available.len();
                 if line.len() + n > max {
                     reader.consume(n);
+                    *discarding = true;
                     return Ok(Frame::TooLong);
                 }
                 line.extend_from_slice(available);
@@ -226,6 +340,8 @@ pub struct CliProcess {
     stdout: Option<BufReader<ChildStdout>>,
     stdout_eof: bool,
     line: Vec<u8>,
+    /// Skipping the rest of an oversized line.
+    discarding: bool,
     stderr: Arc<Mutex<StderrRing>>,
     stderr_task: Option<JoinHandle<()>>,
     stdin_task: Option<JoinHandle<()>>,
@@ -299,6 +415,7 @@ impl CliProcess {
             stdout,
             stdout_eof: false,
             line: Vec::new(),
+            discarding: false,
             stderr,
             stderr_task,
             stdin_task,
@@ -318,8 +435,28 @@ impl CliProcess {
     /// # Errors
     /// An oversized line stops the process ([`stop`](Self::stop)) and returns
     /// [`ErrorCode::ProviderError`] with [`ProviderErrorKind::ParseError`]; a read failure is a
-    /// [`ProviderErrorKind::ProcessError`].
+    /// [`ProviderErrorKind::ProcessError`]. (Use [`next_frame`](Self::next_frame) to skip
+    /// oversized lines and keep reading, as [`run_jsonl`](crate::run_jsonl) does.)
     pub async fn next_line(&mut self) -> asm_core::Result<Option<String>> {
+        match self.next_frame().await? {
+            None => Ok(None),
+            Some(StdoutFrame::Line(line)) => Ok(Some(line)),
+            Some(StdoutFrame::Oversized { max_line_bytes }) => {
+                let exit = self.stop().await.with_oversized_lines(1, max_line_bytes);
+                Err(exit
+                    .framing_error(self.provider, StderrLimits::default())
+                    .unwrap_or_else(|| Error::new(ErrorCode::ProviderError, "provider output line too long")))
+            }
+        }
+    }
+
+    /// The next stdout frame, or `None` at EOF: a line, or the report of a line over
+    /// [`CliLimits::max_line_bytes`] whose bytes were skipped (the process keeps running, so
+    /// the rest of its output can still be read). Memory stays bounded by the cap. Cancel safe.
+    ///
+    /// # Errors
+    /// A read failure stops the process and is a [`ProviderErrorKind::ProcessError`].
+    pub async fn next_frame(&mut self) -> asm_core::Result<Option<StdoutFrame>> {
         let max = self.limits.max_line_bytes;
         let frame = loop {
             let Some(stdout) = self.stdout.as_mut().filter(|_| !self.stdout_eof) else {
@@ -329,7 +466,7 @@ impl CliProcess {
                 Some(child) => {
                     tokio::select! {
                         biased;
-                        frame = read_frame(stdout, &mut self.line, max) => break frame,
+                        frame = read_frame(stdout, &mut self.line, &mut self.discarding, max) => break frame,
                         status = child.wait() => {
                             match status {
                                 Ok(status) => self.status = Some(status),
@@ -339,12 +476,12 @@ impl CliProcess {
                             kill_group(self.pid, Signal::KILL);
                             if self.status.is_none() {
                                 // Could not observe the exit; keep reading without watching.
-                                break read_frame(stdout, &mut self.line, max).await;
+                                break read_frame(stdout, &mut self.line, &mut self.discarding, max).await;
                             }
                         }
                     }
                 }
-                None => break read_frame(stdout, &mut self.line, max).await,
+                None => break read_frame(stdout, &mut self.line, &mut self.discarding, max).await,
             }
         };
         match frame {
@@ -353,9 +490,9 @@ impl CliProcess {
                 if bytes.last() == Some(&b'\r') {
                     bytes.pop();
                 }
-                Ok(Some(
+                Ok(Some(StdoutFrame::Line(
                     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                ))
+                )))
             }
             Ok(Frame::Eof) => {
                 self.stdout_eof = true;
@@ -363,14 +500,8 @@ impl CliProcess {
             }
             Ok(Frame::TooLong) => {
                 self.line.clear();
-                let exit = self.stop().await;
-                let pe = exit.provider_error(
-                    self.provider,
-                    ProviderErrorKind::ParseError,
-                    format!("provider output line exceeds {max} bytes"),
-                    StderrLimits::default(),
-                );
-                Err(provider_failure(ErrorCode::ProviderError, pe))
+                tracing::warn!(max_line_bytes = max, "provider output line over the cap skipped");
+                Ok(Some(StdoutFrame::Oversized { max_line_bytes: max }))
             }
             Err(e) => {
                 let exit = self.stop().await;

@@ -7,7 +7,8 @@ use asm_ports::{CancellationToken, EventSink, ExecuteRequest, ProviderEvent};
 use tracing::Instrument;
 
 use crate::command::CliCommand;
-use crate::process::{CliProcess, ExitInfo, provider_failure};
+use crate::normalize::error_event;
+use crate::process::{CliProcess, ExitInfo, StdoutFrame, provider_failure};
 
 /// When a run must stop: its cancellation token and optional deadline.
 ///
@@ -89,13 +90,20 @@ async fn interrupt_error(process: &mut CliProcess, why: Interrupt, provider: asm
 /// Spawns `cmd` ([`CliProcess::spawn`]), hands every non-blank stdout line to `on_line`, which
 /// appends the normalized events for it to the given buffer, emits those events through `sink`
 /// in order, and at EOF waits for the exit and returns it. The caller then classifies the run
-/// (result line seen? exit code?). The child is always reaped before this returns.
+/// (result line seen? exit code?) and settles that verdict with [`ExitInfo::settle`]. The child
+/// is always reaped before this returns.
+///
+/// A stdout line over [`CliLimits::max_line_bytes`](crate::CliLimits::max_line_bytes) is
+/// skipped, not fatal: an `error_occurred` (`provider_error`, `details.reason =
+/// "line_too_long"`) is emitted for it, reading goes on (the rest of the output may carry the
+/// provider's own error), and the returned exit counts it in
+/// [`ExitInfo::oversized_lines`], so that [`ExitInfo::settle`] fails the run with the framing
+/// error unless the provider reported a specific failure.
 ///
 /// Stops the process group (SIGINT → SIGTERM → SIGKILL) and returns early with:
 /// * [`ErrorCode::Cancelled`] when `control.cancel` fires (nothing more is emitted);
 /// * [`ErrorCode::Timeout`] with [`ProviderErrorKind::Timeout`] at `control.deadline`;
-/// * the error of `on_line` or of `sink.emit`;
-/// * a [`ProviderErrorKind::ParseError`] for an oversized line.
+/// * the error of `on_line` or of `sink.emit`.
 ///
 /// # Errors
 /// As listed, plus the spawn errors of [`CliProcess::spawn`].
@@ -143,20 +151,33 @@ where
     tracing::debug!(pid = process.pid(), "reading provider output");
     let mut events = Vec::new();
     let mut lines: u64 = 0;
+    let mut oversized: u64 = 0;
     loop {
-        let line = tokio::select! {
+        let frame = tokio::select! {
             biased;
             why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),
-            line = process.next_line() => line?,
+            frame = process.next_frame() => frame?,
         };
-        let Some(line) = line else { break };
-        if line.trim().is_empty() {
-            continue;
-        }
-        lines += 1;
-        if let Err(e) = on_line(&line, &mut events) {
-            process.stop().await;
-            return Err(e);
+        let Some(frame) = frame else { break };
+        match frame {
+            StdoutFrame::Line(line) => {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                lines += 1;
+                if let Err(e) = on_line(&line, &mut events) {
+                    process.stop().await;
+                    return Err(e);
+                }
+            }
+            StdoutFrame::Oversized { max_line_bytes } => {
+                oversized += 1;
+                events.push(error_event(
+                    ErrorCode::ProviderError,
+                    &format!("provider output line exceeds {max_line_bytes} bytes; the line was skipped"),
+                    serde_json::json!({ "reason": "line_too_long", "max_line_bytes": max_line_bytes }),
+                ));
+            }
         }
         for event in events.drain(..) {
             let emitted = tokio::select! {
@@ -175,6 +196,6 @@ where
         why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),
         exit = process.finish() => exit,
     };
-    tracing::debug!(lines, exit = %exit.describe(), "provider process finished");
-    Ok(exit)
+    tracing::debug!(lines, oversized, exit = %exit.describe(), "provider process finished");
+    Ok(exit.with_oversized_lines(oversized, cmd.limits.max_line_bytes))
 }

@@ -199,3 +199,72 @@ async fn run_jsonl_emits_cancels_and_times_out() {
     assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::Timeout);
     let _ = EventSink::clone(&sink);
 }
+
+#[tokio::test]
+async fn run_jsonl_skips_an_oversized_line_and_reads_the_rest() {
+    // The overlong line is far longer than one read buffer and has no newline until its end:
+    // its tail must be skipped, never read as a line of its own.
+    let cmd = sh("echo first; head -c 300000 /dev/zero | tr '\\0' x; echo; echo after; echo oops >&2; exit 1")
+        .limits(CliLimits::default().max_line_bytes(1000));
+    let (sink, seen) = collecting_sink();
+    let mut lines = Vec::new();
+    let exit = run_jsonl(&cmd, &RunControl::default(), &sink, |line, _| {
+        lines.push(line.to_owned());
+        Ok(())
+    })
+    .await
+    .expect("an oversized line is not fatal while reading");
+    assert_eq!(lines, ["first", "after"]);
+    assert_eq!(exit.status, ExitKind::Code(1));
+    assert_eq!(exit.oversized_lines, 1);
+    assert_eq!(exit.max_line_bytes, 1000);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "one error event for the skipped line: {seen:?}");
+    assert_eq!(seen[0].kind, asm_core::EventKind::ErrorOccurred);
+    assert_eq!(seen[0].data["details"]["reason"], "line_too_long");
+}
+
+#[test]
+fn settle_lets_the_providers_own_error_win_over_the_framing_error() {
+    use asm_core::{Error, StderrLimits};
+    use asm_provider_cli::ExitInfo;
+    let limits = StderrLimits::default();
+    let clean = ExitInfo::new(ExitKind::Code(1), "boom\n", false);
+    let framed = clean.clone().with_oversized_lines(2, 4096);
+
+    // No oversized line: the verdict stands, success or not.
+    assert!(clean.settle(ProviderName::Claude, limits, Ok(())).is_ok());
+    let generic = || -> asm_core::Result<()> { Err(Error::new(ErrorCode::ProviderError, "no result line")) };
+    assert_eq!(clean.settle(ProviderName::Claude, limits, generic()).unwrap_err().message(), "no result line");
+
+    // 401 / 429 / 529 reported by the rest of the output win.
+    for code in
+        [ErrorCode::ProviderAuthenticationFailed, ErrorCode::ProviderRateLimited, ErrorCode::ProviderUnavailable]
+    {
+        let err =
+            framed.settle(ProviderName::Codex, limits, Err::<(), _>(Error::new(code, "provider said"))).unwrap_err();
+        assert_eq!(err.code(), code);
+        assert_eq!(err.details()["oversized_lines"], 2);
+    }
+
+    // A success or a generic error becomes the framing error (the provider's verdict kept).
+    let err = framed.settle(ProviderName::Amp, limits, Ok(())).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderError);
+    let pe = err.provider_error().unwrap();
+    assert_eq!((pe.kind, pe.exit_code), (ProviderErrorKind::ParseError, Some(1)));
+    assert_eq!(pe.stderr.as_deref(), Some("boom\n"));
+    let err = framed.settle(ProviderName::Amp, limits, generic()).unwrap_err();
+    assert_eq!(err.details()["reason"], "line_too_long");
+    assert_eq!(err.details()["provider_verdict"]["error_message"], "no result line");
+}
+
+#[tokio::test]
+async fn next_frame_reports_an_oversized_line_and_keeps_the_process() {
+    let cmd =
+        sh("head -c 5000 /dev/zero | tr '\\0' x; echo; echo next").limits(CliLimits::default().max_line_bytes(100));
+    let mut p = CliProcess::spawn(&cmd).unwrap();
+    assert_eq!(p.next_frame().await.unwrap(), Some(asm_provider_cli::StdoutFrame::Oversized { max_line_bytes: 100 }));
+    assert_eq!(p.next_frame().await.unwrap(), Some(asm_provider_cli::StdoutFrame::Line("next".into())));
+    assert_eq!(p.next_frame().await.unwrap(), None);
+    assert!(p.finish().await.success());
+}

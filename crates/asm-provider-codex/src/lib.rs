@@ -47,7 +47,7 @@ use asm_core::{Capability, CapabilityType, Result, StderrLimits, TokenUsage};
 use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
 use asm_provider_cli::{CliCommand, CliEnv, CliLimits, PermissionMode, RunControl, run_jsonl};
 
-pub use normalize::CodexNormalizer;
+pub use normalize::{CodexNormalizer, UsageBaseline};
 pub use options::{ApprovalPolicy, CodexOptions, SandboxMode, build_argv, permission_args, render_prompt};
 
 /// The provider name recorded on events and runs.
@@ -113,8 +113,10 @@ impl ProviderAdapter for CodexAdapter {
         self.options.validate()?;
         let cmd = self.command(&request);
         let control = RunControl::from_request(&request, self.options.timeout);
-        let mut normalizer =
-            CodexNormalizer::new().stderr_limits(self.options.stderr_limits).model(self.options.model.clone());
+        let mut normalizer = CodexNormalizer::new()
+            .stderr_limits(self.options.stderr_limits)
+            .model(self.options.model.clone())
+            .baseline(usage_baseline(&request));
         let span = tracing::info_span!(
             "codex_execute",
             run_id = %request.run.id,
@@ -130,8 +132,10 @@ impl ProviderAdapter for CodexAdapter {
         if let Some(id) = normalizer.thread_id() {
             span.record("thread_id", id);
         }
-        let outcome = span.in_scope(|| normalizer.finish(&exit))?;
-        Ok(scope_usage_to_run(outcome, &request))
+        let verdict = span.in_scope(|| normalizer.finish(&exit));
+        // An oversized line never hides the provider's own error (see `ExitInfo::settle`).
+        let outcome = exit.settle(asm_core::ProviderName::Codex, self.options.stderr_limits, verdict)?;
+        Ok(record_thread_usage(outcome, normalizer.thread_usage()))
     }
 
     fn validate_config(&self) -> Result<()> {
@@ -265,41 +269,27 @@ const THREAD_USAGE: &str = "thread_usage";
 
 /// Codex reports usage for the whole thread. A new thread's total is the run's own; for a resumed
 /// thread, the total recorded by the previous run of the same thread (kept as provider state on
-/// the session) is subtracted, so run totals add up. Without such a record the run keeps the
-/// thread total and says so in `metadata.usage_scope = "thread_cumulative"`.
-fn scope_usage_to_run(mut outcome: ExecuteOutcome, request: &ExecuteRequest) -> ExecuteOutcome {
-    let cumulative = outcome.token_usage;
-    let baseline = request.resume.as_ref().and_then(|thread| {
-        let state = asm_ports::provider_state(&request.session, PROVIDER_NAME)?.get(THREAD_USAGE)?;
-        (state.get("thread_id")?.as_str()? == thread)
-            .then(|| serde_json::from_value::<TokenUsage>(state.get("usage")?.clone()).ok())
-            .flatten()
-    });
-    let scope = match (request.resume.is_some(), baseline) {
-        (false, _) => "run",
-        (true, Some(before)) => {
-            outcome.token_usage = usage_since(cumulative, before);
-            "run"
-        }
-        (true, None) => "thread_cumulative",
-    };
-    outcome.metadata.insert("usage_scope".to_owned(), scope.into());
-    if let Some(thread) = outcome.provider_session_id.clone() {
-        let usage = serde_json::to_value(cumulative).unwrap_or_default();
+/// the session) is subtracted, so run totals add up — in the events as in the outcome. Without
+/// such a record the run keeps the thread total and says so (`usage_scope =
+/// "thread_cumulative"`).
+fn usage_baseline(request: &ExecuteRequest) -> UsageBaseline {
+    let Some(thread) = &request.resume else { return UsageBaseline::NewThread };
+    let recorded = asm_ports::provider_state(&request.session, PROVIDER_NAME)
+        .and_then(|state| state.get(THREAD_USAGE))
+        .filter(|state| state.get("thread_id").and_then(|t| t.as_str()) == Some(thread.as_str()))
+        .and_then(|state| serde_json::from_value::<TokenUsage>(state.get("usage")?.clone()).ok());
+    recorded.map_or(UsageBaseline::Unknown, UsageBaseline::Resumed)
+}
+
+/// Keeps the thread's new total as provider state: the next run of the thread subtracts it.
+fn record_thread_usage(mut outcome: ExecuteOutcome, thread_usage: Option<TokenUsage>) -> ExecuteOutcome {
+    if let (Some(thread), Some(usage)) = (outcome.provider_session_id.clone(), thread_usage) {
+        let usage = serde_json::to_value(usage).unwrap_or_default();
         outcome
             .provider_state
             .insert(THREAD_USAGE.to_owned(), serde_json::json!({"thread_id": thread, "usage": usage}));
     }
     outcome
-}
-
-fn usage_since(total: TokenUsage, before: TokenUsage) -> TokenUsage {
-    TokenUsage {
-        input_tokens: total.input_tokens.saturating_sub(before.input_tokens),
-        output_tokens: total.output_tokens.saturating_sub(before.output_tokens),
-        cache_read_tokens: total.cache_read_tokens.saturating_sub(before.cache_read_tokens),
-        cache_creation_tokens: total.cache_creation_tokens.saturating_sub(before.cache_creation_tokens),
-    }
 }
 
 #[cfg(test)]
@@ -327,36 +317,60 @@ mod usage_tests {
         }
     }
 
-    fn outcome(total: TokenUsage) -> ExecuteOutcome {
-        ExecuteOutcome::text("ok").usage(total).provider_session("t-1")
+    /// The outcome and events of one turn whose thread total is `total`.
+    fn turn(baseline: UsageBaseline, total: TokenUsage) -> (ExecuteOutcome, Vec<asm_ports::ProviderEvent>) {
+        let mut n = CodexNormalizer::new().baseline(baseline);
+        let mut out = Vec::new();
+        for line in [
+            r#"{"type":"thread.started","thread_id":"t-1"}"#.to_owned(),
+            r#"{"type":"item.completed","item":{"id":"item_0","type":"agent_message","text":"ok"}}"#.to_owned(),
+            serde_json::json!({"type": "turn.completed", "usage": {
+                "input_tokens": total.input_tokens, "output_tokens": total.output_tokens
+            }})
+            .to_string(),
+        ] {
+            n.push_line(&line, &mut out);
+        }
+        let outcome = n.finish(&asm_provider_cli::ExitInfo::new(asm_provider_cli::ExitKind::Code(0), "", false));
+        (record_thread_usage(outcome.unwrap(), n.thread_usage()), out)
     }
 
     #[test]
     fn a_new_thread_reports_its_total_and_records_it() {
-        let out = scope_usage_to_run(outcome(usage(100, 10)), &request(None, None));
+        assert_eq!(usage_baseline(&request(None, Some(("t-1", usage(5, 5))))), UsageBaseline::NewThread);
+        let (out, events) = turn(UsageBaseline::NewThread, usage(100, 10));
         assert_eq!(out.token_usage, usage(100, 10));
         assert_eq!(out.metadata["usage_scope"], "run");
         assert_eq!(out.provider_state[THREAD_USAGE]["thread_id"], "t-1");
         assert_eq!(out.provider_state[THREAD_USAGE]["usage"]["input_tokens"], 100);
+        assert_eq!(events.last().unwrap().data["input_tokens"], 100);
     }
 
     #[test]
     fn a_resumed_thread_reports_only_its_own_tokens() {
-        let out = scope_usage_to_run(outcome(usage(250, 30)), &request(Some("t-1"), Some(("t-1", usage(100, 10)))));
+        let baseline = usage_baseline(&request(Some("t-1"), Some(("t-1", usage(100, 10)))));
+        assert_eq!(baseline, UsageBaseline::Resumed(usage(100, 10)));
+        let (out, events) = turn(baseline, usage(250, 30));
         assert_eq!(out.token_usage, usage(150, 20));
         assert_eq!(out.metadata["usage_scope"], "run");
         assert_eq!(
             out.provider_state[THREAD_USAGE]["usage"]["input_tokens"], 250,
             "the next baseline is the new total"
         );
+        let event = events.last().unwrap();
+        assert_eq!((event.data["input_tokens"].as_u64(), event.data["output_tokens"].as_u64()), (Some(150), Some(20)));
+        assert_eq!(event.metadata["thread_usage"]["input_tokens"], 250);
     }
 
     #[test]
     fn without_a_baseline_for_this_thread_the_total_is_kept_and_labelled() {
         for recorded in [None, Some(("t-other", usage(100, 10)))] {
-            let out = scope_usage_to_run(outcome(usage(250, 30)), &request(Some("t-1"), recorded));
+            let baseline = usage_baseline(&request(Some("t-1"), recorded));
+            assert_eq!(baseline, UsageBaseline::Unknown);
+            let (out, events) = turn(baseline, usage(250, 30));
             assert_eq!(out.token_usage, usage(250, 30));
             assert_eq!(out.metadata["usage_scope"], "thread_cumulative");
+            assert_eq!(events.last().unwrap().metadata["usage_scope"], "thread_cumulative");
         }
     }
 }

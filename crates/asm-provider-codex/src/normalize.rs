@@ -11,8 +11,8 @@ use asm_ports::{ExecuteOutcome, ProviderEvent};
 use asm_provider_cli::{ExitInfo, classify_error_text, classify_http_status, error_event, provider_failure, raw_event};
 
 /// Item types that are not tool calls (spec 9.3). The ones with a mapping of their own
-/// (`agent_message`, `reasoning`, `todo_list`, `error`) are handled first; the rest become raw
-/// events.
+/// (`agent_message`, `reasoning`, `error`) are handled first; the rest (`todo_list`, ...) become
+/// raw events.
 const NON_TOOL_ITEMS: &[&str] = &[
     "agent_message",
     "reasoning",
@@ -32,6 +32,50 @@ const RECONNECTING: &str = "Reconnecting...";
 const STDERR_NOISE: &[&str] =
     &["WARNING: proceeding, even though we could not create PATH aliases", "Reading additional input from stdin"];
 
+/// How the thread-cumulative usage Codex reports relates to this run (Codex prints the
+/// thread's totals in `turn.completed`, not the turn's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UsageBaseline {
+    /// A new thread: its totals are the run's own.
+    #[default]
+    NewThread,
+    /// A resumed thread whose totals before this run are known (recorded by the previous
+    /// run): they are subtracted.
+    Resumed(TokenUsage),
+    /// A resumed thread without a recorded total: the usage stays thread-cumulative
+    /// (`usage_scope: "thread_cumulative"`).
+    Unknown,
+}
+
+impl UsageBaseline {
+    /// The run's share of `thread` and the scope label of the result.
+    fn apply(self, thread: TokenUsage) -> (TokenUsage, &'static str) {
+        match self {
+            UsageBaseline::NewThread => (thread, self.scope()),
+            UsageBaseline::Resumed(before) => (usage_since(thread, before), self.scope()),
+            UsageBaseline::Unknown => (thread, self.scope()),
+        }
+    }
+
+    /// `"run"` when the reported usage is the run's own, `"thread_cumulative"` otherwise.
+    pub const fn scope(self) -> &'static str {
+        match self {
+            UsageBaseline::NewThread | UsageBaseline::Resumed(_) => "run",
+            UsageBaseline::Unknown => "thread_cumulative",
+        }
+    }
+}
+
+fn usage_since(total: TokenUsage, before: TokenUsage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: total.input_tokens.saturating_sub(before.input_tokens),
+        output_tokens: total.output_tokens.saturating_sub(before.output_tokens),
+        cache_read_tokens: total.cache_read_tokens.saturating_sub(before.cache_read_tokens),
+        cache_creation_tokens: total.cache_creation_tokens.saturating_sub(before.cache_creation_tokens),
+    }
+}
+
 /// One tool-like item seen so far.
 #[derive(Debug, Clone)]
 struct ToolItem {
@@ -49,9 +93,11 @@ struct ToolItem {
 /// | `item.started` / `item.updated` tool item | `tool_call_started {tool_call_id: item id, tool_name, tool_input}` (once per item) |
 /// | `item.completed` tool item | `tool_call_started` if not yet seen, then `tool_call_completed` or `tool_call_failed {…, tool_output, is_error}`; a `declined` item also `tool_approval_denied` |
 /// | `item.updated` / `item.completed` `agent_message` | `message_streamed {content, delta}` with the text not yet emitted for that item id (no duplicates) |
-/// | `item.*` `reasoning`, `todo_list`, other non-tool items | raw event (kept, not part of the conversation) |
+/// | `item.started` / `item.updated` `reasoning` | `reasoning_streamed {content, delta}` with the text not yet emitted for that item id |
+/// | `item.completed` `reasoning` | `reasoning_completed {content, redacted: false}` (once per item; never conversation) |
+/// | `item.*` `todo_list`, other non-tool items | raw event (kept, not part of the conversation) |
 /// | `item.completed` `error` | `error_occurred` (`details.fatal = false`: a warning, the run goes on) |
-/// | `turn.completed` | `message_received {role: assistant, content: last agent message}`, `token_usage_updated` (`usage_mode: cumulative`, thread totals) |
+/// | `turn.completed` | `message_received {role: assistant, content: last agent message}`, `token_usage_updated` (`usage_mode: cumulative`: the run's totals so far, see [`UsageBaseline`]; the thread's under `metadata.thread_usage`) |
 /// | `error` | `error_occurred` (`Reconnecting...` ones with `details.retrying = true`) |
 /// | `turn.failed` | `error_occurred` unless the same message was just reported by an `error` line |
 /// | anything else, non-JSON | raw event ([`raw_event`]) |
@@ -61,8 +107,10 @@ struct ToolItem {
 /// `<server>:<tool>` with its arguments / result or error; any other typed item (`web_search`,
 /// …) → its type with its other fields / `{status?, result?, error?, output?}`.
 ///
-/// Usage: `turn.completed.usage` is cumulative for the thread. `input_tokens` of the events
-/// and outcome exclude cached input (OpenAI counts them in `input_tokens`; here they are
+/// Usage: `turn.completed.usage` is cumulative for the thread; the events and the outcome
+/// report the run's share of it ([`baseline`](Self::baseline)), so the usage the runtime folds
+/// from the events of a run that fails is the run's own. `input_tokens` of the events and
+/// outcome exclude cached input (OpenAI counts them in `input_tokens`; here they are
 /// `cache_read_tokens`, as the core [`TokenUsage`] defines).
 ///
 /// ```
@@ -97,6 +145,13 @@ pub struct CodexNormalizer {
     tools: HashMap<String, ToolItem>,
     completed_tools: HashSet<String>,
     tool_calls: Vec<Value>,
+    /// Reasoning texts emitted so far by item id (length), and the completed reasoning items.
+    reasoning_emitted: HashMap<String, usize>,
+    reasoning_done: HashSet<String>,
+    baseline: UsageBaseline,
+    /// The thread's totals from the last `turn.completed`.
+    thread_usage: Option<TokenUsage>,
+    /// The run's share of them.
     usage: Option<TokenUsage>,
     usage_raw: Option<Value>,
     turns_started: u32,
@@ -264,6 +319,19 @@ impl CodexNormalizer {
         self
     }
 
+    /// How the thread's totals relate to this run (default: a new thread).
+    #[must_use]
+    pub fn baseline(mut self, baseline: UsageBaseline) -> Self {
+        self.baseline = baseline;
+        self
+    }
+
+    /// The thread-cumulative usage of the last `turn.completed` (the baseline of the thread's
+    /// next run).
+    pub fn thread_usage(&self) -> Option<TokenUsage> {
+        self.thread_usage
+    }
+
     /// The thread id seen so far (the native resume handle).
     pub fn thread_id(&self) -> Option<&str> {
         self.thread_id.as_deref()
@@ -344,6 +412,7 @@ impl CodexNormalizer {
                 let text = str_of(item, "text").unwrap_or_default();
                 self.agent_message(&id, text, out);
             }
+            "reasoning" => self.reasoning(&id, item, completed, out),
             "error" => {
                 if completed {
                     let message = str_of(item, "message").unwrap_or("codex warning").to_owned();
@@ -355,7 +424,7 @@ impl CodexNormalizer {
                 }
             }
             t if NON_TOOL_ITEMS.contains(&t) => {
-                // reasoning, todo_list, user_message, ...: kept as raw events.
+                // todo_list, user_message, ...: kept as raw events.
                 out.push(raw_event(line, Some(line_kind), t));
             }
             tool => self.tool_item(tool, &id, item, completed, out),
@@ -380,6 +449,44 @@ impl CodexNormalizer {
             );
         }
         self.emitted.insert(id.to_owned(), text.len());
+    }
+
+    /// A reasoning item: its new text as `reasoning_streamed` while it grows, then the whole
+    /// text as one `reasoning_completed`. The text is `text`, or the `summary[].text` parts of
+    /// the Responses shape.
+    fn reasoning(&mut self, id: &str, item: &Value, completed: bool, out: &mut Vec<ProviderEvent>) {
+        if self.reasoning_done.contains(id) {
+            return;
+        }
+        let text = match str_of(item, "text") {
+            Some(t) => t.to_owned(),
+            None => item
+                .get("summary")
+                .and_then(Value::as_array)
+                .map(|parts| parts.iter().filter_map(|p| str_of(p, "text")).collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default(),
+        };
+        if completed {
+            self.reasoning_done.insert(id.to_owned());
+            out.push(
+                ProviderEvent::new(EventKind::ReasoningCompleted)
+                    .data(keys::CONTENT, text)
+                    .data(keys::REDACTED, false)
+                    .meta("item_id", id),
+            );
+            return;
+        }
+        let done = self.reasoning_emitted.get(id).copied().unwrap_or(0);
+        let delta = if done <= text.len() && text.is_char_boundary(done) { &text[done..] } else { text.as_str() };
+        if !delta.is_empty() {
+            out.push(
+                ProviderEvent::new(EventKind::ReasoningStreamed)
+                    .data(keys::CONTENT, delta)
+                    .data(keys::DELTA, delta)
+                    .meta("item_id", id),
+            );
+        }
+        self.reasoning_emitted.insert(id.to_owned(), text.len());
     }
 
     fn tool_item(&mut self, kind: &str, id: &str, item: &Value, completed: bool, out: &mut Vec<ProviderEvent>) {
@@ -441,7 +548,8 @@ impl CodexNormalizer {
                 .data(keys::CONTENT, self.last_message()),
         );
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            let usage = usage_of(u);
+            let thread = usage_of(u);
+            let (usage, scope) = self.baseline.apply(thread);
             out.push(
                 ProviderEvent::new(EventKind::TokenUsageUpdated)
                     .data(keys::INPUT_TOKENS, usage.input_tokens)
@@ -453,8 +561,10 @@ impl CodexNormalizer {
                         "reasoning_output_tokens",
                         u.get("reasoning_output_tokens").and_then(Value::as_u64).unwrap_or(0),
                     )
-                    .meta("usage_scope", "thread"),
+                    .meta("usage_scope", scope)
+                    .meta("thread_usage", serde_json::to_value(thread).unwrap_or_default()),
             );
+            self.thread_usage = Some(thread);
             self.usage = Some(usage);
             self.usage_raw = Some(u.clone());
         }
@@ -483,7 +593,9 @@ impl CodexNormalizer {
     ///   else provider error), with the exit code and stderr;
     /// * no `turn.completed`: killed by a signal, non-zero exit (bad resume → `details.reason =
     ///   "resume_not_found"`, config errors → `"config_error"`, classified by stderr and the
-    ///   last error line) or EOF without `turn.completed`, all [`ProviderErrorKind::TransportExit`].
+    ///   last error line) or EOF without `turn.completed`, all [`ProviderErrorKind::TransportExit`];
+    /// * a completed turn with a non-zero exit or a signal (conflicting signals):
+    ///   `details.reason = "exit_status"`, classified by stderr, else `provider_error`.
     pub fn finish(&self, exit: &ExitInfo) -> asm_core::Result<ExecuteOutcome> {
         let limits = self.stderr_limits;
         if let Some(message) = &self.turn_failed {
@@ -540,14 +652,22 @@ impl CodexNormalizer {
             return Err(err);
         }
         if !exit.success() {
-            tracing::warn!(exit = %exit.describe(), "codex completed the turn but exited abnormally");
+            // Conflicting signals: the turn completed, the process says it failed.
+            let code = Self::stderr_reason(&exit.stderr).as_deref().map_or(ErrorCode::ProviderError, classify);
+            let message = format!("codex completed the turn but exited with {}", exit.describe());
+            let pe = exit.provider_error(ProviderName::Codex, ProviderErrorKind::TransportExit, message, limits);
+            let mut err = provider_failure(code, pe).with_detail("reason", "exit_status");
+            if let Some(id) = &self.thread_id {
+                err = err.with_detail("thread_id", id.clone());
+            }
+            return Err(err);
         }
         let mut extra = JsonMap::new();
         if !self.tool_calls.is_empty() {
             extra.insert("tool_calls".to_owned(), Value::Array(self.tool_calls.clone()));
         }
-        // `usage_scope` is decided by the adapter, which knows whether the thread was resumed.
         let mut metadata = JsonMap::new();
+        metadata.insert("usage_scope".to_owned(), self.baseline.scope().into());
         if let Some(u) = &self.usage_raw {
             metadata.insert("codex_usage".to_owned(), u.clone());
         }

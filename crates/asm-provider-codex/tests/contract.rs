@@ -53,6 +53,7 @@ contract_tests!(
     check_text_run,
     check_tool_call_keys,
     check_unknown_lines_are_raw_events,
+    check_raw_lines_never_change_the_transcript,
     check_cancel_mid_stream,
     check_cancel_escalates,
     check_dropped_future_leaves_no_child,

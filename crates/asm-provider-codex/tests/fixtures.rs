@@ -7,9 +7,14 @@ use std::sync::Arc;
 use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
 use asm_provider_cli::CliEnv;
-use asm_provider_codex::CodexAdapter;
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, Prepared, prepare};
+use asm_provider_cli::{ExitInfo, ExitKind};
+use asm_provider_codex::{CodexAdapter, CodexNormalizer};
+use asm_testkit::adapter_contract::{
+    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation, prepare,
+};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use proptest::prelude::*;
+use proptest::sample::Index;
 
 use EventKind::{
     ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
@@ -117,7 +122,7 @@ async fn every_codex_fixture_normalizes_as_expected() {
                 let pe = err.provider_error().unwrap_or_else(|| panic!("{name}: no provider error"));
                 assert_eq!(pe.exit_code, Some(exit_code), "{name}: {pe:?}");
                 assert_eq!(pe.provider.as_str(), "codex", "{name}");
-                if !script.stderr.trim().is_empty() {
+                if !script.stderr_text().unwrap().trim().is_empty() {
                     assert!(pe.stderr.as_deref().is_some_and(|s| !s.is_empty()), "{name}: stderr");
                 }
                 assert!(!pe.message.starts_with("WARNING"), "{name}: noise as message: {}", pe.message);
@@ -186,4 +191,186 @@ async fn details_of_selected_fixtures() {
     let (p, _) = run("codex_conn_refused");
     let _ = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert!(p.recorded.events().iter().all(|e| e.data["details"]["retrying"] == true));
+}
+
+/// A small line cap, so oversized lines are cheap to produce.
+const CAP: usize = 64 * 1024;
+
+fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+    let mut env = CliEnv::minimal();
+    for (k, v) in &inv.env {
+        env = env.set(k, v);
+    }
+    Arc::new(
+        CodexAdapter::builder()
+            .cli_path(&inv.program)
+            .model("gpt-5.5")
+            .env(env)
+            .limits(asm_provider_cli::CliLimits::default().max_line_bytes(CAP))
+            .build(),
+    )
+}
+
+/// B5: a line over the cap must not hide the 401 / 5xx the rest of the output reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_line_never_hides_the_providers_own_error() {
+    let big = "x".repeat(CAP + 1);
+    for (name, code) in
+        [("codex_http401", ErrorCode::ProviderAuthenticationFailed), ("codex_http500", ErrorCode::ProviderUnavailable)]
+    {
+        let (fixture, _) = script_for(name);
+        let mut lines = fixture.stdout_lines().unwrap();
+        lines.insert(2, big.clone());
+        let mut script = fixture.clone();
+        script.stdout_file = None;
+        let script = script.lines(lines);
+        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+        assert_eq!(err.code(), code, "{name}: {err:?}");
+        assert_eq!(err.details()["oversized_lines"], 1, "{name}");
+    }
+    // stderr alone can say it too (the oversized line was the only stdout).
+    let script = FakeScript::new().lines([big]).stderr("Error: unexpected status 429 Too Many Requests\n").exit_code(1);
+    let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+    let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderRateLimited, "{err:?}");
+}
+
+/// Feeds `lines` to a fresh normalizer (blank lines skipped, as the adapter does) and finishes
+/// it with the exit of fixture `name` (a negative exit code is a death by that signal).
+fn normalizer_for(name: &str) -> impl Fn(&[String]) -> Normalized + use<> {
+    let script = FakeScript::fixture(name);
+    let status =
+        if script.exit_code < 0 { ExitKind::Signal(-script.exit_code) } else { ExitKind::Code(script.exit_code) };
+    let exit = ExitInfo::new(status, script.stderr_text().unwrap(), false);
+    move |lines| {
+        let mut n = CodexNormalizer::new();
+        let mut out = Vec::new();
+        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+            n.push_line(line, &mut out);
+        }
+        let verdict = n.finish(&exit);
+        (out, verdict)
+    }
+}
+
+/// Lines `codex exec --json` prints that are not conversation: items after the agent message
+/// (`todo_list`, `reasoning`), unknown line types, non-JSON.
+const UNKNOWN_LINES: &[&str] = &[
+    r#"{"type":"item.completed","item":{"id":"item_90","type":"todo_list","items":[{"text":"a","completed":true}]}}"#,
+    r#"{"type":"item.completed","item":{"id":"item_91","type":"reasoning","text":"**Checking** the files"}}"#,
+    r#"{"type":"item.started","item":{"id":"item_92","type":"ghost_snapshot"}}"#,
+    r#"{"type":"turn.aborted_in_the_future"}"#,
+    "not json {",
+];
+
+/// B2: for every captured Codex run, raw lines (and reasoning items) inserted at every
+/// position change neither the transcript nor the verdict (before, a `todo_list` or
+/// `reasoning` item after the agent message made the final message appear twice).
+#[test]
+fn raw_lines_never_change_any_fixtures_transcript() {
+    for name in fixture_names("codex_") {
+        let lines = FakeScript::fixture(&name).stdout_lines().unwrap();
+        assert_raw_lines_are_transparent(&name, &lines, UNKNOWN_LINES, normalizer_for(&name));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Several raw lines at random positions of a random fixture.
+    #[test]
+    fn several_raw_lines_anywhere_are_transparent(
+        pick in any::<Index>(),
+        inserts in proptest::collection::vec((any::<Index>(), any::<Index>()), 1..6),
+    ) {
+        let names = fixture_names("codex_");
+        let name = pick.get(&names);
+        let normalize = normalizer_for(name);
+        let lines = FakeScript::fixture(name).stdout_lines().unwrap();
+        let mut mixed = lines.clone();
+        for (at, which) in inserts {
+            mixed.insert(at.index(mixed.len() + 1), which.get(UNKNOWN_LINES).to_string());
+        }
+        let ((plain_events, plain), (mixed_events, mixed)) = (normalize(&lines), normalize(&mixed));
+        prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
+        prop_assert_eq!(
+            plain.map(|o| o.output.content).map_err(|e| e.code()),
+            mixed.map(|o| o.output.content).map_err(|e| e.code())
+        );
+    }
+}
+
+/// B1: a resumed thread's usage events are the run's own (the thread total recorded by the
+/// previous run subtracted), so the usage the runtime folds for a run that then fails is not
+/// the whole thread's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_threads_usage_events_are_the_runs_own() {
+    const THREAD: &str = "01a200f9-bf93-7780-98c1-560657492f45";
+    let (mut p, _) = run("codex_resume");
+    p.request.resume = Some(THREAD.to_owned());
+    p.request.session.metadata.insert(
+        "provider_sessions".into(),
+        serde_json::json!({"codex": {"thread_usage": {"thread_id": THREAD, "usage": {
+            "input_tokens": 80, "cache_read_tokens": 20, "output_tokens": 12, "cache_creation_tokens": 0
+        }}}}),
+    );
+    let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
+    assert_eq!((outcome.token_usage.input_tokens, outcome.token_usage.output_tokens), (80, 12));
+    let events = p.recorded.events();
+    let usage = events.iter().find(|e| e.kind == Usage).unwrap();
+    assert_eq!(usage.data["usage_mode"], "cumulative");
+    assert_eq!(usage.data["input_tokens"], 80, "run-scoped, not the thread's 160: {:?}", usage.data);
+    assert_eq!(usage.data["cache_read_tokens"], 20);
+    assert_eq!(usage.data["output_tokens"], 12);
+    assert_eq!(usage.metadata["usage_scope"], "run");
+    assert_eq!(outcome.provider_state["thread_usage"]["usage"]["input_tokens"], 160, "the next baseline");
+}
+
+/// B3: a completed turn with a non-zero exit is a conflict, so a failure.
+#[test]
+fn a_completed_turn_with_a_failing_exit_is_a_failure() {
+    let lines = FakeScript::fixture("codex_text").stdout_lines().unwrap();
+    let mut n = CodexNormalizer::new();
+    let mut out = Vec::new();
+    for line in &lines {
+        n.push_line(line, &mut out);
+    }
+    assert!(n.finish(&ExitInfo::new(ExitKind::Code(0), "", false)).is_ok());
+    let err = n.finish(&ExitInfo::new(ExitKind::Code(1), "", false)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ProviderError);
+    assert_eq!(err.details()["reason"], "exit_status");
+    let err = n.finish(&ExitInfo::new(ExitKind::Signal(15), "", false)).unwrap_err();
+    assert_eq!(err.provider_error().unwrap().exit_code, Some(143));
+}
+
+/// C: reasoning items are a typed reasoning stream, not raw JSON and not conversation.
+#[test]
+fn reasoning_items_are_a_reasoning_stream() {
+    let mut n = CodexNormalizer::new();
+    let mut out = Vec::new();
+    for line in [
+        r#"{"type":"thread.started","thread_id":"t-1"}"#,
+        r#"{"type":"turn.started"}"#,
+        r#"{"type":"item.updated","item":{"id":"item_0","type":"reasoning","text":"**Plan"}}"#,
+        r#"{"type":"item.updated","item":{"id":"item_0","type":"reasoning","text":"**Plan** read"}}"#,
+        r#"{"type":"item.completed","item":{"id":"item_0","type":"reasoning","text":"**Plan** read the file"}}"#,
+        r#"{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"Done."}}"#,
+        r#"{"type":"item.completed","item":{"id":"item_2","type":"reasoning","text":"**Check**"}}"#,
+        r#"{"type":"turn.completed","usage":{"input_tokens":10,"output_tokens":2}}"#,
+    ] {
+        n.push_line(line, &mut out);
+    }
+    use EventKind::{ReasoningCompleted as Thought, ReasoningStreamed as Thinking};
+    let kinds: Vec<EventKind> = out.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Thinking, Thinking, Thought, Stream, Thought, Recv, Usage]);
+    assert_eq!(out[0].data["delta"], "**Plan");
+    assert_eq!(out[1].data["delta"], "** read");
+    assert_eq!(out[2].data["content"], "**Plan** read the file");
+    assert_eq!(out[2].data["redacted"], false);
+    assert_eq!(out[2].metadata["item_id"], "item_0");
+    assert!(out.iter().all(|e| e.metadata.get("raw").is_none()));
+    let conv = conversation(&out);
+    assert_eq!(conv.len(), 1, "{conv:?}");
+    assert_eq!(conv[0].content.as_deref(), Some("Done."));
+    assert_eq!(n.finish(&ExitInfo::new(ExitKind::Code(0), "", false)).unwrap().output.content, "Done.");
 }

@@ -142,8 +142,9 @@ fn reasoning_todo_list_and_unknown_lines_are_raw_and_error_items_are_warnings() 
     assert_eq!(warning.kind, EventKind::ErrorOccurred);
     assert_eq!(warning.data["details"]["fatal"], false);
     assert_eq!(warning.metadata["warning"], true);
-    assert!(out[1..5].iter().all(is_raw), "{out:?}");
-    assert_eq!(out[1].metadata["raw_reason"], "reasoning");
+    assert_eq!(out[1].kind, EventKind::ReasoningCompleted, "reasoning is typed: {out:?}");
+    assert_eq!(out[1].data["content"], "**Thinking**");
+    assert!(out[2..5].iter().all(is_raw), "{out:?}");
     assert_eq!(out[2].metadata["raw_reason"], "todo_list");
     assert_eq!(out[4].data["raw_type"], "turn.aborted");
     assert!(is_raw(&out[6]));
@@ -199,9 +200,11 @@ fn runs_without_turn_completed_fail_with_the_right_reason() {
     let err = n.finish(&ExitInfo::new(ExitKind::Code(3), stderr, false)).unwrap_err();
     assert_eq!(err.message(), "fatal: disk on fire");
     assert_eq!(err.details()["reason"], "exit");
-    // Success exit but the turn failed earlier is still a failure; a completed turn wins over a
-    // non-zero exit.
+    // A completed turn with a non-zero exit is a conflict of signals, so a failure (success is
+    // decided from every signal).
     let (n, _) =
         feed(&[START, TURN, r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"ok"}}"#, DONE]);
-    assert_eq!(n.finish(&ExitInfo::new(ExitKind::Code(1), "", false)).unwrap().output.content, "ok");
+    assert_eq!(n.finish(&ok()).unwrap().output.content, "ok");
+    let err = n.finish(&ExitInfo::new(ExitKind::Code(1), "", false)).unwrap_err();
+    assert_eq!(err.details()["reason"], "exit_status");
 }

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use asm_core::{
     Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus,
-    Transcript, TranscriptBuilder, keys,
+    Transcript, TranscriptBuilder, UsageTotals, keys,
 };
 use asm_ports::{
     EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HookAction, ProviderEvent, RunContext,
@@ -385,6 +385,7 @@ impl Execution {
                 let reason = request.as_ref().and_then(|r| r.reason.clone());
                 self.run.fail(error.clone())?;
                 let mut terminal = terminal_event(&self.run, &error, reason.as_deref());
+                keep_reported_usage(&mut self.run, &mut terminal, &shared.events.lock());
                 terminal.correlation_id = shared.correlation_id.clone();
                 (terminal, Some((error, request)))
             }
@@ -629,4 +630,19 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// For a run that ends without an outcome (failed, cancelled, timed out): keeps the usage and
+/// cost its provider reported in `token_usage_updated` events ([`UsageTotals`]) in the run
+/// record and in the terminal event (`token_usage`, and `total_cost_usd` when reported).
+fn keep_reported_usage(run: &mut Run, terminal: &mut Event, events: &[Event]) {
+    let reported =
+        events.iter().filter(|e| e.run_id.as_ref() == Some(&run.id) && e.provider.as_deref() != Some(RUNTIME_PROVIDER));
+    let totals = UsageTotals::from_events(reported);
+    run.token_usage = totals.usage;
+    run.cost_usd = totals.cost_usd;
+    terminal.data.insert(keys::TOKEN_USAGE.into(), serde_json::to_value(totals.usage).unwrap_or_default());
+    if let Some(cost) = totals.cost_usd {
+        terminal.data.insert(keys::TOTAL_COST_USD.into(), cost.into());
+    }
 }

@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use asm_core::{Error, ErrorCode, Event, EventKind, ProviderErrorKind, Run, RunInput, Session, keys};
+use asm_core::{
+    Error, ErrorCode, Event, EventKind, JsonMap, Message, ProviderErrorKind, Run, RunInput, Session, SessionId,
+    TranscriptBuilder, keys,
+};
 use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
 
 use crate::fake_cli::{self, FakeRecord, FakeScript, SignalAction};
@@ -317,10 +320,10 @@ pub async fn check_tool_call_keys(contract: &AdapterContract) {
     assert_no_lifecycle(&p.recorded);
 }
 
-/// Unknown JSON lines and non-JSON lines are kept as raw events (`metadata.raw == true`,
-/// `data.raw` holding the line), never a crash.
+/// Unknown JSON lines and non-JSON lines are kept as `provider_raw` events
+/// (`metadata.raw == true`, `data.raw` holding the line), never a crash.
 pub async fn check_unknown_lines_are_raw_events(contract: &AdapterContract) {
-    let mut lines = contract.text.stdout_lines();
+    let mut lines = contract.text.stdout_lines().expect("reading the text fixture");
     let unknown = r#"{"type":"asm_contract_unknown","payload":{"x":1}}"#;
     let garbage = "this is not json {";
     let at = lines.len().saturating_sub(1);
@@ -347,7 +350,92 @@ pub async fn check_unknown_lines_are_raw_events(contract: &AdapterContract) {
         raws.iter().any(|e| e.data.get("raw").and_then(|v| v.as_str()) == Some(garbage)),
         "garbage line not kept: {raws:?}"
     );
+    assert!(raws.iter().all(|e| e.kind == EventKind::ProviderRaw), "raw lines must be provider_raw: {raws:?}");
     assert_no_lifecycle(&p.recorded);
+}
+
+/// The conversation `events` make, in the order an adapter emitted them: the messages of the
+/// transcript built from them (as the runtime would store them, numbered 1, 2, ...), without
+/// their metadata (which names event ids and sequence numbers).
+pub fn conversation(events: &[ProviderEvent]) -> Vec<Message> {
+    let session = SessionId::new();
+    let stored: Vec<Event> = events
+        .iter()
+        .zip(1u64..)
+        .map(|(e, seq)| {
+            let mut event = Event::new(e.kind, session.clone()).with_payload(e.data.clone());
+            event.metadata = e.metadata.clone();
+            event.sequence = Some(seq);
+            event
+        })
+        .collect();
+    TranscriptBuilder::default()
+        .from_events(&session, &stored)
+        .messages
+        .into_iter()
+        .map(|m| Message { metadata: JsonMap::new(), ..m })
+        .collect()
+}
+
+/// What a normalizer made of a run's lines: its events and its verdict.
+pub type Normalized = (Vec<ProviderEvent>, asm_core::Result<asm_ports::ExecuteOutcome>);
+
+/// Raw provider lines never change a run: for every line of `unknown` and every insertion
+/// point of `lines`, `normalize` (a fresh normalizer fed the lines, then finished) must give the
+/// same conversation ([`conversation`]) and the same verdict (output text, or error code) as
+/// for `lines` alone. `name` labels failures.
+///
+/// # Panics
+/// When a raw line changes the conversation or the verdict (the test fails).
+pub fn assert_raw_lines_are_transparent(
+    name: &str,
+    lines: &[String],
+    unknown: &[&str],
+    normalize: impl Fn(&[String]) -> Normalized,
+) {
+    let verdict = |v: &asm_core::Result<asm_ports::ExecuteOutcome>| match v {
+        Ok(outcome) => Ok(outcome.output.content.clone()),
+        Err(e) => Err(e.code()),
+    };
+    let (events, outcome) = normalize(lines);
+    let expected = (conversation(&events), verdict(&outcome));
+    for line in unknown {
+        for at in 0..=lines.len() {
+            let mut mixed = lines.to_vec();
+            mixed.insert(at, (*line).to_owned());
+            let (events, outcome) = normalize(&mixed);
+            let got = (conversation(&events), verdict(&outcome));
+            assert_eq!(got, expected, "{name}: {line} inserted before line {at} changed the run");
+        }
+    }
+}
+
+/// Raw lines interleaved anywhere in the text and tool runs leave the transcript as it was:
+/// an unknown JSON line and a non-JSON line inserted at every position, through the adapter
+/// and the fake CLI.
+pub async fn check_raw_lines_never_change_the_transcript(contract: &AdapterContract) {
+    for fixture in [&contract.text, &contract.tool] {
+        let lines = fixture.stdout_lines().expect("reading the fixture");
+        if lines.is_empty() {
+            continue;
+        }
+        let run = |lines: Vec<String>| async {
+            let mut script = fixture.clone();
+            script.stdout_file = None;
+            let p = prepare(contract, &script.lines(lines));
+            let outcome = execute(&p).await.expect("the fixture run must succeed");
+            (conversation(&p.recorded.events()), outcome.output.content)
+        };
+        let expected = run(lines.clone()).await;
+        assert!(!expected.0.is_empty(), "the fixture has no conversation");
+        for raw in [r#"{"type":"asm_contract_unknown","payload":{"x":1}}"#, "not json {"] {
+            for at in 0..=lines.len() {
+                let mut mixed = lines.clone();
+                mixed.insert(at, raw.to_owned());
+                assert_eq!(run(mixed).await, expected, "{raw} inserted before line {at}");
+            }
+        }
+    }
 }
 
 async fn wait_first_event(p: &Prepared) {
@@ -429,8 +517,9 @@ pub async fn check_nonzero_exit(contract: &AdapterContract) {
     assert_provider_failure(&err, "non-zero exit");
     let pe = err.provider_error().expect("provider error");
     assert_eq!(pe.exit_code, Some(contract.failing.exit_code), "{pe:?}");
-    if !contract.failing.stderr.trim().is_empty() {
-        let first = contract.failing.stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let stderr = contract.failing.stderr_text().expect("reading the failing run's stderr");
+    if !stderr.trim().is_empty() {
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or_default();
         assert!(pe.stderr.as_deref().is_some_and(|s| s.contains(first.trim())), "stderr missing: {pe:?}");
     }
     assert_no_lifecycle(&p.recorded);
@@ -474,20 +563,33 @@ pub async fn check_deadline(contract: &AdapterContract) {
     }
 }
 
-/// A line over the cap is a parse error and the process is stopped.
+/// A line over the cap is skipped and fails the run with a parse error (the output is
+/// incomplete, so even a run that then reports success fails), once the process has ended; the
+/// whole process group is gone afterwards.
 pub async fn check_oversized_line(contract: &AdapterContract) {
     let script = FakeScript::new()
         .lines(contract.stream_prefix.clone())
         .big_line(contract.max_line_bytes + 1)
-        .hang_after(usize::MAX)
-        .on_sigint(SignalAction::exit(0));
+        .spawn_grandchild();
     let p = prepare(contract, &script);
     let err = execute(&p).await.expect_err("an oversized line must fail the run");
     assert_eq!(err.code(), ErrorCode::ProviderError, "{err:?}");
-    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::ParseError));
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::ParseError), "{err:?}");
     if let Some(pgid) = p.record().pid {
         assert_group_gone(pgid).await;
     }
+
+    // The same inside an otherwise successful run: the dropped line may have been anything.
+    let mut lines = contract.text.stdout_lines().expect("reading the text fixture");
+    let at = lines.len().saturating_sub(1);
+    lines.insert(at, "x".repeat(contract.max_line_bytes + 1));
+    let mut script = contract.text.clone();
+    script.stdout_file = None;
+    let p = prepare(contract, &script.lines(lines));
+    let err = execute(&p).await.expect_err("a run that dropped a line cannot succeed");
+    assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::ParseError), "{err:?}");
+    assert_eq!(err.details()["reason"], "line_too_long", "{err:?}");
+    assert_no_lifecycle(&p.recorded);
 }
 
 /// `validate_config` accepts the fake CLI and rejects a missing binary with `cli_not_found`.
@@ -511,6 +613,7 @@ pub async fn run_all(contract: &AdapterContract) {
     check_text_run(contract).await;
     check_tool_call_keys(contract).await;
     check_unknown_lines_are_raw_events(contract).await;
+    check_raw_lines_never_change_the_transcript(contract).await;
     check_cancel_mid_stream(contract).await;
     check_cancel_escalates(contract).await;
     check_dropped_future_leaves_no_child(contract).await;

@@ -6,11 +6,16 @@
 //!
 //! 1. writes its argv (without the program) as a JSON array to `argv_file`, its pid to
 //!    `pid_file`, its environment to `env_file` and its stdin to `stdin_file` when asked;
-//! 2. writes `stderr` to stderr;
-//! 3. prints the lines (fixture `.jsonl` first, then `lines`, then an oversized line if
-//!    `big_line_bytes` is set), sleeping `line_delay_ms` before each;
+//! 2. writes `stderr_file` (a fixture `.stderr`, byte for byte), then `stderr`, to stderr;
+//! 3. prints the lines (fixture `.jsonl` first, **byte for byte**, then `lines`, then an
+//!    oversized line if `big_line_bytes` is set), sleeping `line_delay_ms` before each;
 //! 4. either hangs after `hang_after` lines until signalled, or exits with `exit_code` (or dies
 //!    by `exit_signal`).
+//!
+//! A fixture file that cannot be read is a loud failure: the fake prints why to stderr and exits
+//! with [`UNREADABLE_FIXTURE_EXIT`] before printing any stdout, and [`FakeScript::fixture`]
+//! panics for a fixture that does not exist or has an unparseable `.exitcode`, so a test can
+//! never pass by replaying nothing.
 //!
 //! Signals follow `on_sigint` / `on_sigterm` ([`SignalAction`]): the default disposition (die by
 //! the signal), ignore it (to test escalation), or print some lines and exit with a code (what
@@ -38,7 +43,10 @@ pub const PATH_ENV: &str = "ASM_FAKE_CLI";
 /// stale binary).
 pub const VERSION_FLAG: &str = "--asm-fake-cli-version";
 /// Version of the script format; bumped on every incompatible change.
-pub const PROTOCOL: &str = "asm-fake-cli/1";
+pub const PROTOCOL: &str = "asm-fake-cli/2";
+/// Exit code of the fake when a file of its script (`stdout_file`, `stderr_file`) cannot be
+/// read.
+pub const UNREADABLE_FIXTURE_EXIT: i32 = 96;
 
 /// What the fake does on a signal.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,13 +80,15 @@ impl SignalAction {
 #[serde(default)]
 #[non_exhaustive]
 pub struct FakeScript {
-    /// File whose lines are printed first (a fixture `.jsonl`).
+    /// File whose lines are printed first, byte for byte (a fixture `.jsonl`).
     pub stdout_file: Option<PathBuf>,
     /// Lines printed after `stdout_file`.
     pub lines: Vec<String>,
     /// Printed last: one line of this many `x` bytes.
     pub big_line_bytes: Option<usize>,
-    /// Written to stderr before any stdout line.
+    /// File copied to stderr byte for byte before anything else (a fixture `.stderr`).
+    pub stderr_file: Option<PathBuf>,
+    /// Written to stderr (after `stderr_file`) before any stdout line.
     pub stderr: String,
     /// Exit code at the end.
     pub exit_code: i32,
@@ -111,23 +121,67 @@ impl FakeScript {
     }
 
     /// Replays fixture `name` from [`fixtures_dir`]: `name.jsonl` (stdout), `name.stderr`,
-    /// `name.exitcode` (missing files mean empty / 0).
+    /// `name.exitcode` (a missing `.jsonl` / `.stderr` means no output there, a missing
+    /// `.exitcode` means 0).
+    ///
+    /// # Panics
+    /// When [`try_fixture`](Self::try_fixture) fails: none of the files exists, or the
+    /// `.exitcode` cannot be read or parsed (a test-setup failure, never a silent empty run).
     pub fn fixture(name: &str) -> Self {
         Self::fixture_at(&fixtures_dir().join(name))
     }
 
     /// Replays the fixture files at `base` + `.jsonl` / `.stderr` / `.exitcode`.
+    ///
+    /// # Panics
+    /// As [`fixture`](Self::fixture).
     pub fn fixture_at(base: &Path) -> Self {
+        Self::try_fixture_at(base).unwrap_or_else(|e| panic!("fixture {}: {e}", base.display()))
+    }
+
+    /// [`fixture`](Self::fixture) without the panic.
+    ///
+    /// # Errors
+    /// As [`try_fixture_at`](Self::try_fixture_at).
+    pub fn try_fixture(name: &str) -> std::io::Result<Self> {
+        Self::try_fixture_at(&fixtures_dir().join(name))
+    }
+
+    /// The script replaying the fixture files at `base`. The `.jsonl` and `.stderr` files are
+    /// referenced, not read: the fake replays their bytes exactly when it runs (and fails loudly
+    /// if it cannot read them then).
+    ///
+    /// # Errors
+    /// [`std::io::ErrorKind::NotFound`] when none of the three files exists;
+    /// [`std::io::ErrorKind::InvalidData`] for an `.exitcode` that is not an integer; any error
+    /// reading the `.exitcode`.
+    pub fn try_fixture_at(base: &Path) -> std::io::Result<Self> {
         let with = |ext: &str| {
             let mut p = base.as_os_str().to_owned();
             p.push(ext);
             PathBuf::from(p)
         };
-        let stdout = with(".jsonl");
-        let stderr = std::fs::read_to_string(with(".stderr")).unwrap_or_default();
-        let exit_code =
-            std::fs::read_to_string(with(".exitcode")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        Self { stdout_file: stdout.exists().then_some(stdout), stderr, exit_code, ..Self::default() }
+        let (stdout, stderr, exit) = (with(".jsonl"), with(".stderr"), with(".exitcode"));
+        if !stdout.exists() && !stderr.exists() && !exit.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no .jsonl, .stderr or .exitcode file for this fixture",
+            ));
+        }
+        let exit_code = if exit.exists() {
+            let text = std::fs::read_to_string(&exit)?;
+            text.trim().parse().map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {text:?}: {e}", exit.display()))
+            })?
+        } else {
+            0
+        };
+        Ok(Self {
+            stdout_file: stdout.exists().then_some(stdout),
+            stderr_file: stderr.exists().then_some(stderr),
+            exit_code,
+            ..Self::default()
+        })
     }
 
     /// Sets the lines printed after the fixture.
@@ -191,14 +245,62 @@ impl FakeScript {
         self
     }
 
-    /// The stdout lines this script prints before any hang (fixture, then `lines`).
-    pub fn stdout_lines(&self) -> Vec<String> {
+    /// The stdout lines this script prints before any hang (fixture, then `lines`), as an
+    /// adapter reads them: split at `\n`, a trailing `\r` removed, invalid UTF-8 replaced.
+    ///
+    /// # Errors
+    /// Reading `stdout_file`.
+    pub fn stdout_lines(&self) -> std::io::Result<Vec<String>> {
         let mut out: Vec<String> = match &self.stdout_file {
-            Some(p) => std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_owned).collect(),
+            Some(p) => std::fs::read(p)?
+                .split_inclusive(|&b| b == b'\n')
+                .map(|line| {
+                    let line = line.strip_suffix(b"\n").unwrap_or(line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    String::from_utf8_lossy(line).into_owned()
+                })
+                .collect(),
             None => Vec::new(),
         };
         out.extend(self.lines.iter().cloned());
-        out
+        Ok(out)
+    }
+
+    /// The stderr this script writes (`stderr_file`, then `stderr`), invalid UTF-8 replaced.
+    ///
+    /// # Errors
+    /// Reading `stderr_file`.
+    pub fn stderr_text(&self) -> std::io::Result<String> {
+        let mut text = match &self.stderr_file {
+            Some(p) => String::from_utf8_lossy(&std::fs::read(p)?).into_owned(),
+            None => String::new(),
+        };
+        text.push_str(&self.stderr);
+        Ok(text)
+    }
+
+    /// The exact stdout bytes this script prints before any hang, one entry per line (each
+    /// with its `\n`, except a fixture's last line when the file does not end with one and
+    /// nothing follows it): the fixture's bytes unchanged, then `lines`, then the oversized line.
+    ///
+    /// # Errors
+    /// Reading `stdout_file`.
+    pub fn stdout_chunks(&self) -> std::io::Result<Vec<Vec<u8>>> {
+        let mut chunks: Vec<Vec<u8>> = match &self.stdout_file {
+            Some(p) => std::fs::read(p)?.split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect(),
+            None => Vec::new(),
+        };
+        let more = !self.lines.is_empty() || self.big_line_bytes.is_some();
+        if more && let Some(last) = chunks.last_mut().filter(|c| !c.ends_with(b"\n")) {
+            last.push(b'\n');
+        }
+        chunks.extend(self.lines.iter().map(|l| format!("{l}\n").into_bytes()));
+        if let Some(n) = self.big_line_bytes {
+            let mut big = vec![b'x'; n];
+            big.push(b'\n');
+            chunks.push(big);
+        }
+        Ok(chunks)
     }
 
     /// Writes the script into `dir` (setting `argv_file`, `pid_file`, `env_file` and

@@ -2,6 +2,7 @@
 //! The fake provider CLI replays fixtures, records argv and reacts to signals as scripted.
 
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -100,4 +101,75 @@ fn exit_signal_and_big_line() {
     let out = Command::new(BIN).env(fake_cli::SCRIPT_ENV, &path).stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.stdout.len(), 100_001);
     assert_eq!(out.status.signal(), Some(9));
+}
+
+/// Writes fixture files `name.*` into `dir` and returns the base path.
+fn write_fixture(
+    dir: &std::path::Path,
+    name: &str,
+    stdout: &[u8],
+    stderr: Option<&[u8]>,
+    exit: Option<&str>,
+) -> PathBuf {
+    let base = dir.join(name);
+    std::fs::write(base.with_extension("jsonl"), stdout).unwrap();
+    if let Some(stderr) = stderr {
+        std::fs::write(base.with_extension("stderr"), stderr).unwrap();
+    }
+    if let Some(exit) = exit {
+        std::fs::write(base.with_extension("exitcode"), exit).unwrap();
+    }
+    base
+}
+
+fn replay(script: &FakeScript) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script.write_to(dir.path()).unwrap();
+    Command::new(BIN).env(fake_cli::SCRIPT_ENV, &path).stdin(Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn a_fixture_is_replayed_byte_for_byte_even_with_invalid_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout: &[u8] = b"{\"type\":\"system\"}\n\xff{\"type\":\"assistant\"}\r\n\n  \nlast line without newline";
+    let stderr: &[u8] = b"warning: \xfe odd byte\n";
+    let base = write_fixture(dir.path(), "bytes", stdout, Some(stderr), Some("3\n"));
+    let out = replay(&FakeScript::fixture_at(&base));
+    assert_eq!(out.stdout, stdout, "stdout must be the fixture's bytes");
+    assert_eq!(out.stderr, stderr, "stderr must be the fixture's bytes");
+    assert_eq!(out.status.code(), Some(3));
+
+    // Lines appended after a fixture without a final newline start on a line of their own.
+    let out = replay(&FakeScript::fixture_at(&base).lines(["extra"]));
+    let mut expected = stdout.to_vec();
+    expected.extend_from_slice(b"\nextra\n");
+    assert_eq!(out.stdout, expected);
+
+    // Line delays and hangs count the fixture's lines (not bytes), as before.
+    let out = replay(&FakeScript::fixture_at(&base).line_delay_ms(1));
+    assert_eq!(out.stdout, stdout);
+}
+
+#[test]
+fn an_unreadable_fixture_fails_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = FakeScript::new();
+    script.stdout_file = Some(dir.path().join("missing.jsonl"));
+    let out = replay(&script);
+    assert_ne!(out.status.code(), Some(0), "replaying nothing must not look like a clean run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.jsonl"), "{out:?}");
+    assert!(out.stdout.is_empty());
+
+    // A directory is not a fixture either.
+    let mut script = FakeScript::new();
+    script.stdout_file = Some(dir.path().to_path_buf());
+    assert_ne!(replay(&script).status.code(), Some(0));
+}
+
+#[test]
+fn a_fixture_that_does_not_exist_or_is_malformed_is_a_setup_failure() {
+    assert!(std::panic::catch_unwind(|| FakeScript::fixture("no_such_fixture_anywhere")).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let base = write_fixture(dir.path(), "bad_exit", b"{}\n", None, Some("one\n"));
+    assert!(std::panic::catch_unwind(|| FakeScript::fixture_at(&base)).is_err(), "an unparseable .exitcode");
 }

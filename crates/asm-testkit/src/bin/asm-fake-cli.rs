@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use asm_testkit::fake_cli::{FakeScript, PROTOCOL, SCRIPT_ENV, SignalAction, VERSION_FLAG};
+use asm_testkit::fake_cli::{FakeScript, PROTOCOL, SCRIPT_ENV, SignalAction, UNREADABLE_FIXTURE_EXIT, VERSION_FLAG};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() {
@@ -87,16 +87,37 @@ fn on_signal(action: &SignalAction) -> Option<i32> {
     }
 }
 
-fn print_line(line: &str) {
+fn print_chunk(chunk: &[u8]) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = out.write_all(chunk);
     let _ = out.flush();
+}
+
+/// Reads the script's files up front: an unreadable fixture must fail the run loudly (exit
+/// [`UNREADABLE_FIXTURE_EXIT`], reason on stderr) instead of replaying nothing.
+fn load(script: &FakeScript) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+    let stderr = match &script.stderr_file {
+        Some(p) => std::fs::read(p).map_err(|e| format!("cannot read stderr fixture {}: {e}", p.display()))?,
+        None => Vec::new(),
+    };
+    let chunks = script.stdout_chunks().map_err(|e| {
+        let path = script.stdout_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        format!("cannot read stdout fixture {path}: {e}")
+    })?;
+    Ok((stderr, chunks))
 }
 
 async fn run(script: FakeScript, args: Vec<String>) -> i32 {
     let mut sigint = listener(&script.on_sigint, SignalKind::interrupt());
     let mut sigterm = listener(&script.on_sigterm, SignalKind::terminate());
     write_records(&script, &args);
+    let (stderr_bytes, lines) = match load(&script) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("asm-fake-cli: {e}");
+            return UNREADABLE_FIXTURE_EXIT;
+        }
+    };
     let _grandchild = if script.spawn_grandchild {
         std::process::Command::new("sleep")
             .arg("600")
@@ -108,14 +129,11 @@ async fn run(script: FakeScript, args: Vec<String>) -> i32 {
     } else {
         None
     };
-    if !script.stderr.is_empty() {
+    if !stderr_bytes.is_empty() || !script.stderr.is_empty() {
         let mut err = std::io::stderr().lock();
+        let _ = err.write_all(&stderr_bytes);
         let _ = err.write_all(script.stderr.as_bytes());
         let _ = err.flush();
-    }
-    let mut lines = script.stdout_lines();
-    if let Some(n) = script.big_line_bytes {
-        lines.push("x".repeat(n));
     }
     let delay = Duration::from_millis(script.line_delay_ms);
     let hang_at = script.hang_after.unwrap_or(usize::MAX);
@@ -130,7 +148,7 @@ async fn run(script: FakeScript, args: Vec<String>) -> i32 {
                 () = recv(&mut sigterm) => if let Some(c) = on_signal(&script.on_sigterm) { return c },
             }
         }
-        print_line(line);
+        print_chunk(line);
     }
     if script.hang_after.is_some() {
         loop {
