@@ -205,8 +205,12 @@ async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
     // claude_resume.jsonl with the session id the CLI prints for `--fork-session`: a new one.
     const PARENT: &str = "cdf645fc-3fb0-4b65-bb9b-fbd6142729fd";
     const FORK: &str = "0f0f0f0f-1111-4222-8333-444444444444";
-    let lines: Vec<String> =
-        FakeScript::fixture("claude_resume").stdout_lines().into_iter().map(|l| l.replace(PARENT, FORK)).collect();
+    let lines: Vec<String> = FakeScript::fixture("claude_resume")
+        .stdout_lines()
+        .expect("fixture")
+        .into_iter()
+        .map(|l| l.replace(PARENT, FORK))
+        .collect();
     assert!(lines.len() >= 3 && lines.iter().all(|l| !l.contains(PARENT)));
     let script = FakeScript::new().lines(lines);
     let contract = AdapterContract::new(make, script.clone(), "");

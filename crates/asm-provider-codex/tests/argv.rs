@@ -258,8 +258,12 @@ async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
     // parent's thread and the forked turn (seen with the real 0.169.0 CLI).
     const PARENT: &str = "01a200f9-bf93-7780-98c1-560657492f45";
     const FORK: &str = "01a200f9-ffff-7780-98c1-000000000001";
-    let lines: Vec<String> =
-        FakeScript::fixture("codex_resume").stdout_lines().into_iter().map(|l| l.replace(PARENT, FORK)).collect();
+    let lines: Vec<String> = FakeScript::fixture("codex_resume")
+        .stdout_lines()
+        .expect("fixture")
+        .into_iter()
+        .map(|l| l.replace(PARENT, FORK))
+        .collect();
     let script = FakeScript::new().lines(lines);
     let contract = AdapterContract::new(make, script.clone(), "");
     let p = prepare(&contract, &script);
