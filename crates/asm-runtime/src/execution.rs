@@ -632,10 +632,17 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// The run's `token_usage_updated` events as stored, for a run ended outside its execution (an
+/// orphaned run cancelled in the store, a run task that died).
+pub(crate) async fn stored_usage_events(store: &asm_ports::DynSessionStore, run: &Run) -> Result<Vec<Event>> {
+    let query = EventQuery::new().run(run.id.clone()).kind(EventKind::TokenUsageUpdated);
+    store.get_events(&run.session_id, &query).await
+}
+
 /// For a run that ends without an outcome (failed, cancelled, timed out): keeps the usage and
 /// cost its provider reported in `token_usage_updated` events ([`UsageTotals`]) in the run
 /// record and in the terminal event (`token_usage`, and `total_cost_usd` when reported).
-fn keep_reported_usage(run: &mut Run, terminal: &mut Event, events: &[Event]) {
+pub(crate) fn keep_reported_usage(run: &mut Run, terminal: &mut Event, events: &[Event]) {
     let reported =
         events.iter().filter(|e| e.run_id.as_ref() == Some(&run.id) && e.provider.as_deref() != Some(RUNTIME_PROVIDER));
     let totals = UsageTotals::from_events(reported);

@@ -6,8 +6,8 @@ use parking_lot::Mutex;
 use tracing::Instrument;
 
 use asm_core::{
-    CapabilityResolver, Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunInput, Session, SessionId,
-    SessionStatus, keys,
+    CapabilityResolver, Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunInput, RunStatus, Session,
+    SessionId, SessionStatus, keys,
 };
 use asm_ports::{
     CancellationToken, DynProviderAdapter, DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunQuery,
@@ -418,7 +418,13 @@ impl SessionManager {
             let error = crate::execution::cancelled_error(&request);
             let mut cancelled = run;
             cancelled.fail(error.clone())?;
-            let mut events = vec![crate::execution::terminal_event(&cancelled, &error, request.reason.as_deref())];
+            let mut terminal = crate::execution::terminal_event(&cancelled, &error, request.reason.as_deref());
+            if read_status == RunStatus::Running {
+                // An orphaned run keeps the usage its provider reported before it was left.
+                let reported = crate::execution::stored_usage_events(&self.inner.store, &cancelled).await?;
+                crate::execution::keep_reported_usage(&mut cancelled, &mut terminal, &reported);
+            }
+            let mut events = vec![terminal];
             if let Some(approval) = &request.approval {
                 events.push(
                     Event::new(EventKind::ToolApprovalRequested, cancelled.session_id.clone())

@@ -121,3 +121,33 @@ async fn a_failed_run_without_reports_records_zero_usage_and_no_cost() {
     assert_eq!(terminal.data[keys::TOKEN_USAGE]["input_tokens"], 0);
     assert!(!terminal.data.contains_key(keys::TOTAL_COST_USD));
 }
+
+/// A run left `running` by a process that died is cancelled in the store by another manager:
+/// it keeps the usage its provider had reported.
+#[tokio::test]
+async fn an_orphaned_run_cancelled_in_the_store_keeps_its_usage() {
+    use asm_ports::SessionStoreExt;
+    let store = InMemorySessionStore::new();
+    let crashed = SessionManager::new(store.clone(), ScriptedAdapter::new());
+    let session = crashed.start_session(NewSession::new("agent")).await.unwrap();
+    crashed.activate_session(&session.id).await.unwrap();
+    let mut run = crashed.start_run(&session.id, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    // What the dead process left behind: a running run and the usage its provider reported.
+    run.transition(RunStatus::Running).unwrap();
+    let store = crashed.store().clone();
+    store.save_run(&run).await.unwrap();
+    let usage = |mode: &str, input: u64, output: u64| {
+        asm_core::Event::new(EventKind::TokenUsageUpdated, session.id.clone())
+            .with_run(run.id.clone())
+            .with_provider("claude")
+            .with_data(keys::INPUT_TOKENS, input)
+            .with_data(keys::OUTPUT_TOKENS, output)
+            .with_data(keys::USAGE_MODE, mode)
+    };
+    store.append_event(usage("delta", 100, 1)).await.unwrap();
+    store.append_event(usage("cumulative", 200, 24).with_data(keys::TOTAL_COST_USD, 0.0016)).await.unwrap();
+
+    let other = SessionManager::from_shared(store.clone(), std::sync::Arc::new(ScriptedAdapter::new()));
+    other.cancel_run(&run.id).await.unwrap();
+    assert_kept(&other, &session.id, &run, RunStatus::Cancelled, EventKind::RunCancelled).await;
+}

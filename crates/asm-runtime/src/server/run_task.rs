@@ -75,7 +75,12 @@ pub(super) async fn end_in_store(core: &Core, run_id: &RunId, error: &Error) {
     if run.status.is_terminal() || run.fail(error.clone()).is_err() {
         return;
     }
-    let event = terminal_event(&run, error, None);
+    let mut event = terminal_event(&run, error, None);
+    if read_status == RunStatus::Running
+        && let Ok(reported) = crate::execution::stored_usage_events(store, &run).await
+    {
+        crate::execution::keep_reported_usage(&mut run, &mut event, &reported);
+    }
     if let Err(store_error) =
         store.flush(ExecutionRecord::new(run).events(vec![event]).expect_status(read_status)).await
     {
