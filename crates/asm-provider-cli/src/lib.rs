@@ -36,8 +36,8 @@ pub use command::{
     DEFAULT_INHERITED_ENV, OfflineSwitches, resolve_program,
 };
 pub use normalize::{
-    PermissionMode, RAW_EVENT_KIND, anthropic_usage, classify_error_text, classify_http_status, error_event, raw_event,
-    tool_result_text,
+    MAX_RAW_LINE_BYTES, PermissionMode, RAW_EVENT_KIND, anthropic_usage, classify_error_text, classify_http_status,
+    error_event, raw_event, tool_result_text,
 };
 pub use process::{CliProcess, ExitInfo, ExitKind, StdoutFrame, process_group_alive, provider_failure};
 pub use run::{RunControl, cancelled_error, run_jsonl};

@@ -54,6 +54,10 @@ pub fn anthropic_usage(v: &Value) -> Option<TokenUsage> {
 /// transcript. `error_occurred` is reserved for real errors.
 pub const RAW_EVENT_KIND: EventKind = EventKind::ProviderRaw;
 
+/// The most bytes of an unknown line a raw event keeps (1 MiB): far below every store's event
+/// cap, whatever the line cap.
+pub const MAX_RAW_LINE_BYTES: usize = 1 << 20;
+
 /// Builds the raw event for `line` (see [`RAW_EVENT_KIND`]). `line_type` is the provider's
 /// `type` field when the line was JSON; `reason` says why it is raw (`"unknown_type"`,
 /// `"not_json"`, ...).
@@ -65,10 +69,27 @@ pub const RAW_EVENT_KIND: EventKind = EventKind::ProviderRaw;
 /// assert_eq!(e.data["raw"], "garbage");
 /// assert_eq!(e.metadata["raw"], true);
 /// assert_eq!(e.metadata["raw_reason"], "not_json");
+///
+/// // A huge line is kept only up to MAX_RAW_LINE_BYTES (so the event always fits a store).
+/// let huge = raw_event(&"x".repeat(asm_provider_cli::MAX_RAW_LINE_BYTES + 10), None, "not_json");
+/// assert_eq!(huge.data["raw"].as_str().unwrap().len(), asm_provider_cli::MAX_RAW_LINE_BYTES);
+/// assert_eq!(huge.metadata["raw_truncated"], true);
 /// ```
 pub fn raw_event(line: &str, line_type: Option<&str>, reason: &str) -> ProviderEvent {
+    let kept = if line.len() > MAX_RAW_LINE_BYTES {
+        let mut end = MAX_RAW_LINE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        &line[..end]
+    } else {
+        line
+    };
     let mut event =
-        ProviderEvent::new(RAW_EVENT_KIND).data(keys::RAW, line).meta("raw", true).meta("raw_reason", reason);
+        ProviderEvent::new(RAW_EVENT_KIND).data(keys::RAW, kept).meta("raw", true).meta("raw_reason", reason);
+    if kept.len() < line.len() {
+        event = event.meta("raw_truncated", true).meta("raw_bytes", line.len());
+    }
     if let Some(t) = line_type {
         event = event.data(keys::RAW_TYPE, t);
     }
