@@ -15,20 +15,20 @@ async fn session_story(store: Arc<dyn SessionStore>) -> SessionId {
     let session = ok.start_session(NewSession::new("scenario").tag("e2e")).await.unwrap();
     ok.activate_session(&session.id).await.unwrap();
 
-    let first = ok.start_run(&session.id, RunInput::user("Fix the test"), StartRunOptions::default()).await.unwrap();
-    ok.execute_run(&first.id, ExecuteOptions::default()).await.unwrap();
-    let second = ok.start_run(&session.id, RunInput::user("And the docs"), StartRunOptions::default()).await.unwrap();
-    ok.execute_run(&second.id, ExecuteOptions::default().continuation(Continuation::Replay)).await.unwrap();
+    let first = ok.start_run(&session.id, RunInput::user("Fix the test"), RunOptions::default()).await.unwrap();
+    ok.execute_run(&first.id, RunOptions::default()).await.unwrap();
+    let second = ok.start_run(&session.id, RunInput::user("And the docs"), RunOptions::default()).await.unwrap();
+    ok.execute_run(&second.id, RunOptions::default().continuation(Continuation::Replay)).await.unwrap();
 
     let failing = SessionManager::from_shared(
         store.clone(),
         Arc::new(ScriptedAdapter::new().failing(Error::new(ErrorCode::ProviderUnavailable, "connection refused"))),
     );
-    let third = failing.start_run(&session.id, RunInput::user("Deploy"), StartRunOptions::default()).await.unwrap();
-    let err = failing.execute_run(&third.id, ExecuteOptions::default()).await.unwrap_err();
+    let third = failing.start_run(&session.id, RunInput::user("Deploy"), RunOptions::default()).await.unwrap();
+    let err = failing.execute_run(&third.id, RunOptions::default()).await.unwrap_err();
     assert!(err.is_retryable());
 
-    let pending = ok.start_run(&session.id, RunInput::user("Never mind"), StartRunOptions::default()).await.unwrap();
+    let pending = ok.start_run(&session.id, RunInput::user("Never mind"), RunOptions::default()).await.unwrap();
     ok.cancel_run(&pending.id).await.unwrap();
     ok.complete_session(&session.id).await.unwrap();
     session.id
@@ -72,8 +72,8 @@ async fn fork_story(store: Arc<dyn SessionStore>, parent: &SessionId) {
     assert_eq!(statuses, vec![RunStatus::Completed, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled]);
 
     manager.activate_session(&fork.session.id).await.unwrap();
-    let run = manager.start_run(&fork.session.id, RunInput::user("Branch"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default().continuation(Continuation::Auto)).await.unwrap();
+    let run = manager.start_run(&fork.session.id, RunInput::user("Branch"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default().continuation(Continuation::Auto)).await.unwrap();
     let replayed = scripted.requests().pop().unwrap().transcript.unwrap();
     let texts: Vec<_> = replayed.messages.iter().filter_map(|m| m.content.as_deref()).collect();
     assert_eq!(texts, vec!["Fix the test", "Fixed it.", "And the docs", "Fixed it.", "Deploy"]);
@@ -155,8 +155,8 @@ mod claude_cli {
     async fn run(manager: &SessionManager) -> (SessionId, RunId, Result<RunResult>) {
         let session = manager.start_session(NewSession::new("claude")).await.unwrap();
         manager.activate_session(&session.id).await.unwrap();
-        let run = manager.start_run(&session.id, RunInput::user("hello"), StartRunOptions::default()).await.unwrap();
-        let result = manager.execute_run(&run.id, ExecuteOptions::default()).await;
+        let run = manager.start_run(&session.id, RunInput::user("hello"), RunOptions::default()).await.unwrap();
+        let result = manager.execute_run(&run.id, RunOptions::default()).await;
         (session.id, run.id, result)
     }
 
@@ -211,13 +211,13 @@ mod claude_cli {
         let (manager, _dir) = manager(&script);
         let session = manager.start_session(NewSession::new("claude")).await.unwrap();
         manager.activate_session(&session.id).await.unwrap();
-        let run = manager.start_run(&session.id, RunInput::user("hello"), StartRunOptions::default()).await.unwrap();
+        let run = manager.start_run(&session.id, RunInput::user("hello"), RunOptions::default()).await.unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let task = {
             let manager = manager.clone();
             let run_id = run.id.clone();
             tokio::spawn(async move {
-                let options = ExecuteOptions::default().on_event(move |e| {
+                let options = RunOptions::default().on_event(move |e| {
                     if e.kind == EventKind::MessageStreamed && e.data["delta"] == "chunk2 " {
                         let _ = tx.send(());
                     }

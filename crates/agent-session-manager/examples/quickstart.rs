@@ -19,12 +19,12 @@ async fn main() -> Result<()> {
     println!("session {}", session.id);
 
     for prompt in ["Fix the failing test", "Now explain the fix in one line"] {
-        let run = manager.start_run(&session.id, RunInput::user(prompt), StartRunOptions::default()).await?;
+        let run = manager.start_run(&session.id, RunInput::user(prompt), RunOptions::default()).await?;
         println!("\nrun {} <- {prompt:?}", run.id);
         let result = manager
             .execute_run(
                 &run.id,
-                ExecuteOptions::default().continuation(Continuation::Auto).on_event(|event| {
+                RunOptions::default().continuation(Continuation::Auto).on_event(|event| {
                     println!("  #{:<3} {:<22} {}", event.sequence.unwrap_or(0), event.kind, summary(event));
                 }),
             )

@@ -25,7 +25,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<()> {
 //! let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("Done."));
-//! let once = manager.run_once(RunInput::user("Fix the failing test"), RunOnceOptions::default()).await?;
+//! let once = manager.run_once(RunInput::user("Fix the failing test"), RunOptions::default()).await?;
 //! assert_eq!(once.output().content, "Done.");
 //!
 //! let events = manager.session_events(&once.session_id, EventQuery::new().after(2).limit(3)).await?;
@@ -124,8 +124,7 @@ pub mod prelude {
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
-        ConcurrencyLimiter, Continuation, ExecuteOptions, ForkPoint, NewSession, RunOnceOptions, RunOptions, RunResult,
-        ServerConfig, SessionManager, SessionServer, SessionSupervisor, StartRunOptions, StreamOptions,
-        SubscribeOptions,
+        ConcurrencyLimiter, Continuation, ForkPoint, NewSession, RunOptions, RunResult, ServerConfig, SessionManager,
+        SessionServer, SessionSupervisor, StreamOptions, SubscribeOptions,
     };
 }

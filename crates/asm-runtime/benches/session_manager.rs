@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use asm_core::{Event, EventKind, RunInput, Session, SessionId};
 use asm_ports::{EventSink, ExecuteRequest, ProviderAdapter, ProviderEvent};
-use asm_runtime::{ExecuteOptions, NewSession, SessionManager, StartRunOptions};
+use asm_runtime::{NewSession, RunOptions, SessionManager};
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -67,11 +67,9 @@ fn bench(c: &mut Criterion) {
                 let start = Instant::now();
                 rt.block_on(async {
                     for _ in 0..n {
-                        let run = manager
-                            .start_run(&session_id, RunInput::user("go"), StartRunOptions::default())
-                            .await
-                            .unwrap();
-                        manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+                        let run =
+                            manager.start_run(&session_id, RunInput::user("go"), RunOptions::default()).await.unwrap();
+                        manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
                     }
                 });
                 timed += start.elapsed();

@@ -16,10 +16,7 @@ use std::time::{Duration, Instant};
 
 use asm_core::{Event, EventKind, RunInput, SessionId};
 use asm_ports::{SessionStore, SessionStoreExt};
-use asm_runtime::{
-    ExecuteOptions, NewSession, RunOptions, ServerConfig, SessionManager, SessionServer, StartRunOptions,
-    SubscribeOptions,
-};
+use asm_runtime::{NewSession, RunOptions, ServerConfig, SessionManager, SessionServer, SubscribeOptions};
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -58,8 +55,8 @@ fn submit_to_complete(c: &mut Criterion) {
                 let session_id = session_id.clone();
                 async move {
                     let run =
-                        manager.start_run(&session_id, RunInput::user("go"), StartRunOptions::default()).await.unwrap();
-                    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap()
+                        manager.start_run(&session_id, RunInput::user("go"), RunOptions::default()).await.unwrap();
+                    manager.execute_run(&run.id, RunOptions::default()).await.unwrap()
                 }
             });
         });

@@ -18,7 +18,7 @@ use asm_ports::{
 };
 
 use crate::manager::{ActiveRun, CancelRequest, RUNTIME_PROVIDER, SessionManager};
-use crate::options::{Continuation, EventCallback, ExecuteOptions, RunResult};
+use crate::options::{Continuation, EventCallback, RunOptions, RunResult};
 
 /// How long a cancelled adapter may take to stop before its future is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
@@ -33,7 +33,7 @@ pub(crate) struct Execution {
     manager: SessionManager,
     session: Session,
     run: Run,
-    options: ExecuteOptions,
+    options: RunOptions,
     transcript: Option<Transcript>,
     resume: Option<String>,
     /// `resume` is the parent's handle of a fork, to branch from (see `fork.rs`).
@@ -74,7 +74,7 @@ impl Execution {
     pub(crate) async fn prepare(
         manager: SessionManager,
         run_id: &RunId,
-        options: ExecuteOptions,
+        options: RunOptions,
         claimed: Option<Arc<ActiveRun>>,
     ) -> Result<Self> {
         // Registered before the first read, so that a cancel arriving at any point from here on
@@ -120,11 +120,11 @@ impl Execution {
         }
         let mut handle = provider_handle(&session, adapter.name());
         let parent_handle =
-            crate::fork::fork_handle(&manager, &session, handle.is_some(), options.continuation).await?;
+            crate::fork::fork_handle(&manager, &session, handle.is_some(), options.continuation_mode()).await?;
         let fork = parent_handle.is_some();
         handle = handle.or(parent_handle);
         let native = adapter.supports_native_resume() && handle.is_some();
-        let (replay, resume) = match options.continuation {
+        let (replay, resume) = match options.continuation_mode() {
             Continuation::None => (false, None),
             Continuation::Replay => (true, None),
             Continuation::Auto if native => (false, handle),
@@ -142,7 +142,7 @@ impl Execution {
         };
         let transcript = match (&options.transcript_cache, replay) {
             (_, false) => None,
-            (Some(cache), true) => Some(cache.transcript(&**store, &session.id, options.transcript).await?),
+            (Some(cache), true) => Some(cache.transcript(&**store, &session.id, options.transcript_bounds()).await?),
             (None, true) => Some(build_transcript(&manager, &session.id, &options).await?),
         };
 
@@ -606,9 +606,9 @@ fn provider_handle(session: &Session, provider: &str) -> Option<String> {
 async fn build_transcript(
     manager: &SessionManager,
     session_id: &SessionId,
-    options: &ExecuteOptions,
+    options: &RunOptions,
 ) -> Result<Transcript> {
-    let builder = TranscriptBuilder::new(options.transcript);
+    let builder = TranscriptBuilder::new(options.transcript_bounds());
     let mut transcript = builder.from_events(session_id, &[]);
     let mut after = 0;
     loop {

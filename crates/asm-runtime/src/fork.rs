@@ -171,15 +171,15 @@ impl SessionManager {
     ///
     /// ```
     /// use asm_core::RunInput;
-    /// use asm_runtime::{ExecuteOptions, ForkPoint, NewSession, SessionManager, StartRunOptions};
+    /// use asm_runtime::{RunOptions, ForkPoint, NewSession, SessionManager};
     /// # use asm_store_memory::InMemorySessionStore;
     /// # use asm_testkit::ScriptedAdapter;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> asm_core::Result<()> {
     /// let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("Hi!"));
     /// let parent = manager.start_session(NewSession::new("agent")).await?;
     /// manager.activate_session(&parent.id).await?;
-    /// let run = manager.start_run(&parent.id, RunInput::user("Hello"), StartRunOptions::default()).await?;
-    /// manager.execute_run(&run.id, ExecuteOptions::default()).await?;
+    /// let run = manager.start_run(&parent.id, RunInput::user("Hello"), RunOptions::default()).await?;
+    /// manager.execute_run(&run.id, RunOptions::default()).await?;
     ///
     /// let fork = manager.fork_session(&parent.id, ForkPoint::after_run(run.id)).await?;
     /// assert_eq!(fork.session.parent_session_id.as_ref(), Some(&parent.id));

@@ -19,7 +19,7 @@
 //! provider.
 //!
 //! ```
-//! use asm_runtime::{ExecuteOptions, NewSession, SessionManager, StartRunOptions};
+//! use asm_runtime::{RunOptions, NewSession, SessionManager};
 //! use asm_core::{RunInput, RunStatus};
 //! # use asm_store_memory::InMemorySessionStore;
 //! # use asm_testkit::ScriptedAdapter;
@@ -27,8 +27,8 @@
 //! let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("Hi!"));
 //! let session = manager.start_session(NewSession::new("my-agent")).await?;
 //! manager.activate_session(&session.id).await?;
-//! let run = manager.start_run(&session.id, RunInput::user("Hello"), StartRunOptions::default()).await?;
-//! let result = manager.execute_run(&run.id, ExecuteOptions::default()).await?;
+//! let run = manager.start_run(&session.id, RunInput::user("Hello"), RunOptions::default()).await?;
+//! let result = manager.execute_run(&run.id, RunOptions::default()).await?;
 //! assert_eq!(result.run.status, RunStatus::Completed);
 //! assert_eq!(result.output().content, "Hi!");
 //! # Ok(()) }
@@ -55,10 +55,9 @@ pub use fork::{FORK_METADATA_KEY, FORKED_FROM_KEY, ForkContinuation, ForkPoint, 
 pub use limiter::{ConcurrencyLimiter, LimiterConfig, LimiterStatus, RunPermit, SessionPermit};
 pub use manager::SessionManager;
 pub use options::{
-    Continuation, EventCallback, ExecuteOptions, NewSession, RunOnceOptions, RunOnceResult, RunResult, StartRunOptions,
-    StreamMode, StreamOptions,
+    Continuation, EventCallback, NewSession, RunOnceResult, RunOptions, RunResult, StreamMode, StreamOptions,
 };
-pub use server::{RunOptions, ServerConfig, ServerStatus, SessionServer, ShutdownPolicy};
+pub use server::{ServerConfig, ServerStatus, SessionServer, ShutdownPolicy};
 pub use stream::EventStream;
 pub use subscription::{EventSubscription, SubscribeOptions};
 pub use supervisor::SessionSupervisor;

@@ -15,9 +15,7 @@ use asm_ports::{
 };
 
 use crate::execution::Execution;
-use crate::options::{
-    ExecuteOptions, NewSession, RunOnceOptions, RunOnceResult, RunResult, StartRunOptions, StreamOptions,
-};
+use crate::options::{NewSession, RunOnceResult, RunOptions, RunResult, StreamOptions};
 use crate::stream::EventStream;
 
 /// The provider name the runtime records on the events it writes itself.
@@ -273,7 +271,7 @@ impl SessionManager {
     /// [`ErrorCode::InvalidOperation`] when the session is not active,
     /// [`ErrorCode::MissingRequiredCapability`]. Nothing is written on error.
     #[tracing::instrument(skip_all, fields(session_id = %session_id))]
-    pub async fn start_run(&self, session_id: &SessionId, input: RunInput, options: StartRunOptions) -> Result<Run> {
+    pub async fn start_run(&self, session_id: &SessionId, input: RunInput, options: RunOptions) -> Result<Run> {
         input.validate()?;
         let session = self.inner.store.get_session(session_id).await?;
         if session.status != SessionStatus::Active {
@@ -309,7 +307,7 @@ impl SessionManager {
     /// not pending), [`ErrorCode::InvalidOperation`] (session not active, native continuation
     /// impossible). After the run started, the error that ended it (the run is stored in its
     /// terminal state).
-    pub async fn execute_run(&self, run_id: &RunId, options: ExecuteOptions) -> Result<RunResult> {
+    pub async fn execute_run(&self, run_id: &RunId, options: RunOptions) -> Result<RunResult> {
         let span = tracing::info_span!("execute_run", run_id = %run_id, provider = self.inner.adapter.name());
         Execution::prepare(self.clone(), run_id, options, None)
             .instrument(span.clone())
@@ -347,7 +345,7 @@ impl SessionManager {
     pub(crate) async fn execute_claimed(
         &self,
         run_id: &RunId,
-        options: ExecuteOptions,
+        options: RunOptions,
         claim: Arc<ActiveRun>,
     ) -> Result<RunResult> {
         let span = tracing::info_span!("execute_run", run_id = %run_id, provider = self.inner.adapter.name());
@@ -444,21 +442,29 @@ impl SessionManager {
             .with_detail("run_id", run_id.as_str()))
     }
 
-    /// Creates a session, runs `input` once and completes the session (fails it when the run
-    /// fails).
+    /// Creates a session (agent id: the adapter's name), runs `input` once with `options` and
+    /// completes the session (fails it when the run fails). See
+    /// [`run_once_in`](Self::run_once_in) to describe the session.
     ///
     /// # Errors
     /// The first error of the steps; the session is marked failed when a run step failed.
-    #[tracing::instrument(skip_all)]
-    pub async fn run_once(&self, input: RunInput, options: RunOnceOptions) -> Result<RunOnceResult> {
+    pub async fn run_once(&self, input: RunInput, options: RunOptions) -> Result<RunOnceResult> {
+        self.run_once_in(NewSession::new(self.inner.adapter.name()), input, options).await
+    }
+
+    /// [`run_once`](Self::run_once) in a session described by `new`.
+    ///
+    /// # Errors
+    /// As [`run_once`](Self::run_once).
+    #[tracing::instrument(skip_all, fields(agent_id = %new.agent_id))]
+    pub async fn run_once_in(&self, new: NewSession, input: RunInput, options: RunOptions) -> Result<RunOnceResult> {
         input.validate()?;
-        options.execute.validate()?;
-        let new = options.session.unwrap_or_else(|| NewSession::new(self.inner.adapter.name()));
+        options.validate()?;
         let session = self.start_session(new).await?;
         self.activate_session(&session.id).await?;
         let outcome = async {
-            let run = self.start_run(&session.id, input, options.start).await?;
-            self.execute_run(&run.id, options.execute).await
+            let run = self.start_run(&session.id, input, options.clone()).await?;
+            self.execute_run(&run.id, options).await
         }
         .await;
         match outcome {

@@ -66,33 +66,6 @@ impl NewSession {
     }
 }
 
-/// Capability requirements checked when a run is created.
-#[derive(Clone, Debug, Default)]
-pub struct StartRunOptions {
-    pub(crate) required: Vec<CapabilityType>,
-    pub(crate) optional: Vec<CapabilityType>,
-}
-
-impl StartRunOptions {
-    /// No requirements.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// The adapter must have an enabled capability of this type, or the run is not created
-    /// ([`ErrorCode::MissingRequiredCapability`]).
-    #[must_use]
-    pub fn require(mut self, kind: CapabilityType) -> Self {
-        self.required.push(kind);
-        self
-    }
-    /// Nice to have: when missing, the run is created in degraded mode with a warning.
-    #[must_use]
-    pub fn prefer(mut self, kind: CapabilityType) -> Self {
-        self.optional.push(kind);
-        self
-    }
-}
-
 /// How a run continues the session's conversation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -112,52 +85,70 @@ pub enum Continuation {
 /// A callback that sees every event of a run after it is persisted (with its sequence).
 pub type EventCallback = Arc<dyn Fn(&Event) + Send + Sync>;
 
-/// Options of [`SessionManager::execute_run`](crate::SessionManager::execute_run).
+/// The options of one run, everywhere a run is started or executed:
+/// [`SessionManager::start_run`](crate::SessionManager::start_run) (capability requirements),
+/// [`SessionManager::execute_run`](crate::SessionManager::execute_run) (everything else),
+/// [`SessionManager::run_once`](crate::SessionManager::run_once) and
+/// [`SessionServer::submit_run`](crate::SessionServer::submit_run) (both), and a server's
+/// defaults ([`ServerConfig::defaults`](crate::ServerConfig::defaults)).
+///
+/// Every setting is optional: what a run does not set comes from the server's defaults (when
+/// there is a server), then from the built-in defaults (no continuation, the transcript
+/// defaults, no deadline beyond the 7-day cap, no hooks). Merging a run's options over defaults:
+/// set values win, adapter options merge key by key (objects one level deep), hooks and event
+/// callbacks of both run (defaults first).
 ///
 /// ```
-/// use asm_runtime::{Continuation, ExecuteOptions};
+/// use asm_core::CapabilityType;
+/// use asm_runtime::{Continuation, RunOptions};
 /// use std::time::Duration;
-/// let opts = ExecuteOptions::default()
+/// let opts = RunOptions::new()
+///     .require(CapabilityType::Tool)
 ///     .continuation(Continuation::Auto)
 ///     .timeout(Duration::from_secs(600))
+///     .adapter_option("model", "claude-sonnet-4-5")
 ///     .on_event(|e| println!("{:?} {}", e.sequence, e.kind));
 /// # let _ = opts;
 /// ```
 #[derive(Clone, Default)]
-pub struct ExecuteOptions {
-    pub(crate) continuation: Continuation,
-    pub(crate) transcript: TranscriptOptions,
+pub struct RunOptions {
+    pub(crate) continuation: Option<Continuation>,
+    pub(crate) transcript: Option<TranscriptOptions>,
     pub(crate) adapter_options: JsonMap,
     pub(crate) timeout: Option<Duration>,
     pub(crate) hooks: Vec<Arc<dyn RunHook>>,
     pub(crate) on_event: Option<EventCallback>,
     pub(crate) transcript_cache: Option<TranscriptCache>,
+    pub(crate) required: Vec<CapabilityType>,
+    pub(crate) optional: Vec<CapabilityType>,
 }
 
-impl ExecuteOptions {
-    /// Default options: no continuation, no deadline beyond the 7-day cap, no hooks.
+impl RunOptions {
+    /// Nothing set: the defaults apply.
     pub fn new() -> Self {
         Self::default()
     }
     /// Sets the continuation mode.
     #[must_use]
     pub fn continuation(mut self, continuation: Continuation) -> Self {
-        self.continuation = continuation;
+        self.continuation = Some(continuation);
         self
     }
     /// Sets how the replayed transcript is truncated.
     #[must_use]
     pub fn transcript_options(mut self, options: TranscriptOptions) -> Self {
-        self.transcript = options;
+        self.transcript = Some(options);
         self
     }
-    /// Adds an adapter option.
+    /// Adds an adapter option (the keys each adapter accepts are documented by the adapter).
     #[must_use]
     pub fn adapter_option(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
         self.adapter_options.insert(key.into(), value.into());
         self
     }
-    /// The run must finish within `timeout`, or it ends as `timeout` with a `run_timeout` event.
+    /// The run must finish within `timeout`, or it ends as `timeout` with a `run_timeout` event
+    /// (a run's execution deadline, not the wait of
+    /// [`SessionServer::await_run`](crate::SessionServer::await_run)).
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -182,15 +173,67 @@ impl ExecuteOptions {
         self.transcript_cache = Some(cache);
         self
     }
+    /// The adapter must have an enabled capability of this type, or the run is not created
+    /// ([`ErrorCode::MissingRequiredCapability`]).
+    #[must_use]
+    pub fn require(mut self, kind: CapabilityType) -> Self {
+        self.required.push(kind);
+        self
+    }
+    /// Nice to have: when missing, the run is created in degraded mode with a warning.
+    #[must_use]
+    pub fn prefer(mut self, kind: CapabilityType) -> Self {
+        self.optional.push(kind);
+        self
+    }
+
+    /// `self` merged over `defaults` (see the type's docs).
+    pub(crate) fn merge_over(self, defaults: &RunOptions) -> RunOptions {
+        let mut options = defaults.clone();
+        options.continuation = self.continuation.or(options.continuation);
+        options.transcript = self.transcript.or(options.transcript);
+        options.timeout = self.timeout.or(options.timeout);
+        options.transcript_cache = self.transcript_cache.or(options.transcript_cache);
+        for (key, value) in self.adapter_options {
+            match (options.adapter_options.get_mut(&key), value) {
+                (Some(serde_json::Value::Object(base)), serde_json::Value::Object(over)) => base.extend(over),
+                (_, value) => {
+                    options.adapter_options.insert(key, value);
+                }
+            }
+        }
+        options.hooks.extend(self.hooks);
+        options.on_event = match (options.on_event.take(), self.on_event) {
+            (Some(first), Some(second)) => Some(Arc::new(move |event: &Event| {
+                first(event);
+                second(event);
+            })),
+            (first, second) => second.or(first),
+        };
+        options.required.extend(self.required);
+        options.optional.extend(self.optional);
+        options
+    }
+
+    /// The continuation mode in effect.
+    pub(crate) fn continuation_mode(&self) -> Continuation {
+        self.continuation.unwrap_or_default()
+    }
+
+    /// The transcript bounds in effect.
+    pub(crate) fn transcript_bounds(&self) -> TranscriptOptions {
+        self.transcript.unwrap_or_default()
+    }
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.timeout == Some(Duration::ZERO) {
-            return Err(Error::new(ErrorCode::InvalidInput, "execute timeout must be greater than zero"));
+            return Err(Error::new(ErrorCode::InvalidInput, "run timeout must be greater than zero"));
         }
-        if matches!(self.transcript.max_messages, Some(0))
-            || matches!(self.transcript.max_chars, Some(0))
-            || matches!(self.transcript.max_tokens_approx, Some(0))
-            || self.transcript.chars_per_token == 0
+        let transcript = self.transcript_bounds();
+        if matches!(transcript.max_messages, Some(0))
+            || matches!(transcript.max_chars, Some(0))
+            || matches!(transcript.max_tokens_approx, Some(0))
+            || transcript.chars_per_token == 0
         {
             return Err(Error::new(ErrorCode::InvalidInput, "transcript limits must be greater than zero"));
         }
@@ -202,9 +245,9 @@ impl ExecuteOptions {
     }
 }
 
-impl fmt::Debug for ExecuteOptions {
+impl fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ExecuteOptions")
+        f.debug_struct("RunOptions")
             .field("continuation", &self.continuation)
             .field("transcript", &self.transcript)
             .field("adapter_options", &self.adapter_options)
@@ -212,6 +255,8 @@ impl fmt::Debug for ExecuteOptions {
             .field("hooks", &self.hooks)
             .field("on_event", &self.on_event.as_ref().map(|_| "Fn(&Event)"))
             .field("transcript_cache", &self.transcript_cache)
+            .field("required", &self.required)
+            .field("optional", &self.optional)
             .finish()
     }
 }
@@ -236,39 +281,6 @@ impl RunResult {
     /// Tokens used.
     pub fn token_usage(&self) -> TokenUsage {
         self.run.token_usage
-    }
-}
-
-/// Options of [`SessionManager::run_once`](crate::SessionManager::run_once).
-#[derive(Clone, Debug, Default)]
-pub struct RunOnceOptions {
-    pub(crate) session: Option<NewSession>,
-    pub(crate) start: StartRunOptions,
-    pub(crate) execute: ExecuteOptions,
-}
-
-impl RunOnceOptions {
-    /// Defaults: a session whose agent id is the adapter name.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// The session to create.
-    #[must_use]
-    pub fn session(mut self, session: NewSession) -> Self {
-        self.session = Some(session);
-        self
-    }
-    /// Capability requirements.
-    #[must_use]
-    pub fn start(mut self, start: StartRunOptions) -> Self {
-        self.start = start;
-        self
-    }
-    /// Execution options.
-    #[must_use]
-    pub fn execute(mut self, execute: ExecuteOptions) -> Self {
-        self.execute = execute;
-        self
     }
 }
 

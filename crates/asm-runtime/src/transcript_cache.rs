@@ -22,7 +22,7 @@ pub(crate) const TRANSCRIPT_PAGE: usize = 1_000;
 /// callers are serialised, so the log is read once for all of them.
 ///
 /// A cheap, cloneable, `Send + Sync` handle. Every [`SessionServer`](crate::SessionServer) has
-/// one; pass one to [`ExecuteOptions::transcript_cache`](crate::ExecuteOptions::transcript_cache)
+/// one; pass one to [`RunOptions::transcript_cache`](crate::RunOptions::transcript_cache)
 /// to use it with a [`SessionManager`](crate::SessionManager) directly.
 ///
 /// ```

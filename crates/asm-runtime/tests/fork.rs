@@ -21,8 +21,8 @@ use asm_ports::{
     RunQuery, SessionQuery, SessionStore, StoreCapabilities,
 };
 use asm_runtime::{
-    Continuation, ExecuteOptions, FORK_METADATA_KEY, FORKED_FROM_KEY, ForkContinuation, ForkPoint, NewSession,
-    ReplayReason, RunResult, SessionManager, StartRunOptions,
+    Continuation, FORK_METADATA_KEY, FORKED_FROM_KEY, ForkContinuation, ForkPoint, NewSession, ReplayReason,
+    RunOptions, RunResult, SessionManager,
 };
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
@@ -142,8 +142,8 @@ async fn say_with(
     prompt: &str,
     mode: Continuation,
 ) -> Result<RunResult> {
-    let run = manager.start_run(session, RunInput::user(prompt), StartRunOptions::default()).await?;
-    manager.execute_run(&run.id, ExecuteOptions::default().continuation(mode)).await
+    let run = manager.start_run(session, RunInput::user(prompt), RunOptions::default()).await?;
+    manager.execute_run(&run.id, RunOptions::default().continuation(mode)).await
 }
 
 async fn say(manager: &SessionManager, session: &SessionId, prompt: &str) -> RunResult {
@@ -354,8 +354,8 @@ async fn copies_are_renumbered_from_one_in_several_batches_and_point_to_their_or
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying(&words.join(" ")));
     let parent = active_session(&manager).await;
     for prompt in ["one", "two"] {
-        let run = manager.start_run(&parent, RunInput::user(prompt), StartRunOptions::default()).await.unwrap();
-        manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+        let run = manager.start_run(&parent, RunInput::user(prompt), RunOptions::default()).await.unwrap();
+        manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     }
     let parent_session = manager.get_session(&parent).await.unwrap();
     let originals = all_events(&manager, &parent).await;
@@ -439,10 +439,10 @@ async fn a_fork_after_a_run_cancelled_for_approval_keeps_the_approval_request() 
     let store: Arc<dyn SessionStore> = Arc::new(InMemorySessionStore::new());
     let manager = SessionManager::from_shared(store, Arc::new(ScriptedAdapter::new().hanging()));
     let parent = active_session(&manager).await;
-    let run = manager.start_run(&parent, RunInput::user("rm -rf"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&parent, RunInput::user("rm -rf"), RunOptions::default()).await.unwrap();
     let task = tokio::spawn({
         let (manager, run) = (manager.clone(), run.id.clone());
-        async move { manager.execute_run(&run, ExecuteOptions::default()).await }
+        async move { manager.execute_run(&run, RunOptions::default()).await }
     });
     wait_until_running(&manager, &run.id).await;
     let mut approval = JsonMap::new();
@@ -468,24 +468,24 @@ async fn forking_inside_an_unfinished_run_is_invalid_operation_and_writes_nothin
     let hanging = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::new().hanging()));
     let quick = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::replying("ok")));
     let parent = active_session(&quick).await;
-    let done = quick.start_run(&parent, RunInput::user("first"), StartRunOptions::default()).await.unwrap();
-    quick.execute_run(&done.id, ExecuteOptions::default()).await.unwrap();
+    let done = quick.start_run(&parent, RunInput::user("first"), RunOptions::default()).await.unwrap();
+    quick.execute_run(&done.id, RunOptions::default()).await.unwrap();
 
     // A pending run.
-    let pending = quick.start_run(&parent, RunInput::user("later"), StartRunOptions::default()).await.unwrap();
+    let pending = quick.start_run(&parent, RunInput::user("later"), RunOptions::default()).await.unwrap();
     let err = quick.fork_session(&parent, ForkPoint::after_run(pending.id.clone())).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidOperation);
     quick.cancel_run(&pending.id).await.unwrap();
 
     // A running run, and a run that finished while it was in flight.
-    let slow = hanging.start_run(&parent, RunInput::user("slow"), StartRunOptions::default()).await.unwrap();
+    let slow = hanging.start_run(&parent, RunInput::user("slow"), RunOptions::default()).await.unwrap();
     let task = tokio::spawn({
         let (manager, run) = (hanging.clone(), slow.id.clone());
-        async move { manager.execute_run(&run, ExecuteOptions::default()).await }
+        async move { manager.execute_run(&run, RunOptions::default()).await }
     });
     wait_until_running(&hanging, &slow.id).await;
-    let during = quick.start_run(&parent, RunInput::user("meanwhile"), StartRunOptions::default()).await.unwrap();
-    quick.execute_run(&during.id, ExecuteOptions::default()).await.unwrap();
+    let during = quick.start_run(&parent, RunInput::user("meanwhile"), RunOptions::default()).await.unwrap();
+    quick.execute_run(&during.id, RunOptions::default()).await.unwrap();
     let sessions = session_count(&*store).await;
     let parent_before = snapshot(&quick, &parent).await;
 
@@ -523,8 +523,8 @@ async fn unknown_sessions_and_foreign_runs_are_typed_errors() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("ok"));
     let a = active_session(&manager).await;
     let b = active_session(&manager).await;
-    let run = manager.start_run(&b, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    let run = manager.start_run(&b, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
 
     let err = manager.fork_session(&SessionId::new(), ForkPoint::Latest).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::SessionNotFound);
@@ -641,8 +641,8 @@ async fn flaky_parent() -> (Arc<FlakyStore>, SessionManager, SessionId) {
     let words: Vec<String> = (0..700).map(|i| format!("w{i}")).collect();
     let manager = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::replying(&words.join(" "))));
     let parent = active_session(&manager).await;
-    let run = manager.start_run(&parent, RunInput::user("go"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    let run = manager.start_run(&parent, RunInput::user("go"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     *store.allowed.lock() = Some(parent.clone());
     store.budget.store(1, Ordering::SeqCst); // the first batch lands, the second fails
     (store, manager, parent)

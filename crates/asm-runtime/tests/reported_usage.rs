@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use asm_core::{Error, ErrorCode, EventKind, Run, RunInput, RunStatus, SessionId, TokenUsage, keys};
 use asm_ports::{EventQuery, ProviderEvent};
-use asm_runtime::{ExecuteOptions, NewSession, SessionManager, StartRunOptions};
+use asm_runtime::{NewSession, RunOptions, SessionManager};
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 
@@ -44,7 +44,7 @@ async fn setup(adapter: ScriptedAdapter) -> (SessionManager, SessionId, Run) {
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = manager.start_session(NewSession::new("agent")).await.unwrap();
     manager.activate_session(&session.id).await.unwrap();
-    let run = manager.start_run(&session.id, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session.id, RunInput::user("x"), RunOptions::default()).await.unwrap();
     (manager, session.id, run)
 }
 
@@ -71,7 +71,7 @@ async fn a_failed_run_keeps_the_reported_usage_and_cost() {
     let adapter = reporting(ScriptedAdapter::new())
         .failing(Error::new(ErrorCode::ProviderError, "Reached maximum number of turns (2)"));
     let (manager, session, run) = setup(adapter).await;
-    let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+    let err = manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderError);
     assert_kept(&manager, &session, &run, RunStatus::Failed, EventKind::RunFailed).await;
 }
@@ -84,7 +84,7 @@ async fn a_cancelled_run_keeps_the_reported_usage_and_cost() {
         let manager = manager.clone();
         let run_id = run.id.clone();
         tokio::spawn(async move {
-            let options = ExecuteOptions::default().on_event(move |e| {
+            let options = RunOptions::default().on_event(move |e| {
                 if e.kind == EventKind::TokenUsageUpdated && e.data[keys::USAGE_MODE] == "cumulative" {
                     let _ = tx.send(());
                 }
@@ -102,8 +102,7 @@ async fn a_cancelled_run_keeps_the_reported_usage_and_cost() {
 #[tokio::test]
 async fn a_timed_out_run_keeps_the_reported_usage_and_cost() {
     let (manager, session, run) = setup(reporting(ScriptedAdapter::new()).hanging()).await;
-    let err =
-        manager.execute_run(&run.id, ExecuteOptions::default().timeout(Duration::from_secs(1))).await.unwrap_err();
+    let err = manager.execute_run(&run.id, RunOptions::default().timeout(Duration::from_secs(1))).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Timeout);
     assert_kept(&manager, &session, &run, RunStatus::Timeout, EventKind::RunTimeout).await;
 }
@@ -112,7 +111,7 @@ async fn a_timed_out_run_keeps_the_reported_usage_and_cost() {
 async fn a_failed_run_without_reports_records_zero_usage_and_no_cost() {
     let adapter = ScriptedAdapter::new().failing(Error::new(ErrorCode::ProviderUnavailable, "down"));
     let (manager, session, run) = setup(adapter).await;
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
     let stored = manager.get_run(&run.id).await.unwrap();
     assert!(stored.token_usage.is_zero());
     assert_eq!(stored.cost_usd, None);
@@ -131,7 +130,7 @@ async fn an_orphaned_run_cancelled_in_the_store_keeps_its_usage() {
     let crashed = SessionManager::new(store.clone(), ScriptedAdapter::new());
     let session = crashed.start_session(NewSession::new("agent")).await.unwrap();
     crashed.activate_session(&session.id).await.unwrap();
-    let mut run = crashed.start_run(&session.id, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let mut run = crashed.start_run(&session.id, RunInput::user("x"), RunOptions::default()).await.unwrap();
     // What the dead process left behind: a running run and the usage its provider reported.
     run.transition(RunStatus::Running).unwrap();
     let store = crashed.store().clone();

@@ -17,9 +17,7 @@ use asm_ports::{
     EventQuery, ExecuteOutcome, HookAction, ProviderEvent, RunContext, RunFinish, RunHook, RunQuery, SessionQuery,
     SessionStore,
 };
-use asm_runtime::{
-    Continuation, ExecuteOptions, NewSession, RunOnceOptions, SessionManager, StartRunOptions, StreamOptions,
-};
+use asm_runtime::{Continuation, NewSession, RunOptions, SessionManager, StreamOptions};
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 
@@ -69,11 +67,11 @@ fn assert_log_invariants(events: &[Event]) {
 async fn a_run_persists_every_event_in_order_before_the_callback_sees_it() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("Hello there world"));
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("Hi"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("Hi"), RunOptions::default()).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let result = manager
-        .execute_run(&run.id, ExecuteOptions::default().on_event(move |e| sink.lock().push(e.clone())))
+        .execute_run(&run.id, RunOptions::default().on_event(move |e| sink.lock().push(e.clone())))
         .await
         .unwrap();
 
@@ -122,7 +120,7 @@ async fn capability_negotiation() {
     let session = active_session(&manager).await;
 
     let err = manager
-        .start_run(&session, RunInput::user("x"), StartRunOptions::new().require(CapabilityType::FileAccess))
+        .start_run(&session, RunInput::user("x"), RunOptions::new().require(CapabilityType::FileAccess))
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::MissingRequiredCapability);
@@ -132,13 +130,13 @@ async fn capability_negotiation() {
         .start_run(
             &session,
             RunInput::user("x"),
-            StartRunOptions::new().require(CapabilityType::CodeExecution).prefer(CapabilityType::NetworkAccess),
+            RunOptions::new().require(CapabilityType::CodeExecution).prefer(CapabilityType::NetworkAccess),
         )
         .await
         .unwrap();
     assert_eq!(run.metadata["capability_negotiation"]["status"], "degraded");
     let run = manager
-        .start_run(&session, RunInput::user("x"), StartRunOptions::new().require(CapabilityType::CodeExecution))
+        .start_run(&session, RunInput::user("x"), RunOptions::new().require(CapabilityType::CodeExecution))
         .await
         .unwrap();
     assert_eq!(run.metadata["capability_negotiation"]["status"], "full");
@@ -151,8 +149,8 @@ async fn provider_failure_fails_the_run_with_one_terminal_event() {
         .failing(Error::new(ErrorCode::ProviderRateLimited, "429 Too Many Requests"));
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderRateLimited);
     assert!(err.is_retryable());
 
@@ -175,9 +173,8 @@ async fn provider_failure_fails_the_run_with_one_terminal_event() {
 async fn deadline_ends_the_run_as_timeout() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::new().hanging());
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err =
-        manager.execute_run(&run.id, ExecuteOptions::default().timeout(Duration::from_millis(50))).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default().timeout(Duration::from_millis(50))).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Timeout);
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Timeout);
     let events = all_events(&manager, &session).await;
@@ -192,7 +189,7 @@ async fn cancelling_an_in_flight_run_stops_the_provider() {
         .hanging();
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = {
@@ -202,7 +199,7 @@ async fn cancelling_an_in_flight_run_stops_the_provider() {
             manager
                 .execute_run(
                     &run_id,
-                    ExecuteOptions::default().on_event(move |e| {
+                    RunOptions::default().on_event(move |e| {
                         let _ = tx.send(e.kind);
                     }),
                 )
@@ -232,11 +229,11 @@ async fn cancelling_a_pending_run_never_calls_the_provider() {
     let adapter = ScriptedAdapter::replying("never");
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter.clone());
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
     manager.cancel_run(&run.id).await.unwrap();
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Cancelled);
     // executing it afterwards reports the cancel that won
-    let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+    let err = manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Cancelled);
     assert!(adapter.requests().is_empty());
     let events = all_events(&manager, &session).await;
@@ -249,7 +246,7 @@ async fn an_orphaned_running_run_is_cancelled_in_the_store() {
     let store = InMemorySessionStore::new();
     let manager = SessionManager::new(store.clone(), ScriptedAdapter::new());
     let session = active_session(&manager).await;
-    let mut run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let mut run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
     // A process that died mid-run left it `running`.
     run.transition(RunStatus::Running).unwrap();
     store.save_run(&run).await.unwrap();
@@ -264,8 +261,8 @@ async fn an_orphaned_running_run_is_cancelled_in_the_store() {
 async fn a_completed_run_cannot_be_cancelled() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("done"));
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     let err = manager.cancel_run(&run.id).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidTransition);
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Completed);
@@ -278,7 +275,7 @@ async fn a_completed_run_cannot_be_cancelled() {
 async fn cancel_for_approval_records_the_reason_and_the_request() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::new().hanging());
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = {
         let manager = manager.clone();
@@ -287,7 +284,7 @@ async fn cancel_for_approval_records_the_reason_and_the_request() {
             manager
                 .execute_run(
                     &run_id,
-                    ExecuteOptions::default().on_event(move |e| {
+                    RunOptions::default().on_event(move |e| {
                         let _ = tx.send(e.kind);
                     }),
                 )
@@ -313,13 +310,13 @@ async fn a_panicking_adapter_fails_the_run_and_the_manager_keeps_working() {
     let store = InMemorySessionStore::new();
     let manager = SessionManager::new(store.clone(), ScriptedAdapter::new().panicking("adapter bug"));
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InternalError);
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Failed);
     assert_log_invariants(&all_events(&manager, &session).await);
 
-    let run = manager.start_run(&session, RunInput::user("again"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("again"), RunOptions::default()).await.unwrap();
     manager.cancel_run(&run.id).await.unwrap();
 }
 
@@ -328,8 +325,8 @@ async fn adapters_cannot_emit_lifecycle_events() {
     let adapter = ScriptedAdapter::new().emit(ProviderEvent::new(EventKind::RunCompleted).data("stop_reason", "x"));
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidOperation);
     let events = all_events(&manager, &session).await;
     assert_log_invariants(&events);
@@ -342,8 +339,8 @@ async fn replay_continuation_hands_the_transcript_to_the_adapter() {
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter.clone());
     let session = active_session(&manager).await;
     for prompt in ["first question", "second question"] {
-        let run = manager.start_run(&session, RunInput::user(prompt), StartRunOptions::default()).await.unwrap();
-        manager.execute_run(&run.id, ExecuteOptions::default().continuation(Continuation::Auto)).await.unwrap();
+        let run = manager.start_run(&session, RunInput::user(prompt), RunOptions::default()).await.unwrap();
+        manager.execute_run(&run.id, RunOptions::default().continuation(Continuation::Auto)).await.unwrap();
     }
     let requests = adapter.requests();
     let first = requests[0].transcript.as_ref().expect("auto without a native handle replays");
@@ -366,19 +363,18 @@ async fn native_continuation_resumes_the_recorded_provider_session() {
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter.clone());
     let session = active_session(&manager).await;
 
-    let run = manager.start_run(&session, RunInput::user("one"), StartRunOptions::default()).await.unwrap();
-    let err =
-        manager.execute_run(&run.id, ExecuteOptions::default().continuation(Continuation::Native)).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("one"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default().continuation(Continuation::Native)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidOperation, "no handle recorded yet");
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Pending, "bad input writes nothing");
 
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     let stored = manager.get_session(&session).await.unwrap();
     assert_eq!(stored.metadata["provider_sessions"]["scripted"]["provider_session_id"], "thread-42");
     assert_eq!(stored.status, SessionStatus::Active);
 
-    let run = manager.start_run(&session, RunInput::user("two"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default().continuation(Continuation::Auto)).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("two"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default().continuation(Continuation::Auto)).await.unwrap();
     let last = adapter.requests().pop().unwrap();
     assert_eq!(last.resume.as_deref(), Some("thread-42"));
     assert!(last.transcript.is_none());
@@ -391,7 +387,7 @@ async fn finishing_a_run_does_not_overwrite_a_concurrent_session_change() {
         .end(asm_testkit::ScriptEnd::Succeed(ExecuteOutcome::text("ok").provider_session("s-1")));
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let task = {
         let manager = manager.clone();
@@ -400,7 +396,7 @@ async fn finishing_a_run_does_not_overwrite_a_concurrent_session_change() {
             manager
                 .execute_run(
                     &run_id,
-                    ExecuteOptions::default().on_event(move |_| {
+                    RunOptions::default().on_event(move |_| {
                         let _ = tx.send(());
                     }),
                 )
@@ -424,27 +420,27 @@ async fn bad_input_is_a_typed_error_and_writes_nothing() {
     assert!(store.list_sessions(&SessionQuery::new()).await.unwrap().items.is_empty());
 
     let pending = manager.start_session(NewSession::new("a")).await.unwrap();
-    let err = manager.start_run(&pending.id, RunInput::user("x"), StartRunOptions::default()).await.unwrap_err();
+    let err = manager.start_run(&pending.id, RunInput::user("x"), RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidOperation, "runs need an active session");
     assert_eq!(manager.complete_session(&pending.id).await.unwrap_err().code(), ErrorCode::InvalidTransition);
 
     let session = active_session(&manager).await;
     let before = all_events(&manager, &session).await.len();
     assert_eq!(
-        manager.start_run(&session, RunInput::user("  "), StartRunOptions::default()).await.unwrap_err().code(),
+        manager.start_run(&session, RunInput::user("  "), RunOptions::default()).await.unwrap_err().code(),
         ErrorCode::InvalidInput
     );
     assert_eq!(
-        manager.start_run(&SessionId::new(), RunInput::user("x"), StartRunOptions::default()).await.unwrap_err().code(),
+        manager.start_run(&SessionId::new(), RunInput::user("x"), RunOptions::default()).await.unwrap_err().code(),
         ErrorCode::SessionNotFound
     );
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err = manager.execute_run(&run.id, ExecuteOptions::default().timeout(Duration::ZERO)).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default().timeout(Duration::ZERO)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidInput);
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Pending);
     assert_eq!(all_events(&manager, &session).await.len(), before, "no event was written");
     assert_eq!(
-        manager.execute_run(&asm_core::RunId::new(), ExecuteOptions::default()).await.unwrap_err().code(),
+        manager.execute_run(&asm_core::RunId::new(), RunOptions::default()).await.unwrap_err().code(),
         ErrorCode::RunNotFound
     );
     assert_eq!(store.list_runs(&session, &RunQuery::new()).await.unwrap().len(), 1);
@@ -478,8 +474,8 @@ async fn a_hook_can_abort_a_run_right_after_the_triggering_event() {
         .end(asm_testkit::ScriptEnd::Succeed(ExecuteOutcome::text("done")));
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err = manager.execute_run(&run.id, ExecuteOptions::default().hook(DenyTool("bash"))).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default().hook(DenyTool("bash"))).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::PolicyViolation);
     let events = all_events(&manager, &session).await;
     assert_log_invariants(&events);
@@ -503,8 +499,8 @@ impl RunHook for RejectAtFinish {
 async fn a_finish_hook_can_fail_a_successful_run() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("ok"));
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err = manager.execute_run(&run.id, ExecuteOptions::default().hook(RejectAtFinish)).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default().hook(RejectAtFinish)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ToolError);
     assert_eq!(manager.get_run(&run.id).await.unwrap().status, RunStatus::Failed);
     assert_log_invariants(&all_events(&manager, &session).await);
@@ -513,7 +509,7 @@ async fn a_finish_hook_can_fail_a_successful_run() {
 #[tokio::test]
 async fn run_once_completes_or_fails_the_session() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("all good"));
-    let once = manager.run_once(RunInput::user("go"), RunOnceOptions::default()).await.unwrap();
+    let once = manager.run_once(RunInput::user("go"), RunOptions::default()).await.unwrap();
     assert_eq!(once.output().content, "all good");
     let session = manager.get_session(&once.session_id).await.unwrap();
     assert_eq!(session.status, SessionStatus::Completed);
@@ -526,7 +522,7 @@ async fn run_once_completes_or_fails_the_session() {
         InMemorySessionStore::new(),
         ScriptedAdapter::new().failing(Error::new(ErrorCode::ProviderAuthenticationFailed, "401")),
     );
-    let err = failing.run_once(RunInput::user("go"), RunOnceOptions::default()).await.unwrap_err();
+    let err = failing.run_once(RunInput::user("go"), RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderAuthenticationFailed);
     let sessions = failing.store().list_sessions(&SessionQuery::new()).await.unwrap();
     assert_eq!(sessions.items[0].status, SessionStatus::Failed);
@@ -539,8 +535,8 @@ async fn run_once_completes_or_fails_the_session() {
 async fn an_until_caught_up_stream_ends_after_the_last_stored_event() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::replying("a b c"));
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     let total = manager.store().latest_sequence(&session).await.unwrap();
     let stream = manager.stream_session_events(&session, StreamOptions::after(2).page_size(3).until_caught_up());
     let events: Vec<Event> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
@@ -562,8 +558,8 @@ async fn the_event_stream_pages_then_follows_new_appends() {
     assert_eq!(first.sequence, Some(2));
 
     // The stream is now caught up and long-polling; a run appends more.
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     let total = manager.store().latest_sequence(&session).await.unwrap();
     let mut expected = 3;
     while expected <= total {
@@ -582,9 +578,8 @@ async fn concurrent_runs_in_one_session_keep_the_log_gap_free() {
         let manager = manager.clone();
         let session = session.clone();
         tasks.push(tokio::spawn(async move {
-            let run =
-                manager.start_run(&session, RunInput::user(format!("task {i}")), StartRunOptions::default()).await?;
-            manager.execute_run(&run.id, ExecuteOptions::default()).await
+            let run = manager.start_run(&session, RunInput::user(format!("task {i}")), RunOptions::default()).await?;
+            manager.execute_run(&run.id, RunOptions::default()).await
         }));
     }
     for task in tasks {
@@ -650,8 +645,8 @@ async fn the_event_stream_polls_stores_without_long_poll() {
         let event = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(event.sequence, Some(expected));
     }
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     let event =
         tokio::time::timeout(WAIT, stream.next()).await.expect("polling never saw the new events").unwrap().unwrap();
     assert_eq!(event.sequence, Some(3));
@@ -677,8 +672,8 @@ async fn provider_state_is_kept_with_the_session_handle_and_handed_back() {
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter.clone());
     let session = active_session(&manager).await;
     for prompt in ["one", "two"] {
-        let run = manager.start_run(&session, RunInput::user(prompt), StartRunOptions::default()).await.unwrap();
-        manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap();
+        let run = manager.start_run(&session, RunInput::user(prompt), RunOptions::default()).await.unwrap();
+        manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     }
     let second = adapter.requests().pop().unwrap();
     let state = asm_ports::provider_state(&second.session, "scripted").expect("state recorded for the provider");

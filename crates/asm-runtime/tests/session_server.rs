@@ -12,8 +12,8 @@ use futures::StreamExt;
 use asm_core::{ErrorCode, EventKind, RunId, RunInput, RunStatus, SessionStatus};
 use asm_ports::{RunQuery, SessionStore};
 use asm_runtime::{
-    ConcurrencyLimiter, ControlOperations, ExecuteOptions, LimiterConfig, NewSession, Operation, RunOptions,
-    ServerConfig, SessionManager, SessionServer, ShutdownPolicy, SubscribeOptions,
+    ConcurrencyLimiter, ControlOperations, LimiterConfig, NewSession, Operation, RunOptions, ServerConfig,
+    SessionManager, SessionServer, ShutdownPolicy, SubscribeOptions,
 };
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
@@ -419,11 +419,10 @@ async fn start_validates_and_attaches() {
     assert_eq!(err.code(), ErrorCode::ValidationError);
     let err = SessionServer::start(config()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ValidationError);
-    let err = SessionServer::start(
-        config().create(NewSession::new("a")).default_execute_options(ExecuteOptions::new().timeout(Duration::ZERO)),
-    )
-    .await
-    .unwrap_err();
+    let err =
+        SessionServer::start(config().create(NewSession::new("a")).defaults(RunOptions::new().timeout(Duration::ZERO)))
+            .await
+            .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidInput);
     let err = SessionServer::start(config().attach(asm_core::SessionId::new())).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::SessionNotFound);
@@ -456,7 +455,7 @@ async fn per_run_options_are_merged_over_the_defaults() {
     let default_calls = Arc::new(AtomicUsize::new(0));
     let run_calls = Arc::new(AtomicUsize::new(0));
     let counter = default_calls.clone();
-    let defaults = ExecuteOptions::new()
+    let defaults = RunOptions::new()
         .adapter_option("a", 1)
         .adapter_option("nested", serde_json::json!({"x": 1, "y": 1}))
         .adapter_option("replaced", "default")
@@ -464,9 +463,7 @@ async fn per_run_options_are_merged_over_the_defaults() {
             counter.fetch_add(1, Ordering::SeqCst);
         });
     let server = SessionServer::start(
-        ServerConfig::new(store.clone(), adapter.clone())
-            .create(NewSession::new("a"))
-            .default_execute_options(defaults),
+        ServerConfig::new(store.clone(), adapter.clone()).create(NewSession::new("a")).defaults(defaults),
     )
     .await
     .unwrap();

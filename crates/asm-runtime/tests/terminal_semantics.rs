@@ -15,7 +15,7 @@ use asm_ports::{
     DynSessionStore, EventQuery, ExecutionRecord, HookAction, Page, RunContext, RunFinish, RunHook, RunQuery,
     SessionQuery, SessionStore, StoreCapabilities,
 };
-use asm_runtime::{ExecuteOptions, NewSession, SessionManager, StartRunOptions};
+use asm_runtime::{NewSession, RunOptions, SessionManager};
 use asm_store_memory::InMemorySessionStore;
 use asm_store_redb::RedbSessionStore;
 use asm_store_sled::SledSessionStore;
@@ -174,11 +174,11 @@ async fn start_and_spawn(
     session: &SessionId,
     yields: usize,
 ) -> (Run, tokio::task::JoinHandle<Result<asm_runtime::RunResult>>) {
-    let run = manager.start_run(session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(session, RunInput::user("x"), RunOptions::default()).await.unwrap();
     let execution = {
         let manager = manager.clone();
         let run_id = run.id.clone();
-        tokio::spawn(async move { manager.execute_run(&run_id, ExecuteOptions::default()).await })
+        tokio::spawn(async move { manager.execute_run(&run_id, RunOptions::default()).await })
     };
     for _ in 0..yields {
         tokio::task::yield_now().await;
@@ -261,13 +261,13 @@ async fn a_cancel_acknowledged_during_the_finish_hooks_wins() {
     for (name, store, _dir) in stores() {
         let manager = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::replying("done")));
         let session = active_session(&manager).await;
-        let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+        let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
         let gate = Arc::new(GatedFinish::default());
         let execution = {
             let manager = manager.clone();
             let run_id = run.id.clone();
             let hook: Arc<dyn RunHook> = gate.clone();
-            tokio::spawn(async move { manager.execute_run(&run_id, ExecuteOptions::default().hook(hook)).await })
+            tokio::spawn(async move { manager.execute_run(&run_id, RunOptions::default().hook(hook)).await })
         };
         tokio::time::timeout(WAIT, gate.reached.notified()).await.expect("the finish hook never ran");
         manager.cancel_run(&run.id).await.unwrap_or_else(|e| panic!("{name}: cancel of a running run refused: {e}"));
@@ -329,8 +329,8 @@ async fn an_oversized_provider_error_still_ends_the_run() {
         let error = Error::new(ErrorCode::ProviderRateLimited, huge.clone()).with_detail("dump", huge.clone());
         let manager = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::new().failing(error)));
         let session = active_session(&manager).await;
-        let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-        let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+        let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+        let err = manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::ProviderRateLimited, "{name}: the caller must get the provider's code");
         let stored = store.get_run(&run.id).await.unwrap();
         assert_eq!(stored.status, RunStatus::Failed, "{name}");
@@ -352,8 +352,8 @@ async fn a_failed_terminal_write_is_retried_with_a_minimal_record() {
     let error = Error::new(ErrorCode::ProviderAuthenticationFailed, "401").with_detail("body", "x");
     let manager = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::new().failing(error)));
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
-    let err = manager.execute_run(&run.id, ExecuteOptions::default()).await.unwrap_err();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
+    let err = manager.execute_run(&run.id, RunOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderAuthenticationFailed);
     let stored = store.get_run(&run.id).await.unwrap();
     assert_eq!(stored.status, RunStatus::Failed);
@@ -372,7 +372,7 @@ async fn a_cancel_that_reads_a_running_run_of_this_process_stops_it_through_its_
     let adapter = ScriptedAdapter::new().hanging();
     let manager = SessionManager::from_shared(store.clone(), Arc::new(adapter.clone()));
     let session = active_session(&manager).await;
-    let run = manager.start_run(&session, RunInput::user("x"), StartRunOptions::default()).await.unwrap();
+    let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
     let held = store.hold_next_run_read();
     let cancel = {
         let manager = manager.clone();
@@ -383,7 +383,7 @@ async fn a_cancel_that_reads_a_running_run_of_this_process_stops_it_through_its_
     let execution = {
         let manager = manager.clone();
         let run_id = run.id.clone();
-        tokio::spawn(async move { manager.execute_run(&run_id, ExecuteOptions::default()).await })
+        tokio::spawn(async move { manager.execute_run(&run_id, RunOptions::default()).await })
     };
     tokio::time::timeout(WAIT, cancel).await.expect("cancel_run hung").unwrap().unwrap();
     let result = tokio::time::timeout(WAIT, execution).await.expect("execute_run never returned").unwrap();

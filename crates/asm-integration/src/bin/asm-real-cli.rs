@@ -26,8 +26,7 @@ use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder};
 use asm_provider_cli::CliEnv;
 use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, SandboxMode};
 use asm_runtime::{
-    Continuation, ExecuteOptions, ForkContinuation, ForkPoint, NewSession, ReplayReason, RunResult, SessionManager,
-    StartRunOptions,
+    Continuation, ForkContinuation, ForkPoint, NewSession, ReplayReason, RunOptions, RunResult, SessionManager,
 };
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::adapter_contract::{Recorded, recording_sink};
@@ -402,11 +401,11 @@ async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
 /// One run with `Continuation::Auto`.
 async fn say(manager: &SessionManager, session: &SessionId, prompt: &str) -> Result<RunResult, String> {
     let run = manager
-        .start_run(session, RunInput::user(prompt), StartRunOptions::default())
+        .start_run(session, RunInput::user(prompt), RunOptions::default())
         .await
         .map_err(|e| format!("start_run: {e:?}"))?;
     manager
-        .execute_run(&run.id, ExecuteOptions::default().continuation(Continuation::Auto))
+        .execute_run(&run.id, RunOptions::default().continuation(Continuation::Auto))
         .await
         .map_err(|e| format!("run {prompt:?} failed: {e:?}"))
 }

@@ -6,7 +6,7 @@ use super::*;
 
 pub(super) struct Queued {
     pub(super) run_id: RunId,
-    pub(super) options: Box<ExecuteOptions>,
+    pub(super) options: Box<RunOptions>,
 }
 
 pub(super) struct InFlight {
@@ -196,8 +196,8 @@ impl Actor {
         self.reserved += 1;
         let core = self.core.clone();
         tokio::spawn(async move {
-            let Submission { input, start, options, reply } = *submission;
-            let result = core.settings.manager.start_run(&core.session_id, input, start).await;
+            let Submission { input, options, reply } = *submission;
+            let result = core.settings.manager.start_run(&core.session_id, input, options.clone()).await;
             let persisted = Persisted { result, options, reply: Some(reply) };
             if let Err(mpsc::error::SendError(Command::Persisted(persisted))) =
                 core.tx.read().send(Command::Persisted(Box::new(persisted)))
@@ -440,7 +440,7 @@ impl Actor {
 
 impl Core {
     /// Execute options for a run with no per-run options (recovered runs).
-    pub(super) fn run_defaults(&self) -> ExecuteOptions {
+    pub(super) fn run_defaults(&self) -> RunOptions {
         let mut options = self.settings.defaults.clone();
         options.transcript_cache.get_or_insert_with(|| self.cache.clone());
         options

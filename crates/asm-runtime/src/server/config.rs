@@ -41,14 +41,14 @@ pub(super) enum Bootstrap {
 ///
 /// ```
 /// use std::time::Duration;
-/// use asm_runtime::{ExecuteOptions, NewSession, ServerConfig, ShutdownPolicy};
+/// use asm_runtime::{NewSession, RunOptions, ServerConfig, ShutdownPolicy};
 /// # use asm_store_memory::InMemorySessionStore;
 /// # use asm_testkit::ScriptedAdapter;
 /// let config = ServerConfig::new(InMemorySessionStore::new(), ScriptedAdapter::new())
 ///     .create(NewSession::new("agent"))
 ///     .max_concurrent_runs(3)
 ///     .max_queued_runs(100)
-///     .default_execute_options(ExecuteOptions::default().timeout(Duration::from_secs(600)))
+///     .defaults(RunOptions::new().timeout(Duration::from_secs(600)))
 ///     .shutdown_policy(ShutdownPolicy::FinishInFlight);
 /// # let _ = config;
 /// ```
@@ -60,7 +60,7 @@ pub struct ServerConfig {
     pub(super) max_queued_runs: usize,
     pub(super) limiter: Option<ConcurrencyLimiter>,
     pub(super) control: Option<ControlOperations>,
-    pub(super) defaults: ExecuteOptions,
+    pub(super) defaults: RunOptions,
     pub(super) shutdown_policy: ShutdownPolicy,
     pub(super) shutdown_timeout: Duration,
     pub(super) result_capacity: usize,
@@ -93,7 +93,7 @@ impl ServerConfig {
             max_queued_runs: Self::DEFAULT_MAX_QUEUED_RUNS,
             limiter: None,
             control: None,
-            defaults: ExecuteOptions::default(),
+            defaults: RunOptions::default(),
             shutdown_policy: ShutdownPolicy::default(),
             shutdown_timeout: Duration::from_secs(30),
             result_capacity: Self::DEFAULT_RESULT_CAPACITY,
@@ -148,10 +148,10 @@ impl ServerConfig {
         self
     }
 
-    /// Execute options every run starts from; a run's [`RunOptions`] are merged over them
-    /// (see [`RunOptions`] for the rules).
+    /// The options every run starts from; a run's own [`RunOptions`] are merged over them (see
+    /// [`RunOptions`] for the rules).
     #[must_use]
-    pub fn default_execute_options(mut self, options: ExecuteOptions) -> Self {
+    pub fn defaults(mut self, options: RunOptions) -> Self {
         self.defaults = options;
         self
     }
@@ -222,138 +222,6 @@ impl ServerConfig {
             ));
         }
         self.defaults.validate()
-    }
-}
-
-/// Per-run options of [`SessionServer::submit_run`], merged over the server's default
-/// [`ExecuteOptions`]:
-///
-/// - `continuation`, `transcript_options` and `timeout`: the run's value when set, else the
-///   default's;
-/// - `adapter_option`s: the union; for a key set on both sides the run's value wins, except that
-///   two JSON objects are merged one level deep (the run's keys win inside);
-/// - hooks: the default hooks first, then the run's;
-/// - `on_event`: both callbacks are called, the default's first.
-///
-/// `require` / `prefer` are capability requirements checked when the run is created.
-///
-/// ```
-/// use std::time::Duration;
-/// use asm_runtime::{Continuation, RunOptions};
-/// let options = RunOptions::new()
-///     .continuation(Continuation::Auto)
-///     .timeout(Duration::from_secs(300))
-///     .adapter_option("model", "claude-sonnet-4-5");
-/// # let _ = options;
-/// ```
-#[derive(Clone, Default)]
-pub struct RunOptions {
-    pub(super) continuation: Option<Continuation>,
-    pub(super) transcript: Option<TranscriptOptions>,
-    pub(super) timeout: Option<Duration>,
-    pub(super) adapter_options: JsonMap,
-    pub(super) hooks: Vec<Arc<dyn RunHook>>,
-    pub(super) on_event: Option<EventCallback>,
-    pub(super) start: StartRunOptions,
-}
-
-impl RunOptions {
-    /// No overrides.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets the continuation mode.
-    #[must_use]
-    pub fn continuation(mut self, continuation: Continuation) -> Self {
-        self.continuation = Some(continuation);
-        self
-    }
-    /// Sets the bounds of the replayed transcript.
-    #[must_use]
-    pub fn transcript_options(mut self, options: TranscriptOptions) -> Self {
-        self.transcript = Some(options);
-        self
-    }
-    /// The run's execution deadline (not the wait of [`SessionServer::await_run`]).
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-    /// Adds an adapter option.
-    #[must_use]
-    pub fn adapter_option(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
-        self.adapter_options.insert(key.into(), value.into());
-        self
-    }
-    /// Adds a hook (a shared `Arc<dyn RunHook>` is a hook too).
-    #[must_use]
-    pub fn hook(mut self, hook: impl RunHook) -> Self {
-        self.hooks.push(Arc::new(hook));
-        self
-    }
-    /// Sets the run's event callback.
-    #[must_use]
-    pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
-        self.on_event = Some(Arc::new(callback));
-        self
-    }
-    /// The adapter must have an enabled capability of this type, or the run is not created.
-    #[must_use]
-    pub fn require(mut self, kind: CapabilityType) -> Self {
-        self.start = self.start.require(kind);
-        self
-    }
-    /// Nice to have: when missing, the run is created in degraded mode.
-    #[must_use]
-    pub fn prefer(mut self, kind: CapabilityType) -> Self {
-        self.start = self.start.prefer(kind);
-        self
-    }
-
-    /// The execute options of a run: `self` merged over `defaults` (see the type's docs).
-    pub(super) fn merge_over(self, defaults: &ExecuteOptions) -> (StartRunOptions, ExecuteOptions) {
-        let mut options = defaults.clone();
-        if let Some(continuation) = self.continuation {
-            options.continuation = continuation;
-        }
-        if let Some(transcript) = self.transcript {
-            options.transcript = transcript;
-        }
-        if let Some(timeout) = self.timeout {
-            options.timeout = Some(timeout);
-        }
-        for (key, value) in self.adapter_options {
-            match (options.adapter_options.get_mut(&key), value) {
-                (Some(serde_json::Value::Object(base)), serde_json::Value::Object(over)) => base.extend(over),
-                (_, value) => {
-                    options.adapter_options.insert(key, value);
-                }
-            }
-        }
-        options.hooks.extend(self.hooks);
-        options.on_event = match (options.on_event.take(), self.on_event) {
-            (Some(first), Some(second)) => Some(Arc::new(move |event: &Event| {
-                first(event);
-                second(event);
-            })),
-            (first, second) => second.or(first),
-        };
-        (self.start, options)
-    }
-}
-
-impl fmt::Debug for RunOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunOptions")
-            .field("continuation", &self.continuation)
-            .field("transcript", &self.transcript)
-            .field("timeout", &self.timeout)
-            .field("adapter_options", &self.adapter_options)
-            .field("hooks", &self.hooks)
-            .field("on_event", &self.on_event.as_ref().map(|_| "Fn(&Event)"))
-            .field("start", &self.start)
-            .finish()
     }
 }
 

@@ -156,7 +156,7 @@ impl SessionServer {
     pub async fn submit_run(&self, input: RunInput, options: RunOptions) -> Result<RunId> {
         input.validate()?;
         let core = self.core();
-        let (start, mut execute) = options.merge_over(&core.settings.defaults);
+        let mut execute = options.merge_over(&core.settings.defaults);
         execute.validate()?;
         if execute.transcript_cache.is_none() {
             execute.transcript_cache = Some(core.cache.clone());
@@ -172,7 +172,7 @@ impl SessionServer {
             }));
         }
         let (reply, answer) = oneshot::channel();
-        core.request(Command::Submit(Box::new(Submission { input, start, options: execute, reply })))?;
+        core.request(Command::Submit(Box::new(Submission { input, options: execute, reply })))?;
         answer.await.map_err(|_| core.gone())?
     }
 

@@ -27,15 +27,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use asm_core::{
-    CapabilityType, Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunInput, RunStatus, Session,
-    SessionId, SessionStatus, TranscriptOptions,
+    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunStatus, Session, SessionId, SessionStatus,
 };
-use asm_ports::{DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunHook, RunQuery, SessionStore};
+use asm_ports::{DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunQuery, SessionStore};
 
 use crate::execution::terminal_event;
 use crate::limiter::{ConcurrencyLimiter, RunPermit};
 use crate::manager::{ActiveRun, SessionManager};
-use crate::options::{Continuation, EventCallback, ExecuteOptions, NewSession, RunResult, StartRunOptions};
+use crate::options::{NewSession, RunOptions, RunResult};
 use crate::subscription::{EventSubscription, Hub, SubscribeOptions};
 use crate::{ControlOperations, TranscriptCache};
 
@@ -45,6 +44,6 @@ pub(crate) use self::shared::Core;
 use self::shared::*;
 
 use self::config::*;
-pub use self::config::{RunOptions, ServerConfig, ServerStatus, ShutdownPolicy};
+pub use self::config::{ServerConfig, ServerStatus, ShutdownPolicy};
 pub use self::handle::SessionServer;
 use self::handle::*;

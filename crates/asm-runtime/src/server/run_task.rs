@@ -23,7 +23,7 @@ impl Drop for FinishGuard {
     }
 }
 
-pub(super) async fn run_task(core: Arc<Core>, run_id: RunId, options: ExecuteOptions, claim: Arc<ActiveRun>) {
+pub(super) async fn run_task(core: Arc<Core>, run_id: RunId, options: RunOptions, claim: Arc<ActiveRun>) {
     let mut guard = FinishGuard { core: core.clone(), run_id: run_id.clone(), claim: claim.clone(), reported: false };
     let manager = core.settings.manager.clone();
     let outcome = AssertUnwindSafe(manager.execute_claimed(&run_id, options, claim.clone())).catch_unwind().await;

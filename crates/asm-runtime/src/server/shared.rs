@@ -21,7 +21,7 @@ pub(super) struct Settings {
     pub(super) max_queued: usize,
     pub(super) limiter: Option<ConcurrencyLimiter>,
     pub(super) control: Option<ControlOperations>,
-    pub(super) defaults: ExecuteOptions,
+    pub(super) defaults: RunOptions,
     pub(super) shutdown_policy: ShutdownPolicy,
     pub(super) shutdown_timeout: Duration,
     pub(super) result_capacity: usize,
@@ -178,14 +178,13 @@ pub(super) enum Command {
 
 pub(super) struct Submission {
     pub(super) input: RunInput,
-    pub(super) start: StartRunOptions,
-    pub(super) options: ExecuteOptions,
+    pub(super) options: RunOptions,
     pub(super) reply: oneshot::Sender<Result<RunId>>,
 }
 
 pub(super) struct Persisted {
     pub(super) result: Result<Run>,
-    pub(super) options: ExecuteOptions,
+    pub(super) options: RunOptions,
     pub(super) reply: Option<oneshot::Sender<Result<RunId>>>,
 }
 
