@@ -3,6 +3,7 @@
 //! - `ci`: everything CI runs: fmt check, clippy (`-D warnings`), the test suite, every facade
 //!   feature compiled alone, `cargo deny` (installed on first use) and `integration`.
 //! - `features`: `cargo check` of the facade with each feature alone.
+//! - `examples`: runs every example of the facade (all offline).
 //! - `deny`: installs cargo-deny if missing and checks licenses, bans and sources.
 //! - `bench`: runs the benchmarks (`cargo bench`) of the crates that have them.
 //! - `integration`: installs the pinned real provider CLIs with npm into `target/npm-cli`
@@ -29,6 +30,17 @@ const FACADE_FEATURES: &[&str] = &[
     "testkit",
     "full",
 ];
+/// The facade's examples, each with the features it needs; every one runs offline in CI.
+#[rustfmt::skip]
+const EXAMPLES: &[(&str, &str)] = &[
+    ("quickstart", "store-memory,runtime"),
+    ("cursor_pagination", "store-memory,runtime"),
+    ("follow_stream", "store-memory,runtime"),
+    ("continuity", "store-memory,runtime"),
+    ("redb_store", "store-redb,runtime"),
+    ("custom_adapter", "store-memory,runtime"),
+    ("custom_hook", "store-memory,runtime"),
+];
 /// Crates with benchmarks.
 #[rustfmt::skip]
 const BENCH_CRATES: &[&str] = &[
@@ -49,11 +61,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("features") => features(),
+        Some("examples") => examples(),
         Some("deny") => deny(),
         Some("bench") => bench(&args[1..]),
         Some("integration") => integration(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | features | deny | bench [criterion args] | integration [--only NAME]>");
+            eprintln!(
+                "usage: cargo xtask <ci | features | examples | deny | bench [criterion args] | integration [--only NAME]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -70,6 +85,7 @@ fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"])?;
     cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
     cargo(&["test", "--workspace", "--all-features"])?;
+    examples()?;
     features()?;
     deny()?;
     integration(&[])
@@ -80,6 +96,13 @@ fn features() -> Result<(), String> {
         cargo(&["check", "-p", "agent-session-manager", "--no-default-features", "--features", feature])?;
     }
     cargo(&["check", "-p", "agent-session-manager", "--no-default-features"])
+}
+
+fn examples() -> Result<(), String> {
+    for (example, features) in EXAMPLES {
+        cargo(&["run", "--quiet", "-p", "agent-session-manager", "--features", features, "--example", example])?;
+    }
+    Ok(())
 }
 
 fn deny() -> Result<(), String> {
