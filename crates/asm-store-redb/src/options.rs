@@ -1,21 +1,6 @@
 //! Store options.
 
-/// When an acknowledged write is on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Every commit is fsynced before any of its writers is acknowledged: an acknowledged write
-    /// survives a crash of the process and a power loss (as far as the disk honours `fsync`).
-    /// The default.
-    #[default]
-    Immediate,
-    /// Commits are acknowledged before they are fsynced; the writer makes them durable at least
-    /// every [`RedbOptions::EVENTUAL_SYNC_INTERVAL`] and when the store is dropped or
-    /// [`RedbSessionStore::sync`](crate::RedbSessionStore::sync) is called. A crash loses at most
-    /// the writes of that last interval, never the consistency of the file: the store reopens
-    /// at the last durable commit.
-    Eventual,
-}
+use crate::Durability;
 
 /// Options of [`RedbSessionStore::open_with`](crate::RedbSessionStore::open_with).
 ///
@@ -30,8 +15,8 @@ pub enum Durability {
 pub struct RedbOptions {
     /// When acknowledged writes reach the disk. Default [`Durability::Immediate`].
     pub durability: Durability,
-    /// The largest stored encoding of one event, in bytes (the encoding is a little smaller
-    /// than the event's JSON). A batch holding a larger event is refused with
+    /// The largest event, in bytes as [`asm_ports::event_size`] measures it (about the size of
+    /// its JSON). A batch holding a larger event is refused with
     /// [`ErrorCode::InvalidInput`](asm_core::ErrorCode::InvalidInput) and nothing of it is
     /// written. Default 16 MiB.
     pub max_event_bytes: usize,
@@ -47,12 +32,12 @@ pub struct RedbOptions {
 }
 
 impl RedbOptions {
-    /// The default cap on one event's encoded size: 16 MiB.
-    pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+    /// The default cap on one event: 16 MiB (the cap of every store on `asm-store-kv`).
+    pub const DEFAULT_MAX_EVENT_BYTES: usize = asm_store_kv::DEFAULT_MAX_EVENT_BYTES;
     /// The default page cache: 1 GiB.
     pub const DEFAULT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
     /// With [`Durability::Eventual`], the longest an acknowledged write waits for its fsync.
-    pub const EVENTUAL_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+    pub const EVENTUAL_SYNC_INTERVAL: std::time::Duration = asm_store_kv::EVENTUAL_SYNC_INTERVAL;
 
     /// The defaults.
     pub fn new() -> Self {

@@ -198,11 +198,17 @@ fn big_store() -> (PathBuf, SessionId) {
     (path, session.id)
 }
 
-/// `session number + sequence`: the store's event key (see the layout in the crate docs).
-fn event_key(session_number: &[u8], sequence: u64) -> Vec<u8> {
-    let mut key = session_number.to_vec();
+/// `session id bytes (16) + sequence`: the store's event key (the layout of `asm-store-kv`).
+fn event_key(session: &[u8], sequence: u64) -> Vec<u8> {
+    let mut key = session.to_vec();
     key.extend_from_slice(&sequence.to_be_bytes());
     key
+}
+
+/// The 16 bytes of a session id (its 32 hex digits), as the store's keys hold it.
+fn session_bytes(session: &SessionId) -> Vec<u8> {
+    let hex = &session.as_str()[SessionId::PREFIX.len()..];
+    (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex id")).collect()
 }
 
 fn cursor_read_1m(c: &mut Criterion) {
@@ -214,9 +220,8 @@ fn cursor_read_1m(c: &mut Criterion) {
     {
         // The same tree the store reads, through the raw engine.
         let db = sled::open(&path).expect("raw open");
-        let tree = db.open_tree("events").expect("tree");
-        let record = db.open_tree("sessions").expect("tree").get(session.as_str()).expect("get").expect("session");
-        let number = record[8..16].to_vec();
+        let tree = db.open_tree("asm_kv_events").expect("tree");
+        let number = session_bytes(&session);
         // Both sides start with every page in sled's cache: one full scan first.
         let warmed = tree.iter().count();
         assert!(warmed as u64 >= BIG_SESSION_EVENTS);

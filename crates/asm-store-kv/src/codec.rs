@@ -1,4 +1,4 @@
-//! The stored encoding of an event (format version 1).
+//! The stored encoding of an event (event codec 1).
 //!
 //! The session id and the sequence are not stored in the value: they are the key. The fields
 //! the read filters need (`id`, `run_id`, `timestamp`, `kind`) come first, so a filtered read
@@ -13,7 +13,8 @@
 //! | data (object) | metadata (object)
 //! ```
 //!
-//! Decoding never panics: malformed bytes are a [`ErrorCode::StorageReadFailed`] error.
+//! Decoding never panics: malformed bytes are a corruption error ([`ErrorCode::StorageError`],
+//! detail `corrupted: true`).
 
 use asm_core::{Error, ErrorCode, Event, EventKind, JsonMap, Result, RunId, SessionId, Timestamp};
 use serde_json::{Number, Value};
@@ -25,7 +26,7 @@ const HAS_RUN: u8 = 1;
 const HAS_PROVIDER: u8 = 2;
 const HAS_CORRELATION: u8 = 4;
 /// JSON nesting deeper than this is refused on write and reported as corrupt on read.
-const MAX_DEPTH: usize = 256;
+const MAX_DEPTH: usize = crate::MAX_JSON_DEPTH;
 
 const T_NULL: u8 = 0;
 const T_FALSE: u8 = 1;
@@ -288,7 +289,7 @@ impl Decoder {
 }
 
 fn corrupt(what: &str) -> Error {
-    Error::new(ErrorCode::StorageReadFailed, format!("corrupted event record: {what}"))
+    crate::KvError::corrupted(format!("an event record: {what}")).into()
 }
 
 /// A bounds-checked cursor over stored bytes.

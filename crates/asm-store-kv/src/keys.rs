@@ -1,4 +1,4 @@
-//! Compact binary keys.
+//! The key layout: compact, fixed-width binary keys.
 //!
 //! Every id of the domain is a prefix plus 32 lowercase hex digits, that is 16 bytes (a UUIDv7): the
 //! tables store those 16 bytes. Composite keys are fixed-width byte arrays compared with
@@ -12,6 +12,8 @@ use asm_core::{Error, ErrorCode, EventId, Result, RunId, SessionId, Timestamp};
 pub(crate) type Id = [u8; 16];
 /// `session (16) | sequence (8, BE)`: the key of the event log.
 pub(crate) type EventPos = [u8; 24];
+/// `created_at µs (8, ordered)`: how a session sorts.
+pub(crate) type OrderKey = [u8; 8];
 /// `session (16) | run (16)`: where a run's events start in a session's log.
 pub(crate) type RunStartKey = [u8; 32];
 /// `created_at µs (8, ordered) | session (16)`: the listing order of sessions.
@@ -126,9 +128,50 @@ pub(crate) fn head_pos(session: &Id) -> EventPos {
 
 /// The last sequence stored at a [`head_pos`].
 pub(crate) fn decode_head(bytes: &[u8]) -> Result<u64> {
-    let bytes: [u8; 8] =
-        bytes.try_into().map_err(|_| Error::new(ErrorCode::StorageReadFailed, "corrupted session head record"))?;
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| corrupt("a session head record of the wrong length"))?;
     Ok(u64::from_le_bytes(bytes))
+}
+
+/// The value of a session head.
+pub(crate) fn encode_head(sequence: u64) -> [u8; 8] {
+    sequence.to_le_bytes()
+}
+
+/// A stored key or index value of the wrong length.
+pub(crate) fn corrupt(what: &str) -> Error {
+    crate::KvError::corrupted(what).into()
+}
+
+/// A stored [`EventPos`] (a key of the event log, or a value of the event-id index).
+pub(crate) fn stored_pos(bytes: &[u8]) -> Result<EventPos> {
+    bytes.try_into().map_err(|_| corrupt("an event position of the wrong length"))
+}
+
+/// A stored `u64` in big-endian order (the value of a run start).
+pub(crate) fn stored_u64(bytes: &[u8]) -> Result<u64> {
+    bytes.try_into().map(u64::from_be_bytes).map_err(|_| corrupt("a number of the wrong length"))
+}
+
+/// The order key of a session created at `created_at_micros`.
+pub(crate) fn order_key(created_at_micros: i64) -> OrderKey {
+    ordered_i64(created_at_micros)
+}
+
+/// The value of a session record: its order key, then its JSON.
+pub(crate) fn session_value(order: &OrderKey, json: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(order.len() + json.len());
+    value.extend_from_slice(order);
+    value.extend_from_slice(json);
+    value
+}
+
+/// The order key and the JSON of a session record.
+pub(crate) fn split_session_value(bytes: &[u8]) -> Result<(OrderKey, &[u8])> {
+    if bytes.len() < 8 {
+        return Err(corrupt("a session record too short"));
+    }
+    let (order, json) = bytes.split_at(8);
+    Ok((order.try_into().map_err(|_| corrupt("a session record too short"))?, json))
 }
 
 /// The session and sequence of an event position.
@@ -145,26 +188,22 @@ pub(crate) fn run_start_key(session: &Id, run: &Id) -> RunStartKey {
     concat(&[session, run])
 }
 
-pub(crate) fn session_order_key(created_at_micros: i64, session: &Id) -> SessionOrderKey {
-    concat(&[&ordered_i64(created_at_micros), session])
+pub(crate) fn session_order_key(order: &OrderKey, session: &Id) -> SessionOrderKey {
+    concat(&[order, session])
 }
 
-/// The session of a [`SessionOrderKey`].
-pub(crate) fn session_of_order_key(key: &SessionOrderKey) -> Id {
-    let mut session = [0u8; 16];
-    session.copy_from_slice(key.get(8..24).unwrap_or(&[0; 16]));
-    session
+/// The session of a stored [`SessionOrderKey`].
+pub(crate) fn session_of_order_key(key: &[u8]) -> Result<Id> {
+    key.get(8..24).and_then(|s| s.try_into().ok()).ok_or_else(|| corrupt("a session order key of the wrong length"))
 }
 
 pub(crate) fn session_run_key(session: &Id, created_at: Timestamp, run: &Id) -> SessionRunKey {
     concat(&[session, &ordered_i64(created_at.timestamp()), &created_at.timestamp_subsec_nanos().to_be_bytes(), run])
 }
 
-/// The run of a [`SessionRunKey`].
-pub(crate) fn run_of_session_run_key(key: &SessionRunKey) -> Id {
-    let mut run = [0u8; 16];
-    run.copy_from_slice(key.get(28..44).unwrap_or(&[0; 16]));
-    run
+/// The run of a stored [`SessionRunKey`].
+pub(crate) fn run_of_session_run_key(key: &[u8]) -> Result<Id> {
+    key.get(28..44).and_then(|r| r.try_into().ok()).ok_or_else(|| corrupt("a session run key of the wrong length"))
 }
 
 /// The smallest and the largest key of `N` bytes that start with `prefix`.
@@ -207,15 +246,23 @@ mod tests {
         let s = [7u8; 16];
         assert!(event_pos(&s, 255) < event_pos(&s, 256));
         assert_eq!(split_pos(&event_pos(&s, 42)), (s, 42));
-        assert!(session_order_key(-5, &s) < session_order_key(3, &s));
-        assert!(session_order_key(i64::MIN, &s) < session_order_key(-1, &s));
-        assert_eq!(session_of_order_key(&session_order_key(9, &s)), s);
+        let order = |micros| session_order_key(&order_key(micros), &s);
+        assert!(order(-5) < order(3));
+        assert!(order(i64::MIN) < order(-1));
+        assert_eq!(session_of_order_key(&order(9)).unwrap(), s);
+        assert!(session_of_order_key(&[1, 2, 3]).is_err());
+        let value = session_value(&order_key(7), b"{}");
+        assert_eq!(split_session_value(&value).unwrap(), (order_key(7), &b"{}"[..]));
+        assert!(split_session_value(b"short").is_err());
         let r = [9u8; 16];
         assert_eq!(run_start_key(&s, &r)[16..], r);
         let early = Timestamp::from_timestamp(-10, 5).unwrap();
         let late = Timestamp::from_timestamp(-10, 6).unwrap();
         assert!(session_run_key(&s, early, &r) < session_run_key(&s, late, &r));
-        assert_eq!(run_of_session_run_key(&session_run_key(&s, late, &r)), r);
+        assert_eq!(run_of_session_run_key(&session_run_key(&s, late, &r)).unwrap(), r);
+        assert!(run_of_session_run_key(&[0; 10]).is_err());
+        assert_eq!(decode_head(&encode_head(42)).unwrap(), 42);
+        assert!(decode_head(&[1]).is_err());
         let (low, high) = prefix_bounds::<24>(&s);
         assert!(low <= event_pos(&s, 0) && event_pos(&s, u64::MAX) <= high);
     }

@@ -1,0 +1,261 @@
+//! The engine logic on its own: a `BTreeMap` engine with injectable failures, wrapped the way
+//! the store crates wrap theirs (`forward_session_store!`), against the conformance suite and
+//! against engine failures in the middle of a group commit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use asm_core::{ErrorCode, Event, EventKind, Result, Session};
+use asm_ports::{DynSessionStore, EventQuery, SessionStore, SessionStoreExt};
+use asm_store_kv::{
+    Durability, Finish, FormatRecord, KeyRange, KvEngine, KvError, KvOptions, KvRead, KvStore, KvWrite, Table,
+};
+use asm_testkit::conformance;
+use parking_lot::Mutex;
+
+type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; Table::COUNT];
+
+/// Failures to inject.
+#[derive(Default)]
+struct Faults {
+    /// A put of an event key starting with these bytes fails (a storage error mid-request).
+    fail_events_of: Mutex<Option<Vec<u8>>>,
+    /// The next write transaction panics.
+    panic_next_write: AtomicBool,
+    /// Write transactions begun.
+    writes: AtomicUsize,
+}
+
+#[derive(Default)]
+struct MemoryEngine {
+    tables: Mutex<Arc<Tables>>,
+    format: Mutex<Option<u64>>,
+    faults: Arc<Faults>,
+}
+
+struct Snapshot(Arc<Tables>);
+
+fn scan_map<E: From<KvError>>(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    range: KeyRange<'_>,
+    mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+) -> std::result::Result<(), E> {
+    for (key, value) in map.range::<[u8], _>(range) {
+        if !f(key, value)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl KvRead for Snapshot {
+    fn get<R>(&self, table: Table, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> std::result::Result<Option<R>, KvError> {
+        Ok(self.0[table.index()].get(key).map(|v| f(v)))
+    }
+
+    fn scan<E: From<KvError>>(
+        &self,
+        table: Table,
+        range: KeyRange<'_>,
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        scan_map(&self.0[table.index()], range, f)
+    }
+}
+
+struct Txn {
+    tables: Tables,
+    faults: Arc<Faults>,
+}
+
+impl KvRead for Txn {
+    fn get<R>(&self, table: Table, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> std::result::Result<Option<R>, KvError> {
+        Ok(self.tables[table.index()].get(key).map(|v| f(v)))
+    }
+
+    fn scan<E: From<KvError>>(
+        &self,
+        table: Table,
+        range: KeyRange<'_>,
+        f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        scan_map(&self.tables[table.index()], range, f)
+    }
+}
+
+impl KvWrite for Txn {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> std::result::Result<(), KvError> {
+        if table == Table::Events
+            && let Some(prefix) = self.faults.fail_events_of.lock().as_ref()
+            && key.starts_with(prefix)
+            && key.len() == 24
+            && key[16..] != [0xff; 8]
+        {
+            return Err(KvError::write("insert", std::io::Error::other("injected failure")));
+        }
+        self.tables[table.index()].insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> std::result::Result<(), KvError> {
+        self.tables[table.index()].remove(key);
+        Ok(())
+    }
+}
+
+impl KvEngine for MemoryEngine {
+    type Snapshot<'s> = Snapshot;
+    type Txn<'t> = Txn;
+    const NAME: &'static str = "memory";
+
+    fn read<R>(&self, f: impl FnOnce(&Self::Snapshot<'_>) -> Result<R>) -> Result<R> {
+        let snapshot = Snapshot(Arc::clone(&self.tables.lock()));
+        f(&snapshot)
+    }
+
+    fn write<R>(&self, _durable: bool, f: impl FnOnce(&mut Self::Txn<'_>) -> Result<(R, Finish)>) -> Result<R> {
+        self.faults.writes.fetch_add(1, Ordering::SeqCst);
+        if self.faults.panic_next_write.swap(false, Ordering::SeqCst) {
+            panic!("injected panic inside the engine");
+        }
+        let mut txn = Txn { tables: (**self.tables.lock()).clone(), faults: Arc::clone(&self.faults) };
+        let (result, finish) = f(&mut txn)?;
+        if finish == Finish::Commit {
+            *self.tables.lock() = Arc::new(txn.tables);
+        }
+        Ok(result)
+    }
+
+    fn sync(&self) -> std::result::Result<(), KvError> {
+        Ok(())
+    }
+
+    fn read_format(&self) -> std::result::Result<FormatRecord, KvError> {
+        Ok(match *self.format.lock() {
+            Some(version) => FormatRecord::Version(version),
+            None => FormatRecord::Absent { empty: self.tables.lock().iter().all(BTreeMap::is_empty) },
+        })
+    }
+
+    fn init(&self, version: u64) -> std::result::Result<(), KvError> {
+        *self.format.lock() = Some(version);
+        Ok(())
+    }
+}
+
+/// A store over the memory engine, wrapped as the store crates wrap theirs.
+#[derive(Clone, Debug)]
+struct MemoryKvStore {
+    inner: KvStore<MemoryEngine>,
+}
+
+asm_store_kv::forward_session_store!(MemoryKvStore, inner);
+
+fn store_with(engine: MemoryEngine, durability: Durability) -> MemoryKvStore {
+    let inner = KvStore::open(engine, KvOptions::new(durability, asm_store_kv::DEFAULT_MAX_EVENT_BYTES))
+        .expect("open the memory engine");
+    MemoryKvStore { inner }
+}
+
+fn store() -> DynSessionStore {
+    Arc::new(store_with(MemoryEngine::default(), Durability::Immediate))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_conformance_suite_passes_on_the_engine_alone() {
+    conformance::run_all(store()).await;
+    conformance::run_all(Arc::new(store_with(MemoryEngine::default(), Durability::Eventual))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_on_the_engine_alone() {
+    conformance::check_concurrent_appends(store()).await;
+    conformance::check_long_poll_follows_concurrent_writers(store()).await;
+}
+
+#[test]
+fn property_tests_on_the_engine_alone() {
+    conformance::prop_cursor_reads_match_model(store);
+    conformance::prop_sequencing_matches_model(store);
+}
+
+/// An engine failure in the middle of one request fails that request only: the group is
+/// replayed one request per transaction, and the failed request leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_engine_failure_fails_only_its_request() {
+    let faults = Arc::new(Faults::default());
+    let engine = MemoryEngine { faults: Arc::clone(&faults), ..MemoryEngine::default() };
+    let store = Arc::new(store_with(engine, Durability::Immediate));
+    let good = Session::new("good").expect("session");
+    let bad = Session::new("bad").expect("session");
+    store.save_session(&good).await.expect("save");
+    store.save_session(&bad).await.expect("save");
+    let bad_key = {
+        // The 16 id bytes are the 32 hex digits of the id.
+        let hex = &bad.id.as_str()[4..];
+        (0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect::<Vec<u8>>()
+    };
+    *faults.fail_events_of.lock() = Some(bad_key);
+
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let store = Arc::clone(&store);
+        let session = if i % 4 == 0 { bad.id.clone() } else { good.id.clone() };
+        tasks.push(tokio::spawn(async move { store.append_event(Event::new(EventKind::MessageSent, session)).await }));
+    }
+    let mut appended = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        let result = task.await.expect("task");
+        if i % 4 == 0 {
+            assert_eq!(result.expect_err("the injected failure").code(), ErrorCode::StorageWriteFailed);
+        } else {
+            result.expect("an append to the good session");
+            appended += 1;
+        }
+    }
+    assert_eq!(store.latest_sequence(&good.id).await.expect("latest"), appended);
+    let read = store.get_events(&good.id, &EventQuery::new()).await.expect("read");
+    let sequences: Vec<u64> = read.iter().filter_map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=appended).collect::<Vec<_>>(), "gap-free despite the failures");
+    assert_eq!(store.latest_sequence(&bad.id).await.expect("latest"), 0, "a failed request wrote nothing");
+
+    *faults.fail_events_of.lock() = None;
+    assert_eq!(
+        store.append_event(Event::new(EventKind::MessageSent, bad.id.clone())).await.expect("append").sequence,
+        Some(1)
+    );
+}
+
+/// A panic inside the engine fails the requests of that transaction with `storage_error`;
+/// the writer keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_panic_is_an_error_and_the_writer_goes_on() {
+    let faults = Arc::new(Faults::default());
+    let engine = MemoryEngine { faults: Arc::clone(&faults), ..MemoryEngine::default() };
+    let store = store_with(engine, Durability::Immediate);
+    let session = Session::new("panic").expect("session");
+    store.save_session(&session).await.expect("save");
+    faults.panic_next_write.store(true, Ordering::SeqCst);
+    let err = store.append_event(Event::new(EventKind::MessageSent, session.id.clone())).await.expect_err("panic");
+    assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
+    assert_eq!(err.details().get("corrupted"), Some(&serde_json::Value::Bool(true)));
+    let stored = store.append_event(Event::new(EventKind::MessageSent, session.id.clone())).await.expect("append");
+    assert_eq!(stored.sequence, Some(1));
+}
+
+/// A newer format version is refused before anything is written.
+#[test]
+fn a_newer_format_is_refused() {
+    let engine = MemoryEngine::default();
+    *engine.format.lock() = Some(asm_store_kv::FORMAT_VERSION + 1);
+    let err = KvStore::open(engine, KvOptions::default()).expect_err("a newer format");
+    assert_eq!(err.code(), ErrorCode::MigrationRequired);
+}
+
+#[test]
+fn every_store_has_the_same_limits() {
+    assert_eq!(asm_store_kv::DEFAULT_MAX_EVENT_BYTES, asm_ports::MAX_EVENT_BYTES);
+    assert_eq!(KvOptions::default().max_event_bytes, asm_ports::MAX_EVENT_BYTES);
+    assert_eq!(KvOptions::default().durability, Durability::Immediate);
+}

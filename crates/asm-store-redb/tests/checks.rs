@@ -1,0 +1,78 @@
+//! The robustness checks of `asm-store-kv` (the same limits and error codes in every KV store),
+//! run against [`RedbSessionStore`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use asm_ports::DynSessionStore;
+use asm_store_kv::checks::{self, Subject};
+use asm_store_redb::{RedbOptions, RedbSessionStore};
+use redb::TableDefinition;
+
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("asm_meta");
+
+fn open(path: &Path, max_event_bytes: usize) -> asm_core::Result<DynSessionStore> {
+    let store = RedbSessionStore::open_with(path, RedbOptions::new().max_event_bytes(max_event_bytes))?;
+    Ok(Arc::new(store))
+}
+
+fn set_format_version(path: &Path, version: Option<u64>) {
+    let db = redb::Database::create(path).expect("open raw");
+    let txn = db.begin_write().expect("begin_write");
+    {
+        let mut meta = txn.open_table(META).expect("meta table");
+        match version {
+            Some(v) => meta.insert("format_version", v).map(|_| ()),
+            None => meta.remove("format_version").map(|_| ()),
+        }
+        .expect("write meta");
+    }
+    txn.commit().expect("commit");
+}
+
+fn write_foreign(path: &Path) {
+    let db = redb::Database::create(path).expect("create raw");
+    let txn = db.begin_write().expect("begin_write");
+    {
+        let table: TableDefinition<'static, u64, u64> = TableDefinition::new("something_else");
+        txn.open_table(table).expect("table").insert(1, 2).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+const REDB: Subject = Subject { name: "redb", open, set_format_version, write_foreign };
+
+#[test]
+fn lock() {
+    checks::check_lock(&REDB);
+}
+
+#[test]
+fn unopenable_path() {
+    checks::check_unopenable_path(&REDB);
+}
+
+#[test]
+fn event_cap() {
+    checks::check_event_cap(&REDB);
+}
+
+#[test]
+fn json_depth() {
+    checks::check_json_depth(&REDB);
+}
+
+#[test]
+fn format_versions() {
+    checks::check_format_versions(&REDB);
+}
+
+#[test]
+fn foreign_database() {
+    checks::check_foreign_database(&REDB);
+}
+
+#[test]
+fn refused_request_fails_alone() {
+    checks::check_refused_request_fails_alone(&REDB);
+}
