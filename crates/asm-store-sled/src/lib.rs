@@ -225,8 +225,7 @@ impl SledSessionStore {
         let path = path.as_ref().to_path_buf();
         let with_path = |e: asm_core::Error| e.with_detail("path", path.display().to_string());
         let config = sled::Config::new().path(&path).flush_every_ms(Some(BACKGROUND_FLUSH_MS));
-        let db = guard("opening the database", || config.open().map_err(|e| engine::open_err(&path, e).into()))
-            .map_err(with_path)?;
+        let db = open_waiting_for_lock(&config, &path).map_err(with_path)?;
         let kv = KvOptions::new(options.durability, options.max_event_bytes);
         let kv_durability = kv.durability;
         let engine =
@@ -291,4 +290,27 @@ fn write_marker(path: &Path) -> Result<()> {
         asm_core::Error::from(KvError::write("writing the marker file", e))
             .with_detail("path", marker.display().to_string())
     })
+}
+
+/// How long [`SledSessionStore::open`] waits for the database's file lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] for its file lock: sled releases the lock
+/// only when its background flusher thread has stopped, which happens shortly *after* the last
+/// handle of a store is dropped, so a store closed and reopened in one process would otherwise
+/// find its own lock still held. A lock held longer (another process, another open store) is
+/// the typed error it was before (`storage_connection_failed`, with the path).
+fn open_waiting_for_lock(config: &sled::Config, path: &Path) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if io.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => return guard("opening the database", || Err(engine::open_err(path, error).into())),
+        }
+    }
 }

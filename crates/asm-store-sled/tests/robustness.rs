@@ -209,7 +209,18 @@ fn a_path_that_is_a_file_is_a_typed_error() {
 }
 
 fn set_format_record(path: &Path, value: Option<&[u8]>) {
-    let db = sled::open(path).expect("raw sled open");
+    // sled releases a closed database's file lock when its flusher thread stops, just after the
+    // last handle is dropped: wait for it, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let db = loop {
+        match sled::open(path) {
+            Ok(db) => break db,
+            Err(error) if std::time::Instant::now() < deadline && error.to_string().contains("acquire lock") => {
+                std::thread::yield_now();
+            }
+            Err(error) => panic!("raw sled open: {error:?}"),
+        }
+    };
     match value {
         Some(value) => db.insert(FORMAT_VERSION_KEY, value).expect("insert"),
         None => db.remove(FORMAT_VERSION_KEY).expect("remove"),
