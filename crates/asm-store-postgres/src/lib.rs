@@ -122,6 +122,8 @@ pub struct PostgresStatus {
     pub pool_connections: usize,
     /// Of those, idle.
     pub pool_idle: usize,
+    /// Long-poll reads waiting now.
+    pub long_poll_readers: usize,
 }
 
 impl PostgresSessionStore {
@@ -190,6 +192,7 @@ impl PostgresSessionStore {
             listen_connects: self.inner.db.waiters.connects(),
             pool_connections: pool.size,
             pool_idle: pool.available,
+            long_poll_readers: self.inner.db.waiters.readers(),
         }
     }
 

@@ -96,6 +96,11 @@ impl Waiters {
         }
     }
 
+    /// Long-poll readers waiting now.
+    pub(crate) fn readers(&self) -> usize {
+        self.sessions.lock().values().map(|(_, count)| count).sum()
+    }
+
     pub(crate) fn connects(&self) -> u64 {
         self.connects.load(Ordering::SeqCst)
     }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -83,5 +85,14 @@ impl Drop for TestSchema {
         if let Err(e) = admin_sql(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name)) {
             eprintln!("could not drop test schema {}: {e}", self.name);
         }
+    }
+}
+
+/// Waits (bounded: 10 s) until `condition` holds, checking every 10 ms.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
