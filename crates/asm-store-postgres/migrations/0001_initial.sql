@@ -148,9 +148,14 @@ CREATE FUNCTION {schema}.asm_write(
     o_meta     json,
     o_detail   text
 )
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+-- Generic plans: a custom plan (the default for the first calls, and whenever the planner finds
+-- it cheaper, which it does for small arrays) costs more to plan than to run.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 DECLARE
     v_found  integer[];
+    v_found_ids uuid[];
     v_new    integer;
     v_last   bigint;
     v_has    boolean;
@@ -160,10 +165,11 @@ DECLARE
     v_bad    uuid;
     v_badst  text;
 BEGIN
-    -- 1. Events stored before (idempotency by id, across sessions).
-    SELECT coalesce(array_agg(i.ord::integer), '{}') INTO v_found
-      FROM unnest(p_ids) WITH ORDINALITY AS i(id, ord)
-      JOIN {schema}.asm_events e ON e.id = i.id;
+    -- 1. Events stored before (idempotency by id, across sessions): probes of the unique id
+    --    index (the ids of one call are distinct, so array_position finds each one's position).
+    SELECT coalesce(array_agg(array_position(p_ids, e.id)), '{}'), coalesce(array_agg(e.id), '{}')
+      INTO v_found, v_found_ids
+      FROM {schema}.asm_events e WHERE e.id = ANY(p_ids);
     v_new := coalesce(cardinality(p_ids), 0) - cardinality(v_found);
 
     IF v_new = 0 AND p_run IS NULL THEN
@@ -174,10 +180,9 @@ BEGIN
                 NULL::text, NULL::timestamptz, NULL::integer, NULL::text, NULL::text, NULL::json, NULL::json, NULL::text;
             RETURN;
         END IF;
-        RETURN QUERY SELECT NULL::text, i.ord::integer, e.sequence, e.session_id, e.run_id, e.kind, e.ts,
-                e.schema_version, e.provider, e.correlation_id, e.data, e.metadata, NULL::text
-            FROM unnest(p_ids) WITH ORDINALITY AS i(id, ord)
-            JOIN {schema}.asm_events e ON e.id = i.id;
+        RETURN QUERY SELECT NULL::text, array_position(p_ids, e.id), e.sequence, e.session_id, e.run_id, e.kind,
+                e.ts, e.schema_version, e.provider, e.correlation_id, e.data, e.metadata, NULL::text
+            FROM {schema}.asm_events e WHERE e.id = ANY(v_found_ids);
         RETURN;
     END IF;
 
@@ -252,8 +257,8 @@ BEGIN
           FROM {schema}.asm_runs r
          WHERE r.session_id = p_session
            AND r.status = ANY(p_terminal)
-           AND r.id IN (SELECT t.run FROM unnest(p_runs) WITH ORDINALITY AS t(run, ord)
-                         WHERE t.run IS NOT NULL AND NOT (t.ord::integer = ANY(v_found)))
+           AND r.id = ANY(ARRAY(SELECT t.run FROM unnest(p_runs) WITH ORDINALITY AS t(run, ord)
+                                 WHERE t.run IS NOT NULL AND NOT (t.ord::integer = ANY(v_found))))
          LIMIT 1;
         IF FOUND THEN
             UPDATE {schema}.asm_session_heads SET last_sequence = v_last WHERE session_id = p_session;
@@ -293,12 +298,109 @@ BEGIN
     RETURN QUERY SELECT NULL::text, NULL::integer, v_last, NULL::uuid, NULL::uuid, NULL::text,
         NULL::timestamptz, NULL::integer, NULL::text, NULL::text, NULL::json, NULL::json, NULL::text;
     IF cardinality(v_found) > 0 THEN
-        RETURN QUERY SELECT NULL::text, i.ord::integer, e.sequence, e.session_id, e.run_id, e.kind, e.ts,
-                e.schema_version, e.provider, e.correlation_id, e.data, e.metadata, NULL::text
-            FROM unnest(p_ids) WITH ORDINALITY AS i(id, ord)
-            JOIN {schema}.asm_events e ON e.id = i.id
-           WHERE i.ord::integer = ANY(v_found);
+        RETURN QUERY SELECT NULL::text, array_position(p_ids, e.id), e.sequence, e.session_id, e.run_id, e.kind,
+                e.ts, e.schema_version, e.provider, e.correlation_id, e.data, e.metadata, NULL::text
+            FROM {schema}.asm_events e WHERE e.id = ANY(v_found_ids);
     END IF;
+END
+$fn$;
+
+-- The fast path of group commit: the appends of many callers (of any sessions) in one
+-- statement, set-based. It applies only when nothing needs a per-append answer: no event is
+-- stored already, every session exists, every compare-and-append precondition holds and no event
+-- names a terminal run. Otherwise it raises SQLSTATE ASM01 (rolling back everything it did) and
+-- the caller writes the appends through asm_write, which answers each one.
+--
+-- p_sess / p_sess_count: the distinct sessions (sorted: the lock order) and how many events each
+-- gets; p_req_*: per append, its session, precondition and the number of events of the earlier
+-- appends of its session in this group; p_chk_*: the distinct (run, session) pairs the events
+-- name; p_ev_session / p_ev_rank: per event, its session and its rank (1, 2, ...) among that
+-- session's events in this group. Returns each session's last sequence before the group.
+CREATE FUNCTION {schema}.asm_append_group(
+    p_terminal    text[],
+    p_sess        uuid[],
+    p_sess_count  integer[],
+    p_req_session uuid[],
+    p_req_expect  bigint[],
+    p_req_offset  bigint[],
+    p_chk_run     uuid[],
+    p_chk_session uuid[],
+    p_ev_session  uuid[],
+    p_ev_rank     bigint[],
+    p_ids         uuid[],
+    p_runs        uuid[],
+    p_kinds       text[],
+    p_ts          timestamptz[],
+    p_schemas     integer[],
+    p_providers   text[],
+    p_corrs       text[],
+    p_data        json[],
+    p_meta        json[]
+) RETURNS TABLE (o_session uuid, o_base bigint)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    v_heads_sess uuid[];
+    v_heads_base bigint[];
+    v_n          bigint;
+BEGIN
+    -- (count, not LIMIT 1: with a LIMIT the planner may prefer a sequential scan that stops at
+    -- the first match, and reads the whole log when there is none, the usual case.)
+    SELECT count(*) INTO v_n FROM {schema}.asm_events e WHERE e.id = ANY(p_ids);
+    IF v_n > 0 THEN
+        RAISE EXCEPTION 'asm_append_group: an event is stored already' USING ERRCODE = 'ASM01';
+    END IF;
+
+    -- Every head row of the group, taken in session order (so two groups never wait for each
+    -- other in a cycle), each session's range reserved in the same statement.
+    WITH reserved AS (
+        INSERT INTO {schema}.asm_session_heads AS h (session_id, last_sequence)
+        SELECT s.id, c.n
+          FROM unnest(p_sess, p_sess_count) AS c(id, n)
+          JOIN {schema}.asm_sessions s ON s.id = c.id
+         ORDER BY c.id
+        ON CONFLICT (session_id) DO UPDATE SET last_sequence = h.last_sequence + excluded.last_sequence
+        RETURNING h.session_id, h.last_sequence
+    )
+    SELECT array_agg(r.session_id), array_agg(r.last_sequence - c.n)
+      INTO v_heads_sess, v_heads_base
+      FROM reserved r JOIN unnest(p_sess, p_sess_count) AS c(id, n) ON c.id = r.session_id;
+    IF coalesce(cardinality(v_heads_sess), 0) <> cardinality(p_sess) THEN
+        RAISE EXCEPTION 'asm_append_group: a session does not exist' USING ERRCODE = 'ASM01';
+    END IF;
+
+    PERFORM 1
+       FROM unnest(p_req_session, p_req_expect, p_req_offset) AS q(session, expect, off)
+       JOIN unnest(v_heads_sess, v_heads_base) AS b(session, base) ON b.session = q.session
+      WHERE q.expect IS NOT NULL AND q.expect <> b.base + q.off
+      LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'asm_append_group: a compare-and-append precondition fails' USING ERRCODE = 'ASM01';
+    END IF;
+
+    -- No new event of a run whose stored state is terminal.
+    SELECT count(*) INTO v_n
+      FROM {schema}.asm_runs r
+     WHERE r.id = ANY(p_chk_run) AND r.status = ANY(p_terminal)
+       AND (r.id, r.session_id) IN (SELECT c.run, c.session FROM unnest(p_chk_run, p_chk_session) AS c(run, session));
+    IF v_n > 0 THEN
+        RAISE EXCEPTION 'asm_append_group: an event of a finished run' USING ERRCODE = 'ASM01';
+    END IF;
+
+    INSERT INTO {schema}.asm_events
+        (session_id, sequence, id, run_id, kind, ts, schema_version, provider, correlation_id, data, metadata)
+    SELECT t.session, b.base + t.rank, t.id, t.run, t.kind, t.ts, t.sv, t.provider, t.corr, t.data, t.meta
+      FROM unnest(p_ev_session, p_ev_rank, p_ids, p_runs, p_kinds, p_ts, p_schemas, p_providers, p_corrs, p_data,
+                  p_meta) AS t(session, rank, id, run, kind, ts, sv, provider, corr, data, meta)
+      JOIN unnest(v_heads_sess, v_heads_base) AS b(session, base) ON b.session = t.session;
+
+    -- One notification per 200 sessions (payloads hold at most 8000 bytes): the listener splits
+    -- the comma-separated ids.
+    PERFORM pg_notify({channel}, string_agg(x.s::text, ','))
+       FROM (SELECT s, (row_number() OVER () - 1) / 200 AS chunk FROM unnest(p_sess) AS s) x
+      GROUP BY x.chunk;
+    RETURN QUERY SELECT q.session, q.base FROM unnest(v_heads_sess, v_heads_base) AS q(session, base);
 END
 $fn$;
 

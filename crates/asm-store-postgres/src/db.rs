@@ -1,6 +1,7 @@
 //! The database side: the pool, the SQL text, and one attempt of every operation. Retrying is
 //! the caller's ([`crate::retry::Retry`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use asm_core::{Event, EventKind, Run, RunId, Session, SessionId, Timestamp};
@@ -13,7 +14,7 @@ use crate::codec::{self, EVENT_COLUMNS, SESSION_COLUMNS, uuid_of};
 use crate::error::{Class, DbError};
 use crate::listener::Waiters;
 use crate::migrate::quoted;
-use crate::write::{Outcome, Write};
+use crate::write::{GroupParams, Outcome, Write};
 
 /// The SQL of the fixed statements, with the schema filled in.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ struct Sql {
     get_run: String,
     latest_sequence: String,
     write: String,
+    append_group: String,
 }
 
 impl Sql {
@@ -51,6 +53,10 @@ impl Sql {
             write: format!(
                 "SELECT * FROM {q}.asm_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
                  $16, $17, $18, $19, $20, $21, $22, $23, $24)"
+            ),
+            append_group: format!(
+                "SELECT o_session, o_base FROM {q}.asm_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+                 $12, $13, $14, $15, $16, $17, $18, $19)"
             ),
         }
     }
@@ -265,6 +271,29 @@ impl Db {
         write.outcome(&rows)
     }
 
+    /// The fast path of group commit: every append of the group in one statement (one round
+    /// trip, one commit). Returns, per append, the last sequence before its events; raises
+    /// SQLSTATE `ASM01` ([`is_group_fallback`]) when an append needs its own answer.
+    pub(crate) async fn append_group(&self, writes: &[Write]) -> Result<Vec<u64>, DbError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.append_group).await?;
+        let params = GroupParams::new(writes);
+        let rows = client.query(&stmt, &params.as_sql()).await?;
+        let mut session_base: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            session_base.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        (0..writes.len())
+            .map(|req| {
+                let base = params
+                    .req_session(req)
+                    .and_then(|s| session_base.get(&s))
+                    .ok_or_else(|| crate::error::decode("a session without a base"))?;
+                u64::try_from(base + params.req_offset[req]).map_err(|_| crate::error::decode("negative sequence"))
+            })
+            .collect()
+    }
+
     /// Several writes in one transaction, pipelined: `BEGIN`, every call, `COMMIT` go out
     /// together, so the group costs one round trip and one WAL flush. Refusals are per write;
     /// an error raised by any call fails the whole group (nothing of it is committed).
@@ -296,6 +325,11 @@ impl Db {
             None => Ok(outcomes),
         }
     }
+}
+
+/// Whether `asm_append_group` declined the group (an append needs its own answer).
+pub(crate) fn is_group_fallback(error: &DbError) -> bool {
+    matches!(error, DbError::Postgres(e) if e.code().is_some_and(|c| c.code() == "ASM01"))
 }
 
 /// Whether a failed group should be split into single writes (its failure belongs to one of

@@ -184,8 +184,11 @@ async fn listen_once(
             }
             message = messages.next() => match message {
                 Some(AsyncMessage::Notification(n)) => {
-                    if let Ok(session) = Uuid::try_parse(n.payload()) {
-                        waiters.wake(&session);
+                    // One session id, or several separated by commas (a group commit).
+                    for id in n.payload().split(',') {
+                        if let Ok(session) = Uuid::try_parse(id) {
+                            waiters.wake(&session);
+                        }
                     }
                 }
                 Some(_) => {}
@@ -208,11 +211,14 @@ mod tests {
         assert_eq!(waiters.registered(), 1);
         drop(a);
         assert_eq!(waiters.registered(), 1);
-        let notified = b.slot().notified();
-        let mut notified = std::pin::pin!(notified);
-        notified.as_mut().enable();
-        waiters.wake(&s);
-        tokio::time::timeout(Duration::from_secs(1), notified).await.unwrap();
+        {
+            let notified = b.slot().notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            waiters.wake(&s);
+            tokio::time::timeout(Duration::from_secs(1), notified).await.unwrap();
+        }
+        assert_eq!(waiters.readers(), 1);
         drop(b);
         assert_eq!(waiters.registered(), 0);
     }

@@ -91,7 +91,8 @@ pub struct PostgresOptions {
     /// Default 16.
     pub pool_size: usize,
     /// Writer tasks committing appends in groups; each holds a pooled connection while it
-    /// commits. Default 4.
+    /// commits. Default 2: while one group commits, the next one gathers (more writers make
+    /// smaller groups).
     pub writers: usize,
     /// The most appends one group commit carries. Default 128.
     pub max_group: usize,
@@ -123,7 +124,7 @@ impl PostgresOptions {
             config,
             schema: "public".to_owned(),
             pool_size: 16,
-            writers: 4,
+            writers: 2,
             max_group: 128,
             max_event_bytes: asm_ports::MAX_EVENT_BYTES,
             connect_timeout: Duration::from_secs(5),

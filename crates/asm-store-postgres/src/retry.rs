@@ -11,7 +11,7 @@ use crate::options::RetryPolicy;
 /// The retry state of one call: `attempt` the call, and on failure ask [`Retry::next`] whether
 /// to go again.
 ///
-/// ```ignore
+/// ```text
 /// let mut retry = Retry::new(policy, "get_session");
 /// loop {
 ///     match attempt().await {

@@ -365,3 +365,126 @@ impl Params<'_> {
         ]
     }
 }
+
+/// The parameters of `asm_append_group` for a group of appends (see the migration), in order.
+#[derive(Debug)]
+pub(crate) struct GroupParams<'a> {
+    terminal: Vec<&'static str>,
+    sessions: Vec<Uuid>,
+    session_counts: Vec<i32>,
+    req_session: Vec<Uuid>,
+    req_expect: Vec<Option<i64>>,
+    /// Per append, the events of the earlier appends of its session in the group.
+    pub(crate) req_offset: Vec<i64>,
+    chk_run: Vec<Uuid>,
+    chk_session: Vec<Uuid>,
+    ev_session: Vec<Uuid>,
+    ev_rank: Vec<i64>,
+    ids: Vec<Uuid>,
+    runs: Vec<Option<Uuid>>,
+    kinds: Vec<&'static str>,
+    ts: Vec<Timestamp>,
+    schemas: Vec<i32>,
+    providers: Vec<Option<&'a str>>,
+    corrs: Vec<Option<&'a str>>,
+    data: Vec<Json<&'a JsonMap>>,
+    meta: Vec<Json<&'a JsonMap>>,
+}
+
+impl<'a> GroupParams<'a> {
+    /// `writes` are appends in the group's order.
+    pub(crate) fn new(writes: &'a [Write]) -> Self {
+        let events = writes.iter().map(|w| w.unique_len()).sum();
+        let mut per_session: HashMap<Uuid, i64> = HashMap::new();
+        let mut checks: std::collections::HashSet<(Uuid, Uuid)> = std::collections::HashSet::new();
+        let mut p = GroupParams {
+            terminal: terminal_statuses(),
+            sessions: Vec::new(),
+            session_counts: Vec::new(),
+            req_session: Vec::with_capacity(writes.len()),
+            req_expect: Vec::with_capacity(writes.len()),
+            req_offset: Vec::with_capacity(writes.len()),
+            chk_run: Vec::new(),
+            chk_session: Vec::new(),
+            ev_session: Vec::with_capacity(events),
+            ev_rank: Vec::with_capacity(events),
+            ids: Vec::with_capacity(events),
+            runs: Vec::with_capacity(events),
+            kinds: Vec::with_capacity(events),
+            ts: Vec::with_capacity(events),
+            schemas: Vec::with_capacity(events),
+            providers: Vec::with_capacity(events),
+            corrs: Vec::with_capacity(events),
+            data: Vec::with_capacity(events),
+            meta: Vec::with_capacity(events),
+        };
+        for write in writes {
+            let session = write.batch.session_uuid;
+            let seen = per_session.entry(session).or_insert(0);
+            p.req_session.push(session);
+            p.req_expect.push(match &write.kind {
+                Kind::Append { expected_last_sequence } => {
+                    expected_last_sequence.map(|s| i64::try_from(s).unwrap_or(-1))
+                }
+                Kind::Flush { .. } => None,
+            });
+            p.req_offset.push(*seen);
+            for e in write.batch.unique_events() {
+                *seen += 1;
+                let run = e.run_id.as_ref().map(|r| uuid_of(r.as_str()));
+                if let Some(run) = run
+                    && checks.insert((run, session))
+                {
+                    p.chk_run.push(run);
+                    p.chk_session.push(session);
+                }
+                p.ev_session.push(session);
+                p.ev_rank.push(*seen);
+                p.ids.push(uuid_of(e.id.as_str()));
+                p.runs.push(run);
+                p.kinds.push(e.kind.as_str());
+                p.ts.push(e.timestamp);
+                p.schemas.push(i32::try_from(e.schema_version).unwrap_or(i32::MAX));
+                p.providers.push(e.provider.as_deref());
+                p.corrs.push(e.correlation_id.as_deref());
+                p.data.push(Json(&e.data));
+                p.meta.push(Json(&e.metadata));
+            }
+        }
+        // Sorted: the order the head rows are locked in.
+        let mut sessions: Vec<(Uuid, i64)> = per_session.into_iter().collect();
+        sessions.sort_unstable();
+        p.sessions = sessions.iter().map(|(s, _)| *s).collect();
+        p.session_counts = sessions.iter().map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX)).collect();
+        p
+    }
+
+    /// Per append (in group order), its session.
+    pub(crate) fn req_session(&self, req: usize) -> Option<Uuid> {
+        self.req_session.get(req).copied()
+    }
+
+    pub(crate) fn as_sql(&self) -> [&(dyn ToSql + Sync); 19] {
+        [
+            &self.terminal,
+            &self.sessions,
+            &self.session_counts,
+            &self.req_session,
+            &self.req_expect,
+            &self.req_offset,
+            &self.chk_run,
+            &self.chk_session,
+            &self.ev_session,
+            &self.ev_rank,
+            &self.ids,
+            &self.runs,
+            &self.kinds,
+            &self.ts,
+            &self.schemas,
+            &self.providers,
+            &self.corrs,
+            &self.data,
+            &self.meta,
+        ]
+    }
+}

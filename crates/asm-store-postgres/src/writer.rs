@@ -13,9 +13,11 @@
 use std::sync::Arc;
 
 use asm_core::{Error, ErrorCode, Event, Result};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::db::{Db, split_group};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+
+use crate::db::{Db, is_group_fallback, split_group};
 use crate::options::RetryPolicy;
 use crate::retry::Retry;
 use crate::write::{Outcome, Write};
@@ -39,8 +41,9 @@ impl Queue {
         // Bounded: a caller waits for room instead of growing the queue without limit.
         let (tx, rx) = mpsc::channel(max_group.saturating_mul(writers).max(64));
         let rx = Arc::new(Mutex::new(rx));
+        let commits = Arc::new(Commits::default());
         for _ in 0..writers {
-            tokio::spawn(writer(Arc::clone(&db), Arc::clone(&rx), max_group, retry));
+            tokio::spawn(writer(Arc::clone(&db), Arc::clone(&rx), Arc::clone(&commits), max_group, retry));
         }
         Self { tx }
     }
@@ -55,21 +58,70 @@ impl Queue {
     }
 }
 
-async fn writer(db: Arc<Db>, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_group: usize, retry: RetryPolicy) {
+/// How many times a writer yields while gathering a group.
+const MAX_GATHER_YIELDS: usize = 8;
+
+/// Commits in flight, so that a writer does not start a small commit beside a running one.
+#[derive(Debug, Default)]
+struct Commits {
+    in_flight: AtomicUsize,
+    done: Notify,
+}
+
+/// Takes what is queued (up to `max_group` in all); then yields so that callers just answered
+/// (woken on this worker, queued behind this task) can send their next append, until a yield
+/// brings nothing new. No timer: an append that arrives alone is committed at once.
+async fn gather(rx: &mut mpsc::Receiver<Request>, group: &mut Vec<Request>, max_group: usize) {
+    for _ in 0..MAX_GATHER_YIELDS {
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        if group.len() >= max_group {
+            return;
+        }
+        let before = group.len();
+        tokio::task::yield_now().await;
+        if rx.is_empty() && group.len() == before {
+            return;
+        }
+    }
+}
+
+async fn writer(
+    db: Arc<Db>,
+    rx: Arc<Mutex<mpsc::Receiver<Request>>>,
+    commits: Arc<Commits>,
+    max_group: usize,
+    retry: RetryPolicy,
+) {
     loop {
         let group = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
             let mut group = vec![first];
-            while group.len() < max_group {
-                match rx.try_recv() {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
+            gather(&mut rx, &mut group, max_group).await;
+            // A small group while another commit runs: wait for that commit, whose callers
+            // then send their next appends, and take those too. Groups stay large under load
+            // (one commit's WAL flush overlaps the next group's gathering), and an append on an
+            // idle store still goes at once.
+            if group.len() < max_group {
+                let done = commits.done.notified();
+                let mut done = std::pin::pin!(done);
+                done.as_mut().enable();
+                if commits.in_flight.load(Ordering::SeqCst) > 0 {
+                    done.await;
+                    gather(&mut rx, &mut group, max_group).await;
                 }
             }
+            commits.in_flight.fetch_add(1, Ordering::SeqCst);
             group
         };
         commit_group(&db, group, retry).await;
+        commits.in_flight.fetch_sub(1, Ordering::SeqCst);
+        commits.done.notify_waiters();
     }
 }
 
@@ -78,50 +130,75 @@ async fn commit_group(db: &Db, mut group: Vec<Request>, policy: RetryPolicy) {
     // Head rows are always taken in session order, so two groups never wait for each other in
     // a cycle; appends of one session keep their arrival order (stable sort).
     group.sort_by(|a, b| a.write.batch.session_uuid.cmp(&b.write.batch.session_uuid));
-    if group.len() == 1 {
-        if let Some(request) = group.pop() {
-            let answer = commit_one(db, &request.write, policy).await;
-            answer_request(db, request, answer);
-        }
-        return;
-    }
-    let writes: Vec<Write> = Vec::new();
-    let (writes, replies): (Vec<Write>, Vec<_>) = group.into_iter().fold((writes, Vec::new()), |(mut w, mut r), q| {
-        w.push(q.write);
-        r.push(q.reply);
-        (w, r)
-    });
+    let (writes, replies): (Vec<Write>, Vec<_>) = group.into_iter().map(|q| (q.write, q.reply)).unzip();
+
+    // 1. The fast path: the whole group in one statement.
     let mut retry = Retry::new(policy, "append");
-    let result = loop {
-        match db.write_group(&writes, retry.failures() > 0).await {
-            Ok(outcomes) => break Ok(outcomes),
-            Err(e) if split_group(&e) => break Err(None),
+    let fallback = loop {
+        match db.append_group(&writes).await {
+            Ok(bases) => {
+                for ((write, reply), base) in writes.into_iter().zip(replies).zip(bases) {
+                    let outcome = Outcome::Written { base, stored: Default::default() };
+                    answer_request(db, Request { write, reply }, Ok(outcome));
+                }
+                return;
+            }
+            // An append needs its own answer (a refusal, or events stored already).
+            Err(e) if is_group_fallback(&e) => break Fallback::PerAppend,
+            // One append holds something the server refused, or raced a concurrent writer.
+            Err(e) if split_group(&e) => break Fallback::OneByOne,
             Err(e) => {
                 if let Err(e) = retry.next(e).await {
-                    break Err(Some(e));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    return;
                 }
             }
         }
     };
-    match result {
-        Ok(outcomes) => {
-            for ((write, reply), outcome) in writes.into_iter().zip(replies).zip(outcomes) {
-                answer_request(db, Request { write, reply }, Ok(outcome));
+
+    // 2. Every append through asm_write, which answers each one: together in one transaction,
+    //    or one by one when one of them raises.
+    if fallback == Fallback::PerAppend && writes.len() > 1 {
+        let mut retry = Retry::new(policy, "append");
+        let result = loop {
+            match db.write_group(&writes, retry.failures() > 0).await {
+                Ok(outcomes) => break Ok(outcomes),
+                Err(e) if split_group(&e) => break Err(None),
+                Err(e) => {
+                    if let Err(e) = retry.next(e).await {
+                        break Err(Some(e));
+                    }
+                }
             }
-        }
-        Err(Some(error)) => {
-            for reply in replies {
-                let _ = reply.send(Err(error.clone()));
+        };
+        match result {
+            Ok(outcomes) => {
+                for ((write, reply), outcome) in writes.into_iter().zip(replies).zip(outcomes) {
+                    answer_request(db, Request { write, reply }, Ok(outcome));
+                }
+                return;
             }
-        }
-        // One append of the group failed: commit them one by one.
-        Err(None) => {
-            for (write, reply) in writes.into_iter().zip(replies) {
-                let answer = commit_one(db, &write, policy).await;
-                answer_request(db, Request { write, reply }, answer);
+            Err(Some(error)) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                return;
             }
+            Err(None) => {}
         }
     }
+    for (write, reply) in writes.into_iter().zip(replies) {
+        let answer = commit_one(db, &write, policy).await;
+        answer_request(db, Request { write, reply }, answer);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fallback {
+    PerAppend,
+    OneByOne,
 }
 
 async fn commit_one(db: &Db, write: &Write, policy: RetryPolicy) -> Result<Outcome> {

@@ -146,7 +146,10 @@ async fn appends_survive_repeated_cuts() {
             for i in 0..PER_WRITER {
                 let batch: Vec<Event> = (0..1 + i % 3).map(|_| event(&session)).collect();
                 let stored = store.append_events(batch.clone()).await?;
-                assert_eq!(stored.iter().map(|e| &e.id).collect::<Vec<_>>(), batch.iter().map(|e| &e.id).collect::<Vec<_>>());
+                assert_eq!(
+                    stored.iter().map(|e| &e.id).collect::<Vec<_>>(),
+                    batch.iter().map(|e| &e.id).collect::<Vec<_>>()
+                );
                 mine.extend(stored);
             }
             Ok::<_, asm_core::Error>(mine)
@@ -250,10 +253,8 @@ async fn a_lost_listen_connection_misses_no_event() {
 
     // The LISTEN connection comes back by itself, and later appends wake the reader through
     // NOTIFY again (the writer is another store: no in-process wake-up reaches the reader).
-    common::eventually("the LISTEN connection is re-established", || {
-        reader.status().listen_connects > connects_before
-    })
-    .await;
+    common::eventually("the LISTEN connection is re-established", || reader.status().listen_connects > connects_before)
+        .await;
     let read = tokio::spawn({
         let reader = reader.clone();
         let id = session.id.clone();
