@@ -22,6 +22,7 @@ const FACADE_FEATURES: &[&str] = &[
     "store-memory",
     "store-redb",
     "store-sled",
+    "store-postgres",
     "provider-claude",
     "provider-codex",
     "provider-amp",

@@ -173,7 +173,7 @@ impl PostgresSessionStore {
 
         let waiters = Arc::new(Waiters::default());
         let db = Arc::new(Db::new(pool, &options.schema, Arc::clone(&waiters)));
-        let queue = Queue::start(Arc::clone(&db), options.writers, options.max_group, options.retry);
+        let queue = Queue::start(&db, options.writers, options.max_group, options.retry);
         let (stop, stopped) = watch::channel(());
         tokio::spawn(listener::run(config, channel, waiters, options.retry, stopped));
         let runtime = tokio::runtime::Handle::current();

@@ -37,13 +37,13 @@ pub(crate) struct Queue {
 
 impl Queue {
     /// Starts `writers` tasks on the current runtime.
-    pub(crate) fn start(db: Arc<Db>, writers: usize, max_group: usize, retry: RetryPolicy) -> Self {
+    pub(crate) fn start(db: &Arc<Db>, writers: usize, max_group: usize, retry: RetryPolicy) -> Self {
         // Bounded: a caller waits for room instead of growing the queue without limit.
         let (tx, rx) = mpsc::channel(max_group.saturating_mul(writers).max(64));
         let rx = Arc::new(Mutex::new(rx));
         let commits = Arc::new(Commits::default());
         for _ in 0..writers {
-            tokio::spawn(writer(Arc::clone(&db), Arc::clone(&rx), Arc::clone(&commits), max_group, retry));
+            tokio::spawn(writer(Arc::clone(db), Arc::clone(&rx), Arc::clone(&commits), max_group, retry));
         }
         Self { tx }
     }
@@ -129,7 +129,7 @@ async fn writer(
 async fn commit_group(db: &Db, mut group: Vec<Request>, policy: RetryPolicy) {
     // Head rows are always taken in session order, so two groups never wait for each other in
     // a cycle; appends of one session keep their arrival order (stable sort).
-    group.sort_by(|a, b| a.write.batch.session_uuid.cmp(&b.write.batch.session_uuid));
+    group.sort_by_key(|a| a.write.batch.session_uuid);
     let (writes, replies): (Vec<Write>, Vec<_>) = group.into_iter().map(|q| (q.write, q.reply)).unzip();
 
     // 1. The fast path: the whole group in one statement.

@@ -244,3 +244,64 @@ async fn cross_process_child() {
     let event = Event::new(EventKind::MessageReceived, session).with_data("from", "child");
     store.append_event(event).await.unwrap();
 }
+
+/// Concurrent appends of many sessions are committed together; refusals among them (a stale
+/// compare-and-append, an unknown session, a re-appended event) are answered alone and the
+/// others are stored, each session's log gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_in_a_group_commit_stay_alone() {
+    let schema = TestSchema::new("group_refusals");
+    let store = Arc::new(common::open(schema.options().writers(1)).await);
+    let mut sessions = Vec::new();
+    for _ in 0..16 {
+        let session = Session::new("a").unwrap();
+        store.save_session(&session).await.unwrap();
+        sessions.push(session);
+    }
+    let first = store.append_event(Event::new(EventKind::MessageSent, sessions[0].id.clone())).await.unwrap();
+    for round in 0..5 {
+        let mut tasks = Vec::new();
+        for (i, session) in sessions.iter().enumerate() {
+            let writer = Arc::clone(&store);
+            let id = session.id.clone();
+            tasks.push(tokio::spawn(async move {
+                let batch =
+                    vec![Event::new(EventKind::MessageSent, id.clone()), Event::new(EventKind::MessageSent, id)];
+                writer.append_events(batch).await
+            }));
+            if i % 5 == 0 {
+                let store = Arc::clone(&store);
+                let id = session.id.clone();
+                tasks.push(tokio::spawn(async move {
+                    store.append(vec![Event::new(EventKind::MessageSent, id)], Some(u64::MAX)).await
+                }));
+            }
+        }
+        let ghost = Arc::clone(&store);
+        let ghost =
+            tokio::spawn(async move { ghost.append_event(Event::new(EventKind::MessageSent, SessionId::new())).await });
+        let again = Arc::clone(&store);
+        let again = {
+            let first = first.clone();
+            tokio::spawn(async move { again.append_event(first).await })
+        };
+        let mut ok = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(stored) => {
+                    assert_eq!(stored.len(), 2);
+                    ok += 1;
+                }
+                Err(e) => assert_eq!(e.code(), ErrorCode::InvalidOperation, "{e}"),
+            }
+        }
+        assert_eq!(ok, sessions.len(), "round {round}: a good append failed");
+        assert_eq!(ghost.await.unwrap().unwrap_err().code(), ErrorCode::SessionNotFound);
+        assert_eq!(again.await.unwrap().unwrap(), first);
+    }
+    for (i, session) in sessions.iter().enumerate() {
+        let log = store.get_events(&session.id, &EventQuery::new()).await.unwrap();
+        let n = 10 + u64::from(i == 0);
+        assert_eq!(log.iter().filter_map(|e| e.sequence).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+    }
+}
