@@ -16,7 +16,8 @@
 //! - event ids are unique (`UNIQUE (id)`), `(session_id, sequence)` is the primary key, and a
 //!   duplicate id returns the stored event, also across sessions;
 //! - concurrent appends are **group-committed**: writer tasks commit every append waiting in
-//!   one pipelined transaction (one round trip, one WAL flush);
+//!   one set-based statement (`asm_append_group`: one round trip, one WAL flush), falling back to
+//!   `asm_write` per append when one of them needs its own answer;
 //! - transient failures (a lost connection, the server restarting) are retried with backoff
 //!   ([`RetryPolicy`]); when the server stays unreachable the call fails with
 //!   [`ErrorCode::StorageConnectionFailed`](asm_core::ErrorCode::StorageConnectionFailed)

@@ -1,14 +1,20 @@
 //! Group commit of appends.
 //!
-//! Appends go to a queue; a few writer tasks each take every append waiting (up to
-//! `max_group`) and commit them together in one pipelined transaction on one connection: one
-//! round trip and one WAL flush for the whole group. With one append waiting, it is a single
-//! statement in autocommit mode: one round trip. Refusals (compare-and-append, unknown session,
-//! an event after a run's end) are per append and leave the others of the group alone; an
-//! error raised by one append (bad input PostgreSQL cannot hold, a race with a concurrent
-//! delete or a concurrent append of the same id) rolls the group back, and its appends are then
-//! committed one by one so that only the culprit fails. Connection failures are retried with
-//! backoff, the whole group at once: safe, because every append is idempotent by event id.
+//! Appends go to a queue; writer tasks (two by default) each take every append waiting (up to
+//! `max_group`) and commit them together with **one statement** (`asm_append_group`): one round
+//! trip and one WAL flush for the whole group, set-based on the server. With one append waiting
+//! it is the same statement for one append: one round trip. A writer that gathered a small group
+//! while the other writer's commit is in flight waits for that commit first (its callers then
+//! send their next appends), so groups stay large under load without any timer.
+//!
+//! `asm_append_group` declines (SQLSTATE `ASM01`, everything rolled back) when an append needs
+//! its own answer: a refusal (compare-and-append, unknown session, an event after a run's end)
+//! or events stored already (a retry). The group then goes through `asm_write`, one call per
+//! append in one pipelined transaction, which answers each append on its own. An error raised by
+//! one append (input PostgreSQL cannot hold, a race with a concurrent delete or a concurrent
+//! append of the same id) makes the appends commit one by one, so only the culprit fails.
+//! Connection failures are retried with backoff, the whole group at once: safe, because every
+//! append is idempotent by event id.
 
 use std::sync::Arc;
 
