@@ -23,6 +23,7 @@ const FACADE_FEATURES: &[&str] = &[
     "store-memory",
     "store-redb",
     "store-sled",
+    "store-postgres",
     "provider-claude",
     "provider-codex",
     "provider-amp",

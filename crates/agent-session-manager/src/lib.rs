@@ -12,6 +12,7 @@
 //! | `store-memory` (default) | `InMemorySessionStore`, in `store::memory` |
 //! | `store-redb` | `RedbSessionStore`, in `store::redb` (durable, group commit) |
 //! | `store-sled` | `SledSessionStore`, in `store::sled` |
+//! | `store-postgres` | `PostgresSessionStore`, in `store::postgres` (many processes, LISTEN/NOTIFY long-poll) |
 //! | `provider-claude` | `ClaudeAdapter`, in `provider::claude` (Claude Code CLI, stream-json) |
 //! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
@@ -55,6 +56,12 @@ pub mod store {
     #[cfg(feature = "store-sled")]
     pub mod sled {
         pub use asm_store_sled::*;
+    }
+
+    /// The PostgreSQL store (`store-postgres`): many processes and machines on one database.
+    #[cfg(feature = "store-postgres")]
+    pub mod postgres {
+        pub use asm_store_postgres::*;
     }
 }
 

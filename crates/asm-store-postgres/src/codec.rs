@@ -1,0 +1,123 @@
+//! Domain values <-> rows. Ids are stored as `uuid` (16 bytes; `uuid` order is the order of
+//! the ids' hex text, so `(created_at, id)` listings sort as the other stores sort them).
+
+use asm_core::{EventId, EventKind, EventRecord, JsonMap, Run, RunId, Session, SessionId, SessionStatus, Timestamp};
+use tokio_postgres::Row;
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+use crate::error::{DbError, decode};
+
+/// The 16 bytes behind an id (`xyz_` + 32 lowercase hex, validated when the id was made).
+pub(crate) fn uuid_of(id: &str) -> Uuid {
+    // Ids are validated on construction, so the hex always parses; the nil fallback can only be
+    // reached by a value no constructor produces, and then matches nothing.
+    id.get(4..).and_then(|hex| Uuid::try_parse(hex).ok()).unwrap_or(Uuid::nil())
+}
+
+pub(crate) fn session_id(uuid: Uuid) -> Result<SessionId, DbError> {
+    SessionId::parse(&format!("{}{}", SessionId::PREFIX, uuid.simple())).map_err(|e| decode(e.to_string()))
+}
+
+pub(crate) fn run_id(uuid: Uuid) -> Result<RunId, DbError> {
+    RunId::parse(&format!("{}{}", RunId::PREFIX, uuid.simple())).map_err(|e| decode(e.to_string()))
+}
+
+pub(crate) fn event_id(uuid: Uuid) -> Result<EventId, DbError> {
+    EventId::parse(&format!("{}{}", EventId::PREFIX, uuid.simple())).map_err(|e| decode(e.to_string()))
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, DbError> {
+    row.try_get(index).map_err(|e| decode(format!("column {index}: {e}")))
+}
+
+/// The columns every event read selects, in this order.
+pub(crate) const EVENT_COLUMNS: &str =
+    "id, kind, ts, session_id, run_id, data, metadata, sequence, schema_version, provider, correlation_id";
+
+/// An event row selected with [`EVENT_COLUMNS`].
+pub(crate) fn event_row(row: &Row) -> Result<asm_core::Event, DbError> {
+    let kind: &str = get(row, 1)?;
+    let Json(data): Json<JsonMap> = get(row, 5)?;
+    let Json(metadata): Json<JsonMap> = get(row, 6)?;
+    let sequence: i64 = get(row, 7)?;
+    let schema_version: i32 = get(row, 8)?;
+    Ok(asm_core::Event::from(EventRecord {
+        id: event_id(get(row, 0)?)?,
+        kind: EventKind::parse(kind).map_err(|e| decode(e.to_string()))?,
+        timestamp: get(row, 2)?,
+        session_id: session_id(get(row, 3)?)?,
+        run_id: get::<Option<Uuid>>(row, 4)?.map(run_id).transpose()?,
+        data,
+        metadata,
+        sequence: Some(u64::try_from(sequence).map_err(|_| decode("negative sequence"))?),
+        schema_version: u32::try_from(schema_version)
+            .ok()
+            .filter(|&v| v >= 1)
+            .ok_or_else(|| decode("schema_version"))?,
+        provider: get(row, 9)?,
+        correlation_id: get(row, 10)?,
+    }))
+}
+
+/// The stored event of an `asm_write` result row (columns `o_ord` .. `o_meta`, see the
+/// migration).
+pub(crate) fn written_event_row(row: &Row, id: &EventId) -> Result<asm_core::Event, DbError> {
+    let kind: &str = get(row, 5)?;
+    let Json(data): Json<JsonMap> = get(row, 10)?;
+    let Json(metadata): Json<JsonMap> = get(row, 11)?;
+    let sequence: i64 = get(row, 2)?;
+    let schema_version: i32 = get(row, 7)?;
+    Ok(asm_core::Event::from(EventRecord {
+        id: id.clone(),
+        kind: EventKind::parse(kind).map_err(|e| decode(e.to_string()))?,
+        timestamp: get(row, 6)?,
+        session_id: session_id(get(row, 3)?)?,
+        run_id: get::<Option<Uuid>>(row, 4)?.map(run_id).transpose()?,
+        data,
+        metadata,
+        sequence: Some(u64::try_from(sequence).map_err(|_| decode("negative sequence"))?),
+        schema_version: u32::try_from(schema_version)
+            .ok()
+            .filter(|&v| v >= 1)
+            .ok_or_else(|| decode("schema_version"))?,
+        provider: get(row, 8)?,
+        correlation_id: get(row, 9)?,
+    }))
+}
+
+/// The columns every session read selects, in this order.
+pub(crate) const SESSION_COLUMNS: &str =
+    "id, agent_id, status, parent_session_id, metadata, context, tags, created_at, updated_at, deleted_at";
+
+fn session_status(text: &str) -> Result<SessionStatus, DbError> {
+    SessionStatus::ALL
+        .iter()
+        .copied()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| decode(format!("session status {text:?}")))
+}
+
+/// A session row selected with [`SESSION_COLUMNS`].
+pub(crate) fn session_row(row: &Row) -> Result<Session, DbError> {
+    let Json(metadata): Json<JsonMap> = get(row, 4)?;
+    let Json(context): Json<JsonMap> = get(row, 5)?;
+    Ok(Session {
+        id: session_id(get(row, 0)?)?,
+        agent_id: get(row, 1)?,
+        status: session_status(get(row, 2)?)?,
+        parent_session_id: get::<Option<Uuid>>(row, 3)?.map(session_id).transpose()?,
+        metadata,
+        context,
+        tags: get(row, 6)?,
+        created_at: get::<Timestamp>(row, 7)?,
+        updated_at: get(row, 8)?,
+        deleted_at: get(row, 9)?,
+    })
+}
+
+/// A run stored as its serde JSON document.
+pub(crate) fn run_doc(row: &Row, index: usize) -> Result<Run, DbError> {
+    let Json(run): Json<Run> = get(row, index)?;
+    Ok(run)
+}
