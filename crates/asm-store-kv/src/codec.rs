@@ -47,12 +47,14 @@ pub(crate) struct RunHead {
     pub(crate) status: asm_core::RunStatus,
 }
 
-/// An event ready for the writer: its encoding and the ids the writer indexes.
+/// An event ready for the writer: its encoding, the ids the writer indexes, and the event
+/// itself (the writer numbers it and hands it back, and keeps it while it is recent).
 #[derive(Debug)]
 pub(crate) struct EncodedEvent {
     pub(crate) id: Id,
     pub(crate) run: Option<Id>,
     pub(crate) bytes: Vec<u8>,
+    pub(crate) event: Option<Event>,
 }
 
 /// Encodes `event` (its `session_id` and `sequence` are not part of the value).
@@ -60,8 +62,8 @@ pub(crate) struct EncodedEvent {
 /// # Errors
 /// [`ErrorCode::InvalidInput`] when the event is larger than `max_bytes` ([`asm_ports::event_size`]) or the JSON is
 /// nested deeper than the codec accepts.
-pub(crate) fn encode_event(event: &Event, max_bytes: usize) -> Result<EncodedEvent> {
-    asm_ports::check_event_size(event, max_bytes)?;
+pub(crate) fn encode_event(event: Event, max_bytes: usize) -> Result<EncodedEvent> {
+    asm_ports::check_event_size(&event, max_bytes)?;
     let id = keys::event_key(&event.id)?;
     let run = event.run_id.as_ref().map(keys::run_key).transpose()?;
     let mut out = Vec::with_capacity(96);
@@ -95,7 +97,7 @@ pub(crate) fn encode_event(event: &Event, max_bytes: usize) -> Result<EncodedEve
     }
     put_object(&mut out, &event.data, 0)?;
     put_object(&mut out, &event.metadata, 0)?;
-    Ok(EncodedEvent { id, run, bytes: out })
+    Ok(EncodedEvent { id, run, bytes: out, event: Some(event) })
 }
 
 fn too_large() -> Error {
@@ -191,6 +193,12 @@ pub(crate) fn stored_event_id(bytes: &[u8]) -> Result<Id> {
         return Err(corrupt("unknown event codec"));
     }
     reader.array::<16>()
+}
+
+/// The event id and the run of a stored event (for the indexes a compaction writes).
+pub(crate) fn stored_event_id_and_run(bytes: &[u8]) -> Result<(Id, Option<Id>)> {
+    let header = decode_header_with(bytes, &mut None)?;
+    Ok((header.id, header.run))
 }
 
 /// Decodes the header of a stored event, remembering the last kind name parsed (a read sees
@@ -418,7 +426,7 @@ mod tests {
     #[test]
     fn round_trip_is_exact() {
         let mut event = sample();
-        let encoded = encode_event(&event, usize::MAX).unwrap();
+        let encoded = encode_event(event.clone(), usize::MAX).unwrap();
         let session = keys::session_key(&event.session_id).unwrap();
         let mut decoder = Decoder::new(session, event.session_id.clone());
         let back = decoder.decode(&session, 7, &encoded.bytes).unwrap();
@@ -427,7 +435,7 @@ mod tests {
         assert_eq!(stored_event_id(&encoded.bytes).unwrap(), encoded.id);
 
         let bare = Event::new(EventKind::MessageSent, event.session_id.clone());
-        let encoded = encode_event(&bare, usize::MAX).unwrap();
+        let encoded = encode_event(bare.clone(), usize::MAX).unwrap();
         let back = decoder.decode(&session, 1, &encoded.bytes).unwrap();
         assert_eq!(back.sequence, Some(1));
         let mut unsequenced = back;
@@ -440,20 +448,20 @@ mod tests {
         // The cap is the one every store applies: `asm_ports::event_size`.
         let event = sample();
         let size = asm_ports::event_size(&event);
-        assert!(encode_event(&event, size).is_ok());
-        assert_eq!(encode_event(&event, size - 1).unwrap_err().code(), ErrorCode::InvalidInput);
+        assert!(encode_event(event.clone(), size).is_ok());
+        assert_eq!(encode_event(event, size - 1).unwrap_err().code(), ErrorCode::InvalidInput);
         let mut deep = json!(1);
         for _ in 0..(MAX_DEPTH + 5) {
             deep = json!([deep]);
         }
         let event = Event::new(EventKind::MessageSent, SessionId::new()).with_data("deep", deep);
-        assert_eq!(encode_event(&event, usize::MAX).unwrap_err().code(), ErrorCode::InvalidInput);
+        assert_eq!(encode_event(event, usize::MAX).unwrap_err().code(), ErrorCode::InvalidInput);
     }
 
     #[test]
     fn garbage_is_an_error_never_a_panic() {
         let event = sample();
-        let bytes = encode_event(&event, usize::MAX).unwrap().bytes;
+        let bytes = encode_event(event.clone(), usize::MAX).unwrap().bytes;
         let session = keys::session_key(&event.session_id).unwrap();
         let mut decoder = Decoder::new(session, event.session_id.clone());
         for cut in 0..bytes.len() {
