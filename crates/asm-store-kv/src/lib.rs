@@ -69,6 +69,10 @@
 //! or an unknown version, or a database with data but no record, is
 //! [`ErrorCode::MigrationRequired`](asm_core::ErrorCode::MigrationRequired).
 //!
+//! Group commit also waits a little for a group to fill up again when many writers take turns
+//! (see the writer), so 64 appenders that each wait for their previous append commit in groups
+//! of about 64, not in alternating small and large groups.
+//!
 //! A cursor read takes the tail's read lock, copies the matching recent events, notes where the
 //! session's tail starts and takes its engine snapshot before it lets go (see the `tail`
 //! module for why that order is gap-free); below the tail's start it is one range scan over

@@ -23,7 +23,7 @@ use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use asm_core::{Error, ErrorCode, Event, JsonMap, Result, Run, RunStatus, Session, SessionId};
 use asm_ports::{check_expected_status, check_run_accepts_events, check_run_overwrite, merge_patch};
@@ -36,6 +36,9 @@ use crate::keys::{self, EventPos, Id};
 use crate::options::{Durability, EVENTUAL_SYNC_INTERVAL, KvOptions, MAX_GROUP_BYTES, MAX_GROUP_REQUESTS};
 use crate::tail::{Changes, Recent, Tail};
 use crate::waiters::Waiters;
+
+/// The longest the writer waits for a group to fill up again (see [`Writer::fill`]).
+const MAX_FILL_WAIT: Duration = Duration::from_millis(2);
 
 /// A write, as the writer receives it (everything serialised by the caller already).
 #[derive(Debug)]
@@ -251,6 +254,10 @@ pub(crate) struct Writer<E: KvEngine> {
     /// With [`Durability::Eventual`] (or after a compaction): when the oldest commit not yet
     /// durable was made.
     unsynced_since: Option<Instant>,
+    /// How many requests a group is expected to hold (the recent group sizes, decaying), and
+    /// how long the last commit took (see [`Writer::fill`]).
+    expected_group: usize,
+    last_commit: Duration,
 }
 
 impl<E: KvEngine> Writer<E> {
@@ -272,6 +279,8 @@ impl<E: KvEngine> Writer<E> {
             recent,
             requests,
             unsynced_since: None,
+            expected_group: 0,
+            last_commit: Duration::ZERO,
         }
     }
 
@@ -303,6 +312,8 @@ impl<E: KvEngine> Writer<E> {
             let mut bytes = first.command.weight();
             let mut group = vec![first];
             self.drain(&mut group, &mut bytes);
+            self.fill(&mut group, &mut bytes);
+            self.expected_group = group.len().max(self.expected_group - self.expected_group / 8);
             self.process(group);
             if self.recent.count >= self.compact_events || self.recent.bytes >= self.compact_bytes {
                 self.compact();
@@ -327,6 +338,34 @@ impl<E: KvEngine> Writer<E> {
         }
     }
 
+    /// Many concurrent writers send their next request only after their previous one was
+    /// answered: right after a big group, the first of them would start a group alone and the
+    /// others the next one, and the groups would alternate between small and large. When a
+    /// group is smaller than the recent ones, wait a little (at most [`MAX_FILL_WAIT`], and at
+    /// most half of the last commit's time, so a fast engine waits little) for the others. A
+    /// lone writer never waits: its groups are never smaller than the recent ones. When fewer
+    /// writers remain, the expectation decays within a few groups.
+    fn fill(&self, group: &mut Vec<Request>, bytes: &mut usize) {
+        if self.expected_group < 4 || group.len() >= self.expected_group {
+            return;
+        }
+        let deadline = Instant::now() + MAX_FILL_WAIT.min(self.last_commit / 2);
+        while group.len() < self.expected_group && group.len() < MAX_GROUP_REQUESTS && *bytes < MAX_GROUP_BYTES {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.requests.recv_timeout(deadline - now) {
+                Ok(request) => {
+                    *bytes += request.command.weight();
+                    group.push(request);
+                    self.drain(group, bytes);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Makes the earlier non-durable commits durable.
     fn sync_now(&mut self) {
         let result = match catch_unwind(AssertUnwindSafe(|| self.engine.sync())) {
@@ -345,10 +384,12 @@ impl<E: KvEngine> Writer<E> {
     fn process(&mut self, mut group: Vec<Request>) {
         let span = tracing::debug_span!("kv_group_commit", engine = E::NAME, requests = group.len());
         let _entered = span.enter();
+        let started = Instant::now();
         let outcome = match catch_unwind(AssertUnwindSafe(|| self.commit_group(&mut group))) {
             Ok(outcome) => outcome,
             Err(payload) => Err(KvError::panicked("a write transaction", &*payload).into()),
         };
+        self.last_commit = started.elapsed();
         match outcome {
             Ok(replies) => {
                 for (request, reply) in group.into_iter().zip(replies) {
