@@ -12,15 +12,16 @@ use std::sync::Arc;
 use asm_core::{Error, ErrorCode, Event, EventKind, Run, RunInput, Session};
 use asm_ports::{DynSessionStore, EventQuery, ExecutionRecord, SessionStoreExt};
 
-use crate::{DEFAULT_MAX_EVENT_BYTES, FORMAT_VERSION, MAX_JSON_DEPTH};
+use crate::{COMPACT_EVENTS, DEFAULT_MAX_EVENT_BYTES, FORMAT_VERSION, MAX_JSON_DEPTH};
 
 /// How to open and tamper with one store.
 #[derive(Clone, Copy, Debug)]
 pub struct Subject {
     /// The engine's name, for messages.
     pub name: &'static str,
-    /// Opens (or creates) the store at `path` with an event cap of `max_event_bytes`.
-    pub open: fn(path: &Path, max_event_bytes: usize) -> asm_core::Result<DynSessionStore>,
+    /// Opens (or creates) the store at `path` with an event cap of `max_event_bytes`,
+    /// compacting its log after `compact_after_events` events.
+    pub open: fn(path: &Path, max_event_bytes: usize, compact_after_events: usize) -> asm_core::Result<DynSessionStore>,
     /// Writes `version` as the store's format record (`None` removes it) into the closed store
     /// at `path`, with the engine itself.
     pub set_format_version: fn(path: &Path, version: Option<u64>),
@@ -33,7 +34,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn open_error(subject: &Subject, path: &Path) -> Error {
-    match (subject.open)(path, DEFAULT_MAX_EVENT_BYTES) {
+    match (subject.open)(path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS) {
         Ok(store) => panic!("{}: opening {} should fail, but it opened: {store:?}", subject.name, path.display()),
         Err(e) => e,
     }
@@ -48,6 +49,7 @@ pub fn run_all(subject: &Subject) {
     check_format_versions(subject);
     check_foreign_database(subject);
     check_refused_request_fails_alone(subject);
+    check_reopen_with_compactions(subject);
 }
 
 fn temp() -> (tempfile::TempDir, PathBuf) {
@@ -60,13 +62,14 @@ fn temp() -> (tempfile::TempDir, PathBuf) {
 /// lock; the lock is released with the last handle.
 pub fn check_lock(subject: &Subject) {
     let (_dir, path) = temp();
-    let first = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES).expect("open");
+    let first = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS).expect("open");
     let err = open_error(subject, &path);
     assert_eq!(err.code(), ErrorCode::StorageConnectionFailed, "{}: {err}", subject.name);
     assert!(err.message().contains("locked"), "{}: the error must name the lock: {err}", subject.name);
     assert_eq!(err.details().get("reason").and_then(|v| v.as_str()), Some("locked"), "{}: {err}", subject.name);
     drop(first);
-    (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES).expect("the lock is released when the last handle is dropped");
+    (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS)
+        .expect("the lock is released when the last handle is dropped");
 }
 
 /// A path below a regular file cannot be opened: `storage_connection_failed`.
@@ -84,7 +87,7 @@ pub fn check_unopenable_path(subject: &Subject) {
 pub fn check_event_cap(subject: &Subject) {
     assert_eq!(DEFAULT_MAX_EVENT_BYTES, asm_ports::MAX_EVENT_BYTES);
     let (_dir, path) = temp();
-    let store = (subject.open)(&path, 4096).expect("open");
+    let store = (subject.open)(&path, 4096, COMPACT_EVENTS).expect("open");
     runtime().block_on(async {
         let session = Session::new("cap").expect("session");
         store.save_session(&session).await.expect("save_session");
@@ -114,7 +117,7 @@ fn nested(levels: usize) -> serde_json::Value {
 /// level deeper is `invalid_input`.
 pub fn check_json_depth(subject: &Subject) {
     let (_dir, path) = temp();
-    let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES).expect("open");
+    let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS).expect("open");
     runtime().block_on(async {
         let session = Session::new("depth").expect("session");
         store.save_session(&session).await.expect("save_session");
@@ -141,7 +144,7 @@ pub fn check_json_depth(subject: &Subject) {
 pub fn check_format_versions(subject: &Subject) {
     let (_dir, path) = temp();
     let session = {
-        let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES).expect("open");
+        let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS).expect("open");
         let session = Session::new("format").expect("session");
         runtime().block_on(store.save_session(&session)).expect("save_session");
         session
@@ -149,7 +152,7 @@ pub fn check_format_versions(subject: &Subject) {
     for (version, what) in [
         (Some(FORMAT_VERSION + 1), "newer"),
         (Some(99), "much newer"),
-        (Some(1), "the layout before asm-store-kv"),
+        (Some(1), "the layouts before asm-store-kv"),
         (Some(0), "unknown"),
         (None, "missing"),
     ] {
@@ -172,8 +175,55 @@ pub fn check_format_versions(subject: &Subject) {
         }
     }
     (subject.set_format_version)(&path, Some(FORMAT_VERSION));
-    let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES).expect("the current format version opens again");
+    let store =
+        (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS).expect("the current format version opens again");
     assert_eq!(runtime().block_on(store.get_session(&session.id)).expect("the session is still there"), session);
+    drop(store);
+    // Version 2 (the same layout without the commit-order log) is upgraded in place.
+    (subject.set_format_version)(&path, Some(2));
+    let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS).expect("version 2 is upgraded");
+    runtime().block_on(async {
+        assert_eq!(store.get_session(&session.id).await.expect("the session is still there"), session);
+        let event = store.append_event(Event::new(EventKind::MessageSent, session.id.clone())).await.expect("append");
+        assert_eq!(event.sequence, Some(1), "{}", subject.name);
+    });
+}
+
+/// Events survive a reopen whether they were compacted or still in the log, in both
+/// durability modes of the store's default; duplicates of either are found, and the next
+/// event is numbered after them.
+pub fn check_reopen_with_compactions(subject: &Subject) {
+    let (_dir, path) = temp();
+    let rt = runtime();
+    let session = Session::new("reopen").expect("session");
+    let written = rt.block_on(async {
+        let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, 10).expect("open");
+        store.save_session(&session).await.expect("save_session");
+        let mut written = Vec::new();
+        for i in 0..14u64 {
+            let batch =
+                (0..7).map(|j| Event::new(EventKind::MessageSent, session.id.clone()).with_data("n", i * 7 + j));
+            written.extend(store.append_events(batch.collect()).await.expect("append"));
+        }
+        written
+    });
+    for round in 0..2 {
+        let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, 10).expect("reopen");
+        rt.block_on(async {
+            let read = store.get_events(&session.id, &EventQuery::new()).await.expect("read");
+            assert_eq!(read, written, "{}: round {round}", subject.name);
+            assert_eq!(store.latest_sequence(&session.id).await.expect("latest"), 98, "{}", subject.name);
+            let page = store.get_events(&session.id, &EventQuery::new().after(90).limit(5)).await.expect("read");
+            assert_eq!(page, written[90..95], "{}", subject.name);
+            for stored in [&written[0], &written[97]] {
+                let again = store.append_event(stored.clone()).await.expect("a duplicate");
+                assert_eq!(&again, stored, "{}: a duplicate of a stored event", subject.name);
+            }
+        });
+    }
+    let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, 10).expect("reopen");
+    let next = rt.block_on(store.append_event(Event::new(EventKind::MessageSent, session.id))).expect("append");
+    assert_eq!(next.sequence, Some(99), "{}", subject.name);
 }
 
 /// A database of the engine holding someone else's data is `migration_required`.
@@ -187,7 +237,7 @@ pub fn check_foreign_database(subject: &Subject) {
 /// Refused requests committed in the same group as good ones fail alone, with their own code.
 pub fn check_refused_request_fails_alone(subject: &Subject) {
     let (_dir, path) = temp();
-    let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES).expect("open");
+    let store = (subject.open)(&path, DEFAULT_MAX_EVENT_BYTES, COMPACT_EVENTS).expect("open");
     runtime().block_on(async {
         let session = Session::new("group").expect("session");
         store.save_session(&session).await.expect("save_session");

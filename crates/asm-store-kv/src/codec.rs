@@ -17,6 +17,7 @@
 //! detail `corrupted: true`).
 
 use asm_core::{Error, ErrorCode, Event, EventKind, JsonMap, Result, RunId, SessionId, Timestamp};
+use chrono::Timelike;
 use serde_json::{Number, Value};
 
 use crate::keys::{self, Id};
@@ -47,12 +48,14 @@ pub(crate) struct RunHead {
     pub(crate) status: asm_core::RunStatus,
 }
 
-/// An event ready for the writer: its encoding and the ids the writer indexes.
+/// An event ready for the writer: its encoding, the ids the writer indexes, and the event
+/// itself (the writer numbers it and hands it back, and keeps it while it is recent).
 #[derive(Debug)]
 pub(crate) struct EncodedEvent {
     pub(crate) id: Id,
     pub(crate) run: Option<Id>,
     pub(crate) bytes: Vec<u8>,
+    pub(crate) event: Option<Event>,
 }
 
 /// Encodes `event` (its `session_id` and `sequence` are not part of the value).
@@ -60,8 +63,8 @@ pub(crate) struct EncodedEvent {
 /// # Errors
 /// [`ErrorCode::InvalidInput`] when the event is larger than `max_bytes` ([`asm_ports::event_size`]) or the JSON is
 /// nested deeper than the codec accepts.
-pub(crate) fn encode_event(event: &Event, max_bytes: usize) -> Result<EncodedEvent> {
-    asm_ports::check_event_size(event, max_bytes)?;
+pub(crate) fn encode_event(event: Event, max_bytes: usize) -> Result<EncodedEvent> {
+    asm_ports::check_event_size(&event, max_bytes)?;
     let id = keys::event_key(&event.id)?;
     let run = event.run_id.as_ref().map(keys::run_key).transpose()?;
     let mut out = Vec::with_capacity(96);
@@ -95,7 +98,7 @@ pub(crate) fn encode_event(event: &Event, max_bytes: usize) -> Result<EncodedEve
     }
     put_object(&mut out, &event.data, 0)?;
     put_object(&mut out, &event.metadata, 0)?;
-    Ok(EncodedEvent { id, run, bytes: out })
+    Ok(EncodedEvent { id, run, bytes: out, event: Some(event) })
 }
 
 fn too_large() -> Error {
@@ -193,9 +196,40 @@ pub(crate) fn stored_event_id(bytes: &[u8]) -> Result<Id> {
     reader.array::<16>()
 }
 
-/// Decodes the header of a stored event, remembering the last kind name parsed (a read sees
-/// few distinct kinds).
-fn decode_header_with<'a>(bytes: &'a [u8], last_kind: &mut Option<(Vec<u8>, EventKind)>) -> Result<Header<'a>> {
+/// The event id and the run of a stored event (for the indexes a compaction writes).
+pub(crate) fn stored_event_id_and_run(bytes: &[u8]) -> Result<(Id, Option<Id>)> {
+    let header = decode_header_with(bytes, &mut HeaderCache::default())?;
+    Ok((header.id, header.run))
+}
+
+/// What a read remembers across the headers it decodes: the last kind name parsed (a read sees
+/// few distinct kinds) and the last whole second turned into a timestamp (neighbouring events
+/// are mostly within one second).
+#[derive(Default)]
+struct HeaderCache {
+    kind: Option<(Vec<u8>, EventKind)>,
+    second: Option<(i64, Timestamp)>,
+}
+
+impl HeaderCache {
+    fn timestamp(&mut self, secs: i64, nanos: u32) -> Result<Timestamp> {
+        if nanos < 1_000_000_000
+            && let Some((cached, whole)) = self.second
+            && cached == secs
+            && let Some(timestamp) = Timelike::with_nanosecond(&whole, nanos)
+        {
+            return Ok(timestamp);
+        }
+        let timestamp = Timestamp::from_timestamp(secs, nanos).ok_or_else(|| corrupt("timestamp out of range"))?;
+        if let Some(whole) = Timestamp::from_timestamp(secs, 0) {
+            self.second = Some((secs, whole));
+        }
+        Ok(timestamp)
+    }
+}
+
+/// Decodes the header of a stored event.
+fn decode_header_with<'a>(bytes: &'a [u8], cache: &mut HeaderCache) -> Result<Header<'a>> {
     let mut r = Reader::new(bytes);
     if r.u8()? != CODEC_V1 {
         return Err(corrupt("unknown event codec"));
@@ -204,16 +238,16 @@ fn decode_header_with<'a>(bytes: &'a [u8], last_kind: &mut Option<(Vec<u8>, Even
     let flags = r.u8()?;
     let secs = i64::from_le_bytes(r.array::<8>()?);
     let nanos = u32::from_le_bytes(r.array::<4>()?);
-    let timestamp = Timestamp::from_timestamp(secs, nanos).ok_or_else(|| corrupt("timestamp out of range"))?;
+    let timestamp = cache.timestamp(secs, nanos)?;
     let schema_version = u32::from_le_bytes(r.array::<4>()?);
     let kind_len = usize::from(r.u8()?);
     let name = r.take(kind_len)?;
-    let kind = match last_kind {
+    let kind = match &cache.kind {
         Some((cached, kind)) if cached.as_slice() == name => *kind,
         _ => {
             let text = std::str::from_utf8(name).map_err(|_| corrupt("kind is not UTF-8"))?;
             let kind = EventKind::parse(text).map_err(|_| corrupt("unknown event kind"))?;
-            *last_kind = Some((name.to_vec(), kind));
+            cache.kind = Some((name.to_vec(), kind));
             kind
         }
     };
@@ -226,13 +260,13 @@ pub(crate) struct Decoder {
     session_key: Id,
     session_id: SessionId,
     last_run: Option<(Id, RunId)>,
-    last_kind: Option<(Vec<u8>, EventKind)>,
+    cache: HeaderCache,
 }
 
 impl Decoder {
     /// A decoder for events of the session `session_id` (whose key is `session_key`).
     pub(crate) fn new(session_key: Id, session_id: SessionId) -> Self {
-        Self { session_key, session_id, last_run: None, last_kind: None }
+        Self { session_key, session_id, last_run: None, cache: HeaderCache::default() }
     }
 
     /// Decodes a whole stored event of session `session` with sequence `sequence`.
@@ -243,7 +277,7 @@ impl Decoder {
 
     /// Decodes the header of a stored event.
     pub(crate) fn header<'a>(&mut self, bytes: &'a [u8]) -> Result<Header<'a>> {
-        decode_header_with(bytes, &mut self.last_kind)
+        decode_header_with(bytes, &mut self.cache)
     }
 
     /// Decodes the rest of an event whose header was read already.
@@ -418,7 +452,7 @@ mod tests {
     #[test]
     fn round_trip_is_exact() {
         let mut event = sample();
-        let encoded = encode_event(&event, usize::MAX).unwrap();
+        let encoded = encode_event(event.clone(), usize::MAX).unwrap();
         let session = keys::session_key(&event.session_id).unwrap();
         let mut decoder = Decoder::new(session, event.session_id.clone());
         let back = decoder.decode(&session, 7, &encoded.bytes).unwrap();
@@ -427,7 +461,7 @@ mod tests {
         assert_eq!(stored_event_id(&encoded.bytes).unwrap(), encoded.id);
 
         let bare = Event::new(EventKind::MessageSent, event.session_id.clone());
-        let encoded = encode_event(&bare, usize::MAX).unwrap();
+        let encoded = encode_event(bare.clone(), usize::MAX).unwrap();
         let back = decoder.decode(&session, 1, &encoded.bytes).unwrap();
         assert_eq!(back.sequence, Some(1));
         let mut unsequenced = back;
@@ -440,20 +474,34 @@ mod tests {
         // The cap is the one every store applies: `asm_ports::event_size`.
         let event = sample();
         let size = asm_ports::event_size(&event);
-        assert!(encode_event(&event, size).is_ok());
-        assert_eq!(encode_event(&event, size - 1).unwrap_err().code(), ErrorCode::InvalidInput);
+        assert!(encode_event(event.clone(), size).is_ok());
+        assert_eq!(encode_event(event, size - 1).unwrap_err().code(), ErrorCode::InvalidInput);
         let mut deep = json!(1);
         for _ in 0..(MAX_DEPTH + 5) {
             deep = json!([deep]);
         }
         let event = Event::new(EventKind::MessageSent, SessionId::new()).with_data("deep", deep);
-        assert_eq!(encode_event(&event, usize::MAX).unwrap_err().code(), ErrorCode::InvalidInput);
+        assert_eq!(encode_event(event, usize::MAX).unwrap_err().code(), ErrorCode::InvalidInput);
+    }
+
+    #[test]
+    fn timestamps_decode_exactly_with_the_cache() {
+        let session = SessionId::new();
+        let key = keys::session_key(&session).unwrap();
+        let mut decoder = Decoder::new(key, session.clone());
+        for (secs, nanos) in [(5, 1), (5, 999_999_999), (5, 0), (-7, 3), (-7, 4), (59, 1_500_000_000), (59, 2)] {
+            let mut event = Event::new(EventKind::MessageSent, session.clone());
+            event.timestamp = Timestamp::from_timestamp(secs, nanos).unwrap();
+            let encoded = encode_event(event.clone(), usize::MAX).unwrap();
+            let back = decoder.decode(&key, 1, &encoded.bytes).unwrap();
+            assert_eq!(back.timestamp, event.timestamp, "{secs} s {nanos} ns");
+        }
     }
 
     #[test]
     fn garbage_is_an_error_never_a_panic() {
         let event = sample();
-        let bytes = encode_event(&event, usize::MAX).unwrap().bytes;
+        let bytes = encode_event(event.clone(), usize::MAX).unwrap().bytes;
         let session = keys::session_key(&event.session_id).unwrap();
         let mut decoder = Decoder::new(session, event.session_id.clone());
         for cut in 0..bytes.len() {

@@ -20,16 +20,21 @@ pub enum Table {
     Sessions,
     /// `(created_at order key, session) -> ()`: the listing order of sessions.
     SessionOrder,
-    /// `(session, sequence) -> encoded event`, and the session head at `(session, u64::MAX)`.
+    /// `(session, sequence) -> encoded event` of the compacted events, and the session head at
+    /// `(session, u64::MAX)`: the last compacted sequence (0 for a new session).
     Events,
-    /// `event id -> (session, sequence)`: idempotent appends.
+    /// `event id -> (session, sequence)` of the compacted events: idempotent appends.
     EventIds,
-    /// `(session, run) -> first sequence of the run`: where `run_id` reads start.
+    /// `(session, run) -> first sequence of the run` (compacted events): where `run_id` reads
+    /// start.
     RunStarts,
     /// `run -> run JSON`.
     Runs,
     /// `(session, created_at, run) -> ()`: a session's runs in listing order.
     SessionRuns,
+    /// `commit-order position -> (session, sequence, encoded event)`: the events appended since
+    /// the last compaction.
+    Log,
 }
 
 impl Table {
@@ -42,9 +47,10 @@ impl Table {
         Table::RunStarts,
         Table::Runs,
         Table::SessionRuns,
+        Table::Log,
     ];
     /// How many tables there are.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
 
     /// A stable name for the engine's namespace (`sessions`, `events`, ...).
     pub const fn name(self) -> &'static str {
@@ -56,6 +62,7 @@ impl Table {
             Table::RunStarts => "run_starts",
             Table::Runs => "runs",
             Table::SessionRuns => "session_runs",
+            Table::Log => "log",
         }
     }
 
@@ -187,8 +194,9 @@ pub trait KvEngine: Send + Sync + 'static {
     /// A [`KvError`] when the engine fails.
     fn read_format(&self) -> std::result::Result<FormatRecord, KvError>;
 
-    /// Initialises a new, empty database: creates every [`Table`] and writes the format record
-    /// with `version`, durably.
+    /// Initialises a new, empty database, or upgrades one whose layout is a subset of this one:
+    /// creates every [`Table`] that does not exist yet (keeping those that do) and writes the
+    /// format record with `version`, durably.
     ///
     /// # Errors
     /// A [`KvError`] when the engine fails.

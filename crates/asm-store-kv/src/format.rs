@@ -10,6 +10,10 @@ use crate::error::KvError;
 /// layout, both numbered 1).
 const LAST_PRE_KV_VERSION: u64 = 1;
 
+/// Version 2 is this layout without the commit-order log: it opens as version 3 with an empty
+/// log, once the log table is created and the record says 3.
+const UPGRADABLE: u64 = 2;
+
 /// Checks the engine's format record, or initialises an empty database.
 ///
 /// # Errors
@@ -25,6 +29,11 @@ pub(crate) fn check_or_init<E: KvEngine>(engine: &E) -> Result<()> {
             found: Some(found),
         }
         .into()),
+        FormatRecord::Version(UPGRADABLE) => {
+            engine.init(FORMAT_VERSION)?;
+            tracing::info!(engine = E::NAME, from = UPGRADABLE, to = FORMAT_VERSION, "upgraded the store's layout");
+            Ok(())
+        }
         FormatRecord::Version(found) if (1..=LAST_PRE_KV_VERSION).contains(&found) => Err(KvError::Format {
             message: format!(
                 "the store has format version {found}, the layout of an earlier build; this build reads version \

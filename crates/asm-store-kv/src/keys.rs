@@ -174,6 +174,29 @@ pub(crate) fn split_session_value(bytes: &[u8]) -> Result<(OrderKey, &[u8])> {
     Ok((order.try_into().map_err(|_| corrupt("a session record too short"))?, json))
 }
 
+/// The key of a log entry: its commit-order position, big-endian.
+pub(crate) fn lsn_key(lsn: u64) -> [u8; 8] {
+    lsn.to_be_bytes()
+}
+
+/// The value of a log entry: `session (16) | sequence (8, BE) | encoded event`.
+pub(crate) fn log_value(session: &Id, sequence: u64, event: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(24 + event.len());
+    value.extend_from_slice(session);
+    value.extend_from_slice(&sequence.to_be_bytes());
+    value.extend_from_slice(event);
+    value
+}
+
+/// The session, sequence and encoded event of a log entry.
+pub(crate) fn split_log_value(value: &[u8]) -> Result<(EventPos, &[u8])> {
+    if value.len() < 24 {
+        return Err(corrupt("a log entry too short"));
+    }
+    let (pos, event) = value.split_at(24);
+    Ok((stored_pos(pos)?, event))
+}
+
 /// The session and sequence of an event position.
 pub(crate) fn split_pos(pos: &EventPos) -> (Id, u64) {
     let mut session = [0u8; 16];
@@ -262,6 +285,10 @@ mod tests {
         assert_eq!(run_of_session_run_key(&session_run_key(&s, late, &r)).unwrap(), r);
         assert!(run_of_session_run_key(&[0; 10]).is_err());
         assert_eq!(decode_head(&encode_head(42)).unwrap(), 42);
+        let value = log_value(&s, 9, b"event");
+        assert_eq!(split_log_value(&value).unwrap(), (event_pos(&s, 9), &b"event"[..]));
+        assert!(split_log_value(&value[..20]).is_err());
+        assert!(lsn_key(1) < lsn_key(256));
         assert!(decode_head(&[1]).is_err());
         let (low, high) = prefix_bounds::<24>(&s);
         assert!(low <= event_pos(&s, 0) && event_pos(&s, u64::MAX) <= high);

@@ -29,7 +29,7 @@
 //! Long-poll readers register for their session before they read; the writer wakes the
 //! sessions it changed after each commit, so no append is missed.
 //!
-//! # Layout (format version 2)
+//! # Layout (format version 3)
 //!
 //! Ids are stored as their 16 bytes; composite keys are fixed-width byte strings whose byte
 //! order is the sort order (numbers big-endian, signed numbers with the sign bit flipped):
@@ -38,28 +38,55 @@
 //! |---|---|---|
 //! | [`Table::Sessions`] | session | created_at order key (8) + session JSON |
 //! | [`Table::SessionOrder`] | (created_at µs, session) | - (listing order) |
-//! | [`Table::Events`] | (session, sequence) | event, compact binary encoding |
-//! | [`Table::Events`] | (session, `u64::MAX`) | the session's last sequence (written with the events) |
-//! | [`Table::EventIds`] | event id | (session, sequence) |
+//! | [`Table::Log`] | commit-order position | (session, sequence) + event: the recent events |
+//! | [`Table::Events`] | (session, sequence) | event, compact binary encoding (compacted events) |
+//! | [`Table::Events`] | (session, `u64::MAX`) | the session's last compacted sequence (0 when new) |
+//! | [`Table::EventIds`] | event id | (session, sequence) (compacted events) |
 //! | [`Table::RunStarts`] | (session, run) | first sequence of the run (`run_id` reads) |
 //! | [`Table::Runs`] | run | run JSON |
 //! | [`Table::SessionRuns`] | (session, created_at, run) | - (`list_runs` order) |
 //!
+//! **New events go to the commit-order log**, whatever their session: a group commit of 64
+//! appenders on 64 sessions appends 64 entries at the log's end (a few pages) instead of
+//! rewriting the newest page of 64 sessions, and writes no index entry. The writer keeps the
+//! recent events' indexes in memory (event ids, each session's head and log positions), and the
+//! readers share the recent events themselves, decoded, per session (the *tail*): a read of a
+//! session's newest events, what followers of a live session do, copies `Event` handles instead
+//! of decoding. Once the log holds [`COMPACT_EVENTS`] events or [`COMPACT_BYTES`] bytes, one
+//! **compaction** moves them, sorted, into the `(session, sequence)`, event-id and run-start
+//! tables and advances the sessions' heads, so each session's pages are written once per
+//! compaction. A compaction is one atomic transaction that does not wait for the disk: a crash
+//! before the next durable commit leaves the events in the log, where the next open finds them
+//! (opening rebuilds the recent events from the log, and checks that every session's entries
+//! continue its sequence).
+//!
+//! A session's last sequence is its newest recent event, else its head record; the head record
+//! exists exactly while the session does.
+//!
 //! The format record itself lives where each engine kept it before (so a store of an older
-//! layout is recognised): [`FORMAT_VERSION`] is checked on open, and a newer, older or unknown
-//! version, or a database with data but no record, is
+//! layout is recognised): [`FORMAT_VERSION`] is checked on open. Version 2 (this layout
+//! without the log) is upgraded in place; a newer, an older (1: the layouts before this engine)
+//! or an unknown version, or a database with data but no record, is
 //! [`ErrorCode::MigrationRequired`](asm_core::ErrorCode::MigrationRequired).
 //!
-//! A cursor read is one range scan over `(session, sequence)` in a single snapshot:
-//! `O(log n + k)` for `k` scanned events. `after`/`before` bound the scan; `kinds`, `since`
-//! and `run_id` are checked on each event's header (id, run, timestamp, kind come first in the
-//! encoding) before the rest is decoded. A `run_id` read starts at the run's first event.
+//! Group commit also waits a little for a group to fill up again when many writers take turns
+//! (see the writer), so 64 appenders that each wait for their previous append commit in groups
+//! of about 64, not in alternating small and large groups.
+//!
+//! A cursor read takes the tail's read lock, copies the matching recent events, notes where the
+//! session's tail starts and takes its engine snapshot before it lets go (see the `tail`
+//! module for why that order is gap-free); below the tail's start it is one range scan over
+//! `(session, sequence)`: `O(log n + k)` for `k` scanned events. `after`/`before` bound the
+//! scan; `kinds`, `since` and `run_id` are checked on each event's header (id, run, timestamp,
+//! kind come first in the encoding) before the rest is decoded. A `run_id` read starts at the
+//! run's first compacted event.
 //!
 //! # Limits
 //!
 //! The same in every store: [`DEFAULT_MAX_EVENT_BYTES`] per event (configurable per store, as
 //! measured by [`asm_ports::event_size`]), [`MAX_JSON_DEPTH`] levels of JSON nesting,
-//! [`MAX_GROUP_REQUESTS`] / [`MAX_GROUP_BYTES`] per group commit, and
+//! [`MAX_GROUP_REQUESTS`] / [`MAX_GROUP_BYTES`] per group commit,
+//! [`COMPACT_EVENTS`] / [`COMPACT_BYTES`] of recent events (configurable per store), and
 //! [`EVENTUAL_SYNC_INTERVAL`] with [`Durability::Eventual`].
 //!
 //! # Errors
@@ -80,6 +107,7 @@ mod format;
 mod keys;
 mod options;
 mod store;
+mod tail;
 mod waiters;
 mod writer;
 
@@ -89,13 +117,13 @@ pub mod checks;
 pub use engine::{Finish, FormatRecord, KeyRange, KvEngine, KvRead, KvWrite, Table};
 pub use error::{Cause, KvError};
 pub use options::{
-    DEFAULT_MAX_EVENT_BYTES, Durability, EVENTUAL_SYNC_INTERVAL, KvOptions, MAX_GROUP_BYTES, MAX_GROUP_REQUESTS,
-    MAX_JSON_DEPTH,
+    COMPACT_BYTES, COMPACT_EVENTS, DEFAULT_MAX_EVENT_BYTES, Durability, EVENTUAL_SYNC_INTERVAL, KvOptions,
+    MAX_GROUP_BYTES, MAX_GROUP_REQUESTS, MAX_JSON_DEPTH,
 };
 pub use store::KvStore;
 
 /// The layout version this build reads and writes.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// What [`forward_session_store!`] expands to needs; not part of the API.
 #[doc(hidden)]

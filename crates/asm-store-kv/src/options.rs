@@ -30,6 +30,13 @@ pub const MAX_GROUP_REQUESTS: usize = 1024;
 /// larger request still commits, alone).
 pub const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
+/// A compaction starts once the commit-order log holds this many events...
+pub const COMPACT_EVENTS: usize = 8192;
+
+/// ... or this many bytes of encoded events. The recent events are also kept decoded in memory
+/// (the tail readers are served from), so these bound that memory too.
+pub const COMPACT_BYTES: usize = 16 * 1024 * 1024;
+
 /// The deepest JSON nesting of an event's `data` / `metadata`: deeper payloads are refused with
 /// `invalid_input` on write (and reported as corrupt on read, which protects the stack).
 pub const MAX_JSON_DEPTH: usize = 256;
@@ -42,12 +49,27 @@ pub struct KvOptions {
     pub durability: Durability,
     /// The cap on one event, as measured by [`asm_ports::event_size`].
     pub max_event_bytes: usize,
+    /// Compact the commit-order log once it holds this many events (default
+    /// [`COMPACT_EVENTS`]).
+    pub compact_events: usize,
+    /// ... or this many bytes of encoded events (default [`COMPACT_BYTES`]).
+    pub compact_bytes: usize,
 }
 
 impl KvOptions {
-    /// Options with this durability and event cap.
+    /// Options with this durability and event cap, and the default compaction thresholds.
     pub fn new(durability: Durability, max_event_bytes: usize) -> Self {
-        Self { durability, max_event_bytes }
+        Self { durability, max_event_bytes, compact_events: COMPACT_EVENTS, compact_bytes: COMPACT_BYTES }
+    }
+
+    /// Sets the compaction thresholds: fewer recent events hold less memory and make reads of
+    /// the tail decode more; more make commits cheaper (each session's pages are written once
+    /// per compaction). Values below 1 are taken as 1.
+    #[must_use]
+    pub fn compact_after(mut self, events: usize, bytes: usize) -> Self {
+        self.compact_events = events.max(1);
+        self.compact_bytes = bytes.max(1);
+        self
     }
 }
 

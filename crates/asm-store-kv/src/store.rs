@@ -1,5 +1,7 @@
 //! [`KvStore`]: the session store written once over a [`KvEngine`].
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -19,6 +21,7 @@ use crate::error::{KvError, run_not_found, session_not_found};
 use crate::format;
 use crate::keys::{self, Id};
 use crate::options::{Durability, KvOptions};
+use crate::tail::{Recent, SessionTail, Tail};
 use crate::waiters::Waiters;
 use crate::writer::{Command, Reply, Request, Slot, Writer};
 
@@ -44,6 +47,7 @@ struct Inner<E: KvEngine> {
     engine: Arc<E>,
     options: KvOptions,
     waiters: Arc<Waiters>,
+    tail: Arc<Tail>,
     /// `None` only while dropping.
     sender: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
@@ -97,15 +101,23 @@ impl<E: KvEngine> KvStore<E> {
     /// when the writer thread cannot be started.
     pub fn open(engine: E, options: KvOptions) -> Result<Self> {
         guarded("the format check", || format::check_or_init(&engine))?;
+        let recent = guarded("reading the log", || recover(&engine))?;
+        let tail = Arc::new(Tail::default());
+        tail.sessions.write().extend(
+            recent.sessions.iter().map(|(key, s)| (*key, SessionTail { first: s.first, events: s.events.clone() })),
+        );
         let engine = Arc::new(engine);
         let waiters = Arc::new(Waiters::default());
         let (sender, receiver) = mpsc::channel();
-        let writer = Writer::new(Arc::clone(&engine), options.durability, Arc::clone(&waiters), receiver);
+        let writer =
+            Writer::new(Arc::clone(&engine), &options, Arc::clone(&waiters), Arc::clone(&tail), recent, receiver);
         let writer = std::thread::Builder::new()
             .name(format!("asm-{}-writer", E::NAME))
             .spawn(move || writer.run())
             .map_err(|e| Error::new(ErrorCode::StorageError, format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { inner: Arc::new(Inner { engine, options, waiters, sender: Some(sender), writer: Some(writer) }) })
+        Ok(Self {
+            inner: Arc::new(Inner { engine, options, waiters, tail, sender: Some(sender), writer: Some(writer) }),
+        })
     }
 
     /// The engine.
@@ -142,8 +154,8 @@ impl<E: KvEngine> KvStore<E> {
         answer.await.map_err(|_| KvError::WriterStopped)?
     }
 
-    fn encode_all(&self, events: &[Event]) -> Result<Vec<codec::EncodedEvent>> {
-        events.iter().map(|e| codec::encode_event(e, self.inner.options.max_event_bytes)).collect()
+    fn encode_all(&self, events: Vec<Event>) -> Result<Vec<codec::EncodedEvent>> {
+        events.into_iter().map(|e| codec::encode_event(e, self.inner.options.max_event_bytes)).collect()
     }
 
     /// Runs a read on a snapshot, turning an engine panic into an error.
@@ -152,10 +164,22 @@ impl<E: KvEngine> KvStore<E> {
     }
 
     fn read_events(&self, key: &Id, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
-        self.read("get_events", |snapshot| {
+        // The tail's read lock is held until the snapshot is taken (see `tail`): the snapshot
+        // then holds every event before the tail's start.
+        let sessions = self.inner.tail.sessions.read();
+        self.read("get_events", move |snapshot| {
             // No stored sequence reaches u64::MAX, so the range needs no look-up of the head;
             // the session's existence is checked only when nothing matched.
             let range = query.sequence_range(u64::MAX - 1);
+            let limit = query.limit.unwrap_or(usize::MAX);
+            let (tail_start, recent) = match sessions.get(key) {
+                Some(tail) => (tail.first, from_tail(tail, query, range.clone(), limit)),
+                None => (u64::MAX, Vec::new()),
+            };
+            let in_tail = tail_start != u64::MAX;
+            drop(sessions);
+
+            let end = range.end.min(tail_start);
             let mut out = Vec::new();
             // A `run_id` read starts at the run's first event (runs of a session are mostly
             // sequential) and checks the run in each event's header, without decoding the rest.
@@ -167,13 +191,12 @@ impl<E: KvEngine> KvStore<E> {
                 }
                 None => (Some(range.start), None),
             };
-            if let Some(first) = first.filter(|&first| first < range.end) {
-                let limit = query.limit.unwrap_or(usize::MAX);
+            if let Some(first) = first.filter(|&first| first < end) {
                 let filtered = !query.kinds.is_empty() || query.since.is_some() || run.is_some();
                 out.reserve(if filtered { limit.min(64) } else { limit.min(1024) });
                 let mut decoder = Decoder::new(*key, session_id.clone());
                 let low = keys::event_pos(key, first);
-                let high = keys::event_pos(key, range.end);
+                let high = keys::event_pos(key, end);
                 snapshot.scan::<Error>(
                     Table::Events,
                     (Bound::Included(&low[..]), Bound::Excluded(&high[..])),
@@ -190,7 +213,11 @@ impl<E: KvEngine> KvStore<E> {
                     },
                 )?;
             }
-            if out.is_empty() && snapshot.get(Table::Events, &keys::head_pos(key), |_| ())?.is_none() {
+            if out.len() < limit {
+                let room = limit - out.len();
+                out.extend(recent.into_iter().take(room));
+            }
+            if out.is_empty() && !in_tail && snapshot.get(Table::Events, &keys::head_pos(key), |_| ())?.is_none() {
                 return Err(session_not_found(session_id));
             }
             Ok(out)
@@ -384,10 +411,10 @@ impl<E: KvEngine> KvStore<E> {
         let session_id = batch_session(&events)?.clone();
         tracing::Span::current().record("session_id", tracing::field::display(&session_id));
         let key = keys::session_key(&session_id)?;
-        let encoded = self.encode_all(&events)?;
+        let encoded = self.encode_all(events)?;
         let command = Command::Append { key, id: session_id.clone(), events: encoded, expected_last_sequence };
         match self.submit(command).await? {
-            Reply::Appended(slots) => assemble(events, slots, key, &session_id),
+            Reply::Appended(slots) => assemble(slots, key, &session_id),
             Reply::Done => Err(Error::new(ErrorCode::InternalError, "the writer answered an append without events")),
         }
     }
@@ -413,7 +440,12 @@ impl<E: KvEngine> KvStore<E> {
     #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME, session_id = %session_id))]
     pub async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
         let key = keys::session_key(session_id)?;
-        self.read("latest_sequence", |snapshot| {
+        let sessions = self.inner.tail.sessions.read();
+        if let Some(tail) = sessions.get(&key) {
+            return Ok(tail.last());
+        }
+        self.read("latest_sequence", move |snapshot| {
+            drop(sessions);
             let head = snapshot.get(Table::Events, &keys::head_pos(&key), keys::decode_head)?;
             head.ok_or_else(|| session_not_found(session_id))?
         })
@@ -432,7 +464,7 @@ impl<E: KvEngine> KvStore<E> {
         check_flush_record(&record)?;
         let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
         let session_key = keys::session_key(&run.session_id)?;
-        let encoded = self.encode_all(&events)?;
+        let encoded = self.encode_all(events)?;
         let session_id = run.session_id.clone();
         let command = Command::Flush {
             session_key,
@@ -444,25 +476,19 @@ impl<E: KvEngine> KvStore<E> {
             expected_status,
         };
         match self.submit(command).await? {
-            Reply::Appended(slots) => assemble(events, slots, session_key, &session_id),
+            Reply::Appended(slots) => assemble(slots, session_key, &session_id),
             Reply::Done => Err(Error::new(ErrorCode::InternalError, "the writer answered a flush without events")),
         }
     }
 }
 
-/// Builds what an append returns from the input events and where the writer put them.
-fn assemble(events: Vec<Event>, slots: Vec<Slot>, key: Id, session_id: &SessionId) -> Result<Vec<Event>> {
-    if events.len() != slots.len() {
-        return Err(Error::new(ErrorCode::InternalError, "the writer answered a batch with another length"));
-    }
+/// Builds what an append returns from where the writer put each event.
+fn assemble(slots: Vec<Slot>, key: Id, session_id: &SessionId) -> Result<Vec<Event>> {
     let mut decoder = Decoder::new(key, session_id.clone());
-    let mut out: Vec<Event> = Vec::with_capacity(events.len());
-    for (mut event, slot) in events.into_iter().zip(slots) {
+    let mut out: Vec<Event> = Vec::with_capacity(slots.len());
+    for slot in slots {
         let stored = match slot {
-            Slot::New(sequence) => {
-                event.sequence = Some(sequence);
-                event
-            }
+            Slot::New(event) | Slot::Recent(event) => event,
             Slot::Stored { pos, bytes } => {
                 let (session, sequence) = keys::split_pos(&pos);
                 decoder.decode(&session, sequence, &bytes)?
@@ -475,6 +501,89 @@ fn assemble(events: Vec<Event>, slots: Vec<Slot>, key: Id, session_id: &SessionI
         out.push(stored);
     }
     Ok(out)
+}
+
+/// The events of a session's tail that `query` matches, within `range`, at most `limit`.
+fn from_tail(tail: &SessionTail, query: &EventQuery, range: std::ops::Range<u64>, limit: usize) -> Vec<Event> {
+    let start = range.start.max(tail.first);
+    let end = range.end.min(tail.last().saturating_add(1));
+    if start >= end {
+        return Vec::new();
+    }
+    let skip = usize::try_from(start - tail.first).unwrap_or(usize::MAX);
+    let take = usize::try_from(end - start).unwrap_or(usize::MAX);
+    let candidates = tail.events.iter().skip(skip).take(take);
+    let filtered = !query.kinds.is_empty() || query.since.is_some() || query.run_id.is_some();
+    if filtered {
+        candidates.filter(|event| query.matches(event)).take(limit).cloned().collect()
+    } else {
+        candidates.take(limit).cloned().collect()
+    }
+}
+
+/// Rebuilds the writer's recent events from the log (they were committed but not compacted
+/// when the store was last closed, or when the process died).
+///
+/// # Errors
+/// Corruption when a log entry does not decode or does not continue its session's sequence.
+fn recover<E: KvEngine>(engine: &E) -> Result<Recent> {
+    engine.read(|snapshot| {
+        let mut recent = Recent::default();
+        let mut first: Option<u64> = None;
+        let mut last: Option<u64> = None;
+        let mut heads: HashMap<Id, Option<u64>> = HashMap::new();
+        let mut decoders: HashMap<Id, Decoder> = HashMap::new();
+        let mut orphans = 0usize;
+        snapshot.scan::<Error>(Table::Log, (Bound::Unbounded, Bound::Unbounded), |k, value| {
+            let lsn = keys::stored_u64(k)?;
+            first.get_or_insert(lsn);
+            last = Some(lsn);
+            let (pos, bytes) = keys::split_log_value(value)?;
+            let (session, sequence) = keys::split_pos(&pos);
+            let head = match recent.sessions.get(&session) {
+                Some(tail) => Some(tail.last()),
+                None => match heads.get(&session) {
+                    Some(head) => *head,
+                    None => {
+                        let head =
+                            snapshot.get(Table::Events, &keys::head_pos(&session), keys::decode_head)?.transpose()?;
+                        heads.insert(session, head);
+                        head
+                    }
+                },
+            };
+            let Some(head) = head else {
+                // The entry of a session that is gone; the next compaction drops it.
+                orphans += 1;
+                return Ok(true);
+            };
+            if Some(sequence) != head.checked_add(1) {
+                return Err(KvError::corrupted(format!(
+                    "the log continues session {} at sequence {sequence} after {head}",
+                    keys::session_id(&session).map(|id| id.to_string()).unwrap_or_default()
+                ))
+                .into());
+            }
+            let decoder = match decoders.entry(session) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => entry.insert(Decoder::new(session, keys::session_id(&session)?)),
+            };
+            let event = decoder.decode(&session, sequence, bytes)?;
+            recent.push(session, codec::stored_event_id(bytes)?, lsn, event, bytes.len());
+            Ok(true)
+        })?;
+        recent.first_lsn = first.unwrap_or(0);
+        recent.next_lsn = last.map_or(0, |last| last.saturating_add(1));
+        if recent.count > 0 || orphans > 0 {
+            tracing::debug!(
+                engine = E::NAME,
+                events = recent.count,
+                orphans,
+                "recovered the recent events from the log"
+            );
+        }
+        Ok(recent)
+    })
 }
 
 /// Implements [`asm_ports::SessionStore`] for a store type that wraps a [`KvStore`] in the named

@@ -8,10 +8,14 @@
 //!    transaction inserting one value and committing (`Durability::Immediate`);
 //! 2. 64 concurrent appenders through group commit, durable, each on its own session and all on
 //!    one session; raw redb durable batches of 100 (one sequence) and of 64 values in 64 places
-//!    (one per session) as the references;
+//!    (one per session) as the references; and, to show the ceiling of the one-session case,
+//!    raw redb batches of 64 in one sequence and a minimal raw group commit (64 tasks, each
+//!    sending one value to a thread that commits exactly 64 at a time and answers them);
 //! 3. a cursor read of 100 events after a random sequence in a 1M-event session vs a raw redb
-//!    range read of 100 values (copied out) from a 1M-entry table, and vs the same raw read
-//!    that also deserialises the values into `Event`s with serde_json;
+//!    range read of 100 values (copied out) from a 1M-entry table, vs the same raw read
+//!    that also deserialises the values into `Event`s with serde_json, and vs the floor of any
+//!    read returning owned `Event`s: the raw range read building 100 `Event`s with this
+//!    workload's fields straight from known offsets (the allocations of `Event`, no decoding);
 //! 4. opening the 1M-event store (with and without the page verification on open) vs opening
 //!    the raw 1M-entry file.
 //!
@@ -200,7 +204,97 @@ fn concurrent_appenders(c: &mut Criterion) {
             txn.commit().expect("commit");
         });
     });
+    // The ceiling of 64 appenders on one session: at most 64 events per commit (each appender
+    // has one append in flight), so at best a durable batch of 64 per commit ...
+    let batches = raw_db(&dir.path().join("batches-64-raw.redb"));
+    let mut sequence = 0u64;
+    group.bench_function("raw_redb_batches_of_64", |b| {
+        b.iter(|| {
+            let txn = batches.begin_write().expect("begin_write");
+            {
+                let mut table = txn.open_table(RAW).expect("table");
+                for _ in 0..APPENDERS {
+                    sequence += 1;
+                    table.insert(&raw_key(&session_bytes, sequence), value.as_slice()).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        });
+    });
+    // ... and at best that plus the round trip of 64 tasks: a minimal group commit on raw redb
+    // (a thread that takes exactly 64 values, inserts, commits, answers), driven like the store.
+    let raw_writer = RawGroupCommit::start(raw_db(&dir.path().join("group-raw.redb")), value.clone());
+    group.throughput(Throughput::Elements((APPENDERS * PER_APPENDER) as u64));
+    group.bench_function("raw_group_commit_64_tasks_one_session", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let started = Instant::now();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..APPENDERS)
+                        .map(|_| {
+                            let sender = raw_writer.sender();
+                            tokio::spawn(async move {
+                                for _ in 0..PER_APPENDER {
+                                    let (reply, done) = tokio::sync::oneshot::channel();
+                                    sender.send(reply).expect("raw writer");
+                                    done.await.expect("raw commit");
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.expect("appender");
+                    }
+                });
+                total += started.elapsed();
+            }
+            total
+        });
+    });
     group.finish();
+}
+
+/// A minimal group commit on raw redb: one thread takes 64 requests (or what arrives within 2 ms
+/// of the first), inserts one value per request in one sequence, commits durably, and answers.
+struct RawGroupCommit {
+    sender: std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RawGroupCommit {
+    fn start(db: redb::Database, value: Vec<u8>) -> Self {
+        let (sender, requests) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+        std::thread::spawn(move || {
+            let mut sequence = 0u64;
+            while let Ok(first) = requests.recv() {
+                let mut group = vec![first];
+                let deadline = Instant::now() + Duration::from_millis(2);
+                while group.len() < APPENDERS {
+                    match requests.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(request) => group.push(request),
+                        Err(_) => break,
+                    }
+                }
+                let txn = db.begin_write().expect("begin_write");
+                {
+                    let mut table = txn.open_table(RAW).expect("table");
+                    for _ in &group {
+                        sequence += 1;
+                        table.insert(&raw_key(&[5u8; 16], sequence), value.as_slice()).expect("insert");
+                    }
+                }
+                txn.commit().expect("commit");
+                for reply in group {
+                    let _ = reply.send(());
+                }
+            }
+        });
+        Self { sender }
+    }
+
+    fn sender(&self) -> std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>> {
+        self.sender.clone()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,7 +427,53 @@ fn cursor_reads(c: &mut Criterion, fixture: &Fixture) {
             assert_eq!(events.len(), 100);
         });
     });
+    // The floor of any read that returns owned `Event`s: the same range read, and per value
+    // exactly the allocations an `Event` of this workload needs (the record, the id, the
+    // provider, the payload map, its key and its text), taken from known offsets of the value
+    // without decoding anything. What a store does beyond this is decoding.
+    let sample = raw_value();
+    let id_at = find(&sample, b"\"id\":\"") + 6;
+    let delta_at = find(&sample, b"\"delta\":\"") + 9;
+    let delta_len = find(&sample[delta_at..], b"\"");
+    let (session, run) = (SessionId::new(), RunId::new());
+    let timestamp = asm_core::now();
+    group.bench_function("raw_redb_range_100_owned_events_floor", |b| {
+        b.iter(|| {
+            let after = rng.random_range(0..last_start);
+            let txn = raw.begin_read().expect("begin_read");
+            let table = txn.open_table(RAW).expect("table");
+            let low = raw_key(&session_bytes, after + 1);
+            let high = raw_key(&session_bytes, after + 101);
+            let mut events: Vec<Event> = Vec::with_capacity(100);
+            for entry in table.range::<&[u8; 24]>(&low..&high).expect("range") {
+                let (key, value) = entry.expect("entry");
+                let value = value.value();
+                let text = |at: usize, len: usize| std::str::from_utf8(&value[at..at + len]).expect("text");
+                let mut data = asm_core::JsonMap::new();
+                data.insert("delta".to_owned(), text(delta_at, delta_len).into());
+                events.push(Event::from(asm_core::EventRecord {
+                    id: asm_core::EventId::parse(text(id_at, 36)).expect("id"),
+                    kind: EventKind::MessageStreamed,
+                    timestamp,
+                    session_id: session.clone(),
+                    run_id: Some(run.clone()),
+                    data,
+                    metadata: asm_core::JsonMap::new(),
+                    sequence: Some(u64::from_be_bytes(key.value()[16..].try_into().expect("sequence"))),
+                    schema_version: 1,
+                    provider: Some("claude".to_owned()),
+                    correlation_id: None,
+                }));
+            }
+            assert_eq!(events.len(), 100);
+        });
+    });
     group.finish();
+}
+
+/// Where `needle` starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).position(|w| w == needle).expect("the raw value holds the field")
 }
 
 // ---------------------------------------------------------------------------------------------

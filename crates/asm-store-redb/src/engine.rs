@@ -29,6 +29,7 @@ const TABLES: [Bytes; Table::COUNT] = [
     TableDefinition::new("asm_kv_run_starts"),
     TableDefinition::new("asm_kv_runs"),
     TableDefinition::new("asm_kv_session_runs"),
+    TableDefinition::new("asm_kv_log"),
 ];
 
 fn definition(table: Table) -> Bytes {

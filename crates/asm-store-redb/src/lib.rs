@@ -34,16 +34,20 @@
 //!
 //! The tables of the `asm-store-kv` layout are redb tables named `asm_kv_<table>` (byte keys,
 //! byte values); the format version is in `asm_meta` (`format_version`, a `u64`), where the
-//! layout before the shared engine (format version 1) kept it too. Opening a store checks it: a
-//! newer, older (1) or unknown version, or a redb file with tables but no version record, is
+//! layout before the shared engine (format version 1) kept it too. Opening a store checks it:
+//! version 2 (the layout without the commit-order log) is upgraded in place; a newer, older (1)
+//! or unknown version, or a redb file with tables but no version record, is
 //! [`ErrorCode::MigrationRequired`]; the store never guesses at a layout it does not know. An
 //! empty file is initialised with the current version.
 //!
 //! # Performance notes
 //!
 //! A durable commit costs an `fsync` plus the pages it rewrites (redb is copy-on-write, 4 KiB
-//! pages). Group commit amortises the `fsync` over every queued request. See
-//! `docs/PERFORMANCE.md` for the measurements.
+//! pages). Group commit amortises the `fsync` over every queued request; new events go to one
+//! commit-order log, so a group on many sessions rewrites a few pages at the log's end, and a
+//! compaction ([`RedbOptions::compact_after_events`]) later writes each session's pages once
+//! for many events, in a commit that does not wait for the disk. See `docs/PERFORMANCE.md` for
+//! the measurements.
 //!
 //! # Errors
 //!
@@ -79,7 +83,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use asm_core::Result;
-use asm_store_kv::{KvError, KvOptions, KvStore};
+use asm_store_kv::{KvError, KvStore};
 
 pub use asm_store_kv::Durability;
 pub use options::RedbOptions;
@@ -154,7 +158,7 @@ impl RedbSessionStore {
             Ok(Err(e)) => return Err(with_path(engine::open_err(&path, e).into())),
             Err(payload) => return Err(with_path(KvError::panicked("open", &*payload).into())),
         };
-        let kv = KvOptions::new(options.durability, options.max_event_bytes);
+        let kv = options.kv();
         let engine = RedbEngine { db, path: path.clone(), options };
         let inner = KvStore::open(engine, kv).map_err(with_path)?;
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "redb store opened");

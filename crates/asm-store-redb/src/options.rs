@@ -29,6 +29,11 @@ pub struct RedbOptions {
     /// Memory redb may use to cache pages, in bytes (used as pages are read, not reserved).
     /// Default 1 GiB, redb's default.
     pub cache_bytes: usize,
+    /// New events go to a commit-order log and are kept decoded in memory (reads of a session's
+    /// newest events are served from there); once the log holds this many events (or 16 MiB),
+    /// they are compacted into the per-session tables. Fewer hold less memory; more make
+    /// concurrent appends to many sessions cheaper. Default 8192.
+    pub compact_after_events: usize,
 }
 
 impl RedbOptions {
@@ -71,6 +76,19 @@ impl RedbOptions {
         self.cache_bytes = bytes;
         self
     }
+
+    /// Sets [`RedbOptions::compact_after_events`] (at least 1).
+    #[must_use]
+    pub fn compact_after_events(mut self, events: usize) -> Self {
+        self.compact_after_events = events.max(1);
+        self
+    }
+
+    /// What the shared engine needs of these options.
+    pub(crate) fn kv(&self) -> asm_store_kv::KvOptions {
+        asm_store_kv::KvOptions::new(self.durability, self.max_event_bytes)
+            .compact_after(self.compact_after_events, asm_store_kv::COMPACT_BYTES)
+    }
 }
 
 impl Default for RedbOptions {
@@ -80,6 +98,7 @@ impl Default for RedbOptions {
             max_event_bytes: Self::DEFAULT_MAX_EVENT_BYTES,
             verify_on_open: true,
             cache_bytes: Self::DEFAULT_CACHE_BYTES,
+            compact_after_events: asm_store_kv::COMPACT_EVENTS,
         }
     }
 }

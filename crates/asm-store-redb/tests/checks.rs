@@ -11,8 +11,9 @@ use redb::TableDefinition;
 
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("asm_meta");
 
-fn open(path: &Path, max_event_bytes: usize) -> asm_core::Result<DynSessionStore> {
-    let store = RedbSessionStore::open_with(path, RedbOptions::new().max_event_bytes(max_event_bytes))?;
+fn open(path: &Path, max_event_bytes: usize, compact_after_events: usize) -> asm_core::Result<DynSessionStore> {
+    let options = RedbOptions::new().max_event_bytes(max_event_bytes).compact_after_events(compact_after_events);
+    let store = RedbSessionStore::open_with(path, options)?;
     Ok(Arc::new(store))
 }
 
@@ -70,6 +71,11 @@ fn format_versions() {
 #[test]
 fn foreign_database() {
     checks::check_foreign_database(&REDB);
+}
+
+#[test]
+fn reopen_with_compactions() {
+    checks::check_reopen_with_compactions(&REDB);
 }
 
 #[test]

@@ -52,8 +52,9 @@
 //!
 //! The default tree holds the format version under [`FORMAT_VERSION_KEY`] (a `u32`,
 //! big-endian), where the layout before the shared engine (format version 1) kept it too;
-//! opening a database whose version is newer, older or unknown, or a non-empty database
-//! without one, fails with [`ErrorCode::MigrationRequired`] instead of misreading it.
+//! version 2 (the layout without the commit-order log) is upgraded in place; opening a
+//! database whose version is newer, older or unknown, or a non-empty database without one,
+//! fails with [`ErrorCode::MigrationRequired`] instead of misreading it.
 //!
 //! # Example
 //!
@@ -106,7 +107,7 @@ pub use asm_store_kv::Durability;
 use engine::SledEngine;
 
 /// The storage format this build reads and writes (the layout of `asm-store-kv`).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const _: () = assert!(FORMAT_VERSION as u64 == asm_store_kv::FORMAT_VERSION);
 
 /// The key of the format version record (a `u32`, big-endian) in sled's default tree.
@@ -136,6 +137,10 @@ pub struct SledOptions {
     /// size of its JSON). A larger event fails its whole batch with
     /// [`ErrorCode::InvalidInput`](asm_core::ErrorCode::InvalidInput). Default 16 MiB.
     pub max_event_bytes: usize,
+    /// New events go to a commit-order log and are kept decoded in memory (reads of a session's
+    /// newest events are served from there); once the log holds this many events (or 16 MiB),
+    /// they are compacted into the per-session trees. Default 8192.
+    pub compact_after_events: usize,
 }
 
 impl SledOptions {
@@ -161,11 +166,28 @@ impl SledOptions {
         self.max_event_bytes = bytes;
         self
     }
+
+    /// Sets [`SledOptions::compact_after_events`] (at least 1).
+    #[must_use]
+    pub fn compact_after_events(mut self, events: usize) -> Self {
+        self.compact_after_events = events.max(1);
+        self
+    }
+
+    /// What the shared engine needs of these options.
+    fn kv(&self) -> KvOptions {
+        KvOptions::new(self.durability, self.max_event_bytes)
+            .compact_after(self.compact_after_events, asm_store_kv::COMPACT_BYTES)
+    }
 }
 
 impl Default for SledOptions {
     fn default() -> Self {
-        Self { durability: Durability::default(), max_event_bytes: Self::DEFAULT_MAX_EVENT_BYTES }
+        Self {
+            durability: Durability::default(),
+            max_event_bytes: Self::DEFAULT_MAX_EVENT_BYTES,
+            compact_after_events: asm_store_kv::COMPACT_EVENTS,
+        }
     }
 }
 
@@ -226,7 +248,7 @@ impl SledSessionStore {
         let with_path = |e: asm_core::Error| e.with_detail("path", path.display().to_string());
         let config = sled::Config::new().path(&path).flush_every_ms(Some(BACKGROUND_FLUSH_MS));
         let db = open_waiting_for_lock(&config, &path).map_err(with_path)?;
-        let kv = KvOptions::new(options.durability, options.max_event_bytes);
+        let kv = options.kv();
         let kv_durability = kv.durability;
         let engine =
             guard("opening the trees", || Ok(SledEngine::new(db, path.clone(), options)?)).map_err(with_path)?;

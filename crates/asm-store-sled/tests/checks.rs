@@ -8,8 +8,9 @@ use asm_ports::DynSessionStore;
 use asm_store_kv::checks::{self, Subject};
 use asm_store_sled::{FORMAT_VERSION_KEY, SledOptions, SledSessionStore};
 
-fn open(path: &Path, max_event_bytes: usize) -> asm_core::Result<DynSessionStore> {
-    let store = SledSessionStore::open_with(path, SledOptions::new().max_event_bytes(max_event_bytes))?;
+fn open(path: &Path, max_event_bytes: usize, compact_after_events: usize) -> asm_core::Result<DynSessionStore> {
+    let options = SledOptions::new().max_event_bytes(max_event_bytes).compact_after_events(compact_after_events);
+    let store = SledSessionStore::open_with(path, options)?;
     Ok(Arc::new(store))
 }
 
@@ -59,6 +60,11 @@ fn format_versions() {
 #[test]
 fn foreign_database() {
     checks::check_foreign_database(&SLED);
+}
+
+#[test]
+fn reopen_with_compactions() {
+    checks::check_reopen_with_compactions(&SLED);
 }
 
 #[test]
