@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
-use asm_provider_amp::{AmpAdapter, AmpAdapterBuilder, AmpOptions, build_argv, build_env, render_prompt};
+use asm_provider_amp::{
+    AmpAdapter, AmpAdapterBuilder, AmpBuilderExt, AmpOptions, AmpOptionsExt, build_argv, build_env, render_prompt,
+};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
 use asm_testkit::fake_cli::FakeScript;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use asm_provider_amp::AmpAdapter;
+use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
 use asm_provider_cli::{CliEnv, CliLimits};
 use asm_testkit::adapter_contract::{self as contract, AdapterContract, FakeCliInvocation};
 use asm_testkit::fake_cli::FakeScript;

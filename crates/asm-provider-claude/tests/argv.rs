@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use asm_core::{Message, Role, Run, RunInput, Session, Transcript};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
-use asm_provider_claude::{ClaudeAdapter, ClaudeOptions, build_argv, build_env, render_prompt};
+use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, ClaudeOptions, build_argv, build_env, render_prompt};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
 use asm_testkit::fake_cli::FakeScript;

@@ -7,7 +7,8 @@ use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_provider_codex::{
-    ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexOptions, SandboxMode, build_argv, render_prompt,
+    ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, CodexOptions, SandboxMode, build_argv,
+    render_prompt,
 };
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
 use asm_testkit::fake_cli::{FakeScript, fixtures_dir};
@@ -202,10 +203,10 @@ fn transcript_is_replayed_unless_resuming() {
     let req = request("second").transcript(t);
     assert_eq!(
         render_prompt(&req),
-        "user: first question\nassistant: first answer\nassistant_tool_call(item_0): bash {\"command\":\"ls\"}\ntool_result(item_0): bash a.txt\n\nsecond"
+        "user: first question\nassistant: first answer\ntool_call(item_0): bash {\"command\":\"ls\"}\ntool_result(item_0): bash a.txt\nuser: second"
     );
     let argv = build_argv(&CodexOptions::default(), &req);
-    assert!(argv.last().unwrap().ends_with("\n\nsecond"));
+    assert!(argv.last().unwrap().ends_with("\nuser: second"));
     assert!(!argv.contains(&"resume".to_owned()));
     let resumed = req.resume("t-1");
     assert_eq!(render_prompt(&resumed), "second");

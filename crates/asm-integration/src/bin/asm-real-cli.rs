@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use asm_core::{ErrorCode, EventKind, Role, Run, RunInput, Session, SessionId, TranscriptBuilder, keys};
 use asm_integration::{Api, FakeServer, Scenario, TEXT_REPLY, tool_followup_text};
 use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
-use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder};
+use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder, ClaudeBuilderExt};
 use asm_provider_cli::CliEnv;
-use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, SandboxMode};
+use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, SandboxMode};
 use asm_runtime::{
     Continuation, ExecuteOptions, ForkContinuation, ForkPoint, NewSession, ReplayReason, RunResult, SessionManager,
     StartRunOptions,
