@@ -7,6 +7,8 @@
 //! * `tool_result` blocks of user lines as `tool_call_completed` / `tool_call_failed`
 //!   ([`ToolResult`]) with the name and input of the call they answer;
 //! * usage in the Messages shape ([`usage`]), tool result content ([`tool_result_text`]);
+//! * the line framing both share ([`StreamLines`]: JSON objects, plain text kept for error
+//!   classification, the session id from the first line that has one);
 //! * the `result` line both print ([`ResultLine`]);
 //! * the stream-json user message both read on stdin ([`stdin_message`]).
 //!
@@ -336,4 +338,70 @@ pub enum ResultText {
     Errors,
     /// `result`.
     Result,
+}
+
+/// How much non-JSON stdout [`StreamLines`] keeps for classifying failures.
+pub const MAX_PLAIN_TEXT: usize = 4096;
+
+/// The line framing of stream-json output: each line is a JSON object with a `type`, or plain
+/// text (a CLI's text-mode error, a login prompt), kept (bounded) for error classification.
+/// The session id (`session_id`, an Amp thread id `T-...` for Amp) is the first non-empty one
+/// printed.
+///
+/// ```
+/// let mut lines = asm_anthropic_wire::StreamLines::default();
+/// assert!(lines.read(r#"{"type":"system","session_id":"s-1"}"#).is_some());
+/// assert!(lines.read("Error: 401 Unauthorized").is_none());
+/// assert_eq!((lines.session_id(), lines.count()), (Some("s-1"), 2));
+/// assert_eq!(lines.first_line(""), Some("Error: 401 Unauthorized"));
+/// ```
+#[derive(Debug, Default)]
+pub struct StreamLines {
+    session_id: Option<String>,
+    plain_text: String,
+    count: u64,
+}
+
+impl StreamLines {
+    /// Reads one line: the JSON object, or `None` for anything else (then kept as plain
+    /// text).
+    pub fn read(&mut self, line: &str) -> Option<Value> {
+        self.count += 1;
+        let value = match serde_json::from_str(line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                if self.plain_text.len() < MAX_PLAIN_TEXT {
+                    self.plain_text.push_str(line);
+                    self.plain_text.push('\n');
+                }
+                return None;
+            }
+        };
+        if self.session_id.is_none()
+            && let Some(id) = str_of(&value, "session_id").filter(|s| !s.is_empty())
+        {
+            self.session_id = Some(id.to_owned());
+        }
+        Some(value)
+    }
+
+    /// The session id seen so far.
+    pub fn session_id(&self) -> Option<&str> {
+        self.session_id.as_deref()
+    }
+
+    /// The lines read.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The non-JSON output (at most about [`MAX_PLAIN_TEXT`] bytes).
+    pub fn plain_text(&self) -> &str {
+        &self.plain_text
+    }
+
+    /// The first non-blank line of `stderr`, else of the plain text: what a failed run says.
+    pub fn first_line<'a>(&'a self, stderr: &'a str) -> Option<&'a str> {
+        stderr.lines().chain(self.plain_text.lines()).map(str::trim).find(|l| !l.is_empty())
+    }
 }

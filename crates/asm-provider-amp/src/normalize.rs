@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use asm_anthropic_wire::{ResultLine, ResultText, Turn};
+use asm_anthropic_wire::{ResultLine, ResultText, StreamLines, Turn};
 use asm_core::{
     Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage,
     UsageMode, keys,
@@ -109,7 +109,8 @@ pub fn classify_amp_text(text: &str) -> (ErrorCode, ProviderErrorKind, Option<&'
 /// ```
 #[derive(Debug, Default)]
 pub struct AmpNormalizer {
-    session_id: Option<String>,
+    /// Line framing: JSON or plain text, the thread id.
+    stream: StreamLines,
     model: Option<String>,
     init_metadata: JsonMap,
     usage: TokenUsage,
@@ -120,9 +121,6 @@ pub struct AmpNormalizer {
     error_emitted: bool,
     result: Option<ResultLine>,
     stderr_limits: StderrLimits,
-    lines: u64,
-    /// Non-JSON stdout (bounded), for classifying failures.
-    plain_text: String,
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -163,7 +161,7 @@ impl AmpNormalizer {
 
     /// The Amp thread id (`T-...`) seen so far.
     pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
+        self.stream.session_id()
     }
 
     /// Whether the final `result` line was seen.
@@ -184,35 +182,22 @@ impl AmpNormalizer {
     /// [`ErrorCode::ProviderAuthenticationFailed`] with `details.reason = "missing_api_key"`;
     /// the caller stops the process (the CLI would wait forever for a pasted code).
     pub fn push_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) -> asm_core::Result<()> {
-        self.lines += 1;
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                if self.plain_text.len() < 4096 {
-                    self.plain_text.push_str(line);
-                    self.plain_text.push('\n');
-                }
-                let (code, kind, reason) = classify_amp_text(line);
-                if reason == Some("missing_api_key") {
-                    tracing::warn!("amp started its login flow: no API key");
-                    let pe = asm_core::ProviderError::new(
-                        ProviderName::Amp,
-                        kind,
-                        "amp found no API key and started its interactive login flow; set AMP_API_KEY",
-                    );
-                    return Err(provider_failure(code, pe)
-                        .with_detail("reason", "missing_api_key")
-                        .with_detail("output", line));
-                }
-                out.push(raw_event(line, None, "not_json"));
-                return Ok(());
+        let Some(value) = self.stream.read(line) else {
+            let (code, kind, reason) = classify_amp_text(line);
+            if reason == Some("missing_api_key") {
+                tracing::warn!("amp started its login flow: no API key");
+                let pe = asm_core::ProviderError::new(
+                    ProviderName::Amp,
+                    kind,
+                    "amp found no API key and started its interactive login flow; set AMP_API_KEY",
+                );
+                return Err(provider_failure(code, pe)
+                    .with_detail("reason", "missing_api_key")
+                    .with_detail("output", line));
             }
+            out.push(raw_event(line, None, "not_json"));
+            return Ok(());
         };
-        if self.session_id.is_none()
-            && let Some(id) = str_of(&value, "session_id").filter(|s| !s.is_empty())
-        {
-            self.session_id = Some(id.to_owned());
-        }
         let kind = str_of(&value, "type").unwrap_or_default();
         let handled = match kind {
             "system" => self.system(&value),
@@ -334,14 +319,9 @@ impl AmpNormalizer {
             let (code, message, reason) = if let Some(sig) = exit.signal() {
                 (ErrorCode::ProviderError, format!("amp was killed by signal {sig} before printing a result"), None)
             } else if !exit.success() {
-                let first = exit
-                    .stderr
-                    .lines()
-                    .chain(self.plain_text.lines())
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .map(|l| l.strip_prefix("Error: ").unwrap_or(l).to_owned());
-                let text = format!("{}\n{}", exit.stderr, self.plain_text);
+                let first =
+                    self.stream.first_line(&exit.stderr).map(|l| l.strip_prefix("Error: ").unwrap_or(l).to_owned());
+                let text = format!("{}\n{}", exit.stderr, self.stream.plain_text());
                 let (code, _, reason) = classify_amp_text(&text);
                 let message = first.unwrap_or_else(|| format!("amp exited with {} without a result", exit.describe()));
                 (code, message, reason)
@@ -349,7 +329,7 @@ impl AmpNormalizer {
                 (ErrorCode::ProviderError, "amp output ended without a result line".to_owned(), Some("no_result"))
             };
             let pe = exit.provider_error(ProviderName::Amp, ProviderErrorKind::TransportExit, message, limits);
-            let mut err = provider_failure(code, pe).with_detail("lines", self.lines);
+            let mut err = provider_failure(code, pe).with_detail("lines", self.stream.count());
             if let Some(reason) = reason {
                 err = err.with_detail("reason", reason);
             }
@@ -372,18 +352,13 @@ impl AmpNormalizer {
             if !tools.is_empty() {
                 err = err.with_detail("tools", tools);
             }
-            if let Some(id) = &self.session_id {
-                err = err.with_detail("provider_session_id", id.clone());
+            if let Some(id) = self.stream.session_id() {
+                err = err.with_detail("provider_session_id", id);
             }
             return Err(err);
         }
-        if !exit.success() {
-            let code = classify_error_text(&exit.stderr).unwrap_or(ErrorCode::ProviderError);
-            let message = format!("amp printed a successful result but exited with {}", exit.describe());
-            let pe = exit.provider_error(ProviderName::Amp, ProviderErrorKind::TransportExit, message, limits);
-            return Err(provider_failure(code, pe)
-                .with_detail("reason", "exit_status")
-                .with_detail("subtype", result.subtype.clone()));
+        if let Some(err) = exit.failed_after_success(ProviderName::Amp, limits, "printed a successful result") {
+            return Err(err.with_detail("subtype", result.subtype.clone()));
         }
         let mut metadata = self.init_metadata.clone();
         if let Some(ms) = result.duration_ms {
@@ -395,7 +370,7 @@ impl AmpNormalizer {
             extra: self.turn.output_extra(),
         };
         outcome.token_usage = self.usage;
-        outcome.provider_session_id = self.session_id.clone();
+        outcome.provider_session_id = self.stream.session_id().map(str::to_owned);
         outcome.model = self.model.clone();
         outcome.cost_usd = None;
         outcome.stop_reason = Some(self.last_stop_reason.clone().unwrap_or_else(|| "end_turn".to_owned()));

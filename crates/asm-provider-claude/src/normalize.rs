@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
-use asm_anthropic_wire::{ResultLine, ResultText, Turn};
+use asm_anthropic_wire::{ResultLine, ResultText, StreamLines, Turn};
 use asm_core::{
     Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage,
     UsageMode, keys,
@@ -53,7 +53,8 @@ use asm_provider_cli::{
 /// ```
 #[derive(Debug, Default)]
 pub struct ClaudeNormalizer {
-    session_id: Option<String>,
+    /// Line framing: JSON or plain text, the session id.
+    stream: StreamLines,
     init_model: Option<String>,
     message_model: Option<String>,
     init_metadata: JsonMap,
@@ -72,9 +73,6 @@ pub struct ClaudeNormalizer {
     /// What the result line adds to the outcome's metadata.
     result_metadata: JsonMap,
     stderr_limits: StderrLimits,
-    lines: u64,
-    /// Non-JSON stdout (bounded), for classifying failures in text mode.
-    plain_text: String,
 }
 
 fn sub(a: TokenUsage, b: TokenUsage) -> TokenUsage {
@@ -105,7 +103,7 @@ impl ClaudeNormalizer {
 
     /// The provider session id seen so far.
     pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
+        self.stream.session_id()
     }
 
     /// Whether the final `result` line was seen.
@@ -116,23 +114,10 @@ impl ClaudeNormalizer {
     /// Normalizes one stdout line, appending its events to `out`. Never fails: lines it does
     /// not understand become raw events.
     pub fn push_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) {
-        self.lines += 1;
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                if self.plain_text.len() < 4096 {
-                    self.plain_text.push_str(line);
-                    self.plain_text.push('\n');
-                }
-                out.push(raw_event(line, None, "not_json"));
-                return;
-            }
+        let Some(value) = self.stream.read(line) else {
+            out.push(raw_event(line, None, "not_json"));
+            return;
         };
-        if self.session_id.is_none()
-            && let Some(id) = str_of(&value, "session_id")
-        {
-            self.session_id = Some(id.to_owned());
-        }
         let kind = str_of(&value, "type").unwrap_or_default();
         let handled = match kind {
             "system" => self.system(&value, out),
@@ -459,15 +444,9 @@ impl ClaudeNormalizer {
             let (code, message) = if let Some(sig) = exit.signal() {
                 (ErrorCode::ProviderError, format!("claude was killed by signal {sig} before printing a result"))
             } else if !exit.success() {
-                let from_stderr = exit
-                    .stderr
-                    .lines()
-                    .chain(self.plain_text.lines())
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .map(str::to_owned);
+                let from_stderr = self.stream.first_line(&exit.stderr).map(str::to_owned);
                 let code = classify_error_text(&exit.stderr)
-                    .or_else(|| classify_error_text(&self.plain_text))
+                    .or_else(|| classify_error_text(self.stream.plain_text()))
                     .or_else(|| self.last_retry.as_ref().and_then(|(s, _)| s.map(classify_http_status)))
                     .unwrap_or(ErrorCode::ProviderError);
                 let message =
@@ -482,7 +461,7 @@ impl ClaudeNormalizer {
                 (code, "claude output ended without a result line".to_owned())
             };
             let pe = exit.provider_error(ProviderName::Claude, ProviderErrorKind::TransportExit, message, limits);
-            return Err(provider_failure(code, pe).with_detail("lines", self.lines));
+            return Err(provider_failure(code, pe).with_detail("lines", self.stream.count()));
         };
         if self.output_says_failure(result) {
             let (code, kind) = self.classify_result(result);
@@ -507,13 +486,8 @@ impl ClaudeNormalizer {
             }
             return Err(err);
         }
-        if !exit.success() {
-            let code = classify_error_text(&exit.stderr).unwrap_or(ErrorCode::ProviderError);
-            let message = format!("claude printed a successful result but exited with {}", exit.describe());
-            let pe = exit.provider_error(ProviderName::Claude, ProviderErrorKind::TransportExit, message, limits);
-            return Err(provider_failure(code, pe)
-                .with_detail("reason", "exit_status")
-                .with_detail("subtype", result.subtype.clone()));
+        if let Some(err) = exit.failed_after_success(ProviderName::Claude, limits, "printed a successful result") {
+            return Err(err.with_detail("subtype", result.subtype.clone()));
         }
         let mut metadata = self.init_metadata.clone();
         metadata.extend(self.result_metadata.clone());
@@ -523,7 +497,7 @@ impl ClaudeNormalizer {
             extra: self.turn.output_extra(),
         };
         outcome.token_usage = result.usage.map_or_else(|| self.summed_usage(), |u| self.run_total(u));
-        outcome.provider_session_id = self.session_id.clone();
+        outcome.provider_session_id = self.stream.session_id().map(str::to_owned);
         outcome.model = self.message_model.clone().or_else(|| self.init_model.clone());
         outcome.cost_usd = result.cost_usd;
         outcome.stop_reason = Some(result.stop_reason.clone().unwrap_or_else(|| "end_turn".to_owned()));
