@@ -235,4 +235,34 @@ mod claude_cli {
         let events = manager.session_events(&session.id, EventQuery::new()).await.unwrap();
         assert_eq!(events.last().unwrap().data["token_usage"]["input_tokens"], 100);
     }
+
+    /// D: everything the Claude builder takes is named through the facade's prelude, and a
+    /// per-run `adapter_option` reaches the CLI (and a bad one fails the run with
+    /// `validation_error` before the CLI starts).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_facade_configures_the_adapter_and_per_run_options_reach_the_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = FakeScript::fixture("claude_text").write_to(dir.path()).unwrap();
+        let adapter = ClaudeAdapter::builder()
+            .cli_path(fake_cli::path())
+            .env(CliEnv::minimal().set(fake_cli::SCRIPT_ENV, path.display().to_string()))
+            .limits(CliLimits::default().max_line_bytes(1 << 20))
+            .permission_mode(PermissionMode::Plan)
+            .max_retries(1)
+            .build();
+        let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
+        let session = manager.start_session(NewSession::new("claude")).await.unwrap();
+        manager.activate_session(&session.id).await.unwrap();
+        let start = || manager.start_run(&session.id, RunInput::user("hello"), StartRunOptions::default());
+        let run = start().await.unwrap();
+        let options = ExecuteOptions::default().adapter_option(run_option::MODEL, "claude-sonnet-4-5");
+        manager.execute_run(&run.id, options).await.unwrap();
+        let argv = asm_testkit::fake_cli::FakeRecord::read(dir.path()).argv;
+        assert!(argv.windows(2).any(|w| w == ["--model", "claude-sonnet-4-5"]), "{argv:?}");
+        assert!(argv.windows(2).any(|w| w == ["--permission-mode", "plan"]), "{argv:?}");
+
+        let run = start().await.unwrap();
+        let err = manager.execute_run(&run.id, ExecuteOptions::default().adapter_option("temperature", 0.2)).await;
+        assert_eq!(err.unwrap_err().code(), ErrorCode::ValidationError);
+    }
 }

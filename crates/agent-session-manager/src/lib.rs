@@ -16,6 +16,7 @@
 //! | `provider-claude` | `ClaudeAdapter`, in `provider::claude` (Claude Code CLI, stream-json) |
 //! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
+//! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `full` | everything above |
@@ -65,8 +66,18 @@ pub mod store {
     }
 }
 
-/// Provider adapters, one module per enabled provider feature.
+/// Provider adapters, one module per enabled provider feature. Each module re-exports
+/// everything its builder takes; the builder setters only one CLI has are on the provider's
+/// extension trait (`ClaudeBuilderExt`, `CodexBuilderExt`, `AmpBuilderExt`, also in the
+/// [`prelude`]).
 pub mod provider {
+    /// The CLI adapter core every CLI provider is built on (any `provider-*` feature): the
+    /// environment, limits, permission modes and per-run option keys the builders take.
+    #[cfg(any(feature = "provider-claude", feature = "provider-codex", feature = "provider-amp"))]
+    pub mod cli {
+        pub use asm_provider_cli::*;
+    }
+
     /// The Claude Code CLI adapter (`provider-claude`).
     #[cfg(feature = "provider-claude")]
     pub mod claude {
@@ -123,11 +134,13 @@ pub mod prelude {
     pub use asm_store_sled::SledSessionStore;
 
     #[cfg(feature = "provider-amp")]
-    pub use asm_provider_amp::AmpAdapter;
+    pub use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
     #[cfg(feature = "provider-claude")]
-    pub use asm_provider_claude::ClaudeAdapter;
+    pub use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt};
+    #[cfg(any(feature = "provider-claude", feature = "provider-codex", feature = "provider-amp"))]
+    pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]
-    pub use asm_provider_codex::CodexAdapter;
+    pub use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexBuilderExt, SandboxMode};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{

@@ -1,29 +1,46 @@
-//! [`ProviderAdapter`] for the Amp CLI (`amp -x <prompt> --stream-json`), as documented in
-//! `spec/provider-clis.md` section 3.
+//! [`ProviderAdapter`](asm_ports::ProviderAdapter) for the Amp CLI (`amp -x <prompt>
+//! --stream-json`), as documented in `spec/provider-clis.md` section 3.
 //!
-//! * [`AmpAdapter::builder`] configures the CLI path, agent mode, cwd, permission mode (spec
-//!   9.6: `--dangerously-allow-all`), settings file, thinking blocks, stream input, extra args,
-//!   the explicit environment with `AMP_API_KEY` / `AMP_URL`, and a timeout.
-//! * [`build_argv`] is the one place argv is built. Continuation resumes natively with
-//!   `amp threads continue <T-id>` ([`resume_thread`]) and replays the transcript in the prompt
-//!   otherwise ([`render_prompt`]).
-//! * [`AmpNormalizer`] maps every stream-json line kind to normalized events (table on the
-//!   type) and classifies the end of the run; [`classify_amp_text`] the CLI's error texts.
-//! * The subprocess (no shell, own process group, cancellation escalation, reaping, drop
-//!   guard) is [`asm_provider_cli::run_jsonl`].
+//! [`AmpAdapter`] is the CLI adapter core ([`CliAdapter`]) with Amp's [`CliProtocol`],
+//! [`AmpCli`]. This crate holds only what is Amp's:
+//!
+//! * [`build_argv`], the one place argv is built (native resume with `amp threads continue
+//!   <T-id>`), [`build_env`] (`AMP_API_KEY` / `AMP_URL`), the credential variables
+//!   [`AUTH_ENV`] and the permission mapping [`permission_flag`];
+//! * [`AmpNormalizer`], which maps every stream-json line kind to normalized events (table on
+//!   the type) and classifies the end of the run ([`classify_amp_text`] for the CLI's error
+//!   texts), on the Anthropic shapes of `asm-anthropic-wire` it shares with Claude Code;
+//! * [`AmpBuilderExt`], the builder setters of [`AmpCli`] (agent mode, model label, settings
+//!   file, thinking blocks, stream input, API key, server URL, `require_api_key`).
+//!
+//! The builder ([`AmpAdapterBuilder`]), command construction, the subprocess and the
+//! transcript replay ([`render_prompt`]) are the core's. Everything a builder takes is
+//! re-exported here.
+//!
+//! **Per-run options** ([`RunOption`], `ExecuteRequest::options`):
+//!
+//! | key | Amp |
+//! |---|---|
+//! | `permission_mode` | `full_auto`, `dangerously_skip_permissions`: `--dangerously-allow-all`; `default`: nothing; `accept_edits`, `plan`: refused |
+//! | `cwd` | the process's working directory |
+//! | `model`, `max_turns`, `allowed_tools`, `disallowed_tools`, `system_prompt` | refused (`validation_error`, `unsupported_option`): Amp picks the model from its mode server-side, keeps tool permissions in its settings file, and has no such flags |
+//!
+//! **Credentials**: [`AUTH_ENV`] (`AMP_API_KEY`) is passed through from this process unless
+//! [`CliEnv::pass_auth`] is off; values are never logged.
 //!
 //! Amp cannot run offline (its agent loop runs on the Amp server), so the stream-json shape is
 //! the one recovered from the CLI's source; the real offline failures (no API key → login flow,
-//! unreachable server, refused WebSocket) are classified from the captured runs.
+//! unreachable server, refused WebSocket) are classified from the captured runs. Amp cannot
+//! fork a thread: a fork request is refused (`invalid_operation`) rather than continuing the
+//! parent's thread.
 //!
 //! Lifecycle events are never emitted: the runtime emits `run_started` and the terminal event;
-//! the thread id, model label, usage and stop reason are returned in the [`ExecuteOutcome`].
+//! the thread id, model label, usage and stop reason are returned in the outcome.
 //!
 //! ```no_run
 //! # async fn demo() -> asm_core::Result<()> {
 //! use std::sync::Arc;
-//! use asm_provider_amp::AmpAdapter;
-//! use asm_provider_cli::PermissionMode;
+//! use asm_provider_amp::{AmpAdapter, AmpBuilderExt, PermissionMode};
 //! let adapter = Arc::new(
 //!     AmpAdapter::builder()
 //!         .mode("smart")
@@ -41,19 +58,16 @@ mod normalize;
 mod options;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use async_trait::async_trait;
-use tracing::Instrument;
+use asm_core::CapabilityType;
+use asm_ports::ExecuteRequest;
+use asm_provider_cli::{CliAdapter, CliAdapterBuilder, CliOptions, CliProtocol};
 
-use asm_core::{Capability, CapabilityType, Error, ErrorCode, ProviderError, ProviderErrorKind, Result, StderrLimits};
-use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
-use asm_provider_cli::{CliCommand, CliEnv, CliLimits, PermissionMode, RunControl, provider_failure, run_jsonl};
-
+pub use asm_core::StderrLimits;
+pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, render_prompt, resume_handle, run_option};
 pub use normalize::{AmpNormalizer, classify_amp_text};
 pub use options::{
-    API_KEY_ENV, AmpOptions, SERVER_URL_ENV, build_argv, build_env, permission_flag, render_prompt, resume_thread,
-    stdin_message,
+    API_KEY_ENV, AUTH_ENV, AmpCli, AmpOptionsExt, SERVER_URL_ENV, build_argv, build_env, permission_flag,
 };
 
 /// The provider name recorded on events and runs.
@@ -61,230 +75,114 @@ pub const PROVIDER_NAME: &str = "amp";
 
 /// Runs the Amp CLI as a subprocess per run. Supports native resume
 /// (`amp threads continue <T-id>`).
-#[derive(Clone, Debug)]
-pub struct AmpAdapter {
-    options: AmpOptions,
-}
+pub type AmpAdapter = CliAdapter<AmpCli>;
 
-fn missing_key_error() -> Error {
-    let pe = ProviderError::new(
-        asm_core::ProviderName::Amp,
-        ProviderErrorKind::Unknown,
-        "no AMP_API_KEY for the amp CLI (without it amp starts an interactive login flow)",
-    );
-    provider_failure(ErrorCode::ProviderAuthenticationFailed, pe).with_detail("reason", "missing_api_key")
-}
+/// Builds an [`AmpAdapter`]: the common setters, plus [`AmpBuilderExt`].
+pub type AmpAdapterBuilder = CliAdapterBuilder<AmpCli>;
 
-impl AmpAdapter {
-    /// A builder with default options.
-    pub fn builder() -> AmpAdapterBuilder {
-        AmpAdapterBuilder { options: AmpOptions::default() }
+/// The configuration of an [`AmpAdapter`]; Amp's own options are in
+/// [`provider`](CliOptions::provider).
+pub type AmpOptions = CliOptions<AmpCli>;
+
+impl CliProtocol for AmpCli {
+    type Normalizer = AmpNormalizer;
+    const PROVIDER: asm_core::ProviderName = asm_core::ProviderName::Amp;
+    const PROGRAM: &'static str = "amp";
+    const AUTH_ENV: &'static [&'static str] = AUTH_ENV;
+    const RUN_OPTIONS: &'static [RunOption] = &[RunOption::PermissionMode, RunOption::Cwd];
+    const PERMISSION_MODES: &'static [PermissionMode] =
+        &[PermissionMode::Default, PermissionMode::FullAuto, PermissionMode::DangerouslySkipPermissions];
+    const CAPABILITIES: &'static [(&'static str, CapabilityType)] = &[
+        ("streaming", CapabilityType::Sampling),
+        ("tool_use", CapabilityType::Tool),
+        ("interrupt", CapabilityType::Sampling),
+        ("mcp", CapabilityType::Tool),
+        ("file_operations", CapabilityType::Tool),
+        ("bash", CapabilityType::Tool),
+    ];
+    const NATIVE_RESUME: bool = true;
+
+    fn argv(options: &AmpOptions, request: &ExecuteRequest) -> Vec<String> {
+        build_argv(options, request)
     }
 
-    /// An adapter with these options.
-    pub fn new(options: AmpOptions) -> Self {
-        Self { options }
+    fn env(options: &AmpOptions) -> CliEnv {
+        build_env(options)
     }
 
-    /// The options.
-    pub fn options(&self) -> &AmpOptions {
-        &self.options
+    fn stdin(options: &AmpOptions, request: &ExecuteRequest) -> Option<Vec<u8>> {
+        options.provider.stream_input.then(|| asm_anthropic_wire::stdin_message(&render_prompt(request)).into_bytes())
     }
 
-    /// The command for one run (program, argv, env, cwd, stdin).
-    pub fn command(&self, request: &ExecuteRequest) -> CliCommand {
-        let o = &self.options;
-        let mut cmd = CliCommand::new(asm_core::ProviderName::Amp, o.cli_path.clone())
-            .args(build_argv(o, request))
-            .env(build_env(o))
-            .limits(o.limits);
-        if let Some(cwd) = &o.cwd {
-            cmd = cmd.cwd(cwd.clone());
-        }
-        if o.stream_input {
-            cmd = cmd.stdin_input(stdin_message(&render_prompt(request)));
-        }
-        cmd
-    }
-}
-
-#[async_trait]
-impl ProviderAdapter for AmpAdapter {
-    fn name(&self) -> &str {
-        PROVIDER_NAME
+    fn validate(options: &AmpOptions) -> asm_core::Result<()> {
+        options::validate(options)
     }
 
-    fn capabilities(&self) -> Vec<Capability> {
-        Capability::list(&[
-            ("streaming", CapabilityType::Sampling),
-            ("tool_use", CapabilityType::Tool),
-            ("interrupt", CapabilityType::Sampling),
-            ("mcp", CapabilityType::Tool),
-            ("file_operations", CapabilityType::Tool),
-            ("bash", CapabilityType::Tool),
-        ])
-    }
-
-    async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {
-        let span = tracing::info_span!(
-            "amp_execute",
-            run_id = %request.run.id,
-            resume = resume_thread(&request).is_some(),
-            mode = self.options.mode.as_deref().unwrap_or("default"),
-        );
-        async {
-            if self.options.require_api_key && !self.options.has_api_key() {
-                return Err(missing_key_error());
-            }
-            let cmd = self.command(&request);
-            let control = RunControl::from_request(&request, self.options.timeout);
-            let mut normalizer =
-                AmpNormalizer::new().stderr_limits(self.options.stderr_limits).model(self.options.model.clone());
-            let exit = run_jsonl(&cmd, &control, &sink, |line, out| normalizer.push_line(line, out)).await?;
-            // An oversized line never hides the provider's own error (see `ExitInfo::settle`).
-            let outcome =
-                exit.settle(asm_core::ProviderName::Amp, self.options.stderr_limits, normalizer.finish(&exit));
-            tracing::debug!(ok = outcome.is_ok(), thread = ?normalizer.session_id(), "amp run finished");
-            outcome
-        }
-        .instrument(span)
-        .await
-    }
-
-    fn validate_config(&self) -> Result<()> {
-        let cmd =
-            CliCommand::new(asm_core::ProviderName::Amp, self.options.cli_path.clone()).env(build_env(&self.options));
-        cmd.resolve_program()?;
-        if let Some(cwd) = &self.options.cwd
-            && !cwd.is_dir()
-        {
-            return Err(Error::new(
-                ErrorCode::ValidationError,
-                format!("amp cwd {} is not a directory", cwd.display()),
-            ));
-        }
-        if self.options.require_api_key && !self.options.has_api_key() {
-            return Err(missing_key_error());
-        }
-        Ok(())
-    }
-
-    fn supports_native_resume(&self) -> bool {
-        true
+    fn normalizer(options: &AmpOptions, _request: &ExecuteRequest) -> AmpNormalizer {
+        AmpNormalizer::new().stderr_limits(options.stderr_limits).model(options.provider.model_label.clone())
     }
 }
 
-/// Builds an [`AmpAdapter`]; every setter maps to one [`AmpOptions`] field.
-#[derive(Clone, Debug)]
-pub struct AmpAdapterBuilder {
-    options: AmpOptions,
-}
-
-impl AmpAdapterBuilder {
-    /// The CLI path or PATH name.
+/// The builder setters of Amp's own options ([`AmpCli`]).
+///
+/// ```
+/// use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
+/// let adapter = AmpAdapter::builder().mode("rush").thinking(true).build();
+/// assert!(adapter.options().provider.thinking);
+/// ```
+pub trait AmpBuilderExt: Sized {
+    /// Changes [`AmpCli`] (what the other setters use).
     #[must_use]
-    pub fn cli_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.options.cli_path = path.into();
-        self
-    }
+    fn amp(self, f: impl FnOnce(&mut AmpCli)) -> Self;
     /// `--mode` (agent mode).
     #[must_use]
-    pub fn mode(mut self, mode: impl Into<String>) -> Self {
-        self.options.mode = Some(mode.into());
-        self
+    fn mode(self, mode: impl Into<String>) -> Self {
+        let mode = mode.into();
+        self.amp(|a| a.mode = Some(mode))
     }
-    /// The model label recorded in the outcome (not passed to the CLI; see [`AmpOptions::model`]).
+    /// The model label recorded in the outcome ([`AmpCli::model_label`]; not a CLI flag).
     #[must_use]
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.options.model = Some(model.into());
-        self
-    }
-    /// Working directory.
-    #[must_use]
-    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
-        self.options.cwd = Some(cwd.into());
-        self
-    }
-    /// Permission mode ([`permission_flag`]).
-    #[must_use]
-    pub fn permission_mode(mut self, mode: PermissionMode) -> Self {
-        self.options.permission_mode = mode;
-        self
+    fn model_label(self, label: impl Into<String>) -> Self {
+        let label = label.into();
+        self.amp(|a| a.model_label = Some(label))
     }
     /// `--settings-file` (tool permissions live there).
     #[must_use]
-    pub fn settings_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.options.settings_file = Some(path.into());
-        self
+    fn settings_file(self, path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        self.amp(|a| a.settings_file = Some(path))
     }
     /// `--stream-json-thinking`.
     #[must_use]
-    pub fn thinking(mut self, on: bool) -> Self {
-        self.options.thinking = on;
-        self
+    fn thinking(self, on: bool) -> Self {
+        self.amp(|a| a.thinking = on)
     }
     /// Prompt via stdin (`--stream-json-input`).
     #[must_use]
-    pub fn stream_input(mut self, on: bool) -> Self {
-        self.options.stream_input = on;
-        self
-    }
-    /// Extra arguments.
-    #[must_use]
-    pub fn extra_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
-        self.options.extra_args = args.into_iter().map(Into::into).collect();
-        self
-    }
-    /// The child's environment (replaces the default [`CliEnv::minimal`]).
-    #[must_use]
-    pub fn env(mut self, env: CliEnv) -> Self {
-        self.options.env = env;
-        self
-    }
-    /// Sets one environment variable.
-    #[must_use]
-    pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.options.env = self.options.env.set(name, value);
-        self
+    fn stream_input(self, on: bool) -> Self {
+        self.amp(|a| a.stream_input = on)
     }
     /// `AMP_API_KEY`, passed explicitly to the child.
     #[must_use]
-    pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.options.api_key = Some(key.into());
-        self
+    fn api_key(self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        self.amp(|a| a.api_key = Some(key))
     }
     /// `AMP_URL`, the Amp server.
     #[must_use]
-    pub fn server_url(mut self, url: impl Into<String>) -> Self {
-        self.options.server_url = Some(url.into());
-        self
+    fn server_url(self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        self.amp(|a| a.server_url = Some(url))
     }
     /// Fail fast (validation and before spawning) when no `AMP_API_KEY` reaches the child.
     #[must_use]
-    pub fn require_api_key(mut self, on: bool) -> Self {
-        self.options.require_api_key = on;
-        self
+    fn require_api_key(self, on: bool) -> Self {
+        self.amp(|a| a.require_api_key = on)
     }
-    /// Per-run time limit.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
-    /// Subprocess limits.
-    #[must_use]
-    pub fn limits(mut self, limits: CliLimits) -> Self {
-        self.options.limits = limits;
-        self
-    }
-    /// Bounds of stderr in errors.
-    #[must_use]
-    pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
-        self.options.stderr_limits = limits;
-        self
-    }
-    /// The adapter.
-    pub fn build(self) -> AmpAdapter {
-        AmpAdapter::new(self.options)
+}
+
+impl AmpBuilderExt for AmpAdapterBuilder {
+    fn amp(self, f: impl FnOnce(&mut AmpCli)) -> Self {
+        self.provider(f)
     }
 }

@@ -1,57 +1,28 @@
 //! [`AmpNormalizer`]: Amp `--stream-json` lines → normalized events and the outcome.
 
-use std::collections::HashMap;
+use serde_json::{Value, json};
 
-use serde_json::{Map, Value, json};
-
+use asm_anthropic_wire::{ResultLine, ResultText, StreamLines, Turn};
 use asm_core::{
-    Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage, keys,
+    Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage,
+    UsageMode, keys,
 };
 use asm_ports::{ExecuteOutcome, ProviderEvent};
 use asm_provider_cli::{
-    ExitInfo, anthropic_usage, classify_error_text, classify_http_status, error_event, provider_failure, raw_event,
-    tool_result_text,
+    CliNormalizer, ExitInfo, classify_error_text, classify_http_status, error_event, provider_failure, raw_event,
+    usage_event,
 };
 
 /// Known `error` texts of Amp's `error_during_execution` result and what they mean.
 const APPROVAL_PREFIX: &str = "The following tools require user approval";
 
-/// The result line, as far as the outcome needs it.
-#[derive(Debug, Default)]
-struct ResultLine {
-    subtype: String,
-    /// `is_error` as printed (`None` when the key is missing or not a boolean).
-    is_error: Option<bool>,
-    text: Option<String>,
-    error: Option<String>,
-    /// Claude Code's `errors[]` (the shared Anthropic result shape), should Amp print it.
-    errors: Vec<String>,
-    /// Claude Code's `api_error_status` (the shared Anthropic result shape).
-    api_error_status: Option<u64>,
-    turns: Option<u32>,
-    duration_ms: Option<u64>,
-}
-
-impl ResultLine {
-    /// Whether the line itself says the run failed: `is_error: true`, an `error_*` subtype, an
-    /// `error` text, a non-empty `errors[]` or an `api_error_status` (any one is enough; a
-    /// missing `is_error` is not a success on its own).
-    fn says_failure(&self) -> bool {
-        self.is_error == Some(true)
-            || self.subtype.starts_with("error")
-            || self.error.as_deref().is_some_and(|e| !e.trim().is_empty())
-            || !self.errors.is_empty()
-            || self.api_error_status.is_some()
-    }
-
-    /// The provider's own code and classification for a failed result: the HTTP status when
-    /// there is one, else the error text ([`classify_amp_text`]).
-    fn classify(&self) -> (ErrorCode, ProviderErrorKind, Option<&'static str>) {
-        let (code, kind, reason) = classify_amp_text(&result_message(self));
-        match self.api_error_status.map(classify_http_status) {
-            Some(status_code) => (status_code, kind, reason),
-            None => (code, kind, reason),
-        }
+/// The provider's own code and classification for a failed result: the HTTP status when there
+/// is one, else the error text ([`classify_amp_text`]).
+fn classify_result(r: &ResultLine) -> (ErrorCode, ProviderErrorKind, Option<&'static str>) {
+    let (code, kind, reason) = classify_amp_text(&result_message(r));
+    match r.api_error_status.map(classify_http_status) {
+        Some(status_code) => (status_code, kind, reason),
+        None => (code, kind, reason),
     }
 }
 
@@ -138,22 +109,18 @@ pub fn classify_amp_text(text: &str) -> (ErrorCode, ProviderErrorKind, Option<&'
 /// ```
 #[derive(Debug, Default)]
 pub struct AmpNormalizer {
-    session_id: Option<String>,
+    /// Line framing: JSON or plain text, the thread id.
+    stream: StreamLines,
     model: Option<String>,
     init_metadata: JsonMap,
     usage: TokenUsage,
     assistant_messages: u32,
     last_stop_reason: Option<String>,
-    /// Text of the current turn (since the last tool call).
-    turn_text: String,
-    tools: HashMap<String, (String, Value)>,
-    tool_calls: Vec<Value>,
+    /// The conversation so far: the current turn's text, the tool calls.
+    turn: Turn,
     error_emitted: bool,
     result: Option<ResultLine>,
     stderr_limits: StderrLimits,
-    lines: u64,
-    /// Non-JSON stdout (bounded), for classifying failures.
-    plain_text: String,
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -194,7 +161,7 @@ impl AmpNormalizer {
 
     /// The Amp thread id (`T-...`) seen so far.
     pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
+        self.stream.session_id()
     }
 
     /// Whether the final `result` line was seen.
@@ -215,35 +182,22 @@ impl AmpNormalizer {
     /// [`ErrorCode::ProviderAuthenticationFailed`] with `details.reason = "missing_api_key"`;
     /// the caller stops the process (the CLI would wait forever for a pasted code).
     pub fn push_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) -> asm_core::Result<()> {
-        self.lines += 1;
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                if self.plain_text.len() < 4096 {
-                    self.plain_text.push_str(line);
-                    self.plain_text.push('\n');
-                }
-                let (code, kind, reason) = classify_amp_text(line);
-                if reason == Some("missing_api_key") {
-                    tracing::warn!("amp started its login flow: no API key");
-                    let pe = asm_core::ProviderError::new(
-                        ProviderName::Amp,
-                        kind,
-                        "amp found no API key and started its interactive login flow; set AMP_API_KEY",
-                    );
-                    return Err(provider_failure(code, pe)
-                        .with_detail("reason", "missing_api_key")
-                        .with_detail("output", line));
-                }
-                out.push(raw_event(line, None, "not_json"));
-                return Ok(());
+        let Some(value) = self.stream.read(line) else {
+            let (code, kind, reason) = classify_amp_text(line);
+            if reason == Some("missing_api_key") {
+                tracing::warn!("amp started its login flow: no API key");
+                let pe = asm_core::ProviderError::new(
+                    ProviderName::Amp,
+                    kind,
+                    "amp found no API key and started its interactive login flow; set AMP_API_KEY",
+                );
+                return Err(provider_failure(code, pe)
+                    .with_detail("reason", "missing_api_key")
+                    .with_detail("output", line));
             }
+            out.push(raw_event(line, None, "not_json"));
+            return Ok(());
         };
-        if self.session_id.is_none()
-            && let Some(id) = str_of(&value, "session_id").filter(|s| !s.is_empty())
-        {
-            self.session_id = Some(id.to_owned());
-        }
         let kind = str_of(&value, "type").unwrap_or_default();
         let handled = match kind {
             "system" => self.system(&value),
@@ -279,60 +233,21 @@ impl AmpNormalizer {
         }
         // Amp messages carry no id: every assistant line is a distinct message, so its usage
         // is reported once, as a delta.
-        if let Some(u) = message.get("usage").and_then(anthropic_usage)
+        if let Some(u) = message.get("usage").and_then(asm_anthropic_wire::usage)
             && !u.is_zero()
         {
             self.usage += u;
-            out.push(
-                ProviderEvent::new(EventKind::TokenUsageUpdated)
-                    .data(keys::INPUT_TOKENS, u.input_tokens)
-                    .data(keys::OUTPUT_TOKENS, u.output_tokens)
-                    .data(keys::CACHE_READ_TOKENS, u.cache_read_tokens)
-                    .data(keys::CACHE_CREATION_TOKENS, u.cache_creation_tokens)
-                    .data(keys::USAGE_MODE, "delta")
-                    .meta("message_index", self.assistant_messages),
-            );
+            out.push(usage_event(u, UsageMode::Delta).meta("message_index", self.assistant_messages));
         }
-        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
-            let event = match str_of(block, "type") {
-                Some("text") => {
-                    let text = str_of(block, "text").unwrap_or_default();
-                    if text.is_empty() {
-                        continue;
-                    }
-                    self.turn_text.push_str(text);
-                    ProviderEvent::new(EventKind::MessageStreamed).data(keys::CONTENT, text).data(keys::DELTA, text)
-                }
-                Some("tool_use") => {
-                    let call_id = str_of(block, "id").unwrap_or("unknown").to_owned();
-                    let name = str_of(block, "name").unwrap_or("unknown").to_owned();
-                    let input = match block.get("input") {
-                        Some(Value::Object(o)) => Value::Object(o.clone()),
-                        Some(Value::Null) | None => Value::Object(Map::new()),
-                        Some(other) => json!({ "value": other }),
-                    };
-                    self.turn_text.clear();
-                    self.tools.insert(call_id.clone(), (name.clone(), input.clone()));
-                    self.tool_calls.push(json!({"id": call_id, "name": name, "input": input}));
-                    ProviderEvent::new(EventKind::ToolCallStarted)
-                        .data(keys::TOOL_CALL_ID, call_id)
-                        .data(keys::TOOL_NAME, name)
-                        .data(keys::TOOL_INPUT, input)
-                }
-                Some(kind @ ("thinking" | "redacted_thinking")) => {
-                    let redacted = kind == "redacted_thinking";
-                    let text = if redacted { "" } else { str_of(block, "thinking").unwrap_or_default() };
-                    ProviderEvent::new(EventKind::ReasoningCompleted)
-                        .data(keys::CONTENT, text)
-                        .data(keys::REDACTED, redacted)
-                        .meta("message_index", self.assistant_messages)
-                }
-                _ => continue,
-            };
-            out.push(match parent {
-                Some(p) => event.meta("parent_tool_use_id", p.clone()),
-                None => event,
-            });
+        let index = self.assistant_messages;
+        for mut event in self.turn.assistant_blocks(message, false) {
+            if event.kind == EventKind::ReasoningCompleted {
+                event = event.meta("message_index", index);
+            }
+            if let Some(p) = parent {
+                event = event.meta("parent_tool_use_id", p.clone());
+            }
+            out.push(event);
         }
         true
     }
@@ -341,60 +256,26 @@ impl AmpNormalizer {
         let Some(message) = v.get("message").filter(|m| m.is_object()) else { return false };
         // Text-only user lines echo the prompt (or a steering message): nothing to report, the
         // runtime records the input itself.
-        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
-            if str_of(block, "type") != Some("tool_result") {
-                continue;
-            }
-            let call_id = str_of(block, "tool_use_id").unwrap_or("unknown").to_owned();
-            let (name, input) =
-                self.tools.get(&call_id).cloned().unwrap_or_else(|| ("unknown".to_owned(), Value::Object(Map::new())));
-            let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
-            let output = tool_result_text(block.get("content").unwrap_or(&Value::Null));
-            if is_error
-                && let Some(text) = output.as_str()
+        for result in self.turn.tool_results(message) {
+            if result.is_error
+                && let Some(text) = result.output.as_str()
                 && text.starts_with("Tool execution rejected by user")
             {
                 out.push(
                     ProviderEvent::new(EventKind::ToolApprovalDenied)
-                        .data(keys::TOOL_NAME, name.clone())
-                        .data(keys::TOOL_CALL_ID, call_id.clone())
-                        .data(keys::TOOL_INPUT, input.clone())
+                        .data(keys::TOOL_NAME, result.name.clone())
+                        .data(keys::TOOL_CALL_ID, result.tool_use_id.clone())
+                        .data(keys::TOOL_INPUT, result.input.clone())
                         .data(keys::REASON, text),
                 );
             }
-            let kind = if is_error { EventKind::ToolCallFailed } else { EventKind::ToolCallCompleted };
-            let mut e = ProviderEvent::new(kind)
-                .data(keys::TOOL_CALL_ID, call_id)
-                .data(keys::TOOL_NAME, name)
-                .data(keys::TOOL_INPUT, input)
-                .data(keys::TOOL_OUTPUT, output);
-            if is_error {
-                e = e.data(keys::IS_ERROR, true);
-            }
-            out.push(e);
+            out.push(result.event());
         }
         true
     }
 
     fn result_line(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
-        let result = ResultLine {
-            subtype: str_of(v, "subtype").unwrap_or_default().to_owned(),
-            is_error: v.get("is_error").and_then(Value::as_bool),
-            text: str_of(v, "result").map(str::to_owned),
-            error: match v.get("error") {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Null) | None => None,
-                Some(other) => Some(other.to_string()),
-            },
-            errors: v
-                .get("errors")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect())
-                .unwrap_or_default(),
-            api_error_status: v.get("api_error_status").and_then(Value::as_u64),
-            turns: v.get("num_turns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()),
-            duration_ms: v.get("duration_ms").and_then(Value::as_u64),
-        };
+        let result = ResultLine::parse(v);
         if result.says_failure() {
             let message = result_message(&result);
             for tool in approval_tools(&message) {
@@ -404,11 +285,11 @@ impl AmpNormalizer {
                         .data(keys::REASON, "approval_required"),
                 );
             }
-            let (code, _, reason) = result.classify();
+            let (code, _, reason) = classify_result(&result);
             out.push(error_event(code, &message, json!({ "subtype": result.subtype, "reason": reason })));
             self.error_emitted = true;
         } else {
-            let content = result.text.clone().unwrap_or_else(|| self.turn_text.clone());
+            let content = result.text.clone().unwrap_or_else(|| self.turn.text().to_owned());
             out.push(
                 ProviderEvent::new(EventKind::MessageReceived)
                     .data(keys::ROLE, "assistant")
@@ -438,14 +319,9 @@ impl AmpNormalizer {
             let (code, message, reason) = if let Some(sig) = exit.signal() {
                 (ErrorCode::ProviderError, format!("amp was killed by signal {sig} before printing a result"), None)
             } else if !exit.success() {
-                let first = exit
-                    .stderr
-                    .lines()
-                    .chain(self.plain_text.lines())
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .map(|l| l.strip_prefix("Error: ").unwrap_or(l).to_owned());
-                let text = format!("{}\n{}", exit.stderr, self.plain_text);
+                let first =
+                    self.stream.first_line(&exit.stderr).map(|l| l.strip_prefix("Error: ").unwrap_or(l).to_owned());
+                let text = format!("{}\n{}", exit.stderr, self.stream.plain_text());
                 let (code, _, reason) = classify_amp_text(&text);
                 let message = first.unwrap_or_else(|| format!("amp exited with {} without a result", exit.describe()));
                 (code, message, reason)
@@ -453,7 +329,7 @@ impl AmpNormalizer {
                 (ErrorCode::ProviderError, "amp output ended without a result line".to_owned(), Some("no_result"))
             };
             let pe = exit.provider_error(ProviderName::Amp, ProviderErrorKind::TransportExit, message, limits);
-            let mut err = provider_failure(code, pe).with_detail("lines", self.lines);
+            let mut err = provider_failure(code, pe).with_detail("lines", self.stream.count());
             if let Some(reason) = reason {
                 err = err.with_detail("reason", reason);
             }
@@ -461,7 +337,7 @@ impl AmpNormalizer {
         };
         if result.says_failure() {
             let message = result_message(result);
-            let (code, kind, reason) = result.classify();
+            let (code, kind, reason) = classify_result(result);
             let kind = if kind == ProviderErrorKind::Unknown && !exit.success() {
                 ProviderErrorKind::TransportExit
             } else {
@@ -476,31 +352,25 @@ impl AmpNormalizer {
             if !tools.is_empty() {
                 err = err.with_detail("tools", tools);
             }
-            if let Some(id) = &self.session_id {
-                err = err.with_detail("provider_session_id", id.clone());
+            if let Some(id) = self.stream.session_id() {
+                err = err.with_detail("provider_session_id", id);
             }
             return Err(err);
         }
-        if !exit.success() {
-            let code = classify_error_text(&exit.stderr).unwrap_or(ErrorCode::ProviderError);
-            let message = format!("amp printed a successful result but exited with {}", exit.describe());
-            let pe = exit.provider_error(ProviderName::Amp, ProviderErrorKind::TransportExit, message, limits);
-            return Err(provider_failure(code, pe)
-                .with_detail("reason", "exit_status")
-                .with_detail("subtype", result.subtype.clone()));
-        }
-        let mut extra = JsonMap::new();
-        if !self.tool_calls.is_empty() {
-            extra.insert("tool_calls".to_owned(), Value::Array(self.tool_calls.clone()));
+        if let Some(err) = exit.failed_after_success(ProviderName::Amp, limits, "printed a successful result") {
+            return Err(err.with_detail("subtype", result.subtype.clone()));
         }
         let mut metadata = self.init_metadata.clone();
         if let Some(ms) = result.duration_ms {
             metadata.insert("duration_ms".to_owned(), ms.into());
         }
         let mut outcome = ExecuteOutcome::default();
-        outcome.output = RunOutput { content: result.text.clone().unwrap_or_else(|| self.turn_text.clone()), extra };
+        outcome.output = RunOutput {
+            content: result.text.clone().unwrap_or_else(|| self.turn.text().to_owned()),
+            extra: self.turn.output_extra(),
+        };
         outcome.token_usage = self.usage;
-        outcome.provider_session_id = self.session_id.clone();
+        outcome.provider_session_id = self.stream.session_id().map(str::to_owned);
         outcome.model = self.model.clone();
         outcome.cost_usd = None;
         outcome.stop_reason = Some(self.last_stop_reason.clone().unwrap_or_else(|| "end_turn".to_owned()));
@@ -511,14 +381,20 @@ impl AmpNormalizer {
 }
 
 fn result_message(r: &ResultLine) -> String {
-    if let Some(e) = r.error.as_ref().filter(|e| !e.trim().is_empty()) {
-        return e.clone();
+    r.message(&[ResultText::Error, ResultText::Errors, ResultText::Result])
+        .unwrap_or_else(|| format!("amp reported an error ({})", r.subtype))
+}
+
+impl CliNormalizer for AmpNormalizer {
+    fn normalize_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) -> asm_core::Result<()> {
+        self.push_line(line, out)
     }
-    if !r.errors.is_empty() {
-        return r.errors.join("; ");
+
+    fn outcome(&self, exit: &ExitInfo) -> asm_core::Result<ExecuteOutcome> {
+        self.finish(exit)
     }
-    if let Some(t) = r.text.as_ref().filter(|t| !t.trim().is_empty()) {
-        return t.clone();
+
+    fn provider_session_id(&self) -> Option<&str> {
+        self.session_id()
     }
-    format!("amp reported an error ({})", r.subtype)
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
-use asm_provider_amp::{AmpAdapter, AmpAdapterBuilder, AmpOptions, build_argv, build_env, render_prompt};
+use asm_provider_amp::{
+    AmpAdapter, AmpAdapterBuilder, AmpBuilderExt, AmpOptions, AmpOptionsExt, build_argv, build_env, render_prompt,
+};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
 use asm_testkit::fake_cli::FakeScript;
@@ -180,4 +182,47 @@ async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
     let stdin: serde_json::Value = serde_json::from_str(record.stdin.unwrap().trim()).unwrap();
     assert_eq!(stdin["message"]["content"][0]["text"], "hello");
     assert!(p.adapter.capabilities().iter().any(|c| c.name == "tool_use"));
+}
+
+fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
+    let serde_json::Value::Object(options) = options else { panic!("an object") };
+    request(prompt).options(options)
+}
+
+/// Amp honours `permission_mode` (its permissive modes) and `cwd`; every other per-run option
+/// is refused, as are the modes it has no flag for.
+#[test]
+fn per_run_options_map_to_flags_or_are_refused() {
+    let adapter = AmpAdapter::builder().build();
+    let cmd = adapter.command(&with_options("go", serde_json::json!({"permission_mode": "full_auto"}))).unwrap();
+    assert_eq!(cmd.args, ["--dangerously-allow-all", "-x", "go", "--stream-json"]);
+    for (options, option) in [
+        (serde_json::json!({"model": "claude-sonnet-4-5"}), "model"),
+        (serde_json::json!({"max_turns": 2}), "max_turns"),
+        (serde_json::json!({"system_prompt": "x"}), "system_prompt"),
+        (serde_json::json!({"allowed_tools": ["Bash"]}), "allowed_tools"),
+        (serde_json::json!({"permission_mode": "plan"}), "permission_mode"),
+        (serde_json::json!({"permission_mode": "accept_edits"}), "permission_mode"),
+    ] {
+        let err = adapter.command(&with_options("go", options.clone())).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationError, "{options}");
+        assert_eq!(err.details()["option"], option, "{options}");
+        assert_eq!(err.details()["reason"], "unsupported_option", "{options}");
+    }
+    // The model label is Amp's own option, not the model.
+    let labelled = AmpAdapter::builder().model_label("smart-model").build();
+    assert!(labelled.options().validate().is_ok());
+}
+
+/// Amp cannot fork a thread: a fork request is refused before anything runs, instead of
+/// continuing (and changing) the parent's thread.
+#[tokio::test]
+async fn a_fork_request_is_refused() {
+    let adapter = AmpAdapter::builder().cli_path("/bin/sh").env(CliEnv::empty()).build();
+    assert!(!adapter.supports_native_fork());
+    let session = Session::new("agent").unwrap();
+    let (sink, recorded) = asm_testkit::adapter_contract::recording_sink(&session);
+    let err = adapter.execute(request("hi").fork_from("T-parent"), sink).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidOperation);
+    assert!(recorded.events().is_empty());
 }

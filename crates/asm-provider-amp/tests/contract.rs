@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use asm_provider_amp::AmpAdapter;
+use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
 use asm_provider_cli::{CliEnv, CliLimits};
 use asm_testkit::adapter_contract::{self as contract, AdapterContract, FakeCliInvocation};
 use asm_testkit::fake_cli::FakeScript;
@@ -53,6 +53,8 @@ macro_rules! contract_tests {
 contract_tests!(
     check_text_run,
     check_tool_call_keys,
+    check_cancel_before_start,
+    check_run_options_are_validated,
     check_unknown_lines_are_raw_events,
     check_raw_lines_never_change_the_transcript,
     check_cancel_mid_stream,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
-use asm_provider_amp::{AmpAdapter, AmpNormalizer};
+use asm_provider_amp::{AmpAdapter, AmpBuilderExt, AmpNormalizer};
 use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
 use asm_testkit::adapter_contract::{
     AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, prepare,

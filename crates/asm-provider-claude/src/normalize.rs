@@ -4,43 +4,16 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
 
+use asm_anthropic_wire::{ResultLine, ResultText, StreamLines, Turn};
 use asm_core::{
     Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage,
     UsageMode, keys,
 };
 use asm_ports::{ExecuteOutcome, ProviderEvent};
 use asm_provider_cli::{
-    ExitInfo, anthropic_usage, classify_error_text, classify_http_status, error_event, provider_failure, raw_event,
-    tool_result_text,
+    CliNormalizer, ExitInfo, classify_error_text, classify_http_status, error_event, provider_failure, raw_event,
+    usage_event,
 };
-
-/// The result line, as far as the outcome needs it.
-#[derive(Debug, Default)]
-struct ResultLine {
-    subtype: String,
-    /// `is_error` as printed (`None` when the key is missing or not a boolean).
-    is_error: Option<bool>,
-    api_error_status: Option<u64>,
-    text: Option<String>,
-    errors: Vec<String>,
-    usage: Option<TokenUsage>,
-    cost: Option<f64>,
-    stop_reason: Option<String>,
-    turns: u32,
-    metadata: JsonMap,
-}
-
-impl ResultLine {
-    /// Whether the line itself says the run failed: `is_error: true`, an `error_*` subtype, an
-    /// `api_error_status`, or a non-empty `errors[]` (any one is enough; a missing `is_error`
-    /// is not a success on its own).
-    fn says_failure(&self) -> bool {
-        self.is_error == Some(true)
-            || self.subtype.starts_with("error")
-            || self.api_error_status.is_some()
-            || !self.errors.is_empty()
-    }
-}
 
 /// Turns Claude Code `--output-format stream-json --verbose` lines into normalized events,
 /// then the exit into an [`ExecuteOutcome`] or a typed error.
@@ -80,7 +53,8 @@ impl ResultLine {
 /// ```
 #[derive(Debug, Default)]
 pub struct ClaudeNormalizer {
-    session_id: Option<String>,
+    /// Line framing: JSON or plain text, the session id.
+    stream: StreamLines,
     init_model: Option<String>,
     message_model: Option<String>,
     init_metadata: JsonMap,
@@ -89,19 +63,16 @@ pub struct ClaudeNormalizer {
     /// Message ids whose text arrived as partial deltas.
     streamed: HashSet<String>,
     current_message: Option<String>,
-    /// Text of the current turn (since the last tool call).
-    turn_text: String,
-    tools: HashMap<String, (String, Value)>,
-    tool_calls: Vec<Value>,
+    /// The conversation so far: the current turn's text, the tool calls.
+    turn: Turn,
     last_retry: Option<(Option<u64>, String)>,
     error_emitted: bool,
     /// The code of a synthetic assistant error message (the CLI's own API error report).
     synthetic_error: Option<ErrorCode>,
     result: Option<ResultLine>,
+    /// What the result line adds to the outcome's metadata.
+    result_metadata: JsonMap,
     stderr_limits: StderrLimits,
-    lines: u64,
-    /// Non-JSON stdout (bounded), for classifying failures in text mode.
-    plain_text: String,
 }
 
 fn sub(a: TokenUsage, b: TokenUsage) -> TokenUsage {
@@ -111,15 +82,6 @@ fn sub(a: TokenUsage, b: TokenUsage) -> TokenUsage {
         cache_read_tokens: a.cache_read_tokens.saturating_sub(b.cache_read_tokens),
         cache_creation_tokens: a.cache_creation_tokens.saturating_sub(b.cache_creation_tokens),
     }
-}
-
-fn usage_event(u: TokenUsage, mode: UsageMode) -> ProviderEvent {
-    ProviderEvent::new(EventKind::TokenUsageUpdated)
-        .data(keys::INPUT_TOKENS, u.input_tokens)
-        .data(keys::OUTPUT_TOKENS, u.output_tokens)
-        .data(keys::CACHE_READ_TOKENS, u.cache_read_tokens)
-        .data(keys::CACHE_CREATION_TOKENS, u.cache_creation_tokens)
-        .data(keys::USAGE_MODE, if mode == UsageMode::Cumulative { "cumulative" } else { "delta" })
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -141,7 +103,7 @@ impl ClaudeNormalizer {
 
     /// The provider session id seen so far.
     pub fn session_id(&self) -> Option<&str> {
-        self.session_id.as_deref()
+        self.stream.session_id()
     }
 
     /// Whether the final `result` line was seen.
@@ -152,23 +114,10 @@ impl ClaudeNormalizer {
     /// Normalizes one stdout line, appending its events to `out`. Never fails: lines it does
     /// not understand become raw events.
     pub fn push_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) {
-        self.lines += 1;
-        let value: Value = match serde_json::from_str(line) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                if self.plain_text.len() < 4096 {
-                    self.plain_text.push_str(line);
-                    self.plain_text.push('\n');
-                }
-                out.push(raw_event(line, None, "not_json"));
-                return;
-            }
+        let Some(value) = self.stream.read(line) else {
+            out.push(raw_event(line, None, "not_json"));
+            return;
         };
-        if self.session_id.is_none()
-            && let Some(id) = str_of(&value, "session_id")
-        {
-            self.session_id = Some(id.to_owned());
-        }
         let kind = str_of(&value, "type").unwrap_or_default();
         let handled = match kind {
             "system" => self.system(&value, out),
@@ -242,7 +191,7 @@ impl ClaudeNormalizer {
                 let message = event.get("message").unwrap_or(&Value::Null);
                 if let Some(id) = str_of(message, "id") {
                     self.current_message = Some(id.to_owned());
-                    if let Some(u) = message.get("usage").and_then(anthropic_usage) {
+                    if let Some(u) = message.get("usage").and_then(asm_anthropic_wire::usage) {
                         self.report_usage(id, u, out);
                     }
                 }
@@ -257,12 +206,7 @@ impl ClaudeNormalizer {
                     if let Some(id) = &self.current_message {
                         self.streamed.insert(id.clone());
                     }
-                    self.turn_text.push_str(text);
-                    out.push(
-                        ProviderEvent::new(EventKind::MessageStreamed)
-                            .data(keys::CONTENT, text)
-                            .data(keys::DELTA, text),
-                    );
+                    out.push(self.turn.push_text(text));
                 } else if str_of(delta, "type") == Some("thinking_delta")
                     && let Some(text) = str_of(delta, "thinking")
                     && !text.is_empty()
@@ -346,94 +290,36 @@ impl ClaudeNormalizer {
         let id = str_of(message, "id").map(str::to_owned);
         if let Some(id) = &id
             && !self.reported.contains_key(id)
-            && let Some(u) = message.get("usage").and_then(anthropic_usage)
+            && let Some(u) = message.get("usage").and_then(asm_anthropic_wire::usage)
         {
             self.report_usage(id, u, out);
         }
         let streamed = id.as_ref().is_some_and(|id| self.streamed.contains(id));
-        for block in message.get("content").and_then(Value::as_array).into_iter().flatten() {
-            match str_of(block, "type") {
-                Some("text") => {
-                    let text = str_of(block, "text").unwrap_or_default();
-                    if !streamed && !text.is_empty() {
-                        self.turn_text.push_str(text);
-                        let mut e = ProviderEvent::new(EventKind::MessageStreamed)
-                            .data(keys::CONTENT, text)
-                            .data(keys::DELTA, text);
-                        if let Some(p) = parent {
-                            e = e.meta("parent_tool_use_id", p.clone());
-                        }
-                        out.push(e);
-                    }
-                }
-                Some(kind @ ("thinking" | "redacted_thinking")) => {
-                    let redacted = kind == "redacted_thinking";
-                    let text = if redacted { "" } else { str_of(block, "thinking").unwrap_or_default() };
-                    let mut e = ProviderEvent::new(EventKind::ReasoningCompleted)
-                        .data(keys::CONTENT, text)
-                        .data(keys::REDACTED, redacted);
-                    if let Some(id) = &id {
-                        e = e.meta("message_id", id.clone());
-                    }
-                    if let Some(p) = parent {
-                        e = e.meta("parent_tool_use_id", p.clone());
-                    }
-                    out.push(e);
-                }
-                Some("tool_use") => {
-                    let call_id = str_of(block, "id").unwrap_or("unknown").to_owned();
-                    let name = str_of(block, "name").unwrap_or("unknown").to_owned();
-                    let input = match block.get("input") {
-                        Some(Value::Object(o)) => Value::Object(o.clone()),
-                        Some(Value::Null) | None => Value::Object(Map::new()),
-                        Some(other) => json!({ "value": other }),
-                    };
-                    self.turn_text.clear();
-                    self.tools.insert(call_id.clone(), (name.clone(), input.clone()));
-                    self.tool_calls.push(json!({"id": call_id, "name": name, "input": input}));
-                    let mut e = ProviderEvent::new(EventKind::ToolCallStarted)
-                        .data(keys::TOOL_CALL_ID, call_id)
-                        .data(keys::TOOL_NAME, name)
-                        .data(keys::TOOL_INPUT, input);
-                    if let Some(p) = parent {
-                        e = e.meta("parent_tool_use_id", p.clone());
-                    }
-                    out.push(e);
-                }
-                // server tool blocks and future block types: not part of the normalized stream.
-                _ => {}
+        for mut event in self.turn.assistant_blocks(message, streamed) {
+            if event.kind == EventKind::ReasoningCompleted
+                && let Some(id) = &id
+            {
+                event = event.meta("message_id", id.clone());
             }
+            if let Some(p) = parent {
+                event = event.meta("parent_tool_use_id", p.clone());
+            }
+            out.push(event);
         }
         true
     }
 
     fn user(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
-        let Some(blocks) = v.get("message").and_then(|m| m.get("content")).and_then(Value::as_array) else {
-            return false;
-        };
+        let Some(message) = v.get("message") else { return false };
+        let structured = v.get("tool_use_result").filter(|s| !s.is_null());
         let mut any = false;
-        for block in blocks {
-            if str_of(block, "type") != Some("tool_result") {
-                continue;
-            }
+        for result in self.turn.tool_results(message) {
             any = true;
-            let call_id = str_of(block, "tool_use_id").unwrap_or("unknown").to_owned();
-            let (name, input) =
-                self.tools.get(&call_id).cloned().unwrap_or_else(|| ("unknown".to_owned(), Value::Object(Map::new())));
-            let is_error = block.get("is_error").and_then(Value::as_bool).unwrap_or(false);
-            let kind = if is_error { EventKind::ToolCallFailed } else { EventKind::ToolCallCompleted };
-            let mut e = ProviderEvent::new(kind)
-                .data(keys::TOOL_CALL_ID, call_id)
-                .data(keys::TOOL_NAME, name)
-                .data(keys::TOOL_INPUT, input)
-                .data(keys::TOOL_OUTPUT, tool_result_text(block.get("content").unwrap_or(&Value::Null)));
-            if is_error {
-                e = e.data(keys::IS_ERROR, true);
-            }
-            if let Some(structured) = v.get("tool_use_result").filter(|s| !s.is_null()) {
-                e = e.data("structured_output", structured.clone());
-            }
-            out.push(e);
+            let event = result.event();
+            out.push(match structured {
+                Some(s) => event.data("structured_output", s.clone()),
+                None => event,
+            });
         }
         any
     }
@@ -448,15 +334,8 @@ impl ClaudeNormalizer {
     }
 
     fn result_line(&mut self, v: &Value, out: &mut Vec<ProviderEvent>) -> bool {
-        let is_error = v.get("is_error").and_then(Value::as_bool);
-        let text = str_of(v, "result").map(str::to_owned);
-        let errors: Vec<String> = v
-            .get("errors")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect())
-            .unwrap_or_default();
-        let usage = v.get("usage").and_then(anthropic_usage);
-        let mut metadata = JsonMap::new();
+        let result = ResultLine::parse(v);
+        self.result_metadata = JsonMap::new();
         for key in [
             "duration_ms",
             "duration_api_ms",
@@ -466,21 +345,9 @@ impl ClaudeNormalizer {
             "api_error_status",
         ] {
             if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
-                metadata.insert(key.to_owned(), x.clone());
+                self.result_metadata.insert(key.to_owned(), x.clone());
             }
         }
-        let result = ResultLine {
-            subtype: str_of(v, "subtype").unwrap_or_default().to_owned(),
-            is_error,
-            api_error_status: v.get("api_error_status").and_then(Value::as_u64),
-            text,
-            errors,
-            usage,
-            cost: v.get("total_cost_usd").and_then(Value::as_f64),
-            stop_reason: str_of(v, "stop_reason").map(str::to_owned),
-            turns: v.get("num_turns").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            metadata,
-        };
         for denial in v.get("permission_denials").and_then(Value::as_array).into_iter().flatten() {
             out.push(
                 ProviderEvent::new(EventKind::ToolApprovalDenied)
@@ -498,7 +365,7 @@ impl ClaudeNormalizer {
                 self.error_emitted = true;
             }
         } else {
-            let content = result.text.clone().unwrap_or_else(|| self.turn_text.clone());
+            let content = result.text.clone().unwrap_or_else(|| self.turn.text().to_owned());
             out.push(
                 ProviderEvent::new(EventKind::MessageReceived)
                     .data(keys::ROLE, "assistant")
@@ -507,7 +374,7 @@ impl ClaudeNormalizer {
         }
         if let Some(u) = result.usage {
             let mut e = usage_event(self.run_total(u), UsageMode::Cumulative);
-            if let Some(cost) = result.cost {
+            if let Some(cost) = result.cost_usd {
                 e = e.data(keys::TOTAL_COST_USD, cost);
             }
             out.push(e);
@@ -577,15 +444,9 @@ impl ClaudeNormalizer {
             let (code, message) = if let Some(sig) = exit.signal() {
                 (ErrorCode::ProviderError, format!("claude was killed by signal {sig} before printing a result"))
             } else if !exit.success() {
-                let from_stderr = exit
-                    .stderr
-                    .lines()
-                    .chain(self.plain_text.lines())
-                    .map(str::trim)
-                    .find(|l| !l.is_empty())
-                    .map(str::to_owned);
+                let from_stderr = self.stream.first_line(&exit.stderr).map(str::to_owned);
                 let code = classify_error_text(&exit.stderr)
-                    .or_else(|| classify_error_text(&self.plain_text))
+                    .or_else(|| classify_error_text(self.stream.plain_text()))
                     .or_else(|| self.last_retry.as_ref().and_then(|(s, _)| s.map(classify_http_status)))
                     .unwrap_or(ErrorCode::ProviderError);
                 let message =
@@ -600,7 +461,7 @@ impl ClaudeNormalizer {
                 (code, "claude output ended without a result line".to_owned())
             };
             let pe = exit.provider_error(ProviderName::Claude, ProviderErrorKind::TransportExit, message, limits);
-            return Err(provider_failure(code, pe).with_detail("lines", self.lines));
+            return Err(provider_failure(code, pe).with_detail("lines", self.stream.count()));
         };
         if self.output_says_failure(result) {
             let (code, kind) = self.classify_result(result);
@@ -625,39 +486,43 @@ impl ClaudeNormalizer {
             }
             return Err(err);
         }
-        if !exit.success() {
-            let code = classify_error_text(&exit.stderr).unwrap_or(ErrorCode::ProviderError);
-            let message = format!("claude printed a successful result but exited with {}", exit.describe());
-            let pe = exit.provider_error(ProviderName::Claude, ProviderErrorKind::TransportExit, message, limits);
-            return Err(provider_failure(code, pe)
-                .with_detail("reason", "exit_status")
-                .with_detail("subtype", result.subtype.clone()));
-        }
-        let mut extra = JsonMap::new();
-        if !self.tool_calls.is_empty() {
-            extra.insert("tool_calls".to_owned(), Value::Array(self.tool_calls.clone()));
+        if let Some(err) = exit.failed_after_success(ProviderName::Claude, limits, "printed a successful result") {
+            return Err(err.with_detail("subtype", result.subtype.clone()));
         }
         let mut metadata = self.init_metadata.clone();
-        metadata.extend(result.metadata.clone());
+        metadata.extend(self.result_metadata.clone());
         let mut outcome = ExecuteOutcome::default();
-        outcome.output = RunOutput { content: result.text.clone().unwrap_or_else(|| self.turn_text.clone()), extra };
+        outcome.output = RunOutput {
+            content: result.text.clone().unwrap_or_else(|| self.turn.text().to_owned()),
+            extra: self.turn.output_extra(),
+        };
         outcome.token_usage = result.usage.map_or_else(|| self.summed_usage(), |u| self.run_total(u));
-        outcome.provider_session_id = self.session_id.clone();
+        outcome.provider_session_id = self.stream.session_id().map(str::to_owned);
         outcome.model = self.message_model.clone().or_else(|| self.init_model.clone());
-        outcome.cost_usd = result.cost;
+        outcome.cost_usd = result.cost_usd;
         outcome.stop_reason = Some(result.stop_reason.clone().unwrap_or_else(|| "end_turn".to_owned()));
-        outcome.turns = result.turns;
+        outcome.turns = result.turns.unwrap_or(0);
         outcome.metadata = metadata;
         Ok(outcome)
     }
 }
 
 fn result_message(r: &ResultLine) -> String {
-    if let Some(t) = r.text.as_ref().filter(|t| !t.trim().is_empty()) {
-        return t.clone();
+    r.message(&[ResultText::Result, ResultText::Errors])
+        .unwrap_or_else(|| format!("claude reported an error ({})", r.subtype))
+}
+
+impl CliNormalizer for ClaudeNormalizer {
+    fn normalize_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) -> asm_core::Result<()> {
+        self.push_line(line, out);
+        Ok(())
     }
-    if !r.errors.is_empty() {
-        return r.errors.join("; ");
+
+    fn outcome(&self, exit: &ExitInfo) -> asm_core::Result<ExecuteOutcome> {
+        self.finish(exit)
     }
-    format!("claude reported an error ({})", r.subtype)
+
+    fn provider_session_id(&self) -> Option<&str> {
+        self.session_id()
+    }
 }

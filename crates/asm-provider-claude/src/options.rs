@@ -1,151 +1,89 @@
-//! [`ClaudeOptions`], the builder and [`build_argv`].
+//! [`ClaudeCli`] (Claude Code's own options), [`build_argv`] and [`build_env`].
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use asm_core::{Role, StderrLimits, Transcript};
 use asm_ports::ExecuteRequest;
-use asm_provider_cli::{CliEnv, CliLimits, OfflineSwitches, PermissionMode};
+use asm_provider_cli::{CliEnv, PermissionMode, prompt_arg, render_prompt, resume_handle};
 
-/// Configuration of a [`ClaudeAdapter`](crate::ClaudeAdapter).
+use crate::ClaudeOptions;
+
+/// Environment switches that keep Claude Code from calling anything but the configured model
+/// server (measured in `spec/provider-clis.md` section 1: with these set the CLI made no
+/// connection to other hosts).
+pub const OFFLINE_ENV: &[(&str, &str)] = &[
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+    ("DISABLE_TELEMETRY", "1"),
+    ("DISABLE_ERROR_REPORTING", "1"),
+    ("DISABLE_AUTOUPDATER", "1"),
+    ("DISABLE_BUG_COMMAND", "1"),
+];
+
+/// The variables Claude Code reads credentials from: passed through from this process by
+/// default ([`CliEnv::pass_auth`]). `ANTHROPIC_API_KEY` is sent as `x-api-key`,
+/// `ANTHROPIC_AUTH_TOKEN` as a bearer token, `CLAUDE_CODE_OAUTH_TOKEN` is a subscription
+/// token (`claude setup-token`).
+pub const AUTH_ENV: &[&str] = &["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"];
+
+/// The variable holding the CLI's API retry count (its default is 10 with long backoff).
+pub const MAX_RETRIES_ENV: &str = "CLAUDE_CODE_MAX_RETRIES";
+
+/// Claude Code's own options: [`ClaudeOptions::provider`], set with
+/// [`ClaudeBuilderExt`](crate::ClaudeBuilderExt).
 ///
 /// ```
-/// use asm_provider_claude::ClaudeAdapter;
-/// use asm_provider_cli::PermissionMode;
+/// use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, PermissionMode};
 /// let adapter = ClaudeAdapter::builder()
 ///     .model("claude-sonnet-4-5")
 ///     .permission_mode(PermissionMode::Plan)
 ///     .allowed_tools(["Bash(git log:*)", "Read"])
 ///     .max_turns(5)
+///     .partial_messages(true)
 ///     .build();
 /// assert_eq!(adapter.options().max_turns, Some(5));
+/// assert!(adapter.options().provider.partial_messages);
+/// assert!(adapter.options().provider.offline);
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct ClaudeOptions {
-    /// The CLI: a path, or a name looked up in PATH (default `claude`).
-    pub cli_path: PathBuf,
-    /// `--model`.
-    pub model: Option<String>,
-    /// Working directory of the CLI (default: inherited).
-    pub cwd: Option<PathBuf>,
-    /// `--system-prompt` (replaces the default prompt).
-    pub system_prompt: Option<String>,
+pub struct ClaudeCli {
     /// `--append-system-prompt`.
     pub append_system_prompt: Option<String>,
-    /// `--max-turns`.
-    pub max_turns: Option<u32>,
-    /// `--permission-mode` (spec 9.6 mapping, [`PermissionMode::claude_flag`]).
-    pub permission_mode: PermissionMode,
-    /// `--allowedTools` (one comma-separated argument).
-    pub allowed_tools: Vec<String>,
-    /// `--disallowedTools` (one comma-separated argument).
-    pub disallowed_tools: Vec<String>,
     /// `--include-partial-messages`: stream text deltas.
     pub partial_messages: bool,
     /// Send the prompt as a stream-json user message on stdin (`--input-format stream-json`)
     /// instead of an argument.
     pub stream_input: bool,
-    /// Extra arguments, inserted before the resume flag.
-    pub extra_args: Vec<String>,
-    /// The child's environment (default [`CliEnv::minimal`]).
-    pub env: CliEnv,
-    /// Set [`OfflineSwitches::ClaudeCode`] (default true).
+    /// Set [`OFFLINE_ENV`] (default true).
     pub offline: bool,
-    /// `CLAUDE_CODE_MAX_RETRIES` (the CLI's default is 10 with long backoff).
+    /// [`MAX_RETRIES_ENV`].
     pub max_retries: Option<u32>,
-    /// Per-run time limit (combined with the request deadline: the earlier wins).
-    pub timeout: Option<Duration>,
-    /// Subprocess limits.
-    pub limits: CliLimits,
-    /// Bounds of stderr stored in errors.
-    pub stderr_limits: StderrLimits,
 }
 
-impl Default for ClaudeOptions {
+impl Default for ClaudeCli {
     fn default() -> Self {
         Self {
-            cli_path: PathBuf::from("claude"),
-            model: None,
-            cwd: None,
-            system_prompt: None,
             append_system_prompt: None,
-            max_turns: None,
-            permission_mode: PermissionMode::Default,
-            allowed_tools: Vec::new(),
-            disallowed_tools: Vec::new(),
             partial_messages: false,
             stream_input: false,
-            extra_args: Vec::new(),
-            env: CliEnv::minimal(),
             offline: true,
             max_retries: None,
-            timeout: None,
-            limits: CliLimits::default(),
-            stderr_limits: StderrLimits::default(),
         }
     }
 }
 
-/// The prompt given to the CLI for `request`: with a native resume handle only the new input;
-/// otherwise, when a transcript is present, the transcript rendered as lines (spec 9.1:
-/// `<role>: <content>`, `tool_call(<id>): <name> <input>`, `tool_result(<id>): <name> <output>`)
-/// followed by the new input as `<role>: <content>` lines; without a transcript the user
-/// messages joined by blank lines ([`RunInput::prompt`](asm_core::RunInput::prompt)).
-pub fn render_prompt(request: &ExecuteRequest) -> String {
-    let input = &request.run.input;
-    let current = {
-        let p = input.prompt();
-        if p.is_empty() {
-            input.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n")
-        } else {
-            p
-        }
-    };
-    let transcript = request.transcript.as_ref().filter(|t| !t.messages.is_empty());
-    match (request.resume.as_ref(), transcript) {
-        (None, Some(t)) => {
-            let mut lines = render_transcript(t);
-            lines.extend(input.messages.iter().map(|m| format!("{}: {}", m.role.as_str(), m.content)));
-            lines.join("\n")
-        }
-        _ => current,
+/// Claude Code `--permission-mode` value of a mode (spec 9.6): none, `acceptEdits`, `plan`,
+/// `bypassPermissions`.
+///
+/// ```
+/// use asm_provider_claude::{PermissionMode, permission_flag};
+/// assert_eq!(permission_flag(PermissionMode::FullAuto), Some("bypassPermissions"));
+/// assert_eq!(permission_flag(PermissionMode::Default), None);
+/// ```
+pub fn permission_flag(mode: PermissionMode) -> Option<&'static str> {
+    match mode {
+        PermissionMode::AcceptEdits => Some("acceptEdits"),
+        PermissionMode::Plan => Some("plan"),
+        PermissionMode::FullAuto | PermissionMode::DangerouslySkipPermissions => Some("bypassPermissions"),
+        _ => None,
     }
-}
-
-fn render_transcript(t: &Transcript) -> Vec<String> {
-    t.messages
-        .iter()
-        .filter_map(|m| {
-            let id = m.tool_call_id.as_deref().unwrap_or("unknown");
-            let name = m.tool_name.as_deref().unwrap_or("unknown");
-            if m.role == Role::Assistant && m.tool_name.is_some() && m.content.is_none() {
-                let input = m
-                    .tool_input
-                    .as_ref()
-                    .map_or_else(|| "{}".to_owned(), |i| serde_json::Value::Object(i.clone()).to_string());
-                Some(format!("tool_call({id}): {name} {input}"))
-            } else if m.role == Role::Tool {
-                let output = match &m.tool_output {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(v) => v.to_string(),
-                    None => m.content.clone().unwrap_or_default(),
-                };
-                Some(format!("tool_result({id}): {name} {output}"))
-            } else {
-                m.content.as_ref().filter(|c| !c.is_empty()).map(|c| format!("{}: {c}", m.role.as_str()))
-            }
-        })
-        .collect()
-}
-
-/// The stream-json user message written to stdin in [`ClaudeOptions::stream_input`] mode.
-pub fn stdin_message(prompt: &str) -> String {
-    let msg = serde_json::json!({
-        "type": "user",
-        "message": {"role": "user", "content": [{"type": "text", "text": prompt}]}
-    });
-    format!("{msg}\n")
 }
 
 /// The argv (without the program) for one run, in the order the captured runs used:
@@ -153,6 +91,11 @@ pub fn stdin_message(prompt: &str) -> String {
 /// [--input-format stream-json] [--model M] [--system-prompt S] [--append-system-prompt S]
 /// [--max-turns N] [--permission-mode P] [--allowedTools a,b] [--disallowedTools c]
 /// [extra args...] [--resume <session id> [--fork-session]]`.
+///
+/// The options are the run's (per-run options already applied, see
+/// [`CliOptions::for_run`](asm_provider_cli::CliOptions::for_run)). The prompt is
+/// [`render_prompt`]: a transcript is replayed unless the run resumes natively
+/// ([`resume_handle`]).
 ///
 /// A fork request ([`ExecuteRequest::fork`]) adds `--fork-session`: Claude Code then continues
 /// the given session's history under a **new** session id (printed on the first line, the
@@ -175,16 +118,16 @@ pub fn stdin_message(prompt: &str) -> String {
 /// assert_eq!(build_argv(&ClaudeOptions::default(), &fork)[5..], ["--resume", "abc", "--fork-session"]);
 /// ```
 pub fn build_argv(options: &ClaudeOptions, request: &ExecuteRequest) -> Vec<String> {
+    let claude = &options.provider;
     let mut argv = vec!["-p".to_owned()];
-    if !options.stream_input {
-        let prompt = render_prompt(request);
-        argv.push(if prompt.starts_with('-') { format!(" {prompt}") } else { prompt });
+    if !claude.stream_input {
+        argv.push(prompt_arg(render_prompt(request), &[]));
     }
     argv.extend(["--output-format", "stream-json", "--verbose"].map(String::from));
-    if options.partial_messages {
+    if claude.partial_messages {
         argv.push("--include-partial-messages".to_owned());
     }
-    if options.stream_input {
+    if claude.stream_input {
         argv.extend(["--input-format", "stream-json"].map(String::from));
     }
     let mut flag = |name: &str, value: Option<String>| {
@@ -195,15 +138,15 @@ pub fn build_argv(options: &ClaudeOptions, request: &ExecuteRequest) -> Vec<Stri
     };
     flag("--model", options.model.clone());
     flag("--system-prompt", options.system_prompt.clone());
-    flag("--append-system-prompt", options.append_system_prompt.clone());
+    flag("--append-system-prompt", claude.append_system_prompt.clone());
     flag("--max-turns", options.max_turns.map(|n| n.to_string()));
-    flag("--permission-mode", options.permission_mode.claude_flag().map(str::to_owned));
+    flag("--permission-mode", permission_flag(options.permission_mode).map(str::to_owned));
     flag("--allowedTools", (!options.allowed_tools.is_empty()).then(|| options.allowed_tools.join(",")));
     flag("--disallowedTools", (!options.disallowed_tools.is_empty()).then(|| options.disallowed_tools.join(",")));
     argv.extend(options.extra_args.iter().cloned());
-    if let Some(id) = &request.resume {
+    if let Some(id) = resume_handle(request) {
         argv.push("--resume".to_owned());
-        argv.push(id.clone());
+        argv.push(id.to_owned());
         if request.fork {
             argv.push("--fork-session".to_owned());
         }
@@ -211,15 +154,25 @@ pub fn build_argv(options: &ClaudeOptions, request: &ExecuteRequest) -> Vec<Stri
     argv
 }
 
-/// The environment for one run: [`ClaudeOptions::env`], plus the offline switches and
-/// `CLAUDE_CODE_MAX_RETRIES` when configured.
+/// The environment for one run: [`ClaudeOptions::env`](asm_provider_cli::CliOptions::env),
+/// plus [`OFFLINE_ENV`] and [`MAX_RETRIES_ENV`] when configured. The credential variables
+/// ([`AUTH_ENV`]) are added on top by
+/// [`CliOptions::child_env`](asm_provider_cli::CliOptions::child_env).
+///
+/// ```
+/// use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, CliEnv, build_env};
+/// let adapter = ClaudeAdapter::builder().env(CliEnv::empty()).max_retries(1).build();
+/// let env = build_env(adapter.options());
+/// assert_eq!(env.vars["CLAUDE_CODE_MAX_RETRIES"], "1");
+/// assert_eq!(env.vars["DISABLE_TELEMETRY"], "1");
+/// ```
 pub fn build_env(options: &ClaudeOptions) -> CliEnv {
     let mut env = options.env.clone();
-    if options.offline {
-        env = env.offline(OfflineSwitches::ClaudeCode);
+    if options.provider.offline {
+        env = env.set_all(OFFLINE_ENV.iter().copied());
     }
-    if let Some(n) = options.max_retries {
-        env = env.set("CLAUDE_CODE_MAX_RETRIES", n.to_string());
+    if let Some(n) = options.provider.max_retries {
+        env = env.set(MAX_RETRIES_ENV, n.to_string());
     }
     env
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use asm_core::{Message, Role, Run, RunInput, Session, Transcript};
+use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
-use asm_provider_claude::{ClaudeAdapter, ClaudeOptions, build_argv, build_env, render_prompt};
+use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, ClaudeOptions, build_argv, build_env, render_prompt};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
 use asm_testkit::fake_cli::FakeScript;
@@ -221,4 +221,69 @@ async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
     assert!(argv.ends_with(&["--resume".to_owned(), PARENT.to_owned(), "--fork-session".to_owned()]), "{argv:?}");
     assert_eq!(outcome.provider_session_id.as_deref(), Some(FORK));
     assert!(p.adapter.supports_native_fork());
+}
+
+fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
+    let serde_json::Value::Object(options) = options else { panic!("an object") };
+    request(prompt).options(options)
+}
+
+/// Every per-run option (`RunOptions::adapter_option`) reaches its flag, over the builder's.
+#[test]
+fn per_run_options_map_to_their_flags() {
+    use asm_provider_claude::run_option;
+    let adapter = ClaudeAdapter::builder().model("claude-haiku").max_turns(9).build();
+    let req = with_options(
+        "go",
+        serde_json::json!({
+            run_option::MODEL: "claude-sonnet-4-5",
+            run_option::MAX_TURNS: 3,
+            run_option::PERMISSION_MODE: "accept_edits",
+            run_option::ALLOWED_TOOLS: ["Read", "Bash(git:*)"],
+            run_option::DISALLOWED_TOOLS: ["WebFetch"],
+            run_option::SYSTEM_PROMPT: "You are FAKE-SYS.",
+        }),
+    );
+    let argv: Vec<String> = adapter.command(&req).unwrap().args.iter().map(|a| a.to_string_lossy().into()).collect();
+    assert_eq!(
+        argv[5..],
+        [
+            "--model",
+            "claude-sonnet-4-5",
+            "--system-prompt",
+            "You are FAKE-SYS.",
+            "--max-turns",
+            "3",
+            "--permission-mode",
+            "acceptEdits",
+            "--allowedTools",
+            "Read,Bash(git:*)",
+            "--disallowedTools",
+            "WebFetch"
+        ]
+    );
+    for bad in [serde_json::json!({"max_turns": 0}), serde_json::json!({"model_name": "x"})] {
+        let err = adapter.command(&with_options("go", bad.clone())).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationError, "{bad}");
+    }
+}
+
+/// The per-run model through the fake CLI: the argv it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_run_model_reaches_the_cli() {
+    fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1");
+        for (k, v) in &inv.env {
+            b = b.env_var(k, v);
+        }
+        Arc::new(b.build())
+    }
+    let script = FakeScript::fixture("claude_model_system");
+    let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);
+    let mut req = p.request.clone();
+    req.options.insert("model".into(), "claude-sonnet-4-5".into());
+    p.adapter.execute(req, p.sink.clone()).await.unwrap();
+    let argv = p.record().argv;
+    let at = argv.iter().position(|a| a == "--model").unwrap();
+    assert_eq!(argv[at + 1], "claude-sonnet-4-5");
 }

@@ -1,7 +1,8 @@
-//! What to run: [`CliCommand`], its environment [`CliEnv`], the offline switches and limits.
+//! What to run: [`CliCommand`], its environment [`CliEnv`] and its limits.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,90 +12,57 @@ use asm_core::{Error, ErrorCode, ProviderError, ProviderErrorKind, ProviderName}
 pub const DEFAULT_INHERITED_ENV: &[&str] =
     &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ", "SHELL"];
 
-/// Environment switches that keep Claude Code from calling anything but the configured model
-/// server (measured in `spec/provider-clis.md` section 1: with these set the CLI made no
-/// connection to other hosts).
-pub const CLAUDE_OFFLINE_ENV: &[(&str, &str)] = &[
-    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
-    ("DISABLE_TELEMETRY", "1"),
-    ("DISABLE_ERROR_REPORTING", "1"),
-    ("DISABLE_AUTOUPDATER", "1"),
-    ("DISABLE_BUG_COMMAND", "1"),
-];
-
-/// Arguments that stop Codex from calling other hosts (plugin sync and analytics; section 2 of
-/// the report: with both there were zero non-local connections).
-pub const CODEX_OFFLINE_ARGS: &[&str] = &["--disable", "plugins", "-c", "analytics.enabled=false"];
-
-/// Arguments that keep Codex from retrying an unreachable server forever.
-pub const CODEX_BOUNDED_RETRY_ARGS: &[&str] = &["--disable", "unbounded_connection_retries"];
-
-/// The offline / telemetry switches of one provider CLI, as a typed option.
-///
-/// Claude Code is switched by environment variables, Codex by arguments.
-///
-/// ```
-/// use asm_provider_cli::OfflineSwitches;
-/// assert!(OfflineSwitches::ClaudeCode.env().iter().any(|(k, _)| *k == "DISABLE_TELEMETRY"));
-/// assert!(OfflineSwitches::ClaudeCode.args().is_empty());
-/// assert_eq!(OfflineSwitches::Codex.args()[1], "plugins");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum OfflineSwitches {
-    /// [`CLAUDE_OFFLINE_ENV`].
-    ClaudeCode,
-    /// [`CODEX_OFFLINE_ARGS`].
-    Codex,
-}
-
-impl OfflineSwitches {
-    /// The environment variables to set.
-    pub fn env(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            OfflineSwitches::ClaudeCode => CLAUDE_OFFLINE_ENV,
-            OfflineSwitches::Codex => &[],
-        }
-    }
-
-    /// The arguments to add.
-    pub fn args(self) -> &'static [&'static str] {
-        match self {
-            OfflineSwitches::ClaudeCode => &[],
-            OfflineSwitches::Codex => CODEX_OFFLINE_ARGS,
-        }
-    }
-}
-
 /// The environment of a provider process. It is always passed explicitly: the child starts
 /// from an empty environment, gets the inherited variables that are set in this process, then
 /// the explicit ones (which win).
 ///
+/// **Credentials.** A CLI adapter names the variables its provider reads credentials from
+/// (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`, `AMP_API_KEY`, ...; each provider crate documents
+/// its list). When [`pass_auth`](Self::pass_auth) is on, which [`minimal`](Self::minimal) sets,
+/// those variables are inherited too ([`with_auth_vars`](Self::with_auth_vars)), so a key set in
+/// this process reaches the CLI. [`empty`](Self::empty) inherits nothing, credentials included;
+/// `.pass_auth(false)` turns the pass-through off. `Debug` never prints the value of a variable
+/// whose name looks like a secret ([`is_secret_name`]).
+///
 /// ```
-/// use asm_provider_cli::{CliEnv, OfflineSwitches};
-/// let env = CliEnv::empty().set("ANTHROPIC_API_KEY", "sk-test").offline(OfflineSwitches::ClaudeCode);
+/// use asm_provider_cli::CliEnv;
+/// let env = CliEnv::empty().set("ANTHROPIC_API_KEY", "sk-test").set_all([("DISABLE_TELEMETRY", "1")]);
 /// let vars = env.resolve();
 /// assert!(vars.iter().any(|(k, v)| k == "ANTHROPIC_API_KEY" && v == "sk-test"));
 /// assert!(vars.iter().all(|(k, _)| k != "PATH")); // nothing inherited
+/// assert!(!format!("{env:?}").contains("sk-test")); // secrets are not printed
+///
+/// // minimal(): PATH, HOME, locale, ... and the provider's credential variables.
+/// let env = CliEnv::minimal().with_auth_vars(&["ANTHROPIC_API_KEY"]);
+/// assert!(env.inherit.iter().any(|n| n == "ANTHROPIC_API_KEY"));
+/// let env = CliEnv::minimal().pass_auth(false).with_auth_vars(&["ANTHROPIC_API_KEY"]);
+/// assert!(!env.inherit.iter().any(|n| n == "ANTHROPIC_API_KEY"));
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CliEnv {
     /// Names inherited from this process when set.
     pub inherit: Vec<String>,
     /// Explicit variables (win over inherited ones).
     pub vars: BTreeMap<String, String>,
+    /// Whether the provider's credential variables are inherited as well (see the type docs).
+    pub pass_auth: bool,
 }
 
 impl CliEnv {
-    /// Nothing inherited, nothing set.
+    /// Nothing inherited (credentials neither), nothing set.
     pub fn empty() -> Self {
         Self::default()
     }
 
-    /// Inherits [`DEFAULT_INHERITED_ENV`] (PATH, HOME, locale, ...).
+    /// Inherits [`DEFAULT_INHERITED_ENV`] (PATH, HOME, locale, ...) and the provider's
+    /// credential variables ([`pass_auth`](Self::pass_auth) on).
     pub fn minimal() -> Self {
-        Self { inherit: DEFAULT_INHERITED_ENV.iter().map(|s| (*s).to_owned()).collect(), vars: BTreeMap::new() }
+        Self {
+            inherit: DEFAULT_INHERITED_ENV.iter().map(|s| (*s).to_owned()).collect(),
+            vars: BTreeMap::new(),
+            pass_auth: true,
+        }
     }
 
     /// Also inherits `name`.
@@ -114,13 +82,36 @@ impl CliEnv {
         self
     }
 
-    /// Sets the environment switches of `switches` (arguments are the caller's business).
+    /// Sets every `(name, value)` of `vars`.
     #[must_use]
-    pub fn offline(mut self, switches: OfflineSwitches) -> Self {
-        for (k, v) in switches.env() {
-            self.vars.insert((*k).to_owned(), (*v).to_owned());
-        }
+    pub fn set_all<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.vars.extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
         self
+    }
+
+    /// Whether the provider's credential variables are inherited (see the type docs).
+    #[must_use]
+    pub fn pass_auth(mut self, on: bool) -> Self {
+        self.pass_auth = on;
+        self
+    }
+
+    /// This environment with the credential variables `names` inherited when
+    /// [`pass_auth`](Self::pass_auth) is on (an explicit value still wins), as is otherwise.
+    #[must_use]
+    pub fn with_auth_vars(&self, names: &[&str]) -> Self {
+        let mut env = self.clone();
+        if env.pass_auth {
+            for name in names {
+                env = env.inherit(*name);
+            }
+        }
+        env
     }
 
     /// The variables the child gets, inherited first, explicit ones overriding.
@@ -143,6 +134,34 @@ impl CliEnv {
             return Some(OsString::from(p));
         }
         if self.inherit.iter().any(|n| n == "PATH") { std::env::var_os("PATH") } else { None }
+    }
+}
+
+/// Whether a variable name looks like it holds a secret (contains `KEY`, `TOKEN`, `SECRET`,
+/// `PASSWORD` or `AUTH`, in any case): [`CliEnv`]'s `Debug` prints `<redacted>` for its value.
+///
+/// ```
+/// assert!(asm_provider_cli::is_secret_name("AMP_API_KEY"));
+/// assert!(asm_provider_cli::is_secret_name("anthropic_auth_token"));
+/// assert!(!asm_provider_cli::is_secret_name("HOME"));
+/// ```
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASSWORD", "AUTH"].iter().any(|n| upper.contains(n))
+}
+
+impl fmt::Debug for CliEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vars: BTreeMap<&str, &str> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_name(k) { "<redacted>" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("CliEnv")
+            .field("inherit", &self.inherit)
+            .field("vars", &vars)
+            .field("pass_auth", &self.pass_auth)
+            .finish()
     }
 }
 

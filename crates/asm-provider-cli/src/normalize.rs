@@ -1,9 +1,7 @@
-//! Helpers shared by the adapters' normalizers: permission modes (spec 9.6), raw events for
-//! unknown lines, and error classification of provider texts / HTTP statuses.
+//! Helpers shared by the adapters' normalizers: error events, raw events for unknown lines,
+//! and error classification of provider texts / HTTP statuses.
 
-use std::fmt;
-
-use asm_core::{Error, ErrorCode, EventKind, TokenUsage, keys};
+use asm_core::{ErrorCode, EventKind, TokenUsage, UsageMode, keys};
 use asm_ports::ProviderEvent;
 use serde_json::Value;
 
@@ -15,36 +13,23 @@ pub fn error_event(code: ErrorCode, message: &str, details: Value) -> ProviderEv
         .data(keys::DETAILS, details)
 }
 
-/// A tool result's content as the canonical `tool_output`: a string stays a string, an array of
-/// text blocks becomes their text joined by newlines, anything else is kept as it is.
+/// A `token_usage_updated` event with the canonical keys (`input_tokens`, `output_tokens`,
+/// `cache_read_tokens`, `cache_creation_tokens`, `usage_mode`: `delta` adds to the run's total,
+/// `cumulative` is the run's total so far).
 ///
 /// ```
-/// use serde_json::json;
-/// let blocks = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
-/// assert_eq!(asm_provider_cli::tool_result_text(&blocks), json!("a\nb"));
+/// use asm_core::{TokenUsage, UsageMode};
+/// let u = TokenUsage { input_tokens: 3, output_tokens: 1, ..TokenUsage::default() };
+/// let e = asm_provider_cli::usage_event(u, UsageMode::Delta);
+/// assert_eq!((e.data["input_tokens"].as_u64(), e.data["usage_mode"].as_str()), (Some(3), Some("delta")));
 /// ```
-pub fn tool_result_text(v: &Value) -> Value {
-    match v {
-        Value::Array(blocks) => {
-            let texts: Vec<&str> = blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect();
-            if texts.len() == blocks.len() { Value::String(texts.join("\n")) } else { v.clone() }
-        }
-        Value::Null => Value::String(String::new()),
-        other => other.clone(),
-    }
-}
-
-/// Token usage in the Anthropic Messages shape (`input_tokens`, `output_tokens`,
-/// `cache_read_input_tokens`, `cache_creation_input_tokens`), used by Claude Code and Amp.
-pub fn anthropic_usage(v: &Value) -> Option<TokenUsage> {
-    let u = v.as_object()?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Some(TokenUsage {
-        input_tokens: n("input_tokens"),
-        output_tokens: n("output_tokens"),
-        cache_read_tokens: n("cache_read_input_tokens"),
-        cache_creation_tokens: n("cache_creation_input_tokens"),
-    })
+pub fn usage_event(u: TokenUsage, mode: UsageMode) -> ProviderEvent {
+    ProviderEvent::new(EventKind::TokenUsageUpdated)
+        .data(keys::INPUT_TOKENS, u.input_tokens)
+        .data(keys::OUTPUT_TOKENS, u.output_tokens)
+        .data(keys::CACHE_READ_TOKENS, u.cache_read_tokens)
+        .data(keys::CACHE_CREATION_TOKENS, u.cache_creation_tokens)
+        .data(keys::USAGE_MODE, if mode == UsageMode::Cumulative { "cumulative" } else { "delta" })
 }
 
 /// The kind used for provider lines no mapping knows (forward compatibility):
@@ -94,76 +79,6 @@ pub fn raw_event(line: &str, line_type: Option<&str>, reason: &str) -> ProviderE
         event = event.data(keys::RAW_TYPE, t);
     }
     event
-}
-
-/// Permission modes (spec 9.6) and their CLI mappings.
-///
-/// ```
-/// use asm_provider_cli::PermissionMode;
-/// let mode = PermissionMode::parse("full_auto").unwrap();
-/// assert_eq!(mode.claude_flag(), Some("bypassPermissions"));
-/// assert_eq!(PermissionMode::Default.claude_flag(), None);
-/// assert!(PermissionMode::parse("yolo").is_err());
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum PermissionMode {
-    /// The provider's default (nothing passed).
-    #[default]
-    Default,
-    /// Accept file edits without asking.
-    AcceptEdits,
-    /// Plan only.
-    Plan,
-    /// Run without approvals.
-    FullAuto,
-    /// Skip every permission check (and sandbox, where the CLI has one).
-    DangerouslySkipPermissions,
-}
-
-impl PermissionMode {
-    /// Parses the snake_case name (`default`, `accept_edits`, `plan`, `full_auto`,
-    /// `dangerously_skip_permissions`).
-    ///
-    /// # Errors
-    /// [`ErrorCode::ValidationError`] for anything else.
-    pub fn parse(text: &str) -> asm_core::Result<Self> {
-        match text {
-            "default" => Ok(Self::Default),
-            "accept_edits" => Ok(Self::AcceptEdits),
-            "plan" => Ok(Self::Plan),
-            "full_auto" => Ok(Self::FullAuto),
-            "dangerously_skip_permissions" => Ok(Self::DangerouslySkipPermissions),
-            other => Err(Error::new(ErrorCode::ValidationError, format!("unknown permission mode {other:?}"))),
-        }
-    }
-
-    /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Default => "default",
-            Self::AcceptEdits => "accept_edits",
-            Self::Plan => "plan",
-            Self::FullAuto => "full_auto",
-            Self::DangerouslySkipPermissions => "dangerously_skip_permissions",
-        }
-    }
-
-    /// Claude Code `--permission-mode` value: none, `acceptEdits`, `plan`, `bypassPermissions`.
-    pub const fn claude_flag(self) -> Option<&'static str> {
-        match self {
-            Self::Default => None,
-            Self::AcceptEdits => Some("acceptEdits"),
-            Self::Plan => Some("plan"),
-            Self::FullAuto | Self::DangerouslySkipPermissions => Some("bypassPermissions"),
-        }
-    }
-}
-
-impl fmt::Display for PermissionMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// The error code for an HTTP status a provider reported: 401/403 → authentication failed,

@@ -130,6 +130,31 @@ impl ExitInfo {
         }
     }
 
+    /// The error for conflicting signals: the output says the run succeeded (`done`, e.g.
+    /// `"printed a successful result"`) but the process exited non-zero or by a signal.
+    /// Classified by stderr ([`classify_error_text`](crate::classify_error_text)), else
+    /// `provider_error`; [`ProviderErrorKind::TransportExit`], `details.reason =
+    /// "exit_status"`. `None` for a clean exit.
+    ///
+    /// ```
+    /// use asm_core::{ErrorCode, ProviderName, StderrLimits};
+    /// use asm_provider_cli::{ExitInfo, ExitKind};
+    /// let exit = ExitInfo::new(ExitKind::Code(1), "HTTP 429 Too Many Requests\n", false);
+    /// let err = exit.failed_after_success(ProviderName::Claude, StderrLimits::default(), "printed a result").unwrap();
+    /// assert_eq!(err.code(), ErrorCode::ProviderRateLimited);
+    /// assert_eq!(err.details()["reason"], "exit_status");
+    /// assert!(ExitInfo::new(ExitKind::Code(0), "", false).failed_after_success(ProviderName::Claude, StderrLimits::default(), "x").is_none());
+    /// ```
+    pub fn failed_after_success(&self, provider: ProviderName, limits: StderrLimits, done: &str) -> Option<Error> {
+        if self.success() {
+            return None;
+        }
+        let code = crate::classify_error_text(&self.stderr).unwrap_or(ErrorCode::ProviderError);
+        let message = format!("{provider} {done} but exited with {}", self.describe());
+        let pe = self.provider_error(provider, ProviderErrorKind::TransportExit, message, limits);
+        Some(provider_failure(code, pe).with_detail("reason", "exit_status"))
+    }
+
     /// Exit code 0.
     pub fn success(&self) -> bool {
         self.status == ExitKind::Code(0)

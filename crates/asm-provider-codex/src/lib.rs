@@ -1,27 +1,44 @@
-//! [`ProviderAdapter`] for the Codex CLI (`codex exec --json`), as documented in
-//! `spec/provider-clis.md` section 2 (Codex 0.169.0).
+//! [`ProviderAdapter`](asm_ports::ProviderAdapter) for the Codex CLI (`codex exec --json`), as
+//! documented in `spec/provider-clis.md` section 2 (Codex 0.169.0).
 //!
-//! * [`CodexAdapter::builder`] configures model, cwd, sandbox, approval policy, permission mode
-//!   (spec 9.6 / note 30: default, plan, dangerously_skip_permissions), `-c key=value` config
-//!   overrides, extra args, CLI path, environment, the offline and bounded-retry switches (on by
-//!   default) and a timeout.
-//! * [`build_argv`] is the one place argv is built: `codex exec --json ... [resume <thread_id> |
-//!   fork <thread_id>] <prompt>`; [`render_prompt`] replays a transcript into the prompt when the run is not
-//!   resumed natively.
-//! * [`CodexNormalizer`] maps every JSONL line kind to normalized events (table on the type)
-//!   and classifies the end of the run.
-//! * The subprocess (no shell, own process group, stdin `/dev/null` — Codex blocks reading a
-//!   piped stdin — cancellation escalation, reaping, drop guard) is
-//!   [`asm_provider_cli::run_jsonl`].
+//! [`CodexAdapter`] is the CLI adapter core ([`CliAdapter`]) with Codex's [`CliProtocol`],
+//! [`CodexCli`]. This crate holds only what is Codex's:
+//!
+//! * [`build_argv`], the one place argv is built: `codex exec --json ... [resume <thread_id> |
+//!   fork <thread_id>] <prompt>`, with the sandbox / approval mapping ([`SandboxMode`],
+//!   [`ApprovalPolicy`], [`permission_args`]), the offline and bounded-retry switches
+//!   ([`OFFLINE_ARGS`], [`BOUNDED_RETRY_ARGS`], on by default) and `-c key=value` overrides;
+//!   the credential variables [`AUTH_ENV`];
+//! * [`CodexNormalizer`], which maps every JSONL line kind to normalized events (table on the
+//!   type) and classifies the end of the run, and the thread-usage accounting
+//!   ([`UsageBaseline`]);
+//! * [`CodexBuilderExt`], the builder setters of [`CodexCli`].
+//!
+//! The builder ([`CodexAdapterBuilder`]), command construction, the subprocess (stdin is
+//! `/dev/null`: Codex blocks reading a piped stdin) and the transcript replay
+//! ([`render_prompt`]) are the core's. Everything a builder takes is re-exported here.
+//!
+//! **Per-run options** ([`RunOption`], `ExecuteRequest::options`):
+//!
+//! | key | Codex |
+//! |---|---|
+//! | `model` | `-m` (also the outcome's model: Codex does not print it) |
+//! | `permission_mode` | `default`: the configured sandbox; `plan`: `-s read-only`; `dangerously_skip_permissions`: `--dangerously-bypass-approvals-and-sandbox` ([`permission_args`]); `accept_edits` and `full_auto` are refused |
+//! | `system_prompt` | `-c developer_instructions="..."` (added after Codex's base instructions) |
+//! | `cwd` | the process's working directory |
+//! | `max_turns`, `allowed_tools`, `disallowed_tools` | refused (`validation_error`, `unsupported_option`): `codex exec` has no such flags |
+//!
+//! **Credentials**: [`AUTH_ENV`] is passed through from this process unless
+//! [`CliEnv::pass_auth`] is off; values are never logged.
 //!
 //! Lifecycle events are never emitted: the runtime emits `run_started` and the terminal event;
 //! the thread id (native resume handle), model, usage and stop reason are returned in the
-//! [`ExecuteOutcome`].
+//! outcome.
 //!
 //! ```no_run
 //! # async fn demo() -> asm_core::Result<()> {
 //! use std::sync::Arc;
-//! use asm_provider_codex::{CodexAdapter, SandboxMode};
+//! use asm_provider_codex::{CodexAdapter, CodexBuilderExt, SandboxMode};
 //! let adapter = Arc::new(
 //!     CodexAdapter::builder()
 //!         .model("gpt-5.5")
@@ -37,18 +54,18 @@
 mod normalize;
 mod options;
 
-use std::path::PathBuf;
-use std::time::Duration;
+use asm_core::{CapabilityType, TokenUsage};
+use asm_ports::{ExecuteOutcome, ExecuteRequest, ProviderEvent};
+use asm_provider_cli::{
+    CliAdapter, CliAdapterBuilder, CliNormalizer, CliOptions, CliProtocol, ExitInfo, resume_handle,
+};
 
-use async_trait::async_trait;
-use tracing::Instrument;
-
-use asm_core::{Capability, CapabilityType, Result, StderrLimits, TokenUsage};
-use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
-use asm_provider_cli::{CliCommand, CliEnv, CliLimits, PermissionMode, RunControl, run_jsonl};
-
+pub use asm_core::StderrLimits;
+pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, render_prompt, run_option};
 pub use normalize::{CodexNormalizer, UsageBaseline};
-pub use options::{ApprovalPolicy, CodexOptions, SandboxMode, build_argv, permission_args, render_prompt};
+pub use options::{
+    AUTH_ENV, ApprovalPolicy, BOUNDED_RETRY_ARGS, CodexCli, OFFLINE_ARGS, SandboxMode, build_argv, permission_args,
+};
 
 /// The provider name recorded on events and runs.
 pub const PROVIDER_NAME: &str = "codex";
@@ -57,210 +74,116 @@ pub const PROVIDER_NAME: &str = "codex";
 /// (`codex exec resume <thread_id>`) and native fork (`codex exec fork <thread_id>`: a new
 /// thread that starts from the given one; its usage totals carry the parent's on, which the
 /// parent's recorded thread usage, handed to the fork's first run, accounts for).
-#[derive(Clone, Debug)]
-pub struct CodexAdapter {
-    options: CodexOptions,
-}
+pub type CodexAdapter = CliAdapter<CodexCli>;
 
-impl CodexAdapter {
-    /// A builder with default options.
-    pub fn builder() -> CodexAdapterBuilder {
-        CodexAdapterBuilder { options: CodexOptions::default() }
-    }
+/// Builds a [`CodexAdapter`]: the common setters, plus [`CodexBuilderExt`].
+pub type CodexAdapterBuilder = CliAdapterBuilder<CodexCli>;
 
-    /// An adapter with these options.
-    pub fn new(options: CodexOptions) -> Self {
-        Self { options }
-    }
+/// The configuration of a [`CodexAdapter`]; Codex's own options are in
+/// [`provider`](CliOptions::provider).
+pub type CodexOptions = CliOptions<CodexCli>;
 
-    /// The options.
-    pub fn options(&self) -> &CodexOptions {
-        &self.options
-    }
-
-    /// The command for one run (program, argv, env, cwd; stdin is `/dev/null`).
-    pub fn command(&self, request: &ExecuteRequest) -> CliCommand {
-        let o = &self.options;
-        let mut cmd = CliCommand::new(asm_core::ProviderName::Codex, o.cli_path.clone())
-            .args(build_argv(o, request))
-            .env(o.env.clone())
-            .limits(o.limits);
-        if let Some(cwd) = &o.cwd {
-            cmd = cmd.cwd(cwd.clone());
-        }
-        cmd
-    }
-}
-
-#[async_trait]
-impl ProviderAdapter for CodexAdapter {
-    fn name(&self) -> &str {
-        PROVIDER_NAME
-    }
-
-    fn capabilities(&self) -> Vec<Capability> {
-        Capability::list(&[
-            ("streaming", CapabilityType::Sampling),
-            ("tool_use", CapabilityType::Tool),
-            ("interrupt", CapabilityType::Sampling),
-            ("mcp", CapabilityType::Tool),
-            ("file_operations", CapabilityType::Tool),
-            ("bash", CapabilityType::Tool),
-        ])
-    }
-
-    async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {
-        self.options.validate()?;
-        let cmd = self.command(&request);
-        let control = RunControl::from_request(&request, self.options.timeout);
-        let mut normalizer = CodexNormalizer::new()
-            .stderr_limits(self.options.stderr_limits)
-            .model(self.options.model.clone())
-            .baseline(usage_baseline(&request));
-        let span = tracing::info_span!(
-            "codex_execute",
-            run_id = %request.run.id,
-            resume = request.resume.is_some(),
-            thread_id = tracing::field::Empty,
-        );
-        let exit = run_jsonl(&cmd, &control, &sink, |line, out| {
-            normalizer.push_line(line, out);
-            Ok(())
-        })
-        .instrument(span.clone())
-        .await?;
-        if let Some(id) = normalizer.thread_id() {
-            span.record("thread_id", id);
-        }
-        let verdict = span.in_scope(|| normalizer.finish(&exit));
-        // An oversized line never hides the provider's own error (see `ExitInfo::settle`).
-        let outcome = exit.settle(asm_core::ProviderName::Codex, self.options.stderr_limits, verdict)?;
-        Ok(record_thread_usage(outcome, normalizer.thread_usage()))
-    }
-
-    fn validate_config(&self) -> Result<()> {
-        let cmd =
-            CliCommand::new(asm_core::ProviderName::Codex, self.options.cli_path.clone()).env(self.options.env.clone());
-        cmd.resolve_program()?;
-        self.options.validate()
-    }
-
-    fn supports_native_resume(&self) -> bool {
-        true
-    }
-
+impl CliProtocol for CodexCli {
+    type Normalizer = CodexNormalizer;
+    const PROVIDER: asm_core::ProviderName = asm_core::ProviderName::Codex;
+    const PROGRAM: &'static str = "codex";
+    const AUTH_ENV: &'static [&'static str] = AUTH_ENV;
+    const RUN_OPTIONS: &'static [RunOption] =
+        &[RunOption::Model, RunOption::PermissionMode, RunOption::SystemPrompt, RunOption::Cwd];
+    const PERMISSION_MODES: &'static [PermissionMode] =
+        &[PermissionMode::Default, PermissionMode::Plan, PermissionMode::DangerouslySkipPermissions];
+    const CAPABILITIES: &'static [(&'static str, CapabilityType)] = &[
+        ("streaming", CapabilityType::Sampling),
+        ("tool_use", CapabilityType::Tool),
+        ("interrupt", CapabilityType::Sampling),
+        ("mcp", CapabilityType::Tool),
+        ("file_operations", CapabilityType::Tool),
+        ("bash", CapabilityType::Tool),
+    ];
+    const NATIVE_RESUME: bool = true;
     /// `exec fork <thread id>` (see [`build_argv`]).
-    fn supports_native_fork(&self) -> bool {
-        true
+    const NATIVE_FORK: bool = true;
+
+    fn argv(options: &CodexOptions, request: &ExecuteRequest) -> Vec<String> {
+        build_argv(options, request)
+    }
+
+    fn validate(options: &CodexOptions) -> asm_core::Result<()> {
+        options::validate(options)
+    }
+
+    fn normalizer(options: &CodexOptions, request: &ExecuteRequest) -> CodexNormalizer {
+        CodexNormalizer::new()
+            .stderr_limits(options.stderr_limits)
+            .model(options.model.clone())
+            .baseline(usage_baseline(request))
     }
 }
 
-/// Builds a [`CodexAdapter`]; every setter maps to one [`CodexOptions`] field.
-#[derive(Clone, Debug)]
-pub struct CodexAdapterBuilder {
-    options: CodexOptions,
+/// The adapter's view of a run: [`finish`](CodexNormalizer::finish), and the thread's new
+/// usage total recorded as provider state (the next run of the thread subtracts it).
+impl CliNormalizer for CodexNormalizer {
+    fn normalize_line(&mut self, line: &str, out: &mut Vec<ProviderEvent>) -> asm_core::Result<()> {
+        self.push_line(line, out);
+        Ok(())
+    }
+
+    fn outcome(&self, exit: &ExitInfo) -> asm_core::Result<ExecuteOutcome> {
+        self.finish(exit).map(|outcome| record_thread_usage(outcome, self.thread_usage()))
+    }
+
+    fn provider_session_id(&self) -> Option<&str> {
+        self.thread_id()
+    }
 }
 
-impl CodexAdapterBuilder {
-    /// The CLI path or PATH name.
+/// The builder setters of Codex's own options ([`CodexCli`]).
+///
+/// ```
+/// use asm_provider_codex::{CodexAdapter, CodexBuilderExt, SandboxMode};
+/// let adapter = CodexAdapter::builder().sandbox(SandboxMode::ReadOnly).bounded_retries(false).build();
+/// assert_eq!(adapter.options().provider.sandbox, Some(SandboxMode::ReadOnly));
+/// ```
+pub trait CodexBuilderExt: Sized {
+    /// Changes [`CodexCli`] (what the other setters use).
     #[must_use]
-    pub fn cli_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.options.cli_path = path.into();
-        self
-    }
-    /// `-m`.
-    #[must_use]
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.options.model = Some(model.into());
-        self
-    }
-    /// Working directory.
-    #[must_use]
-    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
-        self.options.cwd = Some(cwd.into());
-        self
-    }
+    fn codex(self, f: impl FnOnce(&mut CodexCli)) -> Self;
     /// `-s/--sandbox`.
     #[must_use]
-    pub fn sandbox(mut self, mode: SandboxMode) -> Self {
-        self.options.sandbox = Some(mode);
-        self
+    fn sandbox(self, mode: SandboxMode) -> Self {
+        self.codex(|c| c.sandbox = Some(mode))
     }
     /// `-c approval_policy="..."`.
     #[must_use]
-    pub fn approval_policy(mut self, policy: ApprovalPolicy) -> Self {
-        self.options.approval_policy = Some(policy);
-        self
-    }
-    /// Permission mode ([`permission_args`]).
-    #[must_use]
-    pub fn permission_mode(mut self, mode: PermissionMode) -> Self {
-        self.options.permission_mode = mode;
-        self
+    fn approval_policy(self, policy: ApprovalPolicy) -> Self {
+        self.codex(|c| c.approval_policy = Some(policy))
     }
     /// `--skip-git-repo-check` (default on).
     #[must_use]
-    pub fn skip_git_repo_check(mut self, on: bool) -> Self {
-        self.options.skip_git_repo_check = on;
-        self
+    fn skip_git_repo_check(self, on: bool) -> Self {
+        self.codex(|c| c.skip_git_repo_check = on)
     }
     /// Adds a config override `-c key=value` (`value` is TOML: quote strings).
     #[must_use]
-    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.options.config.push((key.into(), value.into()));
-        self
+    fn config(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let entry = (key.into(), value.into());
+        self.codex(|c| c.config.push(entry))
     }
-    /// Extra arguments.
+    /// Whether to pass [`OFFLINE_ARGS`] (default true).
     #[must_use]
-    pub fn extra_args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
-        self.options.extra_args = args.into_iter().map(Into::into).collect();
-        self
+    fn offline(self, on: bool) -> Self {
+        self.codex(|c| c.offline = on)
     }
-    /// The child's environment (replaces the default [`CliEnv::minimal`]).
+    /// Whether to pass [`BOUNDED_RETRY_ARGS`] (default true).
     #[must_use]
-    pub fn env(mut self, env: CliEnv) -> Self {
-        self.options.env = env;
-        self
+    fn bounded_retries(self, on: bool) -> Self {
+        self.codex(|c| c.bounded_retries = on)
     }
-    /// Sets one environment variable.
-    #[must_use]
-    pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.options.env = self.options.env.set(name, value);
-        self
-    }
-    /// Whether to pass the offline switches (default true).
-    #[must_use]
-    pub fn offline(mut self, on: bool) -> Self {
-        self.options.offline = on;
-        self
-    }
-    /// Whether to pass `--disable unbounded_connection_retries` (default true).
-    #[must_use]
-    pub fn bounded_retries(mut self, on: bool) -> Self {
-        self.options.bounded_retries = on;
-        self
-    }
-    /// Per-run time limit.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = Some(timeout);
-        self
-    }
-    /// Subprocess limits.
-    #[must_use]
-    pub fn limits(mut self, limits: CliLimits) -> Self {
-        self.options.limits = limits;
-        self
-    }
-    /// Bounds of stderr in errors.
-    #[must_use]
-    pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
-        self.options.stderr_limits = limits;
-        self
-    }
-    /// The adapter.
-    pub fn build(self) -> CodexAdapter {
-        CodexAdapter::new(self.options)
+}
+
+impl CodexBuilderExt for CodexAdapterBuilder {
+    fn codex(self, f: impl FnOnce(&mut CodexCli)) -> Self {
+        self.provider(f)
     }
 }
 
@@ -273,10 +196,10 @@ const THREAD_USAGE: &str = "thread_usage";
 /// such a record the run keeps the thread total and says so (`usage_scope =
 /// "thread_cumulative"`).
 fn usage_baseline(request: &ExecuteRequest) -> UsageBaseline {
-    let Some(thread) = &request.resume else { return UsageBaseline::NewThread };
+    let Some(thread) = resume_handle(request) else { return UsageBaseline::NewThread };
     let recorded = asm_ports::provider_state(&request.session, PROVIDER_NAME)
         .and_then(|state| state.get(THREAD_USAGE))
-        .filter(|state| state.get("thread_id").and_then(|t| t.as_str()) == Some(thread.as_str()))
+        .filter(|state| state.get("thread_id").and_then(|t| t.as_str()) == Some(thread))
         .and_then(|state| serde_json::from_value::<TokenUsage>(state.get("usage")?.clone()).ok());
     recorded.map_or(UsageBaseline::Unknown, UsageBaseline::Resumed)
 }

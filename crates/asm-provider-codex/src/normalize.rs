@@ -5,10 +5,13 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value, json};
 
 use asm_core::{
-    Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage, keys,
+    Error, ErrorCode, EventKind, JsonMap, ProviderErrorKind, ProviderName, RunOutput, StderrLimits, TokenUsage,
+    UsageMode, keys,
 };
 use asm_ports::{ExecuteOutcome, ProviderEvent};
-use asm_provider_cli::{ExitInfo, classify_error_text, classify_http_status, error_event, provider_failure, raw_event};
+use asm_provider_cli::{
+    ExitInfo, classify_error_text, classify_http_status, error_event, provider_failure, raw_event, usage_event,
+};
 
 /// Item types that are not tool calls (spec 9.3). The ones with a mapping of their own
 /// (`agent_message`, `reasoning`, `error`) are handled first; the rest (`todo_list`, ...) become
@@ -551,12 +554,7 @@ impl CodexNormalizer {
             let thread = usage_of(u);
             let (usage, scope) = self.baseline.apply(thread);
             out.push(
-                ProviderEvent::new(EventKind::TokenUsageUpdated)
-                    .data(keys::INPUT_TOKENS, usage.input_tokens)
-                    .data(keys::OUTPUT_TOKENS, usage.output_tokens)
-                    .data(keys::CACHE_READ_TOKENS, usage.cache_read_tokens)
-                    .data(keys::CACHE_CREATION_TOKENS, usage.cache_creation_tokens)
-                    .data(keys::USAGE_MODE, "cumulative")
+                usage_event(usage, UsageMode::Cumulative)
                     .data(
                         "reasoning_output_tokens",
                         u.get("reasoning_output_tokens").and_then(Value::as_u64).unwrap_or(0),

@@ -1,12 +1,28 @@
-//! [`CodexOptions`], the sandbox / approval enums, [`build_argv`] and [`render_prompt`].
+//! [`CodexCli`] (Codex's own options), the sandbox / approval enums and [`build_argv`].
 
 use std::fmt;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use asm_core::{Error, ErrorCode, Role, StderrLimits, Transcript};
+use asm_core::{Error, ErrorCode};
 use asm_ports::ExecuteRequest;
-use asm_provider_cli::{CODEX_BOUNDED_RETRY_ARGS, CliEnv, CliLimits, OfflineSwitches, PermissionMode};
+use asm_provider_cli::{PermissionMode, prompt_arg, render_prompt, resume_handle};
+
+use crate::CodexOptions;
+
+/// Arguments that stop Codex from calling other hosts (plugin sync and analytics;
+/// `spec/provider-clis.md` section 2: with both there were zero non-local connections).
+pub const OFFLINE_ARGS: &[&str] = &["--disable", "plugins", "-c", "analytics.enabled=false"];
+
+/// Arguments that keep Codex from retrying an unreachable server forever.
+pub const BOUNDED_RETRY_ARGS: &[&str] = &["--disable", "unbounded_connection_retries"];
+
+/// The variables Codex reads an API key from: passed through from this process by default
+/// ([`CliEnv::pass_auth`](asm_provider_cli::CliEnv::pass_auth)). A custom model provider's
+/// `env_key` (in `config.toml`) is not known here: set it explicitly, or
+/// [`inherit`](asm_provider_cli::CliEnv::inherit) it.
+pub const AUTH_ENV: &[&str] = &["OPENAI_API_KEY", "CODEX_API_KEY"];
+
+/// Subcommand names of `codex exec`; a prompt equal to one of them would be taken for it.
+const SUBCOMMANDS: &[&str] = &["resume", "fork", "review", "help"];
 
 /// `codex exec -s/--sandbox` values.
 ///
@@ -94,11 +110,10 @@ impl fmt::Display for ApprovalPolicy {
 /// | `default` | none (the configured sandbox / approval policy apply) |
 /// | `plan` | `-s read-only` (commands may look, not change anything) |
 /// | `dangerously_skip_permissions` | `--dangerously-bypass-approvals-and-sandbox` |
-/// | `accept_edits`, `full_auto` | unsupported: `None` ([`CodexOptions::validate`] rejects them) |
+/// | `accept_edits`, `full_auto` | unsupported: `None` (validation rejects them) |
 ///
 /// ```
-/// use asm_provider_cli::PermissionMode;
-/// use asm_provider_codex::permission_args;
+/// use asm_provider_codex::{PermissionMode, permission_args};
 /// assert_eq!(permission_args(PermissionMode::Plan), Some(&["-s", "read-only"][..]));
 /// assert_eq!(permission_args(PermissionMode::FullAuto), None);
 /// ```
@@ -111,10 +126,11 @@ pub fn permission_args(mode: PermissionMode) -> Option<&'static [&'static str]> 
     }
 }
 
-/// Configuration of a [`CodexAdapter`](crate::CodexAdapter).
+/// Codex's own options: [`CodexOptions::provider`](asm_provider_cli::CliOptions::provider),
+/// set with [`CodexBuilderExt`](crate::CodexBuilderExt).
 ///
 /// ```
-/// use asm_provider_codex::{ApprovalPolicy, CodexAdapter, SandboxMode};
+/// use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexBuilderExt, SandboxMode};
 /// let adapter = CodexAdapter::builder()
 ///     .model("gpt-5.5")
 ///     .sandbox(SandboxMode::WorkspaceWrite)
@@ -122,185 +138,69 @@ pub fn permission_args(mode: PermissionMode) -> Option<&'static [&'static str]> 
 ///     .config("model_reasoning_effort", "\"low\"")
 ///     .build();
 /// assert_eq!(adapter.options().model.as_deref(), Some("gpt-5.5"));
-/// assert!(adapter.options().offline);
+/// assert!(adapter.options().provider.offline);
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct CodexOptions {
-    /// The CLI: a path, or a name looked up in PATH (default `codex`).
-    pub cli_path: PathBuf,
-    /// `-m/--model`. Codex does not print the model, so this is also the outcome's model.
-    pub model: Option<String>,
-    /// Working directory of the CLI (default: inherited).
-    pub cwd: Option<PathBuf>,
+pub struct CodexCli {
     /// `-s/--sandbox` (ignored when the permission mode sets its own: plan, bypass).
     pub sandbox: Option<SandboxMode>,
     /// `-c approval_policy="..."` (ignored under `dangerously_skip_permissions`).
     pub approval_policy: Option<ApprovalPolicy>,
-    /// Permission mode ([`permission_args`]).
-    pub permission_mode: PermissionMode,
     /// `--skip-git-repo-check` (default true: runs usually happen outside a git repository).
     pub skip_git_repo_check: bool,
     /// Config overrides, one `-c key=value` each (the value is TOML, e.g. `"\"low\""`).
     pub config: Vec<(String, String)>,
-    /// Extra arguments, inserted after every generated option, before `resume` and the prompt.
-    pub extra_args: Vec<String>,
-    /// The child's environment (default [`CliEnv::minimal`]). Codex reads `CODEX_HOME` and the
-    /// provider's API key variable from it.
-    pub env: CliEnv,
-    /// Add [`OfflineSwitches::Codex`] (`--disable plugins -c analytics.enabled=false`; default
-    /// true).
+    /// Add [`OFFLINE_ARGS`] (`--disable plugins -c analytics.enabled=false`; default true).
     pub offline: bool,
-    /// Add [`CODEX_BOUNDED_RETRY_ARGS`] (`--disable unbounded_connection_retries`; default true:
+    /// Add [`BOUNDED_RETRY_ARGS`] (`--disable unbounded_connection_retries`; default true:
     /// without it an unreachable server makes Codex retry forever).
     pub bounded_retries: bool,
-    /// Per-run time limit (combined with the request deadline: the earlier wins).
-    pub timeout: Option<Duration>,
-    /// Subprocess limits.
-    pub limits: CliLimits,
-    /// Bounds of stderr stored in errors.
-    pub stderr_limits: StderrLimits,
 }
 
-impl Default for CodexOptions {
+impl Default for CodexCli {
     fn default() -> Self {
         Self {
-            cli_path: PathBuf::from("codex"),
-            model: None,
-            cwd: None,
             sandbox: None,
             approval_policy: None,
-            permission_mode: PermissionMode::Default,
             skip_git_repo_check: true,
             config: Vec::new(),
-            extra_args: Vec::new(),
-            env: CliEnv::minimal(),
             offline: true,
             bounded_retries: true,
-            timeout: None,
-            limits: CliLimits::default(),
-            stderr_limits: StderrLimits::default(),
         }
     }
 }
 
-impl CodexOptions {
-    /// Checks what can be checked without running anything: the permission mode is one Codex
-    /// supports, config keys are non-empty, the cwd is a directory.
-    ///
-    /// # Errors
-    /// [`ErrorCode::ValidationError`].
-    pub fn validate(&self) -> asm_core::Result<()> {
-        if permission_args(self.permission_mode).is_none() {
-            return Err(Error::new(
-                ErrorCode::ValidationError,
-                format!(
-                    "codex does not support permission mode {}; use default, plan or dangerously_skip_permissions",
-                    self.permission_mode
-                ),
-            ));
-        }
-        if let Some((key, _)) = self.config.iter().find(|(k, _)| k.trim().is_empty() || k.contains('=')) {
-            return Err(Error::new(ErrorCode::ValidationError, format!("invalid codex config key {key:?}")));
-        }
-        if let Some(cwd) = &self.cwd
-            && !cwd.is_dir()
-        {
-            return Err(Error::new(
-                ErrorCode::ValidationError,
-                format!("codex cwd {} is not a directory", cwd.display()),
-            ));
-        }
-        Ok(())
+/// Codex's own configuration rules: config override keys are non-empty and contain no `=`.
+pub(crate) fn validate(options: &CodexOptions) -> asm_core::Result<()> {
+    if let Some((key, _)) = options.provider.config.iter().find(|(k, _)| k.trim().is_empty() || k.contains('=')) {
+        return Err(Error::new(ErrorCode::ValidationError, format!("invalid codex config key {key:?}")));
     }
+    Ok(())
 }
 
-/// The prompt given to the CLI for `request`.
-///
-/// With a native resume handle, or without a transcript: the user messages of the new input
-/// joined by `\n` (spec 9.3; all messages when none is from the user). Otherwise the transcript
-/// replayed (spec 9.1 with Codex's `assistant_tool_call(<id>): <name> <input>` for tool calls,
-/// `tool_result(<id>): <name> <output>` for results, `<role>: <content>` for messages), a blank
-/// line, then the new prompt.
-///
-/// ```
-/// use asm_core::{Message, Role, Run, RunInput, Session, Transcript};
-/// use asm_ports::ExecuteRequest;
-/// use asm_provider_codex::render_prompt;
-/// let session = Session::new("agent").unwrap();
-/// let mut t = Transcript::new(session.id.clone());
-/// t.messages.push(Message::new(Role::User, "hi"));
-/// t.messages.push(Message::new(Role::Assistant, "hello"));
-/// let run = Run::new(session.id.clone(), RunInput::user("again"));
-/// let request = ExecuteRequest::new(session, run).transcript(t);
-/// assert_eq!(render_prompt(&request), "user: hi\nassistant: hello\n\nagain");
-/// assert_eq!(render_prompt(&request.resume("thread-1")), "again");
-/// ```
-pub fn render_prompt(request: &ExecuteRequest) -> String {
-    let input = &request.run.input;
-    let users: Vec<&str> = input.messages.iter().filter(|m| m.role == Role::User).map(|m| m.content.as_str()).collect();
-    let current = if users.is_empty() {
-        input.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")
-    } else {
-        users.join("\n")
-    };
-    let transcript = request.transcript.as_ref().filter(|t| !t.messages.is_empty());
-    match (request.resume.as_ref(), transcript) {
-        (None, Some(t)) => {
-            let lines = render_transcript(t);
-            if lines.is_empty() { current } else { format!("{}\n\n{current}", lines.join("\n")) }
-        }
-        _ => current,
-    }
-}
-
-fn render_transcript(t: &Transcript) -> Vec<String> {
-    t.messages
-        .iter()
-        .filter_map(|m| {
-            let id = m.tool_call_id.as_deref().unwrap_or("unknown");
-            let name = m.tool_name.as_deref().unwrap_or("unknown");
-            if m.role == Role::Assistant && m.tool_name.is_some() && m.content.as_deref().is_none_or(str::is_empty) {
-                let input = m
-                    .tool_input
-                    .as_ref()
-                    .map_or_else(|| "{}".to_owned(), |i| serde_json::Value::Object(i.clone()).to_string());
-                Some(format!("assistant_tool_call({id}): {name} {input}"))
-            } else if m.role == Role::Tool {
-                let output = match &m.tool_output {
-                    Some(serde_json::Value::String(s)) => s.clone(),
-                    Some(v) => v.to_string(),
-                    None => m.content.clone().unwrap_or_default(),
-                };
-                Some(format!("tool_result({id}): {name} {output}"))
-            } else {
-                m.content.as_ref().filter(|c| !c.is_empty()).map(|c| format!("{}: {c}", m.role.as_str()))
-            }
-        })
-        .collect()
-}
-
-/// Subcommand names of `codex exec`; a prompt equal to one of them would be taken for it.
-const SUBCOMMANDS: &[&str] = &["resume", "fork", "review", "help"];
-
-/// The prompt as one argument that can never be taken for a flag or a subcommand: a prompt
-/// starting with `-` or equal to a subcommand name gets a leading space.
-fn prompt_arg(prompt: String) -> String {
-    if prompt.starts_with('-') || SUBCOMMANDS.contains(&prompt.as_str()) { format!(" {prompt}") } else { prompt }
+/// A string as a TOML basic string (JSON string escapes are valid TOML ones).
+fn toml_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
 }
 
 /// The argv (without the program) for one run:
 ///
 /// `exec --json [--skip-git-repo-check] [-m MODEL] [permission / -s S]
-/// [-c approval_policy="P"] [--disable plugins -c analytics.enabled=false]
-/// [--disable unbounded_connection_retries] [-c key=value ...] [extra args ...]
-/// [resume <thread_id> | fork <thread_id>] <prompt>`
+/// [-c approval_policy="P"] [-c developer_instructions="SYSTEM PROMPT"]
+/// [--disable plugins -c analytics.enabled=false] [--disable unbounded_connection_retries]
+/// [-c key=value ...] [extra args ...] [resume <thread_id> | fork <thread_id>] <prompt>`
 ///
-/// The new-run order is that of the captured runs (`codex_text.cmd`). For a resume every
-/// option stays in front of `resume`: `--json`, `-m`, `--skip-git-repo-check` and the bypass
-/// flag are global (the captured resume put them after `resume`), but `-s/--sandbox` is an option
-/// of `exec` only, so in front of the subcommand is the one position where all of them parse.
-/// Without a resume handle a transcript is replayed into the prompt ([`render_prompt`]).
+/// The options are the run's (per-run options already applied, see
+/// [`CliOptions::for_run`](asm_provider_cli::CliOptions::for_run)). The new-run order is that
+/// of the captured runs (`codex_text.cmd`). For a resume every option stays in front of
+/// `resume`: `--json`, `-m`, `--skip-git-repo-check` and the bypass flag are global (the
+/// captured resume put them after `resume`), but `-s/--sandbox` is an option of `exec` only, so
+/// in front of the subcommand is the one position where all of them parse. Without a resume
+/// handle ([`resume_handle`]) a transcript is replayed into the prompt ([`render_prompt`]).
+///
+/// The system prompt goes to Codex's `developer_instructions` (a developer message after
+/// Codex's own base instructions, which stay).
 ///
 /// A fork request ([`ExecuteRequest::fork`]) uses `exec fork <thread_id>` (Codex 0.169: "Fork a
 /// previous session by id into a new session"; it takes the same options as `resume`): the
@@ -326,8 +226,9 @@ fn prompt_arg(prompt: String) -> String {
 /// assert_eq!(argv[argv.len() - 3..], ["fork", "0190-thread", "hello"]);
 /// ```
 pub fn build_argv(options: &CodexOptions, request: &ExecuteRequest) -> Vec<String> {
+    let codex = &options.provider;
     let mut argv: Vec<String> = vec!["exec".into(), "--json".into()];
-    if options.skip_git_repo_check {
+    if codex.skip_git_repo_check {
         argv.push("--skip-git-repo-check".into());
     }
     if let Some(model) = &options.model {
@@ -338,33 +239,37 @@ pub fn build_argv(options: &CodexOptions, request: &ExecuteRequest) -> Vec<Strin
     match permission_args(mode) {
         Some(args) if !args.is_empty() => argv.extend(args.iter().map(|a| (*a).to_owned())),
         _ => {
-            if let Some(sandbox) = options.sandbox {
+            if let Some(sandbox) = codex.sandbox {
                 argv.push("-s".into());
                 argv.push(sandbox.as_str().into());
             }
         }
     }
     if mode != PermissionMode::DangerouslySkipPermissions
-        && let Some(policy) = options.approval_policy
+        && let Some(policy) = codex.approval_policy
     {
         argv.push("-c".into());
         argv.push(policy.config_override());
     }
-    if options.offline {
-        argv.extend(OfflineSwitches::Codex.args().iter().map(|a| (*a).to_owned()));
+    if let Some(prompt) = &options.system_prompt {
+        argv.push("-c".into());
+        argv.push(format!("developer_instructions={}", toml_string(prompt)));
     }
-    if options.bounded_retries {
-        argv.extend(CODEX_BOUNDED_RETRY_ARGS.iter().map(|a| (*a).to_owned()));
+    if codex.offline {
+        argv.extend(OFFLINE_ARGS.iter().map(|a| (*a).to_owned()));
     }
-    for (key, value) in &options.config {
+    if codex.bounded_retries {
+        argv.extend(BOUNDED_RETRY_ARGS.iter().map(|a| (*a).to_owned()));
+    }
+    for (key, value) in &codex.config {
         argv.push("-c".into());
         argv.push(format!("{key}={value}"));
     }
     argv.extend(options.extra_args.iter().cloned());
-    if let Some(thread_id) = &request.resume {
+    if let Some(thread_id) = resume_handle(request) {
         argv.push(if request.fork { "fork" } else { "resume" }.into());
-        argv.push(thread_id.clone());
+        argv.push(thread_id.to_owned());
     }
-    argv.push(prompt_arg(render_prompt(request)));
+    argv.push(prompt_arg(render_prompt(request), SUBCOMMANDS));
     argv
 }

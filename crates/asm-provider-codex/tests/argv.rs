@@ -7,7 +7,8 @@ use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_provider_codex::{
-    ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexOptions, SandboxMode, build_argv, render_prompt,
+    ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, CodexOptions, SandboxMode, build_argv,
+    render_prompt,
 };
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
 use asm_testkit::fake_cli::{FakeScript, fixtures_dir};
@@ -202,10 +203,10 @@ fn transcript_is_replayed_unless_resuming() {
     let req = request("second").transcript(t);
     assert_eq!(
         render_prompt(&req),
-        "user: first question\nassistant: first answer\nassistant_tool_call(item_0): bash {\"command\":\"ls\"}\ntool_result(item_0): bash a.txt\n\nsecond"
+        "user: first question\nassistant: first answer\ntool_call(item_0): bash {\"command\":\"ls\"}\ntool_result(item_0): bash a.txt\nuser: second"
     );
     let argv = build_argv(&CodexOptions::default(), &req);
-    assert!(argv.last().unwrap().ends_with("\n\nsecond"));
+    assert!(argv.last().unwrap().ends_with("\nuser: second"));
     assert!(!argv.contains(&"resume".to_owned()));
     let resumed = req.resume("t-1");
     assert_eq!(render_prompt(&resumed), "second");
@@ -282,4 +283,76 @@ async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
     assert_eq!((usage.input_tokens, usage.cache_read_tokens, usage.output_tokens), (60, 20, 14));
     assert_eq!(outcome.metadata["usage_scope"], "run");
     assert_eq!(outcome.provider_state["thread_usage"]["thread_id"], FORK);
+}
+
+fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
+    let serde_json::Value::Object(options) = options else { panic!("an object") };
+    request(prompt).options(options)
+}
+
+fn args(cmd: &asm_provider_cli::CliCommand) -> Vec<String> {
+    cmd.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+}
+
+/// The per-run options Codex can honour reach their flags; the others are refused, never
+/// dropped.
+#[test]
+fn per_run_options_map_to_flags_or_are_refused() {
+    let adapter = CodexAdapter::builder()
+        .model("gpt-5.5")
+        .sandbox(SandboxMode::WorkspaceWrite)
+        .offline(false)
+        .bounded_retries(false)
+        .build();
+    let req = with_options(
+        "go",
+        serde_json::json!({"model": "gpt-6-sol", "permission_mode": "plan", "system_prompt": "Say \"hi\".\nThen stop."}),
+    );
+    assert_eq!(
+        args(&adapter.command(&req).unwrap()),
+        [
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "-m",
+            "gpt-6-sol",
+            "-s",
+            "read-only",
+            "-c",
+            "developer_instructions=\"Say \\\"hi\\\".\\nThen stop.\"",
+            "go"
+        ]
+    );
+    for (options, option) in [
+        (serde_json::json!({"max_turns": 2}), "max_turns"),
+        (serde_json::json!({"allowed_tools": ["shell"]}), "allowed_tools"),
+        (serde_json::json!({"disallowed_tools": ["shell"]}), "disallowed_tools"),
+        (serde_json::json!({"permission_mode": "full_auto"}), "permission_mode"),
+    ] {
+        let err = adapter.command(&with_options("go", options.clone())).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::ValidationError, "{options}");
+        assert_eq!(
+            (err.details()["option"].as_str(), err.details()["reason"].as_str()),
+            (Some(option), Some("unsupported_option"))
+        );
+    }
+}
+
+/// Codex does not print its model: the outcome reports the run's own (per-run) model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outcome_reports_the_per_run_model() {
+    fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
+        let mut b = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("gpt-5.5");
+        for (k, v) in &inv.env {
+            b = b.env_var(k, v);
+        }
+        Arc::new(b.build())
+    }
+    let script = FakeScript::fixture("codex_text");
+    let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);
+    let mut req = p.request.clone();
+    req.options.insert("model".into(), "gpt-6-sol".into());
+    let outcome = p.adapter.execute(req, p.sink.clone()).await.unwrap();
+    assert_eq!(outcome.model.as_deref(), Some("gpt-6-sol"));
+    assert!(p.record().argv.windows(2).any(|w| w == ["-m", "gpt-6-sol"]));
 }

@@ -1,4 +1,11 @@
-//! The adapter contract suite: one contract, every CLI-driven [`ProviderAdapter`].
+//! The adapter contract suite: one contract, every [`ProviderAdapter`].
+//!
+//! The checks that need no process are in [`in_process`]: any adapter runs them, in-process
+//! ones included ([`ScriptedAdapter`](crate::ScriptedAdapter) runs them in this crate's own
+//! tests). This module runs the same checks against CLI-driven adapters through the fake CLI,
+//! and adds the ones about processes and the CLI core: per-run option validation, cancel
+//! escalation and process groups, exits, signals, stderr, oversized lines, deadlines, a
+//! missing binary.
 //!
 //! Plain async functions an adapter's own tests call (one `#[tokio::test]` per check, so a
 //! failure is named), or [`run_all`]. Each check writes a [`FakeScript`] into a temporary
@@ -27,12 +34,15 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use asm_core::{
-    Error, ErrorCode, Event, EventKind, JsonMap, Message, ProviderErrorKind, Run, RunInput, Session, SessionId,
-    TranscriptBuilder, keys,
+    Error, ErrorCode, Event, EventKind, JsonMap, Message, ProviderErrorKind, Session, SessionId, TranscriptBuilder,
 };
 use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
 
 use crate::fake_cli::{self, FakeRecord, FakeScript, SignalAction};
+
+pub mod in_process;
+
+use in_process::{Subject, assert_no_lifecycle};
 
 /// How the suite reaches the fake CLI: the program to run and the environment the adapter must
 /// pass to it (on top of whatever it sets itself).
@@ -220,6 +230,16 @@ impl Prepared {
     pub fn record(&self) -> FakeRecord {
         FakeRecord::read(self.dir.path())
     }
+
+    /// The run as the in-process checks see it.
+    pub fn subject(&self) -> Subject {
+        Subject {
+            adapter: Arc::clone(&self.adapter),
+            request: self.request.clone(),
+            sink: self.sink.clone(),
+            recorded: self.recorded.clone(),
+        }
+    }
 }
 
 /// Writes `script` and builds the adapter for it.
@@ -235,10 +255,8 @@ pub fn prepare(contract: &AdapterContract, script: &FakeScript) -> Prepared {
         record_dir: dir.path().to_path_buf(),
     };
     let adapter = (contract.make)(&invocation);
-    let session = Session::new("adapter-contract").expect("session");
-    let run = Run::new(session.id.clone(), RunInput::user("hello"));
-    let (sink, recorded) = recording_sink(&session);
-    Prepared { dir, adapter, request: ExecuteRequest::new(session, run), sink, recorded }
+    let Subject { adapter, request, sink, recorded, .. } = Subject::new(adapter);
+    Prepared { dir, adapter, request, sink, recorded }
 }
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -259,65 +277,50 @@ pub async fn assert_group_gone(pgid: i32) {
     .await;
 }
 
-fn assert_no_lifecycle(recorded: &Recorded) {
-    assert!(
-        recorded.lifecycle_attempts().is_empty(),
-        "adapter emitted lifecycle kinds: {:?}",
-        recorded.lifecycle_attempts()
-    );
-    assert!(recorded.kinds().iter().all(|k| !k.is_run_lifecycle()));
-}
-
-/// Every event has the payload shape its kind asks for (`Event::shape_warnings` is empty).
-fn assert_shapes(p: &Prepared) {
-    for e in p.recorded.events() {
-        let mut event = Event::new(e.kind, p.request.session.id.clone());
-        event.data = e.data.clone();
-        let warnings = event.shape_warnings();
-        assert!(warnings.is_empty(), "{:?}: {warnings:?} in {:?}", e.kind, e.data);
-    }
-}
-
 async fn execute(p: &Prepared) -> asm_core::Result<ExecuteOutcome> {
-    tokio::time::timeout(BOUND, p.adapter.execute(p.request.clone(), p.sink.clone()))
-        .await
-        .expect("execute did not return within the bound")
+    p.subject().execute().await
 }
 
-/// A text run emits message events, returns the expected output, never a lifecycle kind.
+/// A text run emits message events, returns the expected output, never a lifecycle kind
+/// ([`in_process::check_text_run`]), and really ran the CLI.
 pub async fn check_text_run(contract: &AdapterContract) {
     let p = prepare(contract, &contract.text);
-    let outcome = execute(&p).await.expect("text run must succeed");
-    assert_eq!(outcome.output.content, contract.expected_text);
-    let kinds = p.recorded.kinds();
-    assert!(
-        kinds.iter().any(|k| matches!(k, EventKind::MessageStreamed | EventKind::MessageReceived)),
-        "no message event in {kinds:?}"
-    );
-    assert_no_lifecycle(&p.recorded);
-    assert_shapes(&p);
+    in_process::text_run(&p.subject(), &contract.expected_text).await;
     assert!(p.record().pid.is_some(), "the fake CLI was not run");
 }
 
-/// A tool run reports the call and its result with canonical keys.
+/// A tool run reports the call and its result with canonical keys
+/// ([`in_process::check_tool_call_keys`]).
 pub async fn check_tool_call_keys(contract: &AdapterContract) {
     let p = prepare(contract, &contract.tool);
-    execute(&p).await.expect("tool run must succeed");
-    let events = p.recorded.events();
-    let started = events.iter().find(|e| e.kind == EventKind::ToolCallStarted).expect("no tool_call_started");
-    for key in [keys::TOOL_CALL_ID, keys::TOOL_NAME, keys::TOOL_INPUT] {
-        assert!(started.data.contains_key(key), "tool_call_started lacks {key}: {:?}", started.data);
+    in_process::tool_run(&p.subject()).await;
+}
+
+/// A run cancelled before it starts returns `Err(Cancelled)`, reports nothing and never
+/// starts the CLI ([`in_process::check_cancel_before_start`]).
+pub async fn check_cancel_before_start(contract: &AdapterContract) {
+    let p = prepare(contract, &contract.text);
+    in_process::cancelled_before_start(&p.subject()).await;
+    assert!(p.record().pid.is_none(), "the CLI was started for a cancelled run");
+}
+
+/// Per-run options (`ExecuteRequest::options`) are validated by the adapter before the CLI
+/// starts: an unknown key and a value of the wrong type are `validation_error`
+/// (`details.reason` `unknown_option` / `invalid_option`), nothing is reported, nothing runs.
+pub async fn check_run_options_are_validated(contract: &AdapterContract) {
+    for (key, value, reason) in [
+        ("asm_contract_unknown", serde_json::json!(1), "unknown_option"),
+        ("model", serde_json::json!(42), "invalid_option"),
+    ] {
+        let mut p = prepare(contract, &contract.text);
+        p.request.options.insert(key.to_owned(), value);
+        let err = execute(&p).await.expect_err("a bad run option must fail the run");
+        assert_eq!(err.code(), ErrorCode::ValidationError, "{key}: {err:?}");
+        assert_eq!(err.details()["option"], key, "{err:?}");
+        assert_eq!(err.details()["reason"], reason, "{err:?}");
+        assert!(p.recorded.events().is_empty(), "{key}: events reported");
+        assert!(p.record().pid.is_none(), "{key}: the CLI was started");
     }
-    let done = events
-        .iter()
-        .find(|e| matches!(e.kind, EventKind::ToolCallCompleted | EventKind::ToolCallFailed))
-        .expect("no tool_call_completed / tool_call_failed");
-    for key in [keys::TOOL_CALL_ID, keys::TOOL_NAME, keys::TOOL_OUTPUT] {
-        assert!(done.data.contains_key(key), "{:?} lacks {key}: {:?}", done.kind, done.data);
-    }
-    assert_eq!(done.data[keys::TOOL_CALL_ID], started.data[keys::TOOL_CALL_ID]);
-    assert_shapes(&p);
-    assert_no_lifecycle(&p.recorded);
 }
 
 /// Unknown JSON lines and non-JSON lines are kept as `provider_raw` events
@@ -460,21 +463,8 @@ fn hanging(contract: &AdapterContract, sigint: SignalAction, sigterm: SignalActi
 
 async fn cancel_case(contract: &AdapterContract, script: FakeScript, max: Duration) {
     let p = prepare(contract, &script);
-    let cancel = p.request.cancel.clone();
-    let adapter = Arc::clone(&p.adapter);
-    let (request, sink) = (p.request.clone(), p.sink.clone());
-    let task = tokio::spawn(async move { adapter.execute(request, sink).await });
-    wait_first_event(&p).await;
-    let pgid = wait_pid(&p).await;
-    let started = Instant::now();
-    let emitted_before = p.recorded.events().len();
-    cancel.cancel();
-    let result = tokio::time::timeout(BOUND, task).await.expect("execute did not return after cancel").expect("join");
-    let err = result.expect_err("a cancelled run must return Err");
-    assert_eq!(err.code(), ErrorCode::Cancelled, "{err:?}");
-    assert!(started.elapsed() < max, "cancel took {:?}", started.elapsed());
-    assert_eq!(p.recorded.events().len(), emitted_before, "events emitted after cancel");
-    assert_no_lifecycle(&p.recorded);
+    in_process::cancel_mid_run(&p.subject(), max).await;
+    let pgid = p.record().pid.expect("the fake CLI was not run");
     assert_group_gone(pgid).await;
 }
 
@@ -612,6 +602,8 @@ pub async fn check_validate_config(contract: &AdapterContract) {
 pub async fn run_all(contract: &AdapterContract) {
     check_text_run(contract).await;
     check_tool_call_keys(contract).await;
+    check_cancel_before_start(contract).await;
+    check_run_options_are_validated(contract).await;
     check_unknown_lines_are_raw_events(contract).await;
     check_raw_lines_never_change_the_transcript(contract).await;
     check_cancel_mid_stream(contract).await;

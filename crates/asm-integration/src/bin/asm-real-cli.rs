@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use asm_core::{ErrorCode, EventKind, Role, Run, RunInput, Session, SessionId, TranscriptBuilder, keys};
 use asm_integration::{Api, FakeServer, Scenario, TEXT_REPLY, tool_followup_text};
 use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
-use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder};
+use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder, ClaudeBuilderExt};
 use asm_provider_cli::CliEnv;
-use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, SandboxMode};
+use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, SandboxMode};
 use asm_runtime::{
     Continuation, ForkContinuation, ForkPoint, NewSession, ReplayReason, RunOptions, RunResult, SessionManager,
 };
@@ -109,6 +109,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
     let cases: Vec<(&str, CaseFuture<'_>)> = vec![
         ("claude/version", Box::pin(claude_version(env))),
         ("claude/text", Box::pin(claude_text(env))),
+        ("claude/run-options", Box::pin(claude_run_options(env))),
         ("claude/tool", Box::pin(claude_tool(env))),
         ("claude/resume", Box::pin(claude_resume(env))),
         ("claude/fork-native", Box::pin(claude_fork(env))),
@@ -119,6 +120,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("claude/http500-unavailable", Box::pin(claude_http_error(env, 500, ErrorCode::ProviderUnavailable, true))),
         ("codex/version", Box::pin(codex_version(codex))),
         ("codex/text", Box::pin(codex_text(codex))),
+        ("codex/run-options", Box::pin(codex_run_options(codex))),
         ("codex/tool", Box::pin(codex_tool(codex))),
         ("codex/resume", Box::pin(codex_resume(codex))),
         ("codex/fork-native", Box::pin(codex_fork(codex))),
@@ -340,6 +342,38 @@ async fn claude_text(env: &ClaudeEnv) -> CaseResult {
     ensure(reqs[0].header("x-api-key") == Some(API_KEY), || "x-api-key not sent".to_owned())?;
     assert_no_processes(&env.marker("text")).await?;
     Ok(format!("session {session}, {} events", kinds.len()))
+}
+
+/// A request carrying per-run options (what `RunOptions::adapter_option` sets).
+fn request_with_options(prompt: &str, options: Value) -> Result<ExecuteRequest, String> {
+    let Value::Object(options) = options else { return Err("options must be an object".to_owned()) };
+    Ok(request(prompt)?.options(options))
+}
+
+/// The body of the only model request of a run.
+fn only_model_request(server: &FakeServer) -> Result<Value, String> {
+    let reqs = server.model_requests();
+    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
+    reqs[0].body.clone().ok_or_else(|| "no request body recorded".to_owned())
+}
+
+/// Per-run `model` and `system_prompt` override the adapter's and reach the model request.
+async fn claude_run_options(env: &ClaudeEnv) -> CaseResult {
+    const SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
+    let adapter = env.adapter("run-options", |b| b.model("claude-haiku-4-5"));
+    let options = serde_json::json!({"model": "claude-sonnet-4-5", "system_prompt": SYSTEM, "max_turns": 2});
+    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", options)?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let body = only_model_request(&env.server)?;
+    ensure(body.get("model").and_then(Value::as_str) == Some("claude-sonnet-4-5"), || {
+        format!("model {:?}", body.get("model"))
+    })?;
+    let system = body.get("system").map(Value::to_string).unwrap_or_default();
+    ensure(system.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
+    assert_no_processes(&env.marker("run-options")).await?;
+    Ok("model and system prompt from the run's options".to_owned())
 }
 
 async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
@@ -747,6 +781,27 @@ async fn codex_text(env: &CodexEnv) -> CaseResult {
     ensure(reqs[0].header("authorization") == Some(auth.as_str()), || "bearer key not sent".to_owned())?;
     assert_no_processes(&env.marker("text")).await?;
     Ok(format!("thread {thread}, {} events", kinds.len()))
+}
+
+/// Per-run `model` and `system_prompt` (Codex's developer instructions) reach the model
+/// request.
+async fn codex_run_options(env: &CodexEnv) -> CaseResult {
+    const SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
+    let adapter = env.adapter("run-options", |b| b);
+    let options = serde_json::json!({"model": "gpt-5.6-sol", "system_prompt": SYSTEM});
+    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", options)?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    ensure(outcome.model.as_deref() == Some("gpt-5.6-sol"), || format!("outcome model {:?}", outcome.model))?;
+    let body = only_model_request(&env.server)?;
+    ensure(body.get("model").and_then(Value::as_str) == Some("gpt-5.6-sol"), || {
+        format!("model {:?}", body.get("model"))
+    })?;
+    let input = body.get("input").map(Value::to_string).unwrap_or_default();
+    ensure(input.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
+    assert_no_processes(&env.marker("run-options")).await?;
+    Ok("model and developer instructions from the run's options".to_owned())
 }
 
 async fn codex_tool(env: &CodexEnv) -> CaseResult {
