@@ -253,16 +253,16 @@ mod claude_cli {
         let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
         let session = manager.start_session(NewSession::new("claude")).await.unwrap();
         manager.activate_session(&session.id).await.unwrap();
-        let start = || manager.start_run(&session.id, RunInput::user("hello"), StartRunOptions::default());
+        let start = || manager.start_run(&session.id, RunInput::user("hello"), RunOptions::default());
         let run = start().await.unwrap();
-        let options = ExecuteOptions::default().adapter_option(run_option::MODEL, "claude-sonnet-4-5");
+        let options = RunOptions::default().adapter_option(run_option::MODEL, "claude-sonnet-4-5");
         manager.execute_run(&run.id, options).await.unwrap();
         let argv = asm_testkit::fake_cli::FakeRecord::read(dir.path()).argv;
         assert!(argv.windows(2).any(|w| w == ["--model", "claude-sonnet-4-5"]), "{argv:?}");
         assert!(argv.windows(2).any(|w| w == ["--permission-mode", "plan"]), "{argv:?}");
 
         let run = start().await.unwrap();
-        let err = manager.execute_run(&run.id, ExecuteOptions::default().adapter_option("temperature", 0.2)).await;
+        let err = manager.execute_run(&run.id, RunOptions::default().adapter_option("temperature", 0.2)).await;
         assert_eq!(err.unwrap_err().code(), ErrorCode::ValidationError);
     }
 }

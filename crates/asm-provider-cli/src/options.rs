@@ -84,7 +84,7 @@ impl fmt::Display for PermissionMode {
 
 /// The per-run options every CLI adapter reads from
 /// [`ExecuteRequest::options`](asm_ports::ExecuteRequest::options) (what
-/// `RunOptions::adapter_option` / `ExecuteOptions::adapter_option` of the runtime set). One list
+/// `RunOptions::adapter_option` / `RunOptions::adapter_option` of the runtime set). One list
 /// for all adapters, validated in one place ([`CliOptions::for_run`]):
 ///
 /// | key | JSON value | overrides |
