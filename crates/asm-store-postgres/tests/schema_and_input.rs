@@ -205,6 +205,9 @@ const CHILD_SESSION: &str = "ASM_PG_CHILD_SESSION";
 /// binary run again as a child, appending one event through a store of its own).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_is_woken_by_a_writer_in_another_process() {
+    if let (Ok(schema), Ok(session)) = (std::env::var(CHILD_SCHEMA), std::env::var(CHILD_SESSION)) {
+        return append_as_the_child(&schema, &session).await;
+    }
     let schema = TestSchema::new("cross_process");
     let store = schema.store().await;
     let session = Session::new("a").unwrap();
@@ -218,7 +221,7 @@ async fn a_reader_is_woken_by_a_writer_in_another_process() {
     common::eventually("the reader waits", || store.status().long_poll_readers == 1).await;
     let started = tokio::time::Instant::now();
     let child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "cross_process_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .args(["--exact", "a_reader_is_woken_by_a_writer_in_another_process", "--nocapture", "--test-threads", "1"])
         .env(CHILD_SCHEMA, &schema.name)
         .env(CHILD_SESSION, session.id.as_str())
         .output();
@@ -232,14 +235,11 @@ async fn a_reader_is_woken_by_a_writer_in_another_process() {
     assert_eq!(store.status().long_poll_readers, 0);
 }
 
-/// The child side of [`a_reader_is_woken_by_a_writer_in_another_process`]: run by it, never
-/// on its own.
-#[tokio::test]
-#[ignore = "the child process of a_reader_is_woken_by_a_writer_in_another_process"]
-async fn cross_process_child() {
-    let schema = std::env::var(CHILD_SCHEMA).expect("run only as the child of the cross-process test");
-    let session = SessionId::parse(&std::env::var(CHILD_SESSION).expect("session")).unwrap();
-    let options = asm_store_postgres::PostgresOptions::new(&common::url()).unwrap().schema(&schema).unwrap();
+/// The child side of [`a_reader_is_woken_by_a_writer_in_another_process`]: the same test run
+/// again with the child's variables set appends one event through a store of its own.
+async fn append_as_the_child(schema: &str, session: &str) {
+    let session = SessionId::parse(session).unwrap();
+    let options = asm_store_postgres::PostgresOptions::new(&common::url()).unwrap().schema(schema).unwrap();
     let store = common::open(options).await;
     let event = Event::new(EventKind::MessageReceived, session).with_data("from", "child");
     store.append_event(event).await.unwrap();
