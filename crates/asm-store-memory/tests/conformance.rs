@@ -24,35 +24,7 @@ macro_rules! checks {
     };
 }
 
-checks! {
-    check_session_round_trip,
-    check_list_sessions_filters,
-    check_list_sessions_pagination,
-    check_delete_session_cascades,
-    check_run_round_trip,
-    check_list_runs,
-    check_terminal_run_is_final,
-    check_sequences_start_at_one_and_are_contiguous,
-    check_duplicate_event_ids,
-    check_batch_atomicity,
-    check_compare_and_append,
-    check_cursor_bounds,
-    check_since_is_inclusive,
-    check_cursor_filters_compose,
-    check_query_validation,
-    check_stored_fields_unchanged,
-    check_get_events_without_wait_is_immediate,
-    check_long_poll_returns_immediately_when_data_exists,
-    check_long_poll_wakes_on_append,
-    check_long_poll_times_out_empty,
-    check_long_poll_ignores_unrelated_appends,
-    check_flush_persists_and_merges_metadata,
-    check_invalid_flush_writes_nothing,
-    check_run_status_only_moves_forward,
-    check_flush_expected_status,
-    check_no_event_after_terminal_run,
-    check_event_size_cap,
-}
+asm_testkit::for_each_store_check!(checks);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_concurrent_appends() {

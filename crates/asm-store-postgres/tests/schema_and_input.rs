@@ -238,11 +238,13 @@ async fn a_reader_is_woken_by_a_writer_in_another_process() {
 /// The child side of [`a_reader_is_woken_by_a_writer_in_another_process`]: the same test run
 /// again with the child's variables set appends one event through a store of its own.
 async fn append_as_the_child(schema: &str, session: &str) {
-    let session = SessionId::parse(session).unwrap();
-    let options = asm_store_postgres::PostgresOptions::new(&common::url()).unwrap().schema(schema).unwrap();
+    let session = SessionId::parse(session).expect("the parent passes a valid session id");
+    let options = asm_store_postgres::PostgresOptions::new(&common::url())
+        .and_then(|options| options.schema(schema))
+        .expect("the test server's options");
     let store = common::open(options).await;
     let event = Event::new(EventKind::MessageReceived, session).with_data("from", "child");
-    store.append_event(event).await.unwrap();
+    store.append_event(event).await.expect("the child's append");
 }
 
 /// Concurrent appends of many sessions are committed together; refusals among them (a stale

@@ -45,6 +45,50 @@ use asm_ports::{DynSessionStore, EventQuery, ExecutionRecord, RunQuery, SessionQ
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 
+/// Calls the caller's macro `$m!` with the names of every check that takes a `&dyn
+/// SessionStore` (all but [`check_concurrent_appends`] and
+/// [`check_long_poll_follows_concurrent_writers`], which take a shared handle), so each store's
+/// tests generate one test per check from one list:
+///
+/// ```text
+/// macro_rules! checks { ($($name:ident),* $(,)?) => { $( #[tokio::test] async fn $name() { /* ... */ } )* } }
+/// asm_testkit::for_each_store_check!(checks);
+/// ```
+#[macro_export]
+macro_rules! for_each_store_check {
+    ($m:ident) => {
+        $m! {
+        check_session_round_trip,
+        check_list_sessions_filters,
+        check_list_sessions_pagination,
+        check_delete_session_cascades,
+        check_run_round_trip,
+        check_list_runs,
+        check_terminal_run_is_final,
+        check_sequences_start_at_one_and_are_contiguous,
+        check_duplicate_event_ids,
+        check_batch_atomicity,
+        check_compare_and_append,
+        check_cursor_bounds,
+        check_since_is_inclusive,
+        check_cursor_filters_compose,
+        check_query_validation,
+        check_stored_fields_unchanged,
+        check_get_events_without_wait_is_immediate,
+        check_long_poll_returns_immediately_when_data_exists,
+        check_long_poll_wakes_on_append,
+        check_long_poll_times_out_empty,
+        check_long_poll_ignores_unrelated_appends,
+        check_flush_persists_and_merges_metadata,
+        check_invalid_flush_writes_nothing,
+        check_run_status_only_moves_forward,
+        check_flush_expected_status,
+        check_no_event_after_terminal_run,
+        check_event_size_cap,
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // run_all
 // ---------------------------------------------------------------------------------------------
