@@ -20,7 +20,7 @@ mod store;
 
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
-pub use hook::{HookAction, RunContext, RunFinish, RunHook};
+pub use hook::{HookAction, RunContext, RunControl, RunFinish, RunHook};
 pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};
 pub use store::{
     EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt,

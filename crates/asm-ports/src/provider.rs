@@ -261,6 +261,11 @@ pub struct ExecuteOutcome {
     pub turns: u32,
     /// Extra data for the run record.
     pub metadata: JsonMap,
+    /// The adapter that actually served the run, when it is not the adapter the runtime called
+    /// (a router serving through one of its adapters). The run records it as its provider, and
+    /// the session handle and [`provider_state`](Self::provider_state) are kept under its name.
+    /// A failing router says the same with the error detail `provider`.
+    pub provider: Option<String>,
     /// Provider state kept beside the session handle, in the stored session's
     /// `metadata.provider_sessions.<provider>`, and so handed back to the adapter on the next run
     /// in [`ExecuteRequest::session`] (for example Codex's thread-cumulative usage, needed to
@@ -301,6 +306,12 @@ impl ExecuteOutcome {
     #[must_use]
     pub fn stop_reason(mut self, reason: impl Into<String>) -> Self {
         self.stop_reason = Some(reason.into());
+        self
+    }
+    /// Sets [`ExecuteOutcome::provider`]: the adapter that served the run.
+    #[must_use]
+    pub fn served_by(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
         self
     }
     /// Adds an entry to [`ExecuteOutcome::provider_state`].

@@ -14,7 +14,7 @@ use asm_core::{
 };
 use asm_ports::{
     EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HookAction, ProviderEvent, RunContext,
-    RunFinish, RunHook, SessionStoreExt,
+    RunControl, RunFinish, RunHook, SessionStoreExt,
 };
 
 use crate::manager::{ActiveRun, CancelRequest, RUNTIME_PROVIDER, SessionManager};
@@ -55,6 +55,15 @@ impl Drop for Registration {
     }
 }
 
+/// The accumulated non-event parts of the hooks' [`HookAction`]s.
+#[derive(Default)]
+struct HookRequests {
+    adapter_options: JsonMap,
+    run_metadata: JsonMap,
+    output_extra: JsonMap,
+    cost_usd: Option<f64>,
+}
+
 /// State shared between the execution and the event sink handed to the adapter.
 struct Shared {
     manager: SessionManager,
@@ -62,7 +71,10 @@ struct Shared {
     hooks: Vec<Arc<dyn RunHook>>,
     on_event: Option<EventCallback>,
     cancel: asm_ports::CancellationToken,
-    abort: Mutex<Option<Error>>,
+    /// Shared with [`RunContext::control`], so a hook may abort from any task.
+    abort: Arc<Mutex<Option<Error>>>,
+    /// What the hooks asked for beyond events (see [`HookAction`]).
+    requested: Mutex<HookRequests>,
     events: Mutex<Vec<Event>>,
     correlation_id: Option<String>,
 }
@@ -160,13 +172,22 @@ impl Execution {
         }
         self.run.transition(RunStatus::Running)?;
 
+        let abort = Arc::new(Mutex::new(None));
+        let control = {
+            let (abort, cancel) = (abort.clone(), self.active.cancel.clone());
+            RunControl::new(move |error| {
+                abort.lock().get_or_insert(error);
+                cancel.cancel();
+            })
+        };
         let shared = Arc::new(Shared {
             manager: self.manager.clone(),
-            ctx: RunContext::new(self.session.clone(), self.run.clone(), provider.clone()),
+            ctx: RunContext::new(self.session.clone(), self.run.clone(), provider.clone()).with_control(control),
             hooks: std::mem::take(&mut self.options.hooks),
             on_event: self.options.on_event.clone(),
             cancel: self.active.cancel.clone(),
-            abort: Mutex::new(None),
+            abort,
+            requested: Mutex::new(HookRequests::default()),
             events: Mutex::new(Vec::new()),
             correlation_id: self
                 .run
@@ -245,8 +266,10 @@ impl Execution {
     async fn call_provider(&self, shared: &Arc<Shared>) -> Result<ExecuteOutcome> {
         let adapter = self.manager.inner.adapter.clone();
         let timeout = self.options.effective_timeout();
+        let mut options = self.options.adapter_options.clone();
+        options.extend(std::mem::take(&mut shared.requested.lock().adapter_options));
         let mut request = ExecuteRequest::new(self.session.clone(), self.run.clone())
-            .options(self.options.adapter_options.clone())
+            .options(options)
             .deadline(Instant::now() + timeout)
             .cancel_token(self.active.cancel.clone());
         request.transcript = self.transcript.clone();
@@ -333,11 +356,17 @@ impl Execution {
             }
             (_, result) => result,
         };
-        let provider = self.manager.inner.adapter.name().to_owned();
+        let requested = std::mem::take(&mut *shared.requested.lock());
+        let provider = served_by(&result).unwrap_or_else(|| self.manager.inner.adapter.name().to_owned());
         self.run.provider = Some(provider.clone());
+        self.run.metadata.extend(requested.run_metadata);
         let mut session_patch = JsonMap::new();
         let (terminal, mut outcome_error) = match result {
-            Ok(outcome) => {
+            Ok(mut outcome) => {
+                outcome.output.extra.extend(requested.output_extra);
+                if outcome.cost_usd.is_none() {
+                    outcome.cost_usd = requested.cost_usd;
+                }
                 let mut data = JsonMap::new();
                 data.insert(
                     keys::STOP_REASON.into(),
@@ -386,6 +415,12 @@ impl Execution {
                 self.run.fail(error.clone())?;
                 let mut terminal = terminal_event(&self.run, &error, reason.as_deref());
                 keep_reported_usage(&mut self.run, &mut terminal, &shared.events.lock());
+                if self.run.cost_usd.is_none()
+                    && let Some(cost) = requested.cost_usd
+                {
+                    self.run.cost_usd = Some(cost);
+                    terminal.data.insert(keys::TOTAL_COST_USD.into(), cost.into());
+                }
                 terminal.correlation_id = shared.correlation_id.clone();
                 (terminal, Some((error, request)))
             }
@@ -550,11 +585,29 @@ impl Shared {
             event.metadata = provider_event.metadata;
             self.persist(event).await?;
         }
+        {
+            let mut requested = self.requested.lock();
+            requested.adapter_options.extend(action.adapter_options);
+            requested.run_metadata.extend(action.run_metadata);
+            requested.output_extra.extend(action.output_extra);
+            if action.cost_usd.is_some() {
+                requested.cost_usd = action.cost_usd;
+            }
+        }
         if let Some(error) = action.abort {
             self.abort.lock().get_or_insert(error);
             self.cancel.cancel();
         }
         Ok(())
+    }
+}
+
+/// The adapter that served the run when the called one delegated (a router): from the outcome,
+/// or from a failure's `provider` detail.
+fn served_by(result: &Result<ExecuteOutcome>) -> Option<String> {
+    match result {
+        Ok(outcome) => outcome.provider.clone(),
+        Err(error) => error.details().get(keys::PROVIDER).and_then(|v| v.as_str()).map(str::to_owned),
     }
 }
 

@@ -34,6 +34,7 @@ pub enum ScriptStep {
 /// How a [`ScriptedAdapter`]'s execution ends after its steps.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant, reason = "one per script; boxing would burden every test that writes one")]
 pub enum ScriptEnd {
     /// Return this outcome.
     Succeed(ExecuteOutcome),
