@@ -108,6 +108,8 @@ pub struct Frame {
 pub struct SseClient {
     body: Incoming,
     buffer: Vec<u8>,
+    /// Where the unparsed part of `buffer` starts (parsed frames are dropped in bulk).
+    start: usize,
     pub status: u16,
     pub content_type: String,
 }
@@ -129,15 +131,16 @@ impl SseClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        Self { body: response.into_body(), buffer: Vec::new(), status, content_type }
+        Self { body: response.into_body(), buffer: Vec::new(), start: 0, status, content_type }
     }
 
     /// The next frame (comments included), or `None` when the stream ended.
     pub async fn next_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                let text = String::from_utf8(raw).expect("SSE is UTF-8");
+            if let Some(end) = self.buffer[self.start..].windows(2).position(|w| w == b"\n\n") {
+                let raw = &self.buffer[self.start..self.start + end];
+                self.start += end + 2;
+                let text = std::str::from_utf8(raw).expect("SSE is UTF-8").to_owned();
                 let mut frame = Frame::default();
                 let mut data = Vec::new();
                 for line in text.lines() {
@@ -155,6 +158,10 @@ impl SseClient {
                 }
                 frame.data = data.join("\n");
                 return Some(frame);
+            }
+            if self.start > 0 {
+                self.buffer.drain(..self.start);
+                self.start = 0;
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
