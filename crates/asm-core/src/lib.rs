@@ -20,6 +20,7 @@
 pub mod capability;
 mod error;
 mod event;
+mod event_json;
 mod id;
 pub mod provider_error;
 mod run;
@@ -32,6 +33,7 @@ pub use capability::{
 };
 pub use error::{Error, ErrorCategory, ErrorCode, Result};
 pub use event::{Event, EventGroup, EventKind, EventRecord, JsonMap, keys};
+pub use event_json::EventJson;
 pub use id::{EventId, RunId, SessionId};
 pub use provider_error::{ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
 pub use run::{InputMessage, Role, Run, RunInput, RunOutput, RunStatus};
