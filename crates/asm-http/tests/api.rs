@@ -84,13 +84,8 @@ async fn session_run_and_events_round_trip() {
 
     let (_, page) = json(server.addr, "GET", &format!("/v1/sessions/{id}/events?after=2&limit=2"), None).await;
     assert_eq!(page.as_array().unwrap().iter().map(|e| e["sequence"].as_u64().unwrap()).collect::<Vec<_>>(), [3, 4]);
-    let (_, filtered) = json(
-        server.addr,
-        "GET",
-        &format!("/v1/sessions/{id}/events?kind=run_started&kind=run_completed"),
-        None,
-    )
-    .await;
+    let (_, filtered) =
+        json(server.addr, "GET", &format!("/v1/sessions/{id}/events?kind=run_started&kind=run_completed"), None).await;
     let filtered: Vec<&str> = filtered.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(filtered, ["run_started", "run_completed"]);
     let (_, by_comma) =
@@ -134,7 +129,8 @@ async fn errors_are_json_with_fitting_statuses() {
     let server = Running::start(builder().max_queued_runs(1)).await;
     let addr = server.addr;
     let missing = "ses_0123456789abcdef0123456789abcdef";
-    for path in [format!("/v1/sessions/{missing}"), "/v1/sessions/garbage".into(), "/v1/runs/run_x".into(), "/v1/nope".into()]
+    for path in
+        [format!("/v1/sessions/{missing}"), "/v1/sessions/garbage".into(), "/v1/runs/run_x".into(), "/v1/nope".into()]
     {
         let (status, body) = json(addr, "GET", &path, None).await;
         assert_eq!(status, 404, "{path}: {body}");
@@ -255,9 +251,12 @@ async fn serve_refuses_a_public_address_without_a_token() {
 #[tokio::test]
 async fn web_view_assets_are_embedded() {
     let server = Running::start(builder()).await;
-    for (path, kind) in
-        [("/", "text/html"), ("/sessions/ses_x", "text/html"), ("/assets/app.js", "text/javascript"), ("/assets/app.css", "text/css")]
-    {
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/sessions/ses_x", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+    ] {
         let response = send(server.addr, request("GET", server.addr, path, None)).await;
         assert_eq!(response.status(), 200, "{path}");
         let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
@@ -276,9 +275,16 @@ async fn openapi_document_is_served_and_checked_in() {
     assert_eq!(status, 200);
     let generated = serde_json::to_value(asm_http::openapi()).unwrap();
     assert_eq!(served, generated);
-    for path in ["/v1/health", "/v1/sessions", "/v1/sessions/{id}", "/v1/sessions/{id}/runs", "/v1/runs/{id}",
-        "/v1/runs/{id}/cancel", "/v1/sessions/{id}/events", "/v1/sessions/{id}/events/stream"]
-    {
+    for path in [
+        "/v1/health",
+        "/v1/sessions",
+        "/v1/sessions/{id}",
+        "/v1/sessions/{id}/runs",
+        "/v1/runs/{id}",
+        "/v1/runs/{id}/cancel",
+        "/v1/sessions/{id}/events",
+        "/v1/sessions/{id}/events/stream",
+    ] {
         assert!(generated["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");

@@ -92,7 +92,8 @@ async fn frames_heartbeat_and_last_event_id() {
     expect_event(&filtered.next_event(WAIT).await, 8);
 
     // Errors: unknown session 404, bad Last-Event-ID 400, both as JSON before any stream.
-    let missing = SseClient::connect(server.addr, &format!("/v1/sessions/{}/events/stream", SessionId::new()), None).await;
+    let missing =
+        SseClient::connect(server.addr, &format!("/v1/sessions/{}/events/stream", SessionId::new()), None).await;
     assert_eq!(missing.status, 404);
     let bad = common::send(server.addr, {
         let mut req = common::request("GET", server.addr, &path, None);

@@ -91,7 +91,8 @@ pub async fn json(
     let response = send(addr, request(method, addr, path, body)).await;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    let value = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+    let value =
+        if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
     (status, value)
 }
 
@@ -116,21 +117,15 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(addr: SocketAddr, path: &str, last_event_id: Option<u64>) -> Self {
-        let mut builder = Request::builder()
-            .uri(path)
-            .header("host", addr.to_string())
-            .header("accept", "text/event-stream");
+        let mut builder =
+            Request::builder().uri(path).header("host", addr.to_string()).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             builder = builder.header("last-event-id", id.to_string());
         }
         let response = send(addr, builder.body(Full::new(Bytes::new())).expect("request")).await;
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         Self { body: response.into_body(), buffer: Vec::new(), start: 0, status, content_type }
     }
 
@@ -192,7 +187,8 @@ impl SseClient {
 /// Waits (bounded, through the event stream) for the run's terminal event, then returns the
 /// run as `GET /v1/runs/{id}` shows it.
 pub async fn await_terminal(addr: SocketAddr, session_id: &str, run_id: &str) -> serde_json::Value {
-    let path = format!("/v1/sessions/{session_id}/events/stream?kind=run_completed,run_failed,run_cancelled,run_timeout");
+    let path =
+        format!("/v1/sessions/{session_id}/events/stream?kind=run_completed,run_failed,run_cancelled,run_timeout");
     let mut stream = SseClient::connect(addr, &path, None).await;
     assert_eq!(stream.status, 200);
     loop {
