@@ -1,4 +1,5 @@
 //! The REST endpoints against a real server on 127.0.0.1 (memory store, scripted adapters).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

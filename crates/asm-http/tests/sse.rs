@@ -1,5 +1,6 @@
 //! Server-Sent Events: framing, heartbeat, `Last-Event-ID` resume (also across a restart on
 //! the durable redb store), errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
