@@ -28,6 +28,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-codex",
     "provider-amp",
     "runtime",
+    "redaction",
     "testkit",
     "full",
 ];

@@ -103,6 +103,13 @@ pub mod runtime {
     pub use asm_runtime::*;
 }
 
+/// Secret redaction before persistence (`redaction`): wrap any store with
+/// [`RedactExt::redacted`](redact::RedactExt::redacted).
+#[cfg(feature = "redaction")]
+pub mod redact {
+    pub use asm_redact::*;
+}
+
 /// The test kit (`testkit`).
 #[cfg(feature = "testkit")]
 pub mod testkit {
