@@ -28,6 +28,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-codex",
     "provider-amp",
     "runtime",
+    "routing",
     "testkit",
     "full",
 ];
@@ -41,6 +42,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("redb_store", "store-redb,runtime"),
     ("custom_adapter", "store-memory,runtime"),
     ("custom_hook", "store-memory,runtime"),
+    ("provider_routing", "store-memory,runtime,routing"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]
