@@ -43,6 +43,8 @@ pub const ROUTING_METADATA: &str = "routing";
 /// the handle still holds the whole conversation (see [`ProviderRouter`], continuation).
 const ROUTED_SEQ: &str = "routed_seq";
 const ROUTED_HANDLE: &str = "routed_handle";
+/// Error detail marking an attempt that ended on the runtime's sink error (not failed over).
+const SINK_ERROR: &str = "routing_sink_error";
 
 /// The default router name, recorded only where no adapter served the run.
 pub const DEFAULT_ROUTER_NAME: &str = "router";
@@ -571,7 +573,11 @@ impl Inner {
                     );
                     return Ok(outcome);
                 }
-                Err(error) if error.code() == ErrorCode::Cancelled || request.cancel.is_cancelled() => {
+                Err(error)
+                    if error.code() == ErrorCode::Cancelled
+                        || request.cancel.is_cancelled()
+                        || error.details().get(SINK_ERROR).is_some() =>
+                {
                     return Err(error
                         .with_detail(keys::PROVIDER, entry.id.clone())
                         .with_detail(ROUTING_METADATA, routing));
@@ -655,12 +661,25 @@ impl Inner {
         let mut guard =
             AttemptGuard { router: self, run_id: request.run.id.clone(), adapter_id: entry.id.clone(), settled: false };
         let inner_sink = sink.clone();
+        let adapter_id = entry.id.clone();
+        // An error the runtime's sink returned (a store failure, a late event) is not the
+        // adapter's failure: it neither fails over nor counts against the adapter's health.
+        let sink_error: Arc<Mutex<Option<ErrorCode>>> = Arc::default();
+        let seen = sink_error.clone();
         let tagged = EventSink::new(move |mut event: ProviderEvent| {
             for (key, value) in &routing {
                 event.metadata.insert(key.clone(), value.clone());
             }
-            let inner = inner_sink.clone();
-            async move { inner.emit(event).await }.boxed()
+            event.provider = Some(adapter_id.clone());
+            let (inner, seen) = (inner_sink.clone(), seen.clone());
+            async move {
+                let result = inner.emit(event).await;
+                if let Err(error) = &result {
+                    seen.lock().get_or_insert(error.code());
+                }
+                result
+            }
+            .boxed()
         });
         let started = Instant::now();
         tracing::debug!("attempt started");
@@ -671,10 +690,15 @@ impl Inner {
                 format!("provider adapter {} panicked: {}", entry.id, panic_message(panic.as_ref())),
             )),
         };
+        let from_sink = *sink_error.lock();
         let verdict = match &result {
             Ok(_) => Verdict::Success,
-            Err(error) if error.code() == ErrorCode::Cancelled => Verdict::Neutral,
+            Err(error) if error.code() == ErrorCode::Cancelled || from_sink == Some(error.code()) => Verdict::Neutral,
             Err(_) => Verdict::Failure,
+        };
+        let result = match (result, from_sink) {
+            (Err(error), Some(code)) if code == error.code() => Err(error.with_detail(SINK_ERROR, true)),
+            (result, _) => result,
         };
         self.record(&entry.id, &verdict);
         guard.settled = true;

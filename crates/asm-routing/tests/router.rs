@@ -145,7 +145,9 @@ async fn a_retryable_error_fails_over_and_the_run_records_the_provider_that_serv
         assert_eq!(event.metadata["failover_from"], "claude");
         assert_eq!(event.metadata["failover_reason"], "provider_rate_limited");
         assert_eq!(event.metadata["routing_candidates"], json!(["claude", "codex"]));
+        assert_eq!(event.provider.as_deref(), Some("codex"), "stored under the served provider, not the router");
     }
+    assert_eq!(first.provider.as_deref(), Some("claude"));
     let session_record = manager.get_session(&session).await.unwrap();
     assert!(session_record.metadata["provider_sessions"].get("router").is_none());
 }
@@ -340,8 +342,7 @@ async fn cancel_reaches_the_adapter_serving_the_attempt_and_no_further_attempt_s
     assert!(spare.requests().is_empty(), "no attempt after a cancel");
     let stored = manager.get_run(&run.id).await.unwrap();
     assert_eq!(stored.status, RunStatus::Cancelled);
-    // The runtime replaces a cancelled run's error with its own `cancelled` (dropping the
-    // router's `provider` detail), so the served provider is not asserted here; the events say it.
+    assert_eq!(stored.provider.as_deref(), Some("codex"), "a cancelled run keeps the served provider");
     let events = manager.session_events(&session, EventQuery::new().run(run.id.clone())).await.unwrap();
     assert!(events.iter().any(|e| e.metadata.get("routed_provider") == Some(&json!("codex"))));
     assert!(router.status().active_runs.is_empty());
@@ -610,4 +611,20 @@ mod mocked {
         assert_eq!(result.run.metadata["routing"]["failover_from"], "a");
         assert_eq!(result.run.metadata["routing"]["failover_reason"], "provider_unavailable");
     }
+}
+
+#[tokio::test]
+async fn a_failure_of_the_runtimes_sink_is_neither_failed_over_nor_held_against_the_adapter() {
+    use futures::FutureExt;
+    let a = ScriptedAdapter::replying("a").named("a");
+    let b = ScriptedAdapter::replying("b").named("b");
+    let router = ProviderRouter::builder().adapter(a.clone()).adapter(b.clone()).build().unwrap();
+    let session = asm_core::Session::new("agent").unwrap();
+    let run = asm_core::Run::new(session.id.clone(), RunInput::user("x"));
+    let sink = EventSink::new(|_| async { Err(Error::new(ErrorCode::StorageConnectionFailed, "store down")) }.boxed());
+    let error = router.execute(ExecuteRequest::new(session, run), sink).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::StorageConnectionFailed);
+    assert_eq!(a.requests().len(), 1);
+    assert!(b.requests().is_empty(), "a store failure is not a reason to try another provider");
+    assert_eq!(router.status().adapters[0].health.failure_count, 0);
 }
