@@ -21,12 +21,12 @@ pub enum BreakerState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BreakerConfig {
-    /// Consecutive failures that open a closed breaker (at least 1) [5].
+    /// Consecutive failures that open a closed breaker (at least 1) (default 5).
     pub failure_threshold: u32,
-    /// How long an open breaker refuses calls before letting probes through [30 s].
+    /// How long an open breaker refuses calls before letting probes through (default 30 s).
     #[serde(with = "duration_ms", rename = "cooldown_ms")]
     pub cooldown: Duration,
-    /// Probe calls allowed at once while half-open (at least 1) [1].
+    /// Probe calls allowed at once while half-open (at least 1) (default 1).
     pub half_open_max_probes: u32,
 }
 

@@ -19,7 +19,7 @@ pub const ROUTING_OPTION: &str = "routing";
 /// | `required_capabilities` | list of `"tool"` / `{"type": "tool", "name": "bash"}` | only adapters whose current capabilities satisfy all |
 /// | `sticky_session_id` | string | route to the adapter that last served this id, while its binding lasts |
 /// | `sticky` | bool | `true`: the session id is the sticky id |
-/// | `native_resume` | bool [true] | `false`: always replay the transcript, never resume an adapter's own provider session |
+/// | `native_resume` | bool (default true) | `false`: always replay the transcript, never resume an adapter's own provider session |
 ///
 /// Unknown keys and values of the wrong shape are typed errors, nothing is run.
 ///

@@ -202,7 +202,7 @@ impl ProviderRouterBuilder {
         self.policy = policy;
         self
     }
-    /// How long an adapter is skipped after a failure [30 s].
+    /// How long an adapter is skipped after a failure (default 30 s).
     pub fn health_cooldown(mut self, cooldown: Duration) -> Self {
         self.health_cooldown = cooldown;
         self
@@ -212,7 +212,7 @@ impl ProviderRouterBuilder {
         self.breaker = Some(config);
         self
     }
-    /// How long a sticky binding lasts after the run that made it [5 min]. This router's own
+    /// How long a sticky binding lasts after the run that made it (default 5 min). This router's own
     /// TTL (the original used a global setting instead).
     pub fn sticky_ttl(mut self, ttl: Duration) -> Self {
         self.sticky_ttl = ttl;
