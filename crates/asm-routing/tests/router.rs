@@ -628,3 +628,15 @@ async fn a_failure_of_the_runtimes_sink_is_neither_failed_over_nor_held_against_
     assert!(b.requests().is_empty(), "a store failure is not a reason to try another provider");
     assert_eq!(router.status().adapters[0].health.failure_count, 0);
 }
+
+#[test]
+fn public_types_are_send_sync_and_the_router_is_a_cheap_handle() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<ProviderRouter>();
+    assert_send_sync::<RouterStatus>();
+    assert_send_sync::<asm_routing::CircuitBreaker>();
+    assert_send_sync::<RoutingPolicy>();
+    assert_send_sync::<RoutingOptions>();
+    assert_send_sync::<asm_routing::RoutingError>();
+    assert_eq!(std::mem::size_of::<ProviderRouter>(), std::mem::size_of::<usize>());
+}
