@@ -640,3 +640,29 @@ fn public_types_are_send_sync_and_the_router_is_a_cheap_handle() {
     assert_send_sync::<asm_routing::RoutingError>();
     assert_eq!(std::mem::size_of::<ProviderRouter>(), std::mem::size_of::<usize>());
 }
+
+#[tokio::test]
+async fn a_fallback_adapter_resumes_its_own_current_handle() {
+    let claude = ScriptedAdapter::new().named("claude").failing(rate_limited());
+    let codex = ScriptedAdapter::new()
+        .named("codex")
+        .with_native_resume()
+        .end(ScriptEnd::Succeed(ExecuteOutcome::text("from codex").provider_session("thread-1")));
+    let router = ProviderRouter::builder().adapter(claude.clone()).adapter(codex.clone()).build().unwrap();
+    let manager = SessionManager::new(InMemorySessionStore::new(), router);
+    let session = active_session(&manager).await;
+    let prefer = |id: &str| {
+        RunOptions::new()
+            .continuation(Continuation::Auto)
+            .adapter_option(ROUTING_OPTION, RoutingOptions::new().prefer([id]).to_json())
+    };
+    run_with(&manager, &session, "one", prefer("codex")).await.unwrap();
+    let result = run_with(&manager, &session, "two", prefer("claude")).await.unwrap();
+    assert_eq!(result.run.provider.as_deref(), Some("codex"));
+    assert_eq!(result.run.metadata["routing"]["failover_from"], "claude");
+    let claude_request = &claude.requests()[0];
+    assert!(claude_request.transcript.is_some() && claude_request.resume.is_none(), "claude replays");
+    let fallback = &codex.requests()[1];
+    assert_eq!(fallback.resume.as_deref(), Some("thread-1"), "the fallback resumes its own thread");
+    assert!(fallback.transcript.is_none());
+}
