@@ -29,6 +29,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-amp",
     "runtime",
     "redaction",
+    "routing",
     "testkit",
     "full",
 ];
@@ -42,6 +43,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("redb_store", "store-redb,runtime"),
     ("custom_adapter", "store-memory,runtime"),
     ("custom_hook", "store-memory,runtime"),
+    ("provider_routing", "store-memory,runtime,routing"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]

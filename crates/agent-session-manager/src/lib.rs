@@ -18,6 +18,8 @@
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
+//! | `routing` | `ProviderRouter`, in `routing`: one adapter over several, with policies, health, circuit breakers, sticky sessions and failover |
+//! | `redaction` | `RedactingStore` / `RedactExt::redacted`, in `redact`: secrets replaced before any store persists an event |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `full` | everything above |
 //!
@@ -110,6 +112,13 @@ pub mod redact {
     pub use asm_redact::*;
 }
 
+/// Provider routing (`routing`): [`ProviderRouter`](routing::ProviderRouter) is a
+/// `ProviderAdapter` over named adapters, with failover on retryable errors.
+#[cfg(feature = "routing")]
+pub mod routing {
+    pub use asm_routing::*;
+}
+
 /// The test kit (`testkit`).
 #[cfg(feature = "testkit")]
 pub mod testkit {
@@ -148,6 +157,9 @@ pub mod prelude {
     pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]
     pub use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexBuilderExt, SandboxMode};
+
+    #[cfg(feature = "routing")]
+    pub use asm_routing::{BreakerConfig, ProviderRouter, RoutingOptions, RoutingPolicy, Strategy};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
