@@ -40,8 +40,17 @@ const REFUSED_WORDS: &[&str] = &["for", "case", "select", "function", "coproc"];
 struct Word {
     text: String,
     started: bool,
-    quoted: bool,
+    /// Where in `text` quoting began (a quoted word is never a reserved word, and an
+    /// assignment needs its name and `=` unquoted).
+    first_quote: Option<usize>,
     expansion: bool,
+}
+
+impl Word {
+    fn quote(&mut self) {
+        self.started = true;
+        self.first_quote.get_or_insert(self.text.len());
+    }
 }
 
 struct Parser<'a> {
@@ -65,17 +74,17 @@ impl Parser<'_> {
         if !self.expecting_name {
             return Ok(());
         }
-        if !word.quoted {
-            let text = word.text.as_str();
+        let text = word.text.as_str();
+        if word.first_quote.is_none() {
             if PREFIX_WORDS.contains(&text) || END_WORDS.contains(&text) {
                 return Ok(());
             }
             if REFUSED_WORDS.contains(&text) {
                 return Err(unparseable(&format!("the compound command '{text}'"), self.line));
             }
-            if is_assignment(text) {
-                return Ok(());
-            }
+        }
+        if is_assignment(text) && text.find('=') < word.first_quote.or(Some(usize::MAX)) {
+            return Ok(());
         }
         if word.expansion || word.text.contains(['*', '?', '[', '{', '}']) {
             return Err(unparseable("a command name built by an expansion", self.line));
@@ -145,14 +154,12 @@ pub fn command_names(line: &str) -> Result<Vec<String>> {
                 let Some(end) = chars[i + 1..].iter().position(|&x| x == '\'') else {
                     return Err(unparseable("an unterminated quote", line));
                 };
+                p.word.quote();
                 p.word.text.extend(&chars[i + 1..i + 1 + end]);
-                p.word.started = true;
-                p.word.quoted = true;
                 i += end + 1;
             }
             '"' => {
-                p.word.started = true;
-                p.word.quoted = true;
+                p.word.quote();
                 let mut j = i + 1;
                 loop {
                     match chars.get(j) {
@@ -184,9 +191,8 @@ pub fn command_names(line: &str) -> Result<Vec<String>> {
                 match chars.get(i + 1) {
                     Some('\n') | None => {}
                     Some(&n) => {
+                        p.word.quote();
                         p.word.text.push(n);
-                        p.word.started = true;
-                        p.word.quoted = true;
                     }
                 }
                 i += 1;
@@ -200,7 +206,7 @@ pub fn command_names(line: &str) -> Result<Vec<String>> {
                 if chars.get(i + 1) == Some(&'<') && c == '<' {
                     return Err(unparseable("a here-document", line));
                 }
-                if p.word.started && !p.word.quoted && p.word.text.chars().all(|d| d.is_ascii_digit()) {
+                if p.word.started && p.word.first_quote.is_none() && p.word.text.chars().all(|d| d.is_ascii_digit()) {
                     // `2>`: the digits are the descriptor, not a word.
                     p.word = Word::default();
                 } else {
