@@ -56,8 +56,7 @@ pub enum ProviderName {
 
 impl ProviderName {
     /// Every provider name.
-    pub const ALL: &'static [ProviderName] =
-        &[
+    pub const ALL: &'static [ProviderName] = &[
         ProviderName::Claude,
         ProviderName::Codex,
         ProviderName::Amp,

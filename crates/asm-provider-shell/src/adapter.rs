@@ -313,15 +313,8 @@ async fn execute(config: &ShellConfig, request: ExecuteRequest, sink: EventSink)
         }
     };
     tracing::debug!(pid = process.pid(), command = %invocation.display(), "command started");
-    let mut running = Running {
-        config,
-        sink: &sink,
-        control,
-        process,
-        tool_call_id,
-        tool_input: prepared.tool_input,
-        started,
-    };
+    let mut running =
+        Running { config, sink: &sink, control, process, tool_call_id, tool_input: prepared.tool_input, started };
     let mut capture = OutputCapture::new(config.max_output_bytes);
     let started_event = ProviderEvent::new(EventKind::ToolCallStarted)
         .data(keys::TOOL_CALL_ID, running.tool_call_id.clone())
@@ -344,7 +337,8 @@ async fn execute(config: &ShellConfig, request: ExecuteRequest, sink: EventSink)
                 None => "the run's deadline".to_owned(),
             };
             let message = format!("Command timed out after {limit}");
-            let pe = exit.provider_error(ProviderName::Shell, ProviderErrorKind::Timeout, &message, config.stderr_limits);
+            let pe =
+                exit.provider_error(ProviderName::Shell, ProviderErrorKind::Timeout, &message, config.stderr_limits);
             let mut error = provider_failure(ErrorCode::Timeout, pe)
                 .with_detail("reason", "command_timeout")
                 .with_detail("exit_code", TIMEOUT_EXIT_CODE);
@@ -371,7 +365,10 @@ async fn execute(config: &ShellConfig, request: ExecuteRequest, sink: EventSink)
     let duration_ms = running.duration_ms();
     match exit_code.filter(|code| config.is_success(*code)) {
         Some(code) => {
-            running.emit(running.tool_event(EventKind::ToolCallCompleted, Value::Object(output))).await.map_err(stop_error)?;
+            running
+                .emit(running.tool_event(EventKind::ToolCallCompleted, Value::Object(output)))
+                .await
+                .map_err(stop_error)?;
             let received = ProviderEvent::new(EventKind::MessageReceived)
                 .data(keys::CONTENT, capture.text())
                 .data(keys::ROLE, "tool");
@@ -389,14 +386,18 @@ async fn execute(config: &ShellConfig, request: ExecuteRequest, sink: EventSink)
         None => {
             let message = match exit.signal() {
                 Some(signal) => format!("Command was killed by signal {signal}"),
-                None => format!("Command exited with code {}", exit_code.map_or_else(|| "unknown".into(), |c| c.to_string())),
+                None => format!(
+                    "Command exited with code {}",
+                    exit_code.map_or_else(|| "unknown".into(), |c| c.to_string())
+                ),
             };
             let first_stderr = exit.stderr.lines().find(|l| !l.trim().is_empty()).map(str::trim);
             let full = match first_stderr {
                 Some(line) => format!("{message}: {}", line.chars().take(200).collect::<String>()),
                 None => message,
             };
-            let pe = exit.provider_error(ProviderName::Shell, ProviderErrorKind::TransportExit, &full, config.stderr_limits);
+            let pe =
+                exit.provider_error(ProviderName::Shell, ProviderErrorKind::TransportExit, &full, config.stderr_limits);
             let mut error = provider_failure(ErrorCode::ProviderError, pe)
                 .with_detail("reason", "command_failed")
                 .with_detail("duration_ms", duration_ms)
@@ -404,7 +405,10 @@ async fn execute(config: &ShellConfig, request: ExecuteRequest, sink: EventSink)
             if let Some(code) = exit_code {
                 error = error.with_detail("exit_code", code);
             }
-            running.emit(running.tool_event(EventKind::ToolCallFailed, Value::Object(output))).await.map_err(stop_error)?;
+            running
+                .emit(running.tool_event(EventKind::ToolCallFailed, Value::Object(output)))
+                .await
+                .map_err(stop_error)?;
             running.emit(error_event(&error)).await.map_err(stop_error)?;
             Err(error)
         }

@@ -75,7 +75,9 @@ pub fn command_basename(command: &str) -> &str {
 }
 
 pub(crate) fn config_error(option: &str, message: impl Into<String>) -> Error {
-    Error::new(ErrorCode::ValidationError, message).with_detail("option", option).with_detail("reason", "invalid_option")
+    Error::new(ErrorCode::ValidationError, message)
+        .with_detail("option", option)
+        .with_detail("reason", "invalid_option")
 }
 
 impl ShellConfig {

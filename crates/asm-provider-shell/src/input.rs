@@ -106,7 +106,7 @@ impl ShellInvocation {
         if text.starts_with('{')
             && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text)
         {
-            if !map.get("command").and_then(Value::as_str).is_some_and(|c| !c.trim().is_empty()) {
+            if map.get("command").and_then(Value::as_str).is_none_or(|c| c.trim().is_empty()) {
                 return Err(Error::new(ErrorCode::ValidationError, "input.command is required")
                     .with_detail("reason", "missing_command"));
             }
@@ -114,8 +114,9 @@ impl ShellInvocation {
             return Ok(invocation);
         }
         if text.is_empty() {
-            return Err(Error::new(ErrorCode::ValidationError, "the shell input is empty")
-                .with_detail("reason", "empty_input"));
+            return Err(
+                Error::new(ErrorCode::ValidationError, "the shell input is empty").with_detail("reason", "empty_input")
+            );
         }
         invocation.form = ShellForm::Shell(text.to_owned());
         Ok(invocation)
@@ -126,9 +127,14 @@ impl ShellInvocation {
             return Err(option_error(key, "unknown_option", format!("unknown {what} key {key:?}"))
                 .with_detail("known", RUN_OPTIONS.to_vec()));
         }
-        let invalid = |key: &str, expected: &str| option_error(key, "invalid_option", format!("{what} {key} must be {expected}"));
+        let invalid =
+            |key: &str, expected: &str| option_error(key, "invalid_option", format!("{what} {key} must be {expected}"));
         if let Some(value) = map.get("command").filter(|v| !v.is_null()) {
-            let command = value.as_str().map(str::trim).filter(|c| !c.is_empty()).ok_or_else(|| invalid("command", "a non-empty string"))?;
+            let command = value
+                .as_str()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| invalid("command", "a non-empty string"))?;
             let args = match map.get("args") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(items)) => items
@@ -142,7 +148,8 @@ impl ShellInvocation {
             return Err(invalid("args", "given with a command"));
         }
         if let Some(value) = map.get("cwd").filter(|v| !v.is_null()) {
-            let cwd = value.as_str().filter(|c| !c.trim().is_empty()).ok_or_else(|| invalid("cwd", "a directory path"))?;
+            let cwd =
+                value.as_str().filter(|c| !c.trim().is_empty()).ok_or_else(|| invalid("cwd", "a directory path"))?;
             self.cwd = Some(PathBuf::from(cwd));
         }
         if let Some(value) = map.get("env").filter(|v| !v.is_null()) {

@@ -127,13 +127,7 @@ fn is_assignment(word: &str) -> bool {
 /// parser cannot check (see the [module docs](self)).
 pub fn command_names(line: &str) -> Result<Vec<String>> {
     let chars: Vec<char> = line.chars().collect();
-    let mut p = Parser {
-        line,
-        names: Vec::new(),
-        expecting_name: true,
-        skip_next_word: false,
-        word: Word::default(),
-    };
+    let mut p = Parser { line, names: Vec::new(), expecting_name: true, skip_next_word: false, word: Word::default() };
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
@@ -247,9 +241,7 @@ pub fn command_names(line: &str) -> Result<Vec<String>> {
 pub fn check_command(command: &str, config: &ShellConfig) -> Result<()> {
     let name = command_basename(command);
     let refuse = |reason: &str, message: String| {
-        Err(Error::new(ErrorCode::PolicyViolation, message)
-            .with_detail("command", name)
-            .with_detail("reason", reason))
+        Err(Error::new(ErrorCode::PolicyViolation, message).with_detail("command", name).with_detail("reason", reason))
     };
     if config.denied_commands.iter().any(|d| d == name) {
         return refuse("denied", format!("Command '{name}' is denied"));

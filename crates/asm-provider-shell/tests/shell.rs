@@ -37,7 +37,10 @@ fn request(text: &str) -> ExecuteRequest {
     ExecuteRequest::new(session, run)
 }
 
-async fn run(adapter: &ShellAdapter, request: ExecuteRequest) -> (asm_core::Result<ExecuteOutcome>, Vec<ProviderEvent>) {
+async fn run(
+    adapter: &ShellAdapter,
+    request: ExecuteRequest,
+) -> (asm_core::Result<ExecuteOutcome>, Vec<ProviderEvent>) {
     let (sink, seen) = sink(&request.session);
     let result = tokio::time::timeout(BOUND, adapter.execute(request, sink)).await.expect("execute hung");
     let events = seen.lock().unwrap().clone();
