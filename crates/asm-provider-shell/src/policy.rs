@@ -111,6 +111,17 @@ fn is_assignment(word: &str) -> bool {
 
 /// The simple commands a POSIX shell string runs, as written (quotes removed), in order.
 ///
+/// Every simple command of the line is found across `;`, `&`, `&&`, `|`, `||` and newlines,
+/// behind assignments (`A=1 cmd`), redirections (`>out cmd`, `2>&1`) and the reserved words
+/// that prefix a command (`if`, `then`, `else`, `elif`, `while`, `until`, `do`, `!`, `{`).
+/// Refused, because they cannot be checked without running a shell: command substitution
+/// (`$(..)`, backticks), subshells and function definitions (`(`, `)`), here-documents (`<<`),
+/// `for` / `case` / `select` / `function` / `coproc`, unterminated quotes, and a command name
+/// built by an expansion (`$cmd`, globs, braces).
+///
+/// A command that runs its arguments as commands (`env`, `xargs`, `sh`, `eval`, `exec`, `sudo`,
+/// `find -exec` ...) allows whatever it is given: keep such names off an allow list.
+///
 /// ```
 /// use asm_provider_shell::command_names;
 /// assert_eq!(command_names("ls -la; rm -rf x").unwrap(), ["ls", "rm"]);
@@ -124,7 +135,7 @@ fn is_assignment(word: &str) -> bool {
 ///
 /// # Errors
 /// [`ErrorCode::ValidationError`] with `details.reason = "unparseable_command"` for what the
-/// parser cannot check (see the [module docs](self)).
+/// parser cannot check (`details.construct` names it).
 pub fn command_names(line: &str) -> Result<Vec<String>> {
     let chars: Vec<char> = line.chars().collect();
     let mut p = Parser { line, names: Vec::new(), expecting_name: true, skip_next_word: false, word: Word::default() };
