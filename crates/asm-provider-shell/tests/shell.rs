@@ -339,3 +339,27 @@ async fn a_signal_death_fails_with_128_plus_the_signal() {
     assert_eq!(err.provider_error().and_then(|pe| pe.exit_code), Some(137), "{err:?}");
     assert!(err.message().contains("signal 9"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_hello_through_the_session_manager() {
+    let manager = SessionManager::new(InMemorySessionStore::new(), ShellAdapter::new());
+    let once = manager.run_once(RunInput::user("echo hello"), RunOptions::default()).await.unwrap();
+    assert_eq!(once.output().content, "hello\n");
+    let events = manager.session_events(&once.session_id, EventQuery::new()).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().filter(|e| e.run_id.is_some()).map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::RunStarted,
+            EventKind::MessageSent,
+            EventKind::ToolCallStarted,
+            EventKind::MessageStreamed,
+            EventKind::ToolCallCompleted,
+            EventKind::MessageReceived,
+            EventKind::RunCompleted,
+        ]
+    );
+    let completed = events.iter().find(|e| e.kind == EventKind::RunCompleted).unwrap();
+    assert_eq!(completed.data[keys::STOP_REASON], "exit_code_0");
+    assert!(events.iter().filter(|e| e.run_id.is_some()).all(|e| e.provider.as_deref() != Some("unknown")));
+}
