@@ -27,6 +27,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-claude",
     "provider-codex",
     "provider-amp",
+    "provider-shell",
     "runtime",
     "redaction",
     "routing",

@@ -16,6 +16,7 @@
 //! | `provider-claude` | `ClaudeAdapter`, in `provider::claude` (Claude Code CLI, stream-json) |
 //! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
+//! | `provider-shell` | `ShellAdapter`, in `provider::shell` (the run's input as a `sh -c` command or an argv) |
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `routing` | `ProviderRouter`, in `routing`: one adapter over several, with policies, health, circuit breakers, sticky sessions and failover |
@@ -75,7 +76,12 @@ pub mod store {
 pub mod provider {
     /// The CLI adapter core every CLI provider is built on (any `provider-*` feature): the
     /// environment, limits, permission modes and per-run option keys the builders take.
-    #[cfg(any(feature = "provider-claude", feature = "provider-codex", feature = "provider-amp"))]
+    #[cfg(any(
+        feature = "provider-claude",
+        feature = "provider-codex",
+        feature = "provider-amp",
+        feature = "provider-shell"
+    ))]
     pub mod cli {
         pub use asm_provider_cli::*;
     }
@@ -96,6 +102,12 @@ pub mod provider {
     #[cfg(feature = "provider-amp")]
     pub mod amp {
         pub use asm_provider_amp::*;
+    }
+
+    /// The shell adapter (`provider-shell`): runs the input as a command.
+    #[cfg(feature = "provider-shell")]
+    pub mod shell {
+        pub use asm_provider_shell::*;
     }
 }
 
@@ -153,10 +165,17 @@ pub mod prelude {
     pub use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
     #[cfg(feature = "provider-claude")]
     pub use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt};
-    #[cfg(any(feature = "provider-claude", feature = "provider-codex", feature = "provider-amp"))]
+    #[cfg(any(
+        feature = "provider-claude",
+        feature = "provider-codex",
+        feature = "provider-amp",
+        feature = "provider-shell"
+    ))]
     pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]
     pub use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexBuilderExt, SandboxMode};
+    #[cfg(feature = "provider-shell")]
+    pub use asm_provider_shell::ShellAdapter;
 
     #[cfg(feature = "routing")]
     pub use asm_routing::{BreakerConfig, ProviderRouter, RoutingOptions, RoutingPolicy, Strategy};
