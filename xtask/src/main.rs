@@ -29,6 +29,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-amp",
     "runtime",
     "testkit",
+    "http",
     "full",
 ];
 /// The facade's examples, each with the features it needs; every one runs offline in CI.
