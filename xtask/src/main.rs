@@ -32,6 +32,7 @@ const FACADE_FEATURES: &[&str] = &[
     "redaction",
     "routing",
     "testkit",
+    "http",
     "full",
 ];
 /// The facade's examples, each with the features it needs; every one runs offline in CI.

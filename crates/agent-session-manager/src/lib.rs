@@ -22,6 +22,7 @@
 //! | `routing` | `ProviderRouter`, in `routing`: one adapter over several, with policies, health, circuit breakers, sticky sessions and failover |
 //! | `redaction` | `RedactingStore` / `RedactExt::redacted`, in `redact`: secrets replaced before any store persists an event |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
+//! | `http` | the HTTP API, in [`http`](mod@http): [`ApiServer`](http::ApiServer), an axum `Router` with REST, resumable Server-Sent Events, OpenAPI and the web view (what `asm serve` runs); implies `runtime` |
 //! | `full` | everything above |
 //!
 //! ```
@@ -135,6 +136,32 @@ pub mod routing {
 #[cfg(feature = "testkit")]
 pub mod testkit {
     pub use asm_testkit::*;
+}
+
+/// The HTTP API (`http`): [`ApiServer`](http::ApiServer) serves sessions, runs and events
+/// over REST and Server-Sent Events (resumable by `Last-Event-ID`), its OpenAPI document and
+/// the embedded web view, on one store and a set of provider adapters. Mount
+/// [`ApiServer::router`](http::ApiServer::router) in your own axum application or let
+/// [`ApiServer::serve`](http::ApiServer::serve) run it (loopback only without a token).
+///
+/// ```
+/// # #[cfg(feature = "store-memory")] {
+/// use agent_session_manager::http::ApiServer;
+/// use agent_session_manager::store::memory::InMemorySessionStore;
+/// use asm_testkit::ScriptedAdapter;
+///
+/// let api = ApiServer::builder()
+///     .store(InMemorySessionStore::new())
+///     .adapter("scripted", ScriptedAdapter::replying("Hi!"))
+///     .build()?;
+/// assert_eq!(api.providers(), ["scripted"]);
+/// let _router = api.router(); // GET /v1/health, /v1/sessions, ..., / (the web view)
+/// # }
+/// # Ok::<(), agent_session_manager::core::Error>(())
+/// ```
+#[cfg(feature = "http")]
+pub mod http {
+    pub use asm_http::*;
 }
 
 /// The names most programs need, in one import.
