@@ -17,10 +17,13 @@ use crate::types::RollbackReport;
 
 /// Read buffer size for hashing.
 const CHUNK: usize = 256 * 1024;
-/// A file whose modification time is this close to (or after) the previous scan's start is
-/// hashed again even when its metadata is unchanged: file systems with coarse timestamps could
-/// otherwise hide a same-size write that happened right after that scan (git's "racy clean").
-const RACY_WINDOW: Duration = Duration::from_secs(2);
+/// A file whose modification or change time is this close to (or after) the previous scan's
+/// start is hashed again even when its metadata is unchanged (git's "racy clean"): a same-size
+/// write right after that scan could otherwise keep the same timestamps. File systems with
+/// nanosecond timestamps still stamp with a coarse kernel clock (a few ms).
+const RACY_WINDOW_FINE: Duration = Duration::from_millis(50);
+/// The same for timestamps without sub-second part (FAT, some network file systems).
+const RACY_WINDOW_COARSE: Duration = Duration::from_secs(2);
 
 /// What the walk skips.
 #[derive(Clone, Debug, Default)]
@@ -55,7 +58,7 @@ pub(crate) struct FileEntry {
     hash: [u8; 32],
 }
 
-/// The metadata that says "unchanged" (with [`RACY_WINDOW`]).
+/// The metadata that says "unchanged" (outside the racy window).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stamp {
     mtime: (i64, i64),
@@ -78,10 +81,16 @@ impl Stamp {
         };
         Self { mtime: since(meta.modified()), ctime: (0, 0), inode: 0 }
     }
-    fn mtime(&self) -> SystemTime {
-        let secs = u64::try_from(self.mtime.0).unwrap_or(0);
-        let nanos = u32::try_from(self.mtime.1).unwrap_or(0);
-        SystemTime::UNIX_EPOCH + Duration::new(secs, nanos)
+    /// Whether this stamp can be trusted against a scan that started at `scan_started`.
+    fn settled_before(&self, scan_started: SystemTime) -> bool {
+        let window = if self.mtime.1 == 0 && self.ctime.1 == 0 { RACY_WINDOW_COARSE } else { RACY_WINDOW_FINE };
+        self.latest() + window < scan_started
+    }
+    /// The later of the modification and change times.
+    fn latest(&self) -> SystemTime {
+        let (secs, nanos) = self.mtime.max(self.ctime);
+        SystemTime::UNIX_EPOCH
+            + Duration::new(u64::try_from(secs).unwrap_or(0), u32::try_from(nanos).unwrap_or(0))
     }
 }
 
@@ -121,6 +130,8 @@ pub(crate) struct HashState {
     files: BTreeMap<String, FileEntry>,
     /// When the walk started (for the racy-clean rule of the next incremental scan).
     scan_started: SystemTime,
+    /// How many files this scan read (the others kept the previous snapshot's hash).
+    pub(crate) files_hashed: usize,
     pub(crate) stash: Option<ContentStash>,
 }
 
@@ -191,9 +202,9 @@ pub(crate) fn scan(
 ) -> WorkspaceResult<HashState> {
     let scan_started = SystemTime::now();
     let stash = if stash { Some(ContentStash::new()?) } else { None };
-    let trusted_before = previous.map(|p| p.scan_started.checked_sub(RACY_WINDOW).unwrap_or(SystemTime::UNIX_EPOCH));
     let mut files = BTreeMap::new();
     let mut buffer = vec![0_u8; CHUNK];
+    let mut files_hashed = 0;
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
         let absolute = root.join(&dir);
@@ -236,16 +247,22 @@ pub(crate) fn scan(
                 continue;
             }
             let kind = EntryKind::File { mode: mode_of(&meta) };
-            let reusable = match (previous, trusted_before) {
-                (Some(previous), Some(trusted_before)) if stash.is_none() => previous.files.get(&rel_text).filter(|old| {
-                    old.kind == kind && old.size == meta.len() && old.stamp == stamp && stamp.mtime() < trusted_before
+            let reusable = match previous {
+                Some(previous) if stash.is_none() => previous.files.get(&rel_text).filter(|old| {
+                    old.kind == kind
+                        && old.size == meta.len()
+                        && old.stamp == stamp
+                        && stamp.settled_before(previous.scan_started)
                 }),
                 _ => None,
             };
             let hash = match reusable {
                 Some(old) => old.hash,
                 None => match hash_file(&path, &mut buffer, stash.as_ref()) {
-                    Ok(hash) => hash,
+                    Ok(hash) => {
+                        files_hashed += 1;
+                        hash
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(WorkspaceError::io(path, &e)),
                 },
@@ -253,7 +270,7 @@ pub(crate) fn scan(
             files.insert(rel_text, FileEntry { rel, kind, size: meta.len(), stamp, hash });
         }
     }
-    Ok(HashState { files, scan_started, stash })
+    Ok(HashState { files, scan_started, files_hashed, stash })
 }
 
 /// sha256 of a file's content, streaming; with a stash, the content is copied into it as well.

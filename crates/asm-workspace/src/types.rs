@@ -142,7 +142,8 @@ pub struct Snapshot {
     pub captured_at: Timestamp,
     /// Backend specifics. Git: `head_ref` (the `HEAD` commit), `branch` (the symbolic ref, absent
     /// when detached), `tree`, `dirty`, `includes_untracked: true`. Hash: `file_count`,
-    /// `total_bytes`.
+    /// `total_bytes`, `files_hashed` (files read by this scan; the others kept the previous
+    /// snapshot's hash).
     pub metadata: JsonMap,
     /// Whether it keeps what a rollback to it needs.
     pub restorable: bool,

@@ -227,7 +227,8 @@ impl Workspace {
 
     /// A snapshot taken knowing an earlier one of the same workspace: the hash backend reads
     /// only files whose size, modification/change time or inode differ from `previous` (and
-    /// files modified within two seconds of it, whose timestamps cannot be trusted).
+    /// files modified just before it, within the file system's timestamp granularity, whose
+    /// timestamps cannot be trusted).
     ///
     /// # Errors
     /// As [`snapshot`](Self::snapshot); `previous` of another workspace or backend.
@@ -269,6 +270,7 @@ impl Workspace {
                 .map_err(|e| WorkspaceError::Io { path: self.root.clone(), message: format!("scan task failed: {e}") })??;
                 metadata.insert("file_count".into(), state.file_count().into());
                 metadata.insert("total_bytes".into(), state.total_bytes().into());
+                metadata.insert("files_hashed".into(), state.files_hashed.into());
                 (state.reference(), SnapshotState::Hash(Arc::new(state)))
             }
         };
