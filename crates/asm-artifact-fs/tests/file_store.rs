@@ -60,7 +60,9 @@ async fn list_by_prefix_sorted_and_nested() {
 #[tokio::test]
 async fn invalid_keys_are_typed_errors_and_touch_nothing() {
     let (dir, store) = store();
-    for key in ["", "/etc/passwd", "..", "../escape", "a/../../b", "a//b", "a/", "a\\b", ".hidden", "a/.tmp", "sp ace", "ü"] {
+    for key in
+        ["", "/etc/passwd", "..", "../escape", "a/../../b", "a//b", "a/", "a\\b", ".hidden", "a/.tmp", "sp ace", "ü"]
+    {
         for error in [
             store.put(key, b"x".to_vec()).await.unwrap_err(),
             store.get(key).await.unwrap_err(),

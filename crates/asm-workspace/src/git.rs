@@ -100,8 +100,10 @@ where
         pipe.write_all(&input).await.map_err(|e| WorkspaceError::Git { command: describe(), output: e.to_string() })?;
         drop(pipe);
     }
-    let output =
-        child.wait_with_output().await.map_err(|e| WorkspaceError::Git { command: describe(), output: e.to_string() })?;
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| WorkspaceError::Git { command: describe(), output: e.to_string() })?;
     if output.status.success() {
         return Ok(output.stdout);
     }
@@ -162,10 +164,13 @@ impl GitRepo {
     async fn head(&self) -> WorkspaceResult<(String, String, Option<String>)> {
         let out = match self.run(["rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name", "HEAD"], None).await {
             Ok(out) => out,
-            Err(WorkspaceError::Git { .. })
-                if self.run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], None).await.is_err() =>
-            {
-                return Err(WorkspaceError::NoCommits { path: self.toplevel.clone() });
+            Err(error @ WorkspaceError::Git { .. }) => {
+                // Still a repository (not deleted meanwhile) whose HEAD does not resolve?
+                let still_a_repo = self.run(["rev-parse", "--show-toplevel"], None).await.is_ok();
+                if still_a_repo && self.run(["rev-parse", "--verify", "-q", "HEAD^{commit}"], None).await.is_err() {
+                    return Err(WorkspaceError::NoCommits { path: self.toplevel.clone() });
+                }
+                return Err(error);
             }
             Err(other) => return Err(other),
         };
@@ -217,7 +222,12 @@ impl GitRepo {
             head.clone()
         } else {
             one_line(
-                &self.run(["commit-tree", "--no-gpg-sign", tree.as_str(), "-p", head.as_str(), "-m", SNAPSHOT_MESSAGE], None).await?,
+                &self
+                    .run(
+                        ["commit-tree", "--no-gpg-sign", tree.as_str(), "-p", head.as_str(), "-m", SNAPSHOT_MESSAGE],
+                        None,
+                    )
+                    .await?,
             )
         };
         Ok((reference, GitState { head, branch, head_tree, tree, index_tree }))
@@ -285,7 +295,8 @@ impl GitRepo {
                     self.run(["update-ref", "-m", "asm rollback", branch.as_str(), to.head.as_str()], None).await?;
                 }
                 None => {
-                    self.run(["update-ref", "--no-deref", "-m", "asm rollback", "HEAD", to.head.as_str()], None).await?;
+                    self.run(["update-ref", "--no-deref", "-m", "asm rollback", "HEAD", to.head.as_str()], None)
+                        .await?;
                 }
             }
             head_reset = true;

@@ -35,7 +35,9 @@ pub(crate) struct HashRules {
 
 impl HashRules {
     fn excluded(&self, rel: &str) -> bool {
-        self.excluded.iter().any(|root| rel == root || (rel.starts_with(root.as_str()) && rel.as_bytes()[root.len()] == b'/'))
+        self.excluded
+            .iter()
+            .any(|root| rel == root || (rel.starts_with(root.as_str()) && rel.as_bytes()[root.len()] == b'/'))
     }
     fn ignored(&self, rel: &str) -> bool {
         self.excluded(rel) || self.globs.iter().any(|g| g.matches(rel))
@@ -75,9 +77,9 @@ impl Stamp {
     #[cfg(not(unix))]
     fn of(meta: &fs::Metadata) -> Self {
         let since = |t: io::Result<SystemTime>| {
-            t.ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or((0, 0), |d| {
-                (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos()))
-            })
+            t.ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or((0, 0), |d| (i64::try_from(d.as_secs()).unwrap_or(i64::MAX), i64::from(d.subsec_nanos())))
         };
         Self { mtime: since(meta.modified()), ctime: (0, 0), inode: 0 }
     }
@@ -89,8 +91,7 @@ impl Stamp {
     /// The later of the modification and change times.
     fn latest(&self) -> SystemTime {
         let (secs, nanos) = self.mtime.max(self.ctime);
-        SystemTime::UNIX_EPOCH
-            + Duration::new(u64::try_from(secs).unwrap_or(0), u32::try_from(nanos).unwrap_or(0))
+        SystemTime::UNIX_EPOCH + Duration::new(u64::try_from(secs).unwrap_or(0), u32::try_from(nanos).unwrap_or(0))
     }
 }
 

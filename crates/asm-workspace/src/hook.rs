@@ -170,9 +170,8 @@ impl WorkspaceHook {
     /// [`ErrorCode::ValidationError`](asm_core::ErrorCode::ValidationError): an unknown key or
     /// strategy, a wrongly typed value, invalid ignore paths.
     pub fn from_json(path: impl Into<PathBuf>, config: &Value) -> Result<Self> {
-        let parsed: JsonConfig = serde_json::from_value(config.clone()).map_err(|e| {
-            Error::from(WorkspaceError::InvalidOption { option: "workspace", message: e.to_string() })
-        })?;
+        let parsed: JsonConfig = serde_json::from_value(config.clone())
+            .map_err(|e| Error::from(WorkspaceError::InvalidOption { option: "workspace", message: e.to_string() }))?;
         let mut hook = Self::new(path);
         if let Some(strategy) = parsed.strategy {
             hook = hook.strategy(strategy.parse()?);
@@ -333,7 +332,8 @@ impl WorkspaceHook {
         if let Some(patch) = patch.filter(|p| !p.is_empty()) {
             let bytes = patch.len() as u64;
             diff.patch_bytes = Some(bytes);
-            let store = config.artifact_store.as_ref().filter(|_| config.always_store_patch || bytes > config.max_patch_bytes);
+            let store =
+                config.artifact_store.as_ref().filter(|_| config.always_store_patch || bytes > config.max_patch_bytes);
             if let Some(store) = store {
                 let key = patch_key(&diff);
                 store.put(&key, patch).await?;

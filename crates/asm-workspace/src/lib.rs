@@ -59,7 +59,5 @@ pub use asm_artifact_fs::FileArtifactStore;
 pub use error::{WorkspaceError, WorkspaceResult};
 pub use git::SAFETY_REF_PREFIX;
 pub use hook::{DEFAULT_MAX_PATCH_BYTES, MAX_SUMMARY_PATHS, WorkspaceHook};
-pub use types::{
-    BackendKind, Diff, DiffOptions, DiffSummary, RollbackReport, Snapshot, SnapshotLabel, Strategy,
-};
+pub use types::{BackendKind, Diff, DiffOptions, DiffSummary, RollbackReport, Snapshot, SnapshotLabel, Strategy};
 pub use workspace::{DEFAULT_EXCLUDED_ROOTS, Workspace, WorkspaceOptions};

@@ -10,9 +10,7 @@ use crate::error::{WorkspaceError, WorkspaceResult};
 use crate::git::{self, Discovery, GitRepo};
 use crate::glob::Glob;
 use crate::hash::{self, HashRules, HashState};
-use crate::types::{
-    BackendKind, Diff, DiffOptions, RollbackReport, Snapshot, SnapshotLabel, SnapshotState, Strategy,
-};
+use crate::types::{BackendKind, Diff, DiffOptions, RollbackReport, Snapshot, SnapshotLabel, SnapshotState, Strategy};
 
 /// The roots the hash backend always skips (the original's `excluded_workspace_roots`).
 pub const DEFAULT_EXCLUDED_ROOTS: &[&str] = &[".git", "deps", "_build", "node_modules"];
@@ -100,7 +98,10 @@ impl WorkspaceOptions {
             }
         }
         if let Some(glob) = self.ignore_globs.iter().find(|g| g.is_empty()) {
-            return Err(WorkspaceError::InvalidOption { option: "ignore_globs", message: format!("{glob:?} is empty") });
+            return Err(WorkspaceError::InvalidOption {
+                option: "ignore_globs",
+                message: format!("{glob:?} is empty"),
+            });
         }
         Ok(())
     }
@@ -263,11 +264,13 @@ impl Workspace {
                     _ => None,
                 };
                 let (root, rules) = (self.root.clone(), rules.clone());
-                let state = tokio::task::spawn_blocking(move || {
-                    hash::scan(&root, &rules, previous.as_deref(), restorable)
-                })
-                .await
-                .map_err(|e| WorkspaceError::Io { path: self.root.clone(), message: format!("scan task failed: {e}") })??;
+                let state =
+                    tokio::task::spawn_blocking(move || hash::scan(&root, &rules, previous.as_deref(), restorable))
+                        .await
+                        .map_err(|e| WorkspaceError::Io {
+                            path: self.root.clone(),
+                            message: format!("scan task failed: {e}"),
+                        })??;
                 metadata.insert("file_count".into(), state.file_count().into());
                 metadata.insert("total_bytes".into(), state.total_bytes().into());
                 metadata.insert("files_hashed".into(), state.files_hashed.into());
@@ -431,7 +434,10 @@ impl Workspace {
                     hash::rollback(&root, &target, &current)
                 })
                 .await
-                .map_err(|e| WorkspaceError::Io { path: self.root.clone(), message: format!("rollback task failed: {e}") })?
+                .map_err(|e| WorkspaceError::Io {
+                    path: self.root.clone(),
+                    message: format!("rollback task failed: {e}"),
+                })?
             }
             _ => Err(WorkspaceError::BackendMismatch { from: to.backend, to: self.backend() }),
         }

@@ -57,7 +57,8 @@ async fn excluded_roots_ignore_paths_and_globs_are_honoured() {
     ] {
         write(dir.path(), rel, rel);
     }
-    let options = hash_options().ignore_path("target").ignore_path("tmp/cache").ignore_glob("*.log").ignore_glob("docs/**");
+    let options =
+        hash_options().ignore_path("target").ignore_path("tmp/cache").ignore_glob("*.log").ignore_glob("docs/**");
     let workspace = Workspace::open(dir.path(), options).await.unwrap();
     let files: Vec<String> = workspace.snapshot(None).await.unwrap().file_hashes().unwrap().into_keys().collect();
     assert_eq!(files, vec!["keep.log.txt", "src/main.rs"]);
