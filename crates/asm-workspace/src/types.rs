@@ -268,7 +268,7 @@ impl Diff {
 }
 
 /// Patch capture for [`Workspace::diff`](crate::Workspace::diff).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiffOptions {
     /// Produce the patch text (git only; default false, as the backend level of the original).
@@ -277,12 +277,6 @@ pub struct DiffOptions {
     /// [`Diff::patch_truncated`] set and [`Diff::patch_bytes`] telling its size (default
     /// unlimited: the hook applies its own cap and stores big patches as artifacts).
     pub max_patch_bytes: Option<u64>,
-}
-
-impl Default for DiffOptions {
-    fn default() -> Self {
-        Self { capture_patch: false, max_patch_bytes: None }
-    }
 }
 
 impl DiffOptions {

@@ -210,7 +210,7 @@ async fn rollback_restores_the_tree_head_and_index_and_removes_new_untracked_fil
     let report = workspace.rollback(&before, Some(&after)).await.unwrap();
     assert!(report.head_reset);
     assert_eq!(report.removed, vec!["created/deep/new.txt"]);
-    let safety = report.safety_ref.clone().unwrap();
+    let safety = report.safety_ref.unwrap();
     assert!(safety.starts_with(SAFETY_REF_PREFIX));
 
     assert_eq!(read(&root, "a.txt"), "a dirty\n");
