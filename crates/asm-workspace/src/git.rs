@@ -1,10 +1,12 @@
 //! The git backend (spec 8.3), driving the real `git` binary.
 //!
 //! A snapshot never touches `HEAD`, the real index or the work tree: it copies the real index
-//! into a temporary file (for its stat cache only), points `GIT_INDEX_FILE` at the copy, runs
-//! `read-tree -m HEAD` (the index becomes `HEAD`'s tree, keeping stat data where the content
-//! matches), `add -A` (tracked and untracked files, `.gitignore` respected) and `write-tree`; a
-//! tree that differs from `HEAD^{tree}` becomes a dangling commit (`commit-tree -p HEAD`).
+//! into a temporary file, points `GIT_INDEX_FILE` at the copy, runs `add -A` (tracked and
+//! untracked files, `.gitignore` respected; the copy's stat cache means only changed files are
+//! hashed) and `write-tree`; a tree that differs from `HEAD^{tree}` becomes a dangling commit
+//! (`commit-tree -p HEAD`). Without a real index the temporary one starts as `read-tree HEAD`.
+//! (The result equals `read-tree HEAD` + `add -A`, except that files force-added to the index
+//! despite `.gitignore` count as tracked, as `git add -A` would commit them.)
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -202,14 +204,16 @@ impl GitRepo {
             // Unmerged entries make write-tree fail: then there is no index tree to restore.
             index_tree = self.run(["write-tree"], Some(&index)).await.ok().map(|out| one_line(&out));
         }
-        // The stat cache of the copy makes `add -A` rehash only what changed; without a usable
-        // copy (none yet, unmerged entries, a split index) start from HEAD's tree alone.
-        let merged = copied && self.run(["read-tree", "-m", "HEAD"], Some(&index)).await.is_ok();
-        if !merged {
+        // `add -A` on the copy gives the tree `git add -A` would stage: HEAD's tree for what is
+        // unchanged, the work tree for the rest (untracked included), and the stat cache of the
+        // copy makes it rehash only what changed. Without a usable copy (none yet, a split
+        // index) start from HEAD's tree alone.
+        let added = copied && self.run(["add", "-A"], Some(&index)).await.is_ok();
+        if !added {
             let _ = tokio::fs::remove_file(&index).await;
             self.run(["read-tree", "HEAD"], Some(&index)).await?;
+            self.run(["add", "-A"], Some(&index)).await?;
         }
-        self.run(["add", "-A"], Some(&index)).await?;
         let tree = one_line(&self.run(["write-tree"], Some(&index)).await?);
         Ok((tree, index_tree))
     }

@@ -193,6 +193,18 @@ fn rel_string(rel: &Path) -> String {
     if std::path::MAIN_SEPARATOR == '/' { text.into_owned() } else { text.replace(std::path::MAIN_SEPARATOR, "/") }
 }
 
+/// Fewest files for which hashing is spread over threads.
+const PARALLEL_FROM: usize = 1_024;
+/// Most hashing threads.
+const MAX_THREADS: usize = 4;
+
+/// A file found by the walk.
+struct Candidate {
+    rel: PathBuf,
+    rel_text: String,
+    symlink: bool,
+}
+
 /// Walks `root`. With `previous`, files whose metadata did not change (outside the racy window)
 /// keep their hash unread; with `stash`, every file's content is copied (a restorable snapshot).
 pub(crate) fn scan(
@@ -203,9 +215,52 @@ pub(crate) fn scan(
 ) -> WorkspaceResult<HashState> {
     let scan_started = SystemTime::now();
     let stash = if stash { Some(ContentStash::new()?) } else { None };
+    let candidates = walk(root, rules)?;
+    let threads = if candidates.len() >= PARALLEL_FROM {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_THREADS)
+    } else {
+        1
+    };
+    let chunk = candidates.len().div_ceil(threads).max(1);
+    let work = |part: &[Candidate]| -> WorkspaceResult<Vec<(FileEntry, bool)>> {
+        let mut buffer = vec![0_u8; CHUNK];
+        let mut out = Vec::with_capacity(part.len());
+        for candidate in part {
+            if let Some(found) = examine(root, candidate, previous, stash.as_ref(), &mut buffer)? {
+                out.push(found);
+            }
+        }
+        Ok(out)
+    };
+    let parts: Vec<WorkspaceResult<Vec<(FileEntry, bool)>>> = if threads == 1 {
+        vec![work(&candidates)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = candidates.chunks(chunk).map(|part| scope.spawn(move || work(part))).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(WorkspaceError::Io { path: root.to_owned(), message: "hashing thread panicked".into() })
+                    })
+                })
+                .collect()
+        })
+    };
     let mut files = BTreeMap::new();
-    let mut buffer = vec![0_u8; CHUNK];
     let mut files_hashed = 0;
+    for part in parts {
+        for (entry, hashed) in part? {
+            files_hashed += usize::from(hashed);
+            files.insert(rel_string(&entry.rel), entry);
+        }
+    }
+    Ok(HashState { files, scan_started, files_hashed, stash })
+}
+
+/// Every regular file and symlink under `root` that the rules keep.
+fn walk(root: &Path, rules: &HashRules) -> WorkspaceResult<Vec<Candidate>> {
+    let mut candidates = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(dir) = dirs.pop() {
         let absolute = root.join(&dir);
@@ -224,59 +279,75 @@ pub(crate) fn scan(
                 if !rules.excluded(&rel_text) {
                     dirs.push(rel);
                 }
-                continue;
+            } else if (kind.is_file() || kind.is_symlink()) && !rules.ignored(&rel_text) {
+                candidates.push(Candidate { rel, rel_text, symlink: kind.is_symlink() });
             }
-            if !(kind.is_file() || kind.is_symlink()) || rules.ignored(&rel_text) {
-                continue; // sockets, fifos, devices; ignored files
-            }
-            let path = root.join(&rel);
-            let meta = match fs::symlink_metadata(&path) {
-                Ok(meta) => meta,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // deleted meanwhile
-                Err(e) => return Err(WorkspaceError::io(path, &e)),
-            };
-            let stamp = Stamp::of(&meta);
-            if meta.file_type().is_symlink() {
-                let target = match fs::read_link(&path) {
-                    Ok(target) => target,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(WorkspaceError::io(path, &e)),
-                };
-                let hash: [u8; 32] = Sha256::digest(target.as_os_str().as_encoded_bytes()).into();
-                let entry = FileEntry { rel, kind: EntryKind::Symlink { target }, size: meta.len(), stamp, hash };
-                files.insert(rel_text, entry);
-                continue;
-            }
-            let kind = EntryKind::File { mode: mode_of(&meta) };
-            let reusable = match previous {
-                Some(previous) if stash.is_none() => previous.files.get(&rel_text).filter(|old| {
-                    old.kind == kind
-                        && old.size == meta.len()
-                        && old.stamp == stamp
-                        && stamp.settled_before(previous.scan_started)
-                }),
-                _ => None,
-            };
-            let hash = match reusable {
-                Some(old) => old.hash,
-                None => match hash_file(&path, &mut buffer, stash.as_ref()) {
-                    Ok(hash) => {
-                        files_hashed += 1;
-                        hash
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(WorkspaceError::io(path, &e)),
-                },
-            };
-            files.insert(rel_text, FileEntry { rel, kind, size: meta.len(), stamp, hash });
+            // sockets, fifos, devices: skipped
         }
     }
-    Ok(HashState { files, scan_started, files_hashed, stash })
+    Ok(candidates)
+}
+
+/// Stats (and, unless its metadata is unchanged since `previous`, hashes) one file; `None` when
+/// it disappeared meanwhile. The flag says whether the content was read.
+fn examine(
+    root: &Path,
+    candidate: &Candidate,
+    previous: Option<&HashState>,
+    stash: Option<&ContentStash>,
+    buffer: &mut [u8],
+) -> WorkspaceResult<Option<(FileEntry, bool)>> {
+    let path = root.join(&candidate.rel);
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    if candidate.symlink {
+        let (meta, target) = match fs::symlink_metadata(&path).and_then(|m| Ok((m, fs::read_link(&path)?))) {
+            Ok(found) => found,
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(WorkspaceError::io(path, &e)),
+        };
+        let hash: [u8; 32] = Sha256::digest(target.as_os_str().as_encoded_bytes()).into();
+        let entry = FileEntry {
+            rel: candidate.rel.clone(),
+            kind: EntryKind::Symlink { target },
+            size: meta.len(),
+            stamp: Stamp::of(&meta),
+            hash,
+        };
+        return Ok(Some((entry, false)));
+    }
+    let mut file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(WorkspaceError::io(path, &e)),
+    };
+    let meta = file.metadata().map_err(|e| WorkspaceError::io(&path, &e))?;
+    if !meta.is_file() {
+        return Ok(None); // replaced by a directory meanwhile
+    }
+    let stamp = Stamp::of(&meta);
+    let kind = EntryKind::File { mode: mode_of(&meta) };
+    let reusable = match previous {
+        Some(previous) if stash.is_none() => previous.files.get(&candidate.rel_text).filter(|old| {
+            old.kind == kind
+                && old.size == meta.len()
+                && old.stamp == stamp
+                && stamp.settled_before(previous.scan_started)
+        }),
+        _ => None,
+    };
+    let (hash, hashed) = match reusable {
+        Some(old) => (old.hash, false),
+        None => match hash_reader(&mut file, buffer, stash) {
+            Ok(hash) => (hash, true),
+            Err(e) if gone(&e) => return Ok(None),
+            Err(e) => return Err(WorkspaceError::io(path, &e)),
+        },
+    };
+    Ok(Some((FileEntry { rel: candidate.rel.clone(), kind, size: meta.len(), stamp, hash }, hashed)))
 }
 
 /// sha256 of a file's content, streaming; with a stash, the content is copied into it as well.
-fn hash_file(path: &Path, buffer: &mut [u8], stash: Option<&ContentStash>) -> io::Result<[u8; 32]> {
-    let mut file = fs::File::open(path)?;
+fn hash_reader(file: &mut fs::File, buffer: &mut [u8], stash: Option<&ContentStash>) -> io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut copy = match stash {
         Some(stash) => Some(tempfile::NamedTempFile::new_in(stash.dir.path())?),
