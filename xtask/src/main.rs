@@ -29,6 +29,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-amp",
     "runtime",
     "testkit",
+    "workspace",
     "full",
 ];
 /// The facade's examples, each with the features it needs; every one runs offline in CI.
@@ -41,6 +42,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("redb_store", "store-redb,runtime"),
     ("custom_adapter", "store-memory,runtime"),
     ("custom_hook", "store-memory,runtime"),
+    ("workspace_snapshot", "store-memory,runtime,workspace"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]
@@ -51,6 +53,7 @@ const BENCH_CRATES: &[&str] = &[
     "asm-runtime",
     "asm-provider-claude",
     "asm-provider-codex",
+    "asm-workspace",
 ];
 /// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
 /// under `node_modules/.bin`.

@@ -19,6 +19,7 @@
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
+//! | `workspace` | `WorkspaceHook` (git / hash snapshots, diff, patch, rollback) and `FileArtifactStore`, in [`workspace`](crate::workspace) |
 //! | `full` | everything above |
 //!
 //! ```
@@ -109,6 +110,15 @@ pub mod testkit {
     pub use asm_testkit::*;
 }
 
+/// Workspace snapshots (`workspace`): [`WorkspaceHook`](asm_workspace::WorkspaceHook), the git
+/// and hash backends behind [`Workspace`](asm_workspace::Workspace), and the file-system
+/// artifact store for patches.
+#[cfg(feature = "workspace")]
+pub mod workspace {
+    pub use asm_artifact_fs::validate_key;
+    pub use asm_workspace::*;
+}
+
 /// The names most programs need, in one import.
 pub mod prelude {
     pub use asm_core::{
@@ -141,6 +151,9 @@ pub mod prelude {
     pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]
     pub use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexBuilderExt, SandboxMode};
+
+    #[cfg(feature = "workspace")]
+    pub use asm_workspace::{FileArtifactStore, Strategy as WorkspaceStrategy, WorkspaceHook};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{

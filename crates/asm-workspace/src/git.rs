@@ -220,8 +220,10 @@ impl GitRepo {
 
     /// Takes a snapshot: the ref is `HEAD` when the tree is clean, else a dangling commit.
     pub(crate) async fn snapshot(&self, capture_index: bool) -> WorkspaceResult<(String, GitState)> {
-        let (head, head_tree, branch) = self.head().await?;
-        let (tree, index_tree) = self.work_tree(capture_index).await?;
+        // Independent: HEAD is read while the temporary index is built.
+        let (head, work) = tokio::join!(self.head(), self.work_tree(capture_index));
+        let (head, head_tree, branch) = head?;
+        let (tree, index_tree) = work?;
         let reference = if tree == head_tree {
             head.clone()
         } else {

@@ -315,12 +315,12 @@ fn examine(
         };
         return Ok(Some((entry, false)));
     }
-    let mut file = match fs::File::open(&path) {
-        Ok(file) => file,
+    // lstat first: a file whose metadata is unchanged is not even opened.
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(meta) => meta,
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(WorkspaceError::io(path, &e)),
     };
-    let meta = file.metadata().map_err(|e| WorkspaceError::io(&path, &e))?;
     if !meta.is_file() {
         return Ok(None); // replaced by a directory meanwhile
     }
@@ -337,7 +337,7 @@ fn examine(
     };
     let (hash, hashed) = match reusable {
         Some(old) => (old.hash, false),
-        None => match hash_reader(&mut file, buffer, stash) {
+        None => match fs::File::open(&path).and_then(|mut file| hash_reader(&mut file, buffer, stash)) {
             Ok(hash) => (hash, true),
             Err(e) if gone(&e) => return Ok(None),
             Err(e) => return Err(WorkspaceError::io(path, &e)),
