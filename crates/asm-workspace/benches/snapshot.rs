@@ -14,7 +14,7 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use asm_workspace::{Strategy, Workspace, WorkspaceOptions};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -66,6 +66,23 @@ fn fixture() -> (tempfile::TempDir, PathBuf, Vec<PathBuf>) {
     (dir, root, files)
 }
 
+/// Median of `a / b` over `rounds` interleaved runs (A, B, A, B, ...): on a shared machine the
+/// load changes between criterion's groups, interleaving compares like with like.
+fn paired_ratio(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> f64 {
+    let mut ratios: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            a();
+            let ta = start.elapsed().as_secs_f64();
+            let start = Instant::now();
+            b();
+            ta / start.elapsed().as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
+}
+
 fn benches(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (_dir, root, files) = fixture();
@@ -81,13 +98,15 @@ fn benches(c: &mut Criterion) {
     let index = index_dir.path().join("index");
     git(&root, &["read-tree", "HEAD"], Some(&index));
     git(&root, &["add", "-A"], Some(&index)); // warm: stat data of every file
-    group.bench_function("add_write_tree", |b| {
-        b.iter(|| {
-            git(&root, &["add", "-A"], Some(&index));
-            git(&root, &["write-tree"], Some(&index));
-        });
-    });
+    let baseline = || {
+        git(&root, &["add", "-A"], Some(&index));
+        git(&root, &["write-tree"], Some(&index));
+    };
+    group.bench_function("add_write_tree", |b| b.iter(baseline));
     group.finish();
+    let ratio =
+        paired_ratio(15, || drop(black_box(runtime.block_on(workspace.snapshot(None)).expect("snapshot"))), baseline);
+    eprintln!("git_snapshot paired median ratio workspace / add_write_tree: {ratio:.2}x (target <= 1.5x)");
 
     let mut group = c.benchmark_group("hash_snapshot");
     group.sample_size(10);
@@ -96,16 +115,21 @@ fn benches(c: &mut Criterion) {
     group.bench_function("workspace", |b| {
         b.iter(|| black_box(runtime.block_on(hashed.snapshot(None)).expect("snapshot")));
     });
-    group.bench_function("read_hash_loop", |b| {
-        b.iter(|| {
-            let mut digests = Vec::with_capacity(files.len());
-            for path in &files {
-                let bytes = std::fs::read(path).expect("read");
-                digests.push(sha2::Sha256::digest(&bytes));
-            }
-            black_box(digests)
-        });
-    });
+    let read_hash_loop = || {
+        let mut digests = Vec::with_capacity(files.len());
+        for path in &files {
+            let bytes = std::fs::read(path).expect("read");
+            digests.push(sha2::Sha256::digest(&bytes));
+        }
+        black_box(digests)
+    };
+    group.bench_function("read_hash_loop", |b| b.iter(read_hash_loop));
+    let ratio = paired_ratio(
+        15,
+        || drop(black_box(runtime.block_on(hashed.snapshot(None)).expect("snapshot"))),
+        || drop(read_hash_loop()),
+    );
+    eprintln!("hash_snapshot paired median ratio workspace / read_hash_loop: {ratio:.2}x (target <= 1.5x)");
     let base = runtime.block_on(hashed.snapshot(None)).expect("snapshot");
     group.bench_function("incremental", |b| {
         b.iter(|| black_box(runtime.block_on(hashed.snapshot_since(None, &base)).expect("snapshot")));
