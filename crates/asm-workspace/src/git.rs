@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 use crate::error::{WorkspaceError, WorkspaceResult};
 use crate::hash::prune_empty_dirs;
@@ -68,7 +68,9 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let mut command = tokio::process::Command::new("git");
+    // std::process on a blocking thread rather than tokio::process: waiting with waitpid ends
+    // the moment git exits (tokio's SIGCHLD-driven reaping added milliseconds per command).
+    let mut command = std::process::Command::new("git");
     command
         .arg("-C")
         .arg(cwd)
@@ -89,23 +91,27 @@ where
         .env("GIT_COMMITTER_EMAIL", IDENTITY.1)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     if let Some(index) = index {
         command.env("GIT_INDEX_FILE", index);
     }
     let describe = || args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
-    let mut child = command.spawn().map_err(|e| WorkspaceError::GitUnavailable(e.to_string()))?;
-    if let Some(input) = stdin
-        && let Some(mut pipe) = child.stdin.take()
-    {
-        pipe.write_all(&input).await.map_err(|e| WorkspaceError::Git { command: describe(), output: e.to_string() })?;
-        drop(pipe);
-    }
-    let output = child
-        .wait_with_output()
-        .await
-        .map_err(|e| WorkspaceError::Git { command: describe(), output: e.to_string() })?;
+    let ran = tokio::task::spawn_blocking(move || -> Result<std::process::Output, (bool, std::io::Error)> {
+        let mut child = command.spawn().map_err(|e| (true, e))?;
+        if let Some(input) = stdin
+            && let Some(mut pipe) = child.stdin.take()
+        {
+            pipe.write_all(&input).map_err(|e| (false, e))?;
+        }
+        child.wait_with_output().map_err(|e| (false, e))
+    })
+    .await
+    .map_err(|e| WorkspaceError::Git { command: describe(), output: format!("git task failed: {e}") })?;
+    let output = match ran {
+        Ok(output) => output,
+        Err((true, e)) => return Err(WorkspaceError::GitUnavailable(e.to_string())),
+        Err((false, e)) => return Err(WorkspaceError::Git { command: describe(), output: e.to_string() }),
+    };
     if output.status.success() {
         return Ok(output.stdout);
     }
