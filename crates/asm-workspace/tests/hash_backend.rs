@@ -199,3 +199,22 @@ async fn rollback_needs_a_restorable_snapshot_and_an_unchanged_tree() {
     assert!(matches!(error, WorkspaceError::ChangedSinceSnapshot { .. }), "{error:?}");
     assert_eq!(read(dir.path(), "a.txt"), "later", "nothing was written");
 }
+
+#[tokio::test]
+async fn large_trees_are_hashed_in_parallel_with_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..1_500 {
+        write(dir.path(), &format!("d{}/f{i}.txt", i % 30), format!("content {i}"));
+    }
+    let workspace = Workspace::open(dir.path(), hash_options()).await.unwrap();
+    let first = workspace.snapshot(None).await.unwrap();
+    let hashes = first.file_hashes().unwrap();
+    assert_eq!(hashes.len(), 1_500);
+    assert_eq!(hashes["d7/f7.txt"], sha256_hex(b"content 7"));
+    write(dir.path(), "d3/f3.txt", "changed");
+    std::fs::remove_file(dir.path().join("d4/f4.txt")).unwrap();
+    let second = workspace.snapshot_since(None, &first).await.unwrap();
+    let diff = workspace.diff(&first, &second, DiffOptions::default()).await.unwrap();
+    assert_eq!(diff.changed_paths, vec!["d3/f3.txt", "d4/f4.txt"]);
+    assert_eq!(workspace.snapshot(None).await.unwrap().reference, second.reference);
+}
