@@ -33,6 +33,7 @@ const FACADE_FEATURES: &[&str] = &[
     "routing",
     "testkit",
     "http",
+    "workspace",
     "full",
 ];
 /// The facade's examples, each with the features it needs; every one runs offline in CI.
@@ -46,6 +47,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("custom_adapter", "store-memory,runtime"),
     ("custom_hook", "store-memory,runtime"),
     ("provider_routing", "store-memory,runtime,routing"),
+    ("workspace_snapshot", "store-memory,runtime,workspace"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]
@@ -56,6 +58,7 @@ const BENCH_CRATES: &[&str] = &[
     "asm-runtime",
     "asm-provider-claude",
     "asm-provider-codex",
+    "asm-workspace",
 ];
 /// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
 /// under `node_modules/.bin`.

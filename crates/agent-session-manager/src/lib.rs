@@ -23,6 +23,7 @@
 //! | `redaction` | `RedactingStore` / `RedactExt::redacted`, in `redact`: secrets replaced before any store persists an event |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `http` | the HTTP API, in [`http`](mod@http): [`ApiServer`](http::ApiServer), an axum `Router` with REST, resumable Server-Sent Events, OpenAPI and the web view (what `asm serve` runs); implies `runtime` |
+//! | `workspace` | `WorkspaceHook` (git / hash snapshots, diff, patch, rollback) and `FileArtifactStore`, in [`workspace`](crate::workspace) |
 //! | `full` | everything above |
 //!
 //! ```
@@ -164,6 +165,15 @@ pub mod http {
     pub use asm_http::*;
 }
 
+/// Workspace snapshots (`workspace`): [`WorkspaceHook`](asm_workspace::WorkspaceHook), the git
+/// and hash backends behind [`Workspace`](asm_workspace::Workspace), and the file-system
+/// artifact store for patches.
+#[cfg(feature = "workspace")]
+pub mod workspace {
+    pub use asm_artifact_fs::validate_key;
+    pub use asm_workspace::*;
+}
+
 /// The names most programs need, in one import.
 pub mod prelude {
     pub use asm_core::{
@@ -206,6 +216,9 @@ pub mod prelude {
 
     #[cfg(feature = "routing")]
     pub use asm_routing::{BreakerConfig, ProviderRouter, RoutingOptions, RoutingPolicy, Strategy};
+
+    #[cfg(feature = "workspace")]
+    pub use asm_workspace::{FileArtifactStore, Strategy as WorkspaceStrategy, WorkspaceHook};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
