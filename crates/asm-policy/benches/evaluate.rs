@@ -27,7 +27,9 @@ fn policy() -> Policy {
 
 fn events(session: &Session) -> Vec<Event> {
     vec![
-        Event::new(EventKind::MessageStreamed, session.id.clone()).with_data("content", "hello").with_data("delta", "hello"),
+        Event::new(EventKind::MessageStreamed, session.id.clone())
+            .with_data("content", "hello")
+            .with_data("delta", "hello"),
         Event::new(EventKind::ToolCallStarted, session.id.clone())
             .with_data("tool_call_id", "toolu_1")
             .with_data("tool_name", "Read")

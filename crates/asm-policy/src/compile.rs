@@ -137,7 +137,11 @@ pub fn compile(policy: &Policy, target: CliTarget) -> CompiledPolicy {
             CliTarget::Claude => {
                 if !denied.is_empty() {
                     compiled.options.insert(option_key::DISALLOWED_TOOLS.into(), denied.clone().into());
-                    compiled.prevented.push(format!("deny {}: --disallowedTools {}", denied.join(","), denied.join(",")));
+                    compiled.prevented.push(format!(
+                        "deny {}: --disallowedTools {}",
+                        denied.join(","),
+                        denied.join(",")
+                    ));
                 }
                 if let Some(allowed) = &allowed {
                     compiled.options.insert(option_key::ALLOWED_TOOLS.into(), allowed.clone().into());
@@ -194,12 +198,5 @@ fn allowed_tools(policy: &Policy, denied: &[String]) -> Option<Vec<String>> {
     let mut rules = policy.rules_of(RuleKind::Allow);
     let first = rules.next()?;
     let rest: Vec<_> = rules.collect();
-    Some(
-        first
-            .tools()
-            .iter()
-            .filter(|t| rest.iter().all(|r| r.contains(t)) && !denied.contains(t))
-            .cloned()
-            .collect(),
-    )
+    Some(first.tools().iter().filter(|t| rest.iter().all(|r| r.contains(t)) && !denied.contains(t)).cloned().collect())
 }

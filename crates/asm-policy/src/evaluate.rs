@@ -298,12 +298,11 @@ impl PolicyTracker {
         let call_id = event.data.get(keys::TOOL_CALL_ID).and_then(Value::as_str);
         match event.kind {
             EventKind::ToolCallStarted | EventKind::ToolCallCompleted | EventKind::ToolCallFailed => match call_id {
-                Some(id) => {
-                    if !self.call_ids.contains(id) {
-                        self.call_ids.insert(id.to_owned());
-                        self.tool_calls += 1;
-                    }
+                Some(id) if !self.call_ids.contains(id) => {
+                    self.call_ids.insert(id.to_owned());
+                    self.tool_calls += 1;
                 }
+                Some(_) => {}
                 None if event.kind == EventKind::ToolCallStarted => self.tool_calls += 1,
                 None => {}
             },

@@ -49,9 +49,7 @@ mod policy;
 mod pricing;
 
 pub use compile::{CliTarget, CompiledPolicy, compile, option_key};
-pub use evaluate::{
-    PolicyTracker, RuntimeState, Violation, ViolationKind, evaluate, tool_name_of, violation_error,
-};
+pub use evaluate::{PolicyTracker, RuntimeState, Violation, ViolationKind, evaluate, tool_name_of, violation_error};
 pub use hook::PolicyHook;
 pub use policy::{
     Limit, LimitKind, Policy, PolicyBuilder, PolicyError, PreflightFailure, RuleKind, ToolRule, ViolationAction,

@@ -47,7 +47,11 @@ impl ViolationAction {
     /// # Errors
     /// [`PolicyError::InvalidAction`] for anything else.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        Self::ALL.iter().copied().find(|a| a.as_str() == text).ok_or_else(|| PolicyError::InvalidAction(text.to_owned()))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|a| a.as_str() == text)
+            .ok_or_else(|| PolicyError::InvalidAction(text.to_owned()))
     }
 }
 
@@ -592,7 +596,8 @@ impl Policy {
                 return Err(PreflightFailure::ZeroBudget(limit.kind()));
             }
         }
-        let denied: BTreeSet<&str> = self.rules_of(RuleKind::Deny).flat_map(|r| r.tools.iter().map(String::as_str)).collect();
+        let denied: BTreeSet<&str> =
+            self.rules_of(RuleKind::Deny).flat_map(|r| r.tools.iter().map(String::as_str)).collect();
         let mut both = Vec::new();
         for tool in self.rules_of(RuleKind::Allow).flat_map(|r| r.tools.iter()) {
             if denied.contains(tool.as_str()) && !both.contains(tool) {

@@ -94,8 +94,11 @@ async fn a_token_budget_cancels_the_run_even_though_the_provider_succeeds() {
 
 #[tokio::test]
 async fn a_budget_exceeded_only_in_the_final_outcome_still_fails_a_cancel_policy() {
-    let outcome = ExecuteOutcome::text("done")
-        .usage(TokenUsage { input_tokens: 500, output_tokens: 10, ..TokenUsage::default() });
+    let outcome = ExecuteOutcome::text("done").usage(TokenUsage {
+        input_tokens: 500,
+        output_tokens: 10,
+        ..TokenUsage::default()
+    });
     let h = harness(ScriptedAdapter::new().end(ScriptEnd::Succeed(outcome))).await;
     let (_, result) = h.run(PolicyHook::new(policy(ViolationAction::Cancel, Limit::MaxTotalTokens(100)))).await;
     assert_eq!(result.unwrap_err().code(), ErrorCode::PolicyViolation);
@@ -217,8 +220,7 @@ async fn a_denied_tool_with_warn_keeps_success_and_carries_the_verdict() {
 async fn request_approval_emits_an_approval_request_and_the_run_goes_on() {
     let adapter = ScriptedAdapter::new().emit(tool("t1", "Bash")).emit(tool("t2", "Read")).end(succeed());
     let h = harness(adapter).await;
-    let policy =
-        Policy::builder("ask").allow(["Read"]).on_violation(ViolationAction::RequestApproval).build().unwrap();
+    let policy = Policy::builder("ask").allow(["Read"]).on_violation(ViolationAction::RequestApproval).build().unwrap();
     let (_, result) = h.run(PolicyHook::new(policy)).await;
     let run = result.expect("request_approval keeps success").run;
     assert_eq!(run.output.unwrap().extra["policy"]["action"], "request_approval");
@@ -278,7 +280,13 @@ async fn a_preflight_refusal_fails_the_run_before_the_provider_and_writes_nothin
         let kinds = h.kinds().await;
         assert_eq!(
             kinds,
-            [EventKind::SessionCreated, EventKind::SessionStarted, EventKind::RunStarted, EventKind::MessageSent, EventKind::RunFailed],
+            [
+                EventKind::SessionCreated,
+                EventKind::SessionStarted,
+                EventKind::RunStarted,
+                EventKind::MessageSent,
+                EventKind::RunFailed
+            ],
             "only the runtime's lifecycle events: nothing from the policy"
         );
         let run = h.manager.get_run(&run_id).await.unwrap();
@@ -299,12 +307,8 @@ async fn the_policy_is_compiled_into_the_claude_and_codex_per_run_options() {
         .unwrap();
     // Allow ∩ deny is refused by the preflight; use separate policies for the compile check.
     assert!(policy.preflight().is_err());
-    let policy = Policy::builder("p")
-        .allow(["Read", "Edit"])
-        .deny(["WebFetch"])
-        .limit(Limit::MaxToolCalls(9))
-        .build()
-        .unwrap();
+    let policy =
+        Policy::builder("p").allow(["Read", "Edit"]).deny(["WebFetch"]).limit(Limit::MaxToolCalls(9)).build().unwrap();
 
     let h = harness(ScriptedAdapter::replying("hi").named("claude")).await;
     let (_, result) = h.run(PolicyHook::new(policy.clone())).await;
@@ -344,7 +348,8 @@ fn haiku_cost(usage: &TokenUsage) -> f64 {
 
 #[tokio::test]
 async fn every_outcome_carries_its_cost() {
-    let used = TokenUsage { input_tokens: 1000, output_tokens: 200, cache_read_tokens: 5000, cache_creation_tokens: 100 };
+    let used =
+        TokenUsage { input_tokens: 1000, output_tokens: 200, cache_read_tokens: 5000, cache_creation_tokens: 100 };
     let unlimited = || Policy::builder("cost").on_violation(ViolationAction::Warn).build().unwrap();
 
     // Completed: priced from the outcome's usage and model.
@@ -378,7 +383,9 @@ async fn every_outcome_carries_its_cost() {
     let run = h.manager.start_run(&h.session, RunInput::user("go"), RunOptions::default()).await.unwrap();
     let manager = h.manager.clone();
     let run_id = run.id.clone();
-    let task = tokio::spawn(async move { manager.execute_run(&run_id, RunOptions::new().hook(PolicyHook::new(unlimited()))).await });
+    let task = tokio::spawn(async move {
+        manager.execute_run(&run_id, RunOptions::new().hook(PolicyHook::new(unlimited()))).await
+    });
     tokio::time::timeout(Duration::from_secs(10), async {
         while !h.kinds().await.contains(&EventKind::TokenUsageUpdated) {
             tokio::task::yield_now().await;
