@@ -27,6 +27,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-claude",
     "provider-codex",
     "provider-amp",
+    "policy",
     "runtime",
     "testkit",
     "full",
@@ -41,6 +42,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("redb_store", "store-redb,runtime"),
     ("custom_adapter", "store-memory,runtime"),
     ("custom_hook", "store-memory,runtime"),
+    ("policy_enforcement", "store-memory,runtime,policy"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]
@@ -51,6 +53,7 @@ const BENCH_CRATES: &[&str] = &[
     "asm-runtime",
     "asm-provider-claude",
     "asm-provider-codex",
+    "asm-policy",
 ];
 /// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
 /// under `node_modules/.bin`.

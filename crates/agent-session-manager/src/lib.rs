@@ -17,6 +17,7 @@
 //! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
+//! | `policy` | [`PolicyHook`](policy::PolicyHook) and the rest of `asm-policy`, in `policy`: limits, tool rules, stacking, preflight, CLI flags per provider, the pricing table |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `full` | everything above |
@@ -97,6 +98,13 @@ pub mod provider {
     }
 }
 
+/// Policy enforcement (`policy`): [`Policy`](policy::Policy), stacking, preflight, the
+/// evaluator, compiling to CLI flags, the pricing table and the [`PolicyHook`](policy::PolicyHook).
+#[cfg(feature = "policy")]
+pub mod policy {
+    pub use asm_policy::*;
+}
+
 /// The runtime (`runtime`).
 #[cfg(feature = "runtime")]
 pub mod runtime {
@@ -141,6 +149,9 @@ pub mod prelude {
     pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]
     pub use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexBuilderExt, SandboxMode};
+
+    #[cfg(feature = "policy")]
+    pub use asm_policy::{Limit, Policy, PolicyHook, PricingTable, ViolationAction};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
