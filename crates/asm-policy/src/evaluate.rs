@@ -81,17 +81,6 @@ impl Violation {
     pub fn metric(&self) -> Option<&str> {
         self.details.get("metric").and_then(Value::as_str)
     }
-
-    /// A key that names this violation's cause once (the limit, or the tool call and rule):
-    /// the [`PolicyTracker`] reports each cause once.
-    fn identity(&self, rule_index: usize, call: Option<&str>) -> String {
-        match self.kind {
-            ViolationKind::BudgetExceeded => format!("budget:{}", self.metric().unwrap_or_default()),
-            ViolationKind::ToolDenied => {
-                format!("tool:{rule_index}:{}", call.or(self.tool_name()).unwrap_or_default())
-            }
-        }
-    }
 }
 
 /// The measures of one run so far, as [`evaluate`] reads them.
@@ -143,26 +132,49 @@ pub fn tool_name_of(event: &Event) -> Option<&str> {
 /// ```
 pub fn evaluate(policy: &Policy, state: &RuntimeState, event: &Event) -> Vec<Violation> {
     let mut found = Vec::new();
-    evaluate_into(policy, state, event, &mut |_, v| found.push(v));
+    evaluate_into(policy, state, event, &mut |_| false, &mut |v| found.push(v));
     found
 }
 
-/// [`evaluate`], handing each violation with the index of the rule it came from (`usize::MAX`
-/// for limits) to `out`.
-fn evaluate_into(policy: &Policy, state: &RuntimeState, event: &Event, out: &mut dyn FnMut(usize, Violation)) {
-    if let Some(tool) = tool_name_of(event) {
-        evaluate_tool(policy, tool, event.data.get(keys::TOOL_CALL_ID).and_then(Value::as_str), out);
-    }
-    evaluate_limits(policy, state, out);
+/// What a violation is caused by: the [`PolicyTracker`] reports each cause once.
+#[derive(Clone, Copy)]
+enum Cause<'a> {
+    Limit(LimitKind),
+    /// Rule `rule` broken by the tool call `call` (its id, else the tool's name).
+    Tool {
+        rule: usize,
+        call: &'a str,
+    },
 }
 
-fn evaluate_tool(policy: &Policy, tool: &str, call_id: Option<&str>, out: &mut dyn FnMut(usize, Violation)) {
+/// [`evaluate`], skipping the causes `skip` says were reported (before anything is built for
+/// them: an exceeded limit costs nothing on every later event), handing the rest to `out`.
+fn evaluate_into(
+    policy: &Policy,
+    state: &RuntimeState,
+    event: &Event,
+    skip: &mut dyn FnMut(Cause<'_>) -> bool,
+    out: &mut dyn FnMut(Violation),
+) {
+    if let Some(tool) = tool_name_of(event) {
+        evaluate_tool(policy, tool, event.data.get(keys::TOOL_CALL_ID).and_then(Value::as_str), skip, out);
+    }
+    evaluate_limits(policy, state, skip, out);
+}
+
+fn evaluate_tool(
+    policy: &Policy,
+    tool: &str,
+    call_id: Option<&str>,
+    skip: &mut dyn FnMut(Cause<'_>) -> bool,
+    out: &mut dyn FnMut(Violation),
+) {
     for (index, rule) in policy.tool_rules().iter().enumerate() {
         let (violated, list_key) = match rule.kind() {
             RuleKind::Deny => (rule.contains(tool), "denied_tools"),
             RuleKind::Allow => (!rule.contains(tool), "allowed_tools"),
         };
-        if violated {
+        if violated && !skip(Cause::Tool { rule: index, call: call_id.unwrap_or(tool) }) {
             let mut details = JsonMap::new();
             details.insert(keys::TOOL_NAME.into(), tool.into());
             details.insert("rule".into(), rule.kind().as_str().into());
@@ -170,28 +182,38 @@ fn evaluate_tool(policy: &Policy, tool: &str, call_id: Option<&str>, out: &mut d
             if let Some(id) = call_id {
                 details.insert(keys::TOOL_CALL_ID.into(), id.into());
             }
-            out(index, violation(policy, ViolationKind::ToolDenied, details));
+            out(violation(policy, ViolationKind::ToolDenied, details));
         }
     }
 }
 
-fn evaluate_limits(policy: &Policy, state: &RuntimeState, out: &mut dyn FnMut(usize, Violation)) {
+fn evaluate_limits(
+    policy: &Policy,
+    state: &RuntimeState,
+    skip: &mut dyn FnMut(Cause<'_>) -> bool,
+    out: &mut dyn FnMut(Violation),
+) {
     for limit in policy.limits() {
-        let (actual, limit_value): (Value, Value) = match *limit {
-            Limit::MaxTotalTokens(max) if state.total_tokens > max => (state.total_tokens.into(), max.into()),
-            Limit::MaxDurationMs(max) if state.elapsed_ms > max => (state.elapsed_ms.into(), max.into()),
-            Limit::MaxToolCalls(max) if state.tool_calls > max => (state.tool_calls.into(), max.into()),
-            Limit::MaxCostUsd(max) => match state.cost_usd {
-                Some(cost) if cost > max => (cost.into(), max.into()),
-                _ => continue,
-            },
-            _ => continue,
+        let exceeded = match *limit {
+            Limit::MaxTotalTokens(max) => state.total_tokens > max,
+            Limit::MaxDurationMs(max) => state.elapsed_ms > max,
+            Limit::MaxToolCalls(max) => state.tool_calls > max,
+            Limit::MaxCostUsd(max) => state.cost_usd.is_some_and(|cost| cost > max),
+        };
+        if !exceeded || skip(Cause::Limit(limit.kind())) {
+            continue;
+        }
+        let actual: Value = match limit.kind() {
+            LimitKind::MaxTotalTokens => state.total_tokens.into(),
+            LimitKind::MaxDurationMs => state.elapsed_ms.into(),
+            LimitKind::MaxToolCalls => state.tool_calls.into(),
+            LimitKind::MaxCostUsd => state.cost_usd.unwrap_or_default().into(),
         };
         let mut details = JsonMap::new();
         details.insert("metric".into(), limit.kind().metric().into());
         details.insert("actual".into(), actual);
-        details.insert("limit".into(), limit_value);
-        out(usize::MAX, violation(policy, ViolationKind::BudgetExceeded, details));
+        details.insert("limit".into(), limit.value_json());
+        out(violation(policy, ViolationKind::BudgetExceeded, details));
     }
 }
 
@@ -205,6 +227,18 @@ pub fn violation_error(policy: &Policy, violations: &[Violation]) -> Error {
     Error::new(ErrorCode::PolicyViolation, "Policy violation triggered run cancellation")
         .with_detail(keys::POLICY, policy.name().to_owned())
         .with_detail("violations", violations.iter().map(Violation::to_json).collect::<Vec<_>>())
+}
+
+/// Whether `cause` was reported before; records it if not.
+fn once(limits: &mut Vec<LimitKind>, tools: &mut HashSet<(usize, String)>, cause: Cause<'_>) -> bool {
+    match cause {
+        Cause::Limit(kind) if limits.contains(&kind) => true,
+        Cause::Limit(kind) => {
+            limits.push(kind);
+            false
+        }
+        Cause::Tool { rule, call } => !tools.insert((rule, call.to_owned())),
+    }
 }
 
 /// One run's measures under a policy, fed event by event: the counting rules of spec 7.4,
@@ -241,12 +275,15 @@ pub struct PolicyTracker {
     provider: String,
     pricing: Arc<PricingTable>,
     model: Option<String>,
+    /// The rates of (provider, model), resolved when the model changes.
+    rates: Option<crate::pricing::Rates>,
     usage: UsageTotals,
     estimated_cost: Option<f64>,
     elapsed_ms: u64,
     tool_calls: u64,
     call_ids: HashSet<String>,
-    reported: HashSet<String>,
+    reported_limits: Vec<LimitKind>,
+    reported_tools: HashSet<(usize, String)>,
     violations: Vec<Violation>,
     warnings: Vec<String>,
 }
@@ -259,16 +296,18 @@ impl PolicyTracker {
             provider: provider.into(),
             pricing,
             model: None,
+            rates: None,
             usage: UsageTotals::default(),
             estimated_cost: None,
             elapsed_ms: 0,
             tool_calls: 0,
             call_ids: HashSet::new(),
-            reported: HashSet::new(),
+            reported_limits: Vec::new(),
+            reported_tools: HashSet::new(),
             violations: Vec::new(),
             warnings: Vec::new(),
         };
-        tracker.reprice();
+        tracker.rerate();
         tracker
     }
 
@@ -276,7 +315,7 @@ impl PolicyTracker {
     #[must_use]
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
-        self.reprice();
+        self.rerate();
         self
     }
 
@@ -293,7 +332,7 @@ impl PolicyTracker {
             && self.model.as_deref() != Some(model)
         {
             self.model = Some(model.to_owned());
-            self.reprice();
+            self.rerate();
         }
         let call_id = event.data.get(keys::TOOL_CALL_ID).and_then(Value::as_str);
         match event.kind {
@@ -314,14 +353,8 @@ impl PolicyTracker {
         }
         let state = self.state();
         let mut new = Vec::new();
-        let (policy, reported) = (&self.policy, &mut self.reported);
-        evaluate_into(policy, &state, event, &mut |rule, v| {
-            let id = v.identity(rule, call_id);
-            if !reported.contains(&id) {
-                reported.insert(id);
-                new.push(v);
-            }
-        });
+        let (limits, tools) = (&mut self.reported_limits, &mut self.reported_tools);
+        evaluate_into(&self.policy, &state, event, &mut |cause| once(limits, tools, cause), &mut |v| new.push(v));
         self.violations.extend(new.iter().cloned());
         new
     }
@@ -344,27 +377,27 @@ impl PolicyTracker {
         if cost_usd.is_some() {
             self.usage.cost_usd = cost_usd;
         }
-        self.reprice();
+        self.rerate();
         self.check_limits()
     }
 
     fn check_limits(&mut self) -> Vec<Violation> {
         let state = self.state();
         let mut new = Vec::new();
-        let reported = &mut self.reported;
-        evaluate_limits(&self.policy, &state, &mut |rule, v| {
-            let id = v.identity(rule, None);
-            if !reported.contains(&id) {
-                reported.insert(id);
-                new.push(v);
-            }
-        });
+        let (limits, tools) = (&mut self.reported_limits, &mut self.reported_tools);
+        evaluate_limits(&self.policy, &state, &mut |cause| once(limits, tools, cause), &mut |v| new.push(v));
         self.violations.extend(new.iter().cloned());
         new
     }
 
+    /// Resolves the rates for the current model, then reprices.
+    fn rerate(&mut self) {
+        self.rates = self.pricing.resolve(&self.provider, self.model.as_deref());
+        self.reprice();
+    }
+
     fn reprice(&mut self) {
-        self.estimated_cost = self.pricing.cost(&self.provider, self.model.as_deref(), &self.usage.usage);
+        self.estimated_cost = self.rates.map(|r| r.cost(&self.usage.usage));
         if self.estimated_cost.is_none()
             && self.usage.cost_usd.is_none()
             && self.policy.limit(LimitKind::MaxCostUsd).is_some()
