@@ -186,3 +186,15 @@ fn compile_intersects_allow_lists_and_documents_what_is_enforced_by_cancel() {
     let codex_bash = compile(&Policy::builder("p").deny(["bash"]).build().unwrap(), CliTarget::Codex);
     assert!(codex_bash.options.is_empty(), "codex exec cannot turn off commands per run");
 }
+
+#[test]
+fn public_types_are_send_and_sync() {
+    fn check<T: Send + Sync + 'static>() {}
+    check::<Policy>();
+    check::<asm_policy::PolicyHook>();
+    check::<asm_policy::PolicyTracker>();
+    check::<asm_policy::PricingTable>();
+    check::<asm_policy::Violation>();
+    check::<asm_policy::CompiledPolicy>();
+    check::<PolicyError>();
+}
