@@ -417,3 +417,31 @@ async fn one_shared_hook_keeps_separate_state_per_run() {
     }
     assert!(hook.status(&ids[0]).is_none(), "state is dropped at the end");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_warn_duration_limit_found_by_the_timer_is_reported_and_the_run_completes() {
+    let adapter = ScriptedAdapter::new().delay(Duration::from_secs(10)).end(succeed());
+    let h = harness(adapter).await;
+    let hook = PolicyHook::new(policy(ViolationAction::Warn, Limit::MaxDurationMs(1_000)));
+    let (_, result) = tokio::time::timeout(Duration::from_secs(60), h.run(hook)).await.expect("the run ends");
+    let run = result.expect("warn keeps success").run;
+    let verdict = &run.output.unwrap().extra["policy"];
+    assert_eq!(verdict["violations"][0]["details"]["metric"], "duration_ms");
+    let violations = h.violations().await;
+    assert_eq!(violations.len(), 1, "the timer's finding is emitted once, at the end");
+    let kinds = h.kinds().await;
+    assert_eq!(kinds.last(), Some(&EventKind::RunCompleted));
+}
+
+#[tokio::test]
+async fn request_approval_for_a_budget_asks_once() {
+    let adapter = ScriptedAdapter::new().emit(tool("t1", "Read")).emit(tool("t2", "Read")).emit(tool("t3", "Read"));
+    let h = harness(adapter.end(succeed())).await;
+    let hook = PolicyHook::new(policy(ViolationAction::RequestApproval, Limit::MaxToolCalls(1)));
+    let (_, result) = h.run(hook).await;
+    result.expect("request_approval keeps success");
+    let events = h.events().await;
+    let approvals: Vec<_> = events.iter().filter(|e| e.kind == EventKind::ToolApprovalRequested).collect();
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(approvals[0].data["violation_kind"], "budget_exceeded");
+}
