@@ -28,6 +28,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-codex",
     "provider-amp",
     "provider-shell",
+    "policy",
     "runtime",
     "redaction",
     "routing",
@@ -48,6 +49,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("custom_hook", "store-memory,runtime"),
     ("provider_routing", "store-memory,runtime,routing"),
     ("workspace_snapshot", "store-memory,runtime,workspace"),
+    ("policy_enforcement", "store-memory,runtime,policy"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]
@@ -59,6 +61,7 @@ const BENCH_CRATES: &[&str] = &[
     "asm-provider-claude",
     "asm-provider-codex",
     "asm-workspace",
+    "asm-policy",
 ];
 /// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
 /// under `node_modules/.bin`.

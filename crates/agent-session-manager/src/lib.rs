@@ -18,6 +18,7 @@
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
 //! | `provider-shell` | `ShellAdapter`, in `provider::shell` (the run's input as a `sh -c` command or an argv) |
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
+//! | `policy` | [`PolicyHook`](policy::PolicyHook) and the rest of `asm-policy`, in `policy`: limits, tool rules, stacking, preflight, CLI flags per provider, the pricing table |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `routing` | `ProviderRouter`, in `routing`: one adapter over several, with policies, health, circuit breakers, sticky sessions and failover |
 //! | `redaction` | `RedactingStore` / `RedactExt::redacted`, in `redact`: secrets replaced before any store persists an event |
@@ -111,6 +112,13 @@ pub mod provider {
     pub mod shell {
         pub use asm_provider_shell::*;
     }
+}
+
+/// Policy enforcement (`policy`): [`Policy`](policy::Policy), stacking, preflight, the
+/// evaluator, compiling to CLI flags, the pricing table and the [`PolicyHook`](policy::PolicyHook).
+#[cfg(feature = "policy")]
+pub mod policy {
+    pub use asm_policy::*;
 }
 
 /// The runtime (`runtime`).
@@ -219,6 +227,9 @@ pub mod prelude {
 
     #[cfg(feature = "workspace")]
     pub use asm_workspace::{FileArtifactStore, Strategy as WorkspaceStrategy, WorkspaceHook};
+
+    #[cfg(feature = "policy")]
+    pub use asm_policy::{Limit, Policy, PolicyHook, PricingTable, ViolationAction};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{

@@ -111,6 +111,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("claude/version", Box::pin(claude_version(env))),
         ("claude/text", Box::pin(claude_text(env))),
         ("claude/run-options", Box::pin(claude_run_options(env))),
+        ("claude/policy-flags", Box::pin(claude_policy_flags(env))),
         ("claude/tool", Box::pin(claude_tool(env))),
         ("claude/resume", Box::pin(claude_resume(env))),
         ("claude/fork-native", Box::pin(claude_fork(env))),
@@ -122,6 +123,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("codex/version", Box::pin(codex_version(codex))),
         ("codex/text", Box::pin(codex_text(codex))),
         ("codex/run-options", Box::pin(codex_run_options(codex))),
+        ("codex/policy-read-only", Box::pin(codex_policy_read_only(codex))),
         ("codex/tool", Box::pin(codex_tool(codex))),
         ("codex/resume", Box::pin(codex_resume(codex))),
         ("codex/fork-native", Box::pin(codex_fork(codex))),
@@ -376,6 +378,32 @@ async fn claude_run_options(env: &ClaudeEnv) -> CaseResult {
     ensure(system.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
     assert_no_processes(&env.marker("run-options")).await?;
     Ok("model and system prompt from the run's options".to_owned())
+}
+
+/// A policy compiled by `asm-policy` for Claude: the denied tool is removed from the tools the
+/// real CLI offers the model (`--disallowedTools`), and `--max-turns` is accepted.
+async fn claude_policy_flags(env: &ClaudeEnv) -> CaseResult {
+    let policy = asm_policy::Policy::builder("integration")
+        .deny(["Bash"])
+        .limit(asm_policy::Limit::MaxToolCalls(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Claude);
+    let adapter = env.adapter("policy-flags", |b| b);
+    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", compiled.options.into())?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let body = only_model_request(&env.server)?;
+    let tools: Vec<String> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned)).collect())
+        .unwrap_or_default();
+    ensure(!tools.is_empty(), || "the model request lists no tools".to_owned())?;
+    ensure(!tools.iter().any(|t| t == "Bash"), || format!("Bash is still offered: {tools:?}"))?;
+    assert_no_processes(&env.marker("policy-flags")).await?;
+    Ok(format!("{} tools offered, Bash not among them", tools.len()))
 }
 
 async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
@@ -856,6 +884,32 @@ async fn codex_run_options(env: &CodexEnv) -> CaseResult {
     ensure(input.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
     assert_no_processes(&env.marker("run-options")).await?;
     Ok("model and developer instructions from the run's options".to_owned())
+}
+
+/// A policy that forbids `apply_patch`, compiled by `asm-policy` for Codex: the run executes in
+/// the read-only sandbox (`-s read-only`), as the turn metadata Codex sends says.
+async fn codex_policy_read_only(env: &CodexEnv) -> CaseResult {
+    let policy = asm_policy::Policy::builder("integration").deny(["apply_patch"]).build().map_err(|e| e.to_string())?;
+    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Codex);
+    let adapter = env.adapter("policy-read-only", |b| b);
+    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", compiled.options.into())?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let requests = env.server.model_requests();
+    let metadata = requests
+        .iter()
+        .flat_map(|r| r.headers.iter())
+        .find(|(name, _)| name == "x-codex-turn-metadata")
+        .map(|(_, value)| value.clone())
+        .ok_or("no x-codex-turn-metadata header")?;
+    // The adapter is configured with workspace-write: the policy's option must override it.
+    ensure(
+        !metadata.contains("workspace-write") && (metadata.contains("read-only") || metadata.contains("read_only")),
+        || format!("not the read-only sandbox: {metadata}"),
+    )?;
+    assert_no_processes(&env.marker("policy-read-only")).await?;
+    Ok("read-only sandbox from the policy".to_owned())
 }
 
 async fn codex_tool(env: &CodexEnv) -> CaseResult {
