@@ -27,8 +27,12 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-claude",
     "provider-codex",
     "provider-amp",
+    "provider-shell",
     "runtime",
+    "redaction",
+    "routing",
     "testkit",
+    "http",
     "full",
 ];
 /// The facade's examples, each with the features it needs; every one runs offline in CI.
@@ -41,6 +45,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("redb_store", "store-redb,runtime"),
     ("custom_adapter", "store-memory,runtime"),
     ("custom_hook", "store-memory,runtime"),
+    ("provider_routing", "store-memory,runtime,routing"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]

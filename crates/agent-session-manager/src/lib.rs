@@ -16,9 +16,13 @@
 //! | `provider-claude` | `ClaudeAdapter`, in `provider::claude` (Claude Code CLI, stream-json) |
 //! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
+//! | `provider-shell` | `ShellAdapter`, in `provider::shell` (the run's input as a `sh -c` command or an argv) |
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
+//! | `routing` | `ProviderRouter`, in `routing`: one adapter over several, with policies, health, circuit breakers, sticky sessions and failover |
+//! | `redaction` | `RedactingStore` / `RedactExt::redacted`, in `redact`: secrets replaced before any store persists an event |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
+//! | `http` | the HTTP API, in [`http`](mod@http): [`ApiServer`](http::ApiServer), an axum `Router` with REST, resumable Server-Sent Events, OpenAPI and the web view (what `asm serve` runs); implies `runtime` |
 //! | `full` | everything above |
 //!
 //! ```
@@ -73,7 +77,12 @@ pub mod store {
 pub mod provider {
     /// The CLI adapter core every CLI provider is built on (any `provider-*` feature): the
     /// environment, limits, permission modes and per-run option keys the builders take.
-    #[cfg(any(feature = "provider-claude", feature = "provider-codex", feature = "provider-amp"))]
+    #[cfg(any(
+        feature = "provider-claude",
+        feature = "provider-codex",
+        feature = "provider-amp",
+        feature = "provider-shell"
+    ))]
     pub mod cli {
         pub use asm_provider_cli::*;
     }
@@ -95,6 +104,12 @@ pub mod provider {
     pub mod amp {
         pub use asm_provider_amp::*;
     }
+
+    /// The shell adapter (`provider-shell`): runs the input as a command.
+    #[cfg(feature = "provider-shell")]
+    pub mod shell {
+        pub use asm_provider_shell::*;
+    }
 }
 
 /// The runtime (`runtime`).
@@ -103,10 +118,50 @@ pub mod runtime {
     pub use asm_runtime::*;
 }
 
+/// Secret redaction before persistence (`redaction`): wrap any store with
+/// [`RedactExt::redacted`](redact::RedactExt::redacted).
+#[cfg(feature = "redaction")]
+pub mod redact {
+    pub use asm_redact::*;
+}
+
+/// Provider routing (`routing`): [`ProviderRouter`](routing::ProviderRouter) is a
+/// `ProviderAdapter` over named adapters, with failover on retryable errors.
+#[cfg(feature = "routing")]
+pub mod routing {
+    pub use asm_routing::*;
+}
+
 /// The test kit (`testkit`).
 #[cfg(feature = "testkit")]
 pub mod testkit {
     pub use asm_testkit::*;
+}
+
+/// The HTTP API (`http`): [`ApiServer`](http::ApiServer) serves sessions, runs and events
+/// over REST and Server-Sent Events (resumable by `Last-Event-ID`), its OpenAPI document and
+/// the embedded web view, on one store and a set of provider adapters. Mount
+/// [`ApiServer::router`](http::ApiServer::router) in your own axum application or let
+/// [`ApiServer::serve`](http::ApiServer::serve) run it (loopback only without a token).
+///
+/// ```
+/// # #[cfg(feature = "store-memory")] {
+/// use agent_session_manager::http::ApiServer;
+/// use agent_session_manager::store::memory::InMemorySessionStore;
+/// use asm_testkit::ScriptedAdapter;
+///
+/// let api = ApiServer::builder()
+///     .store(InMemorySessionStore::new())
+///     .adapter("scripted", ScriptedAdapter::replying("Hi!"))
+///     .build()?;
+/// assert_eq!(api.providers(), ["scripted"]);
+/// let _router = api.router(); // GET /v1/health, /v1/sessions, ..., / (the web view)
+/// # }
+/// # Ok::<(), agent_session_manager::core::Error>(())
+/// ```
+#[cfg(feature = "http")]
+pub mod http {
+    pub use asm_http::*;
 }
 
 /// The names most programs need, in one import.
@@ -137,10 +192,20 @@ pub mod prelude {
     pub use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
     #[cfg(feature = "provider-claude")]
     pub use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt};
-    #[cfg(any(feature = "provider-claude", feature = "provider-codex", feature = "provider-amp"))]
+    #[cfg(any(
+        feature = "provider-claude",
+        feature = "provider-codex",
+        feature = "provider-amp",
+        feature = "provider-shell"
+    ))]
     pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]
     pub use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexBuilderExt, SandboxMode};
+    #[cfg(feature = "provider-shell")]
+    pub use asm_provider_shell::ShellAdapter;
+
+    #[cfg(feature = "routing")]
+    pub use asm_routing::{BreakerConfig, ProviderRouter, RoutingOptions, RoutingPolicy, Strategy};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{

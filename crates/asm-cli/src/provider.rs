@@ -11,7 +11,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::error::{CliError, CliResult};
 
 /// The providers this binary knows, for messages and `asm serve`.
-pub(crate) const PROVIDERS: &[&str] = &["claude", "codex", "amp"];
+pub(crate) const PROVIDERS: &[&str] = &["claude", "codex", "amp", "shell"];
 
 /// What the command line says about the provider of one run.
 #[derive(Debug, Default, Clone)]
@@ -27,6 +27,7 @@ pub(crate) fn build(name: &str, config: &Config, flags: &ProviderFlags<'_>) -> C
         "claude" => Arc::new(configure(asm_provider_claude::ClaudeAdapter::builder(), &settings, flags).build()),
         "codex" => Arc::new(configure(asm_provider_codex::CodexAdapter::builder(), &settings, flags).build()),
         "amp" => Arc::new(configure(asm_provider_amp::AmpAdapter::builder(), &settings, flags).build()),
+        "shell" => Arc::new(shell(&settings, flags)?),
         other => {
             return Err(CliError::validation(format!("unknown provider {other:?}"))
                 .hint(format!("one of: {}", PROVIDERS.join(", "))));
@@ -59,6 +60,24 @@ fn configure<P: CliProtocol>(
         builder = builder.timeout(Duration::from_secs(secs));
     }
     builder
+}
+
+/// The shell provider: the prompt is the shell string; `cli` is the shell, `model` is unused.
+fn shell(settings: &ProviderConfig, flags: &ProviderFlags<'_>) -> CliResult<asm_provider_shell::ShellAdapter> {
+    let mut builder = asm_provider_shell::ShellAdapter::builder();
+    if let Some(shell) = &settings.cli {
+        builder = builder.shell(shell);
+    }
+    if let Some(cwd) = flags.cwd {
+        builder = builder.cwd(cwd);
+    }
+    for (name, value) in &settings.env {
+        builder = builder.env_var(name, value);
+    }
+    if let Some(secs) = settings.timeout_secs {
+        builder = builder.timeout(Duration::from_secs(secs));
+    }
+    Ok(builder.build()?)
 }
 
 /// The provider of a command: the flag, else `config.toml`, else an error saying how to pick.

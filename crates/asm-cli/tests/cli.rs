@@ -293,3 +293,67 @@ fn memory_store_and_completions() {
     assert!(bash.status.success());
     assert!(stdout(&bash).contains("asm"), "a completion script");
 }
+
+#[test]
+fn shell_provider_runs_and_fails_by_exit_code() {
+    let home = Home::new();
+    let out = home.run(&["run", "--provider", "shell", "--json", "echo", "hello", "from", "shell"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&stdout(&out));
+    let streamed: String = lines
+        .iter()
+        .filter(|l| l["kind"] == "message_streamed")
+        .filter_map(|l| l["data"]["delta"].as_str().or_else(|| l["data"]["content"].as_str()))
+        .collect();
+    assert!(streamed.contains("hello from shell"), "{lines:#?}");
+    assert_eq!(lines.last().unwrap()["kind"], "run_completed");
+    let failed = home.run(&["run", "--provider", "shell", "exit 3"]);
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    assert!(stderr(&failed).starts_with("error: ["), "{}", stderr(&failed));
+}
+
+/// Pids of processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline).contains(marker).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn ctrl_c_cancels_a_shell_sleep_and_leaves_no_child() {
+    let home = Home::new();
+    // A unique duration marks the child so the test can look for it.
+    let duration = format!("30.{}", std::process::id());
+    let prompt = format!("sleep {duration}");
+    let mut child =
+        home.cmd(&["run", "--provider", "shell", "--json", &prompt]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "asm ended early");
+        if line.contains("\"run_started\"") {
+            break;
+        }
+    }
+    while processes_with(&duration).is_empty() {
+        assert!(Instant::now() < deadline, "the sleep did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(child.id(), rustix::process::Signal::INT);
+    let rest: Vec<Value> = reader.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(rest.last().unwrap()["kind"], "run_cancelled", "{rest:#?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_with(&duration).is_empty() {
+        assert!(Instant::now() < deadline, "sleep {duration} is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -47,6 +47,8 @@ pub enum ProviderName {
     Amp,
     /// Gemini.
     Gemini,
+    /// The shell adapter (`asm-provider-shell`): commands run through `sh -c` or an argv.
+    Shell,
     /// Anything else.
     #[serde(other)]
     Unknown,
@@ -54,8 +56,14 @@ pub enum ProviderName {
 
 impl ProviderName {
     /// Every provider name.
-    pub const ALL: &'static [ProviderName] =
-        &[ProviderName::Claude, ProviderName::Codex, ProviderName::Amp, ProviderName::Gemini, ProviderName::Unknown];
+    pub const ALL: &'static [ProviderName] = &[
+        ProviderName::Claude,
+        ProviderName::Codex,
+        ProviderName::Amp,
+        ProviderName::Gemini,
+        ProviderName::Shell,
+        ProviderName::Unknown,
+    ];
 
     /// Maps a provider name, trimmed and case-insensitively; anything unrecognised is
     /// [`ProviderName::Unknown`].
@@ -65,6 +73,7 @@ impl ProviderName {
             "codex" => ProviderName::Codex,
             "amp" => ProviderName::Amp,
             "gemini" => ProviderName::Gemini,
+            "shell" => ProviderName::Shell,
             _ => ProviderName::Unknown,
         }
     }
@@ -76,6 +85,7 @@ impl ProviderName {
             ProviderName::Codex => "codex",
             ProviderName::Amp => "amp",
             ProviderName::Gemini => "gemini",
+            ProviderName::Shell => "shell",
             ProviderName::Unknown => "unknown",
         }
     }

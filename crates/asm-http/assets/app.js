@@ -55,7 +55,9 @@ function badge(status) { return el("span", { class: "badge " + (status || "") },
 function tokens(u) { return u ? (u.input_tokens + u.output_tokens).toLocaleString() + " (" + u.input_tokens + " in / " + u.output_tokens + " out)" : "–"; }
 function cost(c) { return c === null || c === undefined ? "–" : "$" + c.toFixed(4); }
 function when(t) { return t ? new Date(t).toLocaleString() : "–"; }
-function short(id) { return id ? id.slice(0, 12) + "…" : ""; }
+// Ids are a prefix and a UUIDv7 whose first digits are its creation time: ids made in the same
+// minute share them, so the short form keeps the prefix and the random tail.
+function short(id) { return id ? (id.length > 16 ? id.slice(0, 4) + "…" + id.slice(-8) : id) : ""; }
 
 // ----- sessions list --------------------------------------------------------------------------
 
@@ -70,7 +72,7 @@ async function sessionsPage(app) {
     location.href = "/sessions/" + session.id;
   } }, el("strong", {}, "New session"), agent, providers, el("button", { type: "submit" }, "Create"));
   const rows = list.sessions.map((s) => el("tr", { "data-session": s.id },
-    el("td", {}, el("a", { href: "/sessions/" + s.id, class: "mono" }, short(s.id))),
+    el("td", {}, el("a", { href: "/sessions/" + s.id, class: "mono", title: s.id }, short(s.id))),
     el("td", {}, badge(s.status)), el("td", {}, s.agent_id), el("td", {}, s.provider || "–"),
     el("td", {}, s.run_count), el("td", {}, tokens(s.token_usage)), el("td", {}, cost(s.cost_usd)),
     el("td", { class: "muted" }, when(s.updated_at))));
@@ -86,11 +88,11 @@ async function sessionsPage(app) {
 const RENDER = {
   session_created: (e) => ["lifecycle", "session created (" + (e.data.provider || "?") + ")"],
   session_started: () => ["lifecycle", "session started"],
-  run_started: (e) => ["lifecycle", "▶ run " + short(e.run_id) + " started" + (e.data.model ? " · " + e.data.model : "")],
-  run_completed: (e) => ["lifecycle", "■ run " + short(e.run_id) + " completed" + (e.data.stop_reason ? " (" + e.data.stop_reason + ")" : "")],
-  run_cancelled: (e) => ["error", "■ run " + short(e.run_id) + " cancelled" + (e.data.reason ? ": " + e.data.reason : "")],
-  run_failed: (e) => ["error", "✗ run failed [" + (e.data.error_code || "?") + "] " + (e.data.error_message || "")],
-  run_timeout: (e) => ["error", "✗ run timed out: " + (e.data.error_message || "")],
+  run_started: (e) => ["lifecycle", "▶ " + short(e.run_id) + " started" + (e.data.model ? " · " + e.data.model : "")],
+  run_completed: (e) => ["lifecycle", "■ " + short(e.run_id) + " completed" + (e.data.stop_reason ? " (" + e.data.stop_reason + ")" : "")],
+  run_cancelled: (e) => ["error", "■ " + short(e.run_id) + " cancelled" + (e.data.reason ? ": " + e.data.reason : "")],
+  run_failed: (e) => ["error", "✗ " + short(e.run_id) + " failed [" + (e.data.error_code || "?") + "] " + (e.data.error_message || "")],
+  run_timeout: (e) => ["error", "✗ " + short(e.run_id) + " timed out: " + (e.data.error_message || "")],
   message_sent: (e) => ["user", (e.data.role || "user") + ": " + (e.data.content || "")],
   tool_call_started: (e) => ["tool", "⚙ " + (e.data.tool_name || "tool") + " " + JSON.stringify(e.data.tool_input || {})],
   tool_call_completed: (e) => ["tool-ok", "✓ " + (e.data.tool_name || "tool") + " → " + clip(e.data.tool_output)],
@@ -152,7 +154,7 @@ async function sessionPage(app, id) {
     try {
       await api("POST", "/v1/sessions/" + id + "/runs", { input: prompt.value });
       prompt.value = "";
-      refresh();
+      scheduleRefresh();
     } catch (error) { formError.textContent = "[" + (error.code || "error") + "] " + error.message; }
   } }, el("h2", {}, "New run"), prompt, el("div", { class: "inline spaced" }, el("button", { type: "submit" }, "Run"), formError));
 
@@ -174,11 +176,26 @@ async function sessionPage(app, id) {
       el("div", {}, el("span", {}, "cost"), cost(session.cost_usd)),
       el("div", {}, el("span", {}, "created"), when(session.created_at)));
     runs.replaceChildren(...list.slice().reverse().map((r) => el("tr", { "data-run": r.id },
-      el("td", { class: "mono" }, short(r.id)), el("td", {}, badge(r.status)), el("td", {}, r.provider || "–"),
+      el("td", { class: "mono", title: r.id }, short(r.id)), el("td", {}, badge(r.status)), el("td", {}, r.provider || "–"),
       el("td", {}, tokens(r.token_usage)), el("td", {}, cost(r.cost_usd)), el("td", { class: "muted" }, when(r.started_at)),
       el("td", {}, r.status === "pending" || r.status === "running"
-        ? el("button", { class: "small", onclick: async () => { await api("POST", "/v1/runs/" + r.id + "/cancel"); refresh(); } }, "Cancel") : ""))));
+        ? el("button", { class: "small", onclick: async () => {
+          try { await api("POST", "/v1/runs/" + r.id + "/cancel"); } catch (error) { formError.textContent = "[" + (error.code || "error") + "] " + error.message; }
+          scheduleRefresh();
+        } }, "Cancel") : ""))));
     if (!list.length) runs.append(el("tr", {}, el("td", { colspan: 7, class: "muted" }, "No runs yet.")));
+  }
+
+  // Refreshes the summary and the runs table after lifecycle events: one request pair at a
+  // time, and one more at most when events arrived meanwhile (a replayed history of many
+  // runs costs two refreshes, not two per run).
+  let refreshing = null;
+  let again = false;
+  function scheduleRefresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = refresh()
+      .catch((error) => { state.textContent = "refresh failed: [" + (error.code || "error") + "] " + error.message; })
+      .finally(() => { refreshing = null; if (again) { again = false; scheduleRefresh(); } });
   }
 
   await refresh();
@@ -190,7 +207,7 @@ async function sessionPage(app, id) {
   const onEvent = (message) => {
     const event = JSON.parse(message.data);
     log.add(event);
-    if (event.kind.startsWith("run_") || event.kind.startsWith("session_")) refresh();
+    if (event.kind.startsWith("run_") || event.kind.startsWith("session_")) scheduleRefresh();
   };
   for (const kind of ["session_created", "session_started", "session_paused", "session_resumed", "session_completed",
     "session_failed", "session_cancelled", "run_started", "run_completed", "run_failed", "run_cancelled", "run_timeout",

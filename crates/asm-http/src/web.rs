@@ -9,6 +9,7 @@ use axum::routing::get;
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
+const FAVICON_SVG: &str = include_str!("../assets/favicon.svg");
 
 /// Security headers of the page: nothing may load from elsewhere.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
@@ -19,6 +20,9 @@ pub(crate) fn routes() -> Router {
         .route("/sessions/{id}", get(index))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
+        .route("/assets/favicon.svg", get(|| async { asset("image/svg+xml", FAVICON_SVG) }))
+        // Browsers ask for /favicon.ico on pages without an icon link (the JSON views of the API).
+        .route("/favicon.ico", get(|| async { asset("image/svg+xml", FAVICON_SVG) }))
 }
 
 async fn index() -> impl IntoResponse {

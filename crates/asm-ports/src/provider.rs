@@ -172,12 +172,15 @@ pub struct ProviderEvent {
     pub metadata: JsonMap,
     /// The provider's own timestamp, if it reported one.
     pub timestamp: Option<Timestamp>,
+    /// The provider the event came from, when it is not the adapter the runtime called (a
+    /// router's attempt names the adapter serving it); the stored event's `provider`.
+    pub provider: Option<String>,
 }
 
 impl ProviderEvent {
     /// An event with an empty payload.
     pub fn new(kind: EventKind) -> Self {
-        Self { kind, data: JsonMap::new(), metadata: JsonMap::new(), timestamp: None }
+        Self { kind, data: JsonMap::new(), metadata: JsonMap::new(), timestamp: None, provider: None }
     }
     /// Adds a payload entry.
     #[must_use]
@@ -201,6 +204,13 @@ impl ProviderEvent {
     #[must_use]
     pub fn at(mut self, timestamp: Timestamp) -> Self {
         self.timestamp = Some(timestamp);
+        self
+    }
+    /// Sets [`ProviderEvent::provider`]: the adapter the event came from, for an adapter that
+    /// delegates (a router).
+    #[must_use]
+    pub fn from_provider(mut self, provider: impl Into<String>) -> Self {
+        self.provider = Some(provider.into());
         self
     }
 }

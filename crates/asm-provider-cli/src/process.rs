@@ -334,6 +334,16 @@ async fn read_frame<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// Reads what is buffered (up to `max` bytes); empty at EOF. Cancel safe (`fill_buf` is, and
+/// the bytes are consumed right after they were copied).
+async fn read_chunk<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Vec<u8>> {
+    let available = reader.fill_buf().await?;
+    let n = available.len().min(max);
+    let bytes = available[..n].to_vec();
+    reader.consume(n);
+    Ok(bytes)
+}
+
 /// A running provider process, spawned without a shell in its own process group.
 ///
 /// * stdout is framed into lines ([`next_line`](Self::next_line)) with a per-line cap;
@@ -528,6 +538,81 @@ impl CliProcess {
                 tracing::warn!(max_line_bytes = max, "provider output line over the cap skipped");
                 Ok(Some(StdoutFrame::Oversized { max_line_bytes: max }))
             }
+            Err(e) => {
+                let exit = self.stop().await;
+                let pe = exit.provider_error(
+                    self.provider,
+                    ProviderErrorKind::ProcessError,
+                    format!("reading provider output failed: {e}"),
+                    StderrLimits::default(),
+                );
+                Err(provider_failure(ErrorCode::ProviderError, pe))
+            }
+        }
+    }
+
+    /// The next stdout bytes as they arrive (at most `max` bytes, at least one), or `None` at
+    /// EOF: for providers whose output is text rather than lines (the shell adapter streams
+    /// a command's stdout chunk by chunk). Bytes are returned exactly as the child wrote them
+    /// (no newline handling, no UTF-8 decoding); bytes of a partial line already buffered by
+    /// [`next_frame`](Self::next_frame) come first. As with `next_frame`, when the leader exits
+    /// the rest of its group is killed, so a background child holding stdout open cannot keep
+    /// the read going. Cancel safe: bytes are consumed only when they are returned.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> asm_core::Result<()> {
+    /// use asm_core::ProviderName;
+    /// use asm_provider_cli::{CliCommand, CliEnv, CliProcess};
+    /// let cmd = CliCommand::new(ProviderName::Shell, "/bin/sh").args(["-c", "printf abc"]).env(CliEnv::minimal());
+    /// let mut process = CliProcess::spawn(&cmd)?;
+    /// let mut out = Vec::new();
+    /// while let Some(chunk) = process.next_chunk(64 * 1024).await? {
+    ///     out.extend_from_slice(&chunk);
+    /// }
+    /// assert_eq!(out, b"abc");
+    /// assert!(process.finish().await.success());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A read failure stops the process and is a [`ProviderErrorKind::ProcessError`].
+    pub async fn next_chunk(&mut self, max: usize) -> asm_core::Result<Option<Vec<u8>>> {
+        let max = max.max(1);
+        if !self.line.is_empty() {
+            let n = self.line.len().min(max);
+            return Ok(Some(self.line.drain(..n).collect()));
+        }
+        let read = loop {
+            let Some(stdout) = self.stdout.as_mut().filter(|_| !self.stdout_eof) else {
+                return Ok(None);
+            };
+            match self.child.as_mut().filter(|_| self.status.is_none()) {
+                Some(child) => {
+                    tokio::select! {
+                        biased;
+                        read = read_chunk(stdout, max) => break read,
+                        status = child.wait() => {
+                            match status {
+                                Ok(status) => self.status = Some(status),
+                                Err(e) => tracing::warn!(error = %e, "waiting for provider process failed"),
+                            }
+                            // The leader is gone: whatever is left in its group is orphaned.
+                            kill_group(self.pid, Signal::KILL);
+                            if self.status.is_none() {
+                                break read_chunk(stdout, max).await;
+                            }
+                        }
+                    }
+                }
+                None => break read_chunk(stdout, max).await,
+            }
+        };
+        match read {
+            Ok(bytes) if bytes.is_empty() => {
+                self.stdout_eof = true;
+                Ok(None)
+            }
+            Ok(bytes) => Ok(Some(bytes)),
             Err(e) => {
                 let exit = self.stop().await;
                 let pe = exit.provider_error(

@@ -50,23 +50,50 @@ pub fn cancelled_error() -> Error {
     Error::new(ErrorCode::Cancelled, "Run was cancelled")
 }
 
-/// What stopped a wait early.
-enum Interrupt {
+/// What stopped a run early ([`RunControl::interrupted`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Interrupt {
+    /// The cancellation token fired.
     Cancelled,
+    /// The deadline passed.
     Deadline,
 }
 
-async fn interrupted(control: &RunControl) -> Interrupt {
-    let deadline = async {
-        match control.deadline {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => std::future::pending().await,
+impl RunControl {
+    /// Resolves when the run must stop: its token fires ([`Interrupt::Cancelled`], checked
+    /// first) or its deadline passes ([`Interrupt::Deadline`]); pending forever without either.
+    /// Race it against the process's reads (`tokio::select!`), as [`run_jsonl`] does.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::{Duration, Instant};
+    /// use asm_ports::CancellationToken;
+    /// use asm_provider_cli::{Interrupt, RunControl};
+    /// let control = RunControl::new(CancellationToken::new(), Some(Instant::now() + Duration::from_millis(1)));
+    /// assert_eq!(control.interrupted().await, Interrupt::Deadline);
+    /// let token = CancellationToken::new();
+    /// token.cancel();
+    /// assert_eq!(RunControl::new(token, None).interrupted().await, Interrupt::Cancelled);
+    /// # }
+    /// ```
+    pub async fn interrupted(&self) -> Interrupt {
+        let deadline = async {
+            match self.deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => Interrupt::Cancelled,
+            () = deadline => Interrupt::Deadline,
         }
-    };
-    tokio::select! {
-        () = control.cancel.cancelled() => Interrupt::Cancelled,
-        () = deadline => Interrupt::Deadline,
     }
+}
+
+async fn interrupted(control: &RunControl) -> Interrupt {
+    control.interrupted().await
 }
 
 async fn interrupt_error(process: &mut CliProcess, why: Interrupt, provider: asm_core::ProviderName) -> Error {

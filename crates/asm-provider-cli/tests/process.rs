@@ -268,3 +268,27 @@ async fn next_frame_reports_an_oversized_line_and_keeps_the_process() {
     assert_eq!(p.next_frame().await.unwrap(), None);
     assert!(p.finish().await.success());
 }
+
+#[tokio::test]
+async fn chunks_are_the_exact_bytes_and_a_leftover_child_cannot_hold_stdout() {
+    let mut p = CliProcess::spawn(&sh("printf 'a\\r\\nb'; printf '\\377c'")).unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = p.next_chunk(2).await.unwrap() {
+        assert!(!chunk.is_empty() && chunk.len() <= 2, "{chunk:?}");
+        out.extend_from_slice(&chunk);
+    }
+    assert_eq!(out, b"a\r\nb\xffc");
+    assert!(p.finish().await.success());
+
+    // The leader exits while a background child keeps stdout open: the group is killed, EOF.
+    let started = Instant::now();
+    let mut p = CliProcess::spawn(&sh("sleep 100 & echo done")).unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = p.next_chunk(1024).await.unwrap() {
+        out.extend_from_slice(&chunk);
+    }
+    assert_eq!(out, b"done\n");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    p.finish().await;
+    wait_gone(p.pid()).await;
+}

@@ -319,7 +319,7 @@ impl Execution {
             result = Err(error);
             aborted = true;
         } else if let Some(request) = self.active.cancel_request() {
-            result = Err(cancelled_error(&request));
+            result = Err(with_served_by(cancelled_error(&request), &result));
         }
         let finish = RunFinish::new(result.clone());
         for hook in &shared.hooks {
@@ -350,9 +350,9 @@ impl Execution {
         // run); from here on cancels are refused with `invalid_transition`.
         let cancel_request = self.active.close();
         let result = match (&cancel_request, result) {
-            (Some(request), Ok(_)) => Err(cancelled_error(request)),
+            (Some(request), result @ Ok(_)) => Err(with_served_by(cancelled_error(request), &result)),
             (Some(request), Err(error)) if !aborted && error.code() != ErrorCode::Cancelled => {
-                Err(cancelled_error(request))
+                Err(with_served_by(cancelled_error(request), &Err(error)))
             }
             (_, result) => result,
         };
@@ -553,7 +553,8 @@ impl Shared {
         if self.cancel.is_cancelled() {
             return Err(Error::new(ErrorCode::Cancelled, "run is being cancelled; no more events are accepted"));
         }
-        let mut event = self.event(provider_event.kind, provider_event.data, &self.ctx.provider);
+        let provider = provider_event.provider.as_deref().unwrap_or(&self.ctx.provider);
+        let mut event = self.event(provider_event.kind, provider_event.data, provider);
         event.metadata = provider_event.metadata;
         if let Some(timestamp) = provider_event.timestamp {
             event.timestamp = timestamp;
@@ -608,6 +609,15 @@ fn served_by(result: &Result<ExecuteOutcome>) -> Option<String> {
     match result {
         Ok(outcome) => outcome.provider.clone(),
         Err(error) => error.details().get(keys::PROVIDER).and_then(|v| v.as_str()).map(str::to_owned),
+    }
+}
+
+/// `error` with the `provider` detail naming the adapter that served `result`, when a delegating
+/// adapter (a router) said so: a cancel keeps the served provider on the run.
+fn with_served_by(error: Error, result: &Result<ExecuteOutcome>) -> Error {
+    match served_by(result) {
+        Some(provider) => error.with_detail(keys::PROVIDER, provider),
+        None => error,
     }
 }
 

@@ -25,6 +25,7 @@ use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
 use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder, ClaudeBuilderExt};
 use asm_provider_cli::CliEnv;
 use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, SandboxMode};
+use asm_routing::{ProviderRouter, RoutingPolicy};
 use asm_runtime::{
     Continuation, ForkContinuation, ForkPoint, NewSession, ReplayReason, RunOptions, RunResult, SessionManager,
 };
@@ -128,6 +129,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("codex/http429-retryable", Box::pin(codex_http_error(codex, 429, ErrorCode::ProviderRateLimited, true))),
         ("codex/http401-auth", Box::pin(codex_http_error(codex, 401, ErrorCode::ProviderAuthenticationFailed, false))),
         ("codex/http500-unavailable", Box::pin(codex_http_error(codex, 500, ErrorCode::ProviderUnavailable, true))),
+        ("routing/failover-claude429-to-codex", Box::pin(routing_failover(env, codex))),
         ("no-leftover-processes", Box::pin(no_leftovers(env, codex))),
     ];
     let (mut passed, mut failed) = (0, 0);
@@ -669,6 +671,58 @@ async fn claude_http_error(env: &ClaudeEnv, status: u16, code: ErrorCode, retrya
     ensure(requests == 2, || format!("{requests} model requests, expected 2"))?;
     assert_no_processes(&env.marker(&case)).await?;
     Ok(format!("{code} (retryable {retryable}), provider error kind {:?}", pe.kind))
+}
+
+/// A real failover through the router and the runtime: the fake Anthropic server answers every
+/// request with HTTP 429 (its default for this case, so the prompt itself has no marker and Codex
+/// answers text), the real Claude CLI fails with `provider_rate_limited`, the router fails over to
+/// the real Codex CLI, and the stored run records codex with `failover_from: claude`.
+async fn routing_failover(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult {
+    env.server.set_default_scenario(Scenario::HttpError(429));
+    let result = routing_failover_case(env, codex).await;
+    env.server.set_default_scenario(Scenario::Text);
+    result
+}
+
+async fn routing_failover_case(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult {
+    let case = "routing-failover";
+    // No CLI-side retry: the first 429 ends Claude's attempt, and the router fails over.
+    let router = ProviderRouter::builder()
+        .adapter(env.adapter(case, |b| b.max_retries(0)))
+        .adapter(codex.adapter(case, |b| b))
+        .policy(RoutingPolicy::new().prefer(["claude", "codex"]))
+        .build()
+        .map_err(|e| format!("router: {e}"))?;
+    let manager = SessionManager::new(InMemorySessionStore::new(), router);
+    let session = manager.start_session(NewSession::new("asm-real-cli")).await.map_err(|e| e.to_string())?;
+    manager.activate_session(&session.id).await.map_err(|e| e.to_string())?;
+    let run = manager
+        .start_run(&session.id, RunInput::user("Say hello."), RunOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = manager
+        .execute_run(&run.id, RunOptions::default().timeout(RUN_TIMEOUT))
+        .await
+        .map_err(|e| format!("routed run failed: {e:?}"))?;
+    let stored = manager.get_run(&run.id).await.map_err(|e| e.to_string())?;
+    ensure(stored.provider.as_deref() == Some("codex"), || format!("run provider {:?}", stored.provider))?;
+    let routing = &stored.metadata["routing"];
+    ensure(routing["failover_from"] == "claude", || format!("routing {routing}"))?;
+    ensure(routing["failover_reason"] == "provider_rate_limited", || format!("routing {routing}"))?;
+    ensure(result.output().content == TEXT_REPLY, || format!("output {:?}", result.output().content))?;
+    ensure(!env.server.model_requests().is_empty(), || "claude never reached its server".to_owned())?;
+    ensure(!codex.server.model_requests().is_empty(), || "codex never reached its server".to_owned())?;
+    let events =
+        manager.session_events(&session.id, EventQuery::new().run(run.id.clone())).await.map_err(|e| e.to_string())?;
+    let from_codex: Vec<_> =
+        events.iter().filter(|e| e.metadata.get("routed_provider") == Some(&Value::from("codex"))).collect();
+    ensure(!from_codex.is_empty(), || "no event carries routed_provider codex".to_owned())?;
+    ensure(from_codex.iter().all(|e| e.metadata.get("failover_from") == Some(&Value::from("claude"))), || {
+        "a codex event lacks failover_from claude".to_owned()
+    })?;
+    assert_no_processes(&env.marker(case)).await?;
+    assert_no_processes(&codex.marker(case)).await?;
+    Ok(format!("served by codex after claude 429, {} codex events", from_codex.len()))
 }
 
 async fn no_leftovers(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult {
