@@ -165,9 +165,22 @@ async fn all_events(store: &DynSessionStore, id: &SessionId, mut query: EventQue
     Ok(out)
 }
 
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        // No signal handling available: never resolve, the command ends on its own.
+/// Ctrl-C (SIGINT), registered when created: a signal arriving any time after is seen, never
+/// the default "die" disposition.
+struct Interrupt(Option<tokio::signal::unix::Signal>);
+
+impl Interrupt {
+    fn new() -> Self {
+        Self(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok())
+    }
+
+    /// The next Ctrl-C (never, when signals cannot be handled).
+    async fn recv(&mut self) {
+        if let Some(signal) = &mut self.0
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
         futures::future::pending::<()>().await;
     }
 }
@@ -223,6 +236,7 @@ async fn run_prompt(
             return Err(CliError::new("session_not_found", format!("session {id} not found")));
         }
     };
+    let mut interrupt = Interrupt::new();
     let run = manager.start_run(&session_id, RunInput::user(prompt), options.clone()).await?;
 
     let printer = spawn_printer(manager.clone(), session_id.clone(), run.id.clone(), after, output);
@@ -235,7 +249,7 @@ async fn run_prompt(
     let executed = loop {
         tokio::select! {
             done = &mut execution => break done,
-            () = ctrl_c(), if !interrupted => {
+            () = interrupt.recv(), if !interrupted => {
                 interrupted = true;
                 if let Err(error) = manager.cancel_run(&run.id).await {
                     tracing::debug!(%error, "cancel after Ctrl-C");
@@ -461,12 +475,11 @@ async fn events(ctx: &Ctx, args: &cli::EventsArgs) -> CliResult<u8> {
         return Ok(0);
     }
     let manager = ctx.manager(store)?;
+    let mut interrupt = Interrupt::new();
     let mut stream = manager.stream_session_events(&id, StreamOptions::after(args.after).filter(filter));
-    let interrupted = ctrl_c();
-    tokio::pin!(interrupted);
     loop {
         tokio::select! {
-            () = &mut interrupted => return Ok(0),
+            () = interrupt.recv() => return Ok(0),
             item = stream.next() => match item {
                 Some(event) => {
                     print(&event?)?;
@@ -738,17 +751,15 @@ async fn serve(ctx: &Ctx, args: &cli::ServeArgs) -> CliResult<u8> {
 
 /// Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return ctrl_c().await,
-        };
-        tokio::select! {
-            () = ctrl_c() => {}
-            _ = term.recv() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = Interrupt::new();
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                () = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
         }
+        Err(_) => interrupt.recv().await,
     }
-    #[cfg(not(unix))]
-    ctrl_c().await;
 }

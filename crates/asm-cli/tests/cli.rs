@@ -357,3 +357,48 @@ fn ctrl_c_cancels_a_shell_sleep_and_leaves_no_child() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The session id of a finished `asm run --json`.
+fn session_of(lines: &[Value]) -> String {
+    lines[0]["session_id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn fork_follow_and_cancel() {
+    let home = Home::new();
+    let out = home.run(&["run", "--provider", "shell", "--json", "echo one"]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&stdout(&out));
+    let session = session_of(&lines);
+    let run = lines.last().unwrap()["run_id"].as_str().unwrap().to_owned();
+
+    // fork prints the new session id first; the fork can run again.
+    let fork = home.run(&["fork", &session, "--run", &run]);
+    assert!(fork.status.success(), "{fork:?}");
+    let forked = stdout(&fork).lines().next().unwrap().to_owned();
+    assert!(forked.starts_with("ses_") && forked != session, "{forked}");
+    let show: Value = serde_json::from_str(&stdout(&home.run(&["show", &forked, "--json"]))).unwrap();
+    assert_eq!(show["session"]["parent_session_id"], session.as_str());
+    let again = home.run(&["resume", &forked, "--provider", "shell", "echo two"]);
+    assert!(again.status.success(), "{again:?}");
+    assert_error(&home.run(&["fork", &session, "--run", "run_00000000000000000000000000000000"]), "run_not_found");
+
+    // --follow with --limit ends after that many events.
+    let follow = home.run(&["events", &session, "--follow", "--json", "--limit", "3"]);
+    assert!(follow.status.success(), "{follow:?}");
+    assert_eq!(json_lines(&stdout(&follow)).len(), 3);
+
+    // --follow streams until Ctrl-C, which ends it with status 0.
+    let mut child = home.cmd(&["events", &session, "--follow", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..lines.len() {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "follow printed the stored events");
+    }
+    send(child.id(), rustix::process::Signal::INT);
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+
+    // A finished run cannot be cancelled.
+    assert_error(&home.run(&["cancel", &run]), "invalid_transition");
+    assert_error(&home.run(&["cancel", "nonsense"]), "run_not_found");
+}
