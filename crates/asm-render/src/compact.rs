@@ -28,17 +28,29 @@ pub struct CompactRenderer {
     usage: UsageTotals,
 }
 
-/// Where streamed text stands: mid-line, and whether the current message was streamed.
+/// Where streamed text stands: inside a text block, whether its last line is still open (did
+/// not end with a newline), and whether the current message was streamed.
 #[derive(Debug, Default)]
 pub(crate) struct TextState {
     pub(crate) in_text: bool,
+    pub(crate) line_open: bool,
     pub(crate) streamed: bool,
 }
 
 impl TextState {
-    /// `"\n"` when a streamed line is open (and closes it), else nothing.
+    /// Ends the text block: `"\n"` when its last line is open, else nothing.
     pub(crate) fn close(&mut self) -> &'static str {
-        if std::mem::take(&mut self.in_text) { "\n" } else { "" }
+        self.in_text = false;
+        if std::mem::take(&mut self.line_open) { "\n" } else { "" }
+    }
+
+    /// Records a chunk of streamed text; whether it starts a new block.
+    pub(crate) fn chunk(&mut self, delta: &str) -> bool {
+        let starts = !self.in_text;
+        self.in_text = true;
+        self.streamed = true;
+        self.line_open = !delta.ends_with('\n');
+        starts
     }
 }
 
@@ -82,7 +94,11 @@ impl Renderer for CompactRenderer {
         match event.kind {
             EventKind::RunStarted => {
                 self.text.streamed = false;
-                let model = event.data_str(keys::MODEL).or(event.provider.as_deref()).unwrap_or_default();
+                let model = event
+                    .data_str(keys::MODEL)
+                    .or_else(|| event.data_str(keys::PROVIDER))
+                    .or(event.provider.as_deref())
+                    .unwrap_or_default();
                 let body = paint(c, style::BOLD, &format!("r+{model}"));
                 self.line(&body)
             }
@@ -91,12 +107,10 @@ impl Renderer for CompactRenderer {
                 if delta.is_empty() {
                     return String::new();
                 }
-                self.text.streamed = true;
-                if self.text.in_text {
-                    delta.to_owned()
-                } else {
-                    self.text.in_text = true;
+                if self.text.chunk(delta) {
                     format!("{}{delta}", paint(c, style::CYAN, ">> "))
+                } else {
+                    delta.to_owned()
                 }
             }
             EventKind::MessageReceived if !event.is_provider_raw() => {

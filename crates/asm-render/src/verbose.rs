@@ -62,8 +62,9 @@ impl Renderer for VerboseRenderer {
         match kind {
             EventKind::MessageStreamed => {
                 let delta = event.data_str(keys::DELTA).or_else(|| event.data_str(keys::CONTENT)).unwrap_or_default();
-                self.text.streamed |= !delta.is_empty();
-                self.text.in_text |= !delta.is_empty();
+                if !delta.is_empty() {
+                    self.text.chunk(delta);
+                }
                 delta.to_owned()
             }
             EventKind::ReasoningStreamed => String::new(),

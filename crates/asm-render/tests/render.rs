@@ -95,6 +95,25 @@ fn failures_and_cancellation() {
 }
 
 #[test]
+fn streamed_lines_ending_in_newlines_are_not_doubled() {
+    let s = SessionId::new();
+    let chunk = |text: &str| Event::new(EventKind::MessageStreamed, s.clone()).with_data("delta", text);
+    let events = vec![
+        Event::new(EventKind::RunStarted, s.clone()).with_data("provider", "shell"),
+        chunk("hi\n"),
+        chunk("two\nthree"),
+        chunk("\n"),
+        Event::new(EventKind::RunCompleted, s.clone()),
+    ];
+    let text = render_all(&mut CompactRenderer::new(RenderOptions::plain()), &events);
+    assert_eq!(text, "r+shell\n>> hi\ntwo\nthree\nr-\n");
+    let text = render_all(&mut VerboseRenderer::new(RenderOptions::plain()), &events[1..]);
+    assert_eq!(text, "hi\ntwo\nthree\n[run_completed]\n");
+    let open = render_all(&mut CompactRenderer::new(RenderOptions::plain()), &events[2..3]);
+    assert_eq!(open, ">> two\nthree\n", "finish closes an open line");
+}
+
+#[test]
 fn message_received_without_streaming_is_shown_once() {
     let s = SessionId::new();
     let received =
