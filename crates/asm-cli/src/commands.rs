@@ -368,8 +368,8 @@ async fn sessions(ctx: &Ctx, args: &cli::SessionsArgs) -> CliResult<u8> {
             let provider = session.metadata.get("provider").and_then(Value::as_str).unwrap_or("-");
             out += &format!(
                 "{:<36}  {:<9}  {:<16}  {:<8}  {}\n",
-                session.id,
-                session.status,
+                session.id.as_str(),
+                session.status.as_str(),
                 preview(&session.agent_id, 16),
                 provider,
                 session.created_at.format("%Y-%m-%d %H:%M:%S")
@@ -420,7 +420,7 @@ async fn show(ctx: &Ctx, args: &cli::ShowArgs) -> CliResult<u8> {
         out += &format!(
             "  {}  {:<9}  tokens {}/{}  {}  {}\n",
             run.id,
-            run.status,
+            run.status.as_str(),
             run.token_usage.input_tokens,
             run.token_usage.output_tokens,
             dollars(run.cost_usd),

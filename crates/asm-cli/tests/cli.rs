@@ -149,11 +149,16 @@ fn run_json_prints_every_stored_event_and_the_inspection_commands_agree() {
 #[test]
 fn readable_output_and_resume() {
     let mut home = Home::new();
-    home.script(&FakeScript::fixture("claude_text"));
+    home.script(&FakeScript::fixture("claude_tool_use"));
     let out = home.run(&["run", "--provider", "claude", "hello"]);
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
-    assert!(text.contains("r+"), "{text}");
+    // The compact renderer: text as streamed, one line per tool call, usage and cost, the end.
+    assert!(text.starts_with("r+claude\n>> "), "{text}");
+    assert!(text.contains("\nt+Bash ") && text.contains("\nt-Bash tr:"), "{text}");
+    assert!(text.contains("\ntk:200/24 $0.0016\nr-:end\n"), "{text}");
+    let table = stdout(&home.run(&["sessions"]));
+    assert!(table.lines().nth(1).is_some_and(|l| l.split_whitespace().nth(1) == Some("active")), "{table}");
     assert!(!text.contains('\x1b'), "no colour off a TTY: {text:?}");
     let session = text.lines().last().unwrap().split_whitespace().nth(1).unwrap().to_owned();
     assert!(session.starts_with("ses_"), "{text}");
