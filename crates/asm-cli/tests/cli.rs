@@ -407,3 +407,33 @@ fn fork_follow_and_cancel() {
     assert_error(&home.run(&["cancel", &run]), "invalid_transition");
     assert_error(&home.run(&["cancel", "nonsense"]), "run_not_found");
 }
+
+#[test]
+fn config_defaults_and_flags_win() {
+    let home = Home::new();
+    let config_store = home.path().join("from-config.redb");
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("provider = \"shell\"\nstore = \"redb:{}\"\n", config_store.display()),
+    )
+    .unwrap();
+    // The config's provider and store are the defaults.
+    let out = home.run(&["run", "--json", "echo configured"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(config_store.exists(), "the config's store was used");
+    assert!(!home.path().join("sessions.redb").exists());
+    let session = session_of(&json_lines(&stdout(&out)));
+    // ASM_STORE and --store win over the config.
+    let env_store = format!("redb:{}", home.path().join("from-env.redb").display());
+    let listed = home.cmd(&["sessions", "--json"]).env("ASM_STORE", &env_store).output().unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(stdout(&listed), "", "another store, empty");
+    let flag = home.cmd(&["--store", "memory:", "show", &session]).env("ASM_STORE", &env_store).output().unwrap();
+    assert_error(&flag, "session_not_found");
+    assert!(home.run(&["show", &session]).status.success());
+    // A broken config is one error line.
+    std::fs::write(home.path().join("config.toml"), "provider = 3\n").unwrap();
+    assert_error(&home.run(&["sessions"]), "config_error");
+    std::fs::write(home.path().join("config.toml"), "unknown_key = true\n").unwrap();
+    assert_error(&home.run(&["sessions"]), "config_error");
+}
