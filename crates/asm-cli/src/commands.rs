@@ -212,6 +212,9 @@ async fn run_prompt(
     let provider_name = provider::choose(provider_flag, recorded, &ctx.config)?;
     let adapter = provider::build(&provider_name, &ctx.config, flags)?;
     adapter.validate_config().map_err(|e| {
+        if e.code().category() == asm_core::ErrorCategory::Validation {
+            return CliError::from(e);
+        }
         CliError::from(e).hint(format!(
             "is the {provider_name} CLI installed and on PATH (or set [providers.{provider_name}] cli in config.toml)?"
         ))
