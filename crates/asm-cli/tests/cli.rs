@@ -437,3 +437,52 @@ fn config_defaults_and_flags_win() {
     std::fs::write(home.path().join("config.toml"), "unknown_key = true\n").unwrap();
     assert_error(&home.run(&["sessions"]), "config_error");
 }
+
+/// One HTTP/1.1 request on loopback; returns (status, JSON body).
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (_, payload) = response.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(payload).unwrap_or(Value::Null))
+}
+
+#[test]
+fn serve_runs_the_shell_provider_and_the_store_keeps_it() {
+    let home = Home::new();
+    let mut serve = home.cmd(&["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split("http://").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap().to_owned();
+    let (status, session) = http(&addr, "POST", "/v1/sessions", Some(r#"{"agent_id":"web","provider":"shell"}"#));
+    assert_eq!(status, 201, "{session}");
+    let session = session["id"].as_str().unwrap().to_owned();
+    let (status, accepted) =
+        http(&addr, "POST", &format!("/v1/sessions/{session}/runs"), Some(r#"{"input":"echo via-http"}"#));
+    assert_eq!(status, 202, "{accepted}");
+    let run = accepted["run_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, run) = http(&addr, "GET", &format!("/v1/runs/{run}"), None);
+        if run["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run did not complete: {run}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send(serve.id(), rustix::process::Signal::TERM);
+    assert!(wait_exit(&mut serve, Duration::from_secs(30)).success());
+    let events = json_lines(&stdout(&home.run(&["events", &session, "--json", "--kind", "message_streamed"])));
+    let text: String = events.iter().filter_map(|e| e["data"]["delta"].as_str()).collect();
+    assert!(text.contains("via-http"), "{events:#?}");
+}
