@@ -74,6 +74,8 @@ fn parse_args() -> Result<Args, String> {
     }
     let claude = claude.ok_or("--claude <path> is required")?;
     let codex = codex.ok_or("--codex <path> is required")?;
+    // The `asm` runs have their own working directory: make the path absolute.
+    let asm = asm.map(|path| std::fs::canonicalize(&path).unwrap_or(path));
     Ok(Args { claude, codex, asm, only })
 }
 
