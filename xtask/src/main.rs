@@ -10,7 +10,9 @@
 //!   (once per version), then runs the adapters end to end against them and the project's fake
 //!   model servers on 127.0.0.1 (`asm-integration`'s `asm-real-cli`). Needs `npm` and the npm
 //!   registry for the first install only; `ASM_NPM_CLI_DIR` moves the install directory and
-//!   `--only NAME` runs the cases whose name contains NAME.
+//!   `--only NAME` runs the cases whose name contains NAME. It builds the `asm` binary first
+//!   (`cargo build -p asm-cli --bin asm`) and passes `<target dir>/debug/asm` (the target dir is
+//!   `CARGO_TARGET_DIR` or `target`) as `--asm` for the `cli/*` cases.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -144,6 +146,16 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current directory, as cargo
+/// reads it) or `target` in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()).map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => std::env::current_dir().map_or(dir.clone(), |cwd| cwd.join(dir)),
+        None => workspace_root().join("target"),
+    }
+}
+
 fn integration(extra: &[String]) -> Result<(), String> {
     let dir = std::env::var_os("ASM_NPM_CLI_DIR")
         .map_or_else(|| workspace_root().join("target").join("npm-cli"), PathBuf::from);
@@ -152,6 +164,11 @@ fn integration(extra: &[String]) -> Result<(), String> {
     let (claude, codex) = (bin.join("claude"), bin.join("codex"));
     let claude = claude.to_str().ok_or("the npm cache path is not UTF-8")?;
     let codex = codex.to_str().ok_or("the npm cache path is not UTF-8")?;
+    // The `cli/*` cases run the real `asm` binary: a bin of another package has no
+    // CARGO_BIN_EXE_*, so build it here and pass its path.
+    cargo(&["build", "--quiet", "-p", "asm-cli", "--bin", "asm"])?;
+    let asm = target_dir().join("debug").join(format!("asm{}", std::env::consts::EXE_SUFFIX));
+    let asm = asm.to_str().ok_or("the target dir path is not UTF-8")?;
     let mut args = vec![
         "run",
         "--quiet",
@@ -164,6 +181,8 @@ fn integration(extra: &[String]) -> Result<(), String> {
         claude,
         "--codex",
         codex,
+        "--asm",
+        asm,
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)

@@ -3,8 +3,12 @@
 //! CLIs first:
 //!
 //! ```text
-//! asm-real-cli --claude <path to claude> --codex <path to codex> [--only <case name substring>]
+//! asm-real-cli --claude <path to claude> --codex <path to codex> [--asm <path to asm>] [--only <case name substring>]
 //! ```
+//!
+//! The `cli/*` cases run the `asm` binary (crate `asm-cli`) end to end over the same CLIs and
+//! servers; `--asm` names it (xtask builds it first and passes `target/debug/asm`), and without
+//! `--asm` those cases fail saying so.
 //!
 //! Every case prints `PASS name (time)` or `FAIL name (time): why`; the last line is
 //! `N passed, M failed` and the exit code is non-zero when anything failed. Each run of a CLI
@@ -49,6 +53,7 @@ type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
 struct Args {
     claude: PathBuf,
     codex: PathBuf,
+    asm: Option<PathBuf>,
     only: Option<String>,
 }
 
@@ -56,25 +61,31 @@ fn parse_args() -> Result<Args, String> {
     let mut claude = None;
     let mut codex = None;
     let mut only = None;
+    let mut asm = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--claude" => claude = args.next().map(PathBuf::from),
             "--codex" => codex = args.next().map(PathBuf::from),
+            "--asm" => asm = args.next().map(PathBuf::from),
             "--only" => only = args.next(),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     let claude = claude.ok_or("--claude <path> is required")?;
     let codex = codex.ok_or("--codex <path> is required")?;
-    Ok(Args { claude, codex, only })
+    // The `asm` runs have their own working directory: make the path absolute.
+    let asm = asm.map(|path| std::fs::canonicalize(&path).unwrap_or(path));
+    Ok(Args { claude, codex, asm, only })
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("asm-real-cli: {e}\nusage: asm-real-cli --claude <path> --codex <path> [--only <substring>]");
+            eprintln!(
+                "asm-real-cli: {e}\nusage: asm-real-cli --claude <path> --codex <path> [--asm <path>] [--only <substring>]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -106,7 +117,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
             return (0, 1);
         }
     };
-    let (env, codex) = (&env, &codex);
+    let (env, codex, asm) = (&env, &codex, args.asm.as_deref());
     let cases: Vec<(&str, CaseFuture<'_>)> = vec![
         ("claude/version", Box::pin(claude_version(env))),
         ("claude/text", Box::pin(claude_text(env))),
@@ -132,6 +143,9 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("codex/http401-auth", Box::pin(codex_http_error(codex, 401, ErrorCode::ProviderAuthenticationFailed, false))),
         ("codex/http500-unavailable", Box::pin(codex_http_error(codex, 500, ErrorCode::ProviderUnavailable, true))),
         ("routing/failover-claude429-to-codex", Box::pin(routing_failover(env, codex))),
+        ("cli/claude-run", Box::pin(cli_run(asm, CliProvider::Claude(env)))),
+        ("cli/codex-run", Box::pin(cli_run(asm, CliProvider::Codex(codex)))),
+        ("cli/claude-readable", Box::pin(cli_readable(asm, env))),
         ("no-leftover-processes", Box::pin(no_leftovers(env, codex))),
     ];
     let (mut passed, mut failed) = (0, 0);
@@ -1010,4 +1024,286 @@ async fn codex_http_error(env: &CodexEnv, status: u16, code: ErrorCode, retryabl
     ensure(requests >= 1, || "no model request reached the server".to_owned())?;
     assert_no_processes(&env.marker(&case)).await?;
     Ok(format!("{code} (retryable {retryable}), provider error kind {:?}, {requests} request(s)", pe.kind))
+}
+
+// ----- cli: the `asm` binary end to end over the real CLIs ------------------------------------
+
+/// The provider a `cli/*` case runs `asm` with, and the fake server behind it.
+#[derive(Clone, Copy)]
+enum CliProvider<'a> {
+    Claude(&'a ClaudeEnv),
+    Codex(&'a CodexEnv),
+}
+
+impl CliProvider<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Claude(_) => "claude",
+            Self::Codex(_) => "codex",
+        }
+    }
+
+    fn server(&self) -> &FakeServer {
+        match self {
+            Self::Claude(env) => &env.server,
+            Self::Codex(env) => &env.server,
+        }
+    }
+
+    fn workspace(&self) -> &std::path::Path {
+        match self {
+            Self::Claude(env) => &env.workspace,
+            Self::Codex(env) => &env.workspace,
+        }
+    }
+
+    fn marker(self, case: &str) -> String {
+        match self {
+            Self::Claude(env) => env.marker(case),
+            Self::Codex(env) => env.marker(case),
+        }
+    }
+
+    /// The field of a model request that carries the conversation.
+    fn history_field(self) -> &'static str {
+        match self {
+            Self::Claude(_) => "messages",
+            Self::Codex(_) => "input",
+        }
+    }
+
+    /// `$ASM_HOME/config.toml`: `[providers.NAME]` with the real CLI, and in `env` what the
+    /// adapter cases give the CLI (isolated HOME, the fake server, the marker of `case`).
+    fn config(self, case: &str) -> String {
+        let (cli, model, vars) = match self {
+            Self::Claude(env) => (
+                &env.cli,
+                None,
+                vec![
+                    ("HOME", env.home.display().to_string()),
+                    ("CLAUDE_CONFIG_DIR", env.home.join(".claude").display().to_string()),
+                    ("ANTHROPIC_BASE_URL", env.server.base_url()),
+                    ("ANTHROPIC_API_KEY", API_KEY.to_owned()),
+                    ("TMPDIR", env.tmp.display().to_string()),
+                    ("CLAUDE_CODE_TMPDIR", env.tmp.display().to_string()),
+                ],
+            ),
+            Self::Codex(env) => (
+                &env.cli,
+                Some("gpt-5.5"),
+                vec![
+                    ("HOME", env.home.display().to_string()),
+                    ("CODEX_HOME", env.codex_home.display().to_string()),
+                    (CODEX_KEY_VAR, CODEX_KEY.to_owned()),
+                    ("TMPDIR", env.tmp.display().to_string()),
+                ],
+            ),
+        };
+        // A JSON string is a TOML basic string.
+        let quote = |s: &str| Value::from(s).to_string();
+        let name = self.name();
+        let mut config = format!(
+            "[providers.{name}]\ncli = {}\ntimeout_secs = {}\n",
+            quote(&cli.display().to_string()),
+            RUN_TIMEOUT.as_secs()
+        );
+        if let Some(model) = model {
+            config += &format!("model = {}\n", quote(model));
+        }
+        config += &format!("\n[providers.{name}.env]\n");
+        let marker = self.marker(case);
+        for (var, value) in vars
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain([("NO_PROXY", "127.0.0.1,localhost"), (MARKER_VAR, marker.as_str())])
+        {
+            config += &format!("{var} = {}\n", quote(value));
+        }
+        config
+    }
+}
+
+/// An `ASM_HOME` (with its `config.toml`) and a redb store in a temporary directory.
+struct AsmHome {
+    dir: tempfile::TempDir,
+    store: String,
+}
+
+impl AsmHome {
+    fn new(config: &str) -> Result<Self, String> {
+        let dir = tempfile::Builder::new().prefix("asm-real-cli-asm-").tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("config.toml"), config).map_err(|e| format!("config.toml: {e}"))?;
+        let store = format!("redb:{}", dir.path().join("sessions.redb").display());
+        Ok(Self { dir, store })
+    }
+
+    /// Runs `asm --store redb:… ARGS` in `cwd` with a minimal environment (no terminal:
+    /// stdin is null, stdout and stderr are pipes).
+    async fn asm(&self, bin: &std::path::Path, cwd: &std::path::Path, args: &[&str]) -> Result<AsmOutput, String> {
+        let out = tokio::process::Command::new(bin)
+            .arg("--store")
+            .arg(&self.store)
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("ASM_HOME", self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        Ok(AsmOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            command: format!("asm {}", args.first().copied().unwrap_or_default()),
+        })
+    }
+}
+
+/// What one `asm` invocation printed.
+struct AsmOutput {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    command: String,
+}
+
+impl AsmOutput {
+    /// `Ok(self)` when it exited 0.
+    fn success(self) -> Result<Self, String> {
+        if self.code == Some(0) {
+            return Ok(self);
+        }
+        let tail: String =
+            self.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        Err(format!("`{}` exited {:?}: {tail}", self.command, self.code))
+    }
+}
+
+/// `asm`'s `--json` output: every line one event object with the documented fields, the
+/// sequences gap-free.
+fn json_events(stdout: &str) -> Result<Vec<Value>, String> {
+    let mut events = Vec::new();
+    for (n, line) in stdout.lines().enumerate() {
+        let event: Value =
+            serde_json::from_str(line).map_err(|e| format!("stdout line {} is not JSON ({e}): {line:?}", n + 1))?;
+        let object = event.as_object().ok_or_else(|| format!("stdout line {} is not an object", n + 1))?;
+        for key in ["session_id", "run_id", "sequence", "kind", "data", "timestamp"] {
+            ensure(object.contains_key(key), || format!("stdout line {} has no {key}: {line}", n + 1))?;
+        }
+        events.push(event);
+    }
+    ensure(!events.is_empty(), || "no events on stdout".to_owned())?;
+    let sequences: Vec<u64> = events.iter().filter_map(|e| e["sequence"].as_u64()).collect();
+    ensure(sequences.len() == events.len(), || "a sequence is not a number".to_owned())?;
+    ensure(sequences.windows(2).all(|w| w[1] == w[0] + 1), || format!("sequences not gap-free: {sequences:?}"))?;
+    Ok(events)
+}
+
+fn kind_of(event: &Value) -> &str {
+    event["kind"].as_str().unwrap_or_default()
+}
+
+/// The run's events end completed and a message event carries the fake model's text.
+fn check_run_events(events: &[Value], session: &str) -> Result<(), String> {
+    ensure(events.iter().all(|e| e["session_id"] == session), || "events of another session on stdout".to_owned())?;
+    let kinds: Vec<&str> = events.iter().map(kind_of).collect();
+    ensure(kinds.contains(&"run_completed"), || format!("no run_completed in {kinds:?}"))?;
+    ensure(
+        events.iter().any(|e| kind_of(e).starts_with("message") && e["data"].to_string().contains(TEXT_REPLY)),
+        || format!("no message event carries {TEXT_REPLY:?}; kinds {kinds:?}"),
+    )
+}
+
+/// The run statuses `asm show SESSION --json` reports.
+async fn shown_runs(
+    home: &AsmHome,
+    asm: &std::path::Path,
+    cwd: &std::path::Path,
+    session: &str,
+) -> Result<Vec<String>, String> {
+    let out = home.asm(asm, cwd, &["show", session, "--json"]).await?.success()?;
+    let shown: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| format!("asm show --json: {e}"))?;
+    ensure(shown["session"]["id"] == session, || format!("asm show printed session {}", shown["session"]["id"]))?;
+    let runs = shown["runs"].as_array().ok_or("asm show --json has no runs")?;
+    Ok(runs.iter().map(|r| r["status"].as_str().unwrap_or("?").to_owned()).collect())
+}
+
+fn asm_path(asm: Option<&std::path::Path>) -> Result<&std::path::Path, String> {
+    asm.ok_or_else(|| {
+        "no --asm <path of the asm binary> given (`cargo xtask integration` builds and passes it)".to_owned()
+    })
+}
+
+/// `asm run --json` over the real CLI, `asm show`, then `asm resume` continuing natively.
+async fn cli_run(asm: Option<&std::path::Path>, provider: CliProvider<'_>) -> CaseResult {
+    const CASE: &str = "cli-run";
+    let asm = asm_path(asm)?;
+    let home = AsmHome::new(&provider.config(CASE))?;
+    let (name, cwd) = (provider.name(), provider.workspace());
+    let cwd_arg = cwd.display().to_string();
+    let run = home
+        .asm(asm, cwd, &["run", "--provider", name, "--cwd", &cwd_arg, "--json", "Remember the word apricot."])
+        .await?
+        .success()?;
+    let events = json_events(&run.stdout)?;
+    ensure(events[0]["sequence"] == 1, || format!("the new session's events start at {}", events[0]["sequence"]))?;
+    let session = events[0]["session_id"].as_str().ok_or("session_id is not a string")?.to_owned();
+    check_run_events(&events, &session)?;
+    let statuses = shown_runs(&home, asm, cwd, &session).await?;
+    ensure(statuses == ["completed"], || format!("asm show: runs {statuses:?}"))?;
+
+    let resume = home
+        .asm(asm, cwd, &["resume", &session, "--provider", name, "--json", "Which word did I ask you to remember?"])
+        .await?
+        .success()?;
+    let resumed = json_events(&resume.stdout)?;
+    let last = events.last().and_then(|e| e["sequence"].as_u64()).unwrap_or_default();
+    ensure(resumed[0]["sequence"] == last + 1, || {
+        format!("resume printed from sequence {} after {last}", resumed[0]["sequence"])
+    })?;
+    check_run_events(&resumed, &session)?;
+    let started = resumed.iter().find(|e| kind_of(e) == "run_started").ok_or("the resumed run has no run_started")?;
+    ensure(started["data"]["continuation"] == "native", || {
+        format!("the resumed run went {}", started["data"]["continuation"])
+    })?;
+    holds(
+        "the resumed model request",
+        &last_history(provider.server(), provider.history_field())?,
+        &["apricot", TEXT_REPLY, "Which word"],
+        &[],
+    )?;
+    let statuses = shown_runs(&home, asm, cwd, &session).await?;
+    ensure(statuses == ["completed", "completed"], || format!("asm show after resume: runs {statuses:?}"))?;
+    assert_no_processes(&provider.marker(CASE)).await?;
+    Ok(format!("session {session}: {} + {} events, resumed natively", events.len(), resumed.len()))
+}
+
+/// `asm run` without `--json` and without a terminal: the assistant's text and the session id,
+/// no ANSI escapes.
+async fn cli_readable(asm: Option<&std::path::Path>, env: &ClaudeEnv) -> CaseResult {
+    const CASE: &str = "cli-readable";
+    let asm = asm_path(asm)?;
+    let provider = CliProvider::Claude(env);
+    let home = AsmHome::new(&provider.config(CASE))?;
+    let cwd = provider.workspace();
+    let run = home.asm(asm, cwd, &["run", "--provider", "claude", "Say hello."]).await?.success()?;
+    ensure(run.stdout.contains(TEXT_REPLY), || format!("stdout lacks the reply: {:?}", run.stdout))?;
+    ensure(!run.stdout.contains('\x1b') && !run.stderr.contains('\x1b'), || {
+        format!("ANSI escapes without a terminal: {:?}", run.stdout)
+    })?;
+    let sessions = home.asm(asm, cwd, &["sessions", "--json"]).await?.success()?;
+    let ids: Vec<String> = sessions
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    ensure(ids.len() == 1, || format!("asm sessions --json: {:?}", sessions.stdout))?;
+    ensure(run.stdout.contains(&ids[0]), || format!("stdout lacks the session id {}: {:?}", ids[0], run.stdout))?;
+    assert_no_processes(&provider.marker(CASE)).await?;
+    Ok(format!("{} stdout lines, session {}", run.stdout.lines().count(), ids[0]))
 }
