@@ -28,6 +28,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-codex",
     "provider-amp",
     "provider-shell",
+    "provider-acp",
     "runtime",
     "redaction",
     "routing",
