@@ -21,9 +21,10 @@
 //! fake plays an agent that talks JSON-RPC over stdio (an ACP agent). stdin is not read to EOF
 //! up front; it is read line by line while the script runs, each line appended to `stdin_file`
 //! as it arrives. A scripted JSON-RPC **response** (an object with `id` and `result` or `error`
-//! and no `method`) is printed only once a message with that `id` has arrived on stdin, and a
-//! line `{"asm_fake_await": "<method>"}` prints nothing and waits for a message with that method
-//! (for example `session/cancel`). So a captured exchange is replayed in both directions, in
+//! and no `method`) is printed only once a request with that `id` has arrived on stdin; a line
+//! `{"asm_fake_await": "<method>"}` prints nothing and waits for a message with that method
+//! (for example `session/cancel`), and `{"asm_fake_await": {"id": <id>}}` for any message with
+//! that id (the client's answer to one of the fake's requests). So a captured exchange is replayed in both directions, in
 //! turn. When stdin closes while the fake waits, it exits with `exit_code`.
 //!
 //! Signals follow `on_sigint` / `on_sigterm` ([`SignalAction`]): the default disposition (die by

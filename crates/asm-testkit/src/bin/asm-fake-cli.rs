@@ -120,6 +120,8 @@ fn load(script: &FakeScript) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
 struct Inbox {
     rx: mpsc::UnboundedReceiver<Value>,
     ids: HashSet<String>,
+    /// Ids of every message seen (requests and responses).
+    any_ids: HashSet<String>,
     methods: Vec<String>,
     closed: bool,
 }
@@ -143,15 +145,17 @@ impl Inbox {
                 }
             }
         });
-        Self { rx, ids: HashSet::new(), methods: Vec::new(), closed: false }
+        Self { rx, ids: HashSet::new(), any_ids: HashSet::new(), methods: Vec::new(), closed: false }
     }
 
     /// What `line` waits for: a response's id, or an awaited method.
     fn wants(line: &[u8]) -> Option<Want> {
         let v: Value = serde_json::from_slice(line).ok()?;
         let obj = v.as_object()?;
-        if let Some(m) = obj.get(AWAIT_KEY).and_then(Value::as_str) {
-            return Some(Want::Method(m.to_owned()));
+        match obj.get(AWAIT_KEY) {
+            Some(Value::String(m)) => return Some(Want::Method(m.clone())),
+            Some(Value::Object(o)) if o.contains_key("id") => return Some(Want::AnyId(o["id"].to_string())),
+            _ => {}
         }
         let is_response = obj.contains_key("id")
             && !obj.contains_key("method")
@@ -163,6 +167,7 @@ impl Inbox {
         match want {
             Want::Id(id) => self.ids.contains(id),
             Want::Method(m) => self.methods.iter().any(|x| x == m),
+            Want::AnyId(id) => self.any_ids.contains(id),
         }
     }
 
@@ -170,6 +175,9 @@ impl Inbox {
     async fn next(&mut self) -> bool {
         match self.rx.recv().await {
             Some(v) => {
+                if let Some(id) = v.get("id") {
+                    self.any_ids.insert(id.to_string());
+                }
                 if v.get("method").is_some()
                     && let Some(id) = v.get("id")
                 {
@@ -191,6 +199,7 @@ impl Inbox {
 enum Want {
     Id(String),
     Method(String),
+    AnyId(String),
 }
 
 async fn run(script: FakeScript, args: Vec<String>) -> i32 {
@@ -240,7 +249,7 @@ async fn run(script: FakeScript, args: Vec<String>) -> i32 {
                     () = recv(&mut sigterm) => if let Some(c) = on_signal(&script.on_sigterm) { return c },
                 }
             }
-            if matches!(want, Want::Method(_)) {
+            if matches!(want, Want::Method(_) | Want::AnyId(_)) {
                 continue;
             }
         }
