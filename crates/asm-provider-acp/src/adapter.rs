@@ -290,7 +290,14 @@ impl Conn<'_> {
         let result = match method {
             "fs/read_text_file" if agent.fs_read => client::read_text_file(&self.root, params),
             "fs/write_text_file" if agent.fs_write => client::write_text_file(&self.root, params),
-            "session/request_permission" => Ok(self.permission(params).await?),
+            "session/request_permission" => match self.permission(params).await {
+                Ok(outcome) => Ok(outcome),
+                Err(stop) => {
+                    // The agent's request must still be answered: the turn is being cancelled.
+                    self.send(wire::response(id, Ok(json!({ "outcome": { "outcome": "cancelled" } }))));
+                    return Err(stop);
+                }
+            },
             _ => Err(RpcError::new(wire::METHOD_NOT_FOUND, format!("method not found: {method}"))),
         };
         if let Err(e) = &result {

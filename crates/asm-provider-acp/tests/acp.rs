@@ -300,3 +300,51 @@ async fn a_dead_agent_is_a_provider_error_with_its_stderr() {
     assert_eq!(pe.exit_code, Some(3));
     assert!(pe.stderr.as_deref().unwrap().contains("boom"));
 }
+
+/// A permission handler that never decides (a person who does not answer).
+#[derive(Debug)]
+struct NeverDecides;
+
+#[async_trait::async_trait]
+impl asm_provider_acp::PermissionHandler for NeverDecides {
+    async fn decide(&self, _request: &asm_provider_acp::PermissionRequest) -> asm_provider_acp::PermissionDecision {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_while_a_permission_is_pending_answers_it_cancelled() {
+    let permission = json!({"jsonrpc":"2.0","id":"p1","method":"session/request_permission","params":{
+        "sessionId":"s1","toolCall":{"toolCallId":"t1","kind":"execute"},
+        "options":[{"optionId":"yes","name":"Allow","kind":"allow_once"}]}});
+    let script = FakeScript::new().lines([
+        init(false),
+        result(1, json!({"sessionId":"s1"})),
+        chunk("asking"),
+        permission.to_string(),
+        json!({"asm_fake_await": {"id": "p1"}}).to_string(),
+        json!({"asm_fake_await": "session/cancel"}).to_string(),
+        end(2, "cancelled"),
+    ]);
+    let case = Case::script(script);
+    let adapter =
+        Arc::new(case.builder.clone().permissions(NeverDecides).cancel_grace(Duration::from_secs(10)).build());
+    let req = request();
+    let (sink, recorded) = recording_sink(&req.session);
+    let cancel = req.cancel.clone();
+    let task = tokio::spawn({
+        let adapter = Arc::clone(&adapter);
+        async move { adapter.execute(req, sink).await }
+    });
+    let start = Instant::now();
+    while recorded.events().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no first event");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    let err = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Cancelled, "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(5), "the agent's answer ended the run, not the grace");
+    assert_eq!(case.response_to("p1")["result"]["outcome"], json!({"outcome":"cancelled"}));
+    assert_eq!(case.sent_method("session/cancel")["params"]["sessionId"], "s1");
+}
