@@ -49,7 +49,8 @@ const PROVIDER: ProviderName = ProviderName::Unknown;
 ///    with `tool_call_id`, `tool_name` (the ACP tool kind), `tool_input` (`rawInput`) and
 ///    `tool_output` (`rawOutput`, else the content's text); progress updates, `plan` (with
 ///    `data.plan`) and unknown updates → `provider_raw`).
-/// 4. The stop reason: `end_turn` completes the run (output: the turn's agent text);
+/// 4. The stop reason: `end_turn` completes the run (output: the turn's final answer, the
+///    agent text after its last tool call, like Claude Code's `result`);
 ///    `max_tokens`, `max_turn_requests` and `refusal` fail it with `provider_error` and
 ///    `details.reason` = the stop reason; `cancelled` (not asked for) is `cancelled`.
 ///

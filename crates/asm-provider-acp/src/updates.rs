@@ -11,7 +11,8 @@ use asm_provider_cli::raw_event;
 /// What one prompt turn has seen: the agent's text, the open streamed segment, tool calls.
 #[derive(Debug, Default)]
 pub(crate) struct Turn {
-    /// Every agent message chunk of the turn, in order.
+    /// The last streamed segment of the turn that was closed (the turn's final answer: the
+    /// text after its last tool call).
     pub(crate) text: String,
     /// The streamed segment not yet closed by a `message_received`.
     open: String,
@@ -60,6 +61,7 @@ impl Turn {
     pub(crate) fn close_segment(&mut self, out: &mut Vec<ProviderEvent>) {
         if !self.open.is_empty() {
             let text = std::mem::take(&mut self.open);
+            self.text.clone_from(&text);
             out.push(
                 ProviderEvent::new(EventKind::MessageReceived).data(keys::CONTENT, text).data(keys::ROLE, "assistant"),
             );
@@ -97,7 +99,6 @@ impl Turn {
         match kind {
             "agent_message_chunk" => match update.get("content").and_then(text_of) {
                 Some(text) if !text.is_empty() => {
-                    self.text.push_str(text);
                     self.open.push_str(text);
                     out.push(
                         ProviderEvent::new(EventKind::MessageStreamed)
@@ -210,6 +211,7 @@ mod tests {
             [EventKind::ToolCallStarted, EventKind::ToolCallFailed]
         );
         assert_eq!(failed[1].data["is_error"], true);
+        assert_eq!(turn.text, "Hi", "the output is the last closed segment");
     }
 
     #[test]
