@@ -60,8 +60,11 @@ const BENCH_CRATES: &[&str] = &[
 ];
 /// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
 /// under `node_modules/.bin`.
-const PINNED_CLIS: &[(&str, &str, &str)] =
-    &[("@anthropic-ai/claude-code", "2.1.197", "claude"), ("@openai/codex", "0.169.0", "codex")];
+const PINNED_CLIS: &[(&str, &str, &str)] = &[
+    ("@anthropic-ai/claude-code", "2.1.197", "claude"),
+    ("@openai/codex", "0.169.0", "codex"),
+    ("@zed-industries/claude-agent-acp", "0.23.1", "claude-agent-acp"),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -144,9 +147,10 @@ fn integration(extra: &[String]) -> Result<(), String> {
         .map_or_else(|| workspace_root().join("target").join("npm-cli"), PathBuf::from);
     install_pinned_clis(&dir)?;
     let bin = dir.join("node_modules").join(".bin");
-    let (claude, codex) = (bin.join("claude"), bin.join("codex"));
+    let (claude, codex, acp) = (bin.join("claude"), bin.join("codex"), bin.join("claude-agent-acp"));
     let claude = claude.to_str().ok_or("the npm cache path is not UTF-8")?;
     let codex = codex.to_str().ok_or("the npm cache path is not UTF-8")?;
+    let acp = acp.to_str().ok_or("the npm cache path is not UTF-8")?;
     let mut args = vec![
         "run",
         "--quiet",
@@ -159,6 +163,8 @@ fn integration(extra: &[String]) -> Result<(), String> {
         claude,
         "--codex",
         codex,
+        "--claude-acp",
+        acp,
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
