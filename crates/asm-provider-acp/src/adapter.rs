@@ -48,7 +48,9 @@ const PROVIDER: ProviderName = ProviderName::Unknown;
 ///    `tool_call_update` → `tool_call_started` / `tool_call_completed` / `tool_call_failed`
 ///    with `tool_call_id`, `tool_name` (the ACP tool kind), `tool_input` (`rawInput`) and
 ///    `tool_output` (`rawOutput`, else the content's text); progress updates, `plan` (with
-///    `data.plan`) and unknown updates → `provider_raw`).
+///    `data.plan`), `usage_update` (the session's USD cost: the outcome's `cost_usd` for a new session,
+///    `metadata.acp.session_cost_usd` always) and unknown
+///    updates → `provider_raw`).
 /// 4. The stop reason: `end_turn` completes the run (output: the turn's final answer, the
 ///    agent text after its last tool call, like Claude Code's `result`);
 ///    `max_tokens`, `max_turn_requests` and `refusal` fail it with `provider_error` and
@@ -581,6 +583,7 @@ async fn execute(options: &CliOptions<AcpAgent>, request: ExecuteRequest, sink: 
     };
     let exit = conn.shutdown().await;
     let text = std::mem::take(&mut conn.turn.text);
+    let cost_usd = conn.turn.cost_usd;
     let acp = json!({
         "protocol_version": PROTOCOL_VERSION,
         "agent_capabilities": capabilities,
@@ -589,6 +592,7 @@ async fn execute(options: &CliOptions<AcpAgent>, request: ExecuteRequest, sink: 
         "session_id": session_id,
         "session_loaded": loaded,
         "stop_reason": stop_reason,
+        "session_cost_usd": cost_usd,
     });
     let verdict = verdict.map(|()| {
         let mut extra = Map::new();
@@ -596,6 +600,8 @@ async fn execute(options: &CliOptions<AcpAgent>, request: ExecuteRequest, sink: 
         let mut outcome = ExecuteOutcome::default().stop_reason(stop_reason.clone());
         outcome.output = RunOutput { content: text, extra };
         outcome.metadata.insert("acp".into(), acp);
+        // The agent reports the session's cost so far: the run's own cost only for a new session.
+        outcome.cost_usd = cost_usd.filter(|_| !loaded);
         // Only a session the agent can load again is a native handle (else the runtime
         // replays the transcript).
         if can_load {

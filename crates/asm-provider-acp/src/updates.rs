@@ -17,6 +17,8 @@ pub(crate) struct Turn {
     /// The streamed segment not yet closed by a `message_received`.
     open: String,
     tools: HashMap<String, Tool>,
+    /// The session's cost in USD, from the latest `usage_update` that reported one.
+    pub(crate) cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -157,6 +159,13 @@ impl Turn {
                     _ => out.push(raw_event(line, Some(kind), "tool_call_progress")),
                 }
             }
+            "usage_update" => {
+                let cost = update.get("cost").filter(|c| c.get("currency").and_then(Value::as_str) == Some("USD"));
+                if let Some(amount) = cost.and_then(|c| c.get("amount")).and_then(Value::as_f64) {
+                    self.cost_usd = Some(amount);
+                }
+                out.push(raw_event(line, Some(kind), "usage_update"));
+            }
             "plan" => {
                 let entries = update.get("entries").cloned().unwrap_or(Value::Array(Vec::new()));
                 out.push(raw_event(line, Some(kind), "plan").data("plan", entries));
@@ -229,5 +238,11 @@ mod tests {
         assert_eq!(u[0].kind, EventKind::ProviderRaw);
         assert_eq!(u[0].metadata["raw_reason"], "unknown_update");
         assert!(turn.text.is_empty());
+        let usage = apply(
+            &mut turn,
+            json!({"sessionUpdate":"usage_update","used":101,"size":200000,"cost":{"amount":0.5,"currency":"USD"}}),
+        );
+        assert_eq!(usage[0].kind, EventKind::ProviderRaw);
+        assert_eq!(turn.cost_usd, Some(0.5));
     }
 }

@@ -85,6 +85,7 @@ async fn text_run_records_the_handshake_and_the_session() {
         result(1, json!({"sessionId":"s1"})),
         chunk("Hi "),
         chunk("there"),
+        update(json!({"sessionUpdate":"usage_update","used":10,"size":1000,"cost":{"amount":0.25,"currency":"USD"}})),
         end(2, "end_turn"),
     ]);
     let (outcome, recorded) = run(case.builder.clone().build(), request()).await;
@@ -96,7 +97,11 @@ async fn text_run_records_the_handshake_and_the_session() {
     assert_eq!(outcome.metadata["acp"]["agent_info"]["name"], "fake");
     assert_eq!(outcome.output.extra["acp"]["agent_capabilities"]["loadSession"], true);
     let kinds = recorded.kinds();
-    assert_eq!(kinds, [EventKind::MessageStreamed, EventKind::MessageStreamed, EventKind::MessageReceived]);
+    assert_eq!(
+        kinds,
+        [EventKind::MessageStreamed, EventKind::MessageStreamed, EventKind::ProviderRaw, EventKind::MessageReceived]
+    );
+    assert_eq!(outcome.cost_usd, Some(0.25), "the usage_update cost of a new session");
 
     let init = case.sent_method("initialize");
     assert_eq!(init["params"]["protocolVersion"], 1);
@@ -222,6 +227,7 @@ async fn load_resumes_the_acp_session_without_re_emitting_history() {
         chunk("old answer"),
         result(1, Value::Null),
         chunk("new answer"),
+        update(json!({"sessionUpdate":"usage_update","used":10,"size":1000,"cost":{"amount":0.75,"currency":"USD"}})),
         end(2, "end_turn"),
     ]);
     let mut t = Transcript::new(asm_core::SessionId::new());
@@ -232,6 +238,8 @@ async fn load_resumes_the_acp_session_without_re_emitting_history() {
     assert_eq!(outcome.output.content, "new answer");
     assert_eq!(outcome.provider_session_id.as_deref(), Some("s-old"));
     assert_eq!(outcome.metadata["acp"]["session_loaded"], true);
+    assert_eq!(outcome.cost_usd, None, "a loaded session's cost is not this run's");
+    assert_eq!(outcome.metadata["acp"]["session_cost_usd"], 0.75);
     let load = case.sent_method("session/load");
     assert_eq!(load["params"]["sessionId"], "s-old");
     assert_eq!(load["params"]["cwd"], case.cwd.path().display().to_string());
