@@ -31,6 +31,7 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-amp",
     "provider-shell",
     "policy",
+    "provider-acp",
     "runtime",
     "redaction",
     "routing",
@@ -67,8 +68,11 @@ const BENCH_CRATES: &[&str] = &[
 ];
 /// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
 /// under `node_modules/.bin`.
-const PINNED_CLIS: &[(&str, &str, &str)] =
-    &[("@anthropic-ai/claude-code", "2.1.197", "claude"), ("@openai/codex", "0.169.0", "codex")];
+const PINNED_CLIS: &[(&str, &str, &str)] = &[
+    ("@anthropic-ai/claude-code", "2.1.197", "claude"),
+    ("@openai/codex", "0.169.0", "codex"),
+    ("@zed-industries/claude-agent-acp", "0.23.1", "claude-agent-acp"),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -161,7 +165,7 @@ fn integration(extra: &[String]) -> Result<(), String> {
         .map_or_else(|| workspace_root().join("target").join("npm-cli"), PathBuf::from);
     install_pinned_clis(&dir)?;
     let bin = dir.join("node_modules").join(".bin");
-    let (claude, codex) = (bin.join("claude"), bin.join("codex"));
+    let (claude, codex, acp) = (bin.join("claude"), bin.join("codex"), bin.join("claude-agent-acp"));
     let claude = claude.to_str().ok_or("the npm cache path is not UTF-8")?;
     let codex = codex.to_str().ok_or("the npm cache path is not UTF-8")?;
     // The `cli/*` cases run the real `asm` binary: a bin of another package has no
@@ -169,6 +173,7 @@ fn integration(extra: &[String]) -> Result<(), String> {
     cargo(&["build", "--quiet", "-p", "asm-cli", "--bin", "asm"])?;
     let asm = target_dir().join("debug").join(format!("asm{}", std::env::consts::EXE_SUFFIX));
     let asm = asm.to_str().ok_or("the target dir path is not UTF-8")?;
+    let acp = acp.to_str().ok_or("the npm cache path is not UTF-8")?;
     let mut args = vec![
         "run",
         "--quiet",
@@ -183,6 +188,8 @@ fn integration(extra: &[String]) -> Result<(), String> {
         codex,
         "--asm",
         asm,
+        "--claude-acp",
+        acp,
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)

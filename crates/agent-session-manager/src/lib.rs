@@ -17,6 +17,7 @@
 //! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
 //! | `provider-shell` | `ShellAdapter`, in `provider::shell` (the run's input as a `sh -c` command or an argv) |
+//! | `provider-acp` | `AcpAdapter`, in `provider::acp` (any Agent Client Protocol agent, JSON-RPC over stdio) |
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
 //! | `policy` | [`PolicyHook`](policy::PolicyHook) and the rest of `asm-policy`, in `policy`: limits, tool rules, stacking, preflight, CLI flags per provider, the pricing table |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
@@ -83,7 +84,8 @@ pub mod provider {
         feature = "provider-claude",
         feature = "provider-codex",
         feature = "provider-amp",
-        feature = "provider-shell"
+        feature = "provider-shell",
+        feature = "provider-acp"
     ))]
     pub mod cli {
         pub use asm_provider_cli::*;
@@ -111,6 +113,12 @@ pub mod provider {
     #[cfg(feature = "provider-shell")]
     pub mod shell {
         pub use asm_provider_shell::*;
+    }
+
+    /// The Agent Client Protocol adapter (`provider-acp`): drives any ACP agent over stdio.
+    #[cfg(feature = "provider-acp")]
+    pub mod acp {
+        pub use asm_provider_acp::*;
     }
 }
 
@@ -206,6 +214,8 @@ pub mod prelude {
     #[cfg(feature = "store-sled")]
     pub use asm_store_sled::SledSessionStore;
 
+    #[cfg(feature = "provider-acp")]
+    pub use asm_provider_acp::AcpAdapter;
     #[cfg(feature = "provider-amp")]
     pub use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
     #[cfg(feature = "provider-claude")]
@@ -214,7 +224,8 @@ pub mod prelude {
         feature = "provider-claude",
         feature = "provider-codex",
         feature = "provider-amp",
-        feature = "provider-shell"
+        feature = "provider-shell",
+        feature = "provider-acp"
     ))]
     pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]

@@ -3,7 +3,8 @@
 //! CLIs first:
 //!
 //! ```text
-//! asm-real-cli --claude <path to claude> --codex <path to codex> [--asm <path to asm>] [--only <case name substring>]
+//! asm-real-cli --claude <path to claude> --codex <path to codex> --claude-acp <path to claude-agent-acp>
+//!     [--asm <path to asm>] [--only <case name substring>]
 //! ```
 //!
 //! The `cli/*` cases run the `asm` binary (crate `asm-cli`) end to end over the same CLIs and
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use asm_core::{ErrorCode, EventKind, Role, Run, RunInput, Session, SessionId, TranscriptBuilder, keys};
 use asm_integration::{Api, FakeServer, Scenario, TEXT_REPLY, tool_followup_text};
 use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
+use asm_provider_acp::{AcpAdapter, ToolKindPermissions};
 use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder, ClaudeBuilderExt};
 use asm_provider_cli::CliEnv;
 use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, SandboxMode};
@@ -54,12 +56,14 @@ struct Args {
     claude: PathBuf,
     codex: PathBuf,
     asm: Option<PathBuf>,
+    claude_acp: PathBuf,
     only: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut claude = None;
     let mut codex = None;
+    let mut claude_acp = None;
     let mut only = None;
     let mut asm = None;
     let mut args = std::env::args().skip(1);
@@ -68,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
             "--claude" => claude = args.next().map(PathBuf::from),
             "--codex" => codex = args.next().map(PathBuf::from),
             "--asm" => asm = args.next().map(PathBuf::from),
+            "--claude-acp" => claude_acp = args.next().map(PathBuf::from),
             "--only" => only = args.next(),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -76,7 +81,8 @@ fn parse_args() -> Result<Args, String> {
     let codex = codex.ok_or("--codex <path> is required")?;
     // The `asm` runs have their own working directory: make the path absolute.
     let asm = asm.map(|path| std::fs::canonicalize(&path).unwrap_or(path));
-    Ok(Args { claude, codex, asm, only })
+    let claude_acp = claude_acp.ok_or("--claude-acp <path> is required")?;
+    Ok(Args { claude, codex, asm, claude_acp, only })
 }
 
 fn main() -> ExitCode {
@@ -84,7 +90,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => {
             eprintln!(
-                "asm-real-cli: {e}\nusage: asm-real-cli --claude <path> --codex <path> [--asm <path>] [--only <substring>]"
+                "asm-real-cli: {e}\nusage: asm-real-cli --claude <path> --codex <path> --claude-acp <path> [--asm <path>] [--only <substring>]"
             );
             return ExitCode::from(2);
         }
@@ -117,7 +123,14 @@ async fn run_all(args: &Args) -> (usize, usize) {
             return (0, 1);
         }
     };
-    let (env, codex, asm) = (&env, &codex, args.asm.as_deref());
+    let acp = match ClaudeEnv::new(args.claude_acp.clone()).await {
+        Ok(env) => env,
+        Err(e) => {
+            println!("FAIL acp/setup: {e}");
+            return (0, 1);
+        }
+    };
+    let (env, codex, acp, asm) = (&env, &codex, &acp, args.asm.as_deref());
     let cases: Vec<(&str, CaseFuture<'_>)> = vec![
         ("claude/version", Box::pin(claude_version(env))),
         ("claude/text", Box::pin(claude_text(env))),
@@ -142,6 +155,10 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("codex/http429-retryable", Box::pin(codex_http_error(codex, 429, ErrorCode::ProviderRateLimited, true))),
         ("codex/http401-auth", Box::pin(codex_http_error(codex, 401, ErrorCode::ProviderAuthenticationFailed, false))),
         ("codex/http500-unavailable", Box::pin(codex_http_error(codex, 500, ErrorCode::ProviderUnavailable, true))),
+        ("acp/claude-text", Box::pin(acp_text(acp))),
+        ("acp/claude-tool", Box::pin(acp_tool(acp))),
+        ("acp/claude-resume", Box::pin(acp_resume(acp))),
+        ("acp/claude-cancel", Box::pin(acp_cancel(acp))),
         ("routing/failover-claude429-to-codex", Box::pin(routing_failover(env, codex))),
         ("cli/claude-run", Box::pin(cli_run(asm, CliProvider::Claude(env)))),
         ("cli/codex-run", Box::pin(cli_run(asm, CliProvider::Codex(codex)))),
@@ -156,6 +173,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         let start = Instant::now();
         env.server.clear_requests();
         codex.server.clear_requests();
+        acp.server.clear_requests();
         let result = match tokio::time::timeout(CASE_TIMEOUT, case).await {
             Ok(result) => result,
             Err(_) => Err(format!("did not finish within {CASE_TIMEOUT:?}")),
@@ -472,6 +490,123 @@ async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
     })?;
     assert_no_processes(&env.marker("resume")).await?;
     Ok(format!("session {session} resumed with history"))
+}
+
+// ----- ACP: the ACP adapter driving the real claude-agent-acp ---------------------------------
+
+impl ClaudeEnv {
+    /// The ACP adapter for `claude-agent-acp` (this env's `cli`) pointed at the fake server.
+    fn acp_adapter(&self, case: &str) -> AcpAdapter {
+        let env = CliEnv::minimal()
+            .set("HOME", self.home.display().to_string())
+            .set("CLAUDE_CONFIG_DIR", self.home.join(".claude").display().to_string())
+            .set("ANTHROPIC_BASE_URL", self.server.base_url())
+            .set("ANTHROPIC_API_KEY", API_KEY)
+            .set("NO_PROXY", "127.0.0.1,localhost")
+            .set("TMPDIR", self.tmp.display().to_string())
+            .set("CLAUDE_CODE_TMPDIR", self.tmp.display().to_string())
+            .set(MARKER_VAR, self.marker(case));
+        AcpAdapter::builder()
+            .agent(&self.cli)
+            .cwd(&self.workspace)
+            .env(env)
+            .permissions(ToolKindPermissions::allow(["execute"]))
+            .timeout(RUN_TIMEOUT)
+            .build()
+    }
+}
+
+async fn acp_text(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.acp_adapter("acp-text");
+    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    ensure(outcome.stop_reason.as_deref() == Some("end_turn"), || format!("stop reason {:?}", outcome.stop_reason))?;
+    let session = outcome.provider_session_id.clone().ok_or("no ACP session id (loadSession not advertised?)")?;
+    let version = &outcome.metadata["acp"]["protocol_version"];
+    ensure(version == 1, || format!("protocol version {version}"))?;
+    let kinds = recorded.kinds();
+    ensure(kinds.contains(&EventKind::MessageStreamed) && kinds.contains(&EventKind::MessageReceived), || {
+        format!("no message events in {kinds:?}")
+    })?;
+    ensure(env.server.model_requests().len() == 1, || format!("{} model requests", env.server.model_requests().len()))?;
+    assert_no_processes(&env.marker("acp-text")).await?;
+    Ok(format!("ACP session {session}, agent {}", outcome.metadata["acp"]["agent_info"]["version"]))
+}
+
+async fn acp_tool(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.acp_adapter("acp-tool");
+    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
+    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    let events = recorded.events();
+    let started = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallStarted)
+        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
+    ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("execute")), || format!("{:?}", started.data))?;
+    let done = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallCompleted)
+        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
+    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
+        "tool_call_id differs between start and completion".to_owned()
+    })?;
+    let command = done.data.get(keys::TOOL_INPUT).and_then(|i| i.get("command")).and_then(Value::as_str);
+    ensure(command == Some("echo hi"), || format!("tool input {:?}", done.data.get(keys::TOOL_INPUT)))?;
+    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
+    ensure(output.contains("hi"), || format!("tool output {output}"))?;
+    let expected = tool_followup_text("hi");
+    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
+    assert_no_processes(&env.marker("acp-tool")).await?;
+    Ok(format!("tool output {output}, {} events", events.len()))
+}
+
+async fn acp_resume(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.acp_adapter("acp-resume");
+    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
+    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
+    let session = first.provider_session_id.ok_or("first run has no session id")?;
+    let (second, recorded) = execute(&adapter, request("Which word?")?.resume(session.clone())).await;
+    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(second.metadata["acp"]["session_loaded"] == true, || "session/load was not used".to_owned())?;
+    ensure(second.provider_session_id.as_deref() == Some(session.as_str()), || {
+        format!("resumed session {:?} != {session}", second.provider_session_id)
+    })?;
+    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
+    let streamed = recorded.events().iter().filter(|e| e.kind == EventKind::MessageStreamed).count();
+    let reqs = env.server.model_requests();
+    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
+    let history = last.get("messages").map(Value::to_string).unwrap_or_default();
+    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
+        "the resumed request does not carry the first exchange".to_owned()
+    })?;
+    assert_no_processes(&env.marker("acp-resume")).await?;
+    Ok(format!("ACP session {session} loaded, {streamed} new deltas"))
+}
+
+async fn acp_cancel(env: &ClaudeEnv) -> CaseResult {
+    let marker = env.marker("acp-cancel");
+    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.acp_adapter("acp-cancel"));
+    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
+    let cancel = request.cancel.clone();
+    let (sink, recorded) = recording_sink(&request.session);
+    let task = tokio::spawn({
+        let adapter = Arc::clone(&adapter);
+        async move { adapter.execute(request, sink).await }
+    });
+    let wait_start = Instant::now();
+    while !recorded.kinds().contains(&EventKind::MessageStreamed) {
+        if task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
+            task.abort();
+            return Err(format!("no streamed delta before cancel; events {:?}", recorded.kinds()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
 }
 
 // ----- fork: SessionManager over the in-memory store and the real CLI ------------------------
