@@ -125,7 +125,7 @@ fn child_env() -> Option<(String, String, SessionId)> {
     Some((role, schema, session))
 }
 
-fn say(text: String) {
+fn say(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}").unwrap();
@@ -152,7 +152,7 @@ async fn child_owner(schema: &str, session: SessionId) {
     let event = tokio::time::timeout(STEP, started.next()).await.expect("run_started").unwrap().unwrap();
     assert_eq!(event.run_id.as_ref(), Some(&running));
     let lease = server.lease().expect("an owning server holds a lease");
-    say(format!("@READY {running} {pending} {}", lease.token));
+    say(&format!("@READY {running} {pending} {}", lease.token));
     std::future::pending::<()>().await;
 }
 
@@ -230,7 +230,7 @@ async fn child_stale(schema: &str, session: SessionId) {
     let store = open(schema).await;
     let leases = store.leases().unwrap();
     let lease = leases.acquire(&session, "child-stale", Duration::from_millis(300)).await.unwrap();
-    say(format!("@LEASED {}", lease.token));
+    say(&format!("@LEASED {}", lease.token));
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     tokio::time::timeout(STEP, stdin.next_line()).await.expect("the parent's go").unwrap();
     let event = Event::new(EventKind::MessageSent, session).with_data("from", "stale owner");
@@ -238,7 +238,7 @@ async fn child_stale(schema: &str, session: SessionId) {
         Ok(_) => "ok".to_owned(),
         Err(e) => e.code().as_str().to_owned(),
     };
-    say(format!("@RESULT {outcome}"));
+    say(&format!("@RESULT {outcome}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +292,7 @@ async fn child_writer(schema: &str, session: SessionId) {
         store.append_events(batch).await.unwrap();
         size = size % 7 + 1;
     }
-    say("@DONE".to_owned());
+    say("@DONE");
 }
 
 /// Takes `WRITTEN` events and checks they are the child's, exactly once, in order, gap-free.

@@ -136,12 +136,7 @@ impl SessionServer {
         let (tx, rx) = mpsc::unbounded_channel();
         let core = Arc::new(Core {
             session_id: session.id.clone(),
-            hub: Arc::new(Hub::new(
-                store.clone(),
-                session.id.clone(),
-                config.subscription_buffer,
-                config.poll_interval,
-            )),
+            hub: Arc::new(Hub::new(store.clone(), session.id, config.subscription_buffer, config.poll_interval)),
             cache: TranscriptCache::new(),
             lease: Mutex::new(None),
             settings: Settings {
