@@ -46,23 +46,30 @@ impl TestSchema {
     }
 }
 
+/// Runs SQL on the test server outside any store (on a thread of its own, so it works from
+/// `Drop` and inside a runtime alike).
+fn admin_sql(sql: String) -> Result<(), String> {
+    let url = url();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+            let driver = tokio::spawn(connection);
+            let done = client.batch_execute(&sql).await.map_err(|e| e.to_string());
+            drop(client);
+            let _ = driver.await;
+            done
+        })
+    })
+    .join()
+    .map_err(|_| "admin thread panicked".to_owned())?
+}
+
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        let (url, name) = (url(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            runtime.block_on(async move {
-                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.ok()?;
-                let driver = tokio::spawn(connection);
-                let done = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).await.ok();
-                drop(client);
-                let _ = driver.await;
-                done
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop test schema {}", self.name);
+        if let Err(e) = admin_sql(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name)) {
+            eprintln!("could not drop test schema {}: {e}", self.name);
         }
     }
 }
@@ -342,6 +349,59 @@ async fn subscriptions_deliver_another_process_appends_exactly_once_in_order() {
     );
     assert!(tokio::time::timeout(STEP, child.wait()).await.unwrap().unwrap().success());
     server.shutdown().await.unwrap();
+}
+
+// ----- a server that loses its lease stops -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_loses_its_lease_stops() {
+    if child_env().is_some() {
+        return;
+    }
+    let schema = TestSchema::new("lost");
+    let store = open(&schema.name).await;
+    let session = active_session(&store).await;
+    let server = SessionServer::start(
+        ServerConfig::new(store.clone(), ScriptedAdapter::new().hanging())
+            .attach(session.clone())
+            .ownership(Ownership::new("victim").lease_ttl(Duration::from_millis(300))),
+    )
+    .await
+    .unwrap();
+    let mut feed = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
+    let run = server.submit_run(RunInput::user("hang"), RunOptions::default()).await.unwrap();
+    tokio::time::timeout(STEP, async {
+        loop {
+            let event = feed.next().await.expect("a live feed").unwrap();
+            if event.kind == EventKind::RunStarted && event.run_id.as_ref() == Some(&run) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the run starts");
+    // Another owner takes the session behind the server's back (as after a network partition).
+    admin_sql(format!(
+        "UPDATE \"{}\".asm_session_leases SET token = token + 1, owner = 'thief', \
+         expires_at = clock_timestamp() + interval '1 hour'",
+        schema.name
+    ))
+    .unwrap();
+    // The next heartbeat finds the lease lost: the server stops, and its feed ends with it.
+    tokio::time::timeout(STEP, async {
+        while let Some(event) = feed.next().await {
+            event.unwrap();
+        }
+    })
+    .await
+    .expect("the server stops after losing its lease");
+    assert!(!server.is_running());
+    let refused = server.submit_run(RunInput::user("more"), RunOptions::default()).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::InvalidOperation, "{refused}");
+    // Its cancel of the run was a write under a stale token: refused, the run is the thief's now.
+    assert_eq!(store.get_run(&run).await.unwrap().status, RunStatus::Running);
+    let lease = store.leases().unwrap().current(&session).await.unwrap().unwrap();
+    assert_eq!(lease.owner, "thief");
 }
 
 // ----- stores without leases -----------------------------------------------------------------------
