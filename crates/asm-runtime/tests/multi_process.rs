@@ -411,12 +411,98 @@ async fn ownership_is_refused_on_a_store_without_leases() {
     if child_env().is_some() {
         return;
     }
-    let store = InMemorySessionStore::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store = asm_store_redb::RedbSessionStore::open(dir.path().join("s.redb")).unwrap();
     assert!(!store.capabilities().session_leases);
     let err = SessionServer::start(
-        ServerConfig::new(store, ScriptedAdapter::new()).create(NewSession::new("a")).ownership(Ownership::new("me")),
+        ServerConfig::new(store.clone(), ScriptedAdapter::new())
+            .create(NewSession::new("a"))
+            .ownership(Ownership::new("me")),
     )
     .await
     .unwrap_err();
     assert_eq!(err.code(), ErrorCode::CapabilityNotSupported, "{err}");
+    let sessions = store.list_sessions(&asm_ports::SessionQuery::new()).await.unwrap();
+    assert!(sessions.items.is_empty(), "a refused start created a session");
+}
+
+// ----- the same logic on the memory store's in-process leases --------------------------------------
+
+#[tokio::test]
+async fn in_process_leases_refuse_a_second_owner_and_hand_over_on_shutdown() {
+    if child_env().is_some() {
+        return;
+    }
+    let store = InMemorySessionStore::new();
+    assert!(store.capabilities().session_leases && !store.capabilities().multi_process);
+    let first = SessionServer::start(
+        ServerConfig::new(store.clone(), ScriptedAdapter::replying("one"))
+            .create(NewSession::new("a"))
+            .ownership(Ownership::new("first")),
+    )
+    .await
+    .unwrap();
+    let session = first.session_id().clone();
+    let second = || {
+        ServerConfig::new(store.clone(), ScriptedAdapter::replying("two"))
+            .attach(session.clone())
+            .ownership(Ownership::new("second"))
+    };
+    let refused = SessionServer::start(second()).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::SessionOwned);
+    assert_eq!(refused.details().get("owner").and_then(|v| v.as_str()), Some("first"));
+    assert_eq!(
+        first.execute_run(RunInput::user("hi"), RunOptions::default(), STEP).await.unwrap().output().content,
+        "one"
+    );
+    let old = first.lease().unwrap();
+    first.shutdown().await.unwrap();
+    let second = SessionServer::start(second()).await.expect("a released lease is free at once");
+    assert!(second.lease().unwrap().token > old.token);
+    // The first owner's token is stale now: its writes are refused, nothing is written.
+    let before = store.latest_sequence(&session).await.unwrap();
+    let stale = store
+        .leases()
+        .unwrap()
+        .append_fenced(&old, vec![Event::new(EventKind::MessageSent, session.clone())], None)
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), ErrorCode::LeaseLost);
+    assert_eq!(store.latest_sequence(&session).await.unwrap(), before);
+    assert_eq!(
+        second.execute_run(RunInput::user("hi"), RunOptions::default(), STEP).await.unwrap().output().content,
+        "two"
+    );
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn in_process_takeover_after_expiry_recovers_pending_and_running_runs() {
+    if child_env().is_some() {
+        return;
+    }
+    let store = InMemorySessionStore::new();
+    let manager = SessionManager::new(store.clone(), ScriptedAdapter::new());
+    let session = manager.start_session(NewSession::new("a")).await.unwrap();
+    manager.activate_session(&session.id).await.unwrap();
+    // What a dead owner leaves: its lease (expiring), a run left `running`, one `pending`.
+    let leases = store.leases().unwrap();
+    let ghost = leases.acquire(&session.id, "ghost", Duration::from_millis(100)).await.unwrap();
+    let running = manager.start_run(&session.id, RunInput::user("a"), RunOptions::default()).await.unwrap();
+    let mut started = running.clone();
+    started.transition(RunStatus::Running).unwrap();
+    leases.flush_fenced(&ghost, asm_ports::ExecutionRecord::new(started)).await.unwrap();
+    let pending = manager.start_run(&session.id, RunInput::user("b"), RunOptions::default()).await.unwrap();
+
+    let server = SessionServer::start(
+        ServerConfig::new(store.clone(), ScriptedAdapter::replying("recovered"))
+            .attach(session.id.clone())
+            .ownership(Ownership::new("heir").lease_ttl(Duration::from_secs(5)).wait_for_lease(STEP)),
+    )
+    .await
+    .unwrap();
+    assert!(server.lease().unwrap().token > ghost.token);
+    assert_eq!(store.get_run(&running.id).await.unwrap().status, RunStatus::Cancelled);
+    assert_eq!(server.await_run(&pending.id, STEP).await.unwrap().output().content, "recovered");
+    server.shutdown().await.unwrap();
 }
