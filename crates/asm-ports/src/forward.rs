@@ -11,7 +11,8 @@ use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
 
 use crate::{
     ArtifactStore, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HookAction, Page,
-    ProviderAdapter, RunContext, RunFinish, RunHook, RunQuery, SessionQuery, SessionStore, StoreCapabilities,
+    ProviderAdapter, RunContext, RunFinish, RunHook, RunQuery, SessionLeases, SessionQuery, SessionStore,
+    StoreCapabilities,
 };
 
 macro_rules! forward_ports {
@@ -54,6 +55,9 @@ macro_rules! forward_ports {
             }
             fn capabilities(&self) -> StoreCapabilities {
                 (**self).capabilities()
+            }
+            fn leases(&self) -> Option<&dyn SessionLeases> {
+                (**self).leases()
             }
         }
 

@@ -6,6 +6,8 @@
 //! - [`RunHook`]: observes and steers a run (start, every event, finish), the way a tower layer
 //!   wraps a service. Policies and workspace snapshots are hooks.
 //! - [`ArtifactStore`]: blobs (patches, attachments) by key.
+//! - [`SessionLeases`]: session ownership across processes (a lease per session with a
+//!   fencing token), reached through [`SessionStore::leases`].
 //!
 //! Architecture invariant: this crate depends on `asm-core` only (plus `async-trait` and
 //! `futures`); it knows no concrete store, provider or async runtime.
@@ -15,12 +17,14 @@ mod artifact;
 mod cancel;
 mod forward;
 mod hook;
+mod lease;
 mod provider;
 mod store;
 
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunControl, RunFinish, RunHook};
+pub use lease::{Lease, SessionLeases, lease_lost, leases_unsupported, session_owned};
 pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};
 pub use store::{
     EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt,

@@ -85,6 +85,16 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
+    /// The SQL of one `asm_write` call (the fenced writes of `lease` send it too).
+    pub(crate) fn write_sql(&self) -> &str {
+        &self.sql.write
+    }
+
+    /// The quoted schema name.
+    pub(crate) fn schema_sql(&self) -> &str {
+        &self.sql.schema
+    }
+
     pub(crate) fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
     }

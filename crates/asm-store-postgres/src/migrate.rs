@@ -20,8 +20,10 @@ pub(crate) struct Migration {
 
 /// Every migration of this build, in order. A new one is appended with the next version; an
 /// applied one is never edited (its checksum is recorded).
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") }];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
+    Migration { version: 2, name: "session_leases", sql: include_str!("../migrations/0002_session_leases.sql") },
+];
 
 /// The schema version this build reads and writes.
 pub(crate) fn current_version() -> i32 {
@@ -165,7 +167,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i32::try_from(i).unwrap() + 1);
         }
-        assert_eq!(current_version(), 1);
+        assert_eq!(current_version(), 2);
     }
 
     #[test]
