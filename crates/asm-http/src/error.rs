@@ -37,6 +37,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | C::StreamClosed
         | C::AlreadyExists
         | C::DuplicateCapability
+        | C::SessionOwned
+        | C::LeaseLost
         | C::Cancelled => StatusCode::CONFLICT,
         C::MaxSessionsExceeded | C::MaxRunsExceeded | C::ProviderRateLimited | C::ProviderQuotaExceeded => {
             StatusCode::TOO_MANY_REQUESTS
