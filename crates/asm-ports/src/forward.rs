@@ -10,8 +10,10 @@ use async_trait::async_trait;
 use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
 
 use crate::{
-    ArtifactStore, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HookAction, Page,
-    ProviderAdapter, RunContext, RunFinish, RunHook, RunQuery, SessionQuery, SessionStore, StoreCapabilities,
+    ArtifactStore, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HealthReport, HookAction,
+    MaintenanceReport, MaintenanceStore, Page, ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish,
+    RunHook, RunQuery, RunSearch, SessionQuery, SessionSearch, SessionStore, StoreCapabilities, UsageQuery,
+    UsageReport,
 };
 
 macro_rules! forward_ports {
@@ -54,6 +56,37 @@ macro_rules! forward_ports {
             }
             fn capabilities(&self) -> StoreCapabilities {
                 (**self).capabilities()
+            }
+        }
+
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<S: QueryStore + ?Sized> QueryStore for $ptr<S> {
+            async fn search_sessions(&self, query: &SessionSearch) -> Result<Page<Session>> {
+                (**self).search_sessions(query).await
+            }
+            async fn search_runs(&self, query: &RunSearch) -> Result<Page<Run>> {
+                (**self).search_runs(query).await
+            }
+            async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport> {
+                (**self).usage_summary(query).await
+            }
+        }
+
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<S: MaintenanceStore + ?Sized> MaintenanceStore for $ptr<S> {
+            async fn prune_events(&self, session_id: &SessionId, sequences: &[u64]) -> Result<u64> {
+                (**self).prune_events(session_id, sequences).await
+            }
+            async fn clean_orphans(&self, dry_run: bool) -> Result<u64> {
+                (**self).clean_orphans(dry_run).await
+            }
+            async fn health_check(&self) -> Result<HealthReport> {
+                (**self).health_check().await
+            }
+            async fn run_maintenance(&self, policy: &RetentionPolicy) -> Result<MaintenanceReport> {
+                (**self).run_maintenance(policy).await
             }
         }
 
