@@ -577,6 +577,17 @@ impl UsageAggregate {
         }
         self.run_count += 1;
     }
+
+    /// Adds the totals of another set of runs (how a store that aggregates in SQL folds its
+    /// grouped rows).
+    pub fn merge(&mut self, other: &UsageAggregate) {
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        self.cost_usd += other.cost_usd;
+        self.run_count = self.run_count.saturating_add(other.run_count);
+        self.unpriced_runs = self.unpriced_runs.saturating_add(other.unpriced_runs);
+    }
 }
 
 /// Provider key of runs without a provider in [`UsageReport::by_provider`].
@@ -613,6 +624,23 @@ impl UsageReport {
         let provider = run.provider.clone().unwrap_or_else(|| UNKNOWN_PROVIDER.to_owned());
         self.by_provider.entry(provider).or_default().add_run(run);
         self.by_day.entry(utc_day(run.created_at)).or_default().add_run(run);
+    }
+
+    /// Counts the totals of a group of runs that share session, agent, provider and UTC day
+    /// (`YYYY-MM-DD`) in every group: what a store that aggregates in SQL returns per row.
+    pub fn add_group(
+        &mut self,
+        session_id: &SessionId,
+        agent_id: &str,
+        provider: Option<&str>,
+        day: &str,
+        totals: &UsageAggregate,
+    ) {
+        self.total.merge(totals);
+        self.by_session.entry(session_id.clone()).or_default().merge(totals);
+        self.by_agent.entry(agent_id.to_owned()).or_default().merge(totals);
+        self.by_provider.entry(provider.unwrap_or(UNKNOWN_PROVIDER).to_owned()).or_default().merge(totals);
+        self.by_day.entry(day.to_owned()).or_default().merge(totals);
     }
 }
 

@@ -85,6 +85,11 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
+    /// The quoted schema name, for statements built elsewhere (the query port).
+    pub(crate) fn schema(&self) -> &str {
+        &self.sql.schema
+    }
+
     pub(crate) fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
     }

@@ -53,6 +53,7 @@ mod error;
 mod listener;
 mod migrate;
 mod options;
+mod query;
 mod retry;
 mod write;
 mod writer;

@@ -20,8 +20,10 @@ pub(crate) struct Migration {
 
 /// Every migration of this build, in order. A new one is appended with the next version; an
 /// applied one is never edited (its checksum is recorded).
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") }];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
+    Migration { version: 2, name: "query_indexes", sql: include_str!("../migrations/0002_query_indexes.sql") },
+];
 
 /// The schema version this build reads and writes.
 pub(crate) fn current_version() -> i32 {

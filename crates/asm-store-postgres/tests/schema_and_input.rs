@@ -39,14 +39,14 @@ async fn a_schema_from_the_future_is_migration_required() {
     let schema = TestSchema::new("future");
     drop(schema.store().await);
     admin_sql(format!(
-        "INSERT INTO \"{}\".asm_schema_migrations (version, name, checksum) VALUES (2, 'from a newer build', 0)",
+        "INSERT INTO \"{}\".asm_schema_migrations (version, name, checksum) VALUES (99, 'from a newer build', 0)",
         schema.name
     ))
     .unwrap();
     let err = open_err(&schema, true).await;
     assert_eq!(err.code(), ErrorCode::MigrationRequired, "{err}");
-    assert_eq!(err.details().get("found_version").and_then(|v| v.as_i64()), Some(2));
-    assert_eq!(err.details().get("supported_version").and_then(|v| v.as_i64()), Some(1));
+    assert_eq!(err.details().get("found_version").and_then(|v| v.as_i64()), Some(99));
+    assert_eq!(err.details().get("supported_version").and_then(|v| v.as_i64()), Some(2));
 }
 
 #[tokio::test]
