@@ -167,7 +167,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i32::try_from(i).unwrap() + 1);
         }
-        assert_eq!(current_version(), 1);
+        assert_eq!(current_version(), 2);
     }
 
     #[test]
