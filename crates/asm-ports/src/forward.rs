@@ -156,6 +156,7 @@ mod tests {
     fn takes_adapter(_: impl ProviderAdapter) {}
     fn takes_hook(_: impl RunHook) {}
     fn takes_artifacts(_: impl ArtifactStore) {}
+    fn takes_maintenance(_: impl MaintenanceStore) {}
 
     #[allow(dead_code)]
     fn every_port_accepts_shared_and_boxed_handles(
@@ -164,11 +165,15 @@ mod tests {
         hook: Box<dyn RunHook>,
         shared_hook: Arc<dyn RunHook>,
         artifacts: Arc<dyn ArtifactStore>,
+        shared_maintenance: Arc<dyn MaintenanceStore>,
+        boxed_maintenance: Box<dyn MaintenanceStore>,
     ) {
         takes_store(store);
         takes_adapter(adapter);
         takes_hook(hook);
         takes_hook(shared_hook);
         takes_artifacts(artifacts);
+        takes_maintenance(shared_maintenance);
+        takes_maintenance(boxed_maintenance);
     }
 }
