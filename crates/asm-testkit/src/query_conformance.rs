@@ -1,8 +1,8 @@
 //! The conformance section of the query and maintenance ports: one contract, every
-//! [`QueryStore`] + [`MaintenanceStore`].
+//! [`QueryStore`](asm_ports::QueryStore) + [`MaintenanceStore`].
 //!
 //! Same rules as [`conformance`](crate::conformance): plain async functions, one per behaviour,
-//! that a store's tests call (one test each, generated with [`for_each_query_check!`]), or
+//! that a store's tests call (one test each, generated with [`for_each_query_check!`](crate::for_each_query_check)), or
 //! [`run_all`] at once. Every check creates its own sessions under a fresh agent id and only
 //! asserts about those; maintenance checks scope their [`RetentionPolicy`] to that agent, so the
 //! checks can share one store with anything else.
