@@ -10,7 +10,9 @@
 //!   (once per version), then runs the adapters end to end against them and the project's fake
 //!   model servers on 127.0.0.1 (`asm-integration`'s `asm-real-cli`). Needs `npm` and the npm
 //!   registry for the first install only; `ASM_NPM_CLI_DIR` moves the install directory and
-//!   `--only NAME` runs the cases whose name contains NAME.
+//!   `--only NAME` runs the cases whose name contains NAME. It builds the `asm` binary first
+//!   (`cargo build -p asm-cli --bin asm`) and passes `<target dir>/debug/asm` (the target dir is
+//!   `CARGO_TARGET_DIR` or `target`) as `--asm` for the `cli/*` cases.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
@@ -28,11 +30,14 @@ const FACADE_FEATURES: &[&str] = &[
     "provider-codex",
     "provider-amp",
     "provider-shell",
+    "policy",
+    "provider-acp",
     "runtime",
     "redaction",
     "routing",
     "testkit",
     "http",
+    "workspace",
     "full",
 ];
 /// The facade's examples, each with the features it needs; every one runs offline in CI.
@@ -46,6 +51,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("custom_adapter", "store-memory,runtime"),
     ("custom_hook", "store-memory,runtime"),
     ("provider_routing", "store-memory,runtime,routing"),
+    ("workspace_snapshot", "store-memory,runtime,workspace"),
+    ("policy_enforcement", "store-memory,runtime,policy"),
 ];
 /// Crates with benchmarks.
 #[rustfmt::skip]
@@ -56,11 +63,16 @@ const BENCH_CRATES: &[&str] = &[
     "asm-runtime",
     "asm-provider-claude",
     "asm-provider-codex",
+    "asm-workspace",
+    "asm-policy",
 ];
 /// The real provider CLIs `integration` runs against: npm package, pinned version, the binary
 /// under `node_modules/.bin`.
-const PINNED_CLIS: &[(&str, &str, &str)] =
-    &[("@anthropic-ai/claude-code", "2.1.197", "claude"), ("@openai/codex", "0.169.0", "codex")];
+const PINNED_CLIS: &[(&str, &str, &str)] = &[
+    ("@anthropic-ai/claude-code", "2.1.197", "claude"),
+    ("@openai/codex", "0.169.0", "codex"),
+    ("@zed-industries/claude-agent-acp", "0.23.1", "claude-agent-acp"),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -138,14 +150,30 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the current directory, as cargo
+/// reads it) or `target` in the workspace.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()).map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => std::env::current_dir().map_or(dir.clone(), |cwd| cwd.join(dir)),
+        None => workspace_root().join("target"),
+    }
+}
+
 fn integration(extra: &[String]) -> Result<(), String> {
     let dir = std::env::var_os("ASM_NPM_CLI_DIR")
         .map_or_else(|| workspace_root().join("target").join("npm-cli"), PathBuf::from);
     install_pinned_clis(&dir)?;
     let bin = dir.join("node_modules").join(".bin");
-    let (claude, codex) = (bin.join("claude"), bin.join("codex"));
+    let (claude, codex, acp) = (bin.join("claude"), bin.join("codex"), bin.join("claude-agent-acp"));
     let claude = claude.to_str().ok_or("the npm cache path is not UTF-8")?;
     let codex = codex.to_str().ok_or("the npm cache path is not UTF-8")?;
+    // The `cli/*` cases run the real `asm` binary: a bin of another package has no
+    // CARGO_BIN_EXE_*, so build it here and pass its path.
+    cargo(&["build", "--quiet", "-p", "asm-cli", "--bin", "asm"])?;
+    let asm = target_dir().join("debug").join(format!("asm{}", std::env::consts::EXE_SUFFIX));
+    let asm = asm.to_str().ok_or("the target dir path is not UTF-8")?;
+    let acp = acp.to_str().ok_or("the npm cache path is not UTF-8")?;
     let mut args = vec![
         "run",
         "--quiet",
@@ -158,6 +186,10 @@ fn integration(extra: &[String]) -> Result<(), String> {
         claude,
         "--codex",
         codex,
+        "--asm",
+        asm,
+        "--claude-acp",
+        acp,
     ];
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)

@@ -17,12 +17,15 @@
 //! | `provider-codex` | `CodexAdapter`, in `provider::codex` (Codex CLI, `exec --json`) |
 //! | `provider-amp` | `AmpAdapter`, in `provider::amp` (Amp CLI, `--stream-json`) |
 //! | `provider-shell` | `ShellAdapter`, in `provider::shell` (the run's input as a `sh -c` command or an argv) |
+//! | `provider-acp` | `AcpAdapter`, in `provider::acp` (any Agent Client Protocol agent, JSON-RPC over stdio) |
 //! | any `provider-*` | the CLI adapter core in `provider::cli`: `CliEnv`, `CliLimits`, `PermissionMode`, the per-run option keys `RunOption` / `run_option` |
+//! | `policy` | [`PolicyHook`](policy::PolicyHook) and the rest of `asm-policy`, in `policy`: limits, tool rules, stacking, preflight, CLI flags per provider, the pricing table |
 //! | `runtime` (default) | [`SessionManager`](runtime::SessionManager) and the runtime |
 //! | `routing` | `ProviderRouter`, in `routing`: one adapter over several, with policies, health, circuit breakers, sticky sessions and failover |
 //! | `redaction` | `RedactingStore` / `RedactExt::redacted`, in `redact`: secrets replaced before any store persists an event |
 //! | `testkit` | the store conformance suite and the scripted provider adapter |
 //! | `http` | the HTTP API, in [`http`](mod@http): [`ApiServer`](http::ApiServer), an axum `Router` with REST, resumable Server-Sent Events, OpenAPI and the web view (what `asm serve` runs); implies `runtime` |
+//! | `workspace` | `WorkspaceHook` (git / hash snapshots, diff, patch, rollback) and `FileArtifactStore`, in [`workspace`](crate::workspace) |
 //! | `full` | everything above |
 //!
 //! ```
@@ -81,7 +84,8 @@ pub mod provider {
         feature = "provider-claude",
         feature = "provider-codex",
         feature = "provider-amp",
-        feature = "provider-shell"
+        feature = "provider-shell",
+        feature = "provider-acp"
     ))]
     pub mod cli {
         pub use asm_provider_cli::*;
@@ -110,6 +114,19 @@ pub mod provider {
     pub mod shell {
         pub use asm_provider_shell::*;
     }
+
+    /// The Agent Client Protocol adapter (`provider-acp`): drives any ACP agent over stdio.
+    #[cfg(feature = "provider-acp")]
+    pub mod acp {
+        pub use asm_provider_acp::*;
+    }
+}
+
+/// Policy enforcement (`policy`): [`Policy`](policy::Policy), stacking, preflight, the
+/// evaluator, compiling to CLI flags, the pricing table and the [`PolicyHook`](policy::PolicyHook).
+#[cfg(feature = "policy")]
+pub mod policy {
+    pub use asm_policy::*;
 }
 
 /// The runtime (`runtime`).
@@ -164,6 +181,15 @@ pub mod http {
     pub use asm_http::*;
 }
 
+/// Workspace snapshots (`workspace`): [`WorkspaceHook`](asm_workspace::WorkspaceHook), the git
+/// and hash backends behind [`Workspace`](asm_workspace::Workspace), and the file-system
+/// artifact store for patches.
+#[cfg(feature = "workspace")]
+pub mod workspace {
+    pub use asm_artifact_fs::validate_key;
+    pub use asm_workspace::*;
+}
+
 /// The names most programs need, in one import.
 pub mod prelude {
     pub use asm_core::{
@@ -188,6 +214,8 @@ pub mod prelude {
     #[cfg(feature = "store-sled")]
     pub use asm_store_sled::SledSessionStore;
 
+    #[cfg(feature = "provider-acp")]
+    pub use asm_provider_acp::AcpAdapter;
     #[cfg(feature = "provider-amp")]
     pub use asm_provider_amp::{AmpAdapter, AmpBuilderExt};
     #[cfg(feature = "provider-claude")]
@@ -196,7 +224,8 @@ pub mod prelude {
         feature = "provider-claude",
         feature = "provider-codex",
         feature = "provider-amp",
-        feature = "provider-shell"
+        feature = "provider-shell",
+        feature = "provider-acp"
     ))]
     pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, run_option};
     #[cfg(feature = "provider-codex")]
@@ -206,6 +235,12 @@ pub mod prelude {
 
     #[cfg(feature = "routing")]
     pub use asm_routing::{BreakerConfig, ProviderRouter, RoutingOptions, RoutingPolicy, Strategy};
+
+    #[cfg(feature = "workspace")]
+    pub use asm_workspace::{FileArtifactStore, Strategy as WorkspaceStrategy, WorkspaceHook};
+
+    #[cfg(feature = "policy")]
+    pub use asm_policy::{Limit, Policy, PolicyHook, PricingTable, ViolationAction};
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{

@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 macro_rules! error_codes {
     ($( $(#[$doc:meta])* $variant:ident = $text:literal, $category:ident, $message:literal; )*) => {
-        /// The error taxonomy: 45 codes, each with a [category](ErrorCode::category) and a
+        /// The error taxonomy: 47 codes, each with a [category](ErrorCode::category) and a
         /// [retryable](ErrorCode::is_retryable) flag.
         ///
         /// Serialised as the snake_case name (`"session_not_found"`). Match on codes, never on
@@ -133,6 +133,11 @@ error_codes! {
     CapabilityNotSupported = "capability_not_supported", Concurrency, "Capability not supported";
     /// The operation is not valid here.
     InvalidOperation = "invalid_operation", Concurrency, "Invalid operation";
+    /// Another process owns the session (holds its lease); details name the `owner`.
+    SessionOwned = "session_owned", Concurrency, "Session is owned by another process";
+    /// A write carried a fencing token older than the session's current lease: its writer lost
+    /// the session to another owner, and nothing was written.
+    LeaseLost = "lease_lost", Concurrency, "Session lease lost";
     /// A tool failed.
     ToolError = "tool_error", Tool, "Tool error";
     /// A tool does not exist.
@@ -437,8 +442,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn taxonomy_has_45_codes_with_round_trip_names() {
-        assert_eq!(ErrorCode::ALL.len(), 45);
+    fn taxonomy_has_47_codes_with_round_trip_names() {
+        assert_eq!(ErrorCode::ALL.len(), 47);
         for &code in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
             let json = serde_json::to_string(&code).unwrap();

@@ -12,8 +12,8 @@ use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
 use crate::{
     ArtifactStore, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HealthReport, HookAction,
     MaintenanceReport, MaintenanceStore, Page, ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish,
-    RunHook, RunQuery, RunSearch, SessionQuery, SessionSearch, SessionStore, StoreCapabilities, UsageQuery,
-    UsageReport,
+    RunHook, RunQuery, RunSearch, SessionLeases, SessionQuery, SessionSearch, SessionStore, StoreCapabilities,
+    UsageQuery, UsageReport,
 };
 
 macro_rules! forward_ports {
@@ -56,6 +56,9 @@ macro_rules! forward_ports {
             }
             fn capabilities(&self) -> StoreCapabilities {
                 (**self).capabilities()
+            }
+            fn leases(&self) -> Option<&dyn SessionLeases> {
+                (**self).leases()
             }
         }
 

@@ -10,6 +10,8 @@
 //!   stable cursor pagination.
 //! - [`MaintenanceStore`]: retention (soft and hard delete, pruning), orphan cleanup and a
 //!   health check, driven by a [`RetentionPolicy`].
+//! - [`SessionLeases`]: session ownership across processes (a lease per session with a
+//!   fencing token), reached through [`SessionStore::leases`].
 //!
 //! Architecture invariant: this crate depends on `asm-core` only (plus `async-trait` and
 //! `futures`); it knows no concrete store, provider or async runtime.
@@ -19,6 +21,7 @@ mod artifact;
 mod cancel;
 mod forward;
 mod hook;
+mod lease;
 mod maintenance;
 mod provider;
 mod query;
@@ -27,6 +30,7 @@ mod store;
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunControl, RunFinish, RunHook};
+pub use lease::{Lease, SessionLeases, lease_lost, leases_unsupported, session_owned};
 pub use maintenance::{
     HealthIssue, HealthReport, MaintenanceReport, MaintenanceStore, RetentionPolicy, hard_delete_expired,
     is_protected_kind, prune_session, run_cycle, soft_delete_expired,

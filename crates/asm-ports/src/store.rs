@@ -87,6 +87,12 @@ pub trait SessionStore: Send + Sync + Debug + 'static {
 
     /// What this store can do.
     fn capabilities(&self) -> StoreCapabilities;
+
+    /// Session leases and fenced writes, for stores that let several processes share sessions
+    /// safely ([`StoreCapabilities::session_leases`]); `None` (the default) for the others.
+    fn leases(&self) -> Option<&dyn crate::SessionLeases> {
+        None
+    }
 }
 
 /// Conveniences over [`SessionStore`], implemented for every store.
@@ -425,12 +431,15 @@ pub struct StoreCapabilities {
     pub durable: bool,
     /// Several processes may use the same store at once.
     pub multi_process: bool,
+    /// The store grants session leases with fencing tokens ([`SessionStore::leases`]), so a
+    /// runtime can own a session in exactly one process at a time.
+    pub session_leases: bool,
 }
 
 impl StoreCapabilities {
     /// No capabilities.
     pub const fn new() -> Self {
-        Self { long_poll: false, durable: false, multi_process: false }
+        Self { long_poll: false, durable: false, multi_process: false, session_leases: false }
     }
     /// Sets `long_poll`.
     #[must_use]
@@ -448,6 +457,12 @@ impl StoreCapabilities {
     #[must_use]
     pub const fn multi_process(mut self, yes: bool) -> Self {
         self.multi_process = yes;
+        self
+    }
+    /// Sets `session_leases`.
+    #[must_use]
+    pub const fn session_leases(mut self, yes: bool) -> Self {
+        self.session_leases = yes;
         self
     }
 }

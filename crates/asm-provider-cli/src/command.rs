@@ -247,8 +247,13 @@ pub struct CliCommand {
     pub env: CliEnv,
     /// Working directory; `None` inherits this process's.
     pub cwd: Option<PathBuf>,
-    /// Bytes written to stdin, which is then closed; `None` means stdin is `/dev/null`.
+    /// Bytes written to stdin, which is then closed; `None` means stdin is `/dev/null` (unless
+    /// [`stdin_pipe`](Self::stdin_pipe)).
     pub stdin_input: Option<Vec<u8>>,
+    /// Keep stdin open as a pipe the caller writes to
+    /// ([`CliProcess::take_stdin`](crate::CliProcess::take_stdin)): for protocols that talk both
+    /// ways over stdio (JSON-RPC agents). Ignored when [`stdin_input`](Self::stdin_input) is set.
+    pub stdin_pipe: bool,
     /// Bounds and timings.
     pub limits: CliLimits,
 }
@@ -263,6 +268,7 @@ impl CliCommand {
             env: CliEnv::empty(),
             cwd: None,
             stdin_input: None,
+            stdin_pipe: false,
             limits: CliLimits::default(),
         }
     }
@@ -298,6 +304,20 @@ impl CliCommand {
     #[must_use]
     pub fn stdin_input(mut self, input: impl Into<Vec<u8>>) -> Self {
         self.stdin_input = Some(input.into());
+        self
+    }
+    /// Keeps stdin open as a pipe (see [`stdin_pipe`](Self::stdin_pipe)); take its write end
+    /// with [`CliProcess::take_stdin`](crate::CliProcess::take_stdin).
+    ///
+    /// ```
+    /// use asm_core::ProviderName;
+    /// use asm_provider_cli::CliCommand;
+    /// let cmd = CliCommand::new(ProviderName::Unknown, "agent").stdin_pipe();
+    /// assert!(cmd.stdin_pipe);
+    /// ```
+    #[must_use]
+    pub fn stdin_pipe(mut self) -> Self {
+        self.stdin_pipe = true;
         self
     }
     /// Sets the limits.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
 use asm_core::{Error, ErrorCode, ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
@@ -348,7 +348,9 @@ async fn read_chunk<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> std:
 ///
 /// * stdout is framed into lines ([`next_line`](Self::next_line)) with a per-line cap;
 /// * stderr is drained by a task into a ring buffer of [`CliLimits::stderr_ring_bytes`];
-/// * stdin is `/dev/null` unless the command has [`stdin_input`](CliCommand::stdin_input);
+/// * stdin is `/dev/null` unless the command has [`stdin_input`](CliCommand::stdin_input) or
+///   [`stdin_pipe`](CliCommand::stdin_pipe) (then [`take_stdin`](Self::take_stdin) hands out
+///   the write end);
 /// * [`stop`](Self::stop) escalates SIGINT → SIGTERM → SIGKILL on the whole group and reaps;
 /// * when the leader exits, anything left in its group is killed (no stragglers);
 /// * dropping an un-reaped `CliProcess` kills the group with SIGKILL and reaps the child in the
@@ -380,6 +382,7 @@ pub struct CliProcess {
     stderr: Arc<Mutex<StderrRing>>,
     stderr_task: Option<JoinHandle<()>>,
     stdin_task: Option<JoinHandle<()>>,
+    stdin: Option<ChildStdin>,
     status: Option<ExitStatus>,
     limits: CliLimits,
 }
@@ -399,7 +402,7 @@ impl CliProcess {
             .args(&cmd.args)
             .env_clear()
             .envs(cmd.env.resolve())
-            .stdin(if cmd.stdin_input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if cmd.stdin_input.is_some() || cmd.stdin_pipe { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -432,6 +435,7 @@ impl CliProcess {
                 }
             })
         });
+        let stdin = if cmd.stdin_input.is_none() && cmd.stdin_pipe { child.stdin.take() } else { None };
         let stdin_task = match (child.stdin.take(), &cmd.stdin_input) {
             (Some(mut stdin), Some(input)) => {
                 let input = input.clone();
@@ -454,9 +458,19 @@ impl CliProcess {
             stderr,
             stderr_task,
             stdin_task,
+            stdin,
             status: None,
             limits: cmd.limits,
         })
+    }
+
+    /// The write end of stdin of a command spawned with
+    /// [`stdin_pipe`](CliCommand::stdin_pipe) (once; `None` otherwise). Dropping it closes the
+    /// child's stdin. Write from a task of its own (a child that does not read can fill the
+    /// pipe) and expect write errors once the child is gone; the drop guard, [`stop`](Self::stop)
+    /// and [`finish`](Self::finish) work as without it.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
     }
 
     /// The process id, which is also the process group id.

@@ -2,7 +2,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use std::borrow::Cow;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind, packed};
 use regex::Regex;
 use serde_json::Value;
 
@@ -89,6 +91,11 @@ struct Compiled {
     /// Literals of the patterns that have some; `literal_owner[i]` is the pattern of literal `i`.
     prefilter: Option<AhoCorasick>,
     literal_owner: Vec<usize>,
+    /// The same literals, lower-cased, in a SIMD (Teddy) searcher run on the lower-cased text:
+    /// the fast "does any literal occur at all" gate (most strings have none). `None` where
+    /// the packed searcher is unavailable (CPU, too many literals): the Aho-Corasick automaton
+    /// answers instead.
+    gate: Option<packed::Searcher>,
     replacement: Replacement,
     deep_scan: bool,
     scan_metadata: bool,
@@ -263,12 +270,30 @@ impl Redactor {
     /// Whether any pattern could match `text` (the prefilter alone).
     fn may_match(&self, text: &str) -> bool {
         let c = &self.compiled;
-        c.patterns.iter().any(|p| p.always) || c.prefilter.as_ref().is_some_and(|ac| ac.is_match(text))
+        if c.patterns.iter().any(|p| p.always) {
+            return true;
+        }
+        match (&c.gate, &c.prefilter) {
+            (Some(gate), _) => {
+                let lowered = if text.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(text.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(text)
+                };
+                // Leftmost search: it finds a match exactly when some literal occurs anywhere.
+                gate.find(lowered.as_bytes()).is_some()
+            }
+            (None, Some(ac)) => ac.is_match(text),
+            (None, None) => false,
+        }
     }
 
     /// The redacted text, or `None` when nothing matched.
     fn redact_string(&self, text: &str, report: &mut RedactionReport) -> Option<String> {
         let c = &self.compiled;
+        if !self.may_match(text) {
+            return None;
+        }
         let mut candidates = vec![false; c.patterns.len()];
         let mut any = false;
         for (i, pattern) in c.patterns.iter().enumerate() {
@@ -457,6 +482,15 @@ impl RedactorBuilder {
             }
             patterns.push(CompiledPattern { category, regex, secret_group, always });
         }
+        let gate = if literals.is_empty() {
+            None
+        } else {
+            let mut builder = packed::Config::new().builder();
+            for literal in &literals {
+                builder.add(literal.to_ascii_lowercase());
+            }
+            builder.build()
+        };
         let prefilter = if literals.is_empty() {
             None
         } else {
@@ -474,6 +508,7 @@ impl RedactorBuilder {
                 patterns,
                 prefilter,
                 literal_owner,
+                gate,
                 replacement: self.replacement,
                 deep_scan: self.deep_scan,
                 scan_metadata: self.scan_metadata,

@@ -11,6 +11,8 @@
 //!   awaitable results and exactly-once event subscriptions ([`SessionServer::subscribe`]);
 //! - [`SessionSupervisor`]: starts servers, finds them by session, restarts a crashed one from
 //!   the store, stops them;
+//! - [`Ownership`]: a server that owns its session across processes (a lease with a fencing
+//!   token in the store; takeover and recovery after the owner crashed);
 //! - [`ConcurrencyLimiter`]: process-wide caps on sessions and runs, with RAII permits;
 //! - [`ControlOperations`]: interrupt, cancel, pause and resume with a per-run history;
 //! - [`TranscriptCache`]: incremental transcripts for continuation runs.
@@ -44,6 +46,7 @@ mod fork;
 mod limiter;
 mod manager;
 mod options;
+mod ownership;
 mod server;
 mod stream;
 mod subscription;
@@ -57,6 +60,7 @@ pub use manager::SessionManager;
 pub use options::{
     Continuation, EventCallback, NewSession, RunOnceResult, RunOptions, RunResult, StreamMode, StreamOptions,
 };
+pub use ownership::Ownership;
 pub use server::{ServerConfig, ServerStatus, SessionServer, ShutdownPolicy};
 pub use stream::EventStream;
 pub use subscription::{EventSubscription, SubscribeOptions};

@@ -34,7 +34,8 @@ pub struct SessionManager {
 pub(crate) struct Inner {
     pub(crate) store: DynSessionStore,
     pub(crate) adapter: DynProviderAdapter,
-    pub(crate) active: Mutex<HashMap<RunId, Arc<ActiveRun>>>,
+    /// Shared with the managers derived by [`SessionManager::with_store`].
+    pub(crate) active: Arc<Mutex<HashMap<RunId, Arc<ActiveRun>>>>,
 }
 
 /// A run executing in this process (registered before its execution reads anything).
@@ -107,7 +108,14 @@ impl SessionManager {
 
     /// A manager over already shared handles.
     pub fn from_shared(store: DynSessionStore, adapter: DynProviderAdapter) -> Self {
-        Self { inner: Arc::new(Inner { store, adapter, active: Mutex::new(HashMap::new()) }) }
+        Self { inner: Arc::new(Inner { store, adapter, active: Arc::new(Mutex::new(HashMap::new())) }) }
+    }
+
+    /// The same manager (adapter, executing runs) writing through `store`: how an owning
+    /// session server fences its writes.
+    pub(crate) fn with_store(&self, store: DynSessionStore) -> Self {
+        let inner = Inner { store, adapter: self.inner.adapter.clone(), active: self.inner.active.clone() };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The store.

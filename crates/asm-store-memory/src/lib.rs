@@ -2,6 +2,8 @@
 //!
 //! [`InMemorySessionStore`] is the reference store: it passes the conformance suite of
 //! `asm-testkit`, supports long-poll reads, and is safe under any number of concurrent writers.
+//! It grants session leases in-process ([`asm_ports::SessionLeases`]), so the runtime's ownership
+//! logic can be tested without a database; it is not shared between processes.
 //! Nothing is persisted: the data lives as long as the last handle.
 //!
 //! Architecture invariant: this crate knows the ports and the domain values, nothing of the
@@ -10,6 +12,7 @@
 
 mod batch;
 mod event_index;
+mod lease;
 mod query;
 mod slot;
 
@@ -82,6 +85,8 @@ struct Inner {
     /// Run id -> the slot of its session.
     runs: RwLock<foldhash::HashMap<RunId, Arc<SessionSlot>>>,
     events: EventIndex,
+    /// In-process session leases.
+    leases: lease::Leases,
 }
 
 impl Default for Inner {
@@ -90,6 +95,7 @@ impl Default for Inner {
             catalog: RwLock::new(Catalog::default()),
             runs: RwLock::new(foldhash::HashMap::default()),
             events: EventIndex::new(),
+            leases: lease::Leases::default(),
         }
     }
 }
@@ -360,7 +366,11 @@ impl SessionStore for InMemorySessionStore {
     }
 
     fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities::new().long_poll(true).durable(false).multi_process(false)
+        StoreCapabilities::new().long_poll(true).durable(false).multi_process(false).session_leases(true)
+    }
+
+    fn leases(&self) -> Option<&dyn asm_ports::SessionLeases> {
+        Some(self)
     }
 }
 

@@ -85,8 +85,13 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
-    /// The quoted schema name, for statements built elsewhere (the query port).
-    pub(crate) fn schema(&self) -> &str {
+    /// The SQL of one `asm_write` call (the fenced writes of `lease` send it too).
+    pub(crate) fn write_sql(&self) -> &str {
+        &self.sql.write
+    }
+
+    /// The quoted schema name.
+    pub(crate) fn schema_sql(&self) -> &str {
         &self.sql.schema
     }
 

@@ -22,6 +22,10 @@
 //!   ([`RetryPolicy`]); when the server stays unreachable the call fails with
 //!   [`ErrorCode::StorageConnectionFailed`](asm_core::ErrorCode::StorageConnectionFailed)
 //!   (retryable), and the pool reconnects by itself once the server is back;
+//! - session ownership: [`SessionLeases`](asm_ports::SessionLeases) grants one lease per
+//!   session (owner, fencing token, expiry on the server's clock, heartbeat); fenced appends and
+//!   flushes check the token in the same transaction as the write, so a stale owner's write is
+//!   [`ErrorCode::LeaseLost`](asm_core::ErrorCode::LeaseLost) and writes nothing;
 //! - the schema is created and upgraded by embedded, versioned migrations; a schema that is
 //!   newer than this build, or unknown, is
 //!   [`ErrorCode::MigrationRequired`](asm_core::ErrorCode::MigrationRequired).
@@ -50,6 +54,7 @@
 mod codec;
 mod db;
 mod error;
+mod lease;
 mod listener;
 mod migrate;
 mod options;
@@ -449,6 +454,10 @@ impl SessionStore for PostgresSessionStore {
     }
 
     fn capabilities(&self) -> StoreCapabilities {
-        StoreCapabilities::new().long_poll(true).durable(true).multi_process(true)
+        StoreCapabilities::new().long_poll(true).durable(true).multi_process(true).session_leases(true)
+    }
+
+    fn leases(&self) -> Option<&dyn asm_ports::SessionLeases> {
+        Some(self)
     }
 }

@@ -1,7 +1,7 @@
 //! The query and maintenance ports of the PostgreSQL store.
 //!
 //! Queries are SQL: filters in the `WHERE` clause, keyset pagination as a row comparison
-//! `(column, id) > / < (value, id)` matching the `ORDER BY` (indexes of migration 2), usage and
+//! `(column, id) > / < (value, id)` matching the `ORDER BY` (indexes of migration 3), usage and
 //! cost aggregated by `GROUP BY` on (session, agent, provider, UTC day) and folded into the four
 //! groupings. Token counts are read from the run document (`doc -> 'token_usage'`).
 //!
@@ -59,7 +59,7 @@ impl crate::Inner {
         page_size: usize,
         after: Option<&Keyset>,
     ) -> std::result::Result<Page<Session>, DbError> {
-        let mut sql = format!("SELECT {SESSION_COLUMNS} FROM {}.asm_sessions WHERE true", self.db.schema());
+        let mut sql = format!("SELECT {SESSION_COLUMNS} FROM {}.asm_sessions WHERE true", self.db.schema_sql());
         let mut params: Params = Vec::new();
         if !query.include_deleted {
             sql.push_str(" AND deleted_at IS NULL");
@@ -108,7 +108,7 @@ impl crate::Inner {
         page_size: usize,
         after: Option<&Keyset>,
     ) -> std::result::Result<Page<Run>, DbError> {
-        let mut sql = format!("SELECT doc FROM {}.asm_runs WHERE true", self.db.schema());
+        let mut sql = format!("SELECT doc FROM {}.asm_runs WHERE true", self.db.schema_sql());
         let mut params: Params = Vec::new();
         if let Some(session) = &query.session_id {
             sql.push_str(&format!(" AND session_id = ${}", push(&mut params, uuid_of(session.as_str()))));
@@ -145,7 +145,7 @@ impl crate::Inner {
     }
 
     async fn usage_once(&self, query: &UsageQuery) -> std::result::Result<UsageReport, DbError> {
-        let q = self.db.schema();
+        let q = self.db.schema_sql();
         let mut sql = format!(
             "SELECT r.session_id, s.agent_id, r.provider, to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), \
              coalesce(sum(coalesce((r.doc -> 'token_usage' ->> 'input_tokens')::bigint, 0)), 0)::bigint, \
@@ -193,7 +193,7 @@ impl crate::Inner {
 
     /// `None` for an unknown session.
     async fn prune_once(&self, session: &SessionId, sequences: &[i64]) -> std::result::Result<Option<u64>, DbError> {
-        let q = self.db.schema();
+        let q = self.db.schema_sql();
         let id = uuid_of(session.as_str());
         let client = self.db.client().await?;
         let exists = client.query_opt(&format!("SELECT 1 FROM {q}.asm_sessions WHERE id = $1"), &[&id]).await?;
@@ -213,7 +213,7 @@ impl crate::Inner {
     }
 
     async fn orphans_once(&self, dry_run: bool) -> std::result::Result<u64, DbError> {
-        let q = self.db.schema();
+        let q = self.db.schema_sql();
         let filter = format!(
             "FROM {q}.asm_events e WHERE NOT EXISTS (SELECT 1 FROM {q}.asm_sessions s WHERE s.id = e.session_id)"
         );
@@ -226,7 +226,7 @@ impl crate::Inner {
     }
 
     async fn health_once(&self) -> std::result::Result<HealthReport, DbError> {
-        let q = self.db.schema();
+        let q = self.db.schema_sql();
         let client = self.db.client().await?;
         let mut issues = Vec::new();
         let rows = client

@@ -32,40 +32,40 @@ async fn run_all_on_one_shared_schema() {
     query_conformance::run_all(&store).await;
 }
 
-/// A schema at version 1 (made before the query port) is upgraded to version 2 in place on
+/// A schema at version 2 (made before the query port) is upgraded to version 3 in place on
 /// open: its data stays, the query indexes appear, and the queries work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_version_1_schema_is_upgraded_in_place() {
+async fn a_version_2_schema_is_upgraded_in_place() {
     use asm_core::{Session, SessionStatus};
     use asm_ports::{QueryStore, SessionSearch, SessionStore};
 
-    let schema = TestSchema::new("upgrade_v1");
+    let schema = TestSchema::new("upgrade_v2");
     let store = schema.store().await;
     let mut session = Session::new("upgrade").unwrap();
     session.status = SessionStatus::Completed;
     store.save_session(&session).await.unwrap();
     drop(store);
-    // Back to what a version-1 build left behind.
+    // Back to what a version-2 build left behind.
     let s = &schema.name;
     common::admin_sql(format!(
         "DROP INDEX \"{s}\".asm_sessions_updated; DROP INDEX \"{s}\".asm_sessions_agent_updated; \
          DROP INDEX \"{s}\".asm_runs_created; DROP INDEX \"{s}\".asm_runs_provider; \
-         DELETE FROM \"{s}\".asm_schema_migrations WHERE version = 2"
+         DELETE FROM \"{s}\".asm_schema_migrations WHERE version = 3"
     ))
     .unwrap();
     let store = schema.store().await;
     let found = store.search_sessions(&SessionSearch::new().agent("upgrade")).await.unwrap();
     assert_eq!(found.items, vec![session], "the data survives the upgrade");
-    // The upgrade recorded version 2 (a second open finds nothing to do and the index exists).
+    // The upgrade recorded version 3 (a second open finds nothing to do and the index exists).
     common::admin_sql(format!(
         "DO $$ BEGIN \
-           IF NOT EXISTS (SELECT 1 FROM \"{s}\".asm_schema_migrations WHERE version = 2) THEN \
-             RAISE EXCEPTION 'version 2 is not recorded'; \
+           IF NOT EXISTS (SELECT 1 FROM \"{s}\".asm_schema_migrations WHERE version = 3) THEN \
+             RAISE EXCEPTION 'version 3 is not recorded'; \
            END IF; \
            PERFORM '\"{s}\".asm_sessions_updated'::regclass; \
          END $$"
     ))
-    .map_err(|e| format!("version 2 was not applied again: {e}"))
+    .map_err(|e| format!("version 3 was not applied again: {e}"))
     .unwrap();
     drop(store);
     schema.store().await;

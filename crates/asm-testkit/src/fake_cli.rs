@@ -17,6 +17,16 @@
 //! panics for a fixture that does not exist or has an unparseable `.exitcode`, so a test can
 //! never pass by replaying nothing.
 //!
+//! **JSON-RPC mode** ([`FakeScript::jsonrpc`], or [`JSONRPC_ENV`] set in its environment): the
+//! fake plays an agent that talks JSON-RPC over stdio (an ACP agent). stdin is not read to EOF
+//! up front; it is read line by line while the script runs, each line appended to `stdin_file`
+//! as it arrives. A scripted JSON-RPC **response** (an object with `id` and `result` or `error`
+//! and no `method`) is printed only once a request with that `id` has arrived on stdin; a line
+//! `{"asm_fake_await": "<method>"}` prints nothing and waits for a message with that method
+//! (for example `session/cancel`), and `{"asm_fake_await": {"id": <id>}}` for any message with
+//! that id (the client's answer to one of the fake's requests). So a captured exchange is replayed in both directions, in
+//! turn. When stdin closes while the fake waits, it exits with `exit_code`.
+//!
 //! Signals follow `on_sigint` / `on_sigterm` ([`SignalAction`]): the default disposition (die by
 //! the signal), ignore it (to test escalation), or print some lines and exit with a code (what
 //! Claude Code does on SIGINT: partial message, `result`, exit 0).
@@ -43,7 +53,13 @@ pub const PATH_ENV: &str = "ASM_FAKE_CLI";
 /// stale binary).
 pub const VERSION_FLAG: &str = "--asm-fake-cli-version";
 /// Version of the script format; bumped on every incompatible change.
-pub const PROTOCOL: &str = "asm-fake-cli/2";
+pub const PROTOCOL: &str = "asm-fake-cli/3";
+/// Environment variable that turns on JSON-RPC mode (see the [module docs](self)) whatever the
+/// script says: what a JSON-RPC adapter's contract tests set, since the suite writes the
+/// scripts.
+pub const JSONRPC_ENV: &str = "ASM_FAKE_CLI_JSONRPC";
+/// The key of a JSON-RPC mode line that waits for a method instead of printing.
+pub const AWAIT_KEY: &str = "asm_fake_await";
 /// Exit code of the fake when a file of its script (`stdout_file`, `stderr_file`) cannot be
 /// read.
 pub const UNREADABLE_FIXTURE_EXIT: i32 = 96;
@@ -110,8 +126,11 @@ pub struct FakeScript {
     pub pid_file: Option<PathBuf>,
     /// Where to write the environment (JSON object).
     pub env_file: Option<PathBuf>,
-    /// Where to copy stdin (read to EOF before anything else).
+    /// Where to copy stdin (read to EOF before anything else; in JSON-RPC mode appended line
+    /// by line as it is read).
     pub stdin_file: Option<PathBuf>,
+    /// JSON-RPC mode (see the [module docs](self)).
+    pub jsonrpc: bool,
 }
 
 impl FakeScript {
@@ -236,6 +255,12 @@ impl FakeScript {
     #[must_use]
     pub fn big_line(mut self, bytes: usize) -> Self {
         self.big_line_bytes = Some(bytes);
+        self
+    }
+    /// Turns on JSON-RPC mode (see the [module docs](self)).
+    #[must_use]
+    pub fn jsonrpc(mut self) -> Self {
+        self.jsonrpc = true;
         self
     }
     /// Starts a grandchild in the process group.

@@ -3,8 +3,13 @@
 //! CLIs first:
 //!
 //! ```text
-//! asm-real-cli --claude <path to claude> --codex <path to codex> [--only <case name substring>]
+//! asm-real-cli --claude <path to claude> --codex <path to codex> --claude-acp <path to claude-agent-acp>
+//!     [--asm <path to asm>] [--only <case name substring>]
 //! ```
+//!
+//! The `cli/*` cases run the `asm` binary (crate `asm-cli`) end to end over the same CLIs and
+//! servers; `--asm` names it (xtask builds it first and passes `target/debug/asm`), and without
+//! `--asm` those cases fail saying so.
 //!
 //! Every case prints `PASS name (time)` or `FAIL name (time): why`; the last line is
 //! `N passed, M failed` and the exit code is non-zero when anything failed. Each run of a CLI
@@ -22,6 +27,7 @@ use std::time::{Duration, Instant};
 use asm_core::{ErrorCode, EventKind, Role, Run, RunInput, Session, SessionId, TranscriptBuilder, keys};
 use asm_integration::{Api, FakeServer, Scenario, TEXT_REPLY, tool_followup_text};
 use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
+use asm_provider_acp::{AcpAdapter, ToolKindPermissions};
 use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder, ClaudeBuilderExt};
 use asm_provider_cli::CliEnv;
 use asm_provider_codex::{ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, SandboxMode};
@@ -49,32 +55,43 @@ type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
 struct Args {
     claude: PathBuf,
     codex: PathBuf,
+    asm: Option<PathBuf>,
+    claude_acp: PathBuf,
     only: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut claude = None;
     let mut codex = None;
+    let mut claude_acp = None;
     let mut only = None;
+    let mut asm = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--claude" => claude = args.next().map(PathBuf::from),
             "--codex" => codex = args.next().map(PathBuf::from),
+            "--asm" => asm = args.next().map(PathBuf::from),
+            "--claude-acp" => claude_acp = args.next().map(PathBuf::from),
             "--only" => only = args.next(),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     let claude = claude.ok_or("--claude <path> is required")?;
     let codex = codex.ok_or("--codex <path> is required")?;
-    Ok(Args { claude, codex, only })
+    // The `asm` runs have their own working directory: make the path absolute.
+    let asm = asm.map(|path| std::fs::canonicalize(&path).unwrap_or(path));
+    let claude_acp = claude_acp.ok_or("--claude-acp <path> is required")?;
+    Ok(Args { claude, codex, asm, claude_acp, only })
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("asm-real-cli: {e}\nusage: asm-real-cli --claude <path> --codex <path> [--only <substring>]");
+            eprintln!(
+                "asm-real-cli: {e}\nusage: asm-real-cli --claude <path> --codex <path> --claude-acp <path> [--asm <path>] [--only <substring>]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -106,11 +123,19 @@ async fn run_all(args: &Args) -> (usize, usize) {
             return (0, 1);
         }
     };
-    let (env, codex) = (&env, &codex);
+    let acp = match ClaudeEnv::new(args.claude_acp.clone()).await {
+        Ok(env) => env,
+        Err(e) => {
+            println!("FAIL acp/setup: {e}");
+            return (0, 1);
+        }
+    };
+    let (env, codex, acp, asm) = (&env, &codex, &acp, args.asm.as_deref());
     let cases: Vec<(&str, CaseFuture<'_>)> = vec![
         ("claude/version", Box::pin(claude_version(env))),
         ("claude/text", Box::pin(claude_text(env))),
         ("claude/run-options", Box::pin(claude_run_options(env))),
+        ("claude/policy-flags", Box::pin(claude_policy_flags(env))),
         ("claude/tool", Box::pin(claude_tool(env))),
         ("claude/resume", Box::pin(claude_resume(env))),
         ("claude/fork-native", Box::pin(claude_fork(env))),
@@ -122,6 +147,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("codex/version", Box::pin(codex_version(codex))),
         ("codex/text", Box::pin(codex_text(codex))),
         ("codex/run-options", Box::pin(codex_run_options(codex))),
+        ("codex/policy-read-only", Box::pin(codex_policy_read_only(codex))),
         ("codex/tool", Box::pin(codex_tool(codex))),
         ("codex/resume", Box::pin(codex_resume(codex))),
         ("codex/fork-native", Box::pin(codex_fork(codex))),
@@ -129,7 +155,14 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("codex/http429-retryable", Box::pin(codex_http_error(codex, 429, ErrorCode::ProviderRateLimited, true))),
         ("codex/http401-auth", Box::pin(codex_http_error(codex, 401, ErrorCode::ProviderAuthenticationFailed, false))),
         ("codex/http500-unavailable", Box::pin(codex_http_error(codex, 500, ErrorCode::ProviderUnavailable, true))),
+        ("acp/claude-text", Box::pin(acp_text(acp))),
+        ("acp/claude-tool", Box::pin(acp_tool(acp))),
+        ("acp/claude-resume", Box::pin(acp_resume(acp))),
+        ("acp/claude-cancel", Box::pin(acp_cancel(acp))),
         ("routing/failover-claude429-to-codex", Box::pin(routing_failover(env, codex))),
+        ("cli/claude-run", Box::pin(cli_run(asm, CliProvider::Claude(env)))),
+        ("cli/codex-run", Box::pin(cli_run(asm, CliProvider::Codex(codex)))),
+        ("cli/claude-readable", Box::pin(cli_readable(asm, env))),
         ("no-leftover-processes", Box::pin(no_leftovers(env, codex))),
     ];
     let (mut passed, mut failed) = (0, 0);
@@ -140,6 +173,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         let start = Instant::now();
         env.server.clear_requests();
         codex.server.clear_requests();
+        acp.server.clear_requests();
         let result = match tokio::time::timeout(CASE_TIMEOUT, case).await {
             Ok(result) => result,
             Err(_) => Err(format!("did not finish within {CASE_TIMEOUT:?}")),
@@ -378,6 +412,32 @@ async fn claude_run_options(env: &ClaudeEnv) -> CaseResult {
     Ok("model and system prompt from the run's options".to_owned())
 }
 
+/// A policy compiled by `asm-policy` for Claude: the denied tool is removed from the tools the
+/// real CLI offers the model (`--disallowedTools`), and `--max-turns` is accepted.
+async fn claude_policy_flags(env: &ClaudeEnv) -> CaseResult {
+    let policy = asm_policy::Policy::builder("integration")
+        .deny(["Bash"])
+        .limit(asm_policy::Limit::MaxToolCalls(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Claude);
+    let adapter = env.adapter("policy-flags", |b| b);
+    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", compiled.options.into())?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let body = only_model_request(&env.server)?;
+    let tools: Vec<String> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_owned)).collect())
+        .unwrap_or_default();
+    ensure(!tools.is_empty(), || "the model request lists no tools".to_owned())?;
+    ensure(!tools.iter().any(|t| t == "Bash"), || format!("Bash is still offered: {tools:?}"))?;
+    assert_no_processes(&env.marker("policy-flags")).await?;
+    Ok(format!("{} tools offered, Bash not among them", tools.len()))
+}
+
 async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.adapter("tool", |b| b.allowed_tools(["Bash"]));
     let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
@@ -430,6 +490,123 @@ async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
     })?;
     assert_no_processes(&env.marker("resume")).await?;
     Ok(format!("session {session} resumed with history"))
+}
+
+// ----- ACP: the ACP adapter driving the real claude-agent-acp ---------------------------------
+
+impl ClaudeEnv {
+    /// The ACP adapter for `claude-agent-acp` (this env's `cli`) pointed at the fake server.
+    fn acp_adapter(&self, case: &str) -> AcpAdapter {
+        let env = CliEnv::minimal()
+            .set("HOME", self.home.display().to_string())
+            .set("CLAUDE_CONFIG_DIR", self.home.join(".claude").display().to_string())
+            .set("ANTHROPIC_BASE_URL", self.server.base_url())
+            .set("ANTHROPIC_API_KEY", API_KEY)
+            .set("NO_PROXY", "127.0.0.1,localhost")
+            .set("TMPDIR", self.tmp.display().to_string())
+            .set("CLAUDE_CODE_TMPDIR", self.tmp.display().to_string())
+            .set(MARKER_VAR, self.marker(case));
+        AcpAdapter::builder()
+            .agent(&self.cli)
+            .cwd(&self.workspace)
+            .env(env)
+            .permissions(ToolKindPermissions::allow(["execute"]))
+            .timeout(RUN_TIMEOUT)
+            .build()
+    }
+}
+
+async fn acp_text(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.acp_adapter("acp-text");
+    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    ensure(outcome.stop_reason.as_deref() == Some("end_turn"), || format!("stop reason {:?}", outcome.stop_reason))?;
+    let session = outcome.provider_session_id.clone().ok_or("no ACP session id (loadSession not advertised?)")?;
+    let version = &outcome.metadata["acp"]["protocol_version"];
+    ensure(version == 1, || format!("protocol version {version}"))?;
+    let kinds = recorded.kinds();
+    ensure(kinds.contains(&EventKind::MessageStreamed) && kinds.contains(&EventKind::MessageReceived), || {
+        format!("no message events in {kinds:?}")
+    })?;
+    ensure(env.server.model_requests().len() == 1, || format!("{} model requests", env.server.model_requests().len()))?;
+    assert_no_processes(&env.marker("acp-text")).await?;
+    Ok(format!("ACP session {session}, agent {}", outcome.metadata["acp"]["agent_info"]["version"]))
+}
+
+async fn acp_tool(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.acp_adapter("acp-tool");
+    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
+    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    let events = recorded.events();
+    let started = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallStarted)
+        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
+    ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("execute")), || format!("{:?}", started.data))?;
+    let done = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolCallCompleted)
+        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
+    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
+        "tool_call_id differs between start and completion".to_owned()
+    })?;
+    let command = done.data.get(keys::TOOL_INPUT).and_then(|i| i.get("command")).and_then(Value::as_str);
+    ensure(command == Some("echo hi"), || format!("tool input {:?}", done.data.get(keys::TOOL_INPUT)))?;
+    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
+    ensure(output.contains("hi"), || format!("tool output {output}"))?;
+    let expected = tool_followup_text("hi");
+    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
+    assert_no_processes(&env.marker("acp-tool")).await?;
+    Ok(format!("tool output {output}, {} events", events.len()))
+}
+
+async fn acp_resume(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.acp_adapter("acp-resume");
+    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
+    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
+    let session = first.provider_session_id.ok_or("first run has no session id")?;
+    let (second, recorded) = execute(&adapter, request("Which word?")?.resume(session.clone())).await;
+    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(second.metadata["acp"]["session_loaded"] == true, || "session/load was not used".to_owned())?;
+    ensure(second.provider_session_id.as_deref() == Some(session.as_str()), || {
+        format!("resumed session {:?} != {session}", second.provider_session_id)
+    })?;
+    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
+    let streamed = recorded.events().iter().filter(|e| e.kind == EventKind::MessageStreamed).count();
+    let reqs = env.server.model_requests();
+    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
+    let history = last.get("messages").map(Value::to_string).unwrap_or_default();
+    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
+        "the resumed request does not carry the first exchange".to_owned()
+    })?;
+    assert_no_processes(&env.marker("acp-resume")).await?;
+    Ok(format!("ACP session {session} loaded, {streamed} new deltas"))
+}
+
+async fn acp_cancel(env: &ClaudeEnv) -> CaseResult {
+    let marker = env.marker("acp-cancel");
+    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.acp_adapter("acp-cancel"));
+    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
+    let cancel = request.cancel.clone();
+    let (sink, recorded) = recording_sink(&request.session);
+    let task = tokio::spawn({
+        let adapter = Arc::clone(&adapter);
+        async move { adapter.execute(request, sink).await }
+    });
+    let wait_start = Instant::now();
+    while !recorded.kinds().contains(&EventKind::MessageStreamed) {
+        if task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
+            task.abort();
+            return Err(format!("no streamed delta before cancel; events {:?}", recorded.kinds()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
 }
 
 // ----- fork: SessionManager over the in-memory store and the real CLI ------------------------
@@ -858,6 +1035,32 @@ async fn codex_run_options(env: &CodexEnv) -> CaseResult {
     Ok("model and developer instructions from the run's options".to_owned())
 }
 
+/// A policy that forbids `apply_patch`, compiled by `asm-policy` for Codex: the run executes in
+/// the read-only sandbox (`-s read-only`), as the turn metadata Codex sends says.
+async fn codex_policy_read_only(env: &CodexEnv) -> CaseResult {
+    let policy = asm_policy::Policy::builder("integration").deny(["apply_patch"]).build().map_err(|e| e.to_string())?;
+    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Codex);
+    let adapter = env.adapter("policy-read-only", |b| b);
+    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", compiled.options.into())?).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let requests = env.server.model_requests();
+    let metadata = requests
+        .iter()
+        .flat_map(|r| r.headers.iter())
+        .find(|(name, _)| name == "x-codex-turn-metadata")
+        .map(|(_, value)| value.clone())
+        .ok_or("no x-codex-turn-metadata header")?;
+    // The adapter is configured with workspace-write: the policy's option must override it.
+    ensure(
+        !metadata.contains("workspace-write") && (metadata.contains("read-only") || metadata.contains("read_only")),
+        || format!("not the read-only sandbox: {metadata}"),
+    )?;
+    assert_no_processes(&env.marker("policy-read-only")).await?;
+    Ok("read-only sandbox from the policy".to_owned())
+}
+
 async fn codex_tool(env: &CodexEnv) -> CaseResult {
     let adapter = env.adapter("tool", |b| b);
     let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
@@ -956,4 +1159,286 @@ async fn codex_http_error(env: &CodexEnv, status: u16, code: ErrorCode, retryabl
     ensure(requests >= 1, || "no model request reached the server".to_owned())?;
     assert_no_processes(&env.marker(&case)).await?;
     Ok(format!("{code} (retryable {retryable}), provider error kind {:?}, {requests} request(s)", pe.kind))
+}
+
+// ----- cli: the `asm` binary end to end over the real CLIs ------------------------------------
+
+/// The provider a `cli/*` case runs `asm` with, and the fake server behind it.
+#[derive(Clone, Copy)]
+enum CliProvider<'a> {
+    Claude(&'a ClaudeEnv),
+    Codex(&'a CodexEnv),
+}
+
+impl CliProvider<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Claude(_) => "claude",
+            Self::Codex(_) => "codex",
+        }
+    }
+
+    fn server(&self) -> &FakeServer {
+        match self {
+            Self::Claude(env) => &env.server,
+            Self::Codex(env) => &env.server,
+        }
+    }
+
+    fn workspace(&self) -> &std::path::Path {
+        match self {
+            Self::Claude(env) => &env.workspace,
+            Self::Codex(env) => &env.workspace,
+        }
+    }
+
+    fn marker(self, case: &str) -> String {
+        match self {
+            Self::Claude(env) => env.marker(case),
+            Self::Codex(env) => env.marker(case),
+        }
+    }
+
+    /// The field of a model request that carries the conversation.
+    fn history_field(self) -> &'static str {
+        match self {
+            Self::Claude(_) => "messages",
+            Self::Codex(_) => "input",
+        }
+    }
+
+    /// `$ASM_HOME/config.toml`: `[providers.NAME]` with the real CLI, and in `env` what the
+    /// adapter cases give the CLI (isolated HOME, the fake server, the marker of `case`).
+    fn config(self, case: &str) -> String {
+        let (cli, model, vars) = match self {
+            Self::Claude(env) => (
+                &env.cli,
+                None,
+                vec![
+                    ("HOME", env.home.display().to_string()),
+                    ("CLAUDE_CONFIG_DIR", env.home.join(".claude").display().to_string()),
+                    ("ANTHROPIC_BASE_URL", env.server.base_url()),
+                    ("ANTHROPIC_API_KEY", API_KEY.to_owned()),
+                    ("TMPDIR", env.tmp.display().to_string()),
+                    ("CLAUDE_CODE_TMPDIR", env.tmp.display().to_string()),
+                ],
+            ),
+            Self::Codex(env) => (
+                &env.cli,
+                Some("gpt-5.5"),
+                vec![
+                    ("HOME", env.home.display().to_string()),
+                    ("CODEX_HOME", env.codex_home.display().to_string()),
+                    (CODEX_KEY_VAR, CODEX_KEY.to_owned()),
+                    ("TMPDIR", env.tmp.display().to_string()),
+                ],
+            ),
+        };
+        // A JSON string is a TOML basic string.
+        let quote = |s: &str| Value::from(s).to_string();
+        let name = self.name();
+        let mut config = format!(
+            "[providers.{name}]\ncli = {}\ntimeout_secs = {}\n",
+            quote(&cli.display().to_string()),
+            RUN_TIMEOUT.as_secs()
+        );
+        if let Some(model) = model {
+            config += &format!("model = {}\n", quote(model));
+        }
+        config += &format!("\n[providers.{name}.env]\n");
+        let marker = self.marker(case);
+        for (var, value) in vars
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .chain([("NO_PROXY", "127.0.0.1,localhost"), (MARKER_VAR, marker.as_str())])
+        {
+            config += &format!("{var} = {}\n", quote(value));
+        }
+        config
+    }
+}
+
+/// An `ASM_HOME` (with its `config.toml`) and a redb store in a temporary directory.
+struct AsmHome {
+    dir: tempfile::TempDir,
+    store: String,
+}
+
+impl AsmHome {
+    fn new(config: &str) -> Result<Self, String> {
+        let dir = tempfile::Builder::new().prefix("asm-real-cli-asm-").tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("config.toml"), config).map_err(|e| format!("config.toml: {e}"))?;
+        let store = format!("redb:{}", dir.path().join("sessions.redb").display());
+        Ok(Self { dir, store })
+    }
+
+    /// Runs `asm --store redb:… ARGS` in `cwd` with a minimal environment (no terminal:
+    /// stdin is null, stdout and stderr are pipes).
+    async fn asm(&self, bin: &std::path::Path, cwd: &std::path::Path, args: &[&str]) -> Result<AsmOutput, String> {
+        let out = tokio::process::Command::new(bin)
+            .arg("--store")
+            .arg(&self.store)
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("ASM_HOME", self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        Ok(AsmOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            command: format!("asm {}", args.first().copied().unwrap_or_default()),
+        })
+    }
+}
+
+/// What one `asm` invocation printed.
+struct AsmOutput {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    command: String,
+}
+
+impl AsmOutput {
+    /// `Ok(self)` when it exited 0.
+    fn success(self) -> Result<Self, String> {
+        if self.code == Some(0) {
+            return Ok(self);
+        }
+        let tail: String =
+            self.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        Err(format!("`{}` exited {:?}: {tail}", self.command, self.code))
+    }
+}
+
+/// `asm`'s `--json` output: every line one event object with the documented fields, the
+/// sequences gap-free.
+fn json_events(stdout: &str) -> Result<Vec<Value>, String> {
+    let mut events = Vec::new();
+    for (n, line) in stdout.lines().enumerate() {
+        let event: Value =
+            serde_json::from_str(line).map_err(|e| format!("stdout line {} is not JSON ({e}): {line:?}", n + 1))?;
+        let object = event.as_object().ok_or_else(|| format!("stdout line {} is not an object", n + 1))?;
+        for key in ["session_id", "run_id", "sequence", "kind", "data", "timestamp"] {
+            ensure(object.contains_key(key), || format!("stdout line {} has no {key}: {line}", n + 1))?;
+        }
+        events.push(event);
+    }
+    ensure(!events.is_empty(), || "no events on stdout".to_owned())?;
+    let sequences: Vec<u64> = events.iter().filter_map(|e| e["sequence"].as_u64()).collect();
+    ensure(sequences.len() == events.len(), || "a sequence is not a number".to_owned())?;
+    ensure(sequences.windows(2).all(|w| w[1] == w[0] + 1), || format!("sequences not gap-free: {sequences:?}"))?;
+    Ok(events)
+}
+
+fn kind_of(event: &Value) -> &str {
+    event["kind"].as_str().unwrap_or_default()
+}
+
+/// The run's events end completed and a message event carries the fake model's text.
+fn check_run_events(events: &[Value], session: &str) -> Result<(), String> {
+    ensure(events.iter().all(|e| e["session_id"] == session), || "events of another session on stdout".to_owned())?;
+    let kinds: Vec<&str> = events.iter().map(kind_of).collect();
+    ensure(kinds.contains(&"run_completed"), || format!("no run_completed in {kinds:?}"))?;
+    ensure(
+        events.iter().any(|e| kind_of(e).starts_with("message") && e["data"].to_string().contains(TEXT_REPLY)),
+        || format!("no message event carries {TEXT_REPLY:?}; kinds {kinds:?}"),
+    )
+}
+
+/// The run statuses `asm show SESSION --json` reports.
+async fn shown_runs(
+    home: &AsmHome,
+    asm: &std::path::Path,
+    cwd: &std::path::Path,
+    session: &str,
+) -> Result<Vec<String>, String> {
+    let out = home.asm(asm, cwd, &["show", session, "--json"]).await?.success()?;
+    let shown: Value = serde_json::from_str(out.stdout.trim()).map_err(|e| format!("asm show --json: {e}"))?;
+    ensure(shown["session"]["id"] == session, || format!("asm show printed session {}", shown["session"]["id"]))?;
+    let runs = shown["runs"].as_array().ok_or("asm show --json has no runs")?;
+    Ok(runs.iter().map(|r| r["status"].as_str().unwrap_or("?").to_owned()).collect())
+}
+
+fn asm_path(asm: Option<&std::path::Path>) -> Result<&std::path::Path, String> {
+    asm.ok_or_else(|| {
+        "no --asm <path of the asm binary> given (`cargo xtask integration` builds and passes it)".to_owned()
+    })
+}
+
+/// `asm run --json` over the real CLI, `asm show`, then `asm resume` continuing natively.
+async fn cli_run(asm: Option<&std::path::Path>, provider: CliProvider<'_>) -> CaseResult {
+    const CASE: &str = "cli-run";
+    let asm = asm_path(asm)?;
+    let home = AsmHome::new(&provider.config(CASE))?;
+    let (name, cwd) = (provider.name(), provider.workspace());
+    let cwd_arg = cwd.display().to_string();
+    let run = home
+        .asm(asm, cwd, &["run", "--provider", name, "--cwd", &cwd_arg, "--json", "Remember the word apricot."])
+        .await?
+        .success()?;
+    let events = json_events(&run.stdout)?;
+    ensure(events[0]["sequence"] == 1, || format!("the new session's events start at {}", events[0]["sequence"]))?;
+    let session = events[0]["session_id"].as_str().ok_or("session_id is not a string")?.to_owned();
+    check_run_events(&events, &session)?;
+    let statuses = shown_runs(&home, asm, cwd, &session).await?;
+    ensure(statuses == ["completed"], || format!("asm show: runs {statuses:?}"))?;
+
+    let resume = home
+        .asm(asm, cwd, &["resume", &session, "--provider", name, "--json", "Which word did I ask you to remember?"])
+        .await?
+        .success()?;
+    let resumed = json_events(&resume.stdout)?;
+    let last = events.last().and_then(|e| e["sequence"].as_u64()).unwrap_or_default();
+    ensure(resumed[0]["sequence"] == last + 1, || {
+        format!("resume printed from sequence {} after {last}", resumed[0]["sequence"])
+    })?;
+    check_run_events(&resumed, &session)?;
+    let started = resumed.iter().find(|e| kind_of(e) == "run_started").ok_or("the resumed run has no run_started")?;
+    ensure(started["data"]["continuation"] == "native", || {
+        format!("the resumed run went {}", started["data"]["continuation"])
+    })?;
+    holds(
+        "the resumed model request",
+        &last_history(provider.server(), provider.history_field())?,
+        &["apricot", TEXT_REPLY, "Which word"],
+        &[],
+    )?;
+    let statuses = shown_runs(&home, asm, cwd, &session).await?;
+    ensure(statuses == ["completed", "completed"], || format!("asm show after resume: runs {statuses:?}"))?;
+    assert_no_processes(&provider.marker(CASE)).await?;
+    Ok(format!("session {session}: {} + {} events, resumed natively", events.len(), resumed.len()))
+}
+
+/// `asm run` without `--json` and without a terminal: the assistant's text and the session id,
+/// no ANSI escapes.
+async fn cli_readable(asm: Option<&std::path::Path>, env: &ClaudeEnv) -> CaseResult {
+    const CASE: &str = "cli-readable";
+    let asm = asm_path(asm)?;
+    let provider = CliProvider::Claude(env);
+    let home = AsmHome::new(&provider.config(CASE))?;
+    let cwd = provider.workspace();
+    let run = home.asm(asm, cwd, &["run", "--provider", "claude", "Say hello."]).await?.success()?;
+    ensure(run.stdout.contains(TEXT_REPLY), || format!("stdout lacks the reply: {:?}", run.stdout))?;
+    ensure(!run.stdout.contains('\x1b') && !run.stderr.contains('\x1b'), || {
+        format!("ANSI escapes without a terminal: {:?}", run.stdout)
+    })?;
+    let sessions = home.asm(asm, cwd, &["sessions", "--json"]).await?.success()?;
+    let ids: Vec<String> = sessions
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    ensure(ids.len() == 1, || format!("asm sessions --json: {:?}", sessions.stdout))?;
+    ensure(run.stdout.contains(&ids[0]), || format!("stdout lacks the session id {}: {:?}", ids[0], run.stdout))?;
+    assert_no_processes(&provider.marker(CASE)).await?;
+    Ok(format!("{} stdout lines, session {}", run.stdout.lines().count(), ids[0]))
 }

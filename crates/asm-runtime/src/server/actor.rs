@@ -118,6 +118,11 @@ impl Actor {
             }
         }
         self.core.lifecycle.store(STOPPED, Ordering::Release);
+        // Releases the session's lease: every write of this server is done.
+        let keeper = self.core.lease.lock().take();
+        if let Some(keeper) = keeper {
+            keeper.finish().await;
+        }
         self.core.hub.close();
         if let Some(shutdown) = self.shutdown.take() {
             for waiter in shutdown.waiters {

@@ -67,6 +67,7 @@ pub struct ServerConfig {
     pub(super) recover_pending_runs: bool,
     pub(super) subscription_buffer: usize,
     pub(super) poll_interval: Duration,
+    pub(super) ownership: Option<Ownership>,
 }
 
 impl ServerConfig {
@@ -100,6 +101,7 @@ impl ServerConfig {
             recover_pending_runs: false,
             subscription_buffer: Self::DEFAULT_SUBSCRIPTION_BUFFER,
             poll_interval: Duration::from_millis(100),
+            ownership: None,
         }
     }
 
@@ -200,6 +202,27 @@ impl ServerConfig {
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// Owns the session across processes: the server takes the session's lease in the store
+    /// before it touches the session and holds it while it runs (see [`Ownership`]). Only on
+    /// stores that provide leases ([`StoreCapabilities::session_leases`]); on others the start
+    /// fails with [`ErrorCode::CapabilityNotSupported`] rather than pretending.
+    ///
+    /// Another owner holding the lease: the start fails with [`ErrorCode::SessionOwned`] (details
+    /// name the `owner`), or waits for the lease with [`Ownership::wait_for_lease`]. On start the
+    /// server recovers what a crashed owner left: `running` runs no execution of this process owns
+    /// are marked `cancelled` (the orphan rule of [`SessionManager::cancel_run`]), `pending` runs
+    /// are queued (as [`recover_pending_runs`](Self::recover_pending_runs)). Every append and run
+    /// write of the session is fenced by the lease's token: once another process took the
+    /// session over, the store refuses them ([`ErrorCode::LeaseLost`]) and the server cancels its
+    /// runs and stops.
+    ///
+    /// [`StoreCapabilities::session_leases`]: asm_ports::StoreCapabilities::session_leases
+    #[must_use]
+    pub fn ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = Some(ownership);
         self
     }
 

@@ -83,25 +83,64 @@ impl SessionServer {
     /// # Errors
     /// [`ErrorCode::ValidationError`] for `max_concurrent_runs` 0 or no session choice,
     /// [`ErrorCode::InvalidInput`] for invalid default options, [`ErrorCode::SessionNotFound`]
-    /// and [`ErrorCode::InvalidOperation`] (finished session) when attaching, store errors.
+    /// and [`ErrorCode::InvalidOperation`] (finished session) when attaching, store errors;
+    /// with [`ServerConfig::ownership`]: [`ErrorCode::SessionOwned`] (another owner holds the
+    /// session) and [`ErrorCode::CapabilityNotSupported`] (the store provides no leases).
     #[tracing::instrument(name = "session_server.start", skip_all)]
     pub async fn start(config: ServerConfig) -> Result<SessionServer> {
         config.validate()?;
         let Some(bootstrap) = config.bootstrap.clone() else {
             return Err(Error::new(ErrorCode::ValidationError, "a session server needs a session"));
         };
-        let session = bootstrap_session(&config.manager, &bootstrap).await?;
-        let recovered =
-            if config.recover_pending_runs { pending_runs(&config.manager, &session.id).await? } else { Vec::new() };
         let store = config.manager.store().clone();
+        if config.ownership.is_some() {
+            crate::ownership::check_supported(&store)?;
+        }
+        // Attaching with ownership: the lease first, before anything touches the session.
+        let mut lease = match (&config.ownership, config.attached_session()) {
+            (Some(ownership), Some(session_id)) => {
+                Some(crate::ownership::acquire(&store, session_id, ownership).await?)
+            }
+            _ => None,
+        };
+        let owned = async {
+            let session = bootstrap_session(&config.manager, &bootstrap).await?;
+            if let (Some(ownership), None) = (&config.ownership, &lease) {
+                lease = Some(crate::ownership::acquire(&store, &session.id, ownership).await?);
+            }
+            let manager = match &lease {
+                Some(lease) => config.manager.with_store(Arc::new(FencedStore::new(store.clone(), lease.clone()))),
+                None => config.manager.clone(),
+            };
+            if lease.is_some() {
+                crate::ownership::cancel_orphaned_running(&manager, &session.id).await?;
+            }
+            let recovered = if config.recover_pending_runs || lease.is_some() {
+                pending_runs(&manager, &session.id).await?
+            } else {
+                Vec::new()
+            };
+            Ok::<_, Error>((session, manager, recovered))
+        }
+        .await;
+        let (session, manager, recovered) = match owned {
+            Ok(started) => started,
+            Err(error) => {
+                if let Some(lease) = &lease {
+                    crate::ownership::release_quietly(&store, lease).await;
+                }
+                return Err(error);
+            }
+        };
         let long_poll = store.capabilities().long_poll;
         let (tx, rx) = mpsc::unbounded_channel();
         let core = Arc::new(Core {
             session_id: session.id.clone(),
-            hub: Arc::new(Hub::new(store, session.id.clone(), config.subscription_buffer, config.poll_interval)),
+            hub: Arc::new(Hub::new(store.clone(), session.id, config.subscription_buffer, config.poll_interval)),
             cache: TranscriptCache::new(),
+            lease: Mutex::new(None),
             settings: Settings {
-                manager: config.manager,
+                manager,
                 max_concurrent: config.max_concurrent_runs,
                 max_queued: config.max_queued_runs,
                 limiter: config.limiter,
@@ -116,6 +155,16 @@ impl SessionServer {
             task: Mutex::new(None),
             lifecycle: AtomicU8::new(RUNNING),
         });
+        if let (Some(lease), Some(ownership)) = (lease, &config.ownership) {
+            let weak = Arc::downgrade(&core);
+            let keeper = LeaseKeeper::start(store, lease, ownership, move |_lost| {
+                // Another process owns the session now: nothing this server writes is kept.
+                if let Some(core) = weak.upgrade() {
+                    core.send(Command::Shutdown { policy: Some(ShutdownPolicy::Cancel), reply: None });
+                }
+            });
+            *core.lease.lock() = Some(keeper);
+        }
         core.spawn_actor(rx, recovered);
         tracing::debug!(session_id = %core.session_id, "session server started");
         Ok(SessionServer { handle: Arc::new(Handle { core }) })
@@ -130,9 +179,16 @@ impl SessionServer {
         &self.core().session_id
     }
 
-    /// The manager runs execute through.
+    /// The manager runs execute through (for an owning server, one whose writes of the
+    /// session are fenced by its lease).
     pub fn manager(&self) -> &SessionManager {
         &self.core().settings.manager
+    }
+
+    /// The session's lease while this server owns it ([`ServerConfig::ownership`]); `None`
+    /// without ownership or once stopped.
+    pub fn lease(&self) -> Option<asm_ports::Lease> {
+        self.core().lease.lock().as_ref().map(|keeper| keeper.lease.clone())
     }
 
     /// The transcript cache continuation runs of this server use.

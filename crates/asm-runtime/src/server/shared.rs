@@ -13,6 +13,8 @@ pub(crate) struct Core {
     pub(super) tx: RwLock<mpsc::UnboundedSender<Command>>,
     pub(super) task: Mutex<Option<JoinHandle<()>>>,
     pub(super) lifecycle: AtomicU8,
+    /// The session's lease while this server owns it (dropped, so released, when it stops).
+    pub(super) lease: Mutex<Option<LeaseKeeper>>,
 }
 
 pub(super) struct Settings {

@@ -5,8 +5,14 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use asm_testkit::fake_cli::{FakeScript, PROTOCOL, SCRIPT_ENV, SignalAction, UNREADABLE_FIXTURE_EXIT, VERSION_FLAG};
+use std::collections::HashSet;
+
+use asm_testkit::fake_cli::{
+    AWAIT_KEY, FakeScript, JSONRPC_ENV, PROTOCOL, SCRIPT_ENV, SignalAction, UNREADABLE_FIXTURE_EXIT, VERSION_FLAG,
+};
+use serde_json::Value;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,7 +20,7 @@ fn main() {
         println!("{PROTOCOL}");
         return;
     }
-    let script: FakeScript = match std::env::var_os(SCRIPT_ENV)
+    let mut script: FakeScript = match std::env::var_os(SCRIPT_ENV)
         .ok_or_else(|| format!("{SCRIPT_ENV} is not set"))
         .and_then(|p| std::fs::read(&p).map_err(|e| format!("reading script: {e}")))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parsing script: {e}")))
@@ -25,6 +31,9 @@ fn main() {
             std::process::exit(97);
         }
     };
+    if std::env::var_os(JSONRPC_ENV).is_some() {
+        script.jsonrpc = true;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,7 +54,7 @@ fn write_records(script: &FakeScript, args: &[String]) {
             std::env::vars().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
         let _ = std::fs::write(p, serde_json::to_vec(&env).unwrap_or_default());
     }
-    if let Some(p) = &script.stdin_file {
+    if let Some(p) = script.stdin_file.as_ref().filter(|_| !script.jsonrpc) {
         let mut input = Vec::new();
         let _ = std::io::stdin().read_to_end(&mut input);
         let _ = std::fs::write(p, input);
@@ -107,6 +116,92 @@ fn load(script: &FakeScript) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
     Ok((stderr, chunks))
 }
 
+/// JSON-RPC mode: what arrived on stdin so far (ids and methods), fed by a reader thread.
+struct Inbox {
+    rx: mpsc::UnboundedReceiver<Value>,
+    ids: HashSet<String>,
+    /// Ids of every message seen (requests and responses).
+    any_ids: HashSet<String>,
+    methods: Vec<String>,
+    closed: bool,
+}
+
+impl Inbox {
+    fn start(stdin_file: Option<std::path::PathBuf>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut record = stdin_file.and_then(|p| std::fs::File::create(p).ok());
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if let Some(f) = record.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                    let _ = f.flush();
+                }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self { rx, ids: HashSet::new(), any_ids: HashSet::new(), methods: Vec::new(), closed: false }
+    }
+
+    /// What `line` waits for: a response's id, or an awaited method.
+    fn wants(line: &[u8]) -> Option<Want> {
+        let v: Value = serde_json::from_slice(line).ok()?;
+        let obj = v.as_object()?;
+        match obj.get(AWAIT_KEY) {
+            Some(Value::String(m)) => return Some(Want::Method(m.clone())),
+            Some(Value::Object(o)) if o.contains_key("id") => return Some(Want::AnyId(o["id"].to_string())),
+            _ => {}
+        }
+        let is_response = obj.contains_key("id")
+            && !obj.contains_key("method")
+            && (obj.contains_key("result") || obj.contains_key("error"));
+        is_response.then(|| Want::Id(obj["id"].to_string()))
+    }
+
+    fn satisfied(&self, want: &Want) -> bool {
+        match want {
+            Want::Id(id) => self.ids.contains(id),
+            Want::Method(m) => self.methods.iter().any(|x| x == m),
+            Want::AnyId(id) => self.any_ids.contains(id),
+        }
+    }
+
+    /// Waits for the next message; `false` once stdin is closed.
+    async fn next(&mut self) -> bool {
+        match self.rx.recv().await {
+            Some(v) => {
+                if let Some(id) = v.get("id") {
+                    self.any_ids.insert(id.to_string());
+                }
+                if v.get("method").is_some()
+                    && let Some(id) = v.get("id")
+                {
+                    self.ids.insert(id.to_string());
+                }
+                if let Some(m) = v.get("method").and_then(Value::as_str) {
+                    self.methods.push(m.to_owned());
+                }
+                true
+            }
+            None => {
+                self.closed = true;
+                false
+            }
+        }
+    }
+}
+
+enum Want {
+    Id(String),
+    Method(String),
+    AnyId(String),
+}
+
 async fn run(script: FakeScript, args: Vec<String>) -> i32 {
     let mut sigint = listener(&script.on_sigint, SignalKind::interrupt());
     let mut sigterm = listener(&script.on_sigterm, SignalKind::terminate());
@@ -137,9 +232,26 @@ async fn run(script: FakeScript, args: Vec<String>) -> i32 {
     }
     let delay = Duration::from_millis(script.line_delay_ms);
     let hang_at = script.hang_after.unwrap_or(usize::MAX);
+    let mut inbox = script.jsonrpc.then(|| Inbox::start(script.stdin_file.clone()));
     for (i, line) in lines.iter().enumerate() {
         if i >= hang_at {
             break;
+        }
+        let want = inbox.as_ref().and_then(|_| Inbox::wants(line));
+        if let (Some(inbox), Some(want)) = (inbox.as_mut(), want.as_ref()) {
+            while !inbox.satisfied(want) {
+                if inbox.closed {
+                    return script.exit_code;
+                }
+                tokio::select! {
+                    _ = inbox.next() => {}
+                    () = recv(&mut sigint) => if let Some(c) = on_signal(&script.on_sigint) { return c },
+                    () = recv(&mut sigterm) => if let Some(c) = on_signal(&script.on_sigterm) { return c },
+                }
+            }
+            if matches!(want, Want::Method(_) | Want::AnyId(_)) {
+                continue;
+            }
         }
         if !delay.is_zero() {
             tokio::select! {

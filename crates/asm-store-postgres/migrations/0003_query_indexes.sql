@@ -1,4 +1,4 @@
--- asm-store-postgres schema version 2: indexes of the cross-session query port (QueryStore).
+-- asm-store-postgres schema version 3: indexes of the cross-session query port (QueryStore).
 --
 -- `{schema}` is replaced by the quoted schema name before this runs.
 

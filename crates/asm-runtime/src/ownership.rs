@@ -1,0 +1,304 @@
+//! Session ownership across processes: [`Ownership`], the lease keeper (heartbeat, release) and
+//! the fenced store an owning [`SessionServer`](crate::SessionServer) writes through.
+//!
+//! An owning server holds its session's lease ([`asm_ports::SessionLeases`]) for as long as it
+//! runs: it takes the lease before it touches the session (refused with
+//! [`ErrorCode::SessionOwned`], naming the owner, unless asked to wait), renews it every
+//! `lease_ttl / 3`, and releases it when it stops. Every append and run write of the session goes
+//! through the store's fenced writes, which the store refuses ([`ErrorCode::LeaseLost`]) once
+//! another process took the session over. A server whose lease is lost cancels what it runs and
+//! stops.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, RunStatus, Session, SessionId};
+use asm_ports::{
+    CancellationToken, DynSessionStore, EventQuery, ExecutionRecord, Lease, Page, RunQuery, SessionLeases,
+    SessionQuery, SessionStore, StoreCapabilities, batch_session, leases_unsupported,
+};
+
+use crate::manager::SessionManager;
+
+/// How a [`SessionServer`](crate::SessionServer) owns its session across processes
+/// ([`ServerConfig::ownership`](crate::ServerConfig::ownership)).
+///
+/// ```
+/// use std::time::Duration;
+/// use asm_runtime::Ownership;
+/// let ownership = Ownership::new("worker-7")
+///     .lease_ttl(Duration::from_secs(10))
+///     .wait_for_lease(Duration::from_secs(30));
+/// assert_eq!(ownership.owner(), "worker-7");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ownership {
+    pub(crate) owner: String,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) wait: Option<Duration>,
+}
+
+impl Ownership {
+    /// Default lease duration.
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+
+    /// Ownership under the name `owner` (unique per process: a host name and process id, a pod
+    /// name), with a 15 s lease, refusing at once when another owner holds the session.
+    pub fn new(owner: impl Into<String>) -> Self {
+        Self { owner: owner.into(), lease_ttl: Self::DEFAULT_LEASE_TTL, wait: None }
+    }
+
+    /// How long the lease lasts without a heartbeat (renewed every third of it): after a crash
+    /// of the owner, the session can be taken over this long after its last heartbeat. At
+    /// least 30 ms.
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// When another owner holds the session, wait up to `timeout` for its lease to end (it
+    /// releases it, or it expires) instead of failing at once.
+    #[must_use]
+    pub fn wait_for_lease(mut self, timeout: Duration) -> Self {
+        self.wait = Some(timeout);
+        self
+    }
+
+    /// The owner name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn heartbeat(&self) -> Duration {
+        self.lease_ttl / 3
+    }
+}
+
+/// The leases of `store`, or the typed refusal for a store that cannot provide them.
+fn leases_of(store: &DynSessionStore) -> Result<&dyn SessionLeases> {
+    if !store.capabilities().session_leases {
+        return Err(leases_unsupported(store));
+    }
+    store.leases().ok_or_else(|| leases_unsupported(store))
+}
+
+/// `Ok` when `store` can provide leases; the typed refusal otherwise.
+pub(crate) fn check_supported(store: &DynSessionStore) -> Result<()> {
+    leases_of(store).map(drop)
+}
+
+/// The longest wait for a lease (longer waits are capped, so deadlines never overflow).
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Takes the lease of `session_id` (waiting if asked).
+pub(crate) async fn acquire(store: &DynSessionStore, session_id: &SessionId, ownership: &Ownership) -> Result<Lease> {
+    let leases = leases_of(store)?;
+    let deadline = ownership.wait.map(|wait| Instant::now() + wait.min(MAX_WAIT));
+    // Looking again at this pace while waiting: often enough to take over soon after expiry.
+    let pace = (ownership.lease_ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    loop {
+        match leases.acquire(session_id, &ownership.owner, ownership.lease_ttl).await {
+            Ok(lease) => {
+                tracing::info!(%session_id, owner = %lease.owner, token = lease.token, "session lease taken");
+                return Ok(lease);
+            }
+            Err(error) if error.code() == ErrorCode::SessionOwned => {
+                let Some(deadline) = deadline else { return Err(error) };
+                let now = Instant::now();
+                if now >= deadline {
+                    let waited = ownership.wait.map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+                    return Err(error.with_detail("waited_ms", waited));
+                }
+                tokio::time::sleep_until(deadline.min(now + pace)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The held lease of an owning server: renewed by a keeper task until stopped, then released.
+pub(crate) struct LeaseKeeper {
+    pub(crate) lease: Lease,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for LeaseKeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseKeeper").field("lease", &self.lease).finish_non_exhaustive()
+    }
+}
+
+impl LeaseKeeper {
+    /// Starts the heartbeat; `lost` is called once if the lease is lost to another owner.
+    pub(crate) fn start(
+        store: DynSessionStore,
+        lease: Lease,
+        ownership: &Ownership,
+        lost: impl FnOnce(Error) + Send + 'static,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let (ttl, every) = (ownership.lease_ttl, ownership.heartbeat());
+        let task = tokio::spawn(keep(store, lease.clone(), ttl, every, stop.clone(), lost));
+        Self { lease, stop, task: Some(task) }
+    }
+
+    /// Stops the heartbeat and waits until the lease is released.
+    pub(crate) async fn finish(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn keep(
+    store: DynSessionStore,
+    mut lease: Lease,
+    ttl: Duration,
+    every: Duration,
+    stop: CancellationToken,
+    lost: impl FnOnce(Error) + Send + 'static,
+) {
+    let session_id = lease.session_id.clone();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(every) => {}
+        }
+        let Some(leases) = store.leases() else { return };
+        match leases.renew(&lease, ttl).await {
+            Ok(renewed) => lease = renewed,
+            Err(error) if matches!(error.code(), ErrorCode::LeaseLost | ErrorCode::SessionNotFound) => {
+                tracing::error!(%session_id, %error, "session lease lost; the server stops");
+                lost(error);
+                return;
+            }
+            // A transient failure: the next heartbeat tries again (the lease lasts three).
+            Err(error) => tracing::warn!(%session_id, %error, "session lease heartbeat failed"),
+        }
+    }
+    if let Some(leases) = store.leases()
+        && let Err(error) = leases.release(&lease).await
+    {
+        tracing::warn!(%session_id, %error, "could not release the session lease (it expires by itself)");
+    }
+    tracing::info!(%session_id, token = lease.token, "session lease released");
+}
+
+/// Ends `lease` at once, best effort (a failure only means it expires by itself).
+pub(crate) async fn release_quietly(store: &DynSessionStore, lease: &Lease) {
+    if let Some(leases) = store.leases()
+        && let Err(error) = leases.release(lease).await
+    {
+        tracing::warn!(session_id = %lease.session_id, %error, "could not release the session lease");
+    }
+}
+
+/// Recovery after taking a session over: the session's `running` runs that no execution of this
+/// process owns were left by a crashed owner; they are marked `cancelled` (the recovery of
+/// orphaned runs, as [`SessionManager::cancel_run`] does). Pending runs are queued by the caller.
+pub(crate) async fn cancel_orphaned_running(manager: &SessionManager, session_id: &SessionId) -> Result<Vec<RunId>> {
+    let running = manager.store().list_runs(session_id, &RunQuery::new().status(RunStatus::Running)).await?;
+    let mut cancelled = Vec::new();
+    for run in running {
+        if manager.inner.active.lock().contains_key(&run.id) {
+            continue;
+        }
+        match manager.cancel_run(&run.id).await {
+            Ok(()) => {
+                tracing::info!(%session_id, run_id = %run.id, "orphaned running run cancelled on takeover");
+                cancelled.push(run.id);
+            }
+            // It ended meanwhile.
+            Err(error) if error.code() == ErrorCode::InvalidTransition => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(cancelled)
+}
+
+/// A store whose appends and run writes of one session are fenced by a lease.
+pub(crate) struct FencedStore {
+    inner: DynSessionStore,
+    lease: Lease,
+}
+
+impl FencedStore {
+    pub(crate) fn new(inner: DynSessionStore, lease: Lease) -> Self {
+        Self { inner, lease }
+    }
+
+    fn fence(&self) -> Result<&dyn SessionLeases> {
+        leases_of(&self.inner)
+    }
+}
+
+impl fmt::Debug for FencedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FencedStore").field("inner", &self.inner).field("lease", &self.lease).finish()
+    }
+}
+
+#[async_trait]
+impl SessionStore for FencedStore {
+    async fn save_session(&self, session: &Session) -> Result<()> {
+        self.inner.save_session(session).await
+    }
+    async fn get_session(&self, id: &SessionId) -> Result<Session> {
+        self.inner.get_session(id).await
+    }
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>> {
+        self.inner.list_sessions(query).await
+    }
+    async fn delete_session(&self, id: &SessionId) -> Result<()> {
+        self.inner.delete_session(id).await
+    }
+    async fn save_run(&self, run: &Run) -> Result<()> {
+        if run.session_id == self.lease.session_id {
+            return self.fence()?.flush_fenced(&self.lease, ExecutionRecord::new(run.clone())).await.map(drop);
+        }
+        self.inner.save_run(run).await
+    }
+    async fn get_run(&self, id: &RunId) -> Result<Run> {
+        self.inner.get_run(id).await
+    }
+    async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
+        self.inner.list_runs(session_id, query).await
+    }
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+        if batch_session(&events)? == &self.lease.session_id {
+            return self.fence()?.append_fenced(&self.lease, events, expected_last_sequence).await;
+        }
+        self.inner.append(events, expected_last_sequence).await
+    }
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+        self.inner.get_events(session_id, query).await
+    }
+    async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
+        self.inner.latest_sequence(session_id).await
+    }
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+        if record.run.session_id == self.lease.session_id {
+            return self.fence()?.flush_fenced(&self.lease, record).await;
+        }
+        self.inner.flush(record).await
+    }
+    fn capabilities(&self) -> StoreCapabilities {
+        self.inner.capabilities()
+    }
+    fn leases(&self) -> Option<&dyn SessionLeases> {
+        self.inner.leases()
+    }
+}
