@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
 
 use crate::{
-    ArtifactStore, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HookAction, Page,
-    ProviderAdapter, RunContext, RunFinish, RunHook, RunQuery, SessionLeases, SessionQuery, SessionStore,
-    StoreCapabilities,
+    ArtifactStore, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HealthReport, HookAction,
+    MaintenanceReport, MaintenanceStore, Page, ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish,
+    RunHook, RunQuery, RunSearch, SessionLeases, SessionQuery, SessionSearch, SessionStore, StoreCapabilities,
+    UsageQuery, UsageReport,
 };
 
 macro_rules! forward_ports {
@@ -58,6 +59,37 @@ macro_rules! forward_ports {
             }
             fn leases(&self) -> Option<&dyn SessionLeases> {
                 (**self).leases()
+            }
+        }
+
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<S: QueryStore + ?Sized> QueryStore for $ptr<S> {
+            async fn search_sessions(&self, query: &SessionSearch) -> Result<Page<Session>> {
+                (**self).search_sessions(query).await
+            }
+            async fn search_runs(&self, query: &RunSearch) -> Result<Page<Run>> {
+                (**self).search_runs(query).await
+            }
+            async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport> {
+                (**self).usage_summary(query).await
+            }
+        }
+
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<S: MaintenanceStore + ?Sized> MaintenanceStore for $ptr<S> {
+            async fn prune_events(&self, session_id: &SessionId, sequences: &[u64]) -> Result<u64> {
+                (**self).prune_events(session_id, sequences).await
+            }
+            async fn clean_orphans(&self, dry_run: bool) -> Result<u64> {
+                (**self).clean_orphans(dry_run).await
+            }
+            async fn health_check(&self) -> Result<HealthReport> {
+                (**self).health_check().await
+            }
+            async fn run_maintenance(&self, policy: &RetentionPolicy) -> Result<MaintenanceReport> {
+                (**self).run_maintenance(policy).await
             }
         }
 
@@ -127,6 +159,7 @@ mod tests {
     fn takes_adapter(_: impl ProviderAdapter) {}
     fn takes_hook(_: impl RunHook) {}
     fn takes_artifacts(_: impl ArtifactStore) {}
+    fn takes_maintenance(_: impl MaintenanceStore) {}
 
     #[allow(dead_code)]
     fn every_port_accepts_shared_and_boxed_handles(
@@ -135,11 +168,15 @@ mod tests {
         hook: Box<dyn RunHook>,
         shared_hook: Arc<dyn RunHook>,
         artifacts: Arc<dyn ArtifactStore>,
+        shared_maintenance: Arc<dyn MaintenanceStore>,
+        boxed_maintenance: Box<dyn MaintenanceStore>,
     ) {
         takes_store(store);
         takes_adapter(adapter);
         takes_hook(hook);
         takes_hook(shared_hook);
         takes_artifacts(artifacts);
+        takes_maintenance(shared_maintenance);
+        takes_maintenance(boxed_maintenance);
     }
 }

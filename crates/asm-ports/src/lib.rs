@@ -6,6 +6,10 @@
 //! - [`RunHook`]: observes and steers a run (start, every event, finish), the way a tower layer
 //!   wraps a service. Policies and workspace snapshots are hooks.
 //! - [`ArtifactStore`]: blobs (patches, attachments) by key.
+//! - [`QueryStore`]: cross-session queries (sessions, runs, usage and cost aggregates) with
+//!   stable cursor pagination.
+//! - [`MaintenanceStore`]: retention (soft and hard delete, pruning), orphan cleanup and a
+//!   health check, driven by a [`RetentionPolicy`].
 //! - [`SessionLeases`]: session ownership across processes (a lease per session with a
 //!   fencing token), reached through [`SessionStore::leases`].
 //!
@@ -18,14 +22,24 @@ mod cancel;
 mod forward;
 mod hook;
 mod lease;
+mod maintenance;
 mod provider;
+mod query;
 mod store;
 
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunControl, RunFinish, RunHook};
 pub use lease::{Lease, SessionLeases, lease_lost, leases_unsupported, session_owned};
+pub use maintenance::{
+    HealthIssue, HealthReport, MaintenanceReport, MaintenanceStore, RetentionPolicy, hard_delete_expired,
+    is_protected_kind, prune_session, run_cycle, soft_delete_expired,
+};
 pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};
+pub use query::{
+    DEFAULT_QUERY_LIMIT, Keyset, MAX_QUERY_LIMIT, QueryStore, RunOrder, RunSearch, SessionOrder, SessionSearch,
+    UNKNOWN_PROVIDER, UsageAggregate, UsageQuery, UsageReport, check_query_limit, utc_day,
+};
 pub use store::{
     EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt,
     StoreCapabilities, batch_session, check_event_size, check_expected_status, check_flush_record,
@@ -36,3 +50,5 @@ pub use store::{
 pub type DynSessionStore = std::sync::Arc<dyn SessionStore>;
 /// A shared provider handle.
 pub type DynProviderAdapter = std::sync::Arc<dyn ProviderAdapter>;
+/// A shared handle to a store with the query and maintenance ports.
+pub type DynMaintenanceStore = std::sync::Arc<dyn MaintenanceStore>;

@@ -13,7 +13,9 @@ use asm_core::{
 /// Every implementation runs the one conformance suite in `asm-testkit`. The contract:
 ///
 /// - **Sequences**: each session's events are numbered 1, 2, 3, ... with no gaps, assigned inside
-///   the store's atomic write. Concurrent appenders never get the same number.
+///   the store's atomic write. Concurrent appenders never get the same number. The one exception
+///   is maintenance: [`MaintenanceStore::prune_events`](crate::MaintenanceStore::prune_events)
+///   removes events and leaves gaps (a pruned number is never reused, cursor reads skip gaps).
 /// - **Idempotency**: appending an event whose id is already stored returns the stored event
 ///   (same sequence) and consumes no number. Within one batch, a repeated id resolves to its
 ///   first occurrence. Event ids are global (128 random bits): the stored event is returned even

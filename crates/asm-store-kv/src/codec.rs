@@ -202,6 +202,12 @@ pub(crate) fn stored_event_id_and_run(bytes: &[u8]) -> Result<(Id, Option<Id>)> 
     Ok((header.id, header.run))
 }
 
+/// The event id and the kind of a stored event (what pruning checks).
+pub(crate) fn stored_event_id_and_kind(bytes: &[u8]) -> Result<(Id, EventKind)> {
+    let header = decode_header_with(bytes, &mut HeaderCache::default())?;
+    Ok((header.id, header.kind))
+}
+
 /// What a read remembers across the headers it decodes: the last kind name parsed (a read sees
 /// few distinct kinds) and the last whole second turned into a timestamp (neighbouring events
 /// are mostly within one second).

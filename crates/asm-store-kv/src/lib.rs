@@ -106,6 +106,7 @@ mod error;
 mod format;
 mod keys;
 mod options;
+mod query;
 mod store;
 mod tail;
 mod waiters;
@@ -129,6 +130,10 @@ pub const FORMAT_VERSION: u64 = 3;
 #[doc(hidden)]
 pub mod __private {
     pub use asm_core::{Event, Result, Run, RunId, Session, SessionId};
-    pub use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities};
+    pub use asm_ports::{
+        EventQuery, ExecutionRecord, HealthReport, MaintenanceReport, MaintenanceStore, Page, QueryStore,
+        RetentionPolicy, RunQuery, RunSearch, SessionQuery, SessionSearch, SessionStore, StoreCapabilities, UsageQuery,
+        UsageReport, run_cycle,
+    };
     pub use async_trait::async_trait;
 }

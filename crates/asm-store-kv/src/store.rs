@@ -83,7 +83,7 @@ fn guarded<T>(what: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| KvError::corrupted(format!("a {what} record: {e}")).into())
 }
 
@@ -147,7 +147,7 @@ impl<E: KvEngine> KvStore<E> {
             .multi_process(false)
     }
 
-    async fn submit(&self, command: Command) -> Result<Reply> {
+    pub(crate) async fn submit(&self, command: Command) -> Result<Reply> {
         let (reply, answer) = oneshot::channel();
         let sender = self.inner.sender.as_ref().ok_or(KvError::WriterStopped)?;
         sender.send(Request { command, reply }).map_err(|_| KvError::WriterStopped)?;
@@ -159,7 +159,7 @@ impl<E: KvEngine> KvStore<E> {
     }
 
     /// Runs a read on a snapshot, turning an engine panic into an error.
-    fn read<T>(&self, what: &'static str, f: impl FnOnce(&E::Snapshot<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, what: &'static str, f: impl FnOnce(&E::Snapshot<'_>) -> Result<T>) -> Result<T> {
         guarded(what, || self.inner.engine.read(f))
     }
 
@@ -415,7 +415,9 @@ impl<E: KvEngine> KvStore<E> {
         let command = Command::Append { key, id: session_id.clone(), events: encoded, expected_last_sequence };
         match self.submit(command).await? {
             Reply::Appended(slots) => assemble(slots, key, &session_id),
-            Reply::Done => Err(Error::new(ErrorCode::InternalError, "the writer answered an append without events")),
+            Reply::Done | Reply::Pruned(_) => {
+                Err(Error::new(ErrorCode::InternalError, "the writer answered an append without events"))
+            }
         }
     }
 
@@ -477,7 +479,9 @@ impl<E: KvEngine> KvStore<E> {
         };
         match self.submit(command).await? {
             Reply::Appended(slots) => assemble(slots, session_key, &session_id),
-            Reply::Done => Err(Error::new(ErrorCode::InternalError, "the writer answered a flush without events")),
+            Reply::Done | Reply::Pruned(_) => {
+                Err(Error::new(ErrorCode::InternalError, "the writer answered a flush without events"))
+            }
         }
     }
 }
@@ -586,7 +590,8 @@ fn recover<E: KvEngine>(engine: &E) -> Result<Recent> {
     })
 }
 
-/// Implements [`asm_ports::SessionStore`] for a store type that wraps a [`KvStore`] in the named
+/// Implements [`asm_ports::SessionStore`], [`asm_ports::QueryStore`] and
+/// [`asm_ports::MaintenanceStore`] for a store type that wraps a [`KvStore`] in the named
 /// field, forwarding every method to the [`KvStore`] method of the same name (no extra boxing:
 /// the inherent methods are not trait methods): for `struct MyStore { inner: KvStore<MyEngine> }`,
 /// write `asm_store_kv::forward_session_store!(MyStore, inner);`. The store type must implement
@@ -670,6 +675,58 @@ macro_rules! forward_session_store {
 
             fn capabilities(&self) -> $crate::__private::StoreCapabilities {
                 self.$field.capabilities()
+            }
+        }
+
+        #[deny(clippy::missing_trait_methods)]
+        #[$crate::__private::async_trait]
+        impl $crate::__private::QueryStore for $store {
+            async fn search_sessions(
+                &self,
+                query: &$crate::__private::SessionSearch,
+            ) -> $crate::__private::Result<$crate::__private::Page<$crate::__private::Session>> {
+                self.$field.search_sessions(query).await
+            }
+
+            async fn search_runs(
+                &self,
+                query: &$crate::__private::RunSearch,
+            ) -> $crate::__private::Result<$crate::__private::Page<$crate::__private::Run>> {
+                self.$field.search_runs(query).await
+            }
+
+            async fn usage_summary(
+                &self,
+                query: &$crate::__private::UsageQuery,
+            ) -> $crate::__private::Result<$crate::__private::UsageReport> {
+                self.$field.usage_summary(query).await
+            }
+        }
+
+        #[deny(clippy::missing_trait_methods)]
+        #[$crate::__private::async_trait]
+        impl $crate::__private::MaintenanceStore for $store {
+            async fn prune_events(
+                &self,
+                session_id: &$crate::__private::SessionId,
+                sequences: &[u64],
+            ) -> $crate::__private::Result<u64> {
+                self.$field.prune_events(session_id, sequences).await
+            }
+
+            async fn clean_orphans(&self, dry_run: bool) -> $crate::__private::Result<u64> {
+                self.$field.clean_orphans(dry_run).await
+            }
+
+            async fn health_check(&self) -> $crate::__private::Result<$crate::__private::HealthReport> {
+                self.$field.health_check().await
+            }
+
+            async fn run_maintenance(
+                &self,
+                policy: &$crate::__private::RetentionPolicy,
+            ) -> $crate::__private::Result<$crate::__private::MaintenanceReport> {
+                $crate::__private::run_cycle(self, policy).await
             }
         }
     };

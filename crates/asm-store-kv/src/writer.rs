@@ -75,6 +75,13 @@ pub(crate) enum Command {
     },
     /// Makes every acknowledged write durable (a no-op with [`Durability::Immediate`]).
     Sync,
+    /// Deletes these compacted events of a session (maintenance; never part of a group: the
+    /// writer compacts the log first, so every event is in the `(session, sequence)` table).
+    Prune {
+        key: Id,
+        id: SessionId,
+        sequences: Vec<u64>,
+    },
 }
 
 impl Command {
@@ -84,7 +91,7 @@ impl Command {
                 events.iter().map(|e| e.bytes.len()).sum()
             }
             Command::SaveSession { json, .. } | Command::SaveRun { json, .. } => json.len(),
-            Command::DeleteSession { .. } | Command::Sync => 0,
+            Command::DeleteSession { .. } | Command::Sync | Command::Prune { .. } => 0,
         }
     }
 
@@ -138,6 +145,8 @@ enum Placed {
 pub(crate) enum Reply {
     Done,
     Appended(Vec<Slot>),
+    /// How many events a [`Command::Prune`] deleted.
+    Pruned(u64),
 }
 
 /// What a request did, before the commit.
@@ -314,7 +323,20 @@ impl<E: KvEngine> Writer<E> {
             self.drain(&mut group, &mut bytes);
             self.fill(&mut group, &mut bytes);
             self.expected_group = group.len().max(self.expected_group - self.expected_group / 8);
-            self.process(group);
+            // A prune runs alone, after the requests queued before it and before those after it.
+            let mut rest = group;
+            while let Some(at) = rest.iter().position(|r| matches!(r.command, Command::Prune { .. })) {
+                let mut after = rest.split_off(at);
+                let prune = after.remove(0);
+                if !rest.is_empty() {
+                    self.process(rest);
+                }
+                self.prune(prune);
+                rest = after;
+            }
+            if !rest.is_empty() {
+                self.process(rest);
+            }
             if self.recent.count >= self.compact_events || self.recent.bytes >= self.compact_bytes {
                 self.compact();
             }
@@ -524,6 +546,36 @@ impl<E: KvEngine> Writer<E> {
         Ok(replies)
     }
 
+    /// Answers a [`Command::Prune`]: compacts the log (so the session's events are all in the
+    /// `(session, sequence)` table and none in the readers' tail), then deletes the events in
+    /// one transaction. The session's head record (its counter) does not change.
+    fn prune(&mut self, request: Request) {
+        let Request { command: Command::Prune { key, id, sequences }, reply } = request else {
+            let _ = request.reply.send(Err(Error::new(ErrorCode::InternalError, "not a prune request")));
+            return;
+        };
+        if self.recent.count > 0 {
+            self.compact();
+        }
+        if self.recent.count > 0 {
+            let e = Error::new(ErrorCode::StorageWriteFailed, "cannot prune: the log could not be compacted first");
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let durable = matches!(self.durability, Durability::Immediate);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.engine.write(durable, |txn| prune_events(txn, &key, &id, &sequences))
+        }));
+        let result = match result {
+            Ok(result) => result,
+            Err(payload) => Err(KvError::panicked("a prune", &*payload).into()),
+        };
+        if matches!(result, Ok(n) if n > 0) && !durable && self.unsynced_since.is_none() {
+            self.unsynced_since = Some(Instant::now());
+        }
+        let _ = reply.send(result.map(Reply::Pruned));
+    }
+
     /// Moves the recent events from the log into the `(session, sequence)` tables.
     fn compact(&mut self) {
         let started = Instant::now();
@@ -608,6 +660,32 @@ fn compact<T: KvWrite>(txn: &mut T, first: u64, next: u64) -> Result<(usize, Fin
     Ok((entries.len(), Finish::Commit))
 }
 
+/// Deletes the compacted events `sequences` of session `key`, except protected kinds.
+fn prune_events<T: KvWrite>(txn: &mut T, key: &Id, id: &SessionId, sequences: &[u64]) -> Result<(u64, Finish)> {
+    if txn.get(Table::Events, &keys::head_pos(key), |_| ())?.is_none() {
+        return Err(session_not_found(id));
+    }
+    let mut deleted = 0u64;
+    for &sequence in sequences {
+        if sequence == 0 || sequence == u64::MAX {
+            continue;
+        }
+        let pos = keys::event_pos(key, sequence);
+        let Some(header) = txn.get(Table::Events, &pos, codec::stored_event_id_and_kind)? else { continue };
+        let (event_id, kind) = header?;
+        if asm_ports::is_protected_kind(kind) {
+            continue;
+        }
+        txn.delete(Table::Events, &pos)?;
+        let owned = txn.get(Table::EventIds, &event_id, |stored| stored == &pos[..])?.unwrap_or(false);
+        if owned {
+            txn.delete(Table::EventIds, &event_id)?;
+        }
+        deleted += 1;
+    }
+    Ok((deleted, if deleted > 0 { Finish::Commit } else { Finish::Abort }))
+}
+
 /// Applies one command; returns what it did and whether it changed anything.
 fn apply<T: KvWrite>(view: &mut View<'_, T>, command: &Command) -> Outcome<(Applied, bool)> {
     match command {
@@ -675,6 +753,9 @@ fn apply<T: KvWrite>(view: &mut View<'_, T>, command: &Command) -> Outcome<(Appl
             Ok((Applied::Appended(placed), true))
         }
         Command::Sync => Ok((Applied::Done, false)),
+        Command::Prune { .. } => {
+            Err(rejected(Error::new(ErrorCode::InternalError, "a prune is never part of a group")))
+        }
     }
 }
 

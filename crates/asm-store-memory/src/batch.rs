@@ -119,7 +119,7 @@ impl PreparedBatch {
                     }
                 }
             }
-            state.events.push(event.clone());
+            state.events.push(Some(event.clone()));
             shards.insert(item.key.clone(), event.clone(), Arc::clone(slot));
         }
         Ok(())

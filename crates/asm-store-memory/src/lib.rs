@@ -13,6 +13,7 @@
 mod batch;
 mod event_index;
 mod lease;
+mod query;
 mod slot;
 
 use std::collections::BTreeSet;
@@ -234,7 +235,9 @@ impl SessionStore for InMemorySessionStore {
             catalog.order.remove(&key);
             state.run_events.clear();
             state.run_order.clear();
-            let taken = (std::mem::take(&mut state.events), std::mem::take(&mut state.runs));
+            state.pruned = 0;
+            let events: Vec<Event> = std::mem::take(&mut state.events).into_iter().flatten().collect();
+            let taken = (events, std::mem::take(&mut state.runs));
             drop(state);
             (slot, taken.0, taken.1)
         };

@@ -24,8 +24,11 @@ pub(crate) struct SessionSlot {
 /// The data of one session.
 pub(crate) struct SessionState {
     pub(crate) session: Session,
-    /// `events[i]` has sequence `i + 1`: a cursor range is a slice.
-    pub(crate) events: Vec<Event>,
+    /// `events[i]` has sequence `i + 1`: a cursor range is a slice. A pruned event
+    /// (maintenance) leaves `None` in its place, so the numbering stays and the gap is skipped.
+    pub(crate) events: Vec<Option<Event>>,
+    /// How many entries of `events` are pruned (`None`); 0 keeps the plain-slice fast path.
+    pub(crate) pruned: usize,
     /// Run id -> ascending sequences of that run's events.
     pub(crate) run_events: foldhash::HashMap<RunId, Vec<u64>>,
     pub(crate) runs: foldhash::HashMap<RunId, Run>,
@@ -40,6 +43,7 @@ impl SessionSlot {
             state: RwLock::new(SessionState {
                 session,
                 events: Vec::new(),
+                pruned: 0,
                 run_events: foldhash::HashMap::default(),
                 runs: foldhash::HashMap::default(),
                 run_order: BTreeSet::new(),
@@ -168,15 +172,15 @@ impl SessionState {
             return Vec::new();
         };
         let slice = self.events.get(first..end).unwrap_or_default();
-        if query.kinds.is_empty() && query.since.is_none() {
-            return slice.get(..limit.min(slice.len())).unwrap_or_default().to_vec();
+        if query.kinds.is_empty() && query.since.is_none() && self.pruned == 0 {
+            return slice.get(..limit.min(slice.len())).unwrap_or_default().iter().flatten().cloned().collect();
         }
-        slice.iter().filter(|e| query.matches(e)).take(limit).cloned().collect()
+        slice.iter().flatten().filter(|e| query.matches(e)).take(limit).cloned().collect()
     }
 
     fn event_at(&self, sequence: u64) -> Option<&Event> {
         let index = usize::try_from(sequence.checked_sub(1)?).ok()?;
-        self.events.get(index)
+        self.events.get(index)?.as_ref()
     }
 }
 

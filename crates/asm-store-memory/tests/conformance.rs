@@ -71,3 +71,30 @@ fn handles_are_cheap_send_sync_and_debug() {
     let store = InMemorySessionStore::new();
     assert!(format!("{store:?}").starts_with("InMemorySessionStore"));
 }
+
+mod query {
+    //! The query and maintenance section of the suite, one test per check.
+    use asm_store_memory::InMemorySessionStore;
+    use asm_testkit::query_conformance;
+
+    macro_rules! query_checks {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    query_conformance::$name(&InMemorySessionStore::new()).await;
+                }
+            )*
+        };
+    }
+
+    asm_testkit::for_each_query_check!(query_checks);
+
+    /// The whole section twice on one store: checks do not depend on an empty store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_all_on_one_shared_store() {
+        let store = InMemorySessionStore::new();
+        query_conformance::run_all(&store).await;
+        query_conformance::run_all(&store).await;
+    }
+}

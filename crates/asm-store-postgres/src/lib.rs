@@ -58,6 +58,7 @@ mod lease;
 mod listener;
 mod migrate;
 mod options;
+mod query;
 mod retry;
 mod write;
 mod writer;

@@ -23,6 +23,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
     Migration { version: 2, name: "session_leases", sql: include_str!("../migrations/0002_session_leases.sql") },
+    Migration { version: 3, name: "query_indexes", sql: include_str!("../migrations/0003_query_indexes.sql") },
 ];
 
 /// The schema version this build reads and writes.
@@ -167,7 +168,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i32::try_from(i).unwrap() + 1);
         }
-        assert_eq!(current_version(), 2);
+        assert_eq!(current_version(), 3);
     }
 
     #[test]

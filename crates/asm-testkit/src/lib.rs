@@ -3,6 +3,8 @@
 //! - [`conformance`]: the store conformance suite. Every [`SessionStore`](asm_ports::SessionStore)
 //!   implementation calls these plain async functions from its own tests, so every store is held
 //!   to one contract.
+//! - [`query_conformance`]: the conformance section of the query and maintenance ports
+//!   ([`QueryStore`](asm_ports::QueryStore), [`MaintenanceStore`](asm_ports::MaintenanceStore)).
 //! - [`ScriptedAdapter`]: a [`ProviderAdapter`](asm_ports::ProviderAdapter) that plays a given
 //!   script of events and then succeeds, fails, hangs until cancelled or panics.
 //! - [`fake_cli`]: the fake provider CLI binary `asm-fake-cli` (replays captured CLI runs from
@@ -14,6 +16,7 @@
 pub mod adapter_contract;
 pub mod conformance;
 pub mod fake_cli;
+pub mod query_conformance;
 mod scripted;
 
 pub use scripted::{ScriptEnd, ScriptStep, ScriptedAdapter};
