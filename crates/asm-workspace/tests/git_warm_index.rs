@@ -69,3 +69,48 @@ async fn repeated_snapshots_follow_the_work_tree_and_the_real_index() {
     let restorable = workspace.snapshot_restorable(None).await.unwrap();
     assert_eq!(restorable.metadata["tree"].as_str().unwrap(), second);
 }
+
+fn head_of(snapshot: &asm_workspace::Snapshot) -> (String, Option<String>) {
+    let branch = snapshot.metadata.get("branch").and_then(|b| b.as_str()).map(str::to_owned);
+    (snapshot.metadata["head_ref"].as_str().unwrap().to_owned(), branch)
+}
+
+#[tokio::test]
+async fn head_is_followed_across_commits_packed_refs_detaching_and_worktrees() {
+    let (dir, root) = repo(&[("a.txt", "a\n")]);
+    let workspace = Workspace::open(&root, WorkspaceOptions::new().strategy(Strategy::Git)).await.unwrap();
+    let main = Some("refs/heads/main".to_owned());
+    let snapshot = workspace.snapshot(None).await.unwrap();
+    assert_eq!(head_of(&snapshot), (git(&root, &["rev-parse", "HEAD"]), main.clone()));
+
+    // Packed, then a new loose commit on top.
+    git(&root, &["pack-refs", "--all"]);
+    let snapshot = workspace.snapshot(None).await.unwrap();
+    assert_eq!(head_of(&snapshot), (git(&root, &["rev-parse", "HEAD"]), main.clone()));
+    write(&root, "a.txt", "two\n");
+    git(&root, &["commit", "-q", "-am", "two"]);
+    let snapshot = workspace.snapshot(None).await.unwrap();
+    assert_eq!(snapshot.reference, git(&root, &["rev-parse", "HEAD"]), "clean: HEAD itself");
+    assert_eq!(head_of(&snapshot), (git(&root, &["rev-parse", "HEAD"]), main.clone()));
+
+    // Detached.
+    git(&root, &["checkout", "-q", "--detach", "HEAD~1"]);
+    let snapshot = workspace.snapshot(None).await.unwrap();
+    assert_eq!(head_of(&snapshot), (git(&root, &["rev-parse", "HEAD"]), None));
+    assert_eq!(snapshot.metadata["dirty"], false);
+
+    // A linked worktree on its own branch.
+    let linked = dir.path().canonicalize().unwrap().join("linked");
+    git(&root, &["worktree", "add", "-q", "-b", "other", linked.to_str().unwrap(), "main"]);
+    let other = Workspace::open(&linked, WorkspaceOptions::new().strategy(Strategy::Git)).await.unwrap();
+    let snapshot = other.snapshot(None).await.unwrap();
+    assert_eq!(head_of(&snapshot), (git(&linked, &["rev-parse", "HEAD"]), Some("refs/heads/other".to_owned())));
+    write(&linked, "b.txt", "b\n");
+    git(&linked, &["add", "b.txt"]);
+    git(&linked, &["commit", "-q", "-m", "b"]);
+    let snapshot = other.snapshot(None).await.unwrap();
+    assert_eq!(head_of(&snapshot), (git(&linked, &["rev-parse", "HEAD"]), Some("refs/heads/other".to_owned())));
+    assert_eq!(snapshot.metadata["dirty"], false);
+    let snapshot = workspace.snapshot(None).await.unwrap();
+    assert_eq!(head_of(&snapshot), (git(&root, &["rev-parse", "HEAD"]), None));
+}
