@@ -52,49 +52,6 @@ pub(crate) struct GitRepo {
     /// The alternate index of the last snapshot, reused by the next one while the real index
     /// is unchanged (shared by clones: they are the same repository).
     warm: Arc<Mutex<Option<WarmIndex>>>,
-    /// Where `HEAD` and the refs live, when they can be read as files (not reftable).
-    dirs: Option<Arc<GitDirs>>,
-    /// The last `HEAD` commit seen and its tree (a commit's tree never changes).
-    head_tree: Arc<Mutex<Option<(String, String)>>>,
-}
-
-/// The directories `HEAD` is read from without running git.
-#[derive(Debug)]
-struct GitDirs {
-    /// This work tree's git directory (`HEAD`; `.git/worktrees/<name>` for a linked one).
-    git_dir: PathBuf,
-    /// The common directory (`refs/heads`, `packed-refs`).
-    common_dir: PathBuf,
-}
-
-/// An object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
-fn object_id(text: &str) -> Option<String> {
-    let id = text.trim_end_matches(['\n', '\r']);
-    let hex = id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    ((id.len() == 40 || id.len() == 64) && hex).then(|| id.to_owned())
-}
-
-/// `HEAD`'s commit and branch read from the files, for the plain cases: a detached id, or a
-/// symbolic ref to a branch stored loose or in `packed-refs`. `None` sends the caller to
-/// `git rev-parse` (anything else: nested symbolic refs, an unborn branch, unreadable files).
-async fn read_head(dirs: &GitDirs) -> Option<(String, Option<String>)> {
-    let head = tokio::fs::read_to_string(dirs.git_dir.join("HEAD")).await.ok()?;
-    let Some(target) = head.strip_prefix("ref: ") else { return object_id(&head).map(|id| (id, None)) };
-    let branch = target.trim_end_matches(['\n', '\r']);
-    let name = branch.strip_prefix("refs/heads/")?;
-    if name.is_empty() || name.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-        return None;
-    }
-    match tokio::fs::read_to_string(dirs.common_dir.join(branch)).await {
-        Ok(loose) => return object_id(&loose).map(|id| (id, Some(branch.to_owned()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(_) => return None,
-    }
-    let packed = tokio::fs::read_to_string(dirs.common_dir.join("packed-refs")).await.ok()?;
-    packed.lines().find_map(|line| {
-        let (id, name) = line.split_once(' ')?;
-        (name == branch).then(|| object_id(id)).flatten().map(|id| (id, Some(branch.to_owned())))
-    })
 }
 
 /// An alternate index kept between snapshots: a copy of the real index (as it was when
@@ -291,32 +248,7 @@ pub(crate) async fn discover(path: &Path) -> WorkspaceResult<Discovery> {
     if git(&toplevel, ["rev-parse", "--verify", "-q", "HEAD^{commit}"], None, None).await.is_err() {
         return Ok(Discovery::NoCommits(toplevel));
     }
-    // Optional (an older git without --path-format, a reftable repository): HEAD is then
-    // always read with rev-parse.
-    let dirs = match git(
-        &toplevel,
-        ["rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir"],
-        None,
-        None,
-    )
-    .await
-    {
-        Ok(out) => {
-            let found = lines(&out);
-            match (found.first(), found.get(1)) {
-                (Some(git_dir), Some(common_dir))
-                    if Path::new(git_dir).is_absolute()
-                        && Path::new(common_dir).is_absolute()
-                        && !Path::new(common_dir).join("reftable").exists() =>
-                {
-                    Some(Arc::new(GitDirs { git_dir: git_dir.into(), common_dir: common_dir.into() }))
-                }
-                _ => None,
-            }
-        }
-        Err(_) => None,
-    };
-    Ok(Discovery::Repo(GitRepo { toplevel, index, warm: Arc::default(), dirs, head_tree: Arc::default() }))
+    Ok(Discovery::Repo(GitRepo { toplevel, index, warm: Arc::default() }))
 }
 
 impl GitRepo {
@@ -328,24 +260,8 @@ impl GitRepo {
         git(&self.toplevel, args, index, None).await
     }
 
-    /// `HEAD`, its tree and the symbolic ref: from the files and the cached tree of that
-    /// commit when possible, else with `rev-parse`.
+    /// `HEAD`, its tree and the symbolic ref.
     async fn head(&self) -> WorkspaceResult<(String, String, Option<String>)> {
-        if let Some(dirs) = &self.dirs
-            && let Some((head, branch)) = read_head(dirs).await
-        {
-            let cached = self.head_tree.lock().as_ref().filter(|(commit, _)| *commit == head).map(|(_, t)| t.clone());
-            if let Some(tree) = cached {
-                return Ok((head, tree, branch));
-            }
-        }
-        let (head, tree, branch) = self.rev_parse_head().await?;
-        *self.head_tree.lock() = Some((head.clone(), tree.clone()));
-        Ok((head, tree, branch))
-    }
-
-    /// `HEAD`, its tree and the symbolic ref, from `rev-parse`.
-    async fn rev_parse_head(&self) -> WorkspaceResult<(String, String, Option<String>)> {
         let out = match self.run(["rev-parse", "HEAD", "HEAD^{tree}", "--symbolic-full-name", "HEAD"], None).await {
             Ok(out) => out,
             Err(error @ WorkspaceError::Git { .. }) => {
