@@ -7,11 +7,21 @@
 //! (`commit-tree -p HEAD`). Without a real index the temporary one starts as `read-tree HEAD`.
 //! (The result equals `read-tree HEAD` + `add -A`, except that files force-added to the index
 //! despite `.gitignore` count as tracked, as `git add -A` would commit them.)
+//!
+//! The alternate index is kept for the next snapshot of the same workspace (the "after" of a
+//! run, a rollback's check) while the real index file stays the same one: its stat cache is
+//! then warm and `add -A` + `write-tree` rewrite nothing when nothing changed. Reuse gives the
+//! tree a fresh copy would; the only paths where the two indexes can differ (ones an earlier
+//! `add -A` added or removed) are checked with `check-ignore` first, concurrently.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use std::io::Write;
 
@@ -39,6 +49,68 @@ pub(crate) struct GitRepo {
     pub(crate) toplevel: PathBuf,
     /// The real index file (only ever read by snapshots).
     index: PathBuf,
+    /// The alternate index of the last snapshot, reused by the next one while the real index
+    /// is unchanged (shared by clones: they are the same repository).
+    warm: Arc<Mutex<Option<WarmIndex>>>,
+}
+
+/// An alternate index kept between snapshots: a copy of the real index (as it was when
+/// `source` was taken) that `add -A` has since brought up to date, its stat cache warm.
+///
+/// Reusing it gives exactly the tree a fresh copy would: `add -A` makes every path that is not
+/// ignored match the work tree whatever the index held, so the two indexes can only differ on
+/// ignored paths that one of them tracks, and those are among the paths earlier runs added or
+/// removed (`mentioned`). A reuse checks that none of those is ignored now, else starts afresh.
+#[derive(Debug)]
+struct WarmIndex {
+    /// Keeps the directory of `path` alive.
+    _dir: tempfile::TempDir,
+    /// The alternate index file.
+    path: PathBuf,
+    /// The real index's file identity when it was copied.
+    source: IndexStamp,
+    /// The tree of the real index as copied (`Some(None)`: unmerged entries), when computed.
+    index_tree: Option<Option<String>>,
+    /// Every path `add -A` added or removed on this index since the copy.
+    mentioned: BTreeSet<Vec<u8>>,
+}
+
+/// What identifies one version of the real index file: git replaces it by renaming a lock
+/// file, so any write changes the inode or the times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IndexStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    unix: (u64, u64, i64, i64),
+}
+
+impl IndexStamp {
+    async fn of(path: &Path) -> Option<Self> {
+        let meta = tokio::fs::metadata(path).await.ok()?;
+        #[cfg(unix)]
+        let unix = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec())
+        };
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            unix,
+        })
+    }
+}
+
+/// The paths of `git add -A --verbose` output (`add 'p'` / `remove 'p'` lines); `None` when a
+/// line has another shape (then the index is not kept).
+fn verbose_paths(out: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut paths = Vec::new();
+    for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let rest = line.strip_prefix(b"add '").or_else(|| line.strip_prefix(b"remove '"))?;
+        paths.push(rest.strip_suffix(b"'")?.to_vec());
+    }
+    Some(paths)
 }
 
 /// A git snapshot's inside.
@@ -63,6 +135,21 @@ pub(crate) enum Discovery {
 
 /// Runs `git -C <cwd> <args>` with a clean environment; stdout on success.
 async fn git<I, S>(cwd: &Path, args: I, index: Option<&Path>, stdin: Option<Vec<u8>>) -> WorkspaceResult<Vec<u8>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    git_exit(cwd, args, index, stdin, &[]).await.map(|(_, out)| out)
+}
+
+/// As [`git`], also accepting the exit codes `ok_codes`: `(exit code, stdout)`.
+async fn git_exit<I, S>(
+    cwd: &Path,
+    args: I,
+    index: Option<&Path>,
+    stdin: Option<Vec<u8>>,
+    ok_codes: &[i32],
+) -> WorkspaceResult<(i32, Vec<u8>)>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -113,7 +200,12 @@ where
         Err((false, e)) => return Err(WorkspaceError::Git { command: describe(), output: e.to_string() }),
     };
     if output.status.success() {
-        return Ok(output.stdout);
+        return Ok((0, output.stdout));
+    }
+    if let Some(code) = output.status.code()
+        && ok_codes.contains(&code)
+    {
+        return Ok((code, output.stdout));
     }
     let text = if output.stderr.is_empty() { &output.stdout } else { &output.stderr };
     let mut message = String::from_utf8_lossy(text).trim().to_owned();
@@ -156,7 +248,7 @@ pub(crate) async fn discover(path: &Path) -> WorkspaceResult<Discovery> {
     if git(&toplevel, ["rev-parse", "--verify", "-q", "HEAD^{commit}"], None, None).await.is_err() {
         return Ok(Discovery::NoCommits(toplevel));
     }
-    Ok(Discovery::Repo(GitRepo { toplevel, index }))
+    Ok(Discovery::Repo(GitRepo { toplevel, index, warm: Arc::default() }))
 }
 
 impl GitRepo {
@@ -192,9 +284,61 @@ impl GitRepo {
         }
     }
 
-    /// The work tree's tree (and, with `capture_index`, the real index's tree), through a
-    /// temporary alternate index.
+    /// The work tree's tree (and, with `capture_index`, the real index's tree), through an
+    /// alternate index: the one kept from the last snapshot when still valid, else a fresh copy.
     async fn work_tree(&self, capture_index: bool) -> WorkspaceResult<(String, Option<String>)> {
+        let stamp = IndexStamp::of(&self.index).await;
+        let warm = self.warm.lock().take();
+        if let (Some(warm), Some(stamp)) = (warm, &stamp)
+            && warm.source == *stamp
+            && (!capture_index || warm.index_tree.is_some())
+            && let Some(found) = self.reuse(warm, capture_index).await
+        {
+            return Ok(found);
+        }
+        self.fresh_work_tree(capture_index, stamp).await
+    }
+
+    /// `add -A` + `write-tree` on the kept index; `None` (the index dropped) when it cannot be
+    /// used: a path it differs from a fresh copy on may be ignored now, or git failed.
+    async fn reuse(&self, mut warm: WarmIndex, capture_index: bool) -> Option<(String, Option<String>)> {
+        let check = async {
+            if warm.mentioned.is_empty() {
+                return Ok(1);
+            }
+            let mut input = Vec::new();
+            for path in &warm.mentioned {
+                input.extend_from_slice(path);
+                input.push(0);
+            }
+            // Exit 0: some path is ignored; 1: none is.
+            let args = ["check-ignore", "--no-index", "-z", "--stdin"];
+            git_exit(&self.toplevel, args, None, Some(input), &[1]).await.map(|(code, _)| code)
+        };
+        let build = async {
+            let added = self.run(["add", "-A", "--verbose"], Some(&warm.path)).await?;
+            let tree = one_line(&self.run(["write-tree"], Some(&warm.path)).await?);
+            Ok::<_, WorkspaceError>((added, tree))
+        };
+        let (check, build) = tokio::join!(check, build);
+        let (Ok(1), Ok((added, tree))) = (check, build) else { return None };
+        let index_tree = if capture_index { warm.index_tree.clone().flatten() } else { None };
+        if let Some(paths) = verbose_paths(&added)
+            && IndexStamp::of(&self.index).await.as_ref() == Some(&warm.source)
+        {
+            warm.mentioned.extend(paths);
+            *self.warm.lock() = Some(warm);
+        }
+        Some((tree, index_tree))
+    }
+
+    /// The work tree's tree through a new copy of the real index (kept for the next snapshot
+    /// when the real index did not change meanwhile).
+    async fn fresh_work_tree(
+        &self,
+        capture_index: bool,
+        stamp: Option<IndexStamp>,
+    ) -> WorkspaceResult<(String, Option<String>)> {
         let temp = tempfile::Builder::new()
             .prefix("asm-workspace-index-")
             .tempdir()
@@ -214,13 +358,25 @@ impl GitRepo {
         // unchanged, the work tree for the rest (untracked included), and the stat cache of the
         // copy makes it rehash only what changed. Without a usable copy (none yet, a split
         // index) start from HEAD's tree alone.
-        let added = copied && self.run(["add", "-A"], Some(&index)).await.is_ok();
-        if !added {
+        let added = if copied { self.run(["add", "-A", "--verbose"], Some(&index)).await.ok() } else { None };
+        if added.is_none() {
             let _ = tokio::fs::remove_file(&index).await;
             self.run(["read-tree", "HEAD"], Some(&index)).await?;
             self.run(["add", "-A"], Some(&index)).await?;
         }
         let tree = one_line(&self.run(["write-tree"], Some(&index)).await?);
+        if let (Some(added), Some(source)) = (added, stamp)
+            && let Some(paths) = verbose_paths(&added)
+            && IndexStamp::of(&self.index).await.as_ref() == Some(&source)
+        {
+            *self.warm.lock() = Some(WarmIndex {
+                _dir: temp,
+                path: index,
+                source,
+                index_tree: capture_index.then(|| index_tree.clone()),
+                mentioned: paths.into_iter().collect(),
+            });
+        }
         Ok((tree, index_tree))
     }
 
