@@ -132,6 +132,15 @@ pub mod keys {
     pub const REDACTED: &str = "redacted";
     /// A provider line kept verbatim (`provider_raw`).
     pub const RAW: &str = "raw";
+    /// The approval request's id (`apr_...`, approval events).
+    pub const APPROVAL_ID: &str = "approval_id";
+    /// The decision of an approval (`allow_once`, `allow_always`, `deny_once`, `deny_always`).
+    pub const DECISION: &str = "decision";
+    /// Who decided an approval (`policy`, `session_memory`, `timeout`, `cancelled`, or the name
+    /// an application gave when it answered).
+    pub const DECIDED_BY: &str = "decided_by";
+    /// How long an approval waited for its decision, in milliseconds.
+    pub const WAIT_MS: &str = "wait_ms";
     /// The provider's own `type` of a raw line, when it was JSON (`provider_raw`).
     pub const RAW_TYPE: &str = "raw_type";
 }
@@ -191,11 +200,11 @@ event_kinds! {
     /// A policy was violated.
     PolicyViolation = "policy_violation", Policy, [POLICY, KIND, ACTION, DETAILS];
     /// A tool call needs human approval.
-    ToolApprovalRequested = "tool_approval_requested", Approval, [TOOL_NAME, TOOL_CALL_ID, TOOL_INPUT, POLICY_NAME, VIOLATION_KIND];
+    ToolApprovalRequested = "tool_approval_requested", Approval, [TOOL_NAME, TOOL_CALL_ID, TOOL_INPUT, POLICY_NAME, VIOLATION_KIND, APPROVAL_ID];
     /// A tool call was approved.
-    ToolApprovalGranted = "tool_approval_granted", Approval, [TOOL_NAME];
+    ToolApprovalGranted = "tool_approval_granted", Approval, [TOOL_NAME, TOOL_CALL_ID, APPROVAL_ID, DECISION, DECIDED_BY, REASON, WAIT_MS];
     /// A tool call was denied.
-    ToolApprovalDenied = "tool_approval_denied", Approval, [TOOL_NAME];
+    ToolApprovalDenied = "tool_approval_denied", Approval, [TOOL_NAME, TOOL_CALL_ID, APPROVAL_ID, DECISION, DECIDED_BY, REASON, WAIT_MS];
     /// A chunk of the model's reasoning was streamed (Claude `thinking_delta`, Codex reasoning
     /// item updates): `content` and `delta` hold the chunk, as for `message_streamed`.
     /// Reasoning is shown to subscribers and stored, but it is **not** conversation: transcripts

@@ -121,6 +121,11 @@ prefixed_id!(
     EventId,
     "evt_"
 );
+prefixed_id!(
+    /// Identifies one tool approval request (a tool call waiting for a decision): `apr_` + 32 hex.
+    ApprovalId,
+    "apr_"
+);
 
 #[cfg(test)]
 mod tests {

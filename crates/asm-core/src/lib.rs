@@ -34,7 +34,7 @@ pub use capability::{
 pub use error::{Error, ErrorCategory, ErrorCode, Result};
 pub use event::{Event, EventGroup, EventKind, EventRecord, JsonMap, keys};
 pub use event_json::EventJson;
-pub use id::{EventId, RunId, SessionId};
+pub use id::{ApprovalId, EventId, RunId, SessionId};
 pub use provider_error::{ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
 pub use run::{InputMessage, Role, Run, RunInput, RunOutput, RunStatus};
 pub use session::{Session, SessionStatus};

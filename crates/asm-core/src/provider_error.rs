@@ -49,6 +49,8 @@ pub enum ProviderName {
     Gemini,
     /// The shell adapter (`asm-provider-shell`): commands run through `sh -c` or an argv.
     Shell,
+    /// The ACP adapter (`asm-provider-acp`): any agent that speaks the Agent Client Protocol.
+    Acp,
     /// Anything else.
     #[serde(other)]
     Unknown,
@@ -62,6 +64,7 @@ impl ProviderName {
         ProviderName::Amp,
         ProviderName::Gemini,
         ProviderName::Shell,
+        ProviderName::Acp,
         ProviderName::Unknown,
     ];
 
@@ -74,6 +77,7 @@ impl ProviderName {
             "amp" => ProviderName::Amp,
             "gemini" => ProviderName::Gemini,
             "shell" => ProviderName::Shell,
+            "acp" => ProviderName::Acp,
             _ => ProviderName::Unknown,
         }
     }
@@ -86,6 +90,7 @@ impl ProviderName {
             ProviderName::Amp => "amp",
             ProviderName::Gemini => "gemini",
             ProviderName::Shell => "shell",
+            ProviderName::Acp => "acp",
             ProviderName::Unknown => "unknown",
         }
     }

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
 
 use crate::{
-    ArtifactStore, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HealthReport, HookAction,
-    MaintenanceReport, MaintenanceStore, Page, ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish,
-    RunHook, RunQuery, RunSearch, SessionLeases, SessionQuery, SessionSearch, SessionStore, StoreCapabilities,
-    UsageQuery, UsageReport,
+    ApprovalHandler, ApprovalRequest, ApprovalVerdict, ArtifactStore, EventQuery, EventSink, ExecuteOutcome,
+    ExecuteRequest, ExecutionRecord, HealthReport, HookAction, MaintenanceReport, MaintenanceStore, Page,
+    ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish, RunHook, RunQuery, RunSearch, SessionLeases,
+    SessionQuery, SessionSearch, SessionStore, StoreCapabilities, UsageQuery, UsageReport,
 };
 
 macro_rules! forward_ports {
@@ -127,6 +127,14 @@ macro_rules! forward_ports {
             }
             async fn on_finish(&self, ctx: &RunContext, finish: &RunFinish) -> Result<HookAction> {
                 (**self).on_finish(ctx, finish).await
+            }
+        }
+
+        #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<T: ApprovalHandler + ?Sized> ApprovalHandler for $ptr<T> {
+            async fn decide(&self, request: &ApprovalRequest) -> Result<ApprovalVerdict> {
+                (**self).decide(request).await
             }
         }
 

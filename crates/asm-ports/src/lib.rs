@@ -10,13 +10,17 @@
 //!   stable cursor pagination.
 //! - [`MaintenanceStore`]: retention (soft and hard delete, pruning), orphan cleanup and a
 //!   health check, driven by a [`RetentionPolicy`].
+//! - [`ApprovalHandler`]: decides whether a tool call the agent asks about may run (policy
+//!   rules, a queue a person answers), reached by adapters through
+//!   [`ExecuteRequest::approvals`].
 //! - [`SessionLeases`]: session ownership across processes (a lease per session with a
 //!   fencing token), reached through [`SessionStore::leases`].
 //!
 //! Architecture invariant: this crate depends on `asm-core` only (plus `async-trait` and
-//! `futures`); it knows no concrete store, provider or async runtime.
+//! `futures`, `chrono` for timestamps); it knows no concrete store, provider or async runtime.
 #![deny(missing_docs)]
 
+mod approval;
 mod artifact;
 mod cancel;
 mod forward;
@@ -27,6 +31,7 @@ mod provider;
 mod query;
 mod store;
 
+pub use approval::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict, DynApprovalHandler};
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunControl, RunFinish, RunHook};

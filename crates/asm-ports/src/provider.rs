@@ -87,6 +87,12 @@ pub struct ExecuteRequest {
     pub deadline: Option<Instant>,
     /// Fires when the run must stop.
     pub cancel: CancellationToken,
+    /// Who decides the tool calls the provider asks about (ACP `session/request_permission`,
+    /// Claude Code `can_use_tool`). The runtime sets a handler that records the
+    /// `tool_approval_*` events, applies the timeout and the session's `*_always` decisions,
+    /// and denies when the run is cancelled. `None`: the adapter keeps its own configured
+    /// answer (its permission mode or static rules), as without live approvals.
+    pub approvals: Option<crate::DynApprovalHandler>,
 }
 
 impl ExecuteRequest {
@@ -101,6 +107,7 @@ impl ExecuteRequest {
             options: JsonMap::new(),
             deadline: None,
             cancel: CancellationToken::new(),
+            approvals: None,
         }
     }
     /// Sets the transcript.
@@ -149,6 +156,12 @@ impl ExecuteRequest {
     #[must_use]
     pub fn cancel_token(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
+        self
+    }
+    /// Sets the approval handler (see [`approvals`](Self::approvals)).
+    #[must_use]
+    pub fn approvals(mut self, handler: crate::DynApprovalHandler) -> Self {
+        self.approvals = Some(handler);
         self
     }
 }

@@ -23,7 +23,7 @@ use crate::wire::{self, Incoming, PROTOCOL_VERSION, RpcError};
 
 /// The adapter's name, on events and runs.
 pub const ACP_PROVIDER: &str = "acp";
-const PROVIDER: ProviderName = ProviderName::Unknown;
+const PROVIDER: ProviderName = ProviderName::Acp;
 
 /// Drives any [Agent Client Protocol](https://agentclientprotocol.com) agent (Claude Code
 /// through `claude-agent-acp`, Gemini CLI with `--experimental-acp`, ...) as a

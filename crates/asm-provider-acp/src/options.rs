@@ -194,7 +194,7 @@ impl CliNormalizer for NotLineBased {
 
 impl CliProtocol for AcpAgent {
     type Normalizer = NotLineBased;
-    const PROVIDER: ProviderName = ProviderName::Unknown;
+    const PROVIDER: ProviderName = ProviderName::Acp;
     const PROGRAM: &'static str = DEFAULT_AGENT;
     const AUTH_ENV: &'static [&'static str] =
         &["ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"];

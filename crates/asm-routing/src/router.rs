@@ -623,6 +623,7 @@ impl Inner {
             .options(forwarded.clone())
             .cancel_token(request.cancel.clone());
         attempt.deadline = request.deadline;
+        attempt.approvals = request.approvals.clone();
         match (&request.transcript, &request.resume) {
             (Some(transcript), _) => {
                 let native = options.native_resume && entry.adapter.supports_native_resume();
