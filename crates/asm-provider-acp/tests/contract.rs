@@ -9,7 +9,6 @@ use std::time::Duration;
 use asm_ports::ProviderAdapter;
 use asm_provider_acp::AcpAdapter;
 use asm_provider_cli::{CliEnv, CliLimits};
-use asm_testkit::adapter_contract::in_process::{self, InProcessContract};
 use asm_testkit::adapter_contract::{self as contract, AdapterContract, FakeCliInvocation};
 use asm_testkit::fake_cli::{FakeScript, JSONRPC_ENV};
 
@@ -30,10 +29,7 @@ fn update(update: &str) -> String {
 const MAX_LINE: usize = 64 * 1024;
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal().set(JSONRPC_ENV, "1");
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = CliEnv::minimal().set(JSONRPC_ENV, "1").set_all(inv.env.clone());
     Arc::new(
         AcpAdapter::builder()
             .agent(&inv.program)
@@ -65,43 +61,9 @@ fn acp_contract() -> AdapterContract {
         .max_line_bytes(MAX_LINE)
 }
 
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            contract::$name(&acp_contract()).await;
-        }
-    )*};
-}
-
-contract_tests!(
-    check_text_run,
-    check_tool_call_keys,
-    check_cancel_before_start,
-    check_run_options_are_validated,
-    check_unknown_lines_are_raw_events,
-    check_raw_lines_never_change_the_transcript,
-    check_cancel_mid_stream,
-    check_cancel_escalates,
-    check_dropped_future_leaves_no_child,
-    check_nonzero_exit,
-    check_stderr_is_truncated,
-    check_eof_without_result,
-    check_killed_by_signal,
-    check_deadline,
-    check_oversized_line,
-    check_validate_config,
-);
+asm_testkit::cli_contract_tests!(acp_contract());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_suite() {
-    let c = acp_contract();
-    let text = contract::prepare(&c, &c.text);
-    let tool = contract::prepare(&c, &c.tool);
-    let hanging = FakeScript::new().lines(c.stream_prefix.clone()).hang_after(c.stream_prefix.len());
-    let streaming = contract::prepare(&c, &hanging);
-    let ip = InProcessContract::new(Arc::clone(&text.adapter), "Hello world")
-        .tool(Arc::clone(&tool.adapter))
-        .streaming(Arc::clone(&streaming.adapter));
-    in_process::run_all(&ip).await;
+    contract::run_in_process_suite(&acp_contract()).await;
 }

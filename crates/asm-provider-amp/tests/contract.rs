@@ -13,10 +13,7 @@ const MAX_LINE: usize = 1 << 20;
 const SYNTHETIC: &str = "amp_stream_json_SYNTHETIC_from_source";
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn asm_ports::ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = CliEnv::minimal().set_all(inv.env.clone());
     Arc::new(
         AmpAdapter::builder()
             .cli_path(&inv.program)
@@ -41,33 +38,7 @@ fn amp_contract() -> AdapterContract {
         .max_line_bytes(MAX_LINE)
 }
 
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            contract::$name(&amp_contract()).await;
-        }
-    )*};
-}
-
-contract_tests!(
-    check_text_run,
-    check_tool_call_keys,
-    check_cancel_before_start,
-    check_run_options_are_validated,
-    check_unknown_lines_are_raw_events,
-    check_raw_lines_never_change_the_transcript,
-    check_cancel_mid_stream,
-    check_cancel_escalates,
-    check_dropped_future_leaves_no_child,
-    check_nonzero_exit,
-    check_stderr_is_truncated,
-    check_eof_without_result,
-    check_killed_by_signal,
-    check_deadline,
-    check_oversized_line,
-    check_validate_config,
-);
+asm_testkit::cli_contract_tests!(amp_contract());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_all_passes() {

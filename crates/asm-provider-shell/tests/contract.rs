@@ -25,10 +25,7 @@ use asm_testkit::fake_cli::FakeScript;
 const TEXT: &str = "hello from the fake shell";
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = CliEnv::minimal().set_all(inv.env.clone());
     Arc::new(
         ShellAdapter::builder()
             .shell(&inv.program)
@@ -45,16 +42,8 @@ fn shell_contract() -> AdapterContract {
         .stream_prefix(["partial output"])
 }
 
-macro_rules! contract_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            contract::$name(&shell_contract()).await;
-        }
-    )*};
-}
-
-contract_tests!(
+asm_testkit::cli_contract_tests!(
+    shell_contract();
     check_text_run,
     check_tool_call_keys,
     check_cancel_before_start,
@@ -70,15 +59,7 @@ contract_tests!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_suite_through_the_fake_shell() {
-    let c = shell_contract();
-    let text = contract::prepare(&c, &c.text);
-    let tool = contract::prepare(&c, &c.tool);
-    let hanging = FakeScript::new().lines(["partial output"]).hang_after(1);
-    let streaming = contract::prepare(&c, &hanging);
-    let ip = InProcessContract::new(Arc::clone(&text.adapter), format!("{TEXT}\n"))
-        .tool(Arc::clone(&tool.adapter))
-        .streaming(Arc::clone(&streaming.adapter));
-    in_process::run_all(&ip).await;
+    contract::run_in_process_suite(&shell_contract()).await;
 }
 
 /// A PATH directory holding an executable `hello` with `body`.

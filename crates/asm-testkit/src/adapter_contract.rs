@@ -463,7 +463,9 @@ fn hanging(contract: &AdapterContract, sigint: SignalAction, sigterm: SignalActi
 
 async fn cancel_case(contract: &AdapterContract, script: FakeScript, max: Duration) {
     let p = prepare(contract, &script);
-    in_process::cancel_mid_run(&p.subject(), max).await;
+    let dir = p.dir.path().to_path_buf();
+    let started = move || FakeRecord::read(&dir).pid.is_some();
+    in_process::cancel_mid_run_when(&p.subject(), max, "the first event and the fake CLI's pid", started).await;
     let pgid = p.record().pid.expect("the fake CLI was not run");
     assert_group_gone(pgid).await;
 }
@@ -596,6 +598,69 @@ pub async fn check_validate_config(contract: &AdapterContract) {
     assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::CliNotFound), "{err:?}");
     let err = execute(&Prepared { adapter, ..prepare(contract, &contract.text) }).await.expect_err("missing CLI");
     assert_eq!(err.provider_error().map(|pe| pe.kind), Some(ProviderErrorKind::CliNotFound), "{err:?}");
+}
+
+/// The in-process suite ([`in_process::run_all`]) against the adapter this contract builds: its
+/// text and tool scripts, and its stream prefix followed by a hang as the streaming run. For a
+/// CLI adapter that also wants the checks that need no process, without a second setup.
+pub async fn run_in_process_suite(contract: &AdapterContract) {
+    let text = prepare(contract, &contract.text);
+    let tool = prepare(contract, &contract.tool);
+    let hanging = FakeScript::new().lines(contract.stream_prefix.clone()).hang_after(contract.stream_prefix.len());
+    let streaming = prepare(contract, &hanging);
+    let suite = in_process::InProcessContract::new(Arc::clone(&text.adapter), contract.expected_text.clone())
+        .tool(Arc::clone(&tool.adapter))
+        .streaming(Arc::clone(&streaming.adapter));
+    in_process::run_all(&suite).await;
+}
+
+/// Generates one `#[tokio::test]` (multi-thread, two workers) per check of this suite, so a
+/// failure is named by its check. `$contract` is an expression that builds the
+/// [`AdapterContract`]; each test evaluates it. Without a list it generates every check
+/// [`run_all`] runs; after a `;`, only the listed ones (for an adapter some checks do not apply
+/// to, such as one without JSONL framing).
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation};
+/// # use asm_testkit::fake_cli::FakeScript;
+/// # fn make(_: &FakeCliInvocation) -> Arc<dyn asm_ports::ProviderAdapter> { unimplemented!() }
+/// fn my_contract() -> AdapterContract {
+///     AdapterContract::new(make, FakeScript::fixture("claude_text"), "Hello from the fake model!")
+/// }
+/// asm_testkit::cli_contract_tests!(my_contract());
+/// asm_testkit::cli_contract_tests!(my_contract(); check_cancel_before_start, check_nonzero_exit);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! cli_contract_tests {
+    ($contract:expr) => {
+        $crate::cli_contract_tests!(
+            $contract;
+            check_text_run,
+            check_tool_call_keys,
+            check_cancel_before_start,
+            check_run_options_are_validated,
+            check_unknown_lines_are_raw_events,
+            check_raw_lines_never_change_the_transcript,
+            check_cancel_mid_stream,
+            check_cancel_escalates,
+            check_dropped_future_leaves_no_child,
+            check_nonzero_exit,
+            check_stderr_is_truncated,
+            check_eof_without_result,
+            check_killed_by_signal,
+            check_deadline,
+            check_oversized_line,
+            check_validate_config,
+        );
+    };
+    ($contract:expr; $($check:ident),+ $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            $crate::adapter_contract::$check(&$contract).await;
+        }
+    )+};
 }
 
 /// Every check, one after the other.

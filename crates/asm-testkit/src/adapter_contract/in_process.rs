@@ -150,11 +150,17 @@ pub(super) async fn tool_run(s: &Subject) {
 
 /// Cancel after the first event: `Err(Cancelled)` within `max`, nothing emitted afterwards.
 pub(super) async fn cancel_mid_run(s: &Subject, max: Duration) {
+    cancel_mid_run_when(s, max, "the first event", || true).await;
+}
+
+/// [`cancel_mid_run`], cancelling only once `ready` also holds (the CLI suite waits for the
+/// process to have started: an adapter may report an event before its child runs).
+pub(super) async fn cancel_mid_run_when(s: &Subject, max: Duration, what: &str, mut ready: impl FnMut() -> bool) {
     let adapter = Arc::clone(&s.adapter);
     let (request, sink) = (s.request.clone(), s.sink.clone());
     let task = tokio::spawn(async move { adapter.execute(request, sink).await });
     let rec = s.recorded.clone();
-    poll_until("the first event", move || !rec.events().is_empty()).await;
+    poll_until(what, move || !rec.events().is_empty() && ready()).await;
     let started = Instant::now();
     let emitted_before = s.recorded.events().len();
     s.request.cancel.cancel();

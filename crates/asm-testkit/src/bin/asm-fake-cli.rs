@@ -59,9 +59,13 @@ fn write_records(script: &FakeScript, args: &[String]) {
         let _ = std::io::stdin().read_to_end(&mut input);
         let _ = std::fs::write(p, input);
     }
-    // The pid last: tests wait for it, then everything else is there.
+    // The pid last: tests wait for it, then everything else is there. Written to a temporary
+    // name and renamed, so a reader never sees the file created but still empty.
     if let Some(p) = &script.pid_file {
-        let _ = std::fs::write(p, std::process::id().to_string());
+        let tmp = p.with_extension("tmp");
+        if std::fs::write(&tmp, std::process::id().to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, p);
+        }
     }
 }
 
