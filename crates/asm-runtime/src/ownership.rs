@@ -4,8 +4,8 @@
 //! An owning server holds its session's lease ([`asm_ports::SessionLeases`]) for as long as it
 //! runs: it takes the lease before it touches the session (refused with
 //! [`ErrorCode::SessionOwned`], naming the owner, unless asked to wait), renews it every
-//! `lease_ttl / 3`, and releases it when it stops. Every append and run write of the session goes
-//! through the store's fenced writes, which the store refuses ([`ErrorCode::LeaseLost`]) once
+//! `lease_ttl / 3`, and releases it when it stops. Every append, run write and session save of
+//! the session goes through the store's fenced writes, which the store refuses ([`ErrorCode::LeaseLost`]) once
 //! another process took the session over. A server whose lease is lost cancels what it runs and
 //! stops.
 
@@ -254,6 +254,9 @@ impl fmt::Debug for FencedStore {
 #[async_trait]
 impl SessionStore for FencedStore {
     async fn save_session(&self, session: &Session) -> Result<()> {
+        if session.id == self.lease.session_id {
+            return self.fence()?.save_session_fenced(&self.lease, session).await;
+        }
         self.inner.save_session(session).await
     }
     async fn get_session(&self, id: &SessionId) -> Result<Session> {
