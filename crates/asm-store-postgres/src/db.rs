@@ -57,11 +57,16 @@ impl Sql {
                 "SELECT * FROM {q}.asm_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
                  $16, $17, $18, $19, $20, $21, $22, $23, $24)"
             ),
-            // The lease rows in session order (Fences sorts them), each checked by
-            // asm_check_fence, which holds it FOR SHARE until the transaction ends.
+            // One set-based statement: the group's lease rows locked FOR SHARE in session order
+            // (a grant updates the row, so none can commit between this check and the commit);
+            // a row that waited for a grant is re-read at its newest version, as READ COMMITTED
+            // does for locking reads. asm_check_fence is called only for a token that does not
+            // match (or a session without a lease), and raises ASM02 with the current owner.
             check_fences: format!(
-                "SELECT {q}.asm_check_fence(f.s, f.t) FROM \
-                 (SELECT u.s, u.t FROM unnest($1::uuid[], $2::bigint[]) AS u(s, t) ORDER BY u.s, u.t) AS f"
+                "WITH locked AS MATERIALIZED (SELECT l.session_id, l.token FROM {q}.asm_session_leases l \
+                 WHERE l.session_id = ANY($1::uuid[]) ORDER BY l.session_id FOR SHARE) \
+                 SELECT {q}.asm_check_fence(u.s, u.t) FROM unnest($1::uuid[], $2::bigint[]) AS u(s, t) \
+                 LEFT JOIN locked k ON k.session_id = u.s AND k.token = u.t WHERE k.session_id IS NULL"
             ),
             append_group: format!(
                 "SELECT o_session, o_base FROM {q}.asm_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
