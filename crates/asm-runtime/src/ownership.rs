@@ -277,7 +277,9 @@ pub(crate) async fn recover_orphaned_running(
         let (error, reason) = match policy {
             RecoveryPolicy::Cancel => {
                 match manager.cancel_run(&run.id).await {
-                    Ok(()) => tracing::info!(%session_id, run_id = %run.id, "orphaned running run cancelled on takeover"),
+                    Ok(()) => {
+                        tracing::info!(%session_id, run_id = %run.id, "orphaned running run cancelled on takeover")
+                    }
                     // It ended meanwhile.
                     Err(error) if error.code() == ErrorCode::InvalidTransition => {}
                     Err(error) => return Err(error),

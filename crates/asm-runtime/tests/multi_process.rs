@@ -523,11 +523,15 @@ async fn left_by_a_dead_owner(store: &InMemorySessionStore) -> (SessionId, asm_c
     (session.id, running, pending)
 }
 
-async fn take_over(store: &InMemorySessionStore, session: &SessionId, policy: asm_runtime::RecoveryPolicy) -> SessionServer {
+async fn take_over(
+    store: &InMemorySessionStore,
+    session: &SessionId,
+    policy: asm_runtime::RecoveryPolicy,
+) -> SessionServer {
     SessionServer::start(
-        ServerConfig::new(store.clone(), ScriptedAdapter::replying("recovered")).attach(session.clone()).ownership(
-            Ownership::new("heir").lease_ttl(Duration::from_secs(5)).wait_for_lease(STEP).recovery(policy),
-        ),
+        ServerConfig::new(store.clone(), ScriptedAdapter::replying("recovered"))
+            .attach(session.clone())
+            .ownership(Ownership::new("heir").lease_ttl(Duration::from_secs(5)).wait_for_lease(STEP).recovery(policy)),
     )
     .await
     .unwrap()

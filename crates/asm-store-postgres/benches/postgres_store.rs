@@ -370,8 +370,7 @@ fn median_latency(rt: &tokio::runtime::Runtime, fx: &Fixture) {
                 fenced.push(d);
             }
         }
-        let (rtt, raw, append, fenced) =
-            (median(&mut rtt), median(&mut raw), median(&mut append), median(&mut fenced));
+        let (rtt, raw, append, fenced) = (median(&mut rtt), median(&mut raw), median(&mut append), median(&mut fenced));
         let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
         #[allow(clippy::print_stdout)]
         {

@@ -115,7 +115,11 @@ impl Db {
 
     /// Saves `session`; with `fence`, only while that lease is current (checked in the same
     /// transaction, one pipelined round trip): `Ok(Some(refusal))` otherwise, nothing written.
-    pub(crate) async fn save_session(&self, session: &Session, fence: Option<&Lease>) -> Result<Option<Error>, DbError> {
+    pub(crate) async fn save_session(
+        &self,
+        session: &Session,
+        fence: Option<&Lease>,
+    ) -> Result<Option<Error>, DbError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.sql.save_session).await?;
         let parent = session.parent_session_id.as_ref().map(|p| uuid_of(p.as_str()));

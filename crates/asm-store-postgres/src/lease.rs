@@ -17,11 +17,11 @@ use uuid::Uuid;
 use asm_core::{Event, Result, Session, SessionId, Timestamp};
 use asm_ports::{ExecutionRecord, Lease, SessionLeases, batch_session, lease_lost, session_owned};
 
+use crate::PostgresSessionStore;
 use crate::codec::uuid_of;
 use crate::db::Db;
 use crate::error::{DbError, decode, session_not_found};
 use crate::write::{Batch, Write, token_sql};
-use crate::PostgresSessionStore;
 
 /// Milliseconds of a lease duration, at least 1.
 fn ttl_ms(ttl: Duration) -> i64 {

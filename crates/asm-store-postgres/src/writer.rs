@@ -156,28 +156,28 @@ async fn commit_group(db: &Db, mut group: Vec<Request>, policy: RetryPolicy) {
         Fallback::PerAppend
     } else {
         loop {
-        match db.append_group(&writes).await {
-            Ok(bases) => {
-                for ((write, reply), base) in writes.into_iter().zip(replies).zip(bases) {
-                    let outcome = Outcome::Written { base, stored: Default::default() };
-                    answer_request(db, Request { write, reply }, Ok(outcome));
-                }
-                return;
-            }
-            // An append needs its own answer (a refusal, or events stored already).
-            Err(e) if is_group_fallback(&e) => break Fallback::PerAppend,
-            // One append holds something the server refused, raced a concurrent writer, or
-            // carries a stale fencing token (ASM02): each gets its own answer.
-            Err(e) if split_group(&e) => break Fallback::OneByOne,
-            Err(e) => {
-                if let Err(e) = retry.next(e).await {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+            match db.append_group(&writes).await {
+                Ok(bases) => {
+                    for ((write, reply), base) in writes.into_iter().zip(replies).zip(bases) {
+                        let outcome = Outcome::Written { base, stored: Default::default() };
+                        answer_request(db, Request { write, reply }, Ok(outcome));
                     }
                     return;
                 }
+                // An append needs its own answer (a refusal, or events stored already).
+                Err(e) if is_group_fallback(&e) => break Fallback::PerAppend,
+                // One append holds something the server refused, raced a concurrent writer, or
+                // carries a stale fencing token (ASM02): each gets its own answer.
+                Err(e) if split_group(&e) => break Fallback::OneByOne,
+                Err(e) => {
+                    if let Err(e) = retry.next(e).await {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        return;
+                    }
+                }
             }
-        }
         }
     };
 

@@ -152,8 +152,7 @@ async fn fenced_writes_are_group_committed_and_a_stale_one_is_refused_alone() {
             let leases = store.leases().unwrap();
             let mut refused = 0;
             for _ in 0..ROUNDS {
-                match leases.append_fenced(&lease, vec![Event::new(EventKind::MessageSent, s.id.clone())], None).await
-                {
+                match leases.append_fenced(&lease, vec![Event::new(EventKind::MessageSent, s.id.clone())], None).await {
                     Ok(_) => {}
                     Err(e) if i == 0 && e.code() == ErrorCode::LeaseLost => refused += 1,
                     Err(e) => panic!("fenced append of session {i}: {e}"),
