@@ -91,6 +91,10 @@ async fn fixture() -> Fixture {
     if let Some(writers) = std::env::var("ASM_PG_BENCH_WRITERS").ok().and_then(|w| w.parse().ok()) {
         options = options.writers(writers);
     }
+    // ASM_PG_BENCH_MAX_GROUP: try another group size cap.
+    if let Some(max_group) = std::env::var("ASM_PG_BENCH_MAX_GROUP").ok().and_then(|w| w.parse().ok()) {
+        options = options.max_group(max_group);
+    }
     let store = PostgresSessionStore::connect_with(options).await.expect("open the store");
     let mut sessions = Vec::new();
     for _ in 0..APPENDERS {
