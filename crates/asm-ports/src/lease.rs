@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use asm_core::{Error, ErrorCode, Event, Result, SessionId, Timestamp};
+use asm_core::{Error, ErrorCode, Event, Result, Session, SessionId, Timestamp};
 
 use crate::ExecutionRecord;
 
@@ -45,11 +45,13 @@ impl Lease {
 /// - [`renew`](Self::renew) (the heartbeat) extends the lease while its token is current, also
 ///   after it expired if nobody took it; otherwise [`ErrorCode::LeaseLost`].
 /// - [`release`](Self::release) ends the lease at once (a no-op for a superseded token).
-/// - [`append_fenced`](Self::append_fenced) and [`flush_fenced`](Self::flush_fenced) are
-///   [`SessionStore::append`](crate::SessionStore::append) and
-///   [`SessionStore::flush`](crate::SessionStore::flush) that first check, inside the same
-///   atomic write, that `lease.token` is the session's current token; a stale token is
-///   [`ErrorCode::LeaseLost`] and nothing is written.
+/// - [`append_fenced`](Self::append_fenced), [`flush_fenced`](Self::flush_fenced) and
+///   [`save_session_fenced`](Self::save_session_fenced) are
+///   [`SessionStore::append`](crate::SessionStore::append),
+///   [`SessionStore::flush`](crate::SessionStore::flush) and
+///   [`SessionStore::save_session`](crate::SessionStore::save_session) that first check, inside
+///   the same atomic write, that `lease.token` is the session's current token; a stale token is
+///   [`ErrorCode::LeaseLost`] and nothing is written. (A run save is a flush without events.)
 ///
 /// Expiry is measured on the store's clock, so owners on machines with skewed clocks agree.
 #[async_trait]
@@ -76,6 +78,10 @@ pub trait SessionLeases: Send + Sync + Debug {
 
     /// A flush that is refused unless `lease` is current (see the trait docs).
     async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<Event>>;
+
+    /// A session save that is refused unless `lease` is current (see the trait docs);
+    /// [`ErrorCode::SessionMismatch`] when `session` is not the lease's session.
+    async fn save_session_fenced(&self, lease: &Lease, session: &Session) -> Result<()>;
 }
 
 /// The refusal of [`SessionLeases::acquire`]: `current` holds the session.

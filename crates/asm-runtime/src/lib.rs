@@ -60,7 +60,7 @@ pub use manager::SessionManager;
 pub use options::{
     Continuation, EventCallback, NewSession, RunOnceResult, RunOptions, RunResult, StreamMode, StreamOptions,
 };
-pub use ownership::Ownership;
+pub use ownership::{Ownership, REQUEUED_FROM_KEY, RecoveryPolicy};
 pub use server::{ServerConfig, ServerStatus, SessionServer, ShutdownPolicy};
 pub use stream::EventStream;
 pub use subscription::{EventSubscription, SubscribeOptions};

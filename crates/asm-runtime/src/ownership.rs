@@ -4,8 +4,8 @@
 //! An owning server holds its session's lease ([`asm_ports::SessionLeases`]) for as long as it
 //! runs: it takes the lease before it touches the session (refused with
 //! [`ErrorCode::SessionOwned`], naming the owner, unless asked to wait), renews it every
-//! `lease_ttl / 3`, and releases it when it stops. Every append and run write of the session goes
-//! through the store's fenced writes, which the store refuses ([`ErrorCode::LeaseLost`]) once
+//! `lease_ttl / 3`, and releases it when it stops. Every append, run write and session save of
+//! the session goes through the store's fenced writes, which the store refuses ([`ErrorCode::LeaseLost`]) once
 //! another process took the session over. A server whose lease is lost cancels what it runs and
 //! stops.
 
@@ -40,7 +40,47 @@ pub struct Ownership {
     pub(crate) owner: String,
     pub(crate) lease_ttl: Duration,
     pub(crate) wait: Option<Duration>,
+    pub(crate) recovery: RecoveryPolicy,
 }
+
+/// What a server that takes a session over does with the runs a crashed (or stalled) owner left
+/// `running` ([`Ownership::recovery`]). Such a run has no execution anywhere any more: its
+/// provider call died with its owner. `pending` runs are always queued and executed.
+///
+/// Every choice writes the run's end through the new owner's fenced store, with a
+/// compare-and-set on `running` (a run that ended meanwhile is left as it is), keeps the usage
+/// its provider reported before it was left, and records `reason: owner_lost` in the terminal
+/// event.
+///
+/// ```
+/// use asm_core::ErrorCode;
+/// use asm_runtime::{Ownership, RecoveryPolicy};
+/// let ownership = Ownership::new("worker-7").recovery(RecoveryPolicy::Fail(ErrorCode::LeaseLost));
+/// assert_eq!(ownership.recovery_policy(), RecoveryPolicy::Fail(ErrorCode::LeaseLost));
+/// assert_eq!(RecoveryPolicy::default(), RecoveryPolicy::Cancel);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecoveryPolicy {
+    /// Marked `cancelled` (`run_cancelled`, the orphan rule of
+    /// [`SessionManager::cancel_run`]). The default.
+    #[default]
+    Cancel,
+    /// Marked ended by an error of this code (`run_failed`; the run's `error` has the code and
+    /// `reason: owner_lost`), so callers can tell an owner's loss from other failures. As
+    /// [`Run::fail`] does, [`ErrorCode::Cancelled`] makes the run `cancelled` and
+    /// [`ErrorCode::Timeout`] `timeout`; every other code `failed`.
+    Fail(ErrorCode),
+    /// Tried again: the left run is marked `cancelled` (`reason: requeued`) and a new `pending`
+    /// run with the same input is created (its metadata `requeued_from` names the left run) and
+    /// queued first, before the session's other pending runs, with the server's default run
+    /// options. A provider call the left run had made may so be made twice: choose this only
+    /// for idempotent work.
+    Requeue,
+}
+
+/// The metadata key of a requeued run naming the run it replaces ([`RecoveryPolicy::Requeue`]).
+pub const REQUEUED_FROM_KEY: &str = "requeued_from";
 
 impl Ownership {
     /// Default lease duration.
@@ -49,7 +89,20 @@ impl Ownership {
     /// Ownership under the name `owner` (unique per process: a host name and process id, a pod
     /// name), with a 15 s lease, refusing at once when another owner holds the session.
     pub fn new(owner: impl Into<String>) -> Self {
-        Self { owner: owner.into(), lease_ttl: Self::DEFAULT_LEASE_TTL, wait: None }
+        Self { owner: owner.into(), lease_ttl: Self::DEFAULT_LEASE_TTL, wait: None, recovery: RecoveryPolicy::Cancel }
+    }
+
+    /// What to do on takeover with the runs the previous owner left `running` (default
+    /// [`RecoveryPolicy::Cancel`]).
+    #[must_use]
+    pub fn recovery(mut self, policy: RecoveryPolicy) -> Self {
+        self.recovery = policy;
+        self
+    }
+
+    /// The recovery policy.
+    pub fn recovery_policy(&self) -> RecoveryPolicy {
+        self.recovery
     }
 
     /// How long the lease lasts without a heartbeat (renewed every third of it): after a crash
@@ -207,26 +260,72 @@ pub(crate) async fn release_quietly(store: &DynSessionStore, lease: &Lease) {
 }
 
 /// Recovery after taking a session over: the session's `running` runs that no execution of this
-/// process owns were left by a crashed owner; they are marked `cancelled` (the recovery of
-/// orphaned runs, as [`SessionManager::cancel_run`] does). Pending runs are queued by the caller.
-pub(crate) async fn cancel_orphaned_running(manager: &SessionManager, session_id: &SessionId) -> Result<Vec<RunId>> {
+/// process owns were left by a crashed owner; they end as `policy` says. Returns the runs to
+/// queue before the session's pending ones (the new runs of [`RecoveryPolicy::Requeue`]); the
+/// pending runs are queued by the caller.
+pub(crate) async fn recover_orphaned_running(
+    manager: &SessionManager,
+    session_id: &SessionId,
+    policy: RecoveryPolicy,
+) -> Result<Vec<RunId>> {
     let running = manager.store().list_runs(session_id, &RunQuery::new().status(RunStatus::Running)).await?;
-    let mut cancelled = Vec::new();
+    let mut requeued = Vec::new();
     for run in running {
         if manager.inner.active.lock().contains_key(&run.id) {
             continue;
         }
-        match manager.cancel_run(&run.id).await {
-            Ok(()) => {
-                tracing::info!(%session_id, run_id = %run.id, "orphaned running run cancelled on takeover");
-                cancelled.push(run.id);
+        let (error, reason) = match policy {
+            RecoveryPolicy::Cancel => {
+                match manager.cancel_run(&run.id).await {
+                    Ok(()) => {
+                        tracing::info!(%session_id, run_id = %run.id, "orphaned running run cancelled on takeover")
+                    }
+                    // It ended meanwhile.
+                    Err(error) if error.code() == ErrorCode::InvalidTransition => {}
+                    Err(error) => return Err(error),
+                }
+                continue;
             }
-            // It ended meanwhile.
-            Err(error) if error.code() == ErrorCode::InvalidTransition => {}
-            Err(error) => return Err(error),
+            RecoveryPolicy::Fail(code) => (
+                Error::new(code, format!("run {} was left running by an owner that lost session {session_id}", run.id)),
+                OWNER_LOST,
+            ),
+            RecoveryPolicy::Requeue => (Error::new(ErrorCode::Cancelled, "run cancelled"), REQUEUED),
+        };
+        let input = run.input.clone();
+        let left = run.id.clone();
+        if !end_orphan(manager, run, error.with_detail(REASON, reason), reason).await? {
+            continue;
+        }
+        tracing::info!(%session_id, run_id = %left, ?policy, "orphaned running run ended on takeover");
+        if policy == RecoveryPolicy::Requeue {
+            let mut again = Run::new(session_id.clone(), input);
+            again.metadata.insert(REQUEUED_FROM_KEY.into(), left.as_str().into());
+            manager.store().save_run(&again).await?;
+            tracing::info!(%session_id, run_id = %again.id, requeued_from = %left, "orphaned run requeued");
+            requeued.push(again.id);
         }
     }
-    Ok(cancelled)
+    Ok(requeued)
+}
+
+const REASON: &str = "reason";
+const OWNER_LOST: &str = "owner_lost";
+const REQUEUED: &str = "requeued";
+
+/// Ends a run left `running` with `error` (compare-and-set on `running`, usage reported so far
+/// kept). `false`: it ended meanwhile, nothing written.
+async fn end_orphan(manager: &SessionManager, mut run: Run, error: Error, reason: &str) -> Result<bool> {
+    run.fail(error.clone())?;
+    let mut terminal = crate::execution::terminal_event(&run, &error, Some(reason));
+    let reported = crate::execution::stored_usage_events(manager.store(), &run).await?;
+    crate::execution::keep_reported_usage(&mut run, &mut terminal, &reported);
+    let record = ExecutionRecord::new(run).events(vec![terminal]).expect_status(RunStatus::Running);
+    match manager.store().flush(record).await {
+        Ok(_) => Ok(true),
+        Err(error) if error.code() == ErrorCode::InvalidTransition => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// A store whose appends and run writes of one session are fenced by a lease.
@@ -254,6 +353,9 @@ impl fmt::Debug for FencedStore {
 #[async_trait]
 impl SessionStore for FencedStore {
     async fn save_session(&self, session: &Session) -> Result<()> {
+        if session.id == self.lease.session_id {
+            return self.fence()?.save_session_fenced(&self.lease, session).await;
+        }
         self.inner.save_session(session).await
     }
     async fn get_session(&self, id: &SessionId) -> Result<Session> {

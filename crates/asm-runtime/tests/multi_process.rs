@@ -506,3 +506,98 @@ async fn in_process_takeover_after_expiry_recovers_pending_and_running_runs() {
     assert_eq!(server.await_run(&pending.id, STEP).await.unwrap().output().content, "recovered");
     server.shutdown().await.unwrap();
 }
+
+/// What a dead owner leaves behind, in the memory store: its lease (expiring after 100 ms), a
+/// run left `running` and a `pending` one.
+async fn left_by_a_dead_owner(store: &InMemorySessionStore) -> (SessionId, asm_core::Run, asm_core::Run) {
+    let manager = SessionManager::new(store.clone(), ScriptedAdapter::new());
+    let session = manager.start_session(NewSession::new("a")).await.unwrap();
+    manager.activate_session(&session.id).await.unwrap();
+    let leases = store.leases().unwrap();
+    let ghost = leases.acquire(&session.id, "ghost", Duration::from_millis(100)).await.unwrap();
+    let running = manager.start_run(&session.id, RunInput::user("a"), RunOptions::default()).await.unwrap();
+    let mut started = running.clone();
+    started.transition(RunStatus::Running).unwrap();
+    leases.flush_fenced(&ghost, asm_ports::ExecutionRecord::new(started)).await.unwrap();
+    let pending = manager.start_run(&session.id, RunInput::user("b"), RunOptions::default()).await.unwrap();
+    (session.id, running, pending)
+}
+
+async fn take_over(
+    store: &InMemorySessionStore,
+    session: &SessionId,
+    policy: asm_runtime::RecoveryPolicy,
+) -> SessionServer {
+    SessionServer::start(
+        ServerConfig::new(store.clone(), ScriptedAdapter::replying("recovered"))
+            .attach(session.clone())
+            .ownership(Ownership::new("heir").lease_ttl(Duration::from_secs(5)).wait_for_lease(STEP).recovery(policy)),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn recovery_policy_fail_ends_left_runs_with_the_typed_error_code() {
+    if child_env().is_some() {
+        return;
+    }
+    let store = InMemorySessionStore::new();
+    let (session, running, pending) = left_by_a_dead_owner(&store).await;
+    let server = take_over(&store, &session, asm_runtime::RecoveryPolicy::Fail(ErrorCode::LeaseLost)).await;
+    let left = store.get_run(&running.id).await.unwrap();
+    assert_eq!(left.status, RunStatus::Failed);
+    let error = left.error.expect("the failed run records its error");
+    assert_eq!(error.code(), ErrorCode::LeaseLost, "{error}");
+    assert_eq!(error.details().get("reason").and_then(|v| v.as_str()), Some("owner_lost"));
+    let events = store.get_events(&session, &asm_ports::EventQuery::new().run(running.id.clone())).await.unwrap();
+    let terminal = events.last().unwrap();
+    assert_eq!(terminal.kind, EventKind::RunFailed);
+    assert_eq!(terminal.data.get("reason").and_then(|v| v.as_str()), Some("owner_lost"));
+    assert_eq!(server.await_run(&pending.id, STEP).await.unwrap().output().content, "recovered");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn recovery_policy_requeue_runs_the_left_input_again_first() {
+    if child_env().is_some() {
+        return;
+    }
+    let store = InMemorySessionStore::new();
+    let (session, running, pending) = left_by_a_dead_owner(&store).await;
+    let server = take_over(&store, &session, asm_runtime::RecoveryPolicy::Requeue).await;
+    let left = store.get_run(&running.id).await.unwrap();
+    assert_eq!(left.status, RunStatus::Cancelled);
+    let runs = store.list_runs(&session, &asm_ports::RunQuery::new()).await.unwrap();
+    let again: Vec<_> = runs
+        .iter()
+        .filter(|r| {
+            r.metadata.get(asm_runtime::REQUEUED_FROM_KEY).and_then(|v| v.as_str()) == Some(running.id.as_str())
+        })
+        .collect();
+    assert_eq!(again.len(), 1, "one new run for the left one: {runs:?}");
+    assert_eq!(again[0].input, running.input);
+    let again = again[0].id.clone();
+    let first = server.await_run(&again, STEP).await.unwrap();
+    assert_eq!(first.output().content, "recovered");
+    let second = server.await_run(&pending.id, STEP).await.unwrap();
+    assert_eq!(second.output().content, "recovered");
+    // Requeued first: it started before the session's other pending run.
+    let (a, b) = (store.get_run(&again).await.unwrap(), store.get_run(&pending.id).await.unwrap());
+    assert!(a.started_at <= b.started_at, "the requeued run runs first");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn recovery_policy_default_cancels_left_runs() {
+    if child_env().is_some() {
+        return;
+    }
+    assert_eq!(Ownership::new("x").recovery_policy(), asm_runtime::RecoveryPolicy::Cancel);
+    let store = InMemorySessionStore::new();
+    let (session, running, pending) = left_by_a_dead_owner(&store).await;
+    let server = take_over(&store, &session, asm_runtime::RecoveryPolicy::default()).await;
+    assert_eq!(store.get_run(&running.id).await.unwrap().status, RunStatus::Cancelled);
+    assert_eq!(server.await_run(&pending.id, STEP).await.unwrap().output().content, "recovered");
+    server.shutdown().await.unwrap();
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::RwLock;
 
-use asm_core::{Event, Result, SessionId, Timestamp};
+use asm_core::{Event, Result, Session, SessionId, Timestamp};
 use asm_ports::{ExecutionRecord, Lease, SessionLeases, SessionStore, batch_session, lease_lost, session_owned};
 
 use crate::InMemorySessionStore;
@@ -97,5 +97,16 @@ impl SessionLeases for InMemorySessionStore {
         let written = self.flush(record).await;
         drop(table);
         written
+    }
+
+    async fn save_session_fenced(&self, lease: &Lease, session: &Session) -> Result<()> {
+        if session.id != lease.session_id {
+            return Err(asm_core::Error::new(asm_core::ErrorCode::SessionMismatch, "a save of another session"));
+        }
+        let table = self.inner.leases.table.read().await;
+        check(&table, lease)?;
+        let saved = self.save_session(session).await;
+        drop(table);
+        saved
     }
 }

@@ -9,11 +9,15 @@
 //! the bench works in a schema of its own and drops it at the end. All writes are durable
 //! (the server's `synchronous_commit`, `on` by default).
 //!
+//! 0. median latency, one caller, interleaved samples (printed before criterion's output): a raw
+//!    `SELECT 1`, a raw one-row `INSERT`, the store's `append_event` and a fenced append, as
+//!    ratios to the round trip and to the raw insert;
 //! 1. latency, one caller: a raw `SELECT 1` (one loopback round trip), a raw single-row
 //!    `INSERT` in autocommit (one round trip + one WAL flush), and the store's `append_event`;
 //! 2. throughput: raw 100-row multi-row `INSERT`s (one connection, autocommit), raw single-row
 //!    `INSERT`s from 64 connections at once, and the store with 64 concurrent appenders (one
-//!    event per call), each on its own session and all on one session.
+//!    event per call), each on its own session, each on its own session owned through a lease
+//!    (fenced appends), and all on one session.
 //!
 //! The raw table has the store's event columns and indexes (primary key `(session_id,
 //! sequence)`, unique id), and the raw rows carry the same JSON.
@@ -23,7 +27,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use asm_core::{Event, EventKind, RunId, Session, SessionId};
-use asm_ports::{SessionStore, SessionStoreExt};
+use asm_ports::{Lease, SessionStore, SessionStoreExt};
 use asm_store_postgres::{PostgresOptions, PostgresSessionStore};
 use criterion::{Criterion, Throughput};
 use tokio_postgres::types::{Json, ToSql};
@@ -59,6 +63,8 @@ struct Fixture {
     schema: String,
     store: PostgresSessionStore,
     sessions: Vec<Session>,
+    /// Sessions owned through leases (fenced appends), one per appender.
+    owned: Vec<Lease>,
     run: RunId,
     /// Raw sequence numbers (one raw "session" per fixture).
     raw_sequence: Arc<AtomicI64>,
@@ -85,6 +91,10 @@ async fn fixture() -> Fixture {
     if let Some(writers) = std::env::var("ASM_PG_BENCH_WRITERS").ok().and_then(|w| w.parse().ok()) {
         options = options.writers(writers);
     }
+    // ASM_PG_BENCH_MAX_GROUP: try another group size cap.
+    if let Some(max_group) = std::env::var("ASM_PG_BENCH_MAX_GROUP").ok().and_then(|w| w.parse().ok()) {
+        options = options.max_group(max_group);
+    }
     let store = PostgresSessionStore::connect_with(options).await.expect("open the store");
     let mut sessions = Vec::new();
     for _ in 0..APPENDERS {
@@ -92,10 +102,18 @@ async fn fixture() -> Fixture {
         store.save_session(&session).await.expect("save_session");
         sessions.push(session);
     }
+    let mut owned = Vec::new();
+    for i in 0..APPENDERS {
+        let session = Session::new("bench-owned").expect("session");
+        store.save_session(&session).await.expect("save_session");
+        let leases = store.leases().expect("leases");
+        owned.push(leases.acquire(&session.id, &format!("bench-{i}"), Duration::from_secs(3600)).await.expect("lease"));
+    }
     Fixture {
         schema,
         store,
         sessions,
+        owned,
         run: RunId::new(),
         raw_sequence: Arc::new(AtomicI64::new(0)),
         raw_session: Uuid::now_v7(),
@@ -252,6 +270,37 @@ fn throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Fixture) {
     });
     drop(clients);
 
+    // Fenced: every appender owns its session (SessionLeases::append_fenced); the fencing
+    // token is checked in the group-commit writer's transaction, so these batch like the rest.
+    group.bench_function("store_64_fenced_appenders_64_owned_sessions", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let store = fx.store.clone();
+            let owned = fx.owned.clone();
+            let run = fx.run.clone();
+            async move {
+                let started = Instant::now();
+                let tasks: Vec<_> = owned
+                    .into_iter()
+                    .map(|lease| {
+                        let store = store.clone();
+                        let run = run.clone();
+                        tokio::spawn(async move {
+                            let leases = store.leases().expect("leases");
+                            for i in 0..iters {
+                                let e = event(&lease.session_id, &run, i);
+                                leases.append_fenced(&lease, vec![e], None).await.expect("fenced append");
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("appender");
+                }
+                started.elapsed()
+            }
+        });
+    });
+
     for (name, one_session) in [("store_64_appenders_64_sessions", false), ("store_64_appenders_1_session", true)] {
         group.bench_function(name, |b| {
             b.to_async(rt).iter_custom(|iters| {
@@ -284,6 +333,74 @@ fn throughput(c: &mut Criterion, rt: &tokio::runtime::Runtime, fx: &Fixture) {
     group.finish();
 }
 
+/// The median of `samples` (sorted in place).
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Medians of single-caller latencies, interleaved in one loop so that all see the same load:
+/// a raw `SELECT 1` (one loopback round trip), a raw one-row autocommit `INSERT` (a round trip
+/// and a WAL flush), the store's `append_event` and a fenced append. Printed as ratios to the
+/// round trip and to the raw durable insert (criterion reports means; the target is a median).
+fn median_latency(rt: &tokio::runtime::Runtime, fx: &Fixture) {
+    const SAMPLES: usize = 400;
+    rt.block_on(async {
+        let client = Raw::connect().await;
+        let select = client.client.prepare("SELECT 1").await.expect("prepare");
+        let session = &fx.sessions[1];
+        let lease = &fx.owned[1];
+        let leases = fx.store.leases().expect("leases");
+        let (mut rtt, mut raw, mut append, mut fenced) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for n in 0..SAMPLES as u64 + 20 {
+            let t = Instant::now();
+            client.client.query_one(&select, &[]).await.expect("select");
+            let a = t.elapsed();
+            let t = Instant::now();
+            let first = fx.raw_sequence.fetch_add(1, Ordering::SeqCst) + 1;
+            raw_insert(&client, &fx.schema, fx.raw_session, first, 1).await;
+            let b = t.elapsed();
+            let t = Instant::now();
+            fx.store.append_event(event(&session.id, &fx.run, n)).await.expect("append");
+            let c = t.elapsed();
+            let t = Instant::now();
+            leases.append_fenced(lease, vec![event(&lease.session_id, &fx.run, n)], None).await.expect("fenced");
+            let d = t.elapsed();
+            // The first rounds warm the statement caches.
+            if n >= 20 {
+                rtt.push(a);
+                raw.push(b);
+                append.push(c);
+                fenced.push(d);
+            }
+        }
+        let (rtt, raw, append, fenced) = (median(&mut rtt), median(&mut raw), median(&mut append), median(&mut fenced));
+        let ratio = |x: Duration, y: Duration| x.as_secs_f64() / y.as_secs_f64();
+        #[allow(clippy::print_stdout)]
+        {
+            println!("median latency over {SAMPLES} interleaved samples (one caller):");
+            println!("  raw SELECT 1 round trip        {:>9.1} us", rtt.as_secs_f64() * 1e6);
+            println!(
+                "  raw 1-row INSERT (autocommit)  {:>9.1} us  = {:.2} round trips",
+                raw.as_secs_f64() * 1e6,
+                ratio(raw, rtt)
+            );
+            println!(
+                "  store append_event             {:>9.1} us  = {:.2} round trips, {:.2}x the raw insert",
+                append.as_secs_f64() * 1e6,
+                ratio(append, rtt),
+                ratio(append, raw)
+            );
+            println!(
+                "  store append_fenced            {:>9.1} us  = {:.2} round trips, {:.2}x the raw insert",
+                fenced.as_secs_f64() * 1e6,
+                ratio(fenced, rtt),
+                ratio(fenced, raw)
+            );
+        }
+    });
+}
+
 fn main() {
     let mut c = Criterion::default()
         .sample_size(10)
@@ -292,6 +409,7 @@ fn main() {
         .configure_from_args();
     let rt = runtime();
     let fx = rt.block_on(fixture());
+    median_latency(&rt, &fx);
     latency(&mut c, &rt, &fx);
     throughput(&mut c, &rt, &fx);
     let Fixture { schema, store, .. } = fx;

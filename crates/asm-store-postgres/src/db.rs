@@ -14,7 +14,9 @@ use crate::codec::{self, EVENT_COLUMNS, SESSION_COLUMNS, uuid_of};
 use crate::error::{Class, DbError};
 use crate::listener::Waiters;
 use crate::migrate::quoted;
-use crate::write::{GroupParams, Outcome, Write};
+use crate::write::{Fences, GroupParams, Outcome, Write};
+use asm_core::Error;
+use asm_ports::Lease;
 
 /// The SQL of the fixed statements, with the schema filled in.
 #[derive(Debug)]
@@ -28,6 +30,7 @@ struct Sql {
     latest_sequence: String,
     write: String,
     append_group: String,
+    check_fences: String,
 }
 
 impl Sql {
@@ -53,6 +56,17 @@ impl Sql {
             write: format!(
                 "SELECT * FROM {q}.asm_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
                  $16, $17, $18, $19, $20, $21, $22, $23, $24)"
+            ),
+            // One set-based statement: the group's lease rows locked FOR SHARE in session order
+            // (a grant updates the row, so none can commit between this check and the commit);
+            // a row that waited for a grant is re-read at its newest version, as READ COMMITTED
+            // does for locking reads. asm_check_fence is called only for a token that does not
+            // match (or a session without a lease), and raises ASM02 with the current owner.
+            check_fences: format!(
+                "WITH locked AS MATERIALIZED (SELECT l.session_id, l.token FROM {q}.asm_session_leases l \
+                 WHERE l.session_id = ANY($1::uuid[]) ORDER BY l.session_id FOR SHARE) \
+                 SELECT {q}.asm_check_fence(u.s, u.t) FROM unnest($1::uuid[], $2::bigint[]) AS u(s, t) \
+                 LEFT JOIN locked k ON k.session_id = u.s AND k.token = u.t WHERE k.session_id IS NULL"
             ),
             append_group: format!(
                 "SELECT o_session, o_base FROM {q}.asm_append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
@@ -85,11 +99,6 @@ impl Db {
         Ok(self.pool.get().await?)
     }
 
-    /// The SQL of one `asm_write` call (the fenced writes of `lease` send it too).
-    pub(crate) fn write_sql(&self) -> &str {
-        &self.sql.write
-    }
-
     /// The quoted schema name.
     pub(crate) fn schema_sql(&self) -> &str {
         &self.sql.schema
@@ -104,28 +113,41 @@ impl Db {
         Ok(client.query_opt(&stmt, &[&id]).await?.is_some())
     }
 
-    pub(crate) async fn save_session(&self, session: &Session) -> Result<(), DbError> {
+    /// Saves `session`; with `fence`, only while that lease is current (checked in the same
+    /// transaction, one pipelined round trip): `Ok(Some(refusal))` otherwise, nothing written.
+    pub(crate) async fn save_session(
+        &self,
+        session: &Session,
+        fence: Option<&Lease>,
+    ) -> Result<Option<Error>, DbError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.sql.save_session).await?;
         let parent = session.parent_session_id.as_ref().map(|p| uuid_of(p.as_str()));
-        client
-            .execute(
-                &stmt,
-                &[
-                    &uuid_of(session.id.as_str()),
-                    &session.agent_id,
-                    &session.status.as_str(),
-                    &parent,
-                    &Json(&session.metadata),
-                    &Json(&session.context),
-                    &session.tags,
-                    &session.created_at,
-                    &session.updated_at,
-                    &session.deleted_at,
-                ],
-            )
-            .await?;
-        Ok(())
+        let id = uuid_of(session.id.as_str());
+        let metadata = Json(&session.metadata);
+        let context = Json(&session.context);
+        let status = session.status.as_str();
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &id,
+            &session.agent_id,
+            &status,
+            &parent,
+            &metadata,
+            &context,
+            &session.tags,
+            &session.created_at,
+            &session.updated_at,
+            &session.deleted_at,
+        ];
+        let Some(lease) = fence else {
+            client.execute(&stmt, &params).await?;
+            return Ok(None);
+        };
+        let fences = Fences::one(id, lease.token);
+        match self.in_fenced_transaction(&client, &fences, client.execute(&stmt, &params)).await {
+            Ok(_) => Ok(None),
+            Err(e) => self.fence_refusal(e, lease, &session.id).await.map(Some),
+        }
     }
 
     pub(crate) async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, DbError> {
@@ -272,13 +294,58 @@ impl Db {
         rows.iter().map(codec::event_row).collect::<Result<Vec<_>, _>>().map(Some)
     }
 
-    /// One write in its own (implicit) transaction: one round trip.
+    /// One write in its own transaction: one round trip (a fenced write pipelines `BEGIN`, the
+    /// fence check, the write and `COMMIT`).
     pub(crate) async fn write_one(&self, write: &Write, retry: bool) -> Result<Outcome, DbError> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.sql.write).await?;
         let params = write.params(retry);
-        let rows = client.query(&stmt, &params.as_sql()).await?;
+        let sql_params = params.as_sql();
+        let rows = match (&write.fence, Fences::of(std::slice::from_ref(write))) {
+            (Some(lease), Some(fences)) => {
+                match self.in_fenced_transaction(&client, &fences, client.query(&stmt, &sql_params)).await {
+                    Ok(rows) => rows,
+                    Err(e) => return Ok(Outcome::Refused(self.fence_refusal(e, lease, &write.batch.session).await?)),
+                }
+            }
+            _ => client.query(&stmt, &sql_params).await?,
+        };
         write.outcome(&rows)
+    }
+
+    /// Runs `work` (statements on `client`, not yet polled) in one transaction after the fence
+    /// check of `fences`, pipelined: `BEGIN`, the check, the work and `COMMIT` go out together
+    /// (one round trip, one WAL flush). A failed check aborts the transaction (its `COMMIT` is
+    /// a rollback) and is returned as the error (SQLSTATE `ASM02`, see [`crate::lease`]).
+    pub(crate) async fn in_fenced_transaction<T>(
+        &self,
+        client: &Object,
+        fences: &Fences,
+        work: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, DbError> {
+        let check = client.prepare_cached(&self.sql.check_fences).await?;
+        let (begun, checked, done, committed) = futures::future::join4(
+            client.batch_execute("BEGIN"),
+            client.execute(&check, &fences.as_sql()),
+            work,
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        begun?;
+        // The check's error is the cause; the work's error after it only says "aborted".
+        checked?;
+        let done = done?;
+        committed?;
+        Ok(done)
+    }
+
+    /// The typed refusal of a fenced write whose check failed, or `error` when it is not one.
+    async fn fence_refusal(&self, error: DbError, lease: &Lease, session: &SessionId) -> Result<Error, DbError> {
+        let Some((owner, current)) = crate::lease::fence_refusal(&error) else { return Err(error) };
+        if owner.is_none() && !self.session_exists(&self.client().await?, uuid_of(session.as_str())).await? {
+            return Ok(crate::error::session_not_found(session));
+        }
+        Ok(asm_ports::lease_lost(lease, current, owner.as_deref()))
     }
 
     /// The fast path of group commit: every append of the group in one statement (one round
@@ -288,7 +355,11 @@ impl Db {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.sql.append_group).await?;
         let params = GroupParams::new(writes);
-        let rows = client.query(&stmt, &params.as_sql()).await?;
+        let sql_params = params.as_sql();
+        let rows = match Fences::of(writes) {
+            None => client.query(&stmt, &sql_params).await?,
+            Some(fences) => self.in_fenced_transaction(&client, &fences, client.query(&stmt, &sql_params)).await?,
+        };
         let mut session_base: HashMap<Uuid, i64> = HashMap::with_capacity(rows.len());
         for row in rows {
             session_base.insert(row.try_get(0)?, row.try_get(1)?);
@@ -313,9 +384,23 @@ impl Db {
         let params: Vec<_> = writes.iter().map(|w| w.params(retry)).collect();
         let sql_params: Vec<[&(dyn ToSql + Sync); 24]> = params.iter().map(|p| p.as_sql()).collect();
         let calls = futures::future::join_all(sql_params.iter().map(|p| client.query(&stmt, p)));
-        let (begun, results, committed) =
-            futures::future::join3(client.batch_execute("BEGIN"), calls, client.batch_execute("COMMIT")).await;
+        let fences = Fences::of(writes);
+        let check = match &fences {
+            Some(_) => Some(client.prepare_cached(&self.sql.check_fences).await?),
+            None => None,
+        };
+        // The fence check (when a write is fenced) right after BEGIN, in the same pipeline.
+        let checked = async {
+            match (&check, &fences) {
+                (Some(check), Some(fences)) => client.execute(check, &fences.as_sql()).await.map(drop),
+                _ => Ok(()),
+            }
+        };
+        let (begun, checked, results, committed) =
+            futures::future::join4(client.batch_execute("BEGIN"), checked, calls, client.batch_execute("COMMIT")).await;
         begun?;
+        // A failed fence check aborted the transaction: its error is the cause.
+        checked?;
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut failure: Option<DbError> = None;
         for (write, result) in writes.iter().zip(results) {

@@ -1,9 +1,12 @@
 //! Session leases and fenced writes ([`SessionLeases`]), on the table and functions of
 //! `migrations/0002_session_leases.sql`.
 //!
-//! A fenced write is one transaction sent in one round trip (pipelined): `BEGIN`,
-//! `asm_check_fence` (the lease row `FOR SHARE`, SQLSTATE `ASM02` for a stale token), the usual
-//! `asm_write`, `COMMIT`. A stale token aborts the transaction, so nothing of the write is kept.
+//! A fenced write is an ordinary write request carrying its lease: it goes through the
+//! group-commit writer like every other write ([`crate::writer`]), whose transaction checks the
+//! fencing tokens of its group (`asm_check_fence`: the lease row `FOR SHARE`, SQLSTATE `ASM02`
+//! for a stale token) before it writes, in the same pipelined round trip. A stale token aborts
+//! the transaction, so nothing of the write is kept. A fenced session save is the same check and
+//! the session upsert in one pipelined transaction.
 
 use std::time::Duration;
 
@@ -11,23 +14,18 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use asm_core::{Event, Result, SessionId, Timestamp};
+use asm_core::{Event, Result, Session, SessionId, Timestamp};
 use asm_ports::{ExecutionRecord, Lease, SessionLeases, batch_session, lease_lost, session_owned};
 
+use crate::PostgresSessionStore;
 use crate::codec::uuid_of;
 use crate::db::Db;
 use crate::error::{DbError, decode, session_not_found};
-use crate::retry::Retry;
-use crate::write::{Batch, Outcome, Write};
-use crate::{Inner, PostgresSessionStore};
+use crate::write::{Batch, Write, token_sql};
 
 /// Milliseconds of a lease duration, at least 1.
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
-}
-
-fn token_sql(token: u64) -> i64 {
-    i64::try_from(token).unwrap_or(i64::MAX)
 }
 
 fn lease_row(session_id: &SessionId, row: &Row, offset: usize) -> std::result::Result<Lease, DbError> {
@@ -40,7 +38,7 @@ fn lease_row(session_id: &SessionId, row: &Row, offset: usize) -> std::result::R
 
 /// Whether `error` is the fence check's refusal; its DETAIL and HINT carry the current owner and
 /// token.
-fn fence_refusal(error: &DbError) -> Option<(Option<String>, Option<u64>)> {
+pub(crate) fn fence_refusal(error: &DbError) -> Option<(Option<String>, Option<u64>)> {
     let DbError::Postgres(e) = error else { return None };
     let db = e.as_db_error()?;
     if db.code().code() != "ASM02" {
@@ -106,69 +104,6 @@ impl Db {
         let sql = format!("SELECT 1 FROM {}.asm_sessions WHERE id = $1", self.schema_sql());
         let stmt = client.prepare_cached(&sql).await?;
         Ok(client.query_opt(&stmt, &[&session]).await?.is_some())
-    }
-
-    /// One fenced write: check and write in one pipelined transaction.
-    async fn write_fenced(&self, lease: &Lease, write: &Write, retry: bool) -> Result<Outcome, DbError> {
-        let client = self.client().await?;
-        let check = client.prepare_cached(&format!("SELECT {}.asm_check_fence($1, $2)", self.schema_sql())).await?;
-        let stmt = client.prepare_cached(self.write_sql()).await?;
-        let params = write.params(retry);
-        let sql_params = params.as_sql();
-        let session = write.batch.session_uuid;
-        let token = token_sql(lease.token);
-        let (begun, checked, rows, committed) = futures::future::join4(
-            client.batch_execute("BEGIN"),
-            client.execute(&check, &[&session, &token]),
-            client.query(&stmt, &sql_params),
-            client.batch_execute("COMMIT"),
-        )
-        .await;
-        begun?;
-        if let Err(e) = checked {
-            // The transaction aborted: COMMIT rolled it back.
-            let error = DbError::Postgres(e);
-            if let Some((owner, current)) = fence_refusal(&error) {
-                if owner.is_none() && !self.session_known(session).await? {
-                    return Ok(Outcome::Refused(session_not_found(&write.batch.session)));
-                }
-                return Ok(Outcome::Refused(lease_lost(lease, current, owner.as_deref())));
-            }
-            return Err(error);
-        }
-        let rows = rows?;
-        committed?;
-        write.outcome(&rows)
-    }
-}
-
-impl Inner {
-    async fn fenced(&self, lease: Lease, write: Write) -> Result<Vec<Event>> {
-        if write.batch.session != lease.session_id {
-            return Err(asm_core::Error::new(
-                asm_core::ErrorCode::SessionMismatch,
-                format!("a write of session {} under the lease of session {}", write.batch.session, lease.session_id),
-            ));
-        }
-        let mut retry = Retry::new(self.options.retry, "fenced write");
-        let outcome = loop {
-            match self.db.write_fenced(&lease, &write, retry.failures() > 0).await {
-                Ok(outcome) => break outcome,
-                Err(e) => retry.next(e).await?,
-            }
-        };
-        match outcome {
-            Outcome::Refused(e) => Err(e),
-            Outcome::Written { base, stored } => {
-                let session = write.batch.session_uuid;
-                let wrote_new = stored.len() < write.unique_len();
-                let events = write.finish(base, stored);
-                if wrote_new {
-                    self.db.waiters.wake(&session);
-                }
-                Ok(events)
-            }
-        }
     }
 }
 
@@ -246,15 +181,32 @@ impl SessionLeases for PostgresSessionStore {
     ) -> Result<Vec<Event>> {
         let session_id = batch_session(&events)?.clone();
         let batch = Batch::new(session_id, events, self.inner.options.max_event_bytes)?;
-        let write = Write::append(batch, expected_last_sequence);
-        let lease = lease.clone();
-        self.spawn(|inner| async move { inner.fenced(lease, write).await }).await
+        let write = Write::append(batch, expected_last_sequence).fenced(lease.clone())?;
+        self.inner.queue.submit(write).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %lease.session_id, token = lease.token))]
     async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<Event>> {
-        let write = Write::flush(record, self.inner.options.max_event_bytes)?;
-        let lease = lease.clone();
-        self.spawn(|inner| async move { inner.fenced(lease, write).await }).await
+        let write = Write::flush(record, self.inner.options.max_event_bytes)?.fenced(lease.clone())?;
+        self.inner.queue.submit(write).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(session_id = %lease.session_id, token = lease.token))]
+    async fn save_session_fenced(&self, lease: &Lease, session: &Session) -> Result<()> {
+        if session.id != lease.session_id {
+            return Err(asm_core::Error::new(
+                asm_core::ErrorCode::SessionMismatch,
+                format!("a save of session {} under the lease of session {}", session.id, lease.session_id),
+            ));
+        }
+        let (lease, session) = (lease.clone(), session.clone());
+        self.spawn(|inner| async move {
+            let db = &inner.db;
+            match inner.retrying("save_session", || db.save_session(&session, Some(&lease))).await? {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
+            }
+        })
+        .await
     }
 }

@@ -15,16 +15,18 @@
 //!   "no event after a run's end" are checked while that row is held; refusals write nothing;
 //! - event ids are unique (`UNIQUE (id)`), `(session_id, sequence)` is the primary key, and a
 //!   duplicate id returns the stored event, also across sessions;
-//! - concurrent appends are **group-committed**: writer tasks commit every append waiting in
+//! - concurrent writes are **group-committed**: writer tasks commit every append waiting in
 //!   one set-based statement (`asm_append_group`: one round trip, one WAL flush), falling back to
-//!   `asm_write` per append when one of them needs its own answer;
+//!   `asm_write` per write (in one pipelined transaction) when one of them needs its own answer
+//!   or is a flush; fenced and unfenced writes share that one path;
 //! - transient failures (a lost connection, the server restarting) are retried with backoff
 //!   ([`RetryPolicy`]); when the server stays unreachable the call fails with
 //!   [`ErrorCode::StorageConnectionFailed`](asm_core::ErrorCode::StorageConnectionFailed)
 //!   (retryable), and the pool reconnects by itself once the server is back;
 //! - session ownership: [`SessionLeases`](asm_ports::SessionLeases) grants one lease per
-//!   session (owner, fencing token, expiry on the server's clock, heartbeat); fenced appends and
-//!   flushes check the token in the same transaction as the write, so a stale owner's write is
+//!   session (owner, fencing token, expiry on the server's clock, heartbeat); fenced appends,
+//!   flushes and session saves carry the token into the group-commit writer, which checks it in
+//!   SQL in the same transaction as the write, so a stale owner's write is
 //!   [`ErrorCode::LeaseLost`](asm_core::ErrorCode::LeaseLost) and writes nothing;
 //! - the schema is created and upgraded by embedded, versioned migrations; a schema that is
 //!   newer than this build, or unknown, is
@@ -79,7 +81,7 @@ use error::{DbError, run_not_found, session_not_found};
 use listener::Waiters;
 pub use options::{PostgresOptions, RetryPolicy};
 use retry::Retry;
-use write::{Batch, Outcome, Write};
+use write::{Batch, Write};
 use writer::Queue;
 
 /// A [`SessionStore`] on PostgreSQL (15 or newer).
@@ -257,29 +259,6 @@ impl Inner {
             .ok_or_else(|| session_not_found(session_id))
     }
 
-    /// A flush, outside the append queue: one call in its own transaction.
-    async fn write_direct(&self, write: Write) -> Result<Vec<Event>> {
-        let mut retry = Retry::new(self.options.retry, "flush");
-        let outcome = loop {
-            match self.db.write_one(&write, retry.failures() > 0).await {
-                Ok(outcome) => break outcome,
-                Err(e) => retry.next(e).await?,
-            }
-        };
-        match outcome {
-            Outcome::Refused(e) => Err(e),
-            Outcome::Written { base, stored } => {
-                let session = write.batch.session_uuid;
-                let wrote_new = stored.len() < write.unique_len();
-                let events = write.finish(base, stored);
-                if wrote_new {
-                    self.db.waiters.wake(&session);
-                }
-                Ok(events)
-            }
-        }
-    }
-
     async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
         let Some(wait) = query.wait.filter(|wait| !wait.is_zero()) else {
             return self.read_events(session_id, query).await;
@@ -342,7 +321,10 @@ impl SessionStore for PostgresSessionStore {
         let session = session.clone();
         self.spawn(|inner| async move {
             let db = &inner.db;
-            inner.retrying("save_session", || db.save_session(&session)).await
+            match inner.retrying("save_session", || db.save_session(&session, None)).await? {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
+            }
         })
         .await
     }
@@ -387,7 +369,7 @@ impl SessionStore for PostgresSessionStore {
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %run.session_id, run_id = %run.id))]
     async fn save_run(&self, run: &Run) -> Result<()> {
         let write = Write::flush(ExecutionRecord::new(run.clone()), self.inner.options.max_event_bytes)?;
-        self.spawn(|inner| async move { inner.write_direct(write).await.map(drop) }).await
+        self.inner.queue.submit(write).await.map(drop)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(run_id = %id))]
@@ -450,7 +432,7 @@ impl SessionStore for PostgresSessionStore {
     )]
     async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
         let write = Write::flush(record, self.inner.options.max_event_bytes)?;
-        self.spawn(|inner| async move { inner.write_direct(write).await }).await
+        self.inner.queue.submit(write).await
     }
 
     fn capabilities(&self) -> StoreCapabilities {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use asm_core::{Error, ErrorCode, Event, EventId, JsonMap, Result, Run, RunStatus, SessionId, Timestamp};
-use asm_ports::ExecutionRecord;
+use asm_ports::{ExecutionRecord, Lease};
 use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
@@ -87,23 +87,48 @@ pub(crate) enum Kind {
     Flush { run: Box<Run>, session_metadata: JsonMap, expected_status: Option<RunStatus> },
 }
 
-/// One call of `asm_write`.
+/// One write request of one session, as the group-commit writer takes it: an append or a flush,
+/// and, for a session owned through [`SessionLeases`](asm_ports::SessionLeases), the lease
+/// whose fencing token the write's transaction checks (`asm_check_fence`) before it writes.
 #[derive(Debug)]
 pub(crate) struct Write {
     pub(crate) batch: Batch,
     pub(crate) kind: Kind,
+    /// The lease the write is fenced by; `None` for an unfenced write.
+    pub(crate) fence: Option<Lease>,
 }
 
 impl Write {
     pub(crate) fn append(batch: Batch, expected_last_sequence: Option<u64>) -> Self {
-        Self { batch, kind: Kind::Append { expected_last_sequence } }
+        Self { batch, kind: Kind::Append { expected_last_sequence }, fence: None }
+    }
+
+    /// The same write, fenced by `lease`.
+    ///
+    /// # Errors
+    /// [`ErrorCode::SessionMismatch`] when the lease is of another session.
+    pub(crate) fn fenced(mut self, lease: Lease) -> Result<Self> {
+        if self.batch.session != lease.session_id {
+            return Err(Error::new(
+                ErrorCode::SessionMismatch,
+                format!("a write of session {} under the lease of session {}", self.batch.session, lease.session_id),
+            ));
+        }
+        self.fence = Some(lease);
+        Ok(self)
+    }
+
+    /// Whether the write is a flush (a run write), which the set-based append statement
+    /// cannot carry.
+    pub(crate) fn is_flush(&self) -> bool {
+        matches!(self.kind, Kind::Flush { .. })
     }
 
     pub(crate) fn flush(record: ExecutionRecord, max_event_bytes: usize) -> Result<Self> {
         asm_ports::check_flush_record(&record)?;
         let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
         let batch = Batch::new(run.session_id.clone(), events, max_event_bytes)?;
-        Ok(Self { batch, kind: Kind::Flush { run: Box::new(run), session_metadata, expected_status } })
+        Ok(Self { batch, kind: Kind::Flush { run: Box::new(run), session_metadata, expected_status }, fence: None })
     }
 
     /// How many distinct events the write carries.
@@ -364,6 +389,45 @@ impl Params<'_> {
             &self.meta,
         ]
     }
+}
+
+/// The fencing tokens a group of writes checks inside its transaction: one pair per distinct
+/// (session, token), sorted by session (the order the lease rows are locked in, before any head
+/// row: the lock order of `migrations/0002_session_leases.sql`).
+#[derive(Debug)]
+pub(crate) struct Fences {
+    sessions: Vec<Uuid>,
+    tokens: Vec<i64>,
+}
+
+impl Fences {
+    /// The fences of `writes`; `None` when none of them is fenced.
+    pub(crate) fn of(writes: &[Write]) -> Option<Self> {
+        let mut pairs: Vec<(Uuid, i64)> = writes
+            .iter()
+            .filter_map(|w| w.fence.as_ref().map(|lease| (w.batch.session_uuid, token_sql(lease.token))))
+            .collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        pairs.sort_unstable();
+        pairs.dedup();
+        Some(Self { sessions: pairs.iter().map(|p| p.0).collect(), tokens: pairs.iter().map(|p| p.1).collect() })
+    }
+
+    /// The fence of one session.
+    pub(crate) fn one(session: Uuid, token: u64) -> Self {
+        Self { sessions: vec![session], tokens: vec![token_sql(token)] }
+    }
+
+    pub(crate) fn as_sql(&self) -> [&(dyn ToSql + Sync); 2] {
+        [&self.sessions, &self.tokens]
+    }
+}
+
+/// A fencing token as PostgreSQL's `bigint` (a token beyond it never matches a stored one).
+pub(crate) fn token_sql(token: u64) -> i64 {
+    i64::try_from(token).unwrap_or(i64::MAX)
 }
 
 /// The parameters of `asm_append_group` for a group of appends (see the migration), in order.

@@ -1,6 +1,7 @@
-//! Group commit of appends.
+//! Group commit of every write of events and runs: appends and flushes (run saves are flushes),
+//! fenced or not.
 //!
-//! Appends go to a queue; writer tasks (two by default) each take every append waiting (up to
+//! Writes go to a queue; writer tasks (two by default) each take every append waiting (up to
 //! `max_group`) and commit them together with **one statement** (`asm_append_group`): one round
 //! trip and one WAL flush for the whole group, set-based on the server. With one append waiting
 //! it is the same statement for one append: one round trip. A writer that gathered a small group
@@ -15,6 +16,15 @@
 //! append of the same id) makes the appends commit one by one, so only the culprit fails.
 //! Connection failures are retried with backoff, the whole group at once: safe, because every
 //! append is idempotent by event id.
+//!
+//! Fencing: a write of a session owned through [`SessionLeases`](asm_ports::SessionLeases)
+//! carries its lease. A group holding fenced writes runs in one pipelined transaction: `BEGIN`,
+//! one statement checking every fencing token of the group (`asm_check_fence` per lease row, in
+//! session order, each row held `FOR SHARE` until the commit), the group's statement, `COMMIT`:
+//! still one round trip and one WAL flush. A stale token aborts the whole transaction (SQLSTATE
+//! `ASM02`); the group then commits one by one, and the stale owner's writes get
+//! [`ErrorCode::LeaseLost`] while the others are written.
+//! A group holding a flush goes straight to the per-write path (`asm_write`, one transaction).
 
 use std::sync::Arc;
 
@@ -140,25 +150,32 @@ async fn commit_group(db: &Db, mut group: Vec<Request>, policy: RetryPolicy) {
 
     // 1. The fast path: the whole group in one statement.
     let mut retry = Retry::new(policy, "append");
-    let fallback = loop {
-        match db.append_group(&writes).await {
-            Ok(bases) => {
-                for ((write, reply), base) in writes.into_iter().zip(replies).zip(bases) {
-                    let outcome = Outcome::Written { base, stored: Default::default() };
-                    answer_request(db, Request { write, reply }, Ok(outcome));
-                }
-                return;
-            }
-            // An append needs its own answer (a refusal, or events stored already).
-            Err(e) if is_group_fallback(&e) => break Fallback::PerAppend,
-            // One append holds something the server refused, or raced a concurrent writer.
-            Err(e) if split_group(&e) => break Fallback::OneByOne,
-            Err(e) => {
-                if let Err(e) = retry.next(e).await {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+    // A flush (a run write) has no place in the set-based statement: such a group goes through
+    // asm_write, still in one transaction.
+    let fallback = if writes.iter().any(Write::is_flush) {
+        Fallback::PerAppend
+    } else {
+        loop {
+            match db.append_group(&writes).await {
+                Ok(bases) => {
+                    for ((write, reply), base) in writes.into_iter().zip(replies).zip(bases) {
+                        let outcome = Outcome::Written { base, stored: Default::default() };
+                        answer_request(db, Request { write, reply }, Ok(outcome));
                     }
                     return;
+                }
+                // An append needs its own answer (a refusal, or events stored already).
+                Err(e) if is_group_fallback(&e) => break Fallback::PerAppend,
+                // One append holds something the server refused, raced a concurrent writer, or
+                // carries a stale fencing token (ASM02): each gets its own answer.
+                Err(e) if split_group(&e) => break Fallback::OneByOne,
+                Err(e) => {
+                    if let Err(e) = retry.next(e).await {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        return;
+                    }
                 }
             }
         }

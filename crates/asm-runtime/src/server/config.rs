@@ -213,9 +213,11 @@ impl ServerConfig {
     /// Another owner holding the lease: the start fails with [`ErrorCode::SessionOwned`] (details
     /// name the `owner`), or waits for the lease with [`Ownership::wait_for_lease`]. On start the
     /// server recovers what a crashed owner left: `running` runs no execution of this process owns
-    /// are marked `cancelled` (the orphan rule of [`SessionManager::cancel_run`]), `pending` runs
-    /// are queued (as [`recover_pending_runs`](Self::recover_pending_runs)). Every append and run
-    /// write of the session is fenced by the lease's token: once another process took the
+    /// end as [`Ownership::recovery`] says (default: marked `cancelled`, the orphan rule of
+    /// [`SessionManager::cancel_run`]; or failed with a typed error code, or requeued as a new
+    /// pending run: [`RecoveryPolicy`](crate::RecoveryPolicy)), `pending` runs are queued (as
+    /// [`recover_pending_runs`](Self::recover_pending_runs)). Every append, run write and session
+    /// save of the session is fenced by the lease's token: once another process took the
     /// session over, the store refuses them ([`ErrorCode::LeaseLost`]) and the server cancels its
     /// runs and stops.
     ///

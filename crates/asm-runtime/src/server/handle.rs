@@ -112,14 +112,19 @@ impl SessionServer {
                 Some(lease) => config.manager.with_store(Arc::new(FencedStore::new(store.clone(), lease.clone()))),
                 None => config.manager.clone(),
             };
-            if lease.is_some() {
-                crate::ownership::cancel_orphaned_running(&manager, &session.id).await?;
-            }
-            let recovered = if config.recover_pending_runs || lease.is_some() {
-                pending_runs(&manager, &session.id).await?
-            } else {
-                Vec::new()
+            let mut recovered = match (&lease, &config.ownership) {
+                (Some(_), Some(ownership)) => {
+                    crate::ownership::recover_orphaned_running(&manager, &session.id, ownership.recovery).await?
+                }
+                _ => Vec::new(),
             };
+            if config.recover_pending_runs || lease.is_some() {
+                for run_id in pending_runs(&manager, &session.id).await? {
+                    if !recovered.contains(&run_id) {
+                        recovered.push(run_id);
+                    }
+                }
+            }
             Ok::<_, Error>((session, manager, recovered))
         }
         .await;
