@@ -39,6 +39,9 @@ use asm_store_memory::InMemorySessionStore;
 use asm_testkit::adapter_contract::{Recorded, recording_sink};
 use serde_json::Value;
 
+#[path = "cases_gemini.rs"]
+mod cases_gemini;
+
 /// Bound of one case (the CLIs take a few seconds; a hang must not stall CI).
 const CASE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Per-run limit given to the adapters (a backstop below the case bound).
@@ -57,6 +60,8 @@ struct Args {
     codex: PathBuf,
     asm: Option<PathBuf>,
     claude_acp: PathBuf,
+    /// `--gemini`: Gemini CLI for the `acp/gemini-*` cases (they fail without it).
+    gemini: Option<PathBuf>,
     only: Option<String>,
 }
 
@@ -66,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
     let mut claude_acp = None;
     let mut only = None;
     let mut asm = None;
+    let mut gemini = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -74,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
             "--asm" => asm = args.next().map(PathBuf::from),
             "--claude-acp" => claude_acp = args.next().map(PathBuf::from),
             "--only" => only = args.next(),
+            "--gemini" => gemini = args.next().map(PathBuf::from),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -82,7 +89,7 @@ fn parse_args() -> Result<Args, String> {
     // The `asm` runs have their own working directory: make the path absolute.
     let asm = asm.map(|path| std::fs::canonicalize(&path).unwrap_or(path));
     let claude_acp = claude_acp.ok_or("--claude-acp <path> is required")?;
-    Ok(Args { claude, codex, asm, claude_acp, only })
+    Ok(Args { claude, codex, asm, claude_acp, gemini, only })
 }
 
 fn main() -> ExitCode {
@@ -130,8 +137,9 @@ async fn run_all(args: &Args) -> (usize, usize) {
             return (0, 1);
         }
     };
+    let gemini = cases_gemini::GeminiEnv::new(args.gemini.as_deref()).await;
     let (env, codex, acp, asm) = (&env, &codex, &acp, args.asm.as_deref());
-    let cases: Vec<(&str, CaseFuture<'_>)> = vec![
+    let mut cases: Vec<(&str, CaseFuture<'_>)> = vec![
         ("claude/version", Box::pin(claude_version(env))),
         ("claude/text", Box::pin(claude_text(env))),
         ("claude/run-options", Box::pin(claude_run_options(env))),
@@ -165,6 +173,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("cli/claude-readable", Box::pin(cli_readable(asm, env))),
         ("no-leftover-processes", Box::pin(no_leftovers(env, codex))),
     ];
+    cases.extend(cases_gemini::cases(&gemini));
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
         if args.only.as_deref().is_some_and(|only| !name.contains(only)) {
