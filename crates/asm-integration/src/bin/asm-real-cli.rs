@@ -39,6 +39,8 @@ use asm_store_memory::InMemorySessionStore;
 use asm_testkit::adapter_contract::{Recorded, recording_sink};
 use serde_json::Value;
 
+#[path = "cases_codex_acp.rs"]
+mod cases_codex_acp;
 #[path = "cases_gemini.rs"]
 mod cases_gemini;
 
@@ -62,6 +64,8 @@ struct Args {
     claude_acp: PathBuf,
     /// `--gemini`: Gemini CLI for the `acp/gemini-*` cases (they fail without it).
     gemini: Option<PathBuf>,
+    /// `--codex-acp`: codex-acp for the `acp/codex-acp-*` cases (they fail without it).
+    codex_acp: Option<PathBuf>,
     only: Option<String>,
 }
 
@@ -72,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
     let mut only = None;
     let mut asm = None;
     let mut gemini = None;
+    let mut codex_acp = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -81,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             "--claude-acp" => claude_acp = args.next().map(PathBuf::from),
             "--only" => only = args.next(),
             "--gemini" => gemini = args.next().map(PathBuf::from),
+            "--codex-acp" => codex_acp = args.next().map(PathBuf::from),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -89,7 +95,7 @@ fn parse_args() -> Result<Args, String> {
     // The `asm` runs have their own working directory: make the path absolute.
     let asm = asm.map(|path| std::fs::canonicalize(&path).unwrap_or(path));
     let claude_acp = claude_acp.ok_or("--claude-acp <path> is required")?;
-    Ok(Args { claude, codex, asm, claude_acp, gemini, only })
+    Ok(Args { claude, codex, asm, claude_acp, gemini, codex_acp, only })
 }
 
 fn main() -> ExitCode {
@@ -138,6 +144,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         }
     };
     let gemini = cases_gemini::GeminiEnv::new(args.gemini.as_deref()).await;
+    let codex_acp = cases_codex_acp::env(args.codex_acp.as_deref()).await;
     let (env, codex, acp, asm) = (&env, &codex, &acp, args.asm.as_deref());
     let mut cases: Vec<(&str, CaseFuture<'_>)> = vec![
         ("claude/version", Box::pin(claude_version(env))),
@@ -174,6 +181,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("no-leftover-processes", Box::pin(no_leftovers(env, codex))),
     ];
     cases.extend(cases_gemini::cases(&gemini));
+    cases.extend(cases_codex_acp::cases(&codex_acp));
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
         if args.only.as_deref().is_some_and(|only| !name.contains(only)) {
