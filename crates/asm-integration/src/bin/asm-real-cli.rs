@@ -9,7 +9,9 @@
 //!
 //! The `cli/*` cases run the `asm` binary (crate `asm-cli`) end to end over the same CLIs and
 //! servers; `--asm` names it (xtask builds it first and passes `target/debug/asm`), and without
-//! `--asm` those cases fail saying so.
+//! `--asm` those cases fail saying so. `--gemini <path to gemini>` and `--codex-acp <path to
+//! codex-acp>` name the agents of the `acp/gemini-*` (cases_gemini.rs) and `acp/codex-acp-*`
+//! (cases_codex_acp.rs) cases, which fail without them.
 //!
 //! Every case prints `PASS name (time)` or `FAIL name (time): why`; the last line is
 //! `N passed, M failed` and the exit code is non-zero when anything failed. Each run of a CLI
