@@ -11,10 +11,14 @@
 //! `finishReason` and `usageMetadata`). A tool result comes back as a user content with a
 //! `functionResponse` part whose `response.output` is the tool's text (for `run_shell_command`:
 //! `Output: <stdout>` and more lines, inside `<untrusted_context>`).
+//!
+//! The tool scenario runs [`SHELL_COMMAND`] rather than [`TOOL_COMMAND`](crate::TOOL_COMMAND):
+//! Gemini CLI runs commands of its read-only list (`echo`, `cat`, `ls`, ...) without asking,
+//! and the tool round trip is meant to go through `session/request_permission`.
 
 use serde_json::{Value, json};
 
-use crate::scenario::{Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, tool_followup_text};
+use crate::scenario::{Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, tool_followup_text};
 use crate::server::{Ctx, Response, SLOW_CHUNKS, SLOW_INTERVAL, Step};
 
 /// Prompt tokens reported for every request.
@@ -23,6 +27,10 @@ const PROMPT_TOKENS: u64 = 100;
 const CANDIDATE_TOKENS: u64 = 10;
 /// The name of Gemini CLI's shell tool, which the tool scenario calls.
 pub(crate) const SHELL_TOOL: &str = "run_shell_command";
+/// The command of the Gemini tool scenario: prints `hi` like
+/// [`TOOL_COMMAND`](crate::TOOL_COMMAND), but is not on Gemini CLI's list of commands it runs
+/// without asking, so the CLI sends `session/request_permission` first.
+pub const SHELL_COMMAND: &str = "printf 'hi\\n'";
 
 /// Whether `path` (without the query) is a model request: `/v1beta/models/<model>:` then
 /// `streamGenerateContent` or `generateContent`.
@@ -118,7 +126,7 @@ pub(crate) fn respond(reply: &Reply, ctx: &Ctx) -> Response {
         }
         Reply::Scenario(Scenario::ToolUse) => vec![
             json!([{"text": "I'll run a command."}]),
-            json!([{"functionCall": {"name": SHELL_TOOL, "args": {"command": TOOL_COMMAND, "description": "Print hi"}}}]),
+            json!([{"functionCall": {"name": SHELL_TOOL, "args": {"command": SHELL_COMMAND, "description": "Print hi"}}}]),
         ],
         Reply::ToolFollowup(output) => text_parts(&tool_followup_text(output)),
         Reply::Scenario(_) => text_parts(TEXT_REPLY),

@@ -31,5 +31,6 @@ mod openai;
 mod scenario;
 mod server;
 
+pub use gemini::SHELL_COMMAND as GEMINI_TOOL_COMMAND;
 pub use scenario::{SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, tool_followup_text};
 pub use server::{Api, FakeServer, RecordedRequest, SLOW_CHUNKS, SLOW_INTERVAL};
