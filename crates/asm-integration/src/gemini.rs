@@ -79,7 +79,14 @@ fn response_text(response: &Value) -> String {
 /// field line), or the whole result when it has no `Output:` field.
 fn shell_output(result: &str) -> String {
     let Some((_, after)) = result.split_once("Output: ") else { return result.to_owned() };
-    let ends = ["\nError:", "\nExit Code:", "\nSignal:", "\nBackground PIDs:", "\nProcess Group PGID:", "\n</untrusted_context>"];
+    let ends = [
+        "\nError:",
+        "\nExit Code:",
+        "\nSignal:",
+        "\nBackground PIDs:",
+        "\nProcess Group PGID:",
+        "\n</untrusted_context>",
+    ];
     let end = ends.iter().filter_map(|e| after.find(e)).min().unwrap_or(after.len());
     after[..end].to_owned()
 }
@@ -94,7 +101,7 @@ fn usage() -> Value {
 
 /// One `GenerateContentResponse` with `parts`; the last one of a reply carries
 /// `finishReason: STOP` and the usage.
-fn chunk(ctx: &Ctx, parts: Value, last: bool) -> Value {
+fn chunk(ctx: &Ctx, parts: &Value, last: bool) -> Value {
     let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
     let mut chunk = json!({"candidates": [], "modelVersion": ctx.model, "responseId": format!("resp_fake_{}", ctx.n)});
     if last {
@@ -132,18 +139,29 @@ pub(crate) fn respond(reply: &Reply, ctx: &Ctx) -> Response {
         Reply::Scenario(_) => text_parts(TEXT_REPLY),
     };
     if !ctx.stream {
-        let all: Vec<Value> = parts.iter().filter_map(Value::as_array).flatten().cloned().collect();
-        return Response::json(200, headers, &chunk(ctx, Value::Array(all), true));
+        // One response: consecutive text parts joined into one.
+        let mut all: Vec<Value> = Vec::new();
+        for part in parts.iter().filter_map(Value::as_array).flatten() {
+            let text = part.get("text").and_then(Value::as_str);
+            match (all.last_mut(), text) {
+                (Some(prev), Some(text)) if prev.get("text").is_some() => {
+                    let joined = format!("{}{text}", prev["text"].as_str().unwrap_or_default());
+                    prev["text"] = json!(joined);
+                }
+                _ => all.push(part.clone()),
+            }
+        }
+        return Response::json(200, headers, &chunk(ctx, &Value::Array(all), true));
     }
     let count = parts.len();
-    let steps = parts.into_iter().enumerate().map(|(i, p)| data(&chunk(ctx, p, i + 1 == count))).collect();
+    let steps = parts.into_iter().enumerate().map(|(i, p)| data(&chunk(ctx, &p, i + 1 == count))).collect();
     Response::Stream { headers, steps }
 }
 
 fn stream_special(reply: &Reply, ctx: &Ctx, headers: Vec<(&'static str, String)>) -> Response {
     if *reply == Reply::Scenario(Scenario::StreamFailed) {
         let steps = vec![
-            data(&chunk(ctx, json!([{"text": "partial "}]), false)),
+            data(&chunk(ctx, &json!([{"text": "partial "}]), false)),
             data(&error_body(500, "fake failure from server")),
         ];
         return Response::Stream { headers, steps };
@@ -151,7 +169,7 @@ fn stream_special(reply: &Reply, ctx: &Ctx, headers: Vec<(&'static str, String)>
     let mut steps = Vec::with_capacity(SLOW_CHUNKS * 2);
     for i in 0..SLOW_CHUNKS {
         let last = i + 1 == SLOW_CHUNKS;
-        steps.push(data(&chunk(ctx, json!([{"text": format!("{SLOW_CHUNK_PREFIX}{i} ")}]), last)));
+        steps.push(data(&chunk(ctx, &json!([{"text": format!("{SLOW_CHUNK_PREFIX}{i} ")}]), last)));
         if !last {
             steps.push(Step::Pause(SLOW_INTERVAL));
         }

@@ -97,13 +97,14 @@ async fn codex_acp_tool(env: &CodexEnv) -> CaseResult {
     let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
     check_events(&recorded)?;
     let events = recorded.events();
-    let started = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallStarted)
-        .ok_or_else(|| {
-            let replies: Vec<String> = env.server.model_requests().iter().map(|r| r.reply.clone()).collect();
-            format!("no tool_call_started in {:?}; output {:?}, replies {replies:?}", recorded.kinds(), outcome.output.content)
-        })?;
+    let started = events.iter().find(|e| e.kind == EventKind::ToolCallStarted).ok_or_else(|| {
+        let replies: Vec<String> = env.server.model_requests().iter().map(|r| r.reply.clone()).collect();
+        format!(
+            "no tool_call_started in {:?}; output {:?}, replies {replies:?}",
+            recorded.kinds(),
+            outcome.output.content
+        )
+    })?;
     ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("execute")), || format!("{:?}", started.data))?;
     let done = events
         .iter()

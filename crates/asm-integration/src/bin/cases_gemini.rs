@@ -105,7 +105,7 @@ pub(crate) fn cases(env: &Result<GeminiEnv, String>) -> Vec<(&'static str, CaseF
     ]
 }
 
-/// The text of every `text` part of a Gemini request's `contents`.
+/// The `contents` of a Gemini request body as JSON text (empty without a body).
 fn contents_text(body: Option<&Value>) -> String {
     body.and_then(|b| b.get("contents")).map(Value::to_string).unwrap_or_default()
 }
