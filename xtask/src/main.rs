@@ -72,6 +72,8 @@ const PINNED_CLIS: &[(&str, &str, &str)] = &[
     ("@anthropic-ai/claude-code", "2.1.197", "claude"),
     ("@openai/codex", "0.169.0", "codex"),
     ("@zed-industries/claude-agent-acp", "0.23.1", "claude-agent-acp"),
+    ("@google/gemini-cli", "0.61.0", "gemini"),
+    ("@zed-industries/codex-acp", "0.16.0", "codex-acp"),
 ];
 
 fn main() -> ExitCode {
@@ -191,6 +193,10 @@ fn integration(extra: &[String]) -> Result<(), String> {
         "--claude-acp",
         acp,
     ];
+    let (gemini, codex_acp) = (bin.join("gemini"), bin.join("codex-acp"));
+    let gemini = gemini.to_str().ok_or("the npm cache path is not UTF-8")?;
+    let codex_acp = codex_acp.to_str().ok_or("the npm cache path is not UTF-8")?;
+    args.extend(["--gemini", gemini, "--codex-acp", codex_acp]);
     args.extend(extra.iter().map(String::as_str));
     cargo(&args)
 }

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::http::{self, READ_TIMEOUT, Request};
 use crate::scenario::{Reply, Scenario};
-use crate::{anthropic, openai};
+use crate::{anthropic, gemini, openai};
 
 /// Pause between two deltas of [`Scenario::Slow`].
 pub const SLOW_INTERVAL: Duration = Duration::from_millis(100);
@@ -31,13 +31,19 @@ pub enum Api {
     AnthropicMessages,
     /// OpenAI Responses: `POST /v1/responses`, answered with the Responses SSE events.
     OpenAiResponses,
+    /// Gemini API (v1beta, for Gemini CLI via `GOOGLE_GEMINI_BASE_URL`): `POST
+    /// /v1beta/models/<model>:streamGenerateContent` (SSE of `GenerateContentResponse`
+    /// chunks) or `:generateContent` (one JSON response); the model comes from the path.
+    GeminiGenerateContent,
 }
 
 impl Api {
-    fn model_path(self) -> &'static str {
+    /// Whether `path` (without the query) is this API's model request path.
+    fn is_model_path(self, path: &str) -> bool {
         match self {
-            Api::AnthropicMessages => "/v1/messages",
-            Api::OpenAiResponses => "/v1/responses",
+            Api::AnthropicMessages => path == "/v1/messages",
+            Api::OpenAiResponses => path == "/v1/responses",
+            Api::GeminiGenerateContent => gemini::is_model_path(path),
         }
     }
 }
@@ -180,10 +186,12 @@ impl FakeServer {
 
     /// The base URL a CLI is configured with: `http://127.0.0.1:<port>` for Anthropic
     /// (`ANTHROPIC_BASE_URL`, the CLI appends `/v1/messages`), `http://127.0.0.1:<port>/v1`
-    /// for OpenAI (a Codex provider `base_url`, the CLI appends `/responses`).
+    /// for OpenAI (a Codex provider `base_url`, the CLI appends `/responses`),
+    /// `http://127.0.0.1:<port>` for Gemini (`GOOGLE_GEMINI_BASE_URL`, the SDK appends
+    /// `/v1beta/models/...`).
     pub fn base_url(&self) -> String {
         match self.shared.api {
-            Api::AnthropicMessages => format!("http://{}", self.addr),
+            Api::AnthropicMessages | Api::GeminiGenerateContent => format!("http://{}", self.addr),
             Api::OpenAiResponses => format!("http://{}/v1", self.addr),
         }
     }
@@ -200,8 +208,8 @@ impl FakeServer {
 
     /// The model requests (`POST` to the API path) received so far.
     pub fn model_requests(&self) -> Vec<RecordedRequest> {
-        let path = self.shared.api.model_path();
-        self.requests().into_iter().filter(|r| r.method == "POST" && r.path() == path).collect()
+        let api = self.shared.api;
+        self.requests().into_iter().filter(|r| r.method == "POST" && api.is_model_path(r.path())).collect()
     }
 
     /// Forgets the recorded requests.
@@ -316,7 +324,7 @@ fn answer(shared: &Shared, request: &Request) -> Response {
         record("preflight".to_owned());
         return Response::Full { status: 200, headers: Vec::new(), body: Vec::new() };
     }
-    if request.method != "POST" || path != shared.api.model_path() {
+    if request.method != "POST" || !shared.api.is_model_path(path) {
         record("not_found".to_owned());
         let body = serde_json::json!({"error": {"type": "not_found_error", "message": format!("no route {} {}", request.method, request.target)}});
         return Response::json(404, Vec::new(), &body);
@@ -327,17 +335,23 @@ fn answer(shared: &Shared, request: &Request) -> Response {
     let reply = match shared.api {
         Api::AnthropicMessages => anthropic::pick_reply(json),
         Api::OpenAiResponses => openai::pick_reply(json),
+        Api::GeminiGenerateContent => gemini::pick_reply(json),
     }
     .unwrap_or(Reply::Scenario(default));
     record(reply.name());
-    let ctx = Ctx {
-        n: shared.counter.fetch_add(1, Ordering::SeqCst) + 1,
-        model: json.get("model").and_then(Value::as_str).unwrap_or("fake-model").to_owned(),
-        stream: json.get("stream").and_then(Value::as_bool).unwrap_or(false),
+    let (model, stream) = match shared.api {
+        // Gemini names the model and the stream in the path, not the body.
+        Api::GeminiGenerateContent => gemini::model_and_stream(path).unwrap_or(("fake-model".to_owned(), false)),
+        _ => (
+            json.get("model").and_then(Value::as_str).unwrap_or("fake-model").to_owned(),
+            json.get("stream").and_then(Value::as_bool).unwrap_or(false),
+        ),
     };
+    let ctx = Ctx { n: shared.counter.fetch_add(1, Ordering::SeqCst) + 1, model, stream };
     match shared.api {
         Api::AnthropicMessages => anthropic::respond(&reply, &ctx),
         Api::OpenAiResponses => openai::respond(&reply, &ctx),
+        Api::GeminiGenerateContent => gemini::respond(&reply, &ctx),
     }
 }
 

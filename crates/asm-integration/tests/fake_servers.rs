@@ -310,3 +310,61 @@ async fn dropping_the_server_closes_the_port() {
     };
     assert!(refused.await);
 }
+
+/// The `data:` payloads of a Gemini stream (server-sent events without event names).
+fn gemini_chunks(reply: &Reply) -> Vec<Value> {
+    let text = String::from_utf8(reply.body.clone()).unwrap();
+    text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect()
+}
+
+fn gemini_user(text: &str) -> Value {
+    json!({"role": "user", "parts": [{"text": "<session_context>..</session_context>"}, {"text": text}]})
+}
+
+#[tokio::test]
+async fn gemini_text_stream_tool_round_trip_and_errors() {
+    let server = FakeServer::start(Api::GeminiGenerateContent).await.unwrap();
+    assert_eq!(server.base_url(), format!("http://{}", server.addr()));
+    let path = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
+    let body = json!({"contents": [gemini_user("hello")], "generationConfig": {}});
+    let reply = request(&server, "POST", path, Some(&body)).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    let chunks = gemini_chunks(&reply);
+    let text: String =
+        chunks.iter().map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap()).collect();
+    assert_eq!(text, TEXT_REPLY);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(last["modelVersion"], "gemini-2.5-flash");
+    assert_eq!(last["usageMetadata"]["promptTokenCount"], 100);
+
+    let first = gemini_user(&format!("print {}", Scenario::ToolUse.marker()));
+    let body = json!({"contents": [first.clone()]});
+    let chunks = gemini_chunks(&request(&server, "POST", path, Some(&body)).await);
+    let call =
+        chunks.iter().find_map(|c| c["candidates"][0]["content"]["parts"][0].get("functionCall").cloned()).unwrap();
+    assert_eq!(call["name"], "run_shell_command");
+    assert_eq!(call["args"]["command"], asm_integration::GEMINI_TOOL_COMMAND);
+    let output = "<untrusted_context>\nOutput: hi\nProcess Group PGID: 7\n</untrusted_context>";
+    let body = json!({"contents": [
+        first,
+        {"role": "model", "parts": [{"functionCall": call}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "run_shell_command", "response": {"output": output}}}]}
+    ]});
+    let chunks = gemini_chunks(&request(&server, "POST", path, Some(&body)).await);
+    let text: String =
+        chunks.iter().map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap()).collect();
+    assert_eq!(text, asm_integration::tool_followup_text("hi"));
+
+    let body = json!({"contents": [gemini_user(&Scenario::HttpError(429).marker())]});
+    let reply = request(&server, "POST", "/v1beta/models/m:generateContent", Some(&body)).await;
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.json()["error"]["status"], "RESOURCE_EXHAUSTED");
+    let reply = request(&server, "POST", "/v1beta/models/m:generateContent", Some(&json!({"contents": []}))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["candidates"][0]["content"]["parts"][0]["text"], TEXT_REPLY);
+    assert_eq!(request(&server, "POST", "/v1beta/models/m:countTokens", Some(&json!({}))).await.status, 404);
+    let replies: Vec<String> = server.model_requests().iter().map(|r| r.reply.clone()).collect();
+    assert_eq!(replies, ["text", "tool", "tool_followup", "http429", "text"]);
+}

@@ -9,7 +9,9 @@
 //!
 //! The `cli/*` cases run the `asm` binary (crate `asm-cli`) end to end over the same CLIs and
 //! servers; `--asm` names it (xtask builds it first and passes `target/debug/asm`), and without
-//! `--asm` those cases fail saying so.
+//! `--asm` those cases fail saying so. `--gemini <path to gemini>` and `--codex-acp <path to
+//! codex-acp>` name the agents of the `acp/gemini-*` (cases_gemini.rs) and `acp/codex-acp-*`
+//! (cases_codex_acp.rs) cases, which fail without them.
 //!
 //! Every case prints `PASS name (time)` or `FAIL name (time): why`; the last line is
 //! `N passed, M failed` and the exit code is non-zero when anything failed. Each run of a CLI
@@ -39,6 +41,11 @@ use asm_store_memory::InMemorySessionStore;
 use asm_testkit::adapter_contract::{Recorded, recording_sink};
 use serde_json::Value;
 
+#[path = "cases_codex_acp.rs"]
+mod cases_codex_acp;
+#[path = "cases_gemini.rs"]
+mod cases_gemini;
+
 /// Bound of one case (the CLIs take a few seconds; a hang must not stall CI).
 const CASE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Per-run limit given to the adapters (a backstop below the case bound).
@@ -57,6 +64,10 @@ struct Args {
     codex: PathBuf,
     asm: Option<PathBuf>,
     claude_acp: PathBuf,
+    /// `--gemini`: Gemini CLI for the `acp/gemini-*` cases (they fail without it).
+    gemini: Option<PathBuf>,
+    /// `--codex-acp`: codex-acp for the `acp/codex-acp-*` cases (they fail without it).
+    codex_acp: Option<PathBuf>,
     only: Option<String>,
 }
 
@@ -66,6 +77,8 @@ fn parse_args() -> Result<Args, String> {
     let mut claude_acp = None;
     let mut only = None;
     let mut asm = None;
+    let mut gemini = None;
+    let mut codex_acp = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -74,6 +87,8 @@ fn parse_args() -> Result<Args, String> {
             "--asm" => asm = args.next().map(PathBuf::from),
             "--claude-acp" => claude_acp = args.next().map(PathBuf::from),
             "--only" => only = args.next(),
+            "--gemini" => gemini = args.next().map(PathBuf::from),
+            "--codex-acp" => codex_acp = args.next().map(PathBuf::from),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -82,7 +97,7 @@ fn parse_args() -> Result<Args, String> {
     // The `asm` runs have their own working directory: make the path absolute.
     let asm = asm.map(|path| std::fs::canonicalize(&path).unwrap_or(path));
     let claude_acp = claude_acp.ok_or("--claude-acp <path> is required")?;
-    Ok(Args { claude, codex, asm, claude_acp, only })
+    Ok(Args { claude, codex, asm, claude_acp, gemini, codex_acp, only })
 }
 
 fn main() -> ExitCode {
@@ -130,8 +145,10 @@ async fn run_all(args: &Args) -> (usize, usize) {
             return (0, 1);
         }
     };
+    let gemini = cases_gemini::GeminiEnv::new(args.gemini.as_deref()).await;
+    let codex_acp = cases_codex_acp::env(args.codex_acp.as_deref()).await;
     let (env, codex, acp, asm) = (&env, &codex, &acp, args.asm.as_deref());
-    let cases: Vec<(&str, CaseFuture<'_>)> = vec![
+    let mut cases: Vec<(&str, CaseFuture<'_>)> = vec![
         ("claude/version", Box::pin(claude_version(env))),
         ("claude/text", Box::pin(claude_text(env))),
         ("claude/run-options", Box::pin(claude_run_options(env))),
@@ -165,6 +182,8 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("cli/claude-readable", Box::pin(cli_readable(asm, env))),
         ("no-leftover-processes", Box::pin(no_leftovers(env, codex))),
     ];
+    cases.extend(cases_gemini::cases(&gemini));
+    cases.extend(cases_codex_acp::cases(&codex_acp));
     let (mut passed, mut failed) = (0, 0);
     for (name, case) in cases {
         if args.only.as_deref().is_some_and(|only| !name.contains(only)) {
