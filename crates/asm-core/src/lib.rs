@@ -35,7 +35,7 @@ pub use error::{Error, ErrorCategory, ErrorCode, Result};
 pub use event::{Event, EventGroup, EventKind, EventRecord, JsonMap, keys};
 pub use event_json::EventJson;
 pub use id::{ApprovalId, EventId, RunId, SessionId};
-pub use provider_error::{ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
+pub use provider_error::{CustomProviderName, ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
 pub use run::{InputMessage, Role, Run, RunInput, RunOutput, RunStatus};
 pub use session::{Session, SessionStatus};
 pub use transcript::{Message, Transcript, TranscriptBuilder, TranscriptOptions};

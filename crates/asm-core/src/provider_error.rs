@@ -26,17 +26,26 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::JsonMap;
 
-/// The provider a [`ProviderError`] came from. Unknown names map to [`ProviderName::Unknown`]
-/// (also when deserialising). Serialised as the lowercase name.
+/// The provider a [`ProviderError`] came from: a built-in name, any other adapter's own name
+/// ([`ProviderName::Other`]), or [`ProviderName::Unknown`] when there is none. Serialised as the
+/// lowercase name; deserialising maps it back with [`ProviderName::from_name`].
+///
+/// Provider names are open: a third-party adapter names itself with [`ProviderName::custom`]
+/// (a `const`, for [`CliProtocol`-style](https://docs.rs/asm-provider-cli) constants) or gets its
+/// name from [`ProviderName::from_name`] at run time, so its errors say who failed instead of
+/// `unknown`. The type stays `Copy`: custom names are `&'static str` (names read at run time are
+/// interned once per distinct name, at most [`ProviderName::MAX_INTERNED`] of them).
 ///
 /// ```
 /// use asm_core::ProviderName;
 /// assert_eq!(ProviderName::from_name(" Codex "), ProviderName::Codex);
-/// assert_eq!(ProviderName::from_name("router"), ProviderName::Unknown);
 /// assert_eq!(ProviderName::Amp.as_str(), "amp");
+/// const MINE: ProviderName = ProviderName::custom("my-agent");
+/// assert_eq!(MINE.as_str(), "my-agent");
+/// assert_eq!(ProviderName::from_name("My-Agent"), MINE);
+/// assert_eq!(ProviderName::from_name("not a name!"), ProviderName::Unknown);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProviderName {
     /// Claude Code.
@@ -51,13 +60,96 @@ pub enum ProviderName {
     Shell,
     /// The ACP adapter (`asm-provider-acp`): any agent that speaks the Agent Client Protocol.
     Acp,
-    /// Anything else.
-    #[serde(other)]
+    /// Any other adapter, by its own name.
+    Other(CustomProviderName),
+    /// No usable name (empty, or not of the form [`ProviderName::custom`] accepts).
     Unknown,
 }
 
+/// The name of a provider outside the built-in ones (see [`ProviderName::custom`]): 1 to 64
+/// bytes of lowercase ASCII letters, digits, `-`, `_` and `.`, starting with a letter, and not a
+/// built-in name. Only [`ProviderName`] builds one, so a built-in provider is never an `Other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CustomProviderName(&'static str);
+
+impl CustomProviderName {
+    /// The name.
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+const BUILT_IN: &[(&str, ProviderName)] = &[
+    ("claude", ProviderName::Claude),
+    ("codex", ProviderName::Codex),
+    ("amp", ProviderName::Amp),
+    ("gemini", ProviderName::Gemini),
+    ("shell", ProviderName::Shell),
+    ("acp", ProviderName::Acp),
+    ("unknown", ProviderName::Unknown),
+];
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn built_in(name: &str) -> Option<ProviderName> {
+    let mut i = 0;
+    while i < BUILT_IN.len() {
+        if bytes_eq(BUILT_IN[i].0.as_bytes(), name.as_bytes()) {
+            return Some(BUILT_IN[i].1);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether `name` has the form of a custom provider name (lowercase already).
+const fn well_formed(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > 64 || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_' || c == b'.') {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Interned custom names read at run time, so [`ProviderName`] stays `Copy`.
+fn intern(name: &str) -> Option<&'static str> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = names.get(name) {
+        return Some(known);
+    }
+    if names.len() >= ProviderName::MAX_INTERNED {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    Some(leaked)
+}
+
 impl ProviderName {
-    /// Every provider name.
+    /// Every built-in provider name ([`Other`](Self::Other) names are open-ended).
     pub const ALL: &'static [ProviderName] = &[
         ProviderName::Claude,
         ProviderName::Codex,
@@ -68,18 +160,40 @@ impl ProviderName {
         ProviderName::Unknown,
     ];
 
-    /// Maps a provider name, trimmed and case-insensitively; anything unrecognised is
-    /// [`ProviderName::Unknown`].
-    pub fn from_name(name: &str) -> Self {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "claude" => ProviderName::Claude,
-            "codex" => ProviderName::Codex,
-            "amp" => ProviderName::Amp,
-            "gemini" => ProviderName::Gemini,
-            "shell" => ProviderName::Shell,
-            "acp" => ProviderName::Acp,
-            _ => ProviderName::Unknown,
+    /// How many distinct custom names [`from_name`](Self::from_name) keeps; later new names map
+    /// to [`ProviderName::Unknown`], which bounds the memory a stream of made-up names can take.
+    pub const MAX_INTERNED: usize = 4096;
+
+    /// A provider name for a constant: the built-in variant when `name` is a built-in name,
+    /// else [`ProviderName::Other`].
+    ///
+    /// # Panics
+    /// When `name` is not 1 to 64 bytes of lowercase ASCII letters, digits, `-`, `_`, `.`
+    /// starting with a letter; in a `const` this is a compile error. Use
+    /// [`from_name`](Self::from_name) for names read at run time (it never panics).
+    pub const fn custom(name: &'static str) -> Self {
+        if let Some(known) = built_in(name) {
+            return known;
         }
+        assert!(
+            well_formed(name),
+            "a provider name is 1-64 lowercase ASCII letters, digits, '-', '_' or '.', starting with a letter"
+        );
+        ProviderName::Other(CustomProviderName(name))
+    }
+
+    /// Maps a provider name, trimmed and case-insensitively: a built-in name to its variant,
+    /// another well-formed name (see [`custom`](Self::custom)) to [`ProviderName::Other`],
+    /// anything else to [`ProviderName::Unknown`].
+    pub fn from_name(name: &str) -> Self {
+        let lower = name.trim().to_ascii_lowercase();
+        if let Some(known) = built_in(&lower) {
+            return known;
+        }
+        if !well_formed(&lower) {
+            return ProviderName::Unknown;
+        }
+        intern(&lower).map_or(ProviderName::Unknown, |name| ProviderName::Other(CustomProviderName(name)))
     }
 
     /// The lowercase name.
@@ -91,8 +205,22 @@ impl ProviderName {
             ProviderName::Gemini => "gemini",
             ProviderName::Shell => "shell",
             ProviderName::Acp => "acp",
+            ProviderName::Other(name) => name.0,
             ProviderName::Unknown => "unknown",
         }
+    }
+}
+
+impl Serialize for ProviderName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Ok(Self::from_name(&name))
     }
 }
 
@@ -490,7 +618,12 @@ mod tests {
     fn names_and_kinds() {
         assert_eq!(ProviderName::from_name("CLAUDE"), ProviderName::Claude);
         assert_eq!(ProviderName::from_name("gemini"), ProviderName::Gemini);
-        assert_eq!(ProviderName::from_name("openai"), ProviderName::Unknown);
+        assert_eq!(ProviderName::from_name("openai"), ProviderName::custom("openai"));
+        assert_eq!(ProviderName::from_name("openai").as_str(), "openai");
+        for bad in ["", "  ", "9lives", "has space", "ünï", &"x".repeat(65)] {
+            assert_eq!(ProviderName::from_name(bad), ProviderName::Unknown, "{bad:?}");
+        }
+        assert_eq!(ProviderName::custom("claude"), ProviderName::Claude);
         for &p in ProviderName::ALL {
             assert_eq!(ProviderName::from_name(p.as_str()), p);
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
@@ -501,7 +634,10 @@ mod tests {
         }
         assert_eq!(ProviderErrorKind::from_name(" Parse_Error "), ProviderErrorKind::ParseError);
         // Forward compatible deserialisation.
-        assert_eq!(serde_json::from_value::<ProviderName>(json!("mistral")).unwrap(), ProviderName::Unknown);
+        let mistral = serde_json::from_value::<ProviderName>(json!("mistral")).unwrap();
+        assert_eq!(mistral, ProviderName::custom("mistral"));
+        assert_eq!(serde_json::to_value(mistral).unwrap(), "mistral");
+        assert_eq!(serde_json::from_value::<ProviderName>(json!("??")).unwrap(), ProviderName::Unknown);
         assert_eq!(serde_json::from_value::<ProviderErrorKind>(json!("oom")).unwrap(), ProviderErrorKind::Unknown);
     }
 
@@ -607,7 +743,7 @@ mod tests {
         assert_eq!(e.kind, ProviderErrorKind::CliNotFound);
         let (e, _) =
             ProviderError::normalize("router", &obj(json!({"details": {"kind": "timeout"}})), StderrLimits::default());
-        assert_eq!(e.provider, ProviderName::Unknown);
+        assert_eq!(e.provider, ProviderName::custom("router"));
         assert_eq!(e.kind, ProviderErrorKind::Timeout);
         assert_eq!(norm(json!({"kind": "weird"})).0.kind, ProviderErrorKind::Unknown);
         assert_eq!(norm(json!({"kind": 3})).0.kind, ProviderErrorKind::Unknown);

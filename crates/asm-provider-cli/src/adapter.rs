@@ -49,7 +49,7 @@ use crate::run::{RunControl, run_jsonl};
 ///
 /// impl CliProtocol for Echo {
 ///     type Normalizer = EchoNormalizer;
-///     const PROVIDER: ProviderName = ProviderName::Unknown;
+///     const PROVIDER: ProviderName = ProviderName::custom("echo");
 ///     const PROGRAM: &'static str = "echo";
 ///     const AUTH_ENV: &'static [&'static str] = &[];
 ///     const RUN_OPTIONS: &'static [RunOption] = &[RunOption::Cwd];

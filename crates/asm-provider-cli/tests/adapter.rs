@@ -32,7 +32,7 @@ impl CliNormalizer for Lines {
 
 impl CliProtocol for Probe {
     type Normalizer = Lines;
-    const PROVIDER: ProviderName = ProviderName::Unknown;
+    const PROVIDER: ProviderName = ProviderName::custom("probe");
     const PROGRAM: &'static str = "probe-cli";
     const AUTH_ENV: &'static [&'static str] = &["PROBE_API_KEY"];
     const RUN_OPTIONS: &'static [RunOption] = &[
