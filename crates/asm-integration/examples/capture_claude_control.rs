@@ -8,7 +8,8 @@
 //! Writes one JSONL file per conversation (`allow.jsonl`, `deny.jsonl`, `interrupt.jsonl`):
 //! every line is `{"from": "host" | "cli", "message": <the JSON line>}` in the order written
 //! or read. The CLI runs with an isolated HOME in a temporary directory, the offline switches,
-//! `--permission-prompt-tool stdio` and the default permission mode, so `Bash` asks.
+//! `--permission-prompt-tool stdio`, the default permission mode and an `ask` rule for `Bash`
+//! (`--settings`), so the `Bash` call asks.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +20,10 @@ use std::time::Duration;
 
 use asm_integration::{Api, FakeServer, Scenario};
 use serde_json::{Value, json};
+
+/// Settings that make every `Bash` call ask (Claude Code runs read-only commands such as
+/// `echo hi` without asking otherwise).
+const ASK_BASH: &str = r#"{"permissions":{"ask":["Bash"]}}"#;
 
 /// How long one read from the CLI may take.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -90,7 +95,7 @@ fn capture(cli: &Path, server: &FakeServer, root: &Path, answer: Answer) -> Resu
     }
     let mut child = Command::new(cli)
         .args(["-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json"])
-        .args(["--permission-prompt-tool", "stdio"])
+        .args(["--permission-prompt-tool", "stdio", "--settings", ASK_BASH])
         .current_dir(&work)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
