@@ -122,16 +122,25 @@ fn capture(cli: &Path, server: &FakeServer, root: &Path, answer: Answer) -> Resu
         }
     });
     let mut log = Vec::new();
-    let send = |stdin: &mut Option<std::process::ChildStdin>, log: &mut Vec<Value>, message: Value| -> Result<(), String> {
-        let pipe = stdin.as_mut().ok_or("stdin already closed")?;
-        writeln!(pipe, "{message}").map_err(|e| e.to_string())?;
-        pipe.flush().map_err(|e| e.to_string())?;
-        log.push(json!({"from": "host", "message": message}));
-        Ok(())
-    };
-    send(&mut stdin, &mut log, json!({"type": "control_request", "request_id": asm_provider_claude::INITIALIZE_REQUEST_ID, "request": {"subtype": "initialize", "hooks": null}}))?;
+    let send =
+        |stdin: &mut Option<std::process::ChildStdin>, log: &mut Vec<Value>, message: Value| -> Result<(), String> {
+            let pipe = stdin.as_mut().ok_or("stdin already closed")?;
+            writeln!(pipe, "{message}").map_err(|e| e.to_string())?;
+            pipe.flush().map_err(|e| e.to_string())?;
+            log.push(json!({"from": "host", "message": message}));
+            Ok(())
+        };
+    send(
+        &mut stdin,
+        &mut log,
+        json!({"type": "control_request", "request_id": asm_provider_claude::INITIALIZE_REQUEST_ID, "request": {"subtype": "initialize", "hooks": null}}),
+    )?;
     let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
-    send(&mut stdin, &mut log, json!({"type": "user", "session_id": "", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": null}))?;
+    send(
+        &mut stdin,
+        &mut log,
+        json!({"type": "user", "session_id": "", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": null}),
+    )?;
     loop {
         let Ok(line) = rx.recv_timeout(READ_TIMEOUT) else { break };
         let message: Value = serde_json::from_str(&line).unwrap_or(Value::String(line.clone()));
@@ -143,11 +152,19 @@ fn capture(cli: &Path, server: &FakeServer, root: &Path, answer: Answer) -> Resu
                 Answer::Allow => json!({"behavior": "allow", "updatedInput": message["request"]["input"].clone()}),
                 Answer::Deny => json!({"behavior": "deny", "message": "denied by the capture"}),
                 Answer::Interrupt => {
-                    send(&mut stdin, &mut log, json!({"type": "control_request", "request_id": format!("{}_1", asm_provider_claude::INTERRUPT_REQUEST_ID), "request": {"subtype": "interrupt"}}))?;
+                    send(
+                        &mut stdin,
+                        &mut log,
+                        json!({"type": "control_request", "request_id": format!("{}_1", asm_provider_claude::INTERRUPT_REQUEST_ID), "request": {"subtype": "interrupt"}}),
+                    )?;
                     continue;
                 }
             };
-            send(&mut stdin, &mut log, json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": response}}))?;
+            send(
+                &mut stdin,
+                &mut log,
+                json!({"type": "control_response", "response": {"subtype": "success", "request_id": id, "response": response}}),
+            )?;
         }
         if kind == "result" {
             // The host closes stdin after the result: the CLI then exits.
@@ -160,4 +177,3 @@ fn capture(cli: &Path, server: &FakeServer, root: &Path, answer: Answer) -> Resu
     log.push(json!({"from": "exit", "message": {"code": status.code()}}));
     Ok(log)
 }
-

@@ -190,17 +190,18 @@ mod tests {
             Value::Null,
         );
         assert_eq!(deny["message"], "no shell");
-        let failed = permission_response(
-            Err(asm_core::Error::new(asm_core::ErrorCode::InternalError, "boom")),
-            Value::Null,
-        );
+        let failed =
+            permission_response(Err(asm_core::Error::new(asm_core::ErrorCode::InternalError, "boom")), Value::Null);
         assert_eq!(failed["behavior"], "deny");
     }
 
     #[test]
     fn only_control_and_result_lines_are_parsed() {
         assert!(line_type(r#"{"type":"assistant","message":{}}"#).is_none());
-        assert_eq!(line_type(r#"{"type":"control_response","response":{}}"#).map(|t| t.0).as_deref(), Some("control_response"));
+        assert_eq!(
+            line_type(r#"{"type":"control_response","response":{}}"#).map(|t| t.0).as_deref(),
+            Some("control_response")
+        );
         assert_eq!(line_type(r#"{"type":"result","subtype":"success"}"#).map(|t| t.0).as_deref(), Some("result"));
     }
 }

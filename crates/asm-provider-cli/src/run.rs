@@ -187,7 +187,8 @@ pub async fn run_jsonl_dialog<F>(
 where
     F: FnMut(&str, &mut Vec<ProviderEvent>) -> asm_core::Result<()> + Send,
 {
-    let span = tracing::info_span!("provider_cli", provider = %cmd.provider, program = %cmd.program.display(), dialog = true);
+    let span =
+        tracing::info_span!("provider_cli", provider = %cmd.provider, program = %cmd.program.display(), dialog = true);
     let cmd = cmd.clone().stdin_pipe();
     run_jsonl_inner(&cmd, control, sink, Some(dialog), on_line).instrument(span).await
 }

@@ -13,6 +13,10 @@ use asm_ports::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerd
 
 use super::{CaseResult, ClaudeEnv, assert_no_processes, check_events, ensure, execute, request};
 
+/// Makes every `Bash` call ask: in the default mode Claude Code runs read-only commands such
+/// as the fake server's `echo hi` without asking (see `docs/claude-control-protocol.md`).
+const ASK_BASH: &str = r#"{"permissions":{"ask":["Bash"]}}"#;
+
 /// The reason the deny case gives.
 const DENY_REASON: &str = "asm integration denies this command";
 
@@ -39,7 +43,7 @@ async fn approval_run(
     case: &str,
     decision: ApprovalDecision,
 ) -> Result<(asm_ports::ExecuteOutcome, asm_testkit::adapter_contract::Recorded), String> {
-    let adapter = env.adapter(case, |b| b);
+    let adapter = env.adapter(case, |b| b.extra_args(["--settings", ASK_BASH]));
     let handler = Arc::new(Decide { decision, asked: Mutex::new(Vec::new()) });
     let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
     let req = request(&prompt)?.approvals(handler.clone());

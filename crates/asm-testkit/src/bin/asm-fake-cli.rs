@@ -152,7 +152,14 @@ impl Inbox {
                 }
             }
         });
-        Self { rx, ids: HashSet::new(), any_ids: HashSet::new(), methods: Vec::new(), control: Vec::new(), closed: false }
+        Self {
+            rx,
+            ids: HashSet::new(),
+            any_ids: HashSet::new(),
+            methods: Vec::new(),
+            control: Vec::new(),
+            closed: false,
+        }
     }
 
     /// What `line` waits for: a response's id, or an awaited method.
