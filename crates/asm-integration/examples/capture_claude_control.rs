@@ -141,8 +141,7 @@ fn capture(cli: &Path, server: &FakeServer, root: &Path, answer: Answer) -> Resu
         &mut log,
         json!({"type": "user", "session_id": "", "message": {"role": "user", "content": prompt}, "parent_tool_use_id": null}),
     )?;
-    loop {
-        let Ok(line) = rx.recv_timeout(READ_TIMEOUT) else { break };
+    while let Ok(line) = rx.recv_timeout(READ_TIMEOUT) {
         let message: Value = serde_json::from_str(&line).unwrap_or(Value::String(line.clone()));
         log.push(json!({"from": "cli", "message": message.clone(), "raw": line}));
         let kind = message.get("type").and_then(Value::as_str).unwrap_or_default();

@@ -88,12 +88,12 @@ impl ControlDialog {
         }
         let decided = self.approvals.decide(&approval).await;
         tracing::debug!(tool_name, approval_id = %approval.id, ok = decided.is_ok(), "claude tool approval decided");
-        control_success(request_id, permission_response(decided, input))
+        control_success(request_id, &permission_response(decided, &input))
     }
 }
 
 /// The `response` of a `can_use_tool` answer for a verdict (or a handler error: a denial).
-fn permission_response(decided: asm_core::Result<ApprovalVerdict>, input: Value) -> Value {
+fn permission_response(decided: asm_core::Result<ApprovalVerdict>, input: &Value) -> Value {
     match decided {
         Ok(v) if v.decision.allows() => json!({"behavior": "allow", "updatedInput": input}),
         Ok(v) => {
@@ -104,7 +104,7 @@ fn permission_response(decided: asm_core::Result<ApprovalVerdict>, input: Value)
     }
 }
 
-fn control_success(request_id: &Value, response: Value) -> String {
+fn control_success(request_id: &Value, response: &Value) -> String {
     json!({"type": "control_response", "response": {"subtype": "success", "request_id": request_id, "response": response}})
         .to_string()
 }
@@ -115,7 +115,7 @@ fn control_error(request_id: &Value, error: &str) -> String {
 }
 
 /// A `control_request` line written by the host.
-fn control_request(request_id: &str, request: Value) -> String {
+fn control_request(request_id: &str, request: &Value) -> String {
     json!({"type": "control_request", "request_id": request_id, "request": request}).to_string()
 }
 
@@ -133,7 +133,7 @@ fn line_type(line: &str) -> Option<(String, Value)> {
 impl StdinDialog for ControlDialog {
     fn opening(&mut self) -> Vec<String> {
         vec![
-            control_request(INITIALIZE_REQUEST_ID, json!({"subtype": "initialize", "hooks": null})),
+            control_request(INITIALIZE_REQUEST_ID, &json!({"subtype": "initialize", "hooks": null})),
             asm_anthropic_wire::stdin_message(&self.prompt).trim_end().to_owned(),
         ]
     }
@@ -169,7 +169,7 @@ impl StdinDialog for ControlDialog {
     fn interrupt(&mut self) -> Vec<String> {
         self.interrupts += 1;
         let id = format!("{INTERRUPT_REQUEST_ID}_{}", self.interrupts);
-        vec![control_request(&id, json!({"subtype": "interrupt"}))]
+        vec![control_request(&id, &json!({"subtype": "interrupt"}))]
     }
 }
 
@@ -181,17 +181,17 @@ mod tests {
     #[test]
     fn verdicts_map_to_behaviors() {
         let input = json!({"command": "echo hi"});
-        let allow = permission_response(Ok(ApprovalVerdict::new(ApprovalDecision::AllowAlways, "u")), input.clone());
+        let allow = permission_response(Ok(ApprovalVerdict::new(ApprovalDecision::AllowAlways, "u")), &input);
         assert_eq!(allow, json!({"behavior": "allow", "updatedInput": input}));
-        let deny = permission_response(Ok(ApprovalVerdict::new(ApprovalDecision::DenyOnce, "policy")), Value::Null);
+        let deny = permission_response(Ok(ApprovalVerdict::new(ApprovalDecision::DenyOnce, "policy")), &Value::Null);
         assert_eq!(deny, json!({"behavior": "deny", "message": "denied by policy"}));
         let deny = permission_response(
             Ok(ApprovalVerdict::new(ApprovalDecision::DenyAlways, "u").reason("no shell")),
-            Value::Null,
+            &Value::Null,
         );
         assert_eq!(deny["message"], "no shell");
         let failed =
-            permission_response(Err(asm_core::Error::new(asm_core::ErrorCode::InternalError, "boom")), Value::Null);
+            permission_response(Err(asm_core::Error::new(asm_core::ErrorCode::InternalError, "boom")), &Value::Null);
         assert_eq!(failed["behavior"], "deny");
     }
 
