@@ -146,6 +146,7 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("claude/cancel-mid-stream", Box::pin(claude_cancel(env))),
         ("claude/approval-allow", Box::pin(cases_claude_control::claude_approval_allow(env))),
         ("claude/approval-deny", Box::pin(cases_claude_control::claude_approval_deny(env))),
+        ("claude/approval-cancel", Box::pin(cases_claude_control::claude_approval_cancel(env))),
         ("claude/http429-retryable", Box::pin(claude_http_error(env, 429, ErrorCode::ProviderRateLimited, true))),
         ("claude/http401-auth", Box::pin(claude_http_error(env, 401, ErrorCode::ProviderAuthenticationFailed, false))),
         ("claude/http500-unavailable", Box::pin(claude_http_error(env, 500, ErrorCode::ProviderUnavailable, true))),

@@ -92,3 +92,48 @@ pub(super) async fn claude_approval_deny(env: &ClaudeEnv) -> CaseResult {
     ensure(outcome.output.content.contains(DENY_REASON), || format!("output {:?}", outcome.output.content))?;
     Ok(format!("output {:?}", outcome.output.content))
 }
+
+/// Never answers; says when it was asked (a person who does not come back).
+#[derive(Debug, Default)]
+struct NoAnswer {
+    asked: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl ApprovalHandler for NoAnswer {
+    async fn decide(&self, _request: &ApprovalRequest) -> asm_core::Result<ApprovalVerdict> {
+        self.asked.notify_one();
+        std::future::pending().await
+    }
+}
+
+/// `claude/approval-cancel`: the run is cancelled while the permission prompt waits; the CLI
+/// gets an `interrupt`, the run ends `cancelled` within the cancel bound, nothing is left.
+pub(super) async fn claude_approval_cancel(env: &ClaudeEnv) -> CaseResult {
+    let case = "approval-cancel";
+    let adapter: Arc<dyn asm_ports::ProviderAdapter> =
+        Arc::new(env.adapter(case, |b| b.extra_args(["--settings", ASK_BASH])));
+    let handler = Arc::new(NoAnswer::default());
+    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
+    let req = request(&prompt)?.approvals(handler.clone());
+    let cancel = req.cancel.clone();
+    let (sink, recorded) = asm_testkit::adapter_contract::recording_sink(&req.session);
+    let task = tokio::spawn(async move { adapter.execute(req, sink).await });
+    tokio::time::timeout(std::time::Duration::from_secs(40), handler.asked.notified())
+        .await
+        .map_err(|_| format!("the handler was never asked; events {:?}", recorded.kinds()))?;
+    let started = std::time::Instant::now();
+    cancel.cancel();
+    let result = tokio::time::timeout(super::CANCEL_BOUND, task)
+        .await
+        .map_err(|_| format!("cancel did not finish within {:?}", super::CANCEL_BOUND))?
+        .map_err(|e| format!("run task: {e}"))?;
+    let took = started.elapsed();
+    match result {
+        Err(e) if e.code() == asm_core::ErrorCode::Cancelled => {}
+        other => return Err(format!("expected cancelled, got {other:?}")),
+    }
+    ensure(!recorded.kinds().contains(&EventKind::ToolCallCompleted), || format!("{:?}", recorded.kinds()))?;
+    assert_no_processes(&env.marker(case)).await?;
+    Ok(format!("cancelled in {} ms", took.as_millis()))
+}
