@@ -18,6 +18,16 @@
 //! core's. Everything a builder takes is re-exported here ([`CliEnv`], [`CliLimits`],
 //! [`PermissionMode`], [`StderrLimits`]).
 //!
+//! **Live tool approvals**: when the run has an approval handler
+//! ([`ExecuteRequest::approvals`]), the CLI runs in its bidirectional control mode
+//! ([`CONTROL_FLAGS`], [`ControlDialog`]; `docs/claude-control-protocol.md`): stdin stays open,
+//! the prompt is a stream-json user message, each permission prompt (`can_use_tool`) is asked
+//! of the handler and answered, cancellation sends an `interrupt` control request before the
+//! process group is signalled. Without a handler the run is one-shot as before. The events are
+//! the same in both modes, except that the result line's permission denials are not reported
+//! as `tool_approval_denied` in control mode (the runtime's approval gate records every
+//! decision itself).
+//!
 //! **Per-run options** ([`RunOption`], `ExecuteRequest::options`): all of them.
 //!
 //! | key | Claude Code |
@@ -52,15 +62,17 @@
 //! ```
 #![deny(missing_docs)]
 
+mod control;
 mod normalize;
 mod options;
 
 use asm_core::CapabilityType;
 use asm_ports::ExecuteRequest;
-use asm_provider_cli::{CliAdapter, CliAdapterBuilder, CliOptions, CliProtocol};
+use asm_provider_cli::{CliAdapter, CliAdapterBuilder, CliOptions, CliProtocol, StdinDialog};
 
 pub use asm_core::StderrLimits;
 pub use asm_provider_cli::{CliEnv, CliLimits, PermissionMode, RunOption, render_prompt, run_option};
+pub use control::{CONTROL_FLAGS, ControlDialog, INITIALIZE_REQUEST_ID, INTERRUPT_REQUEST_ID};
 pub use normalize::ClaudeNormalizer;
 pub use options::{AUTH_ENV, ClaudeCli, MAX_RETRIES_ENV, OFFLINE_ENV, build_argv, build_env, permission_flag};
 
@@ -107,11 +119,19 @@ impl CliProtocol for ClaudeCli {
     }
 
     fn stdin(options: &ClaudeOptions, request: &ExecuteRequest) -> Option<Vec<u8>> {
+        if request.approvals.is_some() {
+            return None; // the control dialog writes the prompt
+        }
         options.provider.stream_input.then(|| asm_anthropic_wire::stdin_message(&render_prompt(request)).into_bytes())
     }
 
-    fn normalizer(options: &ClaudeOptions, _request: &ExecuteRequest) -> ClaudeNormalizer {
-        ClaudeNormalizer::new().stderr_limits(options.stderr_limits)
+    /// [`ControlDialog`] when the run has an approval handler.
+    fn dialog(_options: &ClaudeOptions, request: &ExecuteRequest) -> Option<Box<dyn StdinDialog>> {
+        ControlDialog::for_request(request).map(|d| Box::new(d) as Box<dyn StdinDialog>)
+    }
+
+    fn normalizer(options: &ClaudeOptions, request: &ExecuteRequest) -> ClaudeNormalizer {
+        ClaudeNormalizer::new().stderr_limits(options.stderr_limits).approvals_recorded(request.approvals.is_some())
     }
 }
 

@@ -34,7 +34,7 @@ use asm_provider_cli::{
 /// | `assistant` synthetic error (`error` field) | `error_occurred` |
 /// | `assistant` first line of a message id | `token_usage_updated` (delta, deduped by id) |
 /// | `user` tool_result | `tool_call_completed` / `tool_call_failed {tool_call_id, tool_name, tool_input, tool_output, is_error}` |
-/// | `result` | `tool_approval_denied` per permission denial; `error_occurred` when the run failed (see [`finish`](Self::finish)), else `message_received {role: assistant, content}`; `token_usage_updated` (cumulative run totals, never below what the messages reported, with `total_cost_usd`) |
+/// | `result` | `tool_approval_denied` per permission denial (unless [`approvals_recorded`](Self::approvals_recorded)); `error_occurred` when the run failed (see [`finish`](Self::finish)), else `message_received {role: assistant, content}`; `token_usage_updated` (cumulative run totals, never below what the messages reported, with `total_cost_usd`) |
 /// | `rate_limit_event` | `error_occurred` when rejected, else raw |
 /// | anything else, non-JSON | raw event ([`raw_event`]) |
 ///
@@ -73,6 +73,9 @@ pub struct ClaudeNormalizer {
     /// What the result line adds to the outcome's metadata.
     result_metadata: JsonMap,
     stderr_limits: StderrLimits,
+    /// The run's approval gate records the denials (control mode): the result line's
+    /// `permission_denials` are not reported again as `tool_approval_denied`.
+    approvals_recorded: bool,
 }
 
 fn sub(a: TokenUsage, b: TokenUsage) -> TokenUsage {
@@ -98,6 +101,16 @@ impl ClaudeNormalizer {
     #[must_use]
     pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
         self.stderr_limits = limits;
+        self
+    }
+
+    /// Whether the run's approval gate records decisions itself (a run with an approval
+    /// handler, in control mode): then the result line's `permission_denials` become no
+    /// `tool_approval_denied` events (the gate recorded one per denial already); they stay in
+    /// the outcome's metadata.
+    #[must_use]
+    pub fn approvals_recorded(mut self, on: bool) -> Self {
+        self.approvals_recorded = on;
         self
     }
 
@@ -348,7 +361,8 @@ impl ClaudeNormalizer {
                 self.result_metadata.insert(key.to_owned(), x.clone());
             }
         }
-        for denial in v.get("permission_denials").and_then(Value::as_array).into_iter().flatten() {
+        let denials = v.get("permission_denials").and_then(Value::as_array).filter(|_| !self.approvals_recorded);
+        for denial in denials.into_iter().flatten() {
             out.push(
                 ProviderEvent::new(EventKind::ToolApprovalDenied)
                     .data(keys::TOOL_NAME, str_of(denial, "tool_name").unwrap_or("unknown"))

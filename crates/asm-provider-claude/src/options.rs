@@ -92,6 +92,10 @@ pub fn permission_flag(mode: PermissionMode) -> Option<&'static str> {
 /// [--max-turns N] [--permission-mode P] [--allowedTools a,b] [--disallowedTools c]
 /// [extra args...] [--resume <session id> [--fork-session]]`.
 ///
+/// With an approval handler on the run ([`ExecuteRequest::approvals`]) the prompt goes to
+/// stdin and [`CONTROL_FLAGS`](crate::CONTROL_FLAGS) replace `--input-format stream-json`
+/// (the control protocol, [`ControlDialog`](crate::ControlDialog)).
+///
 /// The options are the run's (per-run options already applied, see
 /// [`CliOptions::for_run`](asm_provider_cli::CliOptions::for_run)). The prompt is
 /// [`render_prompt`]: a transcript is replayed unless the run resumes natively
@@ -119,15 +123,18 @@ pub fn permission_flag(mode: PermissionMode) -> Option<&'static str> {
 /// ```
 pub fn build_argv(options: &ClaudeOptions, request: &ExecuteRequest) -> Vec<String> {
     let claude = &options.provider;
+    let control = request.approvals.is_some();
     let mut argv = vec!["-p".to_owned()];
-    if !claude.stream_input {
+    if !claude.stream_input && !control {
         argv.push(prompt_arg(render_prompt(request), &[]));
     }
     argv.extend(["--output-format", "stream-json", "--verbose"].map(String::from));
     if claude.partial_messages {
         argv.push("--include-partial-messages".to_owned());
     }
-    if claude.stream_input {
+    if control {
+        argv.extend(crate::CONTROL_FLAGS.iter().map(|f| (*f).to_owned()));
+    } else if claude.stream_input {
         argv.extend(["--input-format", "stream-json"].map(String::from));
     }
     let mut flag = |name: &str, value: Option<String>| {

@@ -14,7 +14,7 @@ use crate::command::{CliCommand, CliEnv, CliLimits};
 use crate::options::{CliOptions, PermissionMode, RunOption};
 use crate::process::ExitInfo;
 use crate::prompt::resume_handle;
-use crate::run::{RunControl, run_jsonl};
+use crate::run::{RunControl, StdinDialog, run_jsonl, run_jsonl_dialog};
 
 /// What a provider crate supplies to [`CliAdapter`]: its argv, environment, stdin, normalizer,
 /// and what it supports. Everything else (options, builder, command construction, the execute
@@ -122,6 +122,14 @@ pub trait CliProtocol: Clone + std::fmt::Debug + Default + Send + Sync + 'static
 
     /// A fresh normalizer for one run.
     fn normalizer(options: &CliOptions<Self>, request: &ExecuteRequest) -> Self::Normalizer;
+
+    /// The stdin conversation of this run (a control protocol, see [`run_jsonl_dialog`]), or
+    /// `None` (the default): the run is one-shot ([`stdin`](Self::stdin) then EOF). When
+    /// `Some`, [`stdin`](Self::stdin) must return `None` (the dialog writes instead).
+    fn dialog(options: &CliOptions<Self>, request: &ExecuteRequest) -> Option<Box<dyn StdinDialog>> {
+        let _ = (options, request);
+        None
+    }
 }
 
 /// Turns one run's stdout lines into normalized events, then the process's end into the run's
@@ -222,7 +230,11 @@ impl<P: CliProtocol> ProviderAdapter for CliAdapter<P> {
             let cmd = options.command(&request);
             let control = RunControl::from_request(&request, options.timeout);
             let mut normalizer = P::normalizer(&options, &request);
-            let exit = run_jsonl(&cmd, &control, &sink, |line, out| normalizer.normalize_line(line, out)).await?;
+            let on_line = |line: &str, out: &mut Vec<ProviderEvent>| normalizer.normalize_line(line, out);
+            let exit = match P::dialog(&options, &request) {
+                Some(mut dialog) => run_jsonl_dialog(&cmd, &control, &sink, dialog.as_mut(), on_line).await?,
+                None => run_jsonl(&cmd, &control, &sink, on_line).await?,
+            };
             if let Some(id) = normalizer.provider_session_id() {
                 tracing::Span::current().record("provider_session_id", id);
             }

@@ -65,4 +65,4 @@ pub use normalize::{
 pub use options::{CliOptions, PermissionMode, RunOption, run_option};
 pub use process::{CliProcess, ExitInfo, ExitKind, StdoutFrame, process_group_alive, provider_failure};
 pub use prompt::{prompt_arg, render_prompt, render_transcript, resume_handle};
-pub use run::{Interrupt, RunControl, cancelled_error, run_jsonl};
+pub use run::{DialogStep, Interrupt, RunControl, StdinDialog, cancelled_error, run_jsonl, run_jsonl_dialog};

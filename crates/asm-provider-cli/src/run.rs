@@ -159,13 +159,142 @@ where
     F: FnMut(&str, &mut Vec<ProviderEvent>) -> asm_core::Result<()> + Send,
 {
     let span = tracing::info_span!("provider_cli", provider = %cmd.provider, program = %cmd.program.display());
-    run_jsonl_inner(cmd, control, sink, on_line).instrument(span).await
+    run_jsonl_inner(cmd, control, sink, None, on_line).instrument(span).await
+}
+
+/// Runs a JSONL-printing CLI to the end while holding a [`StdinDialog`] with it over stdin.
+///
+/// As [`run_jsonl`], except: stdin is a pipe (the command is given
+/// [`stdin_pipe`](CliCommand::stdin_pipe)); the dialog's [`opening`](StdinDialog::opening)
+/// lines are written first; every non-blank stdout line goes to
+/// [`StdinDialog::on_line`] before `on_line` (a consumed line is not normalized, the dialog's
+/// reply is written back, stdin is closed when the dialog says so); and when the run is
+/// cancelled or its deadline passes, the dialog's [`interrupt`](StdinDialog::interrupt) lines
+/// are written, stdin is closed and the process gets
+/// [`CliLimits::interrupt_grace`](crate::CliLimits::interrupt_grace) to exit by itself before
+/// the process group is stopped as in [`run_jsonl`]. The dialog's answer to a line (an
+/// approval that waits for a person) is raced against cancellation and the deadline.
+///
+/// # Errors
+/// As [`run_jsonl`], plus the errors of [`StdinDialog::on_line`] (the process is then stopped).
+pub async fn run_jsonl_dialog<F>(
+    cmd: &CliCommand,
+    control: &RunControl,
+    sink: &EventSink,
+    dialog: &mut dyn StdinDialog,
+    on_line: F,
+) -> asm_core::Result<ExitInfo>
+where
+    F: FnMut(&str, &mut Vec<ProviderEvent>) -> asm_core::Result<()> + Send,
+{
+    let span =
+        tracing::info_span!("provider_cli", provider = %cmd.provider, program = %cmd.program.display(), dialog = true);
+    let cmd = cmd.clone().stdin_pipe();
+    run_jsonl_inner(&cmd, control, sink, Some(dialog), on_line).instrument(span).await
+}
+
+/// A conversation with a CLI over its stdin while its stdout is read (a control protocol such
+/// as Claude Code's stream-json control requests); driven by [`run_jsonl_dialog`].
+#[async_trait::async_trait]
+pub trait StdinDialog: Send {
+    /// Lines written (each followed by `\n`) as soon as the process started.
+    fn opening(&mut self) -> Vec<String>;
+    /// Looks at one stdout line before the normalizer does; may wait (for an approval).
+    ///
+    /// # Errors
+    /// A line that means the run cannot go on (the process is then stopped).
+    async fn on_line(&mut self, line: &str) -> asm_core::Result<DialogStep>;
+    /// Lines asking the CLI to stop by itself, written on cancellation or at the deadline
+    /// before the process group is signalled.
+    fn interrupt(&mut self) -> Vec<String>;
+}
+
+/// What a [`StdinDialog`] did with one stdout line.
+///
+/// ```
+/// use asm_provider_cli::DialogStep;
+/// let step = DialogStep::consumed().reply("{}");
+/// assert!(step.consumed && !step.close_stdin);
+/// assert!(!DialogStep::pass().close_stdin().consumed);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DialogStep {
+    /// The line belongs to the dialog: the normalizer does not see it.
+    pub consumed: bool,
+    /// Lines to write back (each followed by `\n`).
+    pub reply: Vec<String>,
+    /// Close stdin after the reply (the conversation is over).
+    pub close_stdin: bool,
+}
+
+impl DialogStep {
+    /// The line is the normalizer's.
+    pub fn pass() -> Self {
+        Self::default()
+    }
+    /// The line is the dialog's.
+    pub fn consumed() -> Self {
+        Self { consumed: true, ..Self::default() }
+    }
+    /// Adds a line to write back.
+    #[must_use]
+    pub fn reply(mut self, line: impl Into<String>) -> Self {
+        self.reply.push(line.into());
+        self
+    }
+    /// Closes stdin after the reply.
+    #[must_use]
+    pub fn close_stdin(mut self) -> Self {
+        self.close_stdin = true;
+        self
+    }
+}
+
+/// Writes `lines` to the dialog's stdin; a write error (the child is gone, or stdin already
+/// closed) is logged and ignored: the end of stdout tells what happened.
+async fn write_lines(stdin: &mut Option<tokio::process::ChildStdin>, lines: Vec<String>) {
+    use tokio::io::AsyncWriteExt;
+    let Some(pipe) = stdin.as_mut() else { return };
+    for line in lines {
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        if let Err(e) = pipe.write_all(&bytes).await {
+            tracing::debug!(error = %e, "provider stdin write failed");
+            *stdin = None;
+            return;
+        }
+    }
+    if let Err(e) = pipe.flush().await {
+        tracing::debug!(error = %e, "provider stdin flush failed");
+        *stdin = None;
+    }
+}
+
+/// The dialog's way to stop: its interrupt lines, stdin closed, the interrupt grace for the
+/// process to exit by itself; then (in [`interrupt_error`]) the usual escalation.
+async fn dialog_interrupt(
+    process: &mut CliProcess,
+    stdin: &mut Option<tokio::process::ChildStdin>,
+    dialog: &mut dyn StdinDialog,
+    grace: std::time::Duration,
+) {
+    let lines = dialog.interrupt();
+    let bounded = tokio::time::timeout(grace, async {
+        write_lines(stdin, lines).await;
+        *stdin = None;
+        process.finish().await
+    });
+    if bounded.await.is_err() {
+        tracing::debug!(pid = process.pid(), "provider did not stop on the interrupt request; signalling");
+    }
 }
 
 async fn run_jsonl_inner<F>(
     cmd: &CliCommand,
     control: &RunControl,
     sink: &EventSink,
+    mut dialog: Option<&mut dyn StdinDialog>,
     mut on_line: F,
 ) -> asm_core::Result<ExitInfo>
 where
@@ -176,13 +305,26 @@ where
     }
     let mut process = CliProcess::spawn(cmd)?;
     tracing::debug!(pid = process.pid(), "reading provider output");
+    let mut stdin = process.take_stdin();
+    if let Some(dialog) = dialog.as_deref_mut() {
+        write_lines(&mut stdin, dialog.opening()).await;
+    }
+    let grace = cmd.limits.interrupt_grace;
+    macro_rules! stop_for {
+        ($why:expr) => {{
+            if let Some(dialog) = dialog.as_deref_mut() {
+                dialog_interrupt(&mut process, &mut stdin, dialog, grace).await;
+            }
+            return Err(interrupt_error(&mut process, $why, cmd.provider).await);
+        }};
+    }
     let mut events = Vec::new();
     let mut lines: u64 = 0;
     let mut oversized: u64 = 0;
     loop {
         let frame = tokio::select! {
             biased;
-            why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),
+            why = interrupted(control) => stop_for!(why),
             frame = process.next_frame() => frame?,
         };
         let Some(frame) = frame else { break };
@@ -192,6 +334,28 @@ where
                     continue;
                 }
                 lines += 1;
+                if let Some(d) = dialog.as_deref_mut() {
+                    let step = tokio::select! {
+                        biased;
+                        why = interrupted(control) => Err(why),
+                        step = d.on_line(&line) => Ok(step),
+                    };
+                    let step = match step {
+                        Err(why) => stop_for!(why),
+                        Ok(Err(e)) => {
+                            process.stop().await;
+                            return Err(e);
+                        }
+                        Ok(Ok(step)) => step,
+                    };
+                    write_lines(&mut stdin, step.reply).await;
+                    if step.close_stdin {
+                        stdin = None;
+                    }
+                    if step.consumed {
+                        continue;
+                    }
+                }
                 if let Err(e) = on_line(&line, &mut events) {
                     process.stop().await;
                     return Err(e);
@@ -209,7 +373,7 @@ where
         for event in events.drain(..) {
             let emitted = tokio::select! {
                 biased;
-                why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),
+                why = interrupted(control) => stop_for!(why),
                 emitted = sink.emit(event) => emitted,
             };
             if let Err(e) = emitted {
@@ -218,6 +382,7 @@ where
             }
         }
     }
+    drop(stdin);
     let exit = tokio::select! {
         biased;
         why = interrupted(control) => return Err(interrupt_error(&mut process, why, cmd.provider).await),

@@ -27,6 +27,13 @@
 //! that id (the client's answer to one of the fake's requests). So a captured exchange is replayed in both directions, in
 //! turn. When stdin closes while the fake waits, it exits with `exit_code`.
 //!
+//! The same mode replays **Claude Code's stream-json control protocol** (captured in
+//! `crates/asm-provider-claude/tests/fixtures/control/`): `{"asm_fake_await": {"type": "user"}}`
+//! waits for a message of that `type`, `{"asm_fake_await": {"control_request": "interrupt"}}`
+//! for a `control_request` with that `request.subtype`, and `{"asm_fake_await":
+//! {"control_response": "<request_id>"}}` for the host's answer to the fake's control request
+//! with that id.
+//!
 //! Signals follow `on_sigint` / `on_sigterm` ([`SignalAction`]): the default disposition (die by
 //! the signal), ignore it (to test escalation), or print some lines and exit with a code (what
 //! Claude Code does on SIGINT: partial message, `result`, exit 0).

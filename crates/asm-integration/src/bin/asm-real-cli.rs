@@ -56,6 +56,9 @@ const CANCEL_BOUND: Duration = Duration::from_secs(10);
 const MARKER_VAR: &str = "ASM_INTEGRATION_MARKER";
 const API_KEY: &str = "sk-ant-fake-key";
 
+#[path = "cases_claude_control.rs"]
+mod cases_claude_control;
+
 type CaseResult = Result<String, String>;
 type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
 
@@ -158,6 +161,9 @@ async fn run_all(args: &Args) -> (usize, usize) {
         ("claude/fork-native", Box::pin(claude_fork(env))),
         ("claude/fork-replay", Box::pin(claude_fork_replay(env))),
         ("claude/cancel-mid-stream", Box::pin(claude_cancel(env))),
+        ("claude/approval-allow", Box::pin(cases_claude_control::claude_approval_allow(env))),
+        ("claude/approval-deny", Box::pin(cases_claude_control::claude_approval_deny(env))),
+        ("claude/approval-cancel", Box::pin(cases_claude_control::claude_approval_cancel(env))),
         ("claude/http429-retryable", Box::pin(claude_http_error(env, 429, ErrorCode::ProviderRateLimited, true))),
         ("claude/http401-auth", Box::pin(claude_http_error(env, 401, ErrorCode::ProviderAuthenticationFailed, false))),
         ("claude/http500-unavailable", Box::pin(claude_http_error(env, 500, ErrorCode::ProviderUnavailable, true))),

@@ -127,6 +127,9 @@ struct Inbox {
     /// Ids of every message seen (requests and responses).
     any_ids: HashSet<String>,
     methods: Vec<String>,
+    /// Claude control protocol: `type`s, `control_request` subtypes and `control_response`
+    /// request ids seen.
+    control: Vec<(&'static str, String)>,
     closed: bool,
 }
 
@@ -149,7 +152,14 @@ impl Inbox {
                 }
             }
         });
-        Self { rx, ids: HashSet::new(), any_ids: HashSet::new(), methods: Vec::new(), closed: false }
+        Self {
+            rx,
+            ids: HashSet::new(),
+            any_ids: HashSet::new(),
+            methods: Vec::new(),
+            control: Vec::new(),
+            closed: false,
+        }
     }
 
     /// What `line` waits for: a response's id, or an awaited method.
@@ -159,6 +169,13 @@ impl Inbox {
         match obj.get(AWAIT_KEY) {
             Some(Value::String(m)) => return Some(Want::Method(m.clone())),
             Some(Value::Object(o)) if o.contains_key("id") => return Some(Want::AnyId(o["id"].to_string())),
+            Some(Value::Object(o)) => {
+                for &key in CONTROL_AWAITS {
+                    if let Some(v) = o.get(key).and_then(Value::as_str) {
+                        return Some(Want::Control(key, v.to_owned()));
+                    }
+                }
+            }
             _ => {}
         }
         let is_response = obj.contains_key("id")
@@ -172,6 +189,7 @@ impl Inbox {
             Want::Id(id) => self.ids.contains(id),
             Want::Method(m) => self.methods.iter().any(|x| x == m),
             Want::AnyId(id) => self.any_ids.contains(id),
+            Want::Control(key, value) => self.control.iter().any(|(k, v)| k == key && v == value),
         }
     }
 
@@ -190,6 +208,15 @@ impl Inbox {
                 if let Some(m) = v.get("method").and_then(Value::as_str) {
                     self.methods.push(m.to_owned());
                 }
+                if let Some(t) = v.get("type").and_then(Value::as_str) {
+                    self.control.push(("type", t.to_owned()));
+                }
+                if let Some(sub) = v.pointer("/request/subtype").and_then(Value::as_str) {
+                    self.control.push(("control_request", sub.to_owned()));
+                }
+                if let Some(id) = v.pointer("/response/request_id").and_then(Value::as_str) {
+                    self.control.push(("control_response", id.to_owned()));
+                }
                 true
             }
             None => {
@@ -204,7 +231,14 @@ enum Want {
     Id(String),
     Method(String),
     AnyId(String),
+    /// A Claude control protocol message (see `CONTROL_AWAITS`).
+    Control(&'static str, String),
 }
+
+/// The keys of `{"asm_fake_await": {<key>: <value>}}` lines for Claude Code's control
+/// protocol: a message of that `type`, a `control_request` with that `request.subtype`, a
+/// `control_response` with that `response.request_id`.
+const CONTROL_AWAITS: &[&str] = &["type", "control_request", "control_response"];
 
 async fn run(script: FakeScript, args: Vec<String>) -> i32 {
     let mut sigint = listener(&script.on_sigint, SignalKind::interrupt());
@@ -253,7 +287,7 @@ async fn run(script: FakeScript, args: Vec<String>) -> i32 {
                     () = recv(&mut sigterm) => if let Some(c) = on_signal(&script.on_sigterm) { return c },
                 }
             }
-            if matches!(want, Want::Method(_) | Want::AnyId(_)) {
+            if matches!(want, Want::Method(_) | Want::AnyId(_) | Want::Control(..)) {
                 continue;
             }
         }
