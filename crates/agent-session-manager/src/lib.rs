@@ -200,6 +200,8 @@ pub mod prelude {
         CancellationToken, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, HookAction, ProviderAdapter,
         ProviderEvent, RunContext, RunHook, SessionStore, SessionStoreExt,
     };
+    /// Live tool approvals: the port.
+    pub use asm_ports::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict};
 
     /// For implementing ports: `#[async_trait]` on `impl SessionStore`, `ProviderAdapter`,
     /// `RunHook`.
@@ -241,10 +243,14 @@ pub mod prelude {
 
     #[cfg(feature = "policy")]
     pub use asm_policy::{Limit, Policy, PolicyHook, PricingTable, ViolationAction};
+    #[cfg(feature = "policy")]
+    pub use asm_policy::PolicyApprovals;
 
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
         ConcurrencyLimiter, Continuation, ForkPoint, NewSession, RunOptions, RunResult, ServerConfig, SessionManager,
         SessionServer, SessionSupervisor, StreamOptions, SubscribeOptions,
     };
+    #[cfg(feature = "runtime")]
+    pub use asm_runtime::ApprovalQueue;
 }
