@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use asm_core::{ErrorCode, Event, EventKind, Result, Run, RunInput, RunStatus, Session};
+use asm_core::{ErrorCode, EventKind, Result, Run, RunInput, RunStatus, Session};
 use asm_policy::{Policy, PolicyApprovals};
 use asm_ports::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict, EventQuery, ExecuteRequest, ProviderAdapter,
@@ -149,7 +149,7 @@ async fn each_verdict_picks_the_agents_option_of_its_kind_and_the_static_handler
         assert_eq!(asked[0].tool_input, json!({"command":"cargo test"}));
         assert_eq!(asked[0].provider, "acp");
         assert_eq!((&asked[0].session_id, &asked[0].run_id), (&session_id, &run_id));
-        let raw: Vec<Event> = recorded
+        let raw: Vec<asm_ports::ProviderEvent> = recorded
             .events()
             .into_iter()
             .filter(|e| e.data.get("raw_type") == Some(&json!("session/request_permission")))
