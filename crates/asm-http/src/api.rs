@@ -18,7 +18,10 @@ use asm_core::{ApprovalId, Error, ErrorCode, EventJson, EventKind, Run, RunId, S
 use asm_ports::{ApprovalDecision, ApprovalVerdict, EventQuery, RunQuery, SessionQuery};
 use asm_runtime::{Continuation, NewSession, RunOptions, StreamOptions};
 
-use crate::schema::{AnswerApproval, ApprovalAnswered, ApprovalList, ApprovalView, ContinuationBody, CreateSession, Health, RunAccepted, SessionList, SessionView, SubmitRun};
+use crate::schema::{
+    AnswerApproval, ApprovalAnswered, ApprovalList, ApprovalView, ContinuationBody, CreateSession, Health, RunAccepted,
+    SessionList, SessionView, SubmitRun,
+};
 use crate::{ApiError, ApiServer, ErrorBody};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -486,7 +489,8 @@ async fn answer_approval(
         )
     })?;
     let answer = body(json)?;
-    let decision = ApprovalDecision::parse(&answer.decision).map_err(|e| e.with_detail("decision", answer.decision.clone()))?;
+    let decision =
+        ApprovalDecision::parse(&answer.decision).map_err(|e| e.with_detail("decision", answer.decision.clone()))?;
     let mut verdict = ApprovalVerdict::new(decision, DECIDED_BY_HTTP);
     if let Some(reason) = answer.reason.clone().filter(|r| !r.is_empty()) {
         verdict = verdict.reason(reason);

@@ -75,13 +75,18 @@ use axum::Router;
 use tokio::sync::watch;
 
 use asm_core::{Error, ErrorCode, Result, Session, SessionId};
-use asm_ports::{ApprovalHandler, DynApprovalHandler, DynProviderAdapter, DynSessionStore, ProviderAdapter, SessionStore};
-use asm_runtime::{ApprovalQueue, ConcurrencyLimiter, ServerConfig, SessionManager, SessionServer, SessionSupervisor, ShutdownPolicy};
+use asm_ports::{
+    ApprovalHandler, DynApprovalHandler, DynProviderAdapter, DynSessionStore, ProviderAdapter, SessionStore,
+};
+use asm_runtime::{
+    ApprovalQueue, ConcurrencyLimiter, ServerConfig, SessionManager, SessionServer, SessionSupervisor, ShutdownPolicy,
+};
 
 pub use api::openapi;
 pub use error::{ApiError, ErrorBody, status_for};
 pub use schema::{
-    AnswerApproval, ApprovalAnswered, ApprovalList, ApprovalView, ContinuationBody, CreateSession, Health, InputBody, MessageBody, RunAccepted, SessionList, SessionView, SubmitRun,
+    AnswerApproval, ApprovalAnswered, ApprovalList, ApprovalView, ContinuationBody, CreateSession, Health, InputBody,
+    MessageBody, RunAccepted, SessionList, SessionView, SubmitRun,
 };
 
 /// The default SSE heartbeat interval (15 s).

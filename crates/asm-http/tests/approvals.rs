@@ -39,9 +39,12 @@ async fn list_answer_and_the_error_answers() {
     .await;
     let (session, run) = submit(&server).await;
     // Follow the session's approval events as a client would.
-    let mut stream =
-        SseClient::connect(server.addr, &format!("/v1/sessions/{session}/events/stream?kind=tool_approval_requested"), None)
-            .await;
+    let mut stream = SseClient::connect(
+        server.addr,
+        &format!("/v1/sessions/{session}/events/stream?kind=tool_approval_requested"),
+        None,
+    )
+    .await;
     let frame = stream.next_event(WAIT).await;
     assert_eq!(frame.event.as_deref(), Some("tool_approval_requested"));
 
@@ -74,7 +77,8 @@ async fn list_answer_and_the_error_answers() {
     let (status, bad) =
         json(server.addr, "POST", &format!("/v1/approvals/{id}"), Some(json!({"decision": "maybe"}))).await;
     assert_eq!((status, bad["code"].as_str()), (400, Some("validation_error")), "{bad}");
-    let (status, bad) = json(server.addr, "POST", &format!("/v1/approvals/{id}"), Some(json!({"verdict": "yes"}))).await;
+    let (status, bad) =
+        json(server.addr, "POST", &format!("/v1/approvals/{id}"), Some(json!({"verdict": "yes"}))).await;
     assert_eq!(status, 400, "{bad}");
 
     let (status, answered) = json(
@@ -140,7 +144,8 @@ async fn a_request_that_timed_out_is_a_conflict_and_approvals_off_is_503() {
     assert_eq!(late["details"]["reason"], "no_longer_waiting");
     server.stop().await;
 
-    let off = Running::start(ApiServer::builder().store(InMemorySessionStore::new()).adapter("scripted", asking())).await;
+    let off =
+        Running::start(ApiServer::builder().store(InMemorySessionStore::new()).adapter("scripted", asking())).await;
     let (status, body) = json(off.addr, "GET", "/v1/approvals", None).await;
     assert_eq!((status, body["code"].as_str()), (503, Some("dependency_not_available")), "{body}");
     // Without approvals the run is not asked about: the adapter's own answer holds.

@@ -178,8 +178,8 @@ async fn through_the_runtime_a_queued_request_is_answered_and_a_cancel_while_wai
     ]);
     let queue = ApprovalQueue::new();
     let store = Arc::new(InMemorySessionStore::new());
-    let manager = SessionManager::from_shared(store.clone(), Arc::new(case.builder.clone().build()))
-        .approvals(queue.clone());
+    let manager =
+        SessionManager::from_shared(store.clone(), Arc::new(case.builder.clone().build())).approvals(queue.clone());
     let session = started_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("edit it"), RunOptions::new()).await.unwrap();
     let execution = tokio::spawn({
@@ -208,8 +208,8 @@ async fn through_the_runtime_a_queued_request_is_answered_and_a_cancel_while_wai
         json!({"asm_fake_await": "session/cancel"}).to_string(),
         end("cancelled"),
     ]);
-    let manager = SessionManager::from_shared(store.clone(), Arc::new(case.builder.clone().build()))
-        .approvals(queue.clone());
+    let manager =
+        SessionManager::from_shared(store.clone(), Arc::new(case.builder.clone().build())).approvals(queue.clone());
     let run = manager.start_run(&session, RunInput::user("clean"), RunOptions::new()).await.unwrap();
     let execution = tokio::spawn({
         let manager = manager.clone();
@@ -306,7 +306,8 @@ async fn timed_run(policy: bool) -> Duration {
     let took = start.elapsed();
     assert_eq!(result.run.status, RunStatus::Completed);
     assert_eq!(case.chosen(&format!("p{}", ROUND_TRIPS - 1)), json!({"outcome":"selected","optionId":"once"}));
-    let events = manager.session_events(&session, EventQuery::new().kind(EventKind::ToolApprovalGranted)).await.unwrap();
+    let events =
+        manager.session_events(&session, EventQuery::new().kind(EventKind::ToolApprovalGranted)).await.unwrap();
     assert_eq!(events.len(), if policy { ROUND_TRIPS } else { 0 });
     took
 }
@@ -350,5 +351,8 @@ async fn measure_policy_decision_round_trip() {
         let verdict = handler.decide(&ask).await.unwrap();
         assert!(verdict.decision.allows());
     }
-    println!("  PolicyApprovals::decide alone: {:.3} us per decision", start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    println!(
+        "  PolicyApprovals::decide alone: {:.3} us per decision",
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
 }

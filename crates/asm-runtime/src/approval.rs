@@ -38,9 +38,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{OnceCell, oneshot, watch};
 
-use asm_core::{
-    ApprovalId, Error, ErrorCode, Event, EventKind, JsonMap, Result, RunId, SessionId, keys,
-};
+use asm_core::{ApprovalId, Error, ErrorCode, Event, EventKind, JsonMap, Result, RunId, SessionId, keys};
 use asm_ports::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict, CancellationToken, DynApprovalHandler,
     DynSessionStore, EventQuery,
@@ -119,7 +117,10 @@ impl ApprovalMemory {
 
 /// The session's `*_always` decisions by tool, from its `tool_approval_granted` / `_denied`
 /// events (the latest per tool wins).
-async fn remembered_decisions(store: &DynSessionStore, session_id: &SessionId) -> Result<HashMap<String, ApprovalDecision>> {
+async fn remembered_decisions(
+    store: &DynSessionStore,
+    session_id: &SessionId,
+) -> Result<HashMap<String, ApprovalDecision>> {
     let mut found = HashMap::new();
     let mut after = 0;
     loop {
@@ -225,8 +226,14 @@ impl ApprovalHandler for RunGate {
 }
 
 impl RunGate {
-    async fn record_verdict(&self, request: &ApprovalRequest, verdict: &ApprovalVerdict, waited: Duration) -> Result<()> {
-        let kind = if verdict.decision.allows() { EventKind::ToolApprovalGranted } else { EventKind::ToolApprovalDenied };
+    async fn record_verdict(
+        &self,
+        request: &ApprovalRequest,
+        verdict: &ApprovalVerdict,
+        waited: Duration,
+    ) -> Result<()> {
+        let kind =
+            if verdict.decision.allows() { EventKind::ToolApprovalGranted } else { EventKind::ToolApprovalDenied };
         let mut data = JsonMap::new();
         data.insert(keys::APPROVAL_ID.into(), request.id.as_str().into());
         data.insert(keys::TOOL_NAME.into(), request.tool_name.clone().into());
@@ -421,9 +428,7 @@ impl ApprovalQueue {
     /// An empty queue that remembers the last `capacity` closed requests.
     pub fn with_closed_capacity(capacity: usize) -> Self {
         let (changes, _) = watch::channel(0);
-        Self {
-            inner: Arc::new(QueueInner { state: Mutex::default(), changes, closed_capacity: capacity.max(1) }),
-        }
+        Self { inner: Arc::new(QueueInner { state: Mutex::default(), changes, closed_capacity: capacity.max(1) }) }
     }
 
     /// The waiting requests, oldest first.
@@ -458,7 +463,9 @@ impl ApprovalQueue {
         let mut state = inner.state.lock();
         let Some(at) = state.waiting.iter().position(|(i, _)| i == id) else {
             return Err(match state.closed.get(id) {
-                Some(Closed::Answered(first)) => AnswerError::AlreadyAnswered { id: id.clone(), verdict: first.clone() },
+                Some(Closed::Answered(first)) => {
+                    AnswerError::AlreadyAnswered { id: id.clone(), verdict: first.clone() }
+                }
                 Some(Closed::Abandoned) => AnswerError::NoLongerWaiting(id.clone()),
                 None => AnswerError::Unknown(id.clone()),
             });

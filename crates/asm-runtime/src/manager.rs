@@ -11,8 +11,8 @@ use asm_core::{
     SessionId, SessionStatus, keys,
 };
 use asm_ports::{
-    ApprovalHandler, CancellationToken, DynApprovalHandler, DynProviderAdapter, DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunQuery,
-    SessionStore, SessionStoreExt,
+    ApprovalHandler, CancellationToken, DynApprovalHandler, DynProviderAdapter, DynSessionStore, EventQuery,
+    ExecutionRecord, ProviderAdapter, RunQuery, SessionStore, SessionStoreExt,
 };
 
 use crate::approval::ApprovalConfig;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
 use futures::StreamExt;
+use parking_lot::Mutex;
 use serde_json::json;
 
 use asm_core::{Error, ErrorCode, Event, EventKind, Result, RunInput, RunStatus, SessionId};
@@ -322,6 +322,9 @@ async fn a_session_server_hands_its_runs_the_gate_and_subscribers_see_the_approv
         let event = tokio::time::timeout(WAIT, subscription.next()).await.unwrap().unwrap().unwrap();
         seen.push(event.kind);
     }
-    assert!(seen.contains(&EventKind::ToolApprovalRequested) && seen.contains(&EventKind::ToolApprovalDenied), "{seen:?}");
+    assert!(
+        seen.contains(&EventKind::ToolApprovalRequested) && seen.contains(&EventKind::ToolApprovalDenied),
+        "{seen:?}"
+    );
     server.shutdown().await.unwrap();
 }
