@@ -196,6 +196,8 @@ pub mod prelude {
         Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunOutput, RunStatus, Session, SessionId,
         SessionStatus, TokenUsage, Transcript, TranscriptBuilder, TranscriptOptions,
     };
+    /// Live tool approvals: the port.
+    pub use asm_ports::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict};
     pub use asm_ports::{
         CancellationToken, EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, HookAction, ProviderAdapter,
         ProviderEvent, RunContext, RunHook, SessionStore, SessionStoreExt,
@@ -240,8 +242,12 @@ pub mod prelude {
     pub use asm_workspace::{FileArtifactStore, Strategy as WorkspaceStrategy, WorkspaceHook};
 
     #[cfg(feature = "policy")]
+    pub use asm_policy::PolicyApprovals;
+    #[cfg(feature = "policy")]
     pub use asm_policy::{Limit, Policy, PolicyHook, PricingTable, ViolationAction};
 
+    #[cfg(feature = "runtime")]
+    pub use asm_runtime::ApprovalQueue;
     #[cfg(feature = "runtime")]
     pub use asm_runtime::{
         ConcurrencyLimiter, Continuation, ForkPoint, NewSession, RunOptions, RunResult, ServerConfig, SessionManager,

@@ -14,11 +14,14 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
-use asm_core::{Error, ErrorCode, EventJson, EventKind, Run, RunId, SessionId, SessionStatus};
-use asm_ports::{EventQuery, RunQuery, SessionQuery};
+use asm_core::{ApprovalId, Error, ErrorCode, EventJson, EventKind, Run, RunId, SessionId, SessionStatus};
+use asm_ports::{ApprovalDecision, ApprovalVerdict, EventQuery, RunQuery, SessionQuery};
 use asm_runtime::{Continuation, NewSession, RunOptions, StreamOptions};
 
-use crate::schema::{ContinuationBody, CreateSession, Health, RunAccepted, SessionList, SessionView, SubmitRun};
+use crate::schema::{
+    AnswerApproval, ApprovalAnswered, ApprovalList, ApprovalView, ContinuationBody, CreateSession, Health, RunAccepted,
+    SessionList, SessionView, SubmitRun,
+};
 use crate::{ApiError, ApiServer, ErrorBody};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -41,6 +44,8 @@ pub(crate) fn routes(api: ApiServer) -> Router {
         .route("/v1/sessions/{id}/events/stream", get(stream_events))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", post(answer_approval))
         .route("/v1/openapi.json", get(openapi_json))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(api.clone(), crate::auth::require_token))
@@ -61,8 +66,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "agent-session-manager HTTP API", description = "Sessions, runs and events of agent-session-manager; Server-Sent Events resumable by Last-Event-ID."),
-    paths(health, list_sessions, create_session, get_session, list_runs, submit_run, get_run, cancel_run, list_events, stream_events),
-    components(schemas(ErrorBody, Health, CreateSession, SessionView, SessionList, SubmitRun, RunAccepted, ContinuationBody, crate::schema::RunSchema, crate::schema::EventSchema)),
+    paths(health, list_sessions, create_session, get_session, list_runs, submit_run, get_run, cancel_run, list_events, stream_events, list_approvals, answer_approval),
+    components(schemas(ErrorBody, ApprovalView, ApprovalList, AnswerApproval, ApprovalAnswered, Health, CreateSession, SessionView, SessionList, SubmitRun, RunAccepted, ContinuationBody, crate::schema::RunSchema, crate::schema::EventSchema)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
@@ -421,4 +426,81 @@ async fn stream_events(
         })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(inner.heartbeat).text("heartbeat")))
+}
+
+/// `decided_by` of the answers given through the API.
+pub(crate) const DECIDED_BY_HTTP: &str = "http";
+
+fn approval_queue(api: &ApiServer) -> ApiResult<&asm_runtime::ApprovalQueue> {
+    api.inner().approvals.as_ref().ok_or_else(|| {
+        Error::new(
+            ErrorCode::DependencyNotAvailable,
+            "live approvals are not enabled on this server (ApiServerBuilder::approvals)",
+        )
+        .into()
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ApprovalsParams {
+    /// Only the requests of this session.
+    session_id: Option<String>,
+}
+
+/// The tool calls waiting for a decision, oldest first. Their runs stay `running` until each
+/// is answered, times out (denied) or its run is cancelled (denied).
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(ApprovalsParams),
+    responses((status = 200, body = ApprovalList), (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Live approvals are not enabled")))]
+async fn list_approvals(
+    State(api): State<ApiServer>,
+    params: Result<Query<ApprovalsParams>, QueryRejection>,
+) -> ApiResult<Json<ApprovalList>> {
+    let params = query(params)?;
+    let queue = approval_queue(&api)?;
+    let pending = match params.session_id.filter(|s| !s.is_empty()) {
+        Some(id) => queue.pending_for(&SessionId::parse(&id).map_err(|e| e.with_detail("parameter", "session_id"))?),
+        None => queue.pending(),
+    };
+    Ok(Json(ApprovalList { approvals: pending.iter().map(ApprovalView::new).collect() }))
+}
+
+/// Answers a waiting tool call: `allow_once`, `allow_always` (the tool for the rest of the
+/// session), `deny_once` or `deny_always`, with an optional reason. The run goes on at once.
+#[utoipa::path(post, path = "/v1/approvals/{id}", tag = "approvals", request_body = AnswerApproval,
+    params(("id" = String, Path, description = "Approval request id (`apr_...`)")),
+    responses((status = 200, body = ApprovalAnswered), (status = 400, body = ErrorBody, description = "Unknown decision"),
+        (status = 404, body = ErrorBody, description = "No such request"),
+        (status = 409, body = ErrorBody, description = "Already answered, or no longer waiting (timed out, run cancelled)"),
+        (status = 503, body = ErrorBody, description = "Live approvals are not enabled")))]
+async fn answer_approval(
+    State(api): State<ApiServer>,
+    Path(id): Path<String>,
+    json: Result<Json<AnswerApproval>, JsonRejection>,
+) -> ApiResult<Json<ApprovalAnswered>> {
+    let queue = approval_queue(&api)?;
+    let approval_id = ApprovalId::parse(&id).map_err(|_| {
+        ApiError::from(
+            Error::new(ErrorCode::NotFound, format!("approval request {id:?} not found"))
+                .with_detail("approval_id", id.as_str())
+                .with_detail("reason", "unknown"),
+        )
+    })?;
+    let answer = body(json)?;
+    let decision =
+        ApprovalDecision::parse(&answer.decision).map_err(|e| e.with_detail("decision", answer.decision.clone()))?;
+    let mut verdict = ApprovalVerdict::new(decision, DECIDED_BY_HTTP);
+    if let Some(reason) = answer.reason.clone().filter(|r| !r.is_empty()) {
+        verdict = verdict.reason(reason);
+    }
+    queue.answer(&approval_id, verdict).map_err(Error::from)?;
+    tracing::info!(%approval_id, decision = decision.as_str(), "approval answered");
+    Ok(Json(ApprovalAnswered {
+        id: approval_id.to_string(),
+        decision: decision.as_str().to_owned(),
+        decided_by: DECIDED_BY_HTTP.to_owned(),
+        reason: answer.reason.filter(|r| !r.is_empty()),
+    }))
 }

@@ -35,6 +35,8 @@
 //! | `POST /v1/runs/{id}/cancel` | `202` + the run |
 //! | `GET /v1/sessions/{id}/events?after=&limit=&kind=&run=` | JSON array of [`EventJson`](asm_core::EventJson) |
 //! | `GET /v1/sessions/{id}/events/stream?after=&kind=` | Server-Sent Events |
+//! | `GET /v1/approvals?session_id=` | [`ApprovalList`]: tool calls waiting for a decision ([`ApiServerBuilder::approvals`]) |
+//! | `POST /v1/approvals/{id}` ([`AnswerApproval`]: `{decision, reason}`) | [`ApprovalAnswered`]; 404 unknown id, 409 already answered or no longer waiting, 400 unknown decision |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document ([`openapi`]) |
 //! | `GET /`, `GET /sessions/{id}` | the web view |
 //!
@@ -73,13 +75,18 @@ use axum::Router;
 use tokio::sync::watch;
 
 use asm_core::{Error, ErrorCode, Result, Session, SessionId};
-use asm_ports::{DynProviderAdapter, DynSessionStore, ProviderAdapter, SessionStore};
-use asm_runtime::{ConcurrencyLimiter, ServerConfig, SessionManager, SessionServer, SessionSupervisor, ShutdownPolicy};
+use asm_ports::{
+    ApprovalHandler, DynApprovalHandler, DynProviderAdapter, DynSessionStore, ProviderAdapter, SessionStore,
+};
+use asm_runtime::{
+    ApprovalQueue, ConcurrencyLimiter, ServerConfig, SessionManager, SessionServer, SessionSupervisor, ShutdownPolicy,
+};
 
 pub use api::openapi;
 pub use error::{ApiError, ErrorBody, status_for};
 pub use schema::{
-    ContinuationBody, CreateSession, Health, InputBody, MessageBody, RunAccepted, SessionList, SessionView, SubmitRun,
+    AnswerApproval, ApprovalAnswered, ApprovalList, ApprovalView, ContinuationBody, CreateSession, Health, InputBody,
+    MessageBody, RunAccepted, SessionList, SessionView, SubmitRun,
 };
 
 /// The default SSE heartbeat interval (15 s).
@@ -122,6 +129,9 @@ pub struct ApiServerBuilder {
     limiter: Option<ConcurrencyLimiter>,
     shutdown_policy: ShutdownPolicy,
     shutdown_timeout: Duration,
+    approvals: Option<ApprovalQueue>,
+    approval_handler: Option<DynApprovalHandler>,
+    approval_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for ApiServerBuilder {
@@ -216,6 +226,30 @@ impl ApiServerBuilder {
         self
     }
 
+    /// Enables live tool approvals answered through the API: `GET /v1/approvals` lists what
+    /// `queue` holds, `POST /v1/approvals/{id}` answers it. Unless
+    /// [`approval_handler`](Self::approval_handler) says otherwise, `queue` is also what every
+    /// provider's runs ask.
+    pub fn approvals(mut self, queue: ApprovalQueue) -> Self {
+        self.approvals = Some(queue);
+        self
+    }
+
+    /// What the runs ask about their tool calls, when it is not the queue itself: for example
+    /// a policy that decides what its rules cover and falls through to the queue
+    /// (`PolicyApprovals::new(policy).fallback(queue.clone())` in `asm-policy`).
+    pub fn approval_handler(mut self, handler: impl ApprovalHandler + 'static) -> Self {
+        self.approval_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// How long a tool call waits for a decision before it is denied (default
+    /// [`DEFAULT_APPROVAL_TIMEOUT`](asm_runtime::DEFAULT_APPROVAL_TIMEOUT)).
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = Some(timeout);
+        self
+    }
+
     /// The server.
     ///
     /// # Errors
@@ -239,7 +273,17 @@ impl ApiServerBuilder {
         let mut providers = BTreeMap::new();
         let mut order = Vec::new();
         for (name, adapter) in self.adapters {
-            let manager = SessionManager::from_shared(store.clone(), adapter);
+            let mut manager = SessionManager::from_shared(store.clone(), adapter);
+            let handler: Option<DynApprovalHandler> = self
+                .approval_handler
+                .clone()
+                .or_else(|| self.approvals.clone().map(|queue| Arc::new(queue) as DynApprovalHandler));
+            if let Some(handler) = handler {
+                manager = manager.shared_approvals(handler);
+            }
+            if let Some(timeout) = self.approval_timeout {
+                manager = manager.approval_timeout(timeout);
+            }
             if providers.insert(name.clone(), manager).is_some() {
                 return Err(invalid(&format!("provider {name:?} is configured twice")));
             }
@@ -271,6 +315,7 @@ impl ApiServerBuilder {
                 shutdown_timeout: self.shutdown_timeout,
                 supervisor,
                 shutdown,
+                approvals: self.approvals,
             }),
         })
     }
@@ -304,6 +349,8 @@ pub(crate) struct Inner {
     pub(crate) supervisor: SessionSupervisor,
     /// `true` once the API is stopping: live event streams end.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The queue `/v1/approvals` lists and answers.
+    pub(crate) approvals: Option<ApprovalQueue>,
 }
 
 impl fmt::Debug for ApiServer {
@@ -332,6 +379,9 @@ impl ApiServer {
             limiter: None,
             shutdown_policy: ShutdownPolicy::Cancel,
             shutdown_timeout: Duration::from_secs(10),
+            approvals: None,
+            approval_handler: None,
+            approval_timeout: None,
         }
     }
 

@@ -327,3 +327,73 @@ pub(crate) struct EventSchema {
     correlation_id: Option<String>,
     schema_version: u32,
 }
+
+/// One tool call waiting for a decision (`GET /v1/approvals`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalView {
+    /// `apr_` + 32 hex digits: the id to answer.
+    pub id: String,
+    /// The session.
+    pub session_id: String,
+    /// The run whose tool call waits.
+    pub run_id: String,
+    /// The adapter that asks (`acp`, `claude`, ...).
+    pub provider: String,
+    /// The tool, as the provider names it.
+    pub tool_name: String,
+    /// The provider's id of the tool call.
+    pub tool_call_id: Option<String>,
+    /// The tool's input (`null` when the provider reported none).
+    #[schema(value_type = Object)]
+    pub tool_input: serde_json::Value,
+    /// When the adapter asked (RFC 3339).
+    pub requested_at: String,
+}
+
+impl ApprovalView {
+    /// The view of a waiting request.
+    pub fn new(request: &asm_ports::ApprovalRequest) -> Self {
+        Self {
+            id: request.id.to_string(),
+            session_id: request.session_id.to_string(),
+            run_id: request.run_id.to_string(),
+            provider: request.provider.clone(),
+            tool_name: request.tool_name.clone(),
+            tool_call_id: request.tool_call_id.clone(),
+            tool_input: request.tool_input.clone(),
+            requested_at: request.requested_at.to_rfc3339(),
+        }
+    }
+}
+
+/// `GET /v1/approvals`: the waiting requests, oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalList {
+    /// The waiting requests.
+    pub approvals: Vec<ApprovalView>,
+}
+
+/// `POST /v1/approvals/{id}`: the answer.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerApproval {
+    /// `allow_once`, `allow_always` (this tool, for the rest of the session), `deny_once` or
+    /// `deny_always`.
+    pub decision: String,
+    /// Why (recorded on the `tool_approval_granted` / `_denied` event).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The answer of `POST /v1/approvals/{id}`: the verdict handed to the waiting run.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalAnswered {
+    /// The request.
+    pub id: String,
+    /// The decision.
+    pub decision: String,
+    /// Who decided (`http`: the API's callers are not told apart).
+    pub decided_by: String,
+    /// The reason given.
+    pub reason: Option<String>,
+}

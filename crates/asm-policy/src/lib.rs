@@ -11,6 +11,8 @@
 //!   delta / cumulative mode, tool calls once per call id, cost, elapsed time).
 //! * [`compile`]: the policy as real CLI flags per provider ([`CliTarget`]; the table of what
 //!   is prevented up front and what is enforced by cancel is on [`compile`]).
+//! * [`PolicyApprovals`]: the tool rules as a live approval handler (decide at once, hand
+//!   the rest to a fallback such as a person's queue).
 //! * [`PricingTable`]: USD per token by provider and model, longest-prefix model matching,
 //!   cache reads and writes priced; data, overridable.
 //!
@@ -42,12 +44,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod approval;
 mod compile;
 mod evaluate;
 mod hook;
 mod policy;
 mod pricing;
 
+pub use approval::{DECIDED_BY_POLICY, PolicyApprovals, ToolRuling, tool_ruling};
 pub use compile::{CliTarget, CompiledPolicy, compile, option_key};
 pub use evaluate::{PolicyTracker, RuntimeState, Violation, ViolationKind, evaluate, tool_name_of, violation_error};
 pub use hook::PolicyHook;

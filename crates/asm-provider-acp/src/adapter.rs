@@ -10,14 +10,16 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use asm_core::{Capability, Error, ErrorCode, ProviderErrorKind, ProviderName, Result, RunOutput, StderrLimits};
-use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
+use asm_ports::{
+    ApprovalDecision, ApprovalRequest, EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent,
+};
 use asm_provider_cli::{
     CliCommand, CliOptions, CliProcess, CliProtocol, ExitInfo, Interrupt, RunControl, StdoutFrame, cancelled_error,
     classify_error_text, error_event, provider_failure, raw_event, render_prompt, resume_handle,
 };
 
 use crate::client;
-use crate::options::{AcpAdapterBuilder, AcpAgent, PermissionRequest};
+use crate::options::{AcpAdapterBuilder, AcpAgent, PermissionDecision, PermissionRequest};
 use crate::updates::Turn;
 use crate::wire::{self, Incoming, PROTOCOL_VERSION, RpcError};
 
@@ -57,8 +59,12 @@ const PROVIDER: ProviderName = ProviderName::Acp;
 ///    `details.reason` = the stop reason; `cancelled` (not asked for) is `cancelled`.
 ///
 /// Agent → client requests: `fs/read_text_file` / `fs/write_text_file` inside the run's cwd
-/// only (anything else is a JSON-RPC error), `session/request_permission` through the
-/// configured [`PermissionHandler`](crate::PermissionHandler) (default: reject), anything else
+/// only (anything else is a JSON-RPC error), `session/request_permission` through the run's
+/// live approvals when the runtime gives it some ([`ExecuteRequest::approvals`]: the tool call
+/// becomes an [`ApprovalRequest`] with `tool_name` = its kind (else its title), `tool_call_id`
+/// and `tool_input` = `rawInput`; the verdict picks the agent's option of the same kind, as
+/// [`PermissionDecision::option_kinds`] orders them), else through the configured
+/// [`PermissionHandler`](crate::PermissionHandler) (default: reject), anything else
 /// `method not found`.
 ///
 /// Cancel: `session/cancel`, [`AcpAgent::cancel_grace`] for the turn to end, then the process
@@ -327,11 +333,17 @@ impl Conn<'_> {
             run_id: self.request.run.id.clone(),
             stored_session_id: self.request.session.id.clone(),
         };
-        let handler = std::sync::Arc::clone(&self.options.provider.permissions);
-        let decision = tokio::select! {
-            biased;
-            why = self.control.interrupted() => return Err(Stop::Interrupted(why)),
-            decision = handler.decide(&request) => decision,
+        let (decision, decided_by) = match self.request.approvals.clone() {
+            Some(approvals) => self.ask_approvals(&approvals, &request).await?,
+            None => {
+                let handler = std::sync::Arc::clone(&self.options.provider.permissions);
+                let decision = tokio::select! {
+                    biased;
+                    why = self.control.interrupted() => return Err(Stop::Interrupted(why)),
+                    decision = handler.decide(&request) => decision,
+                };
+                (decision, None)
+            }
         };
         let chosen = decision.option_kinds().iter().find_map(|kind| {
             options.iter().find(|o| o.get("kind").and_then(Value::as_str) == Some(kind)).and_then(|o| o.get("optionId"))
@@ -340,10 +352,57 @@ impl Conn<'_> {
         let raw = raw_event(&params.to_string(), Some("session/request_permission"), "permission_request")
             .data("decision", decision.as_str())
             .data("tool_kind", request.tool_kind.clone());
+        let raw = match decided_by {
+            Some(by) => raw.data("decided_by", by),
+            None => raw,
+        };
         self.emit(raw).await?;
         Ok(match chosen {
             Some(option_id) => json!({ "outcome": { "outcome": "selected", "optionId": option_id } }),
             None => cancelled,
+        })
+    }
+
+    /// Asks the run's approval handler (the runtime's gate: it records the `tool_approval_*`
+    /// events, applies the timeout and the session's `*_always` decisions, and denies when the
+    /// run is cancelled). A cancel while waiting lets the gate record its denial (bounded by the
+    /// cancel grace), then stops the turn. A handler error rejects the call.
+    async fn ask_approvals(
+        &self,
+        approvals: &asm_ports::DynApprovalHandler,
+        request: &PermissionRequest,
+    ) -> std::result::Result<(PermissionDecision, Option<String>), Stop> {
+        let mut ask = ApprovalRequest::new(
+            self.request.session.id.clone(),
+            self.request.run.id.clone(),
+            ACP_PROVIDER,
+            approval_tool_name(request),
+        )
+        .tool_input(request.tool_input.clone().unwrap_or(Value::Null));
+        if let Some(id) = &request.tool_call_id {
+            ask = ask.tool_call_id(id.clone());
+        }
+        let decided = approvals.decide(&ask);
+        tokio::pin!(decided);
+        let verdict = tokio::select! {
+            biased;
+            verdict = &mut decided => verdict,
+            why = self.control.interrupted() => {
+                if matches!(why, Interrupt::Cancelled) {
+                    let _ = tokio::time::timeout(self.options.provider.cancel_grace, decided).await;
+                }
+                return Err(Stop::Interrupted(why));
+            }
+        };
+        if self.request.cancel.is_cancelled() {
+            return Err(Stop::Interrupted(Interrupt::Cancelled));
+        }
+        Ok(match verdict {
+            Ok(verdict) => (permission_decision(verdict.decision), Some(verdict.decided_by)),
+            Err(error) => {
+                tracing::warn!(%error, "the approval handler failed; rejecting the tool call");
+                (PermissionDecision::RejectOnce, None)
+            }
         })
     }
 
@@ -411,6 +470,27 @@ impl Conn<'_> {
         }
         self.tx = None;
         self.process.stop().await;
+    }
+}
+
+/// The tool name an ACP permission request is approved under: the tool call's kind (`read`,
+/// `edit`, `execute`, ..., the `tool_name` of its `tool_call_*` events), else its title, else
+/// `other`.
+fn approval_tool_name(request: &PermissionRequest) -> String {
+    match (request.tool_kind.as_str(), &request.title) {
+        ("other", Some(title)) if !title.is_empty() => title.clone(),
+        (kind, _) => kind.to_owned(),
+    }
+}
+
+/// The ACP decision for an approval: the agent's option of the same kind is chosen
+/// ([`PermissionDecision::option_kinds`]).
+fn permission_decision(decision: ApprovalDecision) -> PermissionDecision {
+    match (decision.allows(), decision.is_always()) {
+        (true, false) => PermissionDecision::AllowOnce,
+        (true, true) => PermissionDecision::AllowAlways,
+        (false, false) => PermissionDecision::RejectOnce,
+        (false, true) => PermissionDecision::RejectAlways,
     }
 }
 

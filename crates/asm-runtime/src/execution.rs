@@ -17,6 +17,7 @@ use asm_ports::{
     RunControl, RunFinish, RunHook, SessionStoreExt,
 };
 
+use crate::approval::{ApprovalRecorder, RunGate};
 use crate::manager::{ActiveRun, CancelRequest, RUNTIME_PROVIDER, SessionManager};
 use crate::options::{Continuation, EventCallback, RunOptions, RunResult};
 
@@ -275,6 +276,19 @@ impl Execution {
         request.transcript = self.transcript.clone();
         request.resume = self.resume.clone();
         request.fork = self.fork;
+        let approvals = &self.manager.inner.approvals;
+        if let Some(handler) = &approvals.handler {
+            request.approvals = Some(Arc::new(RunGate {
+                handler: handler.clone(),
+                timeout: approvals.timeout,
+                memory: approvals.memory.clone(),
+                store: self.manager.inner.store.clone(),
+                recorder: shared.clone(),
+                cancel: self.active.cancel.clone(),
+                session_id: self.session.id.clone(),
+                run_id: self.run.id.clone(),
+            }));
+        }
 
         let sink_shared = shared.clone();
         let sink = EventSink::new(move |event| {
@@ -559,6 +573,11 @@ impl Shared {
         if let Some(timestamp) = provider_event.timestamp {
             event.timestamp = timestamp;
         }
+        self.persist_and_hook(event).await
+    }
+
+    /// Persists a run event, then runs the event hooks on it.
+    async fn persist_and_hook(&self, event: Event) -> Result<Event> {
         let stored = match self.persist(event).await {
             Ok(stored) => stored,
             Err(error) => {
@@ -600,6 +619,15 @@ impl Shared {
             self.cancel.cancel();
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ApprovalRecorder for Shared {
+    async fn record(&self, kind: EventKind, data: JsonMap) -> Result<Event> {
+        // Not refused while the run is being cancelled: a denial because of the cancel belongs
+        // to the run's story (the store still takes events until the terminal write).
+        self.persist_and_hook(self.event(kind, data, RUNTIME_PROVIDER)).await
     }
 }
 

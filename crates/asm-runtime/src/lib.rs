@@ -40,6 +40,7 @@
 //! [`ProviderAdapter`]: asm_ports::ProviderAdapter
 #![deny(missing_docs)]
 
+mod approval;
 mod control;
 mod execution;
 mod fork;
@@ -53,6 +54,10 @@ mod subscription;
 mod supervisor;
 mod transcript_cache;
 
+pub use approval::{
+    AnswerError, ApprovalQueue, DECIDED_BY_CANCELLED, DECIDED_BY_ERROR, DECIDED_BY_SESSION_MEMORY, DECIDED_BY_TIMEOUT,
+    DEFAULT_APPROVAL_TIMEOUT,
+};
 pub use control::{ControlHandler, ControlOperations, Operation, OperationRecord, OperationState, OperationStatus};
 pub use fork::{FORK_METADATA_KEY, FORKED_FROM_KEY, ForkContinuation, ForkPoint, ForkedSession, ReplayReason};
 pub use limiter::{ConcurrencyLimiter, LimiterConfig, LimiterStatus, RunPermit, SessionPermit};

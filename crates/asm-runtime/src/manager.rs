@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tracing::Instrument;
@@ -10,10 +11,11 @@ use asm_core::{
     SessionId, SessionStatus, keys,
 };
 use asm_ports::{
-    CancellationToken, DynProviderAdapter, DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunQuery,
-    SessionStore, SessionStoreExt,
+    ApprovalHandler, CancellationToken, DynApprovalHandler, DynProviderAdapter, DynSessionStore, EventQuery,
+    ExecutionRecord, ProviderAdapter, RunQuery, SessionStore, SessionStoreExt,
 };
 
+use crate::approval::ApprovalConfig;
 use crate::execution::Execution;
 use crate::options::{NewSession, RunOnceResult, RunOptions, RunResult, StreamOptions};
 use crate::stream::EventStream;
@@ -36,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) adapter: DynProviderAdapter,
     /// Shared with the managers derived by [`SessionManager::with_store`].
     pub(crate) active: Arc<Mutex<HashMap<RunId, Arc<ActiveRun>>>>,
+    /// Live tool approvals (see [`SessionManager::approvals`]).
+    pub(crate) approvals: ApprovalConfig,
 }
 
 /// A run executing in this process (registered before its execution reads anything).
@@ -108,13 +112,69 @@ impl SessionManager {
 
     /// A manager over already shared handles.
     pub fn from_shared(store: DynSessionStore, adapter: DynProviderAdapter) -> Self {
-        Self { inner: Arc::new(Inner { store, adapter, active: Arc::new(Mutex::new(HashMap::new())) }) }
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                adapter,
+                active: Arc::new(Mutex::new(HashMap::new())),
+                approvals: ApprovalConfig::default(),
+            }),
+        }
+    }
+
+    /// The same manager (store, adapter, executing runs) whose runs ask `handler` about the
+    /// tool calls their providers want approved: adapters get a per-run gate in
+    /// [`ExecuteRequest::approvals`](asm_ports::ExecuteRequest::approvals) that records the
+    /// `tool_approval_*` events, applies the [timeout](Self::approval_timeout) and the
+    /// session's `*_always` decisions, and denies when the run is cancelled (see
+    /// [`ApprovalQueue`](crate::ApprovalQueue) and the `approval` module docs). Without a
+    /// handler adapters keep their own configured answer.
+    #[must_use]
+    pub fn approvals(self, handler: impl ApprovalHandler + 'static) -> Self {
+        self.shared_approvals(Arc::new(handler))
+    }
+
+    /// [`approvals`](Self::approvals) with a shared handler.
+    #[must_use]
+    pub fn shared_approvals(self, handler: DynApprovalHandler) -> Self {
+        let mut approvals = self.inner.approvals.clone();
+        approvals.handler = Some(handler);
+        self.with_approval_config(approvals)
+    }
+
+    /// How long a tool call waits for the handler's decision before it is denied
+    /// (`decided_by: "timeout"`; default [`DEFAULT_APPROVAL_TIMEOUT`](crate::DEFAULT_APPROVAL_TIMEOUT), 5 minutes).
+    #[must_use]
+    pub fn approval_timeout(self, timeout: Duration) -> Self {
+        let mut approvals = self.inner.approvals.clone();
+        approvals.timeout = timeout;
+        self.with_approval_config(approvals)
+    }
+
+    /// The configured approval handler, if any.
+    pub fn approval_handler(&self) -> Option<&DynApprovalHandler> {
+        self.inner.approvals.handler.as_ref()
+    }
+
+    fn with_approval_config(self, approvals: ApprovalConfig) -> Self {
+        let inner = Inner {
+            store: self.inner.store.clone(),
+            adapter: self.inner.adapter.clone(),
+            active: self.inner.active.clone(),
+            approvals,
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// The same manager (adapter, executing runs) writing through `store`: how an owning
     /// session server fences its writes.
     pub(crate) fn with_store(&self, store: DynSessionStore) -> Self {
-        let inner = Inner { store, adapter: self.inner.adapter.clone(), active: self.inner.active.clone() };
+        let inner = Inner {
+            store,
+            adapter: self.inner.adapter.clone(),
+            active: self.inner.active.clone(),
+            approvals: self.inner.approvals.clone(),
+        };
         Self { inner: Arc::new(inner) }
     }
 

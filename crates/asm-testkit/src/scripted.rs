@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use parking_lot_shim::Mutex;
 
 use asm_core::{Capability, CapabilityType, Error, ErrorCode, EventKind, Result, TokenUsage};
-use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
+use asm_ports::{
+    ApprovalDecision, ApprovalRequest, ApprovalVerdict, EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter,
+    ProviderEvent,
+};
 
 /// A tiny wrapper so the testkit does not need parking_lot.
 mod parking_lot_shim {
@@ -29,6 +32,16 @@ pub enum ScriptStep {
     Emit(ProviderEvent),
     /// Wait this long (cancellation is honoured while waiting).
     Delay(Duration),
+    /// Ask [`ExecuteRequest::approvals`] about a tool call (see
+    /// [`ScriptedAdapter::ask_approval`]).
+    AskApproval {
+        /// The tool's name.
+        tool_name: String,
+        /// The tool call's id.
+        tool_call_id: String,
+        /// The tool's input.
+        tool_input: serde_json::Value,
+    },
 }
 
 /// How a [`ScriptedAdapter`]'s execution ends after its steps.
@@ -64,6 +77,7 @@ pub struct ScriptedAdapter {
     end: ScriptEnd,
     native_resume: bool,
     requests: Arc<Mutex<Vec<ExecuteRequest>>>,
+    verdicts: Arc<Mutex<Vec<ApprovalVerdict>>>,
 }
 
 impl ScriptedAdapter {
@@ -76,6 +90,7 @@ impl ScriptedAdapter {
             end: ScriptEnd::Succeed(ExecuteOutcome::text("")),
             native_resume: false,
             requests: Arc::new(Mutex::new(Vec::new())),
+            verdicts: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -164,6 +179,32 @@ impl ScriptedAdapter {
         self
     }
 
+    /// Appends a step that asks the run's approval handler about a `tool_name` call with id
+    /// `tool_call_id` and `tool_input`, the way an adapter for a provider that asks before a
+    /// tool runs does. Allowed: `tool_call_started` then `tool_call_completed` (output `ok`).
+    /// Denied (or the handler failed): `tool_call_failed` with the reason as `tool_output` and
+    /// `is_error: true`. Without a handler in the request (no live approvals): the call runs as
+    /// allowed. Every verdict is kept ([`verdicts`](Self::verdicts)).
+    #[must_use]
+    pub fn ask_approval(
+        mut self,
+        tool_name: impl Into<String>,
+        tool_call_id: impl Into<String>,
+        tool_input: serde_json::Value,
+    ) -> Self {
+        self.steps.push(ScriptStep::AskApproval {
+            tool_name: tool_name.into(),
+            tool_call_id: tool_call_id.into(),
+            tool_input,
+        });
+        self
+    }
+
+    /// The verdicts the approval steps received, in order.
+    pub fn verdicts(&self) -> Vec<ApprovalVerdict> {
+        self.verdicts.lock().clone()
+    }
+
     /// Every request executed so far, in order.
     pub fn requests(&self) -> Vec<ExecuteRequest> {
         self.requests.lock().clone()
@@ -184,6 +225,55 @@ fn cancelled() -> Error {
     Error::new(ErrorCode::Cancelled, "run cancelled")
 }
 
+impl ScriptedAdapter {
+    async fn ask(
+        &self,
+        approvals: &Option<asm_ports::DynApprovalHandler>,
+        (session_id, run_id): &(asm_core::SessionId, asm_core::RunId),
+        tool_name: &str,
+        tool_call_id: &str,
+        tool_input: &serde_json::Value,
+        sink: &EventSink,
+    ) -> Result<()> {
+        let call = |kind| {
+            ProviderEvent::new(kind)
+                .data("tool_call_id", tool_call_id)
+                .data("tool_name", tool_name)
+                .data("tool_input", tool_input.clone())
+        };
+        let denied = match approvals {
+            None => None,
+            Some(handler) => {
+                let request = ApprovalRequest::new(session_id.clone(), run_id.clone(), self.name.clone(), tool_name)
+                    .tool_call_id(tool_call_id)
+                    .tool_input(tool_input.clone());
+                let verdict = match handler.decide(&request).await {
+                    Ok(verdict) => verdict,
+                    Err(error) => ApprovalVerdict::new(ApprovalDecision::DenyOnce, "adapter")
+                        .reason(format!("approval failed: {}", error.message())),
+                };
+                self.verdicts.lock().push(verdict.clone());
+                (!verdict.decision.allows()).then(|| verdict.reason.unwrap_or_else(|| "denied".to_owned()))
+            }
+        };
+        match denied {
+            None => {
+                sink.emit(call(EventKind::ToolCallStarted)).await?;
+                sink.emit(call(EventKind::ToolCallCompleted).data("tool_output", "ok")).await?;
+            }
+            Some(reason) => {
+                let failed = call(EventKind::ToolCallFailed).data("tool_output", reason).data("is_error", true);
+                match sink.emit(failed).await {
+                    // A cancelled run takes no more events; the step loop ends it.
+                    Err(error) if error.code() != ErrorCode::Cancelled => return Err(error),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ProviderAdapter for ScriptedAdapter {
     fn name(&self) -> &str {
@@ -200,6 +290,8 @@ impl ProviderAdapter for ScriptedAdapter {
 
     async fn execute(&self, request: ExecuteRequest, sink: EventSink) -> Result<ExecuteOutcome> {
         let cancel = request.cancel.clone();
+        let approvals = request.approvals.clone();
+        let session = (request.session.id.clone(), request.run.id.clone());
         self.requests.lock().push(request);
         for step in &self.steps {
             if cancel.is_cancelled() {
@@ -214,6 +306,9 @@ impl ProviderAdapter for ScriptedAdapter {
                         () = tokio::time::sleep(*delay) => {}
                         () = cancel.cancelled() => return Err(cancelled()),
                     }
+                }
+                ScriptStep::AskApproval { tool_name, tool_call_id, tool_input } => {
+                    self.ask(&approvals, &session, tool_name, tool_call_id, tool_input, &sink).await?;
                 }
             }
         }

@@ -150,6 +150,22 @@ impl ServerConfig {
         self
     }
 
+    /// Asks `handler` about the tool calls the session's providers want approved (see
+    /// [`SessionManager::approvals`]).
+    #[must_use]
+    pub fn approvals(mut self, handler: impl asm_ports::ApprovalHandler + 'static) -> Self {
+        self.manager = self.manager.approvals(handler);
+        self
+    }
+
+    /// How long a tool call waits for the approval handler (see
+    /// [`SessionManager::approval_timeout`]).
+    #[must_use]
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.manager = self.manager.approval_timeout(timeout);
+        self
+    }
+
     /// The options every run starts from; a run's own [`RunOptions`] are merged over them (see
     /// [`RunOptions`] for the rules).
     #[must_use]
