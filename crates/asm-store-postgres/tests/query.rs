@@ -32,7 +32,7 @@ async fn run_all_on_one_shared_schema() {
     query_conformance::run_all(&store).await;
 }
 
-/// A schema at version 2 (made before the query port) is upgraded to version 3 in place on
+/// A schema at version 2 (made before the query port) is upgraded to versions 3 and 4 in place on
 /// open: its data stays, the query indexes appear, and the queries work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_2_schema_is_upgraded_in_place() {
@@ -50,7 +50,8 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     common::admin_sql(format!(
         "DROP INDEX \"{s}\".asm_sessions_updated; DROP INDEX \"{s}\".asm_sessions_agent_updated; \
          DROP INDEX \"{s}\".asm_runs_created; DROP INDEX \"{s}\".asm_runs_provider; \
-         DELETE FROM \"{s}\".asm_schema_migrations WHERE version = 3"
+         DROP INDEX \"{s}\".asm_events_ts; \
+         DELETE FROM \"{s}\".asm_schema_migrations WHERE version IN (3, 4)"
     ))
     .unwrap();
     let store = schema.store().await;
