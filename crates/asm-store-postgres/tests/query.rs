@@ -71,3 +71,25 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     drop(store);
     schema.store().await;
 }
+
+/// Makes orphans as a damaged database holds them: the session row is deleted with plain SQL,
+/// around the store; its runs and head row go by their foreign keys, its events (no foreign key)
+/// stay.
+struct DeleteSessionRow(String);
+
+#[async_trait::async_trait]
+impl query_conformance::OrphanMaker for DeleteSessionRow {
+    async fn orphan(&self, _store: &dyn asm_ports::MaintenanceStore, session: &asm_core::Session) -> u64 {
+        let uuid = session.id.as_str().get(4..).unwrap().to_owned();
+        common::admin_sql(format!("DELETE FROM \"{}\".asm_sessions WHERE id = '{uuid}'", self.0)).unwrap();
+        // Its 3 events.
+        3
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_counted_and_removed() {
+    let schema = TestSchema::new("query_orphans");
+    let store = schema.store().await;
+    query_conformance::check_orphans_removed(&store, &DeleteSessionRow(schema.name.clone())).await;
+}
