@@ -430,6 +430,10 @@ impl asm_testkit::query_conformance::OrphanMaker for DropSessionRecord<'_> {
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("ids are hex"))
             .collect();
+        // A request through the writer: once it is answered, the writer has finished the
+        // groups (and compactions) before it, so this write does not race one (the memory
+        // engine, like the real ones, takes one writer at a time: the store's).
+        self.0.inner.sync().await.expect("sync");
         self.0
             .inner
             .engine()
