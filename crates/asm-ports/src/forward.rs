@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
 
 use crate::{
-    ApprovalHandler, ApprovalRequest, ApprovalVerdict, ArtifactStore, EventQuery, EventSearch, EventSink, ExecuteOutcome,
-    ExecuteRequest, ExecutionRecord, HealthReport, HookAction, MaintenanceReport, MaintenanceStore, Page,
-    ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish, RunHook, RunQuery, RunSearch, SessionLeases,
-    SessionQuery, SessionSearch, SessionStats, SessionStore, StoreCapabilities, UsageQuery, UsageReport,
+    ApprovalHandler, ApprovalRequest, ApprovalVerdict, ArtifactStore, EventQuery, EventSearch, EventSink,
+    ExecuteOutcome, ExecuteRequest, ExecutionRecord, HealthReport, HookAction, MaintenanceReport, MaintenanceStore,
+    Page, ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish, RunHook, RunQuery, RunSearch,
+    SessionLeases, SessionQuery, SessionSearch, SessionStats, SessionStore, StoreCapabilities, UsageQuery, UsageReport,
 };
 
 macro_rules! forward_ports {

@@ -496,7 +496,12 @@ impl RunSearch {
     /// # Errors
     /// As [`RunSearch::validate`].
     pub fn page(&self, candidates: impl IntoIterator<Item = Run>) -> Result<Page<Run>> {
-        keyset_page(self, candidates, |r| self.matches(r), |r| (r.created_at.timestamp_micros(), r.id.as_str().to_owned()))
+        keyset_page(
+            self,
+            candidates,
+            |r| self.matches(r),
+            |r| (r.created_at.timestamp_micros(), r.id.as_str().to_owned()),
+        )
     }
 }
 

@@ -24,11 +24,11 @@ use asm_ports::{
     UsageReport,
 };
 
-use crate::{KvError, KvStore};
 use crate::engine::{KvEngine, KvRead, Table};
 use crate::keys::{self, Id};
 use crate::store::decode_json;
 use crate::writer::{Command, Reply};
+use crate::{KvError, KvStore};
 
 const ALL: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Unbounded);
 

@@ -426,10 +426,8 @@ struct DropSessionRecord<'a>(&'a MemoryKvStore);
 impl asm_testkit::query_conformance::OrphanMaker for DropSessionRecord<'_> {
     async fn orphan(&self, _store: &dyn asm_ports::MaintenanceStore, session: &Session) -> u64 {
         let hex = session.id.as_str().get(4..).expect("an id has a prefix");
-        let key: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("ids are hex"))
-            .collect();
+        let key: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("ids are hex")).collect();
         // A request through the writer: once it is answered, the writer has finished the
         // groups (and compactions) before it, so this write does not race one (the memory
         // engine, like the real ones, takes one writer at a time: the store's).
@@ -459,7 +457,10 @@ async fn orphans_are_counted_and_removed() {
     let agent = "orphans-in-the-log";
     let session = Session::new(agent).unwrap();
     store.save_session(&session).await.unwrap();
-    store.append_events((0..3).map(|_| Event::new(EventKind::MessageSent, session.id.clone())).collect()).await.unwrap();
+    store
+        .append_events((0..3).map(|_| Event::new(EventKind::MessageSent, session.id.clone())).collect())
+        .await
+        .unwrap();
     asm_testkit::query_conformance::OrphanMaker::orphan(&maker, &store, &session).await;
     let removed = asm_ports::MaintenanceStore::clean_orphans(&store, false).await.unwrap();
     assert_eq!(removed, 3, "the log is compacted, then the orphaned events go");

@@ -91,7 +91,9 @@ impl QueryStore for InMemorySessionStore {
                 continue;
             }
             let agent = state.session.agent_id.as_str();
-            runs.extend(state.runs.values().filter(|run| query.matches(run, agent)).map(|r| (r.clone(), agent.to_owned())));
+            runs.extend(
+                state.runs.values().filter(|run| query.matches(run, agent)).map(|r| (r.clone(), agent.to_owned())),
+            );
         }
         Ok(UsageReport::from_runs(runs.iter().map(|(run, agent)| (run, agent.as_str()))))
     }

@@ -323,7 +323,9 @@ impl crate::Inner {
         stats.last_sequence = count(head.try_get(0)?);
         let events = tx
             .query(
-                &format!("SELECT kind, count(*), min(ts), max(ts) FROM {q}.asm_events WHERE session_id = $1 GROUP BY kind"),
+                &format!(
+                    "SELECT kind, count(*), min(ts), max(ts) FROM {q}.asm_events WHERE session_id = $1 GROUP BY kind"
+                ),
                 &[&id],
             )
             .await?;
@@ -332,7 +334,8 @@ impl crate::Inner {
             let kind = EventKind::parse(kind).map_err(|e| decode(e.to_string()))?;
             stats.add_events(kind, count(row.try_get(1)?), row.try_get(2)?, row.try_get(3)?);
         }
-        let tok = |key: &str| format!("coalesce(sum(coalesce((doc -> 'token_usage' ->> '{key}')::bigint, 0)), 0)::bigint");
+        let tok =
+            |key: &str| format!("coalesce(sum(coalesce((doc -> 'token_usage' ->> '{key}')::bigint, 0)), 0)::bigint");
         let unpriced = |key: &str| {
             format!(
                 "coalesce(sum(coalesce((doc -> 'token_usage' ->> '{key}')::bigint, 0)) FILTER (WHERE cost_usd IS NULL), 0)::bigint"

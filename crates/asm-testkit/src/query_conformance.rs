@@ -63,7 +63,7 @@ macro_rules! for_each_query_check {
 /// function `fn(&Path) -> Store` opening (or creating) the store at that path; the caller's
 /// crate needs `tokio` (with the `macros` and `rt-multi-thread` features).
 ///
-/// ```ignore
+/// ```text
 /// fn open(path: &std::path::Path) -> RedbSessionStore {
 ///     RedbSessionStore::open(path).expect("open the store")
 /// }
@@ -73,7 +73,7 @@ macro_rules! for_each_query_check {
 macro_rules! file_store_query_tests {
     ($open:path) => {
         use $crate::__file_store_query_check as __asm_file_store_query_check;
-        $crate::for_each_query_check!(__asm_file_store_query_check [$open]);
+        $crate::for_each_query_check!(__asm_file_store_query_check[$open]);
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn run_all_on_one_shared_store_and_after_reopen() {
@@ -483,7 +483,8 @@ pub async fn check_usage_priced_afterwards(store: &dyn MaintenanceStore) {
     let s = put_session(store, &agent, SessionStatus::Active, &[], at(t)).await;
     let mut runs = Vec::new();
     // (provider, model, input, output, cache read, cache creation, stored cost)
-    let specs: [(&str, Option<&str>, u64, u64, u64, u64, Option<f64>); 5] = [
+    type Spec = (&'static str, Option<&'static str>, u64, u64, u64, u64, Option<f64>);
+    let specs: [Spec; 5] = [
         ("priced", Some("m1"), 10, 5, 4, 8, None),
         ("priced", Some("m1"), 1, 1, 0, 0, Some(100.0)),
         ("priced", Some("m2-2025"), 2, 0, 0, 0, None),
@@ -749,7 +750,10 @@ pub async fn check_orphans_removed(store: &dyn MaintenanceStore, maker: &dyn Orp
     assert!(before >= expected, "a dry cleanup counts the orphans: {before} < {expected}");
     let health = store.health_check().await.expect("health_check");
     assert!(
-        health.issues.iter().any(|i| matches!(i, HealthIssue::OrphanedEvents { .. } | HealthIssue::OrphanedRuns { .. })),
+        health
+            .issues
+            .iter()
+            .any(|i| matches!(i, HealthIssue::OrphanedEvents { .. } | HealthIssue::OrphanedRuns { .. })),
         "the health check reports orphans: {:?}",
         health.issues
     );
@@ -759,7 +763,10 @@ pub async fn check_orphans_removed(store: &dyn MaintenanceStore, maker: &dyn Orp
     assert_eq!(store.clean_orphans(true).await.expect("a dry cleanup"), 0, "nothing is left");
     let health = store.health_check().await.expect("health_check");
     assert!(
-        !health.issues.iter().any(|i| matches!(i, HealthIssue::OrphanedEvents { .. } | HealthIssue::OrphanedRuns { .. })),
+        !health
+            .issues
+            .iter()
+            .any(|i| matches!(i, HealthIssue::OrphanedEvents { .. } | HealthIssue::OrphanedRuns { .. })),
         "no orphans after the cleanup: {:?}",
         health.issues
     );
