@@ -169,7 +169,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i32::try_from(i).unwrap() + 1);
         }
-        assert_eq!(current_version(), 3);
+        assert_eq!(current_version(), 4);
     }
 
     #[test]
