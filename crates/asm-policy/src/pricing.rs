@@ -140,6 +140,14 @@ pub struct PricingTable {
     providers: BTreeMap<String, ProviderPricing>,
 }
 
+/// The port's pricing shape: a usage report ([`asm_ports::UsageReport::priced`]) is priced by
+/// this table with the same resolution as everywhere else ([`PricingTable::cost`]).
+impl asm_ports::UsagePricer for PricingTable {
+    fn price(&self, provider: &str, model: Option<&str>, usage: &TokenUsage) -> Option<f64> {
+        self.cost(provider, model, usage)
+    }
+}
+
 impl PricingTable {
     /// No rates at all (every cost is unknown).
     pub fn empty() -> Self {
@@ -242,6 +250,29 @@ impl PricingTable {
     /// The cost of `usage` for `model` of `provider`, if the table has rates for it.
     pub fn cost(&self, provider: &str, model: Option<&str>, usage: &TokenUsage) -> Option<f64> {
         self.resolve(provider, model).map(|r| r.cost(usage))
+    }
+
+    /// `report` with its runs that have no stored cost priced by this table
+    /// ([`UsageReport::priced`](asm_ports::UsageReport::priced)): the cost summary of spec
+    /// §3.5 / §10.5, computed after the fact from the store's usage aggregates.
+    ///
+    /// ```
+    /// use asm_core::{Run, RunInput, Session, TokenUsage};
+    /// use asm_ports::UsageReport;
+    /// use asm_policy::PricingTable;
+    /// let session = Session::new("a").unwrap();
+    /// let mut run = Run::new(session.id.clone(), RunInput::user("hi"));
+    /// run.provider = Some("claude".into());
+    /// run.metadata.insert("model".into(), "claude-haiku-4-5-20251001".into());
+    /// run.token_usage = TokenUsage { input_tokens: 1_000_000, ..TokenUsage::default() };
+    /// let report = UsageReport::from_runs([(&run, "a")]);
+    /// assert_eq!(report.total.unpriced_runs, 1);
+    /// let priced = PricingTable::builtin().price_report(&report);
+    /// assert!((priced.total.cost_usd - 1.0).abs() < 1e-9); // haiku 4.5: 1 USD per million input
+    /// assert_eq!(priced.total.unpriced_runs, 0);
+    /// ```
+    pub fn price_report(&self, report: &asm_ports::UsageReport) -> asm_ports::UsageReport {
+        report.priced(self)
     }
 
     /// Parses `{provider: {"default": rates?, "models": {model: rates}}}` where rates are

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
 
 use crate::{
-    ApprovalHandler, ApprovalRequest, ApprovalVerdict, ArtifactStore, EventQuery, EventSink, ExecuteOutcome,
-    ExecuteRequest, ExecutionRecord, HealthReport, HookAction, MaintenanceReport, MaintenanceStore, Page,
-    ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish, RunHook, RunQuery, RunSearch, SessionLeases,
-    SessionQuery, SessionSearch, SessionStore, StoreCapabilities, UsageQuery, UsageReport,
+    ApprovalHandler, ApprovalRequest, ApprovalVerdict, ArtifactStore, EventQuery, EventSearch, EventSink,
+    ExecuteOutcome, ExecuteRequest, ExecutionRecord, HealthReport, HookAction, MaintenanceReport, MaintenanceStore,
+    Page, ProviderAdapter, QueryStore, RetentionPolicy, RunContext, RunFinish, RunHook, RunQuery, RunSearch,
+    SessionLeases, SessionQuery, SessionSearch, SessionStats, SessionStore, StoreCapabilities, UsageQuery, UsageReport,
 };
 
 macro_rules! forward_ports {
@@ -73,6 +73,15 @@ macro_rules! forward_ports {
             }
             async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport> {
                 (**self).usage_summary(query).await
+            }
+            async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>> {
+                (**self).search_events(query).await
+            }
+            async fn count_events(&self, query: &EventSearch) -> Result<u64> {
+                (**self).count_events(query).await
+            }
+            async fn get_session_stats(&self, session_id: &SessionId) -> Result<SessionStats> {
+                (**self).get_session_stats(session_id).await
             }
         }
 

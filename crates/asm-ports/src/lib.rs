@@ -42,8 +42,9 @@ pub use maintenance::{
 };
 pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};
 pub use query::{
-    DEFAULT_QUERY_LIMIT, Keyset, MAX_QUERY_LIMIT, QueryStore, RunOrder, RunSearch, SessionOrder, SessionSearch,
-    UNKNOWN_PROVIDER, UsageAggregate, UsageQuery, UsageReport, check_query_limit, utc_day,
+    DEFAULT_QUERY_LIMIT, EventOrder, EventSearch, Keyset, MAX_QUERY_LIMIT, QueryStore, RunOrder, RunSearch,
+    SessionOrder, SessionSearch, SessionStats, UNKNOWN_MODEL, UNKNOWN_PROVIDER, UsageAggregate, UsageGroup,
+    UsagePricer, UsageQuery, UsageReport, check_query_limit, payload_text, run_model, utc_day,
 };
 pub use store::{
     EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt,

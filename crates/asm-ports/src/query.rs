@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use asm_core::{Error, ErrorCode, Result, Run, RunStatus, Session, SessionId, SessionStatus, Timestamp};
+use asm_core::{
+    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus, Timestamp,
+    TokenUsage,
+};
 
 use crate::{Page, SessionStore};
 
@@ -42,6 +45,18 @@ pub trait QueryStore: SessionStore {
     /// Token and cost totals of the runs matching `query`, overall and grouped per session,
     /// agent, provider and UTC day of the run's creation.
     async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport>;
+
+    /// Stored events of every session matching `query`, one page in its order.
+    async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>>;
+
+    /// How many stored events match `query`'s filters (its order, limit and cursor are not
+    /// used).
+    async fn count_events(&self, query: &EventSearch) -> Result<u64>;
+
+    /// Statistics of one session: events per kind, runs per status, usage totals, providers,
+    /// first and last event time, the sequence counter. Unknown session:
+    /// [`ErrorCode::SessionNotFound`].
+    async fn get_session_stats(&self, session_id: &SessionId) -> Result<SessionStats>;
 }
 
 /// The order of [`QueryStore::search_sessions`]; ties are broken by session id in the same
@@ -166,22 +181,122 @@ fn after_keyset(ascending: bool, value: i64, id: &str, after: &Keyset) -> bool {
     if ascending { key > cut } else { key < cut }
 }
 
-/// Sorts `rows` by `(value, id)` in the direction, cuts one page and its cursor.
-fn cut_page<T>(
-    mut rows: Vec<(i64, String, T)>,
-    ascending: bool,
-    limit: usize,
-    cursor: impl Fn(i64, &str) -> String,
-) -> Page<T> {
+/// What every paged query of this module ([`SessionSearch`], [`RunSearch`], [`EventSearch`])
+/// shares: a page size, a cursor, the query kind and order the cursor is bound to, and the
+/// direction. The setters, the checks and the scan-store pagination are written once on top of
+/// it ([`paged_query!`], [`keyset_page`]).
+trait PagedQuery {
+    /// The kind written into (and required of) cursors.
+    const KIND: &'static str;
+    fn limit_value(&self) -> Option<usize>;
+    fn cursor_value(&self) -> Option<&str>;
+    fn order_name(&self) -> &'static str;
+    fn ascending(&self) -> bool;
+}
+
+/// The position a query's cursor points after.
+fn decode_query_cursor<Q: PagedQuery>(query: &Q) -> Result<Option<Keyset>> {
+    query.cursor_value().map(|c| decode_cursor(c, Q::KIND, query.order_name())).transpose()
+}
+
+/// One page out of `candidates` for a scan store: filters with `matches`, applies the cursor on
+/// the `(sort value, id)` that `key` gives, sorts in the query's direction and cuts one page and
+/// its cursor.
+fn keyset_page<Q: PagedQuery, T>(
+    query: &Q,
+    candidates: impl IntoIterator<Item = T>,
+    matches: impl Fn(&T) -> bool,
+    key: impl Fn(&T) -> (i64, String),
+) -> Result<Page<T>> {
+    let limit = check_query_limit(query.limit_value())?;
+    let after = decode_query_cursor(query)?;
+    let ascending = query.ascending();
+    let mut rows: Vec<(i64, String, T)> = candidates
+        .into_iter()
+        .filter(|row| matches(row))
+        .map(|row| {
+            let (value, id) = key(&row);
+            (value, id, row)
+        })
+        .filter(|(v, id, _)| after.as_ref().is_none_or(|k| after_keyset(ascending, *v, id, k)))
+        .collect();
     rows.sort_by(|a, b| {
         let ord = (a.0, a.1.as_str()).cmp(&(b.0, b.1.as_str()));
         if ascending { ord } else { ord.reverse() }
     });
     let more = rows.len() > limit;
     rows.truncate(limit);
-    let next = if more { rows.last().map(|(v, id, _)| cursor(*v, id)) } else { None };
-    Page::new(rows.into_iter().map(|(_, _, row)| row).collect(), next)
+    let order = query.order_name();
+    let next = if more { rows.last().map(|(v, id, _)| encode_cursor(Q::KIND, order, *v, id)) } else { None };
+    Ok(Page::new(rows.into_iter().map(|(_, _, row)| row).collect(), next))
 }
+
+/// The paging part of a query type: its [`PagedQuery`] impl and the inherent `limit` / `cursor`
+/// setters, `validate`, `page_size` and `decode_cursor`, the same for every query.
+macro_rules! paged_query {
+    ($ty:ident, $kind:literal) => {
+        impl PagedQuery for $ty {
+            const KIND: &'static str = $kind;
+            fn limit_value(&self) -> Option<usize> {
+                self.limit
+            }
+            fn cursor_value(&self) -> Option<&str> {
+                self.cursor.as_deref()
+            }
+            fn order_name(&self) -> &'static str {
+                self.order.as_str()
+            }
+            fn ascending(&self) -> bool {
+                self.order.ascending()
+            }
+        }
+
+        impl $ty {
+            #[doc = concat!("Sets [`", stringify!($ty), "::limit`].")]
+            #[must_use]
+            pub fn limit(mut self, limit: usize) -> Self {
+                self.limit = Some(limit);
+                self
+            }
+            #[doc = concat!("Sets [`", stringify!($ty), "::cursor`].")]
+            #[must_use]
+            pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
+                self.cursor = Some(cursor.into());
+                self
+            }
+
+            /// Checks the limit and the cursor.
+            ///
+            /// # Errors
+            /// [`ErrorCode::ValidationError`] for the limit, [`ErrorCode::InvalidCursor`] for the
+            /// cursor.
+            pub fn validate(&self) -> Result<()> {
+                check_query_limit(self.limit)?;
+                self.decode_cursor().map(|_| ())
+            }
+
+            /// The validated page size.
+            ///
+            /// # Errors
+            /// [`ErrorCode::ValidationError`].
+            pub fn page_size(&self) -> Result<usize> {
+                check_query_limit(self.limit)
+            }
+
+            /// The position the page starts after.
+            ///
+            /// # Errors
+            /// [`ErrorCode::InvalidCursor`].
+            pub fn decode_cursor(&self) -> Result<Option<Keyset>> {
+                decode_query_cursor(self)
+            }
+        }
+    };
+}
+
+paged_query!(SessionSearch, "sessions");
+paged_query!(RunSearch, "runs");
+paged_query!(EventSearch, "events");
 
 /// A cross-session search of sessions. All filters combine; list filters match any of their
 /// values (statuses) or all of them (tags).
@@ -264,47 +379,9 @@ impl SessionSearch {
         self.order = order;
         self
     }
-    /// Sets [`SessionSearch::limit`].
-    #[must_use]
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-    /// Sets [`SessionSearch::cursor`].
-    #[must_use]
-    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
-        self.cursor = Some(cursor.into());
-        self
-    }
-
-    /// Checks the limit and the cursor.
-    ///
-    /// # Errors
-    /// [`ErrorCode::ValidationError`] for the limit, [`ErrorCode::InvalidCursor`] for the cursor.
-    pub fn validate(&self) -> Result<()> {
-        check_query_limit(self.limit)?;
-        self.decode_cursor().map(|_| ())
-    }
-
-    /// The validated page size.
-    ///
-    /// # Errors
-    /// [`ErrorCode::ValidationError`].
-    pub fn page_size(&self) -> Result<usize> {
-        check_query_limit(self.limit)
-    }
-
-    /// The position the page starts after.
-    ///
-    /// # Errors
-    /// [`ErrorCode::InvalidCursor`].
-    pub fn decode_cursor(&self) -> Result<Option<Keyset>> {
-        self.cursor.as_deref().map(|c| decode_cursor(c, "sessions", self.order.as_str())).transpose()
-    }
-
     /// The cursor that continues after `session` in this query's order.
     pub fn encode_cursor(&self, session: &Session) -> String {
-        encode_cursor("sessions", self.order.as_str(), self.order.sort_value(session), session.id.as_str())
+        encode_cursor(Self::KIND, self.order.as_str(), self.order.sort_value(session), session.id.as_str())
     }
 
     /// Whether `session` passes the filters (not the cursor).
@@ -324,17 +401,8 @@ impl SessionSearch {
     /// # Errors
     /// As [`SessionSearch::validate`].
     pub fn page(&self, candidates: impl IntoIterator<Item = Session>) -> Result<Page<Session>> {
-        let limit = self.page_size()?;
-        let after = self.decode_cursor()?;
-        let ascending = self.order.ascending();
-        let rows = candidates
-            .into_iter()
-            .filter(|s| self.matches(s))
-            .map(|s| (self.order.sort_value(&s), s.id.as_str().to_owned(), s))
-            .filter(|(v, id, _)| after.as_ref().is_none_or(|k| after_keyset(ascending, *v, id, k)))
-            .collect();
-        let order = self.order.as_str();
-        Ok(cut_page(rows, ascending, limit, |v, id| encode_cursor("sessions", order, v, id)))
+        let order = self.order;
+        keyset_page(self, candidates, |s| self.matches(s), |s| (order.sort_value(s), s.id.as_str().to_owned()))
     }
 }
 
@@ -409,47 +477,9 @@ impl RunSearch {
         self.order = order;
         self
     }
-    /// Sets [`RunSearch::limit`].
-    #[must_use]
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-    /// Sets [`RunSearch::cursor`].
-    #[must_use]
-    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
-        self.cursor = Some(cursor.into());
-        self
-    }
-
-    /// Checks the limit and the cursor.
-    ///
-    /// # Errors
-    /// [`ErrorCode::ValidationError`] for the limit, [`ErrorCode::InvalidCursor`] for the cursor.
-    pub fn validate(&self) -> Result<()> {
-        check_query_limit(self.limit)?;
-        self.decode_cursor().map(|_| ())
-    }
-
-    /// The validated page size.
-    ///
-    /// # Errors
-    /// [`ErrorCode::ValidationError`].
-    pub fn page_size(&self) -> Result<usize> {
-        check_query_limit(self.limit)
-    }
-
-    /// The position the page starts after.
-    ///
-    /// # Errors
-    /// [`ErrorCode::InvalidCursor`].
-    pub fn decode_cursor(&self) -> Result<Option<Keyset>> {
-        self.cursor.as_deref().map(|c| decode_cursor(c, "runs", self.order.as_str())).transpose()
-    }
-
     /// The cursor that continues after `run` in this query's order.
     pub fn encode_cursor(&self, run: &Run) -> String {
-        encode_cursor("runs", self.order.as_str(), run.created_at.timestamp_micros(), run.id.as_str())
+        encode_cursor(Self::KIND, self.order.as_str(), run.created_at.timestamp_micros(), run.id.as_str())
     }
 
     /// Whether `run` passes the filters (not the cursor).
@@ -466,17 +496,252 @@ impl RunSearch {
     /// # Errors
     /// As [`RunSearch::validate`].
     pub fn page(&self, candidates: impl IntoIterator<Item = Run>) -> Result<Page<Run>> {
-        let limit = self.page_size()?;
-        let after = self.decode_cursor()?;
-        let ascending = self.order.ascending();
-        let rows = candidates
-            .into_iter()
-            .filter(|r| self.matches(r))
-            .map(|r| (r.created_at.timestamp_micros(), r.id.as_str().to_owned(), r))
-            .filter(|(v, id, _)| after.as_ref().is_none_or(|k| after_keyset(ascending, *v, id, k)))
-            .collect();
-        let order = self.order.as_str();
-        Ok(cut_page(rows, ascending, limit, |v, id| encode_cursor("runs", order, v, id)))
+        keyset_page(
+            self,
+            candidates,
+            |r| self.matches(r),
+            |r| (r.created_at.timestamp_micros(), r.id.as_str().to_owned()),
+        )
+    }
+}
+
+/// The order of [`QueryStore::search_events`]; ties are broken by event id in the same
+/// direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventOrder {
+    /// By sequence number, lowest first (the default): a session's log order; across sessions,
+    /// the sessions' events interleave by sequence.
+    #[default]
+    SequenceAsc,
+    /// By event timestamp, oldest first.
+    TimestampAsc,
+    /// By event timestamp, newest first.
+    TimestampDesc,
+}
+
+impl EventOrder {
+    /// The snake_case name (also used inside cursors).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventOrder::SequenceAsc => "sequence_asc",
+            EventOrder::TimestampAsc => "timestamp_asc",
+            EventOrder::TimestampDesc => "timestamp_desc",
+        }
+    }
+    /// Whether the order is ascending.
+    pub const fn ascending(self) -> bool {
+        !matches!(self, EventOrder::TimestampDesc)
+    }
+    /// The value an event sorts by: its sequence, or its timestamp in µs.
+    pub fn sort_value(self, event: &Event) -> i64 {
+        match self {
+            EventOrder::SequenceAsc => event.sequence.and_then(|s| i64::try_from(s).ok()).unwrap_or(i64::MAX),
+            EventOrder::TimestampAsc | EventOrder::TimestampDesc => event.timestamp.timestamp_micros(),
+        }
+    }
+}
+
+/// A search of stored events across sessions (spec §3.5 `search_events` / `count_events`). All
+/// filters combine; each list filter matches any of its values (empty: no filter). Events of
+/// soft-deleted sessions are included (they are still stored).
+///
+/// ```
+/// use asm_core::EventKind;
+/// use asm_ports::{EventOrder, EventSearch};
+/// let q = EventSearch::new().kind(EventKind::ErrorOccurred).provider("claude")
+///     .text("rate limit").order(EventOrder::TimestampDesc).limit(50);
+/// assert!(q.validate().is_ok());
+/// assert!(EventSearch::new().limit(1001).validate().is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct EventSearch {
+    /// Only events of these sessions.
+    pub session_ids: Vec<SessionId>,
+    /// Only events of these runs.
+    pub run_ids: Vec<RunId>,
+    /// Only events of these kinds.
+    pub kinds: Vec<EventKind>,
+    /// Only events whose `provider` is one of these.
+    pub providers: Vec<String>,
+    /// Only events with a timestamp at or after this time (inclusive).
+    pub since: Option<Timestamp>,
+    /// Only events with a timestamp at or before this time (inclusive).
+    pub until: Option<Timestamp>,
+    /// Only events with this correlation id.
+    pub correlation_id: Option<String>,
+    /// Only events whose payload (`data`), as compact JSON text, contains this substring
+    /// (case-sensitive). Plain words and numbers match string values and keys; characters that
+    /// JSON escapes (`"`, `\`, control characters) must be given escaped.
+    pub text: Option<String>,
+    /// The order (default [`EventOrder::SequenceAsc`]).
+    pub order: EventOrder,
+    /// Page size (default [`DEFAULT_QUERY_LIMIT`], at most [`MAX_QUERY_LIMIT`]); not used by
+    /// [`QueryStore::count_events`].
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page of the same query; not used by
+    /// [`QueryStore::count_events`].
+    pub cursor: Option<String>,
+}
+
+impl EventSearch {
+    /// Every stored event.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a session to [`EventSearch::session_ids`].
+    #[must_use]
+    pub fn session(mut self, session_id: SessionId) -> Self {
+        self.session_ids.push(session_id);
+        self
+    }
+    /// Adds a run to [`EventSearch::run_ids`].
+    #[must_use]
+    pub fn run(mut self, run_id: RunId) -> Self {
+        self.run_ids.push(run_id);
+        self
+    }
+    /// Adds a kind to [`EventSearch::kinds`].
+    #[must_use]
+    pub fn kind(mut self, kind: EventKind) -> Self {
+        self.kinds.push(kind);
+        self
+    }
+    /// Adds a provider to [`EventSearch::providers`].
+    #[must_use]
+    pub fn provider(mut self, provider: impl Into<String>) -> Self {
+        self.providers.push(provider.into());
+        self
+    }
+    /// Sets [`EventSearch::since`].
+    #[must_use]
+    pub fn since(mut self, at: Timestamp) -> Self {
+        self.since = Some(at);
+        self
+    }
+    /// Sets [`EventSearch::until`].
+    #[must_use]
+    pub fn until(mut self, at: Timestamp) -> Self {
+        self.until = Some(at);
+        self
+    }
+    /// Sets [`EventSearch::correlation_id`].
+    #[must_use]
+    pub fn correlation(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
+    /// Sets [`EventSearch::text`].
+    #[must_use]
+    pub fn text(mut self, needle: impl Into<String>) -> Self {
+        self.text = Some(needle.into());
+        self
+    }
+    /// Sets [`EventSearch::order`].
+    #[must_use]
+    pub fn order(mut self, order: EventOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// The cursor that continues after `event` in this query's order.
+    pub fn encode_cursor(&self, event: &Event) -> String {
+        encode_cursor(Self::KIND, self.order.as_str(), self.order.sort_value(event), event.id.as_str())
+    }
+
+    /// Whether `event` passes the filters (not the cursor).
+    pub fn matches(&self, event: &Event) -> bool {
+        (self.session_ids.is_empty() || self.session_ids.contains(&event.session_id))
+            && (self.run_ids.is_empty() || event.run_id.as_ref().is_some_and(|r| self.run_ids.contains(r)))
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+            && (self.providers.is_empty() || event.provider.as_ref().is_some_and(|p| self.providers.contains(p)))
+            && self.since.is_none_or(|t| event.timestamp >= t)
+            && self.until.is_none_or(|t| event.timestamp <= t)
+            && self.correlation_id.as_ref().is_none_or(|c| event.correlation_id.as_ref() == Some(c))
+            && self.text.as_deref().is_none_or(|needle| payload_text(event).contains(needle))
+    }
+
+    /// One page out of `candidates` (any superset of the matching events, in any order).
+    ///
+    /// # Errors
+    /// As [`EventSearch::validate`].
+    pub fn page(&self, candidates: impl IntoIterator<Item = Event>) -> Result<Page<Event>> {
+        let order = self.order;
+        keyset_page(self, candidates, |e| self.matches(e), |e| (order.sort_value(e), e.id.as_str().to_owned()))
+    }
+}
+
+/// The text [`EventSearch::text`] is matched against: the event's `data` as compact JSON (what
+/// every store writes and the SQL stores keep verbatim).
+pub fn payload_text(event: &Event) -> String {
+    serde_json::to_string(&event.data).unwrap_or_default()
+}
+
+/// What [`QueryStore::get_session_stats`] returns about one session (spec §3.5).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SessionStats {
+    /// The session.
+    pub session_id: SessionId,
+    /// Stored events (pruned events are not counted).
+    pub event_count: u64,
+    /// Stored events per kind.
+    pub events_by_kind: BTreeMap<EventKind, u64>,
+    /// Runs.
+    pub run_count: u64,
+    /// Runs per status (the status's snake_case name).
+    pub runs_by_status: BTreeMap<String, u64>,
+    /// Token and cost totals of the session's runs (as in [`UsageReport::total`]).
+    pub usage: UsageAggregate,
+    /// The distinct providers of the session's runs, sorted.
+    pub providers_used: Vec<String>,
+    /// The earliest stored event timestamp.
+    pub first_event_at: Option<Timestamp>,
+    /// The latest stored event timestamp.
+    pub last_event_at: Option<Timestamp>,
+    /// The session's sequence counter (its last assigned sequence; may be above the newest
+    /// stored event after pruning).
+    pub last_sequence: u64,
+}
+
+impl SessionStats {
+    /// Empty statistics of `session_id`.
+    pub fn new(session_id: SessionId) -> Self {
+        Self { session_id, ..Self::default() }
+    }
+
+    /// Counts one stored event.
+    pub fn add_event(&mut self, event: &Event) {
+        self.add_events(event.kind, 1, event.timestamp, event.timestamp);
+    }
+
+    /// Counts `count` stored events of `kind` whose timestamps span `first ..= last` (how a
+    /// store that groups in SQL folds its rows).
+    pub fn add_events(&mut self, kind: EventKind, count: u64, first: Timestamp, last: Timestamp) {
+        self.event_count = self.event_count.saturating_add(count);
+        *self.events_by_kind.entry(kind).or_default() += count;
+        self.first_event_at = Some(self.first_event_at.map_or(first, |t| t.min(first)));
+        self.last_event_at = Some(self.last_event_at.map_or(last, |t| t.max(last)));
+    }
+
+    /// Counts one run.
+    pub fn add_run(&mut self, run: &Run) {
+        let mut totals = UsageAggregate::default();
+        totals.add_run(run);
+        self.add_runs(run.status.as_str(), run.provider.as_deref(), &totals);
+    }
+
+    /// Counts a group of runs sharing a status and a provider.
+    pub fn add_runs(&mut self, status: &str, provider: Option<&str>, totals: &UsageAggregate) {
+        self.run_count = self.run_count.saturating_add(totals.run_count);
+        *self.runs_by_status.entry(status.to_owned()).or_default() += totals.run_count;
+        self.usage.merge(totals);
+        if let Some(provider) = provider
+            && let Err(at) = self.providers_used.binary_search_by(|p| p.as_str().cmp(provider))
+        {
+            self.providers_used.insert(at, provider.to_owned());
+        }
     }
 }
 
@@ -547,7 +812,9 @@ impl UsageQuery {
 ///
 /// `total_tokens` is input plus output of each run (the original summed a `total_tokens` key
 /// adapters rarely wrote, so it usually showed 0: fixed). `cost_usd` adds the runs' stored
-/// `cost_usd`; runs without one are counted in `unpriced_runs` (their tokens still count).
+/// `cost_usd`; runs without one are counted in `unpriced_runs` (their tokens still count, and
+/// are also summed in `unpriced_usage`, so the report can be priced afterwards:
+/// [`UsageReport::priced`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct UsageAggregate {
@@ -557,23 +824,43 @@ pub struct UsageAggregate {
     pub output_tokens: u64,
     /// Input plus output tokens.
     pub total_tokens: u64,
-    /// Summed stored cost in USD.
+    /// Input tokens served from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_creation_tokens: u64,
+    /// Summed stored cost in USD (plus, in a [priced](UsageReport::priced) report, the cost
+    /// computed for the runs without one).
     pub cost_usd: f64,
     /// Runs counted.
     pub run_count: u64,
-    /// Runs counted that have no stored cost.
+    /// Runs counted that have no cost (no stored cost, and none computed).
     pub unpriced_runs: u64,
+    /// The summed token usage of the `unpriced_runs`.
+    pub unpriced_usage: TokenUsage,
+}
+
+fn add_usage(into: &mut TokenUsage, usage: &TokenUsage) {
+    into.input_tokens = into.input_tokens.saturating_add(usage.input_tokens);
+    into.output_tokens = into.output_tokens.saturating_add(usage.output_tokens);
+    into.cache_read_tokens = into.cache_read_tokens.saturating_add(usage.cache_read_tokens);
+    into.cache_creation_tokens = into.cache_creation_tokens.saturating_add(usage.cache_creation_tokens);
 }
 
 impl UsageAggregate {
     /// Adds one run.
     pub fn add_run(&mut self, run: &Run) {
-        self.input_tokens = self.input_tokens.saturating_add(run.token_usage.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(run.token_usage.output_tokens);
-        self.total_tokens = self.total_tokens.saturating_add(run.token_usage.total_tokens());
+        let usage = &run.token_usage;
+        self.input_tokens = self.input_tokens.saturating_add(usage.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(usage.output_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(usage.total_tokens());
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(usage.cache_read_tokens);
+        self.cache_creation_tokens = self.cache_creation_tokens.saturating_add(usage.cache_creation_tokens);
         match run.cost_usd {
             Some(cost) => self.cost_usd += cost,
-            None => self.unpriced_runs += 1,
+            None => {
+                self.unpriced_runs += 1;
+                add_usage(&mut self.unpriced_usage, usage);
+            }
         }
         self.run_count += 1;
     }
@@ -584,14 +871,70 @@ impl UsageAggregate {
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(other.cache_read_tokens);
+        self.cache_creation_tokens = self.cache_creation_tokens.saturating_add(other.cache_creation_tokens);
         self.cost_usd += other.cost_usd;
         self.run_count = self.run_count.saturating_add(other.run_count);
         self.unpriced_runs = self.unpriced_runs.saturating_add(other.unpriced_runs);
+        add_usage(&mut self.unpriced_usage, &other.unpriced_usage);
     }
 }
 
 /// Provider key of runs without a provider in [`UsageReport::by_provider`].
 pub const UNKNOWN_PROVIDER: &str = "unknown";
+/// Model key of runs without a model (`metadata.model`) in [`UsageReport::by_model`].
+pub const UNKNOWN_MODEL: &str = "unknown";
+
+/// The model of a run, as usage reports group it: the string `metadata.model` the runtime
+/// records.
+pub fn run_model(run: &Run) -> Option<&str> {
+    run.metadata.get("model").and_then(|m| m.as_str())
+}
+
+/// The finest grouping of a [`UsageReport`]: the runs of one session (so one agent), one
+/// provider, one model and one UTC day. Every other grouping of the report is a fold of these,
+/// which is what makes pricing afterwards exact ([`UsageReport::priced`]).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct UsageGroup {
+    /// The session.
+    pub session_id: SessionId,
+    /// The session's agent.
+    pub agent_id: String,
+    /// The runs' provider, if any.
+    pub provider: Option<String>,
+    /// The runs' model (`metadata.model`), if any.
+    pub model: Option<String>,
+    /// The UTC day of the runs' `created_at`, `YYYY-MM-DD`.
+    pub day: String,
+    /// The runs' totals.
+    pub totals: UsageAggregate,
+}
+
+impl UsageGroup {
+    /// A group with these keys and totals.
+    pub fn new(
+        session_id: SessionId,
+        agent_id: impl Into<String>,
+        provider: Option<String>,
+        model: Option<String>,
+        day: impl Into<String>,
+        totals: UsageAggregate,
+    ) -> Self {
+        Self { session_id, agent_id: agent_id.into(), provider, model, day: day.into(), totals }
+    }
+}
+
+/// Prices token usage after the fact: what [`UsageReport::priced`] asks for each group of runs
+/// that has no stored cost.
+///
+/// The port only knows this shape; the pricing data lives outside the ports (the
+/// `asm-policy` crate implements it for its `PricingTable`, with longest-prefix model
+/// matching), so a store never depends on prices and a price change needs no migration.
+pub trait UsagePricer: Send + Sync {
+    /// The cost in USD of `usage` on `model` of `provider`, or `None` if it cannot be priced.
+    fn price(&self, provider: &str, model: Option<&str>, usage: &TokenUsage) -> Option<f64>;
+}
 
 /// What [`QueryStore::usage_summary`] returns: totals overall and per group. Group maps are
 /// ordered by key; days are `YYYY-MM-DD` in UTC.
@@ -606,8 +949,12 @@ pub struct UsageReport {
     pub by_agent: BTreeMap<String, UsageAggregate>,
     /// Per provider ([`UNKNOWN_PROVIDER`] for runs without one).
     pub by_provider: BTreeMap<String, UsageAggregate>,
+    /// Per model (`metadata.model`; [`UNKNOWN_MODEL`] for runs without one).
+    pub by_model: BTreeMap<String, UsageAggregate>,
     /// Per UTC day of the run's `created_at`, `YYYY-MM-DD`.
     pub by_day: BTreeMap<String, UsageAggregate>,
+    /// The finest groups (session, provider, model, day), in no particular order.
+    pub groups: Vec<UsageGroup>,
 }
 
 impl UsageReport {
@@ -616,23 +963,71 @@ impl UsageReport {
         Self::default()
     }
 
-    /// Counts `run`, of a session of agent `agent_id`, in every group.
-    pub fn add_run(&mut self, run: &Run, agent_id: &str) {
-        self.total.add_run(run);
-        self.by_session.entry(run.session_id.clone()).or_default().add_run(run);
-        self.by_agent.entry(agent_id.to_owned()).or_default().add_run(run);
-        let provider = run.provider.clone().unwrap_or_else(|| UNKNOWN_PROVIDER.to_owned());
-        self.by_provider.entry(provider).or_default().add_run(run);
-        self.by_day.entry(utc_day(run.created_at)).or_default().add_run(run);
+    /// A report of these finest groups (groups with the same keys may repeat: they add up).
+    pub fn from_groups(groups: impl IntoIterator<Item = UsageGroup>) -> Self {
+        let mut report = Self::new();
+        for group in groups {
+            report.add_group(group);
+        }
+        report
     }
 
-    /// Counts the totals of a group of runs that share session, agent, provider and UTC day
-    /// (`YYYY-MM-DD`) in every group: what a store that aggregates in SQL returns per row.
-    pub fn add_group(
+    /// Counts `run`, of a session of agent `agent_id`, in every grouping (as a finest group of
+    /// its own; [`UsageReport::from_runs`] merges runs with the same keys).
+    pub fn add_run(&mut self, run: &Run, agent_id: &str) {
+        let mut totals = UsageAggregate::default();
+        totals.add_run(run);
+        self.add_group(UsageGroup::new(
+            run.session_id.clone(),
+            agent_id,
+            run.provider.clone(),
+            run_model(run).map(str::to_owned),
+            utc_day(run.created_at),
+            totals,
+        ));
+    }
+
+    /// A report of `runs`, each with its session's agent id, one finest group per distinct
+    /// (session, provider, model, day): how a store that scans builds it.
+    pub fn from_runs<'a>(runs: impl IntoIterator<Item = (&'a Run, &'a str)>) -> Self {
+        type Key = (SessionId, Option<String>, Option<String>, String);
+        let mut groups: std::collections::HashMap<Key, UsageGroup> = std::collections::HashMap::new();
+        for (run, agent) in runs {
+            let model = run_model(run).map(str::to_owned);
+            let day = utc_day(run.created_at);
+            let key = (run.session_id.clone(), run.provider.clone(), model.clone(), day.clone());
+            groups
+                .entry(key)
+                .or_insert_with(|| {
+                    UsageGroup::new(
+                        run.session_id.clone(),
+                        agent,
+                        run.provider.clone(),
+                        model,
+                        day,
+                        UsageAggregate::default(),
+                    )
+                })
+                .totals
+                .add_run(run);
+        }
+        Self::from_groups(groups.into_values())
+    }
+
+    /// Counts the totals of one finest group (what a store that aggregates in SQL returns per
+    /// row) in every grouping.
+    pub fn add_group(&mut self, group: UsageGroup) {
+        let g = &group;
+        self.fold(&g.session_id, &g.agent_id, g.provider.as_deref(), g.model.as_deref(), &g.day, &g.totals);
+        self.groups.push(group);
+    }
+
+    fn fold(
         &mut self,
         session_id: &SessionId,
         agent_id: &str,
         provider: Option<&str>,
+        model: Option<&str>,
         day: &str,
         totals: &UsageAggregate,
     ) {
@@ -640,7 +1035,28 @@ impl UsageReport {
         self.by_session.entry(session_id.clone()).or_default().merge(totals);
         self.by_agent.entry(agent_id.to_owned()).or_default().merge(totals);
         self.by_provider.entry(provider.unwrap_or(UNKNOWN_PROVIDER).to_owned()).or_default().merge(totals);
+        self.by_model.entry(model.unwrap_or(UNKNOWN_MODEL).to_owned()).or_default().merge(totals);
         self.by_day.entry(day.to_owned()).or_default().merge(totals);
+    }
+
+    /// This report with the runs that have no stored cost priced by `pricer`: per finest group,
+    /// the summed `unpriced_usage` is priced on the group's provider ([`UNKNOWN_PROVIDER`] if
+    /// none) and model and added to `cost_usd`, and the group's runs stop counting as unpriced;
+    /// a group the pricer cannot price stays unpriced. Every grouping is folded again from the
+    /// groups. Stored costs are never replaced. Exact, because a price is linear in the tokens.
+    pub fn priced(&self, pricer: &dyn UsagePricer) -> UsageReport {
+        UsageReport::from_groups(self.groups.iter().cloned().map(|mut group| {
+            let t = &mut group.totals;
+            if t.unpriced_runs > 0 {
+                let provider = group.provider.as_deref().unwrap_or(UNKNOWN_PROVIDER);
+                if let Some(cost) = pricer.price(provider, group.model.as_deref(), &t.unpriced_usage) {
+                    t.cost_usd += cost;
+                    t.unpriced_runs = 0;
+                    t.unpriced_usage = TokenUsage::default();
+                }
+            }
+            group
+        }))
     }
 }
 

@@ -131,9 +131,9 @@ pub const FORMAT_VERSION: u64 = 3;
 pub mod __private {
     pub use asm_core::{Event, Result, Run, RunId, Session, SessionId};
     pub use asm_ports::{
-        EventQuery, ExecutionRecord, HealthReport, MaintenanceReport, MaintenanceStore, Page, QueryStore,
-        RetentionPolicy, RunQuery, RunSearch, SessionQuery, SessionSearch, SessionStore, StoreCapabilities, UsageQuery,
-        UsageReport, run_cycle,
+        EventQuery, EventSearch, ExecutionRecord, HealthReport, MaintenanceReport, MaintenanceStore, Page, QueryStore,
+        RetentionPolicy, RunQuery, RunSearch, SessionQuery, SessionSearch, SessionStats, SessionStore,
+        StoreCapabilities, UsageQuery, UsageReport, run_cycle,
     };
     pub use async_trait::async_trait;
 }

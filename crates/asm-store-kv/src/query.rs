@@ -12,19 +12,23 @@
 //! not change; reads scan `(session, sequence)` ranges, which skip the gaps.
 //!
 //! A delete is one transaction, so these stores do not produce orphans; the health check and
-//! [`KvStore::clean_orphans`] look for them anyway (a damaged file).
+//! [`KvStore::clean_orphans`] look for them anyway (a damaged file), and the cleanup removes
+//! them (a writer request of its own, like a prune).
 
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use asm_core::{Error, ErrorCode, Result, Run, Session, SessionId};
-use asm_ports::{HealthIssue, HealthReport, Page, RunSearch, SessionSearch, UsageQuery, UsageReport};
+use asm_core::{Error, ErrorCode, Event, Result, Run, Session, SessionId};
+use asm_ports::{
+    EventQuery, EventSearch, HealthIssue, HealthReport, Page, RunSearch, SessionSearch, SessionStats, UsageQuery,
+    UsageReport,
+};
 
-use crate::KvStore;
 use crate::engine::{KvEngine, KvRead, Table};
 use crate::keys::{self, Id};
 use crate::store::decode_json;
 use crate::writer::{Command, Reply};
+use crate::{KvError, KvStore};
 
 const ALL: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Unbounded);
 
@@ -45,6 +49,24 @@ fn all_runs<R: KvRead>(snapshot: &R) -> Result<Vec<Run>> {
         Ok(true)
     })?;
     Ok(out)
+}
+
+/// The runs of one session, through its `session_runs` entries.
+fn session_runs<R: KvRead>(snapshot: &R, session: &SessionId) -> Result<Vec<Run>> {
+    let key = keys::session_key(session)?;
+    let (low, high) = keys::prefix_bounds::<44>(&key);
+    let mut run_keys = Vec::new();
+    snapshot.scan::<Error>(Table::SessionRuns, (Bound::Included(&low[..]), Bound::Included(&high[..])), |k, _| {
+        run_keys.push(keys::run_of_session_run_key(k)?);
+        Ok(true)
+    })?;
+    let mut runs = Vec::with_capacity(run_keys.len());
+    for run in &run_keys {
+        if let Some(run) = snapshot.get(Table::Runs, run, |v| decode_json::<Run>("run", v))? {
+            runs.push(run?);
+        }
+    }
+    Ok(runs)
 }
 
 /// What one scan of the events table finds per session: its head record and largest sequence.
@@ -93,26 +115,7 @@ impl<E: KvEngine> KvStore<E> {
         query.validate()?;
         let runs = self.read("search_runs", |snapshot| match &query.session_id {
             None => all_runs(snapshot),
-            Some(session) => {
-                let key = keys::session_key(session)?;
-                let (low, high) = keys::prefix_bounds::<44>(&key);
-                let mut run_keys = Vec::new();
-                snapshot.scan::<Error>(
-                    Table::SessionRuns,
-                    (Bound::Included(&low[..]), Bound::Included(&high[..])),
-                    |k, _| {
-                        run_keys.push(keys::run_of_session_run_key(k)?);
-                        Ok(true)
-                    },
-                )?;
-                let mut runs = Vec::with_capacity(run_keys.len());
-                for run in &run_keys {
-                    if let Some(run) = snapshot.get(Table::Runs, run, |v| decode_json::<Run>("run", v))? {
-                        runs.push(run?);
-                    }
-                }
-                Ok(runs)
-            }
+            Some(session) => session_runs(snapshot, session),
         })?;
         query.page(runs)
     }
@@ -126,14 +129,81 @@ impl<E: KvEngine> KvStore<E> {
         let (sessions, runs) =
             self.read("usage_summary", |snapshot| Ok((all_sessions(snapshot)?, all_runs(snapshot)?)))?;
         let agents: HashMap<SessionId, String> = sessions.into_iter().map(|s| (s.id, s.agent_id)).collect();
-        let mut report = UsageReport::new();
-        for run in &runs {
-            let Some(agent) = agents.get(&run.session_id) else { continue };
-            if query.matches(run, agent) {
-                report.add_run(run, agent);
+        let counted = runs.iter().filter_map(|run| {
+            let agent = agents.get(&run.session_id)?;
+            query.matches(run, agent).then_some((run, agent.as_str()))
+        });
+        Ok(UsageReport::from_runs(counted))
+    }
+
+    /// The stored events matching `query`'s filters: each session's log is read with the
+    /// session's cursor read (the kinds and a single run pushed down into it), then filtered.
+    async fn matching_events(&self, query: &EventSearch) -> Result<Vec<Event>> {
+        let sessions: Vec<SessionId> = if query.session_ids.is_empty() {
+            self.read("search_events", |snapshot| {
+                let mut ids = Vec::new();
+                snapshot.scan::<Error>(Table::Sessions, ALL, |key, _| {
+                    let key: Id = key.try_into().map_err(|_| Error::from(KvError::corrupted("a session key")))?;
+                    ids.push(keys::session_id(&key)?);
+                    Ok(true)
+                })?;
+                Ok(ids)
+            })?
+        } else {
+            query.session_ids.clone()
+        };
+        let mut read = EventQuery::new();
+        read.kinds.clone_from(&query.kinds);
+        if let [run] = query.run_ids.as_slice() {
+            read.run_id = Some(run.clone());
+        }
+        let mut out = Vec::new();
+        for session in &sessions {
+            match self.get_events(session, &read).await {
+                Ok(events) => out.extend(events.into_iter().filter(|e| query.matches(e))),
+                // Deleted between the listing and the read, or never stored: no events.
+                Err(e) if e.code() == ErrorCode::SessionNotFound => {}
+                Err(e) => return Err(e),
             }
         }
-        Ok(report)
+        Ok(out)
+    }
+
+    /// [`asm_ports::QueryStore::search_events`] (a cursor read of each matching session).
+    ///
+    /// # Errors
+    /// See the port.
+    #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME))]
+    pub async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>> {
+        query.validate()?;
+        query.page(self.matching_events(query).await?)
+    }
+
+    /// [`asm_ports::QueryStore::count_events`].
+    ///
+    /// # Errors
+    /// See the port.
+    #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME))]
+    pub async fn count_events(&self, query: &EventSearch) -> Result<u64> {
+        Ok(self.matching_events(query).await?.len() as u64)
+    }
+
+    /// [`asm_ports::QueryStore::get_session_stats`] (the session's log, its runs and counter).
+    ///
+    /// # Errors
+    /// See the port.
+    #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME, session_id = %session_id))]
+    pub async fn get_session_stats(&self, session_id: &SessionId) -> Result<SessionStats> {
+        let mut stats = SessionStats::new(session_id.clone());
+        for event in self.get_events(session_id, &EventQuery::new()).await? {
+            stats.add_event(&event);
+        }
+        let runs = self.read("get_session_stats", |snapshot| session_runs(snapshot, session_id))?;
+        for run in &runs {
+            stats.add_run(run);
+        }
+        stats.last_sequence = self.latest_sequence(session_id).await?;
+        Ok(stats)
     }
 
     /// [`asm_ports::MaintenanceStore::prune_events`].
@@ -153,23 +223,24 @@ impl<E: KvEngine> KvStore<E> {
         }
     }
 
-    /// [`asm_ports::MaintenanceStore::clean_orphans`]: counts the events and runs whose session
-    /// is gone. These stores delete a session in one transaction and never leave orphans, so
-    /// finding some means a damaged file: with `dry_run` the count is returned, otherwise they are
-    /// reported as [`ErrorCode::StorageError`] (removing them is not implemented).
+    /// [`asm_ports::MaintenanceStore::clean_orphans`]: the events and runs whose session record
+    /// is gone (with their index entries). These stores delete a session in one transaction and
+    /// never leave orphans, so finding some means a damaged file; with `dry_run` they are
+    /// counted, otherwise one writer request (after a compaction, like a prune) deletes them in
+    /// one transaction and returns how many events and runs went.
     ///
     /// # Errors
-    /// See above.
+    /// See the port.
+    #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME, dry_run))]
     pub async fn clean_orphans(&self, dry_run: bool) -> Result<u64> {
-        let (events, runs) = self.orphans()?;
-        let found = events + runs;
-        if found > 0 && !dry_run {
-            return Err(Error::new(
-                ErrorCode::StorageError,
-                format!("{events} events and {runs} runs refer to no session: the database is damaged"),
-            ));
+        if dry_run {
+            let (events, runs) = self.orphans()?;
+            return Ok(events + runs);
         }
-        Ok(if dry_run { found } else { 0 })
+        match self.submit(Command::CleanOrphans).await? {
+            Reply::Pruned(n) => Ok(n),
+            _ => Err(Error::new(ErrorCode::InternalError, "the writer answered an orphan cleanup with something else")),
+        }
     }
 
     fn orphans(&self) -> Result<(u64, u64)> {

@@ -701,6 +701,24 @@ macro_rules! forward_session_store {
             ) -> $crate::__private::Result<$crate::__private::UsageReport> {
                 self.$field.usage_summary(query).await
             }
+
+            async fn search_events(
+                &self,
+                query: &$crate::__private::EventSearch,
+            ) -> $crate::__private::Result<$crate::__private::Page<$crate::__private::Event>> {
+                self.$field.search_events(query).await
+            }
+
+            async fn count_events(&self, query: &$crate::__private::EventSearch) -> $crate::__private::Result<u64> {
+                self.$field.count_events(query).await
+            }
+
+            async fn get_session_stats(
+                &self,
+                session_id: &$crate::__private::SessionId,
+            ) -> $crate::__private::Result<$crate::__private::SessionStats> {
+                self.$field.get_session_stats(session_id).await
+            }
         }
 
         #[deny(clippy::missing_trait_methods)]

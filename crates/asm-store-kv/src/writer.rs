@@ -82,6 +82,9 @@ pub(crate) enum Command {
         id: SessionId,
         sequences: Vec<u64>,
     },
+    /// Deletes the events, runs and index entries whose session record is gone (maintenance;
+    /// alone, after a compaction, like [`Command::Prune`]).
+    CleanOrphans,
 }
 
 impl Command {
@@ -91,8 +94,13 @@ impl Command {
                 events.iter().map(|e| e.bytes.len()).sum()
             }
             Command::SaveSession { json, .. } | Command::SaveRun { json, .. } => json.len(),
-            Command::DeleteSession { .. } | Command::Sync | Command::Prune { .. } => 0,
+            Command::DeleteSession { .. } | Command::Sync | Command::Prune { .. } | Command::CleanOrphans => 0,
         }
+    }
+
+    /// Maintenance requests run alone, after a compaction.
+    fn runs_alone(&self) -> bool {
+        matches!(self, Command::Prune { .. } | Command::CleanOrphans)
     }
 
     fn events(&self) -> &[EncodedEvent] {
@@ -145,7 +153,7 @@ enum Placed {
 pub(crate) enum Reply {
     Done,
     Appended(Vec<Slot>),
-    /// How many events a [`Command::Prune`] deleted.
+    /// How many events a [`Command::Prune`] deleted, or rows a [`Command::CleanOrphans`] did.
     Pruned(u64),
 }
 
@@ -323,9 +331,10 @@ impl<E: KvEngine> Writer<E> {
             self.drain(&mut group, &mut bytes);
             self.fill(&mut group, &mut bytes);
             self.expected_group = group.len().max(self.expected_group - self.expected_group / 8);
-            // A prune runs alone, after the requests queued before it and before those after it.
+            // A prune (or orphan cleanup) runs alone, after the requests queued before it and
+            // before those after it.
             let mut rest = group;
-            while let Some(at) = rest.iter().position(|r| matches!(r.command, Command::Prune { .. })) {
+            while let Some(at) = rest.iter().position(|r| r.command.runs_alone()) {
                 let mut after = rest.split_off(at);
                 let prune = after.remove(0);
                 if !rest.is_empty() {
@@ -546,14 +555,15 @@ impl<E: KvEngine> Writer<E> {
         Ok(replies)
     }
 
-    /// Answers a [`Command::Prune`]: compacts the log (so the session's events are all in the
-    /// `(session, sequence)` table and none in the readers' tail), then deletes the events in
-    /// one transaction. The session's head record (its counter) does not change.
+    /// Answers a [`Command::Prune`] or [`Command::CleanOrphans`]: compacts the log (so every
+    /// event is in the `(session, sequence)` table and none in the readers' tail), then deletes
+    /// in one transaction. A session's head record (its counter) does not change on a prune.
     fn prune(&mut self, request: Request) {
-        let Request { command: Command::Prune { key, id, sequences }, reply } = request else {
-            let _ = request.reply.send(Err(Error::new(ErrorCode::InternalError, "not a prune request")));
+        let Request { command, reply } = request;
+        if !command.runs_alone() {
+            let _ = reply.send(Err(Error::new(ErrorCode::InternalError, "not a maintenance request")));
             return;
-        };
+        }
         if self.recent.count > 0 {
             self.compact();
         }
@@ -564,7 +574,10 @@ impl<E: KvEngine> Writer<E> {
         }
         let durable = matches!(self.durability, Durability::Immediate);
         let result = catch_unwind(AssertUnwindSafe(|| {
-            self.engine.write(durable, |txn| prune_events(txn, &key, &id, &sequences))
+            self.engine.write(durable, |txn| match &command {
+                Command::Prune { key, id, sequences } => prune_events(txn, key, id, sequences),
+                _ => clean_orphans(txn),
+            })
         }));
         let result = match result {
             Ok(result) => result,
@@ -686,6 +699,86 @@ fn prune_events<T: KvWrite>(txn: &mut T, key: &Id, id: &SessionId, sequences: &[
     Ok((deleted, if deleted > 0 { Finish::Commit } else { Finish::Abort }))
 }
 
+/// Deletes every compacted event (with its id and run-start entries) and every run (with its
+/// `session_runs` entries) whose session record is gone, and the orphaned sessions' head
+/// records; returns the events and runs deleted.
+fn clean_orphans<T: KvWrite>(txn: &mut T) -> Result<(u64, Finish)> {
+    let all = (Bound::Unbounded, Bound::Unbounded);
+    let mut known: HashMap<Id, bool> = HashMap::new();
+    let mut orphan_sessions: HashSet<Id> = HashSet::new();
+    let mut orphan_events: Vec<(Id, EventPos)> = Vec::new();
+    let mut positions: Vec<(Id, u64)> = Vec::new();
+    txn.scan::<Error>(Table::Events, all, |key, _| {
+        positions.push(keys::split_pos(&keys::stored_pos(key)?));
+        Ok(true)
+    })?;
+    for (session, sequence) in positions {
+        let exists = match known.get(&session) {
+            Some(exists) => *exists,
+            None => {
+                let exists = txn.get(Table::Sessions, &session, |_| ())?.is_some();
+                known.insert(session, exists);
+                exists
+            }
+        };
+        if exists {
+            continue;
+        }
+        orphan_sessions.insert(session);
+        if sequence != u64::MAX {
+            let pos = keys::event_pos(&session, sequence);
+            // An unreadable record loses its index entry only (as in a session delete).
+            if let Some(Ok(event_id)) = txn.get(Table::Events, &pos, codec::stored_event_id)? {
+                orphan_events.push((event_id, pos));
+            }
+        }
+    }
+    let mut orphan_runs: Vec<(Id, Id)> = Vec::new();
+    let mut runs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    txn.scan::<Error>(Table::Runs, all, |key, value| {
+        runs.push((key.to_vec(), value.to_vec()));
+        Ok(true)
+    })?;
+    for (key, value) in runs {
+        let Ok(run) = decode_json::<Run>("run", &value) else { continue };
+        let session = keys::session_key(&run.session_id)?;
+        let exists = match known.get(&session) {
+            Some(exists) => *exists,
+            None => {
+                let exists = txn.get(Table::Sessions, &session, |_| ())?.is_some();
+                known.insert(session, exists);
+                exists
+            }
+        };
+        if !exists {
+            let run_key: Id = key.as_slice().try_into().map_err(|_| KvError::corrupted("a run key"))?;
+            orphan_runs.push((session, run_key));
+            orphan_sessions.insert(session);
+        }
+    }
+    // Every read is done: from here on, only writes.
+    for (event_id, pos) in &orphan_events {
+        let owned = txn.get(Table::EventIds, event_id, |stored| stored == &pos[..])?.unwrap_or(false);
+        if owned {
+            txn.delete(Table::EventIds, event_id)?;
+        }
+    }
+    for session in &orphan_sessions {
+        let (low, high) = keys::prefix_bounds::<24>(session);
+        txn.delete_range(Table::Events, range(&low, &high))?;
+        let (low, high) = keys::prefix_bounds::<32>(session);
+        txn.delete_range(Table::RunStarts, range(&low, &high))?;
+        let (low, high) = keys::prefix_bounds::<44>(session);
+        txn.delete_range(Table::SessionRuns, range(&low, &high))?;
+    }
+    for (_, run) in &orphan_runs {
+        txn.delete(Table::Runs, run)?;
+    }
+    let removed = (orphan_events.len() + orphan_runs.len()) as u64;
+    tracing::debug!(events = orphan_events.len(), runs = orphan_runs.len(), "orphans removed");
+    Ok((removed, if orphan_sessions.is_empty() { Finish::Abort } else { Finish::Commit }))
+}
+
 /// Applies one command; returns what it did and whether it changed anything.
 fn apply<T: KvWrite>(view: &mut View<'_, T>, command: &Command) -> Outcome<(Applied, bool)> {
     match command {
@@ -753,8 +846,8 @@ fn apply<T: KvWrite>(view: &mut View<'_, T>, command: &Command) -> Outcome<(Appl
             Ok((Applied::Appended(placed), true))
         }
         Command::Sync => Ok((Applied::Done, false)),
-        Command::Prune { .. } => {
-            Err(rejected(Error::new(ErrorCode::InternalError, "a prune is never part of a group")))
+        Command::Prune { .. } | Command::CleanOrphans => {
+            Err(rejected(Error::new(ErrorCode::InternalError, "maintenance is never part of a group")))
         }
     }
 }

@@ -417,3 +417,52 @@ async fn a_log_with_a_gap_is_corruption() {
     assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
     assert_eq!(err.details().get("corrupted"), Some(&serde_json::Value::Bool(true)));
 }
+
+/// Makes orphans the way a damaged file holds them: the session record is deleted behind the
+/// writer's back, its compacted events and its runs stay.
+struct DropSessionRecord<'a>(&'a MemoryKvStore);
+
+#[async_trait::async_trait]
+impl asm_testkit::query_conformance::OrphanMaker for DropSessionRecord<'_> {
+    async fn orphan(&self, _store: &dyn asm_ports::MaintenanceStore, session: &Session) -> u64 {
+        let hex = session.id.as_str().get(4..).expect("an id has a prefix");
+        let key: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("ids are hex")).collect();
+        // A request through the writer: once it is answered, the writer has finished the
+        // groups (and compactions) before it, so this write does not race one (the memory
+        // engine, like the real ones, takes one writer at a time: the store's).
+        self.0.inner.sync().await.expect("sync");
+        self.0
+            .inner
+            .engine()
+            .write(true, |txn| {
+                txn.delete(Table::Sessions, &key)?;
+                Ok(((), Finish::Commit))
+            })
+            .expect("delete the session record");
+        // Its 3 events and 1 run.
+        4
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_counted_and_removed() {
+    // Compacting after every event: the orphans are in the (session, sequence) table.
+    let store = open(MemoryEngine::default(), KvOptions::default().compact_after(1, usize::MAX));
+    asm_testkit::query_conformance::check_orphans_removed(&store, &DropSessionRecord(&store)).await;
+    // And with the events still in the log when the session record goes: the cleanup compacts
+    // first, then removes them.
+    let store = open(MemoryEngine::default(), KvOptions::default());
+    let maker = DropSessionRecord(&store);
+    let agent = "orphans-in-the-log";
+    let session = Session::new(agent).unwrap();
+    store.save_session(&session).await.unwrap();
+    store
+        .append_events((0..3).map(|_| Event::new(EventKind::MessageSent, session.id.clone())).collect())
+        .await
+        .unwrap();
+    asm_testkit::query_conformance::OrphanMaker::orphan(&maker, &store, &session).await;
+    let removed = asm_ports::MaintenanceStore::clean_orphans(&store, false).await.unwrap();
+    assert_eq!(removed, 3, "the log is compacted, then the orphaned events go");
+    assert!(asm_ports::MaintenanceStore::health_check(&store).await.unwrap().is_healthy());
+}

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 use asm_core::{Event, Result, Run, Session, SessionId};
 use asm_ports::{
-    HealthIssue, HealthReport, MaintenanceStore, Page, QueryStore, RunSearch, SessionSearch, UsageQuery, UsageReport,
-    is_protected_kind,
+    EventSearch, HealthIssue, HealthReport, MaintenanceStore, Page, QueryStore, RunSearch, SessionSearch, SessionStats,
+    UsageQuery, UsageReport, is_protected_kind,
 };
 
 use crate::InMemorySessionStore;
@@ -23,6 +23,28 @@ impl InMemorySessionStore {
     /// Every live slot, taken under the catalog's read lock and released before the slots are read.
     fn all_slots(&self) -> Vec<Arc<SessionSlot>> {
         self.inner.catalog.read().slots.values().cloned().collect()
+    }
+
+    /// The slots an event search reads: its sessions, or every session.
+    fn event_slots(&self, query: &EventSearch) -> Vec<Arc<SessionSlot>> {
+        if query.session_ids.is_empty() {
+            return self.all_slots();
+        }
+        let catalog = self.inner.catalog.read();
+        query.session_ids.iter().filter_map(|id| catalog.slots.get(id).cloned()).collect()
+    }
+
+    /// The stored events matching `query`'s filters, session by session.
+    fn matching_events(&self, query: &EventSearch) -> Vec<Event> {
+        let mut out = Vec::new();
+        for slot in self.event_slots(query) {
+            let state = slot.state.read();
+            if state.deleted {
+                continue;
+            }
+            out.extend(state.events.iter().flatten().filter(|event| query.matches(event)).cloned());
+        }
+        out
     }
 }
 
@@ -62,18 +84,47 @@ impl QueryStore for InMemorySessionStore {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport> {
-        let mut report = UsageReport::new();
+        let mut runs: Vec<(Run, String)> = Vec::new();
         for slot in self.all_slots() {
             let state = slot.state.read();
             if state.deleted {
                 continue;
             }
             let agent = state.session.agent_id.as_str();
-            for run in state.runs.values().filter(|run| query.matches(run, agent)) {
-                report.add_run(run, agent);
-            }
+            runs.extend(
+                state.runs.values().filter(|run| query.matches(run, agent)).map(|r| (r.clone(), agent.to_owned())),
+            );
         }
-        Ok(report)
+        Ok(UsageReport::from_runs(runs.iter().map(|(run, agent)| (run, agent.as_str()))))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>> {
+        query.validate()?;
+        query.page(self.matching_events(query))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn count_events(&self, query: &EventSearch) -> Result<u64> {
+        Ok(self.matching_events(query).len() as u64)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
+    async fn get_session_stats(&self, session_id: &SessionId) -> Result<SessionStats> {
+        let slot = self.slot(session_id)?;
+        let state = slot.state.read();
+        if state.deleted {
+            return Err(session_not_found(session_id));
+        }
+        let mut stats = SessionStats::new(session_id.clone());
+        for event in state.events.iter().flatten() {
+            stats.add_event(event);
+        }
+        for run in state.runs.values() {
+            stats.add_run(run);
+        }
+        stats.last_sequence = state.last_sequence();
+        Ok(stats)
     }
 }
 

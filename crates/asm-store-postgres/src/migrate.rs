@@ -24,6 +24,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: include_str!("../migrations/0001_initial.sql") },
     Migration { version: 2, name: "session_leases", sql: include_str!("../migrations/0002_session_leases.sql") },
     Migration { version: 3, name: "query_indexes", sql: include_str!("../migrations/0003_query_indexes.sql") },
+    Migration { version: 4, name: "event_search", sql: include_str!("../migrations/0004_event_search.sql") },
 ];
 
 /// The schema version this build reads and writes.
@@ -168,7 +169,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i32::try_from(i).unwrap() + 1);
         }
-        assert_eq!(current_version(), 3);
+        assert_eq!(current_version(), 4);
     }
 
     #[test]

@@ -32,7 +32,7 @@ async fn run_all_on_one_shared_schema() {
     query_conformance::run_all(&store).await;
 }
 
-/// A schema at version 2 (made before the query port) is upgraded to version 3 in place on
+/// A schema at version 2 (made before the query port) is upgraded to versions 3 and 4 in place on
 /// open: its data stays, the query indexes appear, and the queries work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_2_schema_is_upgraded_in_place() {
@@ -50,7 +50,8 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     common::admin_sql(format!(
         "DROP INDEX \"{s}\".asm_sessions_updated; DROP INDEX \"{s}\".asm_sessions_agent_updated; \
          DROP INDEX \"{s}\".asm_runs_created; DROP INDEX \"{s}\".asm_runs_provider; \
-         DELETE FROM \"{s}\".asm_schema_migrations WHERE version = 3"
+         DROP INDEX \"{s}\".asm_events_ts; \
+         DELETE FROM \"{s}\".asm_schema_migrations WHERE version IN (3, 4)"
     ))
     .unwrap();
     let store = schema.store().await;
@@ -69,4 +70,26 @@ async fn a_version_2_schema_is_upgraded_in_place() {
     .unwrap();
     drop(store);
     schema.store().await;
+}
+
+/// Makes orphans as a damaged database holds them: the session row is deleted with plain SQL,
+/// around the store; its runs and head row go by their foreign keys, its events (no foreign key)
+/// stay.
+struct DeleteSessionRow(String);
+
+#[async_trait::async_trait]
+impl query_conformance::OrphanMaker for DeleteSessionRow {
+    async fn orphan(&self, _store: &dyn asm_ports::MaintenanceStore, session: &asm_core::Session) -> u64 {
+        let uuid = session.id.as_str().get(4..).unwrap().to_owned();
+        common::admin_sql(format!("DELETE FROM \"{}\".asm_sessions WHERE id = '{uuid}'", self.0)).unwrap();
+        // Its 3 events.
+        3
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_counted_and_removed() {
+    let schema = TestSchema::new("query_orphans");
+    let store = schema.store().await;
+    query_conformance::check_orphans_removed(&store, &DeleteSessionRow(schema.name.clone())).await;
 }

@@ -46,7 +46,7 @@ async fn a_schema_from_the_future_is_migration_required() {
     let err = open_err(&schema, true).await;
     assert_eq!(err.code(), ErrorCode::MigrationRequired, "{err}");
     assert_eq!(err.details().get("found_version").and_then(|v| v.as_i64()), Some(99));
-    assert_eq!(err.details().get("supported_version").and_then(|v| v.as_i64()), Some(3));
+    assert_eq!(err.details().get("supported_version").and_then(|v| v.as_i64()), Some(4));
 }
 
 #[tokio::test]

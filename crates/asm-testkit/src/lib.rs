@@ -20,3 +20,10 @@ pub mod query_conformance;
 mod scripted;
 
 pub use scripted::{ScriptEnd, ScriptStep, ScriptedAdapter};
+
+/// What the exported macros expand to needs; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use asm_ports;
+    pub use tempfile;
+}

@@ -22,22 +22,30 @@ use asm_core::{
     TokenUsage,
 };
 use asm_ports::{
-    EventQuery, HealthIssue, MaintenanceStore, RetentionPolicy, RunOrder, RunSearch, SessionOrder, SessionSearch,
-    SessionStoreExt, UsageQuery,
+    EventOrder, EventQuery, EventSearch, HealthIssue, MaintenanceStore, RetentionPolicy, RunOrder, RunSearch,
+    SessionOrder, SessionSearch, SessionStoreExt, UsagePricer, UsageQuery,
 };
 
 /// Calls the caller's macro `$m!` with the name of every check of this section, so each store's
 /// tests generate one test per check from one list (see
-/// [`for_each_store_check!`](crate::for_each_store_check)).
+/// [`for_each_store_check!`](crate::for_each_store_check)). An optional `[tokens]` after the
+/// macro's name is passed first, in brackets (how [`file_store_query_tests!`](crate::file_store_query_tests)
+/// hands its opener on).
 #[macro_export]
 macro_rules! for_each_query_check {
-    ($m:ident) => {
+    ($m:ident $([$($arg:tt)*])?) => {
         $m! {
+        $([$($arg)*])?
         check_search_sessions_filters,
         check_search_sessions_pagination,
         check_search_runs_filters_and_pagination,
         check_query_limits_and_cursors,
         check_usage_summary_groups,
+        check_usage_priced_afterwards,
+        check_search_events_filters,
+        check_search_events_pagination,
+        check_event_limits_and_cursors,
+        check_session_stats,
         check_soft_delete_retention,
         check_hard_delete_after_grace,
         check_prune_cheap_kinds_first,
@@ -49,6 +57,99 @@ macro_rules! for_each_query_check {
     };
 }
 
+/// The query and maintenance section for a store kept in files (the embedded key-value stores):
+/// one test per check on a fresh store in a temp dir, the whole section twice on one store and
+/// once more after a reopen, and a pruned log's gaps and counter across a reopen. `$open` is a
+/// function `fn(&Path) -> Store` opening (or creating) the store at that path; the caller's
+/// crate needs `tokio` (with the `macros` and `rt-multi-thread` features).
+///
+/// ```text
+/// fn open(path: &std::path::Path) -> RedbSessionStore {
+///     RedbSessionStore::open(path).expect("open the store")
+/// }
+/// asm_testkit::file_store_query_tests!(open);
+/// ```
+#[macro_export]
+macro_rules! file_store_query_tests {
+    ($open:path) => {
+        use $crate::__file_store_query_check as __asm_file_store_query_check;
+        $crate::for_each_query_check!(__asm_file_store_query_check[$open]);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn run_all_on_one_shared_store_and_after_reopen() {
+            use $crate::__private::asm_ports::MaintenanceStore as _;
+            let dir = $crate::__private::tempfile::tempdir().expect("create a temp dir");
+            let path = dir.path().join("store");
+            let store = $open(&path);
+            $crate::query_conformance::run_all(&store).await;
+            $crate::query_conformance::run_all(&store).await;
+            drop(store);
+            let reopened = $open(&path);
+            $crate::query_conformance::run_all(&reopened).await;
+            assert!(reopened.health_check().await.expect("health_check").is_healthy());
+        }
+
+        /// A pruned log keeps its gaps and its counter across a reopen, including events that
+        /// were still in the commit-order log (not yet compacted) when the prune came.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn pruned_gaps_survive_a_reopen() {
+            $crate::query_conformance::check_pruned_gaps_survive_a_reopen(|path| async move { $open(&path) }).await;
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __file_store_query_check {
+    ([$open:path] $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let dir = $crate::__private::tempfile::tempdir().expect("create a temp dir");
+                let store = $open(&dir.path().join("store"));
+                $crate::query_conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+
+/// What [`file_store_query_tests!`](crate::file_store_query_tests) checks across a reopen: a
+/// pruned log keeps its gaps and its counter, including events that were still in a
+/// commit-order log (not yet compacted) when the prune came. `open` opens (or creates) the store
+/// at a path; the store is dropped (closed) before each reopen.
+pub async fn check_pruned_gaps_survive_a_reopen<S, F, Fut>(open: F)
+where
+    S: MaintenanceStore,
+    F: Fn(std::path::PathBuf) -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    let dir = tempfile::tempdir().expect("create a temp dir");
+    let path = dir.path().join("store");
+    let store = open(path.clone()).await;
+    let session = Session::new("prune-reopen").expect("agent id is valid");
+    store.save_session(&session).await.expect("save_session");
+    let events = (0..6)
+        .map(|i| {
+            let kind = if i % 2 == 0 { EventKind::MessageStreamed } else { EventKind::MessageReceived };
+            Event::new(kind, session.id.clone())
+        })
+        .collect();
+    store.append_events(events).await.expect("append");
+    assert_eq!(
+        store.prune_events(&session.id, &[1, 3, 5, 6]).await.expect("prune"),
+        4,
+        "6 is not a cheap kind but unprotected"
+    );
+    drop(store);
+    let store = open(path).await;
+    let left = store.get_events(&session.id, &EventQuery::new()).await.expect("get_events");
+    assert_eq!(left.iter().filter_map(|e| e.sequence).collect::<Vec<_>>(), vec![2, 4]);
+    assert_eq!(store.latest_sequence(&session.id).await.expect("latest_sequence"), 6);
+    let next = store.append_event(Event::new(EventKind::MessageSent, session.id.clone())).await.expect("append");
+    assert_eq!(next.sequence, Some(7));
+    assert!(store.health_check().await.expect("health_check").is_healthy());
+}
+
 /// Runs every check of the section against `store`, one after the other.
 pub async fn run_all(store: &dyn MaintenanceStore) {
     check_search_sessions_filters(store).await;
@@ -56,6 +157,11 @@ pub async fn run_all(store: &dyn MaintenanceStore) {
     check_search_runs_filters_and_pagination(store).await;
     check_query_limits_and_cursors(store).await;
     check_usage_summary_groups(store).await;
+    check_usage_priced_afterwards(store).await;
+    check_search_events_filters(store).await;
+    check_search_events_pagination(store).await;
+    check_event_limits_and_cursors(store).await;
+    check_session_stats(store).await;
     check_soft_delete_retention(store).await;
     check_hard_delete_after_grace(store).await;
     check_prune_cheap_kinds_first(store).await;
@@ -345,6 +451,331 @@ pub async fn check_usage_summary_groups(store: &dyn MaintenanceStore) {
     assert_eq!(window.expect("usage").total.run_count, 1, "time bounds are inclusive");
     let one = store.usage_summary(&UsageQuery::new().session(s2.id.clone())).await.expect("usage");
     assert_eq!(one.total.run_count, 1, "session filter");
+}
+
+/// A pricer for the checks: `provider` "priced" costs 1 USD per input, 2 per output, 0.5 per
+/// cache-read and 0.25 per cache-creation token on model "m1", 10x that on any model starting
+/// "m2"; everything else is unpriceable.
+struct TestPricer;
+
+impl UsagePricer for TestPricer {
+    fn price(&self, provider: &str, model: Option<&str>, usage: &TokenUsage) -> Option<f64> {
+        let factor = match (provider, model) {
+            ("priced", Some("m1")) => 1.0,
+            ("priced", Some(m)) if m.starts_with("m2") => 10.0,
+            _ => return None,
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let base = usage.input_tokens as f64
+            + 2.0 * usage.output_tokens as f64
+            + 0.5 * usage.cache_read_tokens as f64
+            + 0.25 * usage.cache_creation_tokens as f64;
+        Some(base * factor)
+    }
+}
+
+/// Usage is grouped by model (`metadata.model`) too, carries the cache tokens and the token
+/// usage of the runs without a stored cost, and can be priced afterwards: stored costs are kept,
+/// priceable unpriced runs get a cost in every grouping, the rest stay unpriced.
+pub async fn check_usage_priced_afterwards(store: &dyn MaintenanceStore) {
+    let agent = fresh_agent("priced");
+    let t = 1_700_000_000_000_000;
+    let s = put_session(store, &agent, SessionStatus::Active, &[], at(t)).await;
+    let mut runs = Vec::new();
+    // (provider, model, input, output, cache read, cache creation, stored cost)
+    type Spec = (&'static str, Option<&'static str>, u64, u64, u64, u64, Option<f64>);
+    let specs: [Spec; 5] = [
+        ("priced", Some("m1"), 10, 5, 4, 8, None),
+        ("priced", Some("m1"), 1, 1, 0, 0, Some(100.0)),
+        ("priced", Some("m2-2025"), 2, 0, 0, 0, None),
+        ("priced", None, 7, 7, 0, 0, None),
+        ("other", Some("m1"), 3, 3, 0, 0, None),
+    ];
+    for (provider, model, input, output, cache_read, cache_creation, cost) in specs {
+        let mut run = Run::new(s.id.clone(), RunInput::user("q"));
+        run.status = RunStatus::Completed;
+        run.provider = Some(provider.to_owned());
+        run.created_at = at(t);
+        if let Some(model) = model {
+            run.metadata.insert("model".into(), model.into());
+        }
+        run.token_usage = TokenUsage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cache_read,
+            cache_creation_tokens: cache_creation,
+        };
+        run.cost_usd = cost;
+        store.save_run(&run).await.expect("save_run");
+        runs.push(run);
+    }
+    let report = store.usage_summary(&UsageQuery::new().agent(agent.clone())).await.expect("usage_summary");
+    assert_eq!(report.total.run_count, 5);
+    assert_eq!(report.total.unpriced_runs, 4);
+    assert_eq!(report.total.cache_read_tokens, 4, "cache reads are summed");
+    assert_eq!(report.total.cache_creation_tokens, 8, "cache writes are summed");
+    assert_eq!(report.total.unpriced_usage.input_tokens, 10 + 2 + 7 + 3, "the unpriced runs' tokens");
+    assert_eq!(report.by_model.get("m1").map(|u| u.run_count), Some(3), "models: {:?}", report.by_model.keys());
+    assert_eq!(report.by_model.get(asm_ports::UNKNOWN_MODEL).map(|u| u.run_count), Some(1));
+    let grouped: u64 = report.groups.iter().map(|g| g.totals.run_count).sum();
+    assert_eq!(grouped, 5, "the finest groups hold every run");
+
+    let priced = report.priced(&TestPricer);
+    // run 1: 10 + 10 + 2 + 2 = 24; run 2: stored 100; run 3: 2 * 10 = 20; runs 4, 5: unpriceable.
+    let t = priced.total;
+    assert!((t.cost_usd - 144.0).abs() < 1e-9, "priced total: {}", t.cost_usd);
+    assert_eq!(t.unpriced_runs, 2, "the runs the pricer cannot price stay unpriced");
+    assert_eq!(t.run_count, 5);
+    assert_eq!((t.input_tokens, t.output_tokens), (report.total.input_tokens, report.total.output_tokens));
+    let m1 = priced.by_model.get("m1").expect("m1");
+    assert!((m1.cost_usd - 124.0).abs() < 1e-9, "by model: {}", m1.cost_usd);
+    assert_eq!(m1.unpriced_runs, 1, "the other provider's m1 run");
+    let session = priced.by_session.get(&s.id).expect("the session");
+    assert!((session.cost_usd - 144.0).abs() < 1e-9, "every grouping is priced: {}", session.cost_usd);
+    assert!((priced.by_provider.get("other").map_or(-1.0, |u| u.cost_usd)).abs() < 1e-9);
+}
+
+fn event_at(kind: EventKind, session: &SessionId, micros: i64) -> Event {
+    let mut record = ev(kind, session).into_record();
+    record.timestamp = at(micros);
+    Event::from(record)
+}
+
+fn with_correlation(event: Event, correlation: &str) -> Event {
+    let mut record = event.into_record();
+    record.correlation_id = Some(correlation.to_owned());
+    Event::from(record)
+}
+
+async fn all_events(store: &dyn MaintenanceStore, mut query: EventSearch) -> Vec<Event> {
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let page = store.search_events(&query).await.expect("search_events");
+        assert!(page.items.len() <= query.limit.unwrap_or(100), "a page is larger than its limit");
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(c) => query = query.cursor(c),
+            None => return out,
+        }
+    }
+    panic!("search_events never returned a last page");
+}
+
+fn event_ids(events: &[Event]) -> Vec<String> {
+    let mut ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
+    ids.sort();
+    ids
+}
+
+/// Events across sessions filter by sessions, runs, kinds, providers, time range (inclusive),
+/// correlation id and payload text, and `count_events` counts the same set.
+pub async fn check_search_events_filters(store: &dyn MaintenanceStore) {
+    let agent = fresh_agent("events");
+    let t0 = 1_700_000_000_000_000;
+    let s1 = put_session(store, &agent, SessionStatus::Active, &[], at(t0)).await;
+    let s2 = put_session(store, &agent, SessionStatus::Active, &[], at(t0)).await;
+    let run = put_run(store, &s1.id, Some("p"), RunStatus::Running, at(t0), (0, 0), None).await;
+    let provider = format!("prov-{}", SessionId::new().as_str());
+    let correlation = format!("corr-{}", SessionId::new().as_str());
+    let needle = format!("needle{}", SessionId::new().as_str());
+    let a = event_at(EventKind::MessageSent, &s1.id, t0 + 10).with_provider(provider.clone()).with_run(run.id.clone());
+    let b = with_correlation(
+        event_at(EventKind::ErrorOccurred, &s1.id, t0 + 20).with_data("message", format!("a {needle} here")),
+        &correlation,
+    );
+    let c = event_at(EventKind::MessageSent, &s2.id, t0 + 30).with_provider(provider.clone());
+    let d = event_at(EventKind::MessageReceived, &s2.id, t0 + 40).with_data("content", "plain");
+    let s1_events = store.append_events(vec![a, b]).await.expect("append");
+    let s2_events = store.append_events(vec![c, d]).await.expect("append");
+    let (a, b, c, d) = (&s1_events[0], &s1_events[1], &s2_events[0], &s2_events[1]);
+    let both = || EventSearch::new().session(s1.id.clone()).session(s2.id.clone());
+
+    let cases: Vec<(&str, EventSearch, Vec<&Event>)> = vec![
+        ("two sessions", both(), vec![a, b, c, d]),
+        ("one session", EventSearch::new().session(s2.id.clone()), vec![c, d]),
+        ("a run", both().run(run.id.clone()), vec![a]),
+        ("a kind", both().kind(EventKind::MessageSent), vec![a, c]),
+        ("kinds match any", both().kind(EventKind::ErrorOccurred).kind(EventKind::MessageReceived), vec![b, d]),
+        ("a provider, across sessions", EventSearch::new().provider(provider.clone()), vec![a, c]),
+        ("an inclusive time range", both().since(at(t0 + 20)).until(at(t0 + 30)), vec![b, c]),
+        ("a correlation id", EventSearch::new().correlation(correlation.clone()), vec![b]),
+        ("payload text", EventSearch::new().text(needle.clone()), vec![b]),
+        ("payload text in a session", both().text("plain"), vec![d]),
+        ("filters combine", both().kind(EventKind::MessageSent).since(at(t0 + 25)), vec![c]),
+        ("nothing", both().kind(EventKind::RunCancelled), vec![]),
+    ];
+    for (what, query, expected) in cases {
+        let got = all_events(store, query.clone()).await;
+        let expected: Vec<Event> = expected.into_iter().cloned().collect();
+        assert_eq!(event_ids(&got), event_ids(&expected), "{what}");
+        if let Some(e) = got.iter().find(|e| e.id == b.id) {
+            assert_eq!(e, b, "{what}: an event reads back as stored");
+        }
+        let counted = store.count_events(&query).await.expect("count_events");
+        assert_eq!(counted, expected.len() as u64, "{what}: count_events counts the same events");
+    }
+    let counted = store.count_events(&both().limit(1)).await.expect("count_events");
+    assert_eq!(counted, 4, "count_events ignores the page size");
+    let unknown = store.search_events(&EventSearch::new().session(SessionId::new())).await.expect("search_events");
+    assert!(unknown.items.is_empty(), "an unknown session has no events (not an error)");
+}
+
+/// Every event order pages through every matching event exactly once, in order, ties broken by
+/// event id.
+pub async fn check_search_events_pagination(store: &dyn MaintenanceStore) {
+    let agent = fresh_agent("event-pages");
+    let t0 = 1_700_000_000_000_000;
+    let s1 = put_session(store, &agent, SessionStatus::Active, &[], at(t0)).await;
+    let s2 = put_session(store, &agent, SessionStatus::Active, &[], at(t0)).await;
+    let mut made = Vec::new();
+    for session in [&s1.id, &s2.id] {
+        // groups of 3 share a timestamp: the id breaks the ties
+        let batch = (0..11).map(|i| event_at(EventKind::MessageSent, session, t0 + i / 3)).collect();
+        made.extend(store.append_events(batch).await.expect("append"));
+    }
+    for order in [EventOrder::SequenceAsc, EventOrder::TimestampAsc, EventOrder::TimestampDesc] {
+        let query = EventSearch::new().session(s1.id.clone()).session(s2.id.clone()).order(order).limit(4);
+        let got = all_events(store, query).await;
+        let mut expected = made.clone();
+        expected.sort_by(|x, y| {
+            let key = |e: &Event| (order.sort_value(e), e.id.as_str().to_owned());
+            let o = key(x).cmp(&key(y));
+            if order.ascending() { o } else { o.reverse() }
+        });
+        let as_ids = |events: &[Event]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(as_ids(&got), as_ids(&expected), "pages of {order:?} are complete, unique and in order");
+    }
+    let one = all_events(store, EventSearch::new().session(s2.id.clone()).limit(3)).await;
+    let seqs: Vec<u64> = one.iter().filter_map(|e| e.sequence).collect();
+    assert_eq!(seqs, (1..=11).collect::<Vec<_>>(), "one session in sequence order: its log");
+}
+
+/// Event search limits are 1..=1000 (default 100) else `validation_error`; malformed cursors,
+/// cursors of another query kind or another order are `invalid_cursor`.
+pub async fn check_event_limits_and_cursors(store: &dyn MaintenanceStore) {
+    for bad in [0, 1001] {
+        let err = store.search_events(&EventSearch::new().limit(bad)).await.expect_err("limit out of range");
+        assert_eq!(err.code(), ErrorCode::ValidationError, "event limit {bad}");
+    }
+    for bad in ["", "garbage", "q1.events.sequence_asc.notanumber.x", "q9.events.sequence_asc.1.x"] {
+        let err = store.search_events(&EventSearch::new().cursor(bad)).await.expect_err("malformed cursor");
+        assert_eq!(err.code(), ErrorCode::InvalidCursor, "cursor {bad:?}");
+    }
+    let agent = fresh_agent("event-cursor");
+    let s = put_session(store, &agent, SessionStatus::Active, &[], asm_core::now()).await;
+    store.append_events((0..3).map(|_| ev(EventKind::MessageSent, &s.id)).collect()).await.expect("append");
+    let q = EventSearch::new().session(s.id.clone()).limit(1);
+    let page = store.search_events(&q).await.expect("search_events");
+    let cursor = page.next_cursor.expect("3 events, limit 1: there is a next page");
+    let err = store
+        .search_events(&q.clone().order(EventOrder::TimestampAsc).cursor(cursor.clone()))
+        .await
+        .expect_err("a cursor of another order");
+    assert_eq!(err.code(), ErrorCode::InvalidCursor, "an event cursor is bound to its order");
+    let err = store.search_sessions(&SessionSearch::new().cursor(cursor)).await.expect_err("an event cursor");
+    assert_eq!(err.code(), ErrorCode::InvalidCursor, "an event cursor is bound to its query kind");
+    let last = store.search_events(&q.limit(3)).await.expect("search_events");
+    assert_eq!((last.items.len(), last.next_cursor), (3, None), "the last page has no cursor");
+}
+
+/// Session stats: events per kind, runs per status, usage totals, providers, first and last
+/// event time, the counter (also after pruning); an unknown session is `session_not_found`.
+pub async fn check_session_stats(store: &dyn MaintenanceStore) {
+    let agent = fresh_agent("stats");
+    let t0 = 1_700_000_000_000_000;
+    let s = put_session(store, &agent, SessionStatus::Active, &[], at(t0)).await;
+    let empty = store.get_session_stats(&s.id).await.expect("stats of a new session");
+    assert_eq!((empty.event_count, empty.run_count, empty.last_sequence), (0, 0, 0));
+    assert_eq!((empty.first_event_at, empty.last_event_at), (None, None));
+
+    put_run(store, &s.id, Some("codex"), RunStatus::Completed, at(t0), (10, 5), Some(0.5)).await;
+    put_run(store, &s.id, Some("claude"), RunStatus::Failed, at(t0), (1, 2), None).await;
+    put_run(store, &s.id, Some("claude"), RunStatus::Completed, at(t0), (3, 0), None).await;
+    let events = vec![
+        event_at(EventKind::SessionCreated, &s.id, t0 + 5),
+        event_at(EventKind::MessageStreamed, &s.id, t0 + 1),
+        event_at(EventKind::MessageStreamed, &s.id, t0 + 9),
+        event_at(EventKind::RunCompleted, &s.id, t0 + 7),
+    ];
+    store.append_events(events).await.expect("append");
+    let stats = store.get_session_stats(&s.id).await.expect("get_session_stats");
+    assert_eq!(stats.session_id, s.id);
+    assert_eq!(stats.event_count, 4);
+    assert_eq!(stats.events_by_kind.get(&EventKind::MessageStreamed), Some(&2));
+    assert_eq!(stats.events_by_kind.get(&EventKind::SessionCreated), Some(&1));
+    assert_eq!(stats.events_by_kind.len(), 3);
+    assert_eq!(stats.run_count, 3);
+    assert_eq!(stats.runs_by_status.get("completed"), Some(&2));
+    assert_eq!(stats.runs_by_status.get("failed"), Some(&1));
+    assert_eq!((stats.usage.input_tokens, stats.usage.output_tokens, stats.usage.total_tokens), (14, 7, 21));
+    assert_eq!(stats.usage.unpriced_runs, 2);
+    assert!((stats.usage.cost_usd - 0.5).abs() < 1e-9);
+    assert_eq!(stats.providers_used, vec!["claude".to_owned(), "codex".to_owned()]);
+    assert_eq!(stats.first_event_at, Some(at(t0 + 1)), "the earliest timestamp, not the first sequence");
+    assert_eq!(stats.last_event_at, Some(at(t0 + 9)));
+    assert_eq!(stats.last_sequence, 4);
+    assert_eq!(store.prune_events(&s.id, &[3]).await.expect("prune"), 1);
+    let pruned = store.get_session_stats(&s.id).await.expect("get_session_stats");
+    assert_eq!(pruned.event_count, 3, "pruned events are not counted");
+    assert_eq!(pruned.last_sequence, 4, "the counter does not move");
+    assert_eq!(pruned.last_event_at, Some(at(t0 + 7)));
+    let err = store.get_session_stats(&SessionId::new()).await.expect_err("unknown session");
+    assert_eq!(err.code(), ErrorCode::SessionNotFound);
+}
+
+/// How a store's test makes orphans for [`check_orphans_removed`]: rows that refer to no
+/// session, made by damaging the store from outside the port (the port cannot make them).
+#[async_trait::async_trait]
+pub trait OrphanMaker: Send + Sync {
+    /// Damages `store` so that the events and runs of `session` (which has both) are left
+    /// without their session record, and returns how many orphaned rows (events plus runs) a
+    /// cleanup should remove.
+    async fn orphan(&self, store: &dyn MaintenanceStore, session: &Session) -> u64;
+}
+
+/// For stores that can hold orphans: a dry cleanup counts them and changes nothing, the health
+/// check reports them, a real cleanup removes exactly them (live sessions keep everything), and
+/// afterwards the store is healthy and a second cleanup finds nothing.
+pub async fn check_orphans_removed(store: &dyn MaintenanceStore, maker: &dyn OrphanMaker) {
+    let agent = fresh_agent("orphans");
+    let live = put_session(store, &agent, SessionStatus::Active, &[], asm_core::now()).await;
+    let doomed = put_session(store, &agent, SessionStatus::Active, &[], asm_core::now()).await;
+    for s in [&live, &doomed] {
+        put_run(store, &s.id, Some("p"), RunStatus::Completed, asm_core::now(), (1, 1), None).await;
+        store.append_events((0..3).map(|_| ev(EventKind::MessageSent, &s.id)).collect()).await.expect("append");
+    }
+    let expected = maker.orphan(store, &doomed).await;
+    assert!(expected > 0, "the maker made no orphans");
+    let before = store.clean_orphans(true).await.expect("a dry cleanup");
+    assert!(before >= expected, "a dry cleanup counts the orphans: {before} < {expected}");
+    let health = store.health_check().await.expect("health_check");
+    assert!(
+        health
+            .issues
+            .iter()
+            .any(|i| matches!(i, HealthIssue::OrphanedEvents { .. } | HealthIssue::OrphanedRuns { .. })),
+        "the health check reports orphans: {:?}",
+        health.issues
+    );
+    assert_eq!(store.clean_orphans(true).await.expect("a dry cleanup"), before, "a dry cleanup changes nothing");
+    let removed = store.clean_orphans(false).await.expect("clean_orphans");
+    assert_eq!(removed, before, "the cleanup removes what the dry run counted");
+    assert_eq!(store.clean_orphans(true).await.expect("a dry cleanup"), 0, "nothing is left");
+    let health = store.health_check().await.expect("health_check");
+    assert!(
+        !health
+            .issues
+            .iter()
+            .any(|i| matches!(i, HealthIssue::OrphanedEvents { .. } | HealthIssue::OrphanedRuns { .. })),
+        "no orphans after the cleanup: {:?}",
+        health.issues
+    );
+    assert_eq!(store.get_events(&live.id, &EventQuery::new()).await.expect("get_events").len(), 3);
+    assert_eq!(store.search_runs(&RunSearch::new().session(live.id.clone())).await.expect("runs").items.len(), 1);
+    let orphaned = store.count_events(&EventSearch::new().session(doomed.id.clone())).await.expect("count_events");
+    assert_eq!(orphaned, 0, "the orphaned events are gone");
+    let runs = store.search_runs(&RunSearch::new().session(doomed.id.clone())).await.expect("search_runs");
+    assert!(runs.items.is_empty(), "the orphaned runs are gone");
 }
 
 // ---------------------------------------------------------------------------------------------
