@@ -305,7 +305,10 @@ mod tests {
         );
         let failed =
             m.map(&ev(EventKind::ToolCallFailed, json!({"tool_call_id": "t1", "tool_output": "boom"}))).unwrap();
-        assert_eq!((failed["status"].as_str(), failed["content"][0]["content"]["text"].as_str()), (Some("failed"), Some("boom")));
+        assert_eq!(
+            (failed["status"].as_str(), failed["content"][0]["content"]["text"].as_str()),
+            (Some("failed"), Some("boom"))
+        );
         let thought = m.map(&ev(EventKind::ReasoningCompleted, json!({"content": "hmm"}))).unwrap();
         assert_eq!(thought["sessionUpdate"], "agent_thought_chunk");
         let plan = m
@@ -319,10 +322,8 @@ mod tests {
     fn stop_reasons() {
         let error = Error::new(ErrorCode::ProviderError, "x").with_detail("reason", "max_turns");
         assert_eq!(limit_stop_reason(&error), Some("max_turn_requests"));
-        let budget = Error::new(ErrorCode::PolicyViolation, "x").with_detail(
-            "violations",
-            json!([{"kind": "budget_exceeded", "details": {"metric": "total_tokens"}}]),
-        );
+        let budget = Error::new(ErrorCode::PolicyViolation, "x")
+            .with_detail("violations", json!([{"kind": "budget_exceeded", "details": {"metric": "total_tokens"}}]));
         assert_eq!(limit_stop_reason(&budget), Some("max_tokens"));
         assert_eq!(limit_stop_reason(&Error::new(ErrorCode::ProviderError, "x")), None);
         assert_eq!(rpc_error(&Error::new(ErrorCode::SessionNotFound, "x")).code, RESOURCE_NOT_FOUND);

@@ -199,7 +199,8 @@ fn invalid_params(message: impl Into<String>) -> RpcError {
 }
 
 fn session_param(params: &Value) -> Result<SessionId, RpcError> {
-    let text = params.get("sessionId").and_then(Value::as_str).ok_or_else(|| invalid_params("sessionId is required"))?;
+    let text =
+        params.get("sessionId").and_then(Value::as_str).ok_or_else(|| invalid_params("sessionId is required"))?;
     SessionId::parse(text).map_err(|_| RpcError {
         code: RESOURCE_NOT_FOUND,
         message: format!("session {text:?} not found"),
@@ -328,7 +329,10 @@ impl Conn {
 
     async fn prompt(&self, params: &Value, epoch: u64) -> RpcResult {
         let id = session_param(params)?;
-        let blocks = params.get("prompt").and_then(Value::as_array).ok_or_else(|| invalid_params("prompt must be an array of content blocks"))?;
+        let blocks = params
+            .get("prompt")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid_params("prompt must be an array of content blocks"))?;
         let text = prompt_text(blocks)?;
         let manager = &self.config.manager;
         manager.get_session(&id).await.map_err(|e| found(&e, &id))?;
@@ -343,7 +347,11 @@ impl Conn {
         }
         let mut options = self.config.run_options.clone();
         if self.config.pass_cwd {
-            let cwd = slot.state().cwd.clone().or_else(|| session.metadata.get("cwd").and_then(Value::as_str).map(str::to_owned));
+            let cwd = slot
+                .state()
+                .cwd
+                .clone()
+                .or_else(|| session.metadata.get("cwd").and_then(Value::as_str).map(str::to_owned));
             if let Some(cwd) = cwd {
                 options = options.adapter_option("cwd", cwd);
             }

@@ -7,12 +7,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
     CancelNotification, ContentBlock, ImageContent, InitializeRequest, LoadSessionRequest, NewSessionRequest,
     PromptRequest, StopReason, TextContent,
 };
 use agent_client_protocol::{ErrorCode as RpcCode, UntypedMessage};
-use agent_client_protocol::schema::ProtocolVersion;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
@@ -113,7 +113,15 @@ async fn initialize_new_prompt_then_load_is_exact_after_reopening_the_store() {
     let live_updates = updates_only(&live);
     assert_eq!(
         kinds(&live_updates),
-        ["agent_message_chunk", "agent_message_chunk", "agent_message_chunk", "agent_thought_chunk", "tool_call", "tool_call_update", "plan"],
+        [
+            "agent_message_chunk",
+            "agent_message_chunk",
+            "agent_message_chunk",
+            "agent_thought_chunk",
+            "tool_call",
+            "tool_call_update",
+            "plan"
+        ],
         "{live_updates:#?}"
     );
     let reply: String = live_updates[..3].iter().map(|u| u["content"]["text"].as_str().unwrap()).collect();
@@ -239,8 +247,8 @@ async fn errors_are_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_become_stop_reasons() {
     let store: DynSessionStore = Arc::new(asm_store_memory::InMemorySessionStore::new());
-    let max_turns =
-        ScriptedAdapter::new().failing(Error::new(ErrorCode::ProviderError, "too many").with_detail("reason", "max_turns"));
+    let max_turns = ScriptedAdapter::new()
+        .failing(Error::new(ErrorCode::ProviderError, "too many").with_detail("reason", "max_turns"));
     let cwd = tempfile::tempdir().unwrap();
     let cwd_path = cwd.path().to_path_buf();
     connect(AcpAgentServer::new(manager(store, max_turns)), async move |cx: Cx, _updates: Updates| {

@@ -125,7 +125,14 @@ async fn prompts_stream_from_the_log_and_load_replays_exactly_after_a_restart() 
     let kinds: Vec<&str> = updates.iter().map(|u| u["sessionUpdate"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["tool_call", "agent_message_chunk", "tool_call_update", "tool_call", "agent_message_chunk", "tool_call_update"],
+        [
+            "tool_call",
+            "agent_message_chunk",
+            "tool_call_update",
+            "tool_call",
+            "agent_message_chunk",
+            "tool_call_update"
+        ],
         "{updates:#?}"
     );
     assert_eq!(updates[0]["kind"], "execute");
