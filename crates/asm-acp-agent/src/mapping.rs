@@ -121,10 +121,7 @@ pub(crate) fn tool_kind(name: &str) -> &'static str {
 fn tool_call(event: &Event) -> Value {
     let name = event.data_str(keys::TOOL_NAME).unwrap_or("tool");
     let title = event.data_str("title").unwrap_or(name);
-    let status = match event.data_str("status") {
-        Some(s @ ("pending" | "in_progress")) => s,
-        _ => "in_progress",
-    };
+    let status = event.data_str("status").filter(|s| matches!(*s, "pending" | "in_progress")).unwrap_or("in_progress");
     let mut update = json!({
         "sessionUpdate": "tool_call",
         "toolCallId": tool_call_id(event),
@@ -167,14 +164,16 @@ fn plan(event: &Event) -> Option<Value> {
         .iter()
         .filter_map(|entry| {
             let content = entry.get("content")?.as_str()?;
-            let priority = match entry.get("priority").and_then(Value::as_str) {
-                Some(p @ ("high" | "medium" | "low")) => p,
-                _ => "medium",
-            };
-            let status = match entry.get("status").and_then(Value::as_str) {
-                Some(s @ ("pending" | "in_progress" | "completed")) => s,
-                _ => "pending",
-            };
+            let priority = entry
+                .get("priority")
+                .and_then(Value::as_str)
+                .filter(|p| matches!(*p, "high" | "medium" | "low"))
+                .unwrap_or("medium");
+            let status = entry
+                .get("status")
+                .and_then(Value::as_str)
+                .filter(|s| matches!(*s, "pending" | "in_progress" | "completed"))
+                .unwrap_or("pending");
             Some(json!({"content": content, "priority": priority, "status": status}))
         })
         .collect();

@@ -288,7 +288,7 @@ async fn malformed_lines_get_json_rpc_errors() {
     assert_eq!((no_method["id"].clone(), no_method["error"]["code"].clone()), (json!(4), json!(-32600)));
     let negotiated = next().await;
     assert_eq!(negotiated["result"]["protocolVersion"], 1, "an unsupported version is answered with ours");
-    drop(next);
+    let _ = next;
     // Both halves of the client end must go for the agent to see the end of its input.
     drop(lines);
     drop(write);
