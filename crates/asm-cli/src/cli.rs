@@ -43,6 +43,8 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Be an Agent Client Protocol (ACP) agent on stdin/stdout, for editors that speak ACP.
+    Acp(AcpArgs),
 }
 
 /// How a run's output is shown.
@@ -196,4 +198,21 @@ pub(crate) struct ServeArgs {
 pub(crate) struct CompletionsArgs {
     /// The shell.
     pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AcpArgs {
+    /// Provider of every prompt: claude, codex, amp or shell (default: `provider` in config.toml).
+    #[arg(long, short = 'p')]
+    pub(crate) provider: Option<String>,
+    /// Model.
+    #[arg(long, short = 'm')]
+    pub(crate) model: Option<String>,
+    /// Working directory of the provider when the client gives none (the client's
+    /// `session/new` cwd wins).
+    #[arg(long)]
+    pub(crate) cwd: Option<PathBuf>,
+    /// Agent id of the sessions it creates (default: the provider name).
+    #[arg(long)]
+    pub(crate) agent: Option<String>,
 }

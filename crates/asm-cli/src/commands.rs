@@ -89,6 +89,7 @@ pub(crate) async fn dispatch(cli: Cli) -> CliResult<u8> {
         Command::Fork(args) => fork(&ctx, &args).await,
         Command::Cancel(args) => cancel(&ctx, &args).await,
         Command::Serve(args) => serve(&ctx, &args).await,
+        Command::Acp(args) => acp(&ctx, &args).await,
         Command::Completions(_) => Ok(0),
     }
 }
@@ -765,4 +766,30 @@ async fn shutdown_signal() {
         }
         Err(_) => interrupt.recv().await,
     }
+}
+
+// ----- acp -------------------------------------------------------------------------------------
+
+/// `asm acp`: the ACP agent on stdin / stdout until stdin ends (then every run it started is
+/// cancelled and awaited, so no provider process is left). Nothing else is printed on stdout;
+/// logs go to stderr (`ASM_LOG`).
+async fn acp(ctx: &Ctx, args: &cli::AcpArgs) -> CliResult<u8> {
+    let store = ctx.store().await?;
+    let provider_name = provider::choose(args.provider.as_deref(), None, &ctx.config)?;
+    let flags = ProviderFlags { model: args.model.as_deref(), cwd: args.cwd.as_deref() };
+    let adapter = provider::build(&provider_name, &ctx.config, &flags)?;
+    adapter.validate_config().map_err(|e| {
+        if e.code().category() == asm_core::ErrorCategory::Validation {
+            return CliError::from(e);
+        }
+        CliError::from(e).hint(format!(
+            "is the {provider_name} CLI installed and on PATH (or set [providers.{provider_name}] cli in config.toml)?"
+        ))
+    })?;
+    let manager = SessionManager::from_shared(store, adapter);
+    let server = asm_acp_agent::AcpAgentServer::new(manager)
+        .agent_id(args.agent.clone().unwrap_or_else(|| provider_name.clone()))
+        .agent_info("asm", env!("CARGO_PKG_VERSION"));
+    server.serve(tokio::io::stdin(), tokio::io::stdout()).await?;
+    Ok(0)
 }

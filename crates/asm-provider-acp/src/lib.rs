@@ -29,3 +29,12 @@ pub use options::{
     PermissionHandler, PermissionRequest, ToolKindPermissions,
 };
 pub use wire::{AUTH_REQUIRED, INTERNAL_ERROR, INVALID_PARAMS, METHOD_NOT_FOUND, PROTOCOL_VERSION};
+
+/// The JSON-RPC 2.0 line layer ACP uses (one message per line), public so that the agent side
+/// (`asm-acp-agent`) speaks exactly the same framing as this client.
+pub mod jsonrpc {
+    pub use crate::wire::{
+        AUTH_REQUIRED, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Incoming, METHOD_NOT_FOUND, PARSE_ERROR,
+        PROTOCOL_VERSION, RESOURCE_NOT_FOUND, RpcError, notification, parse, request, response,
+    };
+}

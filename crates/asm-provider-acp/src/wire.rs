@@ -16,17 +16,27 @@ pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// ACP error code: the agent needs authentication first.
 pub const AUTH_REQUIRED: i64 = -32000;
+/// JSON-RPC error code: the line is not JSON.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC error code: JSON, but not a valid JSON-RPC 2.0 request.
+pub const INVALID_REQUEST: i64 = -32600;
+/// ACP error code: a named resource (a session) does not exist.
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
 
 /// A JSON-RPC error object.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct RpcError {
-    pub(crate) code: i64,
-    pub(crate) message: String,
-    pub(crate) data: Option<Value>,
+pub struct RpcError {
+    /// The error code (`-32601`, ...).
+    pub code: i64,
+    /// A short description.
+    pub message: String,
+    /// Structured details, when any.
+    pub data: Option<Value>,
 }
 
 impl RpcError {
-    pub(crate) fn new(code: i64, message: impl Into<String>) -> Self {
+    /// An error without data.
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
         Self { code, message: message.into(), data: None }
     }
 
@@ -39,7 +49,8 @@ impl RpcError {
         })
     }
 
-    pub(crate) fn to_value(&self) -> Value {
+    /// The error as its JSON-RPC object `{code, message, data?}`.
+    pub fn to_value(&self) -> Value {
         let mut v = json!({ "code": self.code, "message": self.message });
         if let Some(data) = &self.data {
             v["data"] = data.clone();
@@ -48,23 +59,46 @@ impl RpcError {
     }
 }
 
-/// One line read from the agent.
+/// One line read from the peer (the agent, or for an agent, the client).
 #[derive(Debug)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     /// Not JSON-RPC (not JSON, or JSON without `jsonrpc`): kept as a raw event.
-    Raw { reason: &'static str, line_type: Option<String> },
+    Raw {
+        /// `not_json` or `not_jsonrpc`.
+        reason: &'static str,
+        /// The line's `type`, when it was a JSON object with one.
+        line_type: Option<String>,
+    },
     /// Claims to be JSON-RPC but is not a valid message.
     Malformed(String),
     /// A response to one of our requests.
-    Response { id: Value, result: Result<Value, RpcError> },
-    /// A request from the agent (fs, permission, terminal, ...).
-    Request { id: Value, method: String, params: Value },
-    /// A notification from the agent (`session/update`, ...).
-    Notification { method: String, params: Value },
+    Response {
+        /// The id of the request answered.
+        id: Value,
+        /// Its `result`, or its `error`.
+        result: Result<Value, RpcError>,
+    },
+    /// A request from the peer (fs, permission, terminal, ... from an agent; `session/prompt`,
+    /// ... from a client).
+    Request {
+        /// The request id (a string or a number).
+        id: Value,
+        /// The method.
+        method: String,
+        /// The params (`Null` when absent).
+        params: Value,
+    },
+    /// A notification from the peer (`session/update`, `session/cancel`, ...).
+    Notification {
+        /// The method.
+        method: String,
+        /// The params (`Null` when absent).
+        params: Value,
+    },
 }
 
-/// Classifies one stdout line.
-pub(crate) fn parse(line: &str) -> Incoming {
+/// Classifies one line.
+pub fn parse(line: &str) -> Incoming {
     let Ok(value) = serde_json::from_str::<Value>(line) else {
         return Incoming::Raw { reason: "not_json", line_type: None };
     };
@@ -99,22 +133,22 @@ pub(crate) fn parse(line: &str) -> Incoming {
     }
 }
 
-/// A request line.
-pub(crate) fn request(id: u64, method: &str, params: Value) -> String {
+/// A request line (without the newline).
+pub fn request(id: u64, method: &str, params: Value) -> String {
     let mut v = json!({ "jsonrpc": "2.0", "id": id, "method": method });
     v["params"] = params;
     v.to_string()
 }
 
-/// A notification line.
-pub(crate) fn notification(method: &str, params: Value) -> String {
+/// A notification line (without the newline).
+pub fn notification(method: &str, params: Value) -> String {
     let mut v = json!({ "jsonrpc": "2.0", "method": method });
     v["params"] = params;
     v.to_string()
 }
 
-/// A response line.
-pub(crate) fn response(id: &Value, result: Result<Value, RpcError>) -> String {
+/// A response line (without the newline).
+pub fn response(id: &Value, result: Result<Value, RpcError>) -> String {
     match result {
         Ok(result) => json!({ "jsonrpc": "2.0", "id": id, "result": result }).to_string(),
         Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": e.to_value() }).to_string(),
