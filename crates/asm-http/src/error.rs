@@ -78,7 +78,9 @@ pub struct ErrorBody {
 #[derive(Clone, Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: ErrorBody,
+    // Boxed: `ErrorBody` is over 100 bytes (more with serde_json's `preserve_order`), and
+    // every handler helper returns `Result<_, ApiError>`.
+    body: Box<ErrorBody>,
 }
 
 impl ApiError {
@@ -86,11 +88,11 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 code: "unauthorized".into(),
                 message: "missing or invalid bearer token (Authorization: Bearer <token>)".into(),
                 details: serde_json::Map::new(),
-            },
+            }),
         }
     }
 
@@ -117,18 +119,18 @@ impl From<Error> for ApiError {
         }
         Self {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 code: error.code().as_str().to_owned(),
                 message: error.message().to_owned(),
                 details: error.details().clone(),
-            },
+            }),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        (self.status, Json(*self.body)).into_response()
     }
 }
 
