@@ -16,12 +16,17 @@
 //! - [`SessionLeases`]: session ownership across processes (a lease per session with a
 //!   fencing token), reached through [`SessionStore::leases`].
 //!
+//! Writing a store of your own? [`backend`] holds the checks and algorithms every store shares
+//! (event size cap, batch and flush validation, merge patch, the generic retention cycle, the
+//! lease refusals), so a new backend applies them the way the built-in ones do.
+//!
 //! Architecture invariant: this crate depends on `asm-core` only (plus `async-trait` and
 //! `futures`, `chrono` for timestamps); it knows no concrete store, provider or async runtime.
 #![deny(missing_docs)]
 
 mod approval;
 mod artifact;
+pub mod backend;
 mod cancel;
 mod forward;
 mod hook;
@@ -35,21 +40,17 @@ pub use approval::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalV
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunControl, RunFinish, RunHook};
-pub use lease::{Lease, SessionLeases, lease_lost, leases_unsupported, session_owned};
-pub use maintenance::{
-    HealthIssue, HealthReport, MaintenanceReport, MaintenanceStore, RetentionPolicy, hard_delete_expired,
-    is_protected_kind, prune_session, run_cycle, soft_delete_expired,
-};
+pub use lease::{Lease, SessionLeases};
+pub use maintenance::{HealthIssue, HealthReport, MaintenanceReport, MaintenanceStore, RetentionPolicy};
 pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};
 pub use query::{
     DEFAULT_QUERY_LIMIT, EventOrder, EventSearch, Keyset, MAX_QUERY_LIMIT, QueryStore, RunOrder, RunSearch,
     SessionOrder, SessionSearch, SessionStats, UNKNOWN_MODEL, UNKNOWN_PROVIDER, UsageAggregate, UsageGroup,
-    UsagePricer, UsageQuery, UsageReport, check_query_limit, payload_text, run_model, utc_day,
+    UsagePricer, UsageQuery, UsageReport,
 };
 pub use store::{
     EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, SessionStoreExt,
-    StoreCapabilities, batch_session, check_event_size, check_expected_status, check_flush_record,
-    check_run_accepts_events, check_run_overwrite, event_size, merge_patch,
+    StoreCapabilities,
 };
 
 /// A shared store handle.

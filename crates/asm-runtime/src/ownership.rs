@@ -16,9 +16,10 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, RunStatus, Session, SessionId};
+use asm_ports::backend::{batch_session, leases_unsupported};
 use asm_ports::{
     CancellationToken, DynSessionStore, EventQuery, ExecutionRecord, Lease, Page, RunQuery, SessionLeases,
-    SessionQuery, SessionStore, StoreCapabilities, batch_session, leases_unsupported,
+    SessionQuery, SessionStore, StoreCapabilities,
 };
 
 use crate::manager::SessionManager;

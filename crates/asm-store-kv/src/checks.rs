@@ -81,7 +81,7 @@ pub fn check_unopenable_path(subject: &Subject) {
     assert_eq!(err.code(), ErrorCode::StorageConnectionFailed, "{}: {err}", subject.name);
 }
 
-/// One event cap, measured by [`asm_ports::event_size`]: a batch or flush holding a larger
+/// One event cap, measured by [`asm_ports::backend::event_size`]: a batch or flush holding a larger
 /// event is `invalid_input` (detail `max_event_bytes`) and writes nothing; the default is
 /// [`asm_ports::MAX_EVENT_BYTES`].
 pub fn check_event_cap(subject: &Subject) {

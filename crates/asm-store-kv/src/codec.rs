@@ -61,10 +61,10 @@ pub(crate) struct EncodedEvent {
 /// Encodes `event` (its `session_id` and `sequence` are not part of the value).
 ///
 /// # Errors
-/// [`ErrorCode::InvalidInput`] when the event is larger than `max_bytes` ([`asm_ports::event_size`]) or the JSON is
+/// [`ErrorCode::InvalidInput`] when the event is larger than `max_bytes` ([`asm_ports::backend::event_size`]) or the JSON is
 /// nested deeper than the codec accepts.
 pub(crate) fn encode_event(event: Event, max_bytes: usize) -> Result<EncodedEvent> {
-    asm_ports::check_event_size(&event, max_bytes)?;
+    asm_ports::backend::check_event_size(&event, max_bytes)?;
     let id = keys::event_key(&event.id)?;
     let run = event.run_id.as_ref().map(keys::run_key).transpose()?;
     let mut out = Vec::with_capacity(96);
@@ -477,9 +477,9 @@ mod tests {
 
     #[test]
     fn size_limit_and_depth_limit_are_invalid_input() {
-        // The cap is the one every store applies: `asm_ports::event_size`.
+        // The cap is the one every store applies: `asm_ports::backend::event_size`.
         let event = sample();
-        let size = asm_ports::event_size(&event);
+        let size = asm_ports::backend::event_size(&event);
         assert!(encode_event(event.clone(), size).is_ok());
         assert_eq!(encode_event(event, size - 1).unwrap_err().code(), ErrorCode::InvalidInput);
         let mut deep = json!(1);

@@ -23,7 +23,7 @@
 //! caller's thread.
 //!
 //! [`SessionStore::flush`](asm_ports::SessionStore::flush) is one request: the run, its events
-//! and the session metadata merge patch ([`asm_ports::merge_patch`]) are checked together and
+//! and the session metadata merge patch ([`asm_ports::backend::merge_patch`]) are checked together and
 //! written in the same transaction.
 //!
 //! Long-poll readers register for their session before they read; the writer wakes the
@@ -84,7 +84,7 @@
 //! # Limits
 //!
 //! The same in every store: [`DEFAULT_MAX_EVENT_BYTES`] per event (configurable per store, as
-//! measured by [`asm_ports::event_size`]), [`MAX_JSON_DEPTH`] levels of JSON nesting,
+//! measured by [`asm_ports::backend::event_size`]), [`MAX_JSON_DEPTH`] levels of JSON nesting,
 //! [`MAX_GROUP_REQUESTS`] / [`MAX_GROUP_BYTES`] per group commit,
 //! [`COMPACT_EVENTS`] / [`COMPACT_BYTES`] of recent events (configurable per store), and
 //! [`EVENTUAL_SYNC_INTERVAL`] with [`Durability::Eventual`].
@@ -130,10 +130,11 @@ pub const FORMAT_VERSION: u64 = 3;
 #[doc(hidden)]
 pub mod __private {
     pub use asm_core::{Event, Result, Run, RunId, Session, SessionId};
+    pub use asm_ports::backend::run_cycle;
     pub use asm_ports::{
         EventQuery, EventSearch, ExecutionRecord, HealthReport, MaintenanceReport, MaintenanceStore, Page, QueryStore,
         RetentionPolicy, RunQuery, RunSearch, SessionQuery, SessionSearch, SessionStats, SessionStore,
-        StoreCapabilities, UsageQuery, UsageReport, run_cycle,
+        StoreCapabilities, UsageQuery, UsageReport,
     };
     pub use async_trait::async_trait;
 }

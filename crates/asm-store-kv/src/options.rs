@@ -20,7 +20,7 @@ pub enum Durability {
 /// With [`Durability::Eventual`], the longest an acknowledged write waits to be made durable.
 pub const EVENTUAL_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The default cap on one event ([`asm_ports::event_size`]): 16 MiB, the cap every store applies.
+/// The default cap on one event ([`asm_ports::backend::event_size`]): 16 MiB, the cap every store applies.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = asm_ports::MAX_EVENT_BYTES;
 
 /// The most write requests the writer puts into one transaction.
@@ -47,7 +47,7 @@ pub const MAX_JSON_DEPTH: usize = 256;
 pub struct KvOptions {
     /// When acknowledged writes reach the disk.
     pub durability: Durability,
-    /// The cap on one event, as measured by [`asm_ports::event_size`].
+    /// The cap on one event, as measured by [`asm_ports::backend::event_size`].
     pub max_event_bytes: usize,
     /// Compact the commit-order log once it holds this many events (default
     /// [`COMPACT_EVENTS`]).

@@ -10,9 +10,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
-use asm_ports::{
-    EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, StoreCapabilities, batch_session, check_flush_record,
-};
+use asm_ports::backend::{batch_session, check_flush_record};
+use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, StoreCapabilities};
 use tokio::sync::oneshot;
 
 use crate::codec::{self, Decoder};

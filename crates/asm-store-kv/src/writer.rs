@@ -26,7 +26,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use asm_core::{Error, ErrorCode, Event, JsonMap, Result, Run, RunStatus, Session, SessionId};
-use asm_ports::{check_expected_status, check_run_accepts_events, check_run_overwrite, merge_patch};
+use asm_ports::backend::{check_expected_status, check_run_accepts_events, check_run_overwrite, merge_patch};
 use tokio::sync::oneshot;
 
 use crate::codec::{self, EncodedEvent};
@@ -686,7 +686,7 @@ fn prune_events<T: KvWrite>(txn: &mut T, key: &Id, id: &SessionId, sequences: &[
         let pos = keys::event_pos(key, sequence);
         let Some(header) = txn.get(Table::Events, &pos, codec::stored_event_id_and_kind)? else { continue };
         let (event_id, kind) = header?;
-        if asm_ports::is_protected_kind(kind) {
+        if asm_ports::backend::is_protected_kind(kind) {
             continue;
         }
         txn.delete(Table::Events, &pos)?;

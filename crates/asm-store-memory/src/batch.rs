@@ -105,7 +105,7 @@ impl PreparedBatch {
         for item in &self.items {
             let Position::New(event) = &item.position else { continue };
             if let Some(run) = event.run_id.as_ref().and_then(|run_id| state.runs.get(run_id)) {
-                asm_ports::check_run_accepts_events(&run.id, run.status)?;
+                asm_ports::backend::check_run_accepts_events(&run.id, run.status)?;
             }
         }
 

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 
 use asm_core::{Event, Result, Session, SessionId, Timestamp};
-use asm_ports::{ExecutionRecord, Lease, SessionLeases, SessionStore, batch_session, lease_lost, session_owned};
+use asm_ports::backend::{batch_session, lease_lost, session_owned};
+use asm_ports::{ExecutionRecord, Lease, SessionLeases, SessionStore};
 
 use crate::InMemorySessionStore;
 

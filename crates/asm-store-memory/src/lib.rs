@@ -24,9 +24,11 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
+use asm_ports::backend::{
+    batch_session, check_event_size, check_expected_status, check_flush_record, check_run_overwrite,
+};
 use asm_ports::{
     EventQuery, ExecutionRecord, MAX_EVENT_BYTES, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities,
-    batch_session, check_event_size, check_expected_status, check_flush_record, check_run_overwrite,
 };
 
 use batch::PreparedBatch;
@@ -359,7 +361,7 @@ impl SessionStore for InMemorySessionStore {
             self.claim_run(&slot, &state, &run)?;
             batch.commit(&self.inner.events, &slot, &mut state, None)?;
             store_run(&mut state, run);
-            asm_ports::merge_patch(&mut state.session.metadata, &session_metadata);
+            asm_ports::backend::merge_patch(&mut state.session.metadata, &session_metadata);
         }
         slot.wake();
         Ok(batch.into_events())

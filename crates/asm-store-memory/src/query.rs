@@ -11,9 +11,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use asm_core::{Event, Result, Run, Session, SessionId};
+use asm_ports::backend::is_protected_kind;
 use asm_ports::{
     EventSearch, HealthIssue, HealthReport, MaintenanceStore, Page, QueryStore, RunSearch, SessionSearch, SessionStats,
-    UsageQuery, UsageReport, is_protected_kind,
+    UsageQuery, UsageReport,
 };
 
 use crate::InMemorySessionStore;

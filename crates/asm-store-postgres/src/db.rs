@@ -345,7 +345,7 @@ impl Db {
         if owner.is_none() && !self.session_exists(&self.client().await?, uuid_of(session.as_str())).await? {
             return Ok(crate::error::session_not_found(session));
         }
-        Ok(asm_ports::lease_lost(lease, current, owner.as_deref()))
+        Ok(asm_ports::backend::lease_lost(lease, current, owner.as_deref()))
     }
 
     /// The fast path of group commit: every append of the group in one statement (one round

@@ -15,7 +15,8 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use asm_core::{Event, Result, Session, SessionId, Timestamp};
-use asm_ports::{ExecutionRecord, Lease, SessionLeases, batch_session, lease_lost, session_owned};
+use asm_ports::backend::{batch_session, lease_lost, session_owned};
+use asm_ports::{ExecutionRecord, Lease, SessionLeases};
 
 use crate::PostgresSessionStore;
 use crate::codec::uuid_of;

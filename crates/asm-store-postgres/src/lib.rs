@@ -72,9 +72,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
-use asm_ports::{
-    EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities, batch_session,
-};
+use asm_ports::backend::batch_session;
+use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities};
 
 use db::Db;
 use error::{DbError, run_not_found, session_not_found};

@@ -96,7 +96,7 @@ pub struct PostgresOptions {
     pub writers: usize,
     /// The most appends one group commit carries. Default 128.
     pub max_group: usize,
-    /// The cap on one event ([`asm_ports::event_size`]); larger events are
+    /// The cap on one event ([`asm_ports::backend::event_size`]); larger events are
     /// [`ErrorCode::InvalidInput`]. Default [`asm_ports::MAX_EVENT_BYTES`].
     pub max_event_bytes: usize,
     /// How long one connection attempt may take. Default 5 s.

@@ -17,16 +17,17 @@
 //! orphan cleanup deletes events whose session is gone (runs and sequence heads cannot be
 //! orphaned: their foreign keys cascade); the health check compares each head row with
 //! `max(sequence)` and counts events without a session (both scan `asm_events`' primary key).
-//! The cycle itself is the port's default ([`asm_ports::run_cycle`]): one statement per
+//! The cycle itself is the port's default ([`asm_ports::backend::run_cycle`]): one statement per
 //! session and step.
 
 use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 
 use asm_core::{Event, EventKind, Result, Run, Session, SessionId, Timestamp, TokenUsage};
+use asm_ports::backend::is_protected_kind;
 use asm_ports::{
     EventOrder, EventSearch, HealthIssue, HealthReport, Keyset, MaintenanceStore, Page, QueryStore, RunSearch,
-    SessionOrder, SessionSearch, SessionStats, UsageAggregate, UsageGroup, UsageQuery, UsageReport, is_protected_kind,
+    SessionOrder, SessionSearch, SessionStats, UsageAggregate, UsageGroup, UsageQuery, UsageReport,
 };
 
 use crate::PostgresSessionStore;
@@ -552,6 +553,6 @@ impl MaintenanceStore for PostgresSessionStore {
     }
 
     async fn run_maintenance(&self, policy: &asm_ports::RetentionPolicy) -> Result<asm_ports::MaintenanceReport> {
-        asm_ports::run_cycle(self, policy).await
+        asm_ports::backend::run_cycle(self, policy).await
     }
 }

@@ -45,7 +45,7 @@ impl Batch {
     /// Checks the events (size cap, representable fields) and resolves in-batch duplicates.
     pub(crate) fn new(session: SessionId, events: Vec<Event>, max_event_bytes: usize) -> Result<Self> {
         for event in &events {
-            asm_ports::check_event_size(event, max_event_bytes)?;
+            asm_ports::backend::check_event_size(event, max_event_bytes)?;
             if i32::try_from(event.schema_version).is_err() {
                 return Err(Error::new(
                     ErrorCode::InvalidInput,
@@ -125,7 +125,7 @@ impl Write {
     }
 
     pub(crate) fn flush(record: ExecutionRecord, max_event_bytes: usize) -> Result<Self> {
-        asm_ports::check_flush_record(&record)?;
+        asm_ports::backend::check_flush_record(&record)?;
         let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
         let batch = Batch::new(run.session_id.clone(), events, max_event_bytes)?;
         Ok(Self { batch, kind: Kind::Flush { run: Box::new(run), session_metadata, expected_status }, fence: None })
@@ -269,7 +269,7 @@ impl Write {
                 let (Some(run_id), Some(status)) = (run_id, stored_status) else {
                     return Err(decode("run_terminal without run or status"));
                 };
-                match asm_ports::check_run_accepts_events(&run_id, status) {
+                match asm_ports::backend::check_run_accepts_events(&run_id, status) {
                     Err(e) => e,
                     Ok(()) => return Err(decode("run_terminal for a run that is not terminal")),
                 }

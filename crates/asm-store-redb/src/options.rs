@@ -15,7 +15,7 @@ use crate::Durability;
 pub struct RedbOptions {
     /// When acknowledged writes reach the disk. Default [`Durability::Immediate`].
     pub durability: Durability,
-    /// The largest event, in bytes as [`asm_ports::event_size`] measures it (about the size of
+    /// The largest event, in bytes as [`asm_ports::backend::event_size`] measures it (about the size of
     /// its JSON). A batch holding a larger event is refused with
     /// [`ErrorCode::InvalidInput`](asm_core::ErrorCode::InvalidInput) and nothing of it is
     /// written. Default 16 MiB.

@@ -133,7 +133,7 @@ const BACKGROUND_FLUSH_MS: u64 = 500;
 pub struct SledOptions {
     /// When writes are acknowledged. Default [`Durability::Immediate`].
     pub durability: Durability,
-    /// The largest event accepted, in bytes as [`asm_ports::event_size`] measures it (about the
+    /// The largest event accepted, in bytes as [`asm_ports::backend::event_size`] measures it (about the
     /// size of its JSON). A larger event fails its whole batch with
     /// [`ErrorCode::InvalidInput`](asm_core::ErrorCode::InvalidInput). Default 16 MiB.
     pub max_event_bytes: usize,

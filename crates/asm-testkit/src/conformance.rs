@@ -1113,7 +1113,7 @@ pub async fn check_long_poll_follows_concurrent_writers(store: DynSessionStore) 
 
 /// Flush: writes the run and its events (numbered, in order) atomically, applies
 /// `session_metadata` to the stored session's metadata as a JSON merge patch
-/// ([`asm_ports::merge_patch`]: objects merge, `null` removes) and leaves every other
+/// ([`asm_ports::backend::merge_patch`]: objects merge, `null` removes) and leaves every other
 /// session field as stored (a status changed meanwhile by someone else is kept). A retried flush
 /// of the same record succeeds and stores nothing twice.
 pub async fn check_flush_persists_and_merges_metadata(store: &dyn SessionStore) {
