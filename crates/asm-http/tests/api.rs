@@ -292,7 +292,9 @@ async fn openapi_document_is_served_and_checked_in() {
         assert!(generated["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
-    let pretty = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+    // Keys sorted: serde_json keeps insertion order when another crate of the build turns its
+    // `preserve_order` feature on, and the checked-in file must not depend on that.
+    let pretty = serde_json::to_string_pretty(&sorted_keys(generated)).unwrap() + "\n";
     if std::env::var_os("ASM_UPDATE_OPENAPI").is_some() {
         std::fs::write(&file, &pretty).unwrap();
     }
@@ -302,4 +304,18 @@ async fn openapi_document_is_served_and_checked_in() {
         "docs/openapi.json is not the generated document; run `ASM_UPDATE_OPENAPI=1 cargo test -p asm-http --test api openapi` and commit it"
     );
     server.stop().await;
+}
+
+/// `value` with every object's keys in sorted order, whatever serde_json's map keeps.
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted_keys).collect()),
+        other => other,
+    }
 }
