@@ -164,6 +164,11 @@ async fn approval_run(env: &CodexEnv, case: &str, decision: ApprovalDecision) ->
         .ok_or_else(|| format!("no permission_request raw event in {:?}", recorded.kinds()))?;
     let answered = permission.data.get("decided_by").and_then(Value::as_str);
     ensure(answered == Some("asm-real-cli"), || format!("permission request decided by {answered:?}"))?;
+    // The cases use the `*_once` decisions: the ACP option kind the adapter selected.
+    let kind = if decision.allows() { "allow_once" } else { "reject_once" };
+    ensure(permission.data.get("decision") == Some(&Value::from(kind)), || {
+        format!("permission answered {:?}, expected {kind}", permission.data.get("decision"))
+    })?;
     let replies = env.server.model_requests().into_iter().map(|r| r.reply).collect();
     assert_no_processes(&env.marker(case)).await?;
     Ok(ApprovalRun { result, recorded, call_id, file_exists: file.exists(), replies })
