@@ -32,5 +32,7 @@ mod scenario;
 mod server;
 
 pub use gemini::SHELL_COMMAND as GEMINI_TOOL_COMMAND;
-pub use scenario::{SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, tool_followup_text};
+pub use scenario::{
+    SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, WRITE_TOOL_COMMAND, WRITE_TOOL_FILE, tool_followup_text,
+};
 pub use server::{Api, FakeServer, RecordedRequest, SLOW_CHUNKS, SLOW_INTERVAL};

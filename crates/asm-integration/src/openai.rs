@@ -8,7 +8,9 @@
 use serde_json::{Value, json};
 
 use crate::http::sse_event;
-use crate::scenario::{Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, tool_followup_text};
+use crate::scenario::{
+    Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, WRITE_TOOL_COMMAND, tool_followup_text,
+};
 use crate::server::{Ctx, Response, SLOW_CHUNKS, SLOW_INTERVAL, Step};
 
 const INPUT_TOKENS: u64 = 100;
@@ -105,14 +107,17 @@ pub(crate) fn respond(reply: &Reply, ctx: &Ctx) -> Response {
         Reply::Scenario(Scenario::HttpError(status)) => {
             return Response::json(*status, headers, &error_body(*status));
         }
-        Reply::Scenario(Scenario::ToolUse) => json!({
-            "id": format!("fc_fake_{}", ctx.n),
-            "type": "function_call",
-            "status": "completed",
-            "name": "exec_command",
-            "arguments": json!({"cmd": TOOL_COMMAND}).to_string(),
-            "call_id": format!("call_fake_{}", ctx.n)
-        }),
+        Reply::Scenario(scenario @ (Scenario::ToolUse | Scenario::ToolWrite)) => {
+            let cmd = if *scenario == Scenario::ToolWrite { WRITE_TOOL_COMMAND } else { TOOL_COMMAND };
+            json!({
+                "id": format!("fc_fake_{}", ctx.n),
+                "type": "function_call",
+                "status": "completed",
+                "name": "exec_command",
+                "arguments": json!({"cmd": cmd}).to_string(),
+                "call_id": format!("call_fake_{}", ctx.n)
+            })
+        }
         Reply::ToolFollowup(output) => message_item(ctx, &tool_followup_text(output), "completed"),
         Reply::Scenario(Scenario::Slow | Scenario::StreamFailed) if ctx.stream => {
             return stream_special(reply, ctx, headers);
@@ -213,6 +218,24 @@ mod tests {
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "second"}]}
         ]});
         assert_eq!(pick_reply(&body), None);
+    }
+
+    #[test]
+    fn tool_scenarios_call_exec_command_with_their_command() {
+        for (scenario, command) in [(Scenario::ToolUse, TOOL_COMMAND), (Scenario::ToolWrite, WRITE_TOOL_COMMAND)] {
+            let ctx = Ctx { n: 3, model: "m".to_owned(), stream: false };
+            let Response::Full { status, body, .. } = respond(&Reply::Scenario(scenario), &ctx) else {
+                panic!("expected a full response")
+            };
+            assert_eq!(status, 200);
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let call = &v["output"][0];
+            assert_eq!(call["name"], "exec_command");
+            assert_eq!(call["call_id"], "call_fake_3");
+            let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+            assert_eq!(args["cmd"], command);
+        }
+        assert!(WRITE_TOOL_COMMAND.contains(crate::WRITE_TOOL_FILE));
     }
 
     #[test]

@@ -8,6 +8,14 @@ pub const TEXT_REPLY: &str = "Hello from the fake model!";
 /// The shell command the [`Scenario::ToolUse`] reply asks the CLI to run.
 pub const TOOL_COMMAND: &str = "echo hi";
 
+/// The file [`WRITE_TOOL_COMMAND`] creates (relative to the CLI's working directory).
+pub const WRITE_TOOL_FILE: &str = "asm-tool-write.txt";
+
+/// The shell command the [`Scenario::ToolWrite`] reply asks the CLI to run: creates
+/// [`WRITE_TOOL_FILE`] and prints `wrote`. Unlike [`TOOL_COMMAND`] it is not on Codex's list
+/// of known-safe commands, so `approval_policy = "untrusted"` asks before running it.
+pub const WRITE_TOOL_COMMAND: &str = "touch asm-tool-write.txt && echo wrote";
+
 /// The text streamed, one delta per pause, by [`Scenario::Slow`]: `chunk0 chunk1 ...`.
 pub const SLOW_CHUNK_PREFIX: &str = "chunk";
 
@@ -24,6 +32,7 @@ pub const SLOW_CHUNK_PREFIX: &str = "chunk";
 /// assert_eq!(Scenario::HttpError(429).marker(), "[asm-fake:http429]");
 /// assert_eq!(Scenario::find_marker("please [asm-fake:tool] now"), Some(Scenario::ToolUse));
 /// assert_eq!(Scenario::parse("slow"), Some(Scenario::Slow));
+/// assert_eq!(Scenario::parse(&Scenario::ToolWrite.name()), Some(Scenario::ToolWrite));
 /// assert_eq!(Scenario::find_marker("no marker"), None);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,6 +44,10 @@ pub enum Scenario {
     /// `exec_command`); the follow-up request with the tool result gets
     /// [`tool_followup_text`].
     ToolUse,
+    /// Like [`ToolUse`](Self::ToolUse) but the command is [`WRITE_TOOL_COMMAND`] (a command
+    /// that changes the workspace). Only the OpenAI Responses server (Codex `exec_command`)
+    /// knows it; the other servers answer it like [`Text`](Self::Text).
+    ToolWrite,
     /// Text deltas (`chunk0 `, `chunk1 `, ...) every [`SLOW_INTERVAL`](crate::SLOW_INTERVAL)
     /// for about a minute: for cancelling mid-stream. The server notices the client leaving.
     Slow,
@@ -46,11 +59,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    /// The name used in markers: `text`, `tool`, `slow`, `http<status>`, `failed`.
+    /// The name used in markers: `text`, `tool`, `tool-write`, `slow`, `http<status>`, `failed`.
     pub fn name(self) -> String {
         match self {
             Scenario::Text => "text".to_owned(),
             Scenario::ToolUse => "tool".to_owned(),
+            Scenario::ToolWrite => "tool-write".to_owned(),
             Scenario::Slow => "slow".to_owned(),
             Scenario::HttpError(status) => format!("http{status}"),
             Scenario::StreamFailed => "failed".to_owned(),
@@ -62,6 +76,7 @@ impl Scenario {
         match name {
             "text" => Some(Scenario::Text),
             "tool" => Some(Scenario::ToolUse),
+            "tool-write" => Some(Scenario::ToolWrite),
             "slow" => Some(Scenario::Slow),
             "failed" => Some(Scenario::StreamFailed),
             other => {

@@ -17,14 +17,27 @@ use super::{CaseResult, ClaudeEnv, assert_no_processes, check_events, ensure, ex
 /// as the fake server's `echo hi` without asking (see `docs/claude-control-protocol.md`).
 const ASK_BASH: &str = r#"{"permissions":{"ask":["Bash"]}}"#;
 
-/// The reason the deny case gives.
-const DENY_REASON: &str = "asm integration denies this command";
+/// The reason the deny cases give.
+pub(super) const DENY_REASON: &str = "asm integration denies this command";
 
-/// Answers every request with one decision at once and keeps the requests.
+/// Answers every request with one decision at once and keeps the requests (also used by the
+/// `acp/codex-acp-approval-*` cases).
 #[derive(Debug)]
-struct Decide {
+pub(super) struct Decide {
     decision: ApprovalDecision,
     asked: Mutex<Vec<ApprovalRequest>>,
+}
+
+impl Decide {
+    /// A handler answering `decision` (with [`DENY_REASON`] when it denies).
+    pub(super) fn new(decision: ApprovalDecision) -> Self {
+        Self { decision, asked: Mutex::new(Vec::new()) }
+    }
+
+    /// The requests it was asked so far.
+    pub(super) fn asked(&self) -> Vec<ApprovalRequest> {
+        self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
 }
 
 #[async_trait]
@@ -44,13 +57,13 @@ async fn approval_run(
     decision: ApprovalDecision,
 ) -> Result<(asm_ports::ExecuteOutcome, asm_testkit::adapter_contract::Recorded), String> {
     let adapter = env.adapter(case, |b| b.extra_args(["--settings", ASK_BASH]));
-    let handler = Arc::new(Decide { decision, asked: Mutex::new(Vec::new()) });
+    let handler = Arc::new(Decide::new(decision));
     let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
     let req = request(&prompt)?.approvals(handler.clone());
     let (result, recorded) = execute(&adapter, req).await;
     let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
     check_events(&recorded)?;
-    let asked = handler.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let asked = handler.asked();
     ensure(asked.len() == 1, || format!("handler asked {} times: {asked:?}", asked.len()))?;
     ensure(asked[0].tool_name == "Bash", || format!("tool name {:?}", asked[0].tool_name))?;
     ensure(asked[0].tool_input.get("command").and_then(Value::as_str) == Some("echo hi"), || {

@@ -8,17 +8,19 @@
 //! provider whose `base_url` is the fake and whose `env_key` names the fake key); it opens no
 //! other connection (see docs/acp-agents-investigation.md).
 
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asm_core::{EventKind, keys};
-use asm_integration::{Scenario, TEXT_REPLY, tool_followup_text};
-use asm_ports::ProviderAdapter;
+use asm_core::{ErrorCode, EventKind, keys};
+use asm_integration::{Scenario, TEXT_REPLY, WRITE_TOOL_COMMAND, WRITE_TOOL_FILE, tool_followup_text};
+use asm_ports::{ApprovalDecision, ProviderAdapter};
 use asm_provider_acp::{AcpAdapter, ToolKindPermissions};
-use asm_testkit::adapter_contract::recording_sink;
+use asm_testkit::adapter_contract::{Recorded, recording_sink};
 use serde_json::Value;
 
+use super::cases_claude_control::Decide;
 use super::{
     CODEX_KEY, CaseFuture, CaseResult, CodexEnv, RUN_TIMEOUT, assert_no_processes, cancel_mid_stream, check_events,
     ensure, execute, marked_processes, request,
@@ -55,6 +57,10 @@ fn adapter(env: &CodexEnv, case: &str) -> AcpAdapter {
 /// command fails with "bubblewrap is unavailable".
 const NO_SANDBOX: &[&str] = &["-c", "sandbox_mode=\"danger-full-access\""];
 
+/// [`NO_SANDBOX`] plus Codex's `untrusted` approval policy: every command not on Codex's
+/// known-safe list needs an approval, which codex-acp asks for with `session/request_permission`.
+const ASK_UNTRUSTED: &[&str] = &["-c", "sandbox_mode=\"danger-full-access\"", "-c", "approval_policy=\"untrusted\""];
+
 /// The `acp/codex-acp-*` cases over `env` (each fails with the setup error when it failed).
 pub(crate) fn cases(env: &Result<CodexEnv, String>) -> Vec<(&'static str, CaseFuture<'_>)> {
     let env = env.as_ref();
@@ -62,6 +68,8 @@ pub(crate) fn cases(env: &Result<CodexEnv, String>) -> Vec<(&'static str, CaseFu
         ("acp/codex-acp-text", Box::pin(async move { codex_acp_text(env?).await })),
         ("acp/codex-acp-tool", Box::pin(async move { codex_acp_tool(env?).await })),
         ("acp/codex-acp-resume", Box::pin(async move { codex_acp_resume(env?).await })),
+        ("acp/codex-acp-approval-allow", Box::pin(async move { codex_acp_approval_allow(env?).await })),
+        ("acp/codex-acp-approval-deny", Box::pin(async move { codex_acp_approval_deny(env?).await })),
         ("acp/codex-acp-cancel", Box::pin(async move { codex_acp_cancel(env?).await })),
         ("acp/codex-acp-no-leftover-processes", Box::pin(async move { codex_acp_no_leftovers(env?) })),
     ]
@@ -123,6 +131,106 @@ async fn codex_acp_tool(env: &CodexEnv) -> CaseResult {
     ensure(outcome.output.content == expected, || format!("output {:?} != {expected:?}", outcome.output.content))?;
     assert_no_processes(&env.marker("codex-acp-tool")).await?;
     Ok(format!("tool output {output}, {} events", events.len()))
+}
+
+/// One run of the [`Scenario::ToolWrite`] scenario under [`ASK_UNTRUSTED`] with a handler
+/// answering `decision`: codex-acp asks once, for the `execute` call of the scenario's command
+/// (`rawInput` is Codex's `ExecApprovalRequestEvent`). Checks the request the handler saw, that
+/// no process is left, and returns the result, the events, whether the command's file exists
+/// and the fake's replies.
+async fn approval_run(env: &CodexEnv, case: &str, decision: ApprovalDecision) -> Result<ApprovalRun, String> {
+    env.server.clear_requests();
+    let file = env.workspace.join(WRITE_TOOL_FILE);
+    std::fs::remove_file(&file)
+        .or_else(|e| if e.kind() == ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let handler = Arc::new(Decide::new(decision));
+    let prompt = format!("Create a file. {}", Scenario::ToolWrite.marker());
+    let req = request(&prompt)?.approvals(handler.clone());
+    let (result, recorded) = execute(&adapter_with(env, case, ASK_UNTRUSTED), req).await;
+    check_events(&recorded)?;
+    let asked = handler.asked();
+    ensure(asked.len() == 1, || format!("handler asked {} times: {asked:?}; result {result:?}", asked.len()))?;
+    let ask = &asked[0];
+    ensure(ask.provider == "acp" && ask.tool_name == "execute", || format!("{} / {}", ask.provider, ask.tool_name))?;
+    let command = ask.tool_input["command"].as_array().and_then(|c| c.last()).and_then(Value::as_str);
+    ensure(command == Some(WRITE_TOOL_COMMAND), || format!("tool input {}", ask.tool_input))?;
+    let call_id = ask.tool_call_id.clone().ok_or("the approval request has no tool call id")?;
+    ensure(ask.tool_input["call_id"] == call_id.as_str(), || format!("call id {call_id} vs {}", ask.tool_input))?;
+    let permission = recorded
+        .events()
+        .into_iter()
+        .find(|e| e.data.get("raw_type") == Some(&Value::from("session/request_permission")))
+        .ok_or_else(|| format!("no permission_request raw event in {:?}", recorded.kinds()))?;
+    let answered = permission.data.get("decided_by").and_then(Value::as_str);
+    ensure(answered == Some("asm-real-cli"), || format!("permission request decided by {answered:?}"))?;
+    // The cases use the `*_once` decisions: the ACP option kind the adapter selected.
+    let kind = if decision.allows() { "allow_once" } else { "reject_once" };
+    ensure(permission.data.get("decision") == Some(&Value::from(kind)), || {
+        format!("permission answered {:?}, expected {kind}", permission.data.get("decision"))
+    })?;
+    let replies = env.server.model_requests().into_iter().map(|r| r.reply).collect();
+    assert_no_processes(&env.marker(case)).await?;
+    Ok(ApprovalRun { result, recorded, call_id, file_exists: file.exists(), replies })
+}
+
+/// What [`approval_run`] saw.
+struct ApprovalRun {
+    result: asm_core::Result<asm_ports::ExecuteOutcome>,
+    recorded: Recorded,
+    /// The tool call id of the approval request.
+    call_id: String,
+    /// Whether [`WRITE_TOOL_FILE`] exists after the run.
+    file_exists: bool,
+    /// The fake server's replies, in order.
+    replies: Vec<String>,
+}
+
+/// `acp/codex-acp-approval-allow`: the handler allows (codex-acp's `approved` option), the
+/// command runs (its file exists, `tool_call_completed` carries its output) and the turn ends
+/// with the fake's follow-up.
+async fn codex_acp_approval_allow(env: &CodexEnv) -> CaseResult {
+    let run = approval_run(env, "approval-allow", ApprovalDecision::AllowOnce).await?;
+    let outcome = run.result.map_err(|e| format!("run failed: {e:?}"))?;
+    ensure(outcome.stop_reason.as_deref() == Some("end_turn"), || format!("stop reason {:?}", outcome.stop_reason))?;
+    ensure(run.file_exists, || format!("the command did not create {WRITE_TOOL_FILE}"))?;
+    let events = run.recorded.events();
+    let same_call =
+        |e: &&asm_ports::ProviderEvent| e.data.get(keys::TOOL_CALL_ID) == Some(&Value::from(run.call_id.as_str()));
+    ensure(events.iter().filter(same_call).any(|e| e.kind == EventKind::ToolCallStarted), || {
+        format!("no tool_call_started for {} in {:?}", run.call_id, run.recorded.kinds())
+    })?;
+    let done = events
+        .iter()
+        .filter(same_call)
+        .find(|e| e.kind == EventKind::ToolCallCompleted)
+        .ok_or_else(|| format!("no tool_call_completed for {} in {:?}", run.call_id, run.recorded.kinds()))?;
+    let stdout = done.data.get(keys::TOOL_OUTPUT).and_then(|o| o.get("stdout")).and_then(Value::as_str);
+    ensure(stdout == Some("wrote\n"), || format!("tool output {:?}", done.data.get(keys::TOOL_OUTPUT)))?;
+    ensure(run.replies == ["tool-write", "tool_followup"], || format!("server replies {:?}", run.replies))?;
+    let expected = tool_followup_text("wrote");
+    ensure(outcome.output.content == expected, || format!("output {:?} != {expected:?}", outcome.output.content))?;
+    Ok(format!("approved {}, {} events", run.call_id, events.len()))
+}
+
+/// `acp/codex-acp-approval-deny`: the handler denies. Codex offers no "deny and go on" option
+/// for a command (its decisions are `approved`, `approved-execpolicy-amendment` and `abort`),
+/// so the adapter selects `abort` (the only `reject_once` option): the command does not run,
+/// Codex ends the turn (`stopReason: cancelled`, which the adapter reports as `Cancelled` with
+/// reason `agent_cancelled`) and the model gets no tool result.
+async fn codex_acp_approval_deny(env: &CodexEnv) -> CaseResult {
+    let run = approval_run(env, "approval-deny", ApprovalDecision::DenyOnce).await?;
+    match &run.result {
+        Err(e)
+            if e.code() == ErrorCode::Cancelled
+                && e.details().get("reason") == Some(&Value::from("agent_cancelled")) => {}
+        other => return Err(format!("expected Cancelled (agent_cancelled), got {other:?}")),
+    }
+    ensure(!run.file_exists, || format!("the denied command created {WRITE_TOOL_FILE}"))?;
+    let kinds = run.recorded.kinds();
+    ensure(!kinds.contains(&EventKind::ToolCallCompleted), || format!("a tool call completed: {kinds:?}"))?;
+    ensure(run.replies == ["tool-write"], || format!("server replies {:?}", run.replies))?;
+    Ok(format!("denied {}, turn ended by codex-acp, {} events", run.call_id, kinds.len()))
 }
 
 async fn codex_acp_resume(env: &CodexEnv) -> CaseResult {
