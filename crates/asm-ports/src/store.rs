@@ -583,8 +583,8 @@ pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 /// use asm_core::{Event, EventKind, SessionId};
 /// let small = Event::new(EventKind::MessageSent, SessionId::new());
 /// let big = small.clone().with_data("content", "x".repeat(1 << 20));
-/// assert!(asm_ports::event_size(&big) > 1 << 20);
-/// assert!(asm_ports::event_size(&small) < 1024);
+/// assert!(asm_ports::backend::event_size(&big) > 1 << 20);
+/// assert!(asm_ports::backend::event_size(&small) < 1024);
 /// ```
 pub fn event_size(event: &Event) -> usize {
     fn value_size(value: &serde_json::Value) -> usize {
@@ -633,7 +633,7 @@ pub fn check_event_size(event: &Event, max_bytes: usize) -> Result<()> {
 /// use serde_json::json;
 /// let mut meta = json!({"provider_sessions": {"codex": {"id": "t1"}}, "x": 1}).as_object().unwrap().clone();
 /// let patch = json!({"provider_sessions": {"claude": {"id": "s1"}}, "x": null}).as_object().unwrap().clone();
-/// asm_ports::merge_patch(&mut meta, &patch);
+/// asm_ports::backend::merge_patch(&mut meta, &patch);
 /// assert_eq!(serde_json::Value::Object(meta), json!({"provider_sessions": {"codex": {"id": "t1"}, "claude": {"id": "s1"}}}));
 /// ```
 pub fn merge_patch(target: &mut JsonMap, patch: &JsonMap) {
