@@ -3,20 +3,15 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
+use asm_core::{ErrorCode, Session};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
 use asm_provider_amp::{
     AmpAdapter, AmpAdapterBuilder, AmpBuilderExt, AmpOptions, AmpOptionsExt, build_argv, build_env, render_prompt,
 };
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call};
 use asm_testkit::fake_cli::FakeScript;
-
-fn request(prompt: &str) -> ExecuteRequest {
-    let session = Session::new("agent").unwrap();
-    let run = Run::new(session.id.clone(), RunInput::user(prompt));
-    ExecuteRequest::new(session, run)
-}
 
 fn options(f: impl FnOnce(AmpAdapterBuilder) -> AmpAdapterBuilder) -> AmpOptions {
     f(AmpAdapter::builder()).build().options().clone()
@@ -90,19 +85,7 @@ fn stream_input_dash_prompts_and_bad_handles() {
 
 #[test]
 fn transcript_is_replayed_unless_resuming() {
-    let mut t = Transcript::new(asm_core::SessionId::new());
-    t.messages.push(Message::new(Role::User, "first question"));
-    t.messages.push(Message::new(Role::Assistant, "first answer"));
-    let mut call = Message::new(Role::Assistant, "");
-    call.content = None;
-    call.tool_call_id = Some("t1".into());
-    call.tool_name = Some("Bash".into());
-    t.messages.push(call);
-    let mut result = Message::new(Role::Tool, "");
-    result.tool_call_id = Some("t1".into());
-    result.tool_name = Some("Bash".into());
-    result.tool_output = Some("hi".into());
-    t.messages.push(result);
+    let t = transcript_with_one_tool_call("t1", "Bash", None, "hi");
     let req = request("second").transcript(t);
     let replay =
         "user: first question\nassistant: first answer\ntool_call(t1): Bash {}\ntool_result(t1): Bash hi\nuser: second";
@@ -184,17 +167,12 @@ async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
     assert!(p.adapter.capabilities().iter().any(|c| c.name == "tool_use"));
 }
 
-fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
-    let serde_json::Value::Object(options) = options else { panic!("an object") };
-    request(prompt).options(options)
-}
-
 /// Amp honours `permission_mode` (its permissive modes) and `cwd`; every other per-run option
 /// is refused, as are the modes it has no flag for.
 #[test]
 fn per_run_options_map_to_flags_or_are_refused() {
     let adapter = AmpAdapter::builder().build();
-    let cmd = adapter.command(&with_options("go", serde_json::json!({"permission_mode": "full_auto"}))).unwrap();
+    let cmd = adapter.command(&request_with_options("go", serde_json::json!({"permission_mode": "full_auto"}))).unwrap();
     assert_eq!(cmd.args, ["--dangerously-allow-all", "-x", "go", "--stream-json"]);
     for (options, option) in [
         (serde_json::json!({"model": "claude-sonnet-4-5"}), "model"),
@@ -204,7 +182,7 @@ fn per_run_options_map_to_flags_or_are_refused() {
         (serde_json::json!({"permission_mode": "plan"}), "permission_mode"),
         (serde_json::json!({"permission_mode": "accept_edits"}), "permission_mode"),
     ] {
-        let err = adapter.command(&with_options("go", options.clone())).unwrap_err();
+        let err = adapter.command(&request_with_options("go", options.clone())).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ValidationError, "{options}");
         assert_eq!(err.details()["option"], option, "{options}");
         assert_eq!(err.details()["reason"], "unsupported_option", "{options}");

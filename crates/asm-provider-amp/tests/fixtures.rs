@@ -12,6 +12,7 @@ use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
 use asm_testkit::adapter_contract::{
     AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, prepare,
 };
+use asm_testkit::provider_tests::non_raw_kinds;
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 
 use EventKind::{
@@ -62,15 +63,6 @@ fn run(script: &FakeScript) -> Prepared {
     prepare(&contract, script)
 }
 
-fn non_raw(p: &Prepared) -> Vec<EventKind> {
-    p.recorded
-        .events()
-        .into_iter()
-        .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
-        .map(|e| e.kind)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_amp_fixture_normalizes_as_expected() {
     let names = fixture_names("amp_");
@@ -80,7 +72,7 @@ async fn every_amp_fixture_normalizes_as_expected() {
         let p = run(&script);
         let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
         let (expect, kinds) = table(&name);
-        assert_eq!(non_raw(&p), kinds, "{name}: kinds");
+        assert_eq!(non_raw_kinds(&p), kinds, "{name}: kinds");
         assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
         match (expect, result) {
             (Expect::Ok(text), Ok(outcome)) => {
@@ -154,7 +146,7 @@ async fn failed_tool_result_is_enriched_with_the_call() {
     assert!(lines[2].contains("rejected"));
     let p = run(&FakeScript::new().lines(lines));
     p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
-    assert_eq!(non_raw(&p), [Usage, Stream, Start, Denied, Failed, Usage, Stream, Recv]);
+    assert_eq!(non_raw_kinds(&p), [Usage, Stream, Start, Denied, Failed, Usage, Stream, Recv]);
     let events = p.recorded.events();
     let failed = events.iter().find(|e| e.kind == Failed).unwrap();
     assert_eq!(failed.data["tool_call_id"], "toolu_01");
@@ -358,7 +350,7 @@ async fn an_error_result_without_is_error_fails_the_run() {
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.expect_err("not a completed run");
     assert_eq!(err.code(), ErrorCode::ProviderError, "{err:?}");
     assert_eq!(err.details()["reason"], "interrupted");
-    assert_eq!(non_raw(&p), [Err_]);
+    assert_eq!(non_raw_kinds(&p), [Err_]);
 }
 
 /// B3: success is decided from every signal; conflicting signals fail with the provider's code.

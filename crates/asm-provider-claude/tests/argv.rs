@@ -3,18 +3,13 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
+use asm_core::{ErrorCode, Session};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
 use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, ClaudeOptions, build_argv, build_env, render_prompt};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call};
 use asm_testkit::fake_cli::FakeScript;
-
-fn request(prompt: &str) -> ExecuteRequest {
-    let session = Session::new("agent").unwrap();
-    let run = Run::new(session.id.clone(), RunInput::user(prompt));
-    ExecuteRequest::new(session, run)
-}
 
 fn options(
     f: impl FnOnce(asm_provider_claude::ClaudeAdapterBuilder) -> asm_provider_claude::ClaudeAdapterBuilder,
@@ -100,19 +95,7 @@ fn stream_input_and_dash_prompts() {
 
 #[test]
 fn transcript_is_replayed_unless_resuming() {
-    let mut t = Transcript::new(asm_core::SessionId::new());
-    t.messages.push(Message::new(Role::User, "first question"));
-    t.messages.push(Message::new(Role::Assistant, "first answer"));
-    let mut call = Message::new(Role::Assistant, "");
-    call.content = None;
-    call.tool_call_id = Some("t1".into());
-    call.tool_name = Some("Bash".into());
-    t.messages.push(call);
-    let mut result = Message::new(Role::Tool, "");
-    result.tool_call_id = Some("t1".into());
-    result.tool_name = Some("Bash".into());
-    result.tool_output = Some("hi".into());
-    t.messages.push(result);
+    let t = transcript_with_one_tool_call("t1", "Bash", None, "hi");
     let req = request("second").transcript(t);
     assert_eq!(
         render_prompt(&req),
@@ -223,17 +206,12 @@ async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
     assert!(p.adapter.supports_native_fork());
 }
 
-fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
-    let serde_json::Value::Object(options) = options else { panic!("an object") };
-    request(prompt).options(options)
-}
-
 /// Every per-run option (`RunOptions::adapter_option`) reaches its flag, over the builder's.
 #[test]
 fn per_run_options_map_to_their_flags() {
     use asm_provider_claude::run_option;
     let adapter = ClaudeAdapter::builder().model("claude-haiku").max_turns(9).build();
-    let req = with_options(
+    let req = request_with_options(
         "go",
         serde_json::json!({
             run_option::MODEL: "claude-sonnet-4-5",
@@ -263,7 +241,7 @@ fn per_run_options_map_to_their_flags() {
         ]
     );
     for bad in [serde_json::json!({"max_turns": 0}), serde_json::json!({"model_name": "x"})] {
-        let err = adapter.command(&with_options("go", bad.clone())).unwrap_err();
+        let err = adapter.command(&request_with_options("go", bad.clone())).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ValidationError, "{bad}");
     }
 }

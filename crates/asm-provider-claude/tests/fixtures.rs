@@ -13,6 +13,7 @@ use asm_provider_cli::{ExitInfo, ExitKind};
 use asm_testkit::adapter_contract::{
     AdapterContract, FakeCliInvocation, Normalized, assert_raw_lines_are_transparent, conversation, prepare,
 };
+use asm_testkit::provider_tests::non_raw_kinds;
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -95,14 +96,7 @@ async fn every_claude_fixture_normalizes_as_expected() {
         let p = prepare(&contract, &script);
         let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
         let (expect, kinds) = table(&name);
-        let seen: Vec<EventKind> = p
-            .recorded
-            .events()
-            .into_iter()
-            .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(seen, kinds, "{name}: kinds");
+        assert_eq!(non_raw_kinds(&p), kinds, "{name}: kinds");
         assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
         match (expect, result) {
             (Expect::Ok(text), Ok(outcome)) => {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
+use asm_core::{ErrorCode, Session};
 use asm_ports::{ExecuteRequest, ProviderAdapter};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_provider_codex::{
@@ -11,13 +11,8 @@ use asm_provider_codex::{
     render_prompt,
 };
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call};
 use asm_testkit::fake_cli::{FakeScript, fixtures_dir};
-
-fn request(prompt: &str) -> ExecuteRequest {
-    let session = Session::new("agent").unwrap();
-    let run = Run::new(session.id.clone(), RunInput::user(prompt));
-    ExecuteRequest::new(session, run)
-}
 
 fn options(f: impl FnOnce(CodexAdapterBuilder) -> CodexAdapterBuilder) -> CodexOptions {
     f(CodexAdapter::builder()).build().options().clone()
@@ -184,22 +179,9 @@ fn a_fork_request_uses_exec_fork_with_every_option_in_front() {
 
 #[test]
 fn transcript_is_replayed_unless_resuming() {
-    let mut t = Transcript::new(asm_core::SessionId::new());
-    t.messages.push(Message::new(Role::User, "first question"));
-    t.messages.push(Message::new(Role::Assistant, "first answer"));
-    let mut call = Message::new(Role::Assistant, "");
-    call.content = None;
-    call.tool_call_id = Some("item_0".into());
-    call.tool_name = Some("bash".into());
     let mut input = serde_json::Map::new();
     input.insert("command".into(), "ls".into());
-    call.tool_input = Some(input);
-    t.messages.push(call);
-    let mut result = Message::new(Role::Tool, "");
-    result.tool_call_id = Some("item_0".into());
-    result.tool_name = Some("bash".into());
-    result.tool_output = Some("a.txt".into());
-    t.messages.push(result);
+    let t = transcript_with_one_tool_call("item_0", "bash", Some(input), "a.txt");
     let req = request("second").transcript(t);
     assert_eq!(
         render_prompt(&req),
@@ -285,11 +267,6 @@ async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
     assert_eq!(outcome.provider_state["thread_usage"]["thread_id"], FORK);
 }
 
-fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
-    let serde_json::Value::Object(options) = options else { panic!("an object") };
-    request(prompt).options(options)
-}
-
 fn args(cmd: &asm_provider_cli::CliCommand) -> Vec<String> {
     cmd.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
 }
@@ -304,7 +281,7 @@ fn per_run_options_map_to_flags_or_are_refused() {
         .offline(false)
         .bounded_retries(false)
         .build();
-    let req = with_options(
+    let req = request_with_options(
         "go",
         serde_json::json!({"model": "gpt-6-sol", "permission_mode": "plan", "system_prompt": "Say \"hi\".\nThen stop."}),
     );
@@ -329,7 +306,7 @@ fn per_run_options_map_to_flags_or_are_refused() {
         (serde_json::json!({"disallowed_tools": ["shell"]}), "disallowed_tools"),
         (serde_json::json!({"permission_mode": "full_auto"}), "permission_mode"),
     ] {
-        let err = adapter.command(&with_options("go", options.clone())).unwrap_err();
+        let err = adapter.command(&request_with_options("go", options.clone())).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ValidationError, "{options}");
         assert_eq!(
             (err.details()["option"].as_str(), err.details()["reason"].as_str()),

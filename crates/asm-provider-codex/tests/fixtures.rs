@@ -12,6 +12,7 @@ use asm_provider_codex::{CodexAdapter, CodexNormalizer};
 use asm_testkit::adapter_contract::{
     AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation, prepare,
 };
+use asm_testkit::provider_tests::non_raw_kinds;
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -87,15 +88,6 @@ fn run(name: &str) -> (Prepared, i32) {
     (prepare(&contract, &script), code)
 }
 
-fn kinds(p: &Prepared) -> Vec<EventKind> {
-    p.recorded
-        .events()
-        .into_iter()
-        .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
-        .map(|e| e.kind)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_codex_fixture_normalizes_as_expected() {
     let names = fixture_names("codex_");
@@ -105,7 +97,7 @@ async fn every_codex_fixture_normalizes_as_expected() {
         let script = FakeScript::fixture(&name);
         let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
         let (expect, expected_kinds) = table(&name);
-        assert_eq!(kinds(&p), expected_kinds, "{name}: kinds");
+        assert_eq!(non_raw_kinds(&p), expected_kinds, "{name}: kinds");
         assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
         match (expect, result) {
             (Expect::Ok(text), Ok(outcome)) => {
