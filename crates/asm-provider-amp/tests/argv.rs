@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use asm_core::{ErrorCode, Session};
-use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_ports::ProviderAdapter;
 use asm_provider_amp::{
     AmpAdapter, AmpAdapterBuilder, AmpBuilderExt, AmpOptions, AmpOptionsExt, build_argv, build_env, render_prompt,
 };
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
-use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call};
 use asm_testkit::fake_cli::FakeScript;
+use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call, with_invocation_env};
 
 fn options(f: impl FnOnce(AmpAdapterBuilder) -> AmpAdapterBuilder) -> AmpOptions {
     f(AmpAdapter::builder()).build().options().clone()
@@ -133,17 +133,14 @@ async fn require_api_key_fails_before_spawning() {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut b = AmpAdapter::builder()
+    let builder = AmpAdapter::builder()
         .cli_path(&inv.program)
         .env(CliEnv::empty())
         .api_key("sgamp_fake_key")
         .server_url("http://127.0.0.1:18767/")
         .mode("smart")
         .stream_input(true);
-    for (k, v) in &inv.env {
-        b = b.env_var(k, v);
-    }
-    Arc::new(b.build())
+    Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +169,8 @@ async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
 #[test]
 fn per_run_options_map_to_flags_or_are_refused() {
     let adapter = AmpAdapter::builder().build();
-    let cmd = adapter.command(&request_with_options("go", serde_json::json!({"permission_mode": "full_auto"}))).unwrap();
+    let cmd =
+        adapter.command(&request_with_options("go", serde_json::json!({"permission_mode": "full_auto"}))).unwrap();
     assert_eq!(cmd.args, ["--dangerously-allow-all", "-x", "go", "--stream-json"]);
     for (options, option) in [
         (serde_json::json!({"model": "claude-sonnet-4-5"}), "model"),

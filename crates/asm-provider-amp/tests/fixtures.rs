@@ -12,8 +12,8 @@ use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
 use asm_testkit::adapter_contract::{
     AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, prepare,
 };
-use asm_testkit::provider_tests::non_raw_kinds;
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use asm_testkit::provider_tests::{non_raw_kinds, normalize_non_blank_lines, with_invocation_env};
 
 use EventKind::{
     ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
@@ -51,10 +51,7 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(AmpAdapter::builder().cli_path(&inv.program).env(env).api_key("sgamp_fake_key").build())
 }
 
@@ -261,10 +258,7 @@ fn unknown_and_echo_lines() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(
         AmpAdapter::builder()
             .cli_path(&inv.program)
@@ -299,15 +293,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
 fn normalizer_for(script: &FakeScript) -> impl Fn(&[String]) -> Normalized + use<> {
     let exit = ExitInfo::new(ExitKind::Code(script.exit_code), script.stderr_text().unwrap(), false);
     move |lines| {
-        let mut n = AmpNormalizer::new();
-        let mut out = Vec::new();
-        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            if let Err(e) = n.push_line(line, &mut out) {
-                return (out, Err(e));
-            }
-        }
-        let verdict = n.finish(&exit);
-        (out, verdict)
+        normalize_non_blank_lines(AmpNormalizer::new(), lines, |n, l, out| n.push_line(l, out), |n| n.finish(&exit))
     }
 }
 

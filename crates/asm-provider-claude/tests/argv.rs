@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Session};
-use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_core::ErrorCode;
+use asm_ports::ProviderAdapter;
 use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, ClaudeOptions, build_argv, build_env, render_prompt};
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
-use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call};
 use asm_testkit::fake_cli::FakeScript;
+use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call, with_invocation_env};
 
 fn options(
     f: impl FnOnce(asm_provider_claude::ClaudeAdapterBuilder) -> asm_provider_claude::ClaudeAdapterBuilder,
@@ -119,11 +119,9 @@ fn environment_is_explicit_with_offline_switches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1").stream_input(true);
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder =
+            ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1").stream_input(true);
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("claude_stream_input");
     let contract = AdapterContract::new(make, script.clone(), "");
@@ -179,11 +177,8 @@ fn a_fork_request_resumes_with_fork_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     // claude_resume.jsonl with the session id the CLI prints for `--fork-session`: a new one.
     const PARENT: &str = "cdf645fc-3fb0-4b65-bb9b-fbd6142729fd";
@@ -250,11 +245,8 @@ fn per_run_options_map_to_their_flags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_run_model_reaches_the_cli() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1");
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1");
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("claude_model_system");
     let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);

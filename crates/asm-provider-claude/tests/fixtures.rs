@@ -13,8 +13,10 @@ use asm_provider_cli::{ExitInfo, ExitKind};
 use asm_testkit::adapter_contract::{
     AdapterContract, FakeCliInvocation, Normalized, assert_raw_lines_are_transparent, conversation, prepare,
 };
-use asm_testkit::provider_tests::non_raw_kinds;
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use asm_testkit::provider_tests::{
+    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, with_invocation_env,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -79,10 +81,7 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(ClaudeAdapter::builder().cli_path(&inv.program).env(env).build())
 }
 
@@ -207,10 +206,7 @@ fn max_turns_result_is_a_provider_error() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(
         ClaudeAdapter::builder()
             .cli_path(&inv.program)
@@ -260,15 +256,11 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
 /// it with the exit of fixture `script`.
 fn normalizer_for(script: &FakeScript) -> impl Fn(&[String]) -> Normalized + use<> {
     let exit = ExitInfo::new(ExitKind::Code(script.exit_code), script.stderr_text().unwrap(), false);
-    move |lines| {
-        let mut n = ClaudeNormalizer::new();
-        let mut out = Vec::new();
-        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            n.push_line(line, &mut out);
-        }
-        let verdict = n.finish(&exit);
-        (out, verdict)
-    }
+    let push_line = |n: &mut ClaudeNormalizer, line: &str, out: &mut Vec<_>| {
+        n.push_line(line, out);
+        Ok(())
+    };
+    move |lines| normalize_non_blank_lines(ClaudeNormalizer::new(), lines, push_line, |n| n.finish(&exit))
 }
 
 /// Lines Claude Code prints that no mapping knows (or that are informational): they must be
@@ -305,16 +297,7 @@ proptest! {
         let script = FakeScript::fixture(name);
         let normalize = normalizer_for(&script);
         let lines = script.stdout_lines().unwrap();
-        let mut mixed = lines.clone();
-        for (at, which) in inserts {
-            mixed.insert(at.index(mixed.len() + 1), which.get(UNKNOWN_LINES).to_string());
-        }
-        let ((plain_events, plain), (mixed_events, mixed)) = (normalize(&lines), normalize(&mixed));
-        prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
-        prop_assert_eq!(
-            plain.map(|o| o.output.content).map_err(|e| e.code()),
-            mixed.map(|o| o.output.content).map_err(|e| e.code())
-        );
+        check_inserted_raw_lines_are_transparent(name, &lines, inserts, UNKNOWN_LINES, normalize)?;
     }
 }
 

@@ -16,7 +16,8 @@ use asm_provider_codex::{CodexAdapter, CodexNormalizer, CodexOptions, build_argv
 mod provider_bench;
 
 fn normalize(c: &mut Criterion) {
-    let lines = provider_bench::fixture_corpus(&["codex_tool_call", "codex_text", "codex_tool_bypass", "codex_http500"]);
+    let lines =
+        provider_bench::fixture_corpus(&["codex_tool_call", "codex_text", "codex_tool_bypass", "codex_http500"]);
     provider_bench::bench_normalize(c, "codex_jsonl_100MB", &lines, CodexNormalizer::new, |n, l, out| {
         n.push_line(l, out)
     });

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Session};
-use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_core::ErrorCode;
+use asm_ports::ProviderAdapter;
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_provider_codex::{
     ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, CodexOptions, SandboxMode, build_argv,
     render_prompt,
 };
 use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
-use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call};
 use asm_testkit::fake_cli::{FakeScript, fixtures_dir};
+use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call, with_invocation_env};
 
 fn options(f: impl FnOnce(CodexAdapterBuilder) -> CodexAdapterBuilder) -> CodexOptions {
     f(CodexAdapter::builder()).build().options().clone()
@@ -204,11 +204,8 @@ async fn the_fake_cli_sees_the_built_argv_env_cwd_and_no_stdin() {
     };
     let b2 = builder.clone();
     let make = move |inv: &FakeCliInvocation| -> Arc<dyn ProviderAdapter> {
-        let mut b = b2().cli_path(&inv.program);
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let with_program = b2().cli_path(&inv.program);
+        Arc::new(with_invocation_env(with_program, inv, |b, k, v| b.env_var(k, v)).build())
     };
     let script = FakeScript::fixture("codex_resume");
     let contract = AdapterContract::new(make, script.clone(), "");
@@ -231,11 +228,8 @@ async fn the_fake_cli_sees_the_built_argv_env_cwd_and_no_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     // codex_resume.jsonl as `exec fork` prints it: a new thread id, usage cumulative over the
     // parent's thread and the forked turn (seen with the real 0.169.0 CLI).
@@ -319,11 +313,8 @@ fn per_run_options_map_to_flags_or_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outcome_reports_the_per_run_model() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("gpt-5.5");
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("gpt-5.5");
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("codex_text");
     let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);

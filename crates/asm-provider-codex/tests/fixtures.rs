@@ -12,8 +12,10 @@ use asm_provider_codex::{CodexAdapter, CodexNormalizer};
 use asm_testkit::adapter_contract::{
     AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation, prepare,
 };
-use asm_testkit::provider_tests::non_raw_kinds;
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use asm_testkit::provider_tests::{
+    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, with_invocation_env,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -62,10 +64,7 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(CodexAdapter::builder().cli_path(&inv.program).model("gpt-5.5").env(env).build())
 }
 
@@ -189,10 +188,7 @@ async fn details_of_selected_fixtures() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(
         CodexAdapter::builder()
             .cli_path(&inv.program)
@@ -235,15 +231,11 @@ fn normalizer_for(name: &str) -> impl Fn(&[String]) -> Normalized + use<> {
     let status =
         if script.exit_code < 0 { ExitKind::Signal(-script.exit_code) } else { ExitKind::Code(script.exit_code) };
     let exit = ExitInfo::new(status, script.stderr_text().unwrap(), false);
-    move |lines| {
-        let mut n = CodexNormalizer::new();
-        let mut out = Vec::new();
-        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            n.push_line(line, &mut out);
-        }
-        let verdict = n.finish(&exit);
-        (out, verdict)
-    }
+    let push_line = |n: &mut CodexNormalizer, line: &str, out: &mut Vec<_>| {
+        n.push_line(line, out);
+        Ok(())
+    };
+    move |lines| normalize_non_blank_lines(CodexNormalizer::new(), lines, push_line, |n| n.finish(&exit))
 }
 
 /// Lines `codex exec --json` prints that are not conversation: items after the agent message
@@ -279,16 +271,7 @@ proptest! {
         let name = pick.get(&names);
         let normalize = normalizer_for(name);
         let lines = FakeScript::fixture(name).stdout_lines().unwrap();
-        let mut mixed = lines.clone();
-        for (at, which) in inserts {
-            mixed.insert(at.index(mixed.len() + 1), which.get(UNKNOWN_LINES).to_string());
-        }
-        let ((plain_events, plain), (mixed_events, mixed)) = (normalize(&lines), normalize(&mixed));
-        prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
-        prop_assert_eq!(
-            plain.map(|o| o.output.content).map_err(|e| e.code()),
-            mixed.map(|o| o.output.content).map_err(|e| e.code())
-        );
+        check_inserted_raw_lines_are_transparent(name, &lines, inserts, UNKNOWN_LINES, normalize)?;
     }
 }
 

@@ -1,11 +1,15 @@
-//! Small builders and readers the CLI provider crates' tests (claude, codex, amp) share:
-//! the request they build argv from, a transcript with one tool call, the non-raw event
-//! kinds a prepared contract run recorded.
+//! Small builders, readers and checks the CLI provider crates' tests (claude, codex, amp)
+//! share: the request they build argv from, a transcript with one tool call, the fake CLI's
+//! environment on a builder, the non-raw event kinds a prepared contract run recorded, a
+//! normalizer fed a run's lines, and the raw-lines-anywhere property.
 
 use asm_core::{EventKind, Message, Role, Run, RunInput, Session, SessionId, Transcript};
-use asm_ports::ExecuteRequest;
+use asm_ports::{ExecuteOutcome, ExecuteRequest, ProviderEvent};
+use proptest::prop_assert_eq;
+use proptest::sample::Index;
+use proptest::test_runner::TestCaseError;
 
-use crate::adapter_contract::Prepared;
+use crate::adapter_contract::{FakeCliInvocation, Normalized, Prepared, conversation};
 
 /// A request for a fresh session (named "agent") whose run's user input is `prompt`.
 ///
@@ -65,4 +69,59 @@ pub fn non_raw_kinds(p: &Prepared) -> Vec<EventKind> {
         .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
         .map(|e| e.kind)
         .collect()
+}
+
+/// `init` with every variable of the fake CLI invocation's environment added, in order, by
+/// `set` (an adapter builder's `env_var`, or `CliEnv::set`).
+pub fn with_invocation_env<T>(init: T, inv: &FakeCliInvocation, set: impl Fn(T, &str, &str) -> T) -> T {
+    inv.env.iter().fold(init, |acc, (k, v)| set(acc, k, v))
+}
+
+/// What a fresh normalizer makes of `lines`: each non-blank line (the adapter skips blank
+/// ones) goes to `push_line`, which may refuse it (the feed stops there with that error as the
+/// verdict); then `finish` gives the verdict.
+///
+/// # Errors
+/// None of its own: the verdict is in the returned pair.
+pub fn normalize_non_blank_lines<N>(
+    mut normalizer: N,
+    lines: &[String],
+    mut push_line: impl FnMut(&mut N, &str, &mut Vec<ProviderEvent>) -> asm_core::Result<()>,
+    finish: impl FnOnce(&N) -> asm_core::Result<ExecuteOutcome>,
+) -> Normalized {
+    let mut out = Vec::new();
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+        if let Err(e) = push_line(&mut normalizer, line, &mut out) {
+            return (out, Err(e));
+        }
+    }
+    let verdict = finish(&normalizer);
+    (out, verdict)
+}
+
+/// The property behind "several raw lines anywhere are transparent": `lines` with lines of
+/// `unknown` inserted (each `(at, which)` of `inserts` in turn: `which` picks the line, `at`
+/// the position) give the same conversation and the same verdict (output text, or error
+/// code) through `normalize` as `lines` alone. `name` labels failures.
+///
+/// # Errors
+/// A [`TestCaseError`] when the inserted lines change the conversation or the verdict.
+pub fn check_inserted_raw_lines_are_transparent(
+    name: &str,
+    lines: &[String],
+    inserts: Vec<(Index, Index)>,
+    unknown: &[&str],
+    normalize: impl Fn(&[String]) -> Normalized,
+) -> Result<(), TestCaseError> {
+    let mut mixed = lines.to_vec();
+    for (at, which) in inserts {
+        mixed.insert(at.index(mixed.len() + 1), which.get(unknown).to_string());
+    }
+    let ((plain_events, plain), (mixed_events, mixed)) = (normalize(lines), normalize(&mixed));
+    prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
+    prop_assert_eq!(
+        plain.map(|o| o.output.content).map_err(|e| e.code()),
+        mixed.map(|o| o.output.content).map_err(|e| e.code())
+    );
+    Ok(())
 }
