@@ -9,9 +9,11 @@ use asm_provider_amp::{
     AmpAdapter, AmpAdapterBuilder, AmpBuilderExt, AmpOptions, AmpOptionsExt, build_argv, build_env, render_prompt,
 };
 use asm_provider_cli::{CliEnv, PermissionMode};
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::adapter_contract::FakeCliInvocation;
 use asm_testkit::fake_cli::FakeScript;
-use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call, with_invocation_env};
+use asm_testkit::provider_tests::{
+    prepare_fake_cli_run, request, request_with_options, transcript_with_one_tool_call, with_invocation_env,
+};
 
 fn options(f: impl FnOnce(AmpAdapterBuilder) -> AmpAdapterBuilder) -> AmpOptions {
     f(AmpAdapter::builder()).build().options().clone()
@@ -146,8 +148,7 @@ fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
     let script = FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source");
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().resume("T-00000000-0000-4000-8000-000000000001");
     let outcome = p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
     assert_eq!(outcome.provider_session_id.as_deref(), Some("T-00000000-0000-4000-8000-000000000001"));

@@ -9,11 +9,11 @@ use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
 use asm_provider_amp::{AmpAdapter, AmpBuilderExt, AmpNormalizer};
 use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
-use asm_testkit::adapter_contract::{
-    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, prepare,
-};
+use asm_testkit::adapter_contract::{FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
-use asm_testkit::provider_tests::{non_raw_kinds, normalize_non_blank_lines, with_invocation_env};
+use asm_testkit::provider_tests::{
+    non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run, with_invocation_env,
+};
 
 use EventKind::{
     ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
@@ -56,8 +56,7 @@ fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
 }
 
 fn run(script: &FakeScript) -> Prepared {
-    let contract = AdapterContract::new(make, script.clone(), "");
-    prepare(&contract, script)
+    prepare_fake_cli_run(make, script)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +280,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
         (FakeScript::fixture("amp_fake_server_websocket_refused").lines([big.clone()]), ErrorCode::ProviderUnavailable),
     ];
     for (script, code) in cases {
-        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let p = prepare_fake_cli_run(make_capped, &script);
         let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
         assert_eq!(err.code(), code, "{err:?}");
         assert_eq!(err.details()["oversized_lines"], 1);

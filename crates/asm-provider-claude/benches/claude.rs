@@ -30,7 +30,7 @@ fn spawn(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_to_first_event");
     group.sample_size(50);
     let args = ["-p", "hello", "--output-format", "stream-json", "--verbose"];
-    provider_bench::bench_bare_spawn(&mut group, &rt, "bare_spawn_first_line", &cli.program, args, &cli.env, 1);
+    provider_bench::bench_bare_spawn(&mut group, &rt, "bare_spawn_first_line", &cli.program, &args, &cli.env, 1);
     provider_bench::bench_adapter_first_event(&mut group, &rt, &adapter);
     group.finish();
 }

@@ -7,9 +7,12 @@ use asm_core::ErrorCode;
 use asm_ports::ProviderAdapter;
 use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, ClaudeOptions, build_argv, build_env, render_prompt};
 use asm_provider_cli::{CliEnv, PermissionMode};
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::adapter_contract::FakeCliInvocation;
 use asm_testkit::fake_cli::FakeScript;
-use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call, with_invocation_env};
+use asm_testkit::provider_tests::{
+    fixture_lines_replacing, prepare_fake_cli_run, request, request_with_options, transcript_with_one_tool_call,
+    with_invocation_env,
+};
 
 fn options(
     f: impl FnOnce(asm_provider_claude::ClaudeAdapterBuilder) -> asm_provider_claude::ClaudeAdapterBuilder,
@@ -124,8 +127,7 @@ async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
         Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("claude_stream_input");
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().resume("sess-9");
     p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
     let record = p.record();
@@ -183,16 +185,10 @@ async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
     // claude_resume.jsonl with the session id the CLI prints for `--fork-session`: a new one.
     const PARENT: &str = "cdf645fc-3fb0-4b65-bb9b-fbd6142729fd";
     const FORK: &str = "0f0f0f0f-1111-4222-8333-444444444444";
-    let lines: Vec<String> = FakeScript::fixture("claude_resume")
-        .stdout_lines()
-        .expect("fixture")
-        .into_iter()
-        .map(|l| l.replace(PARENT, FORK))
-        .collect();
+    let lines = fixture_lines_replacing("claude_resume", PARENT, FORK);
     assert!(lines.len() >= 3 && lines.iter().all(|l| !l.contains(PARENT)));
     let script = FakeScript::new().lines(lines);
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().fork_from(PARENT);
     let outcome = p.adapter.execute(req, p.sink.clone()).await.unwrap();
     let argv = p.record().argv;
@@ -249,7 +245,7 @@ async fn a_per_run_model_reaches_the_cli() {
         Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("claude_model_system");
-    let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make, &script);
     let mut req = p.request.clone();
     req.options.insert("model".into(), "claude-sonnet-4-5".into());
     p.adapter.execute(req, p.sink.clone()).await.unwrap();

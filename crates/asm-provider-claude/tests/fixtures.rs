@@ -10,12 +10,11 @@ use asm_provider_claude::ClaudeAdapter;
 use asm_provider_claude::ClaudeNormalizer;
 use asm_provider_cli::CliEnv;
 use asm_provider_cli::{ExitInfo, ExitKind};
-use asm_testkit::adapter_contract::{
-    AdapterContract, FakeCliInvocation, Normalized, assert_raw_lines_are_transparent, conversation, prepare,
-};
+use asm_testkit::adapter_contract::{FakeCliInvocation, Normalized, assert_raw_lines_are_transparent, conversation};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 use asm_testkit::provider_tests::{
-    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, with_invocation_env,
+    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run,
+    with_invocation_env,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -91,8 +90,7 @@ async fn every_claude_fixture_normalizes_as_expected() {
     assert!(names.len() >= 26, "{names:?}");
     for name in names {
         let script = FakeScript::fixture(&name);
-        let contract = AdapterContract::new(make, script.clone(), "");
-        let p = prepare(&contract, &script);
+        let p = prepare_fake_cli_run(make, &script);
         let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
         let (expect, kinds) = table(&name);
         assert_eq!(non_raw_kinds(&p), kinds, "{name}: kinds");
@@ -121,11 +119,7 @@ async fn every_claude_fixture_normalizes_as_expected() {
 #[tokio::test]
 async fn details_of_selected_fixtures() {
     // Usage: per distinct message id, then the run totals from the result; cost from the result.
-    let run = |name: &str| {
-        let script = FakeScript::fixture(name);
-        let contract = AdapterContract::new(make, script.clone(), "");
-        prepare(&contract, &script)
-    };
+    let run = |name: &str| prepare_fake_cli_run(make, &FakeScript::fixture(name));
     let p = run("claude_tool_use");
     let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
     assert_eq!(outcome.token_usage.input_tokens, 200);
@@ -236,8 +230,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
             let mut script = fixture.clone();
             script.stdout_file = None;
             let script = script.lines(lines);
-            let contract = AdapterContract::new(make_capped, script.clone(), "");
-            let p = prepare(&contract, &script);
+            let p = prepare_fake_cli_run(make_capped, &script);
             let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
             assert_eq!(err.code(), code, "{name} ({case}): {err:?}");
             assert_eq!(err.details()["oversized_lines"], 1, "{name} ({case})");
@@ -247,7 +240,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
     let mut lines = FakeScript::fixture("claude_text").stdout_lines().unwrap();
     *lines.last_mut().unwrap() = big;
     let script = FakeScript::new().lines(lines);
-    let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make_capped, &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::ParseError, "{err:?}");
 }
@@ -337,8 +330,7 @@ fn http529_without_is_error() -> FakeScript {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_529_result_without_is_error_fails_the_run() {
     let script = http529_without_is_error();
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.expect_err("a 529 is not a completed run");
     assert_eq!(err.code(), ErrorCode::ProviderUnavailable, "{err:?}");
     assert_eq!(err.details()["api_error_status"], 529);

@@ -10,9 +10,12 @@ use asm_provider_codex::{
     ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, CodexOptions, SandboxMode, build_argv,
     render_prompt,
 };
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::adapter_contract::FakeCliInvocation;
 use asm_testkit::fake_cli::{FakeScript, fixtures_dir};
-use asm_testkit::provider_tests::{request, request_with_options, transcript_with_one_tool_call, with_invocation_env};
+use asm_testkit::provider_tests::{
+    fixture_lines_replacing, prepare_fake_cli_run, request, request_with_options, transcript_with_one_tool_call,
+    with_invocation_env,
+};
 
 fn options(f: impl FnOnce(CodexAdapterBuilder) -> CodexAdapterBuilder) -> CodexOptions {
     f(CodexAdapter::builder()).build().options().clone()
@@ -208,8 +211,7 @@ async fn the_fake_cli_sees_the_built_argv_env_cwd_and_no_stdin() {
         Arc::new(with_invocation_env(with_program, inv, |b, k, v| b.env_var(k, v)).build())
     };
     let script = FakeScript::fixture("codex_resume");
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().resume("01a200f9-bf93-7780-98c1-560657492f45");
     let outcome = p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
     assert_eq!(outcome.provider_session_id.as_deref(), Some("01a200f9-bf93-7780-98c1-560657492f45"));
@@ -235,15 +237,9 @@ async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
     // parent's thread and the forked turn (seen with the real 0.169.0 CLI).
     const PARENT: &str = "01a200f9-bf93-7780-98c1-560657492f45";
     const FORK: &str = "01a200f9-ffff-7780-98c1-000000000001";
-    let lines: Vec<String> = FakeScript::fixture("codex_resume")
-        .stdout_lines()
-        .expect("fixture")
-        .into_iter()
-        .map(|l| l.replace(PARENT, FORK))
-        .collect();
+    let lines = fixture_lines_replacing("codex_resume", PARENT, FORK);
     let script = FakeScript::new().lines(lines);
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let mut req = p.request.clone().fork_from(PARENT);
     // What the runtime hands a native fork's first run: the parent's state, without its handle.
     req.session.metadata.insert(
@@ -317,7 +313,7 @@ async fn the_outcome_reports_the_per_run_model() {
         Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("codex_text");
-    let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make, &script);
     let mut req = p.request.clone();
     req.options.insert("model".into(), "gpt-6-sol".into());
     let outcome = p.adapter.execute(req, p.sink.clone()).await.unwrap();

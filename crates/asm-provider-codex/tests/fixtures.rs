@@ -10,11 +10,12 @@ use asm_provider_cli::CliEnv;
 use asm_provider_cli::{ExitInfo, ExitKind};
 use asm_provider_codex::{CodexAdapter, CodexNormalizer};
 use asm_testkit::adapter_contract::{
-    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation, prepare,
+    FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation,
 };
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 use asm_testkit::provider_tests::{
-    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, with_invocation_env,
+    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run,
+    with_invocation_env,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -83,8 +84,7 @@ fn script_for(name: &str) -> (FakeScript, i32) {
 
 fn run(name: &str) -> (Prepared, i32) {
     let (script, code) = script_for(name);
-    let contract = AdapterContract::new(make, script.clone(), "");
-    (prepare(&contract, &script), code)
+    (prepare_fake_cli_run(make, &script), code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,14 +212,14 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
         let mut script = fixture.clone();
         script.stdout_file = None;
         let script = script.lines(lines);
-        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let p = prepare_fake_cli_run(make_capped, &script);
         let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
         assert_eq!(err.code(), code, "{name}: {err:?}");
         assert_eq!(err.details()["oversized_lines"], 1, "{name}");
     }
     // stderr alone can say it too (the oversized line was the only stdout).
     let script = FakeScript::new().lines([big]).stderr("Error: unexpected status 429 Too Many Requests\n").exit_code(1);
-    let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make_capped, &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderRateLimited, "{err:?}");
 }

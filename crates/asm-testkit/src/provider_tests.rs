@@ -9,7 +9,12 @@ use proptest::prop_assert_eq;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
 
-use crate::adapter_contract::{FakeCliInvocation, Normalized, Prepared, conversation};
+use std::sync::Arc;
+
+use asm_ports::ProviderAdapter;
+
+use crate::adapter_contract::{AdapterContract, FakeCliInvocation, Normalized, Prepared, conversation, prepare};
+use crate::fake_cli::FakeScript;
 
 /// A request for a fresh session (named "agent") whose run's user input is `prompt`.
 ///
@@ -124,4 +129,22 @@ pub fn check_inserted_raw_lines_are_transparent(
         mixed.map(|o| o.output.content).map_err(|e| e.code())
     );
     Ok(())
+}
+
+/// A run of `script` through the fake CLI, prepared ([`prepare`]) for the adapter `make`
+/// builds.
+pub fn prepare_fake_cli_run(
+    make: impl Fn(&FakeCliInvocation) -> Arc<dyn ProviderAdapter> + Send + Sync + 'static,
+    script: &FakeScript,
+) -> Prepared {
+    prepare(&AdapterContract::new(make, script.clone(), ""), script)
+}
+
+/// The stdout lines of fixture `fixture`, with every `from` replaced by `to`.
+///
+/// # Panics
+/// When the fixture cannot be read.
+#[must_use]
+pub fn fixture_lines_replacing(fixture: &str, from: &str, to: &str) -> Vec<String> {
+    FakeScript::fixture(fixture).stdout_lines().expect("fixture").into_iter().map(|l| l.replace(from, to)).collect()
 }

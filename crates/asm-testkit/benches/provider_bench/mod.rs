@@ -4,6 +4,7 @@
 //! Not a target of asm-testkit itself (Cargo only finds `benches/*.rs` and
 //! `benches/*/main.rs`): it needs criterion and tokio's process support, which the
 //! provider crates have as dev-dependencies and the test kit does not.
+#![allow(unreachable_pub)]
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -91,18 +92,15 @@ pub fn bench_runtime() -> tokio::runtime::Runtime {
 
 /// Benchmarks a bare spawn of `program` with `args` and `env` (as the adapter would spawn
 /// it), timed until it has written `lines` lines; then drains it and waits for it.
-pub fn bench_bare_spawn<I, S>(
+pub fn bench_bare_spawn<S: AsRef<OsStr>>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     rt: &tokio::runtime::Runtime,
     name: &str,
     program: &Path,
-    args: I,
+    args: &[S],
     env: &CliEnv,
     lines: usize,
-) where
-    I: IntoIterator<Item = S> + Clone,
-    S: AsRef<OsStr>,
-{
+) {
     group.bench_function(name, |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -110,7 +108,7 @@ pub fn bench_bare_spawn<I, S>(
                 for _ in 0..iters {
                     let start = Instant::now();
                     let mut child = tokio::process::Command::new(program)
-                        .args(args.clone())
+                        .args(args)
                         .env_clear()
                         .envs(env.resolve())
                         .stdin(std::process::Stdio::null())
