@@ -2,6 +2,7 @@
 //! `asm acp` end to end: the real binary on real stdio, driven by the `agent-client-protocol`
 //! crate's client side, with the shell provider (offline) on a redb store.
 
+mod common;
 #[path = "../../asm-acp-agent/tests/support/mod.rs"]
 mod support;
 
@@ -18,6 +19,7 @@ use agent_client_protocol::{Agent, ErrorCode as RpcCode};
 use serde_json::Value;
 use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
+use common::processes_with;
 use support::{Updates, drive, updates_only};
 
 type Cx = agent_client_protocol::v1::ConnectionTo<Agent>;
@@ -78,19 +80,6 @@ impl Home {
 
 fn text(t: &str) -> ContentBlock {
     ContentBlock::Text(TextContent::new(t))
-}
-
-/// Pids of processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains(marker).then_some(pid)
-        })
-        .collect()
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use asm_testkit::fake_cli::{self, FakeRecord, FakeScript, SignalAction};
 use serde_json::Value;
 
+mod common;
+use common::processes_with;
+
 /// A temporary ASM_HOME with a config.toml pointing `claude` at the fake CLI.
 struct Home {
     dir: tempfile::TempDir,
@@ -315,19 +318,6 @@ fn shell_provider_runs_and_fails_by_exit_code() {
     let failed = home.run(&["run", "--provider", "shell", "exit 3"]);
     assert_eq!(failed.status.code(), Some(1), "{failed:?}");
     assert!(stderr(&failed).starts_with("error: ["), "{}", stderr(&failed));
-}
-
-/// Pids of processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains(marker).then_some(pid)
-        })
-        .collect()
 }
 
 #[test]

@@ -72,6 +72,36 @@ fn request() -> ExecuteRequest {
     ExecuteRequest::new(session, run)
 }
 
+/// A run started by [`start_until_first_event`].
+struct InFlight {
+    /// The execution.
+    task: tokio::task::JoinHandle<asm_core::Result<ExecuteOutcome>>,
+    /// What its sink saw.
+    recorded: Recorded,
+    /// The run's cancellation token.
+    cancel: asm_ports::CancellationToken,
+    /// When the execution was spawned.
+    start: Instant,
+}
+
+/// Executes [`request`] with `adapter` on a spawned task and returns once its sink saw a first
+/// event (within 20 s).
+async fn start_until_first_event(adapter: &Arc<AcpAdapter>) -> InFlight {
+    let req = request();
+    let (sink, recorded) = recording_sink(&req.session);
+    let cancel = req.cancel.clone();
+    let task = tokio::spawn({
+        let adapter = Arc::clone(adapter);
+        async move { adapter.execute(req, sink).await }
+    });
+    let start = Instant::now();
+    while recorded.events().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no first event");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    InFlight { task, recorded, cancel, start }
+}
+
 async fn run(adapter: AcpAdapter, request: ExecuteRequest) -> (asm_core::Result<ExecuteOutcome>, Recorded) {
     let (sink, recorded) = recording_sink(&request.session);
     let result = tokio::time::timeout(Duration::from_secs(20), adapter.execute(request, sink)).await.expect("bounded");
@@ -197,18 +227,7 @@ async fn cancel_sends_session_cancel_and_takes_the_agents_answer() {
     let case = Case::script(script);
     // A long grace: the run ends as soon as the agent answers, not when the grace is over.
     let adapter = Arc::new(case.builder.clone().cancel_grace(Duration::from_secs(10)).build());
-    let req = request();
-    let (sink, recorded) = recording_sink(&req.session);
-    let cancel = req.cancel.clone();
-    let task = tokio::spawn({
-        let adapter = Arc::clone(&adapter);
-        async move { adapter.execute(req, sink).await }
-    });
-    let start = Instant::now();
-    while recorded.events().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no first event");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let InFlight { task, recorded, cancel, start: _ } = start_until_first_event(&adapter).await;
     let before = recorded.events().len();
     let cancelled_at = Instant::now();
     cancel.cancel();
@@ -337,18 +356,7 @@ async fn cancel_while_a_permission_is_pending_answers_it_cancelled() {
     let case = Case::script(script);
     let adapter =
         Arc::new(case.builder.clone().permissions(NeverDecides).cancel_grace(Duration::from_secs(10)).build());
-    let req = request();
-    let (sink, recorded) = recording_sink(&req.session);
-    let cancel = req.cancel.clone();
-    let task = tokio::spawn({
-        let adapter = Arc::clone(&adapter);
-        async move { adapter.execute(req, sink).await }
-    });
-    let start = Instant::now();
-    while recorded.events().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(20), "no first event");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let InFlight { task, recorded: _, cancel, start } = start_until_first_event(&adapter).await;
     cancel.cancel();
     let err = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap().unwrap_err();
     assert_eq!(err.code(), ErrorCode::Cancelled, "{err:?}");

@@ -3,20 +3,17 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
-use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_core::{ErrorCode, Session};
+use asm_ports::ProviderAdapter;
 use asm_provider_amp::{
     AmpAdapter, AmpAdapterBuilder, AmpBuilderExt, AmpOptions, AmpOptionsExt, build_argv, build_env, render_prompt,
 };
 use asm_provider_cli::{CliEnv, PermissionMode};
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::adapter_contract::FakeCliInvocation;
 use asm_testkit::fake_cli::FakeScript;
-
-fn request(prompt: &str) -> ExecuteRequest {
-    let session = Session::new("agent").unwrap();
-    let run = Run::new(session.id.clone(), RunInput::user(prompt));
-    ExecuteRequest::new(session, run)
-}
+use asm_testkit::provider_tests::{
+    prepare_fake_cli_run, request, request_with_options, transcript_with_one_tool_call, with_invocation_env,
+};
 
 fn options(f: impl FnOnce(AmpAdapterBuilder) -> AmpAdapterBuilder) -> AmpOptions {
     f(AmpAdapter::builder()).build().options().clone()
@@ -90,19 +87,7 @@ fn stream_input_dash_prompts_and_bad_handles() {
 
 #[test]
 fn transcript_is_replayed_unless_resuming() {
-    let mut t = Transcript::new(asm_core::SessionId::new());
-    t.messages.push(Message::new(Role::User, "first question"));
-    t.messages.push(Message::new(Role::Assistant, "first answer"));
-    let mut call = Message::new(Role::Assistant, "");
-    call.content = None;
-    call.tool_call_id = Some("t1".into());
-    call.tool_name = Some("Bash".into());
-    t.messages.push(call);
-    let mut result = Message::new(Role::Tool, "");
-    result.tool_call_id = Some("t1".into());
-    result.tool_name = Some("Bash".into());
-    result.tool_output = Some("hi".into());
-    t.messages.push(result);
+    let t = transcript_with_one_tool_call("t1", "Bash", None, "hi");
     let req = request("second").transcript(t);
     let replay =
         "user: first question\nassistant: first answer\ntool_call(t1): Bash {}\ntool_result(t1): Bash hi\nuser: second";
@@ -150,24 +135,20 @@ async fn require_api_key_fails_before_spawning() {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut b = AmpAdapter::builder()
+    let builder = AmpAdapter::builder()
         .cli_path(&inv.program)
         .env(CliEnv::empty())
         .api_key("sgamp_fake_key")
         .server_url("http://127.0.0.1:18767/")
         .mode("smart")
         .stream_input(true);
-    for (k, v) in &inv.env {
-        b = b.env_var(k, v);
-    }
-    Arc::new(b.build())
+    Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
     let script = FakeScript::fixture("amp_stream_json_SYNTHETIC_from_source");
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().resume("T-00000000-0000-4000-8000-000000000001");
     let outcome = p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
     assert_eq!(outcome.provider_session_id.as_deref(), Some("T-00000000-0000-4000-8000-000000000001"));
@@ -184,17 +165,13 @@ async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
     assert!(p.adapter.capabilities().iter().any(|c| c.name == "tool_use"));
 }
 
-fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
-    let serde_json::Value::Object(options) = options else { panic!("an object") };
-    request(prompt).options(options)
-}
-
 /// Amp honours `permission_mode` (its permissive modes) and `cwd`; every other per-run option
 /// is refused, as are the modes it has no flag for.
 #[test]
 fn per_run_options_map_to_flags_or_are_refused() {
     let adapter = AmpAdapter::builder().build();
-    let cmd = adapter.command(&with_options("go", serde_json::json!({"permission_mode": "full_auto"}))).unwrap();
+    let cmd =
+        adapter.command(&request_with_options("go", serde_json::json!({"permission_mode": "full_auto"}))).unwrap();
     assert_eq!(cmd.args, ["--dangerously-allow-all", "-x", "go", "--stream-json"]);
     for (options, option) in [
         (serde_json::json!({"model": "claude-sonnet-4-5"}), "model"),
@@ -204,7 +181,7 @@ fn per_run_options_map_to_flags_or_are_refused() {
         (serde_json::json!({"permission_mode": "plan"}), "permission_mode"),
         (serde_json::json!({"permission_mode": "accept_edits"}), "permission_mode"),
     ] {
-        let err = adapter.command(&with_options("go", options.clone())).unwrap_err();
+        let err = adapter.command(&request_with_options("go", options.clone())).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ValidationError, "{options}");
         assert_eq!(err.details()["option"], option, "{options}");
         assert_eq!(err.details()["reason"], "unsupported_option", "{options}");

@@ -9,10 +9,11 @@ use asm_core::{ErrorCode, EventKind, ProviderErrorKind};
 use asm_ports::ProviderAdapter;
 use asm_provider_amp::{AmpAdapter, AmpBuilderExt, AmpNormalizer};
 use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
-use asm_testkit::adapter_contract::{
-    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, prepare,
-};
+use asm_testkit::adapter_contract::{FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use asm_testkit::provider_tests::{
+    non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run, with_invocation_env,
+};
 
 use EventKind::{
     ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
@@ -50,25 +51,12 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(AmpAdapter::builder().cli_path(&inv.program).env(env).api_key("sgamp_fake_key").build())
 }
 
 fn run(script: &FakeScript) -> Prepared {
-    let contract = AdapterContract::new(make, script.clone(), "");
-    prepare(&contract, script)
-}
-
-fn non_raw(p: &Prepared) -> Vec<EventKind> {
-    p.recorded
-        .events()
-        .into_iter()
-        .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
-        .map(|e| e.kind)
-        .collect()
+    prepare_fake_cli_run(make, script)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +68,7 @@ async fn every_amp_fixture_normalizes_as_expected() {
         let p = run(&script);
         let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
         let (expect, kinds) = table(&name);
-        assert_eq!(non_raw(&p), kinds, "{name}: kinds");
+        assert_eq!(non_raw_kinds(&p), kinds, "{name}: kinds");
         assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
         match (expect, result) {
             (Expect::Ok(text), Ok(outcome)) => {
@@ -154,7 +142,7 @@ async fn failed_tool_result_is_enriched_with_the_call() {
     assert!(lines[2].contains("rejected"));
     let p = run(&FakeScript::new().lines(lines));
     p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
-    assert_eq!(non_raw(&p), [Usage, Stream, Start, Denied, Failed, Usage, Stream, Recv]);
+    assert_eq!(non_raw_kinds(&p), [Usage, Stream, Start, Denied, Failed, Usage, Stream, Recv]);
     let events = p.recorded.events();
     let failed = events.iter().find(|e| e.kind == Failed).unwrap();
     assert_eq!(failed.data["tool_call_id"], "toolu_01");
@@ -269,10 +257,7 @@ fn unknown_and_echo_lines() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(
         AmpAdapter::builder()
             .cli_path(&inv.program)
@@ -295,7 +280,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
         (FakeScript::fixture("amp_fake_server_websocket_refused").lines([big.clone()]), ErrorCode::ProviderUnavailable),
     ];
     for (script, code) in cases {
-        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let p = prepare_fake_cli_run(make_capped, &script);
         let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
         assert_eq!(err.code(), code, "{err:?}");
         assert_eq!(err.details()["oversized_lines"], 1);
@@ -307,15 +292,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
 fn normalizer_for(script: &FakeScript) -> impl Fn(&[String]) -> Normalized + use<> {
     let exit = ExitInfo::new(ExitKind::Code(script.exit_code), script.stderr_text().unwrap(), false);
     move |lines| {
-        let mut n = AmpNormalizer::new();
-        let mut out = Vec::new();
-        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            if let Err(e) = n.push_line(line, &mut out) {
-                return (out, Err(e));
-            }
-        }
-        let verdict = n.finish(&exit);
-        (out, verdict)
+        normalize_non_blank_lines(AmpNormalizer::new(), lines, |n, l, out| n.push_line(l, out), |n| n.finish(&exit))
     }
 }
 
@@ -358,7 +335,7 @@ async fn an_error_result_without_is_error_fails_the_run() {
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.expect_err("not a completed run");
     assert_eq!(err.code(), ErrorCode::ProviderError, "{err:?}");
     assert_eq!(err.details()["reason"], "interrupted");
-    assert_eq!(non_raw(&p), [Err_]);
+    assert_eq!(non_raw_kinds(&p), [Err_]);
 }
 
 /// B3: success is decided from every signal; conflicting signals fail with the provider's code.

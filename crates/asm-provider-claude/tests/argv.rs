@@ -3,18 +3,16 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
-use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_core::ErrorCode;
+use asm_ports::ProviderAdapter;
 use asm_provider_claude::{ClaudeAdapter, ClaudeBuilderExt, ClaudeOptions, build_argv, build_env, render_prompt};
 use asm_provider_cli::{CliEnv, PermissionMode};
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::adapter_contract::FakeCliInvocation;
 use asm_testkit::fake_cli::FakeScript;
-
-fn request(prompt: &str) -> ExecuteRequest {
-    let session = Session::new("agent").unwrap();
-    let run = Run::new(session.id.clone(), RunInput::user(prompt));
-    ExecuteRequest::new(session, run)
-}
+use asm_testkit::provider_tests::{
+    fixture_lines_replacing, prepare_fake_cli_run, request, request_with_options, transcript_with_one_tool_call,
+    with_invocation_env,
+};
 
 fn options(
     f: impl FnOnce(asm_provider_claude::ClaudeAdapterBuilder) -> asm_provider_claude::ClaudeAdapterBuilder,
@@ -100,19 +98,7 @@ fn stream_input_and_dash_prompts() {
 
 #[test]
 fn transcript_is_replayed_unless_resuming() {
-    let mut t = Transcript::new(asm_core::SessionId::new());
-    t.messages.push(Message::new(Role::User, "first question"));
-    t.messages.push(Message::new(Role::Assistant, "first answer"));
-    let mut call = Message::new(Role::Assistant, "");
-    call.content = None;
-    call.tool_call_id = Some("t1".into());
-    call.tool_name = Some("Bash".into());
-    t.messages.push(call);
-    let mut result = Message::new(Role::Tool, "");
-    result.tool_call_id = Some("t1".into());
-    result.tool_name = Some("Bash".into());
-    result.tool_output = Some("hi".into());
-    t.messages.push(result);
+    let t = transcript_with_one_tool_call("t1", "Bash", None, "hi");
     let req = request("second").transcript(t);
     assert_eq!(
         render_prompt(&req),
@@ -136,15 +122,12 @@ fn environment_is_explicit_with_offline_switches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_cli_sees_the_built_argv_env_and_stdin() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1").stream_input(true);
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder =
+            ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1").stream_input(true);
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("claude_stream_input");
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().resume("sess-9");
     p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
     let record = p.record();
@@ -196,25 +179,16 @@ fn a_fork_request_resumes_with_fork_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     // claude_resume.jsonl with the session id the CLI prints for `--fork-session`: a new one.
     const PARENT: &str = "cdf645fc-3fb0-4b65-bb9b-fbd6142729fd";
     const FORK: &str = "0f0f0f0f-1111-4222-8333-444444444444";
-    let lines: Vec<String> = FakeScript::fixture("claude_resume")
-        .stdout_lines()
-        .expect("fixture")
-        .into_iter()
-        .map(|l| l.replace(PARENT, FORK))
-        .collect();
+    let lines = fixture_lines_replacing("claude_resume", PARENT, FORK);
     assert!(lines.len() >= 3 && lines.iter().all(|l| !l.contains(PARENT)));
     let script = FakeScript::new().lines(lines);
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().fork_from(PARENT);
     let outcome = p.adapter.execute(req, p.sink.clone()).await.unwrap();
     let argv = p.record().argv;
@@ -223,17 +197,12 @@ async fn a_native_fork_reports_the_new_session_id_from_the_first_line() {
     assert!(p.adapter.supports_native_fork());
 }
 
-fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
-    let serde_json::Value::Object(options) = options else { panic!("an object") };
-    request(prompt).options(options)
-}
-
 /// Every per-run option (`RunOptions::adapter_option`) reaches its flag, over the builder's.
 #[test]
 fn per_run_options_map_to_their_flags() {
     use asm_provider_claude::run_option;
     let adapter = ClaudeAdapter::builder().model("claude-haiku").max_turns(9).build();
-    let req = with_options(
+    let req = request_with_options(
         "go",
         serde_json::json!({
             run_option::MODEL: "claude-sonnet-4-5",
@@ -263,7 +232,7 @@ fn per_run_options_map_to_their_flags() {
         ]
     );
     for bad in [serde_json::json!({"max_turns": 0}), serde_json::json!({"model_name": "x"})] {
-        let err = adapter.command(&with_options("go", bad.clone())).unwrap_err();
+        let err = adapter.command(&request_with_options("go", bad.clone())).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ValidationError, "{bad}");
     }
 }
@@ -272,14 +241,11 @@ fn per_run_options_map_to_their_flags() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_run_model_reaches_the_cli() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1");
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = ClaudeAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("m1");
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("claude_model_system");
-    let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make, &script);
     let mut req = p.request.clone();
     req.options.insert("model".into(), "claude-sonnet-4-5".into());
     p.adapter.execute(req, p.sink.clone()).await.unwrap();

@@ -10,10 +10,12 @@ use asm_provider_claude::ClaudeAdapter;
 use asm_provider_claude::ClaudeNormalizer;
 use asm_provider_cli::CliEnv;
 use asm_provider_cli::{ExitInfo, ExitKind};
-use asm_testkit::adapter_contract::{
-    AdapterContract, FakeCliInvocation, Normalized, assert_raw_lines_are_transparent, conversation, prepare,
-};
+use asm_testkit::adapter_contract::{FakeCliInvocation, Normalized, assert_raw_lines_are_transparent, conversation};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use asm_testkit::provider_tests::{
+    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run,
+    with_invocation_env,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -78,10 +80,7 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(ClaudeAdapter::builder().cli_path(&inv.program).env(env).build())
 }
 
@@ -91,18 +90,10 @@ async fn every_claude_fixture_normalizes_as_expected() {
     assert!(names.len() >= 26, "{names:?}");
     for name in names {
         let script = FakeScript::fixture(&name);
-        let contract = AdapterContract::new(make, script.clone(), "");
-        let p = prepare(&contract, &script);
+        let p = prepare_fake_cli_run(make, &script);
         let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
         let (expect, kinds) = table(&name);
-        let seen: Vec<EventKind> = p
-            .recorded
-            .events()
-            .into_iter()
-            .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
-            .map(|e| e.kind)
-            .collect();
-        assert_eq!(seen, kinds, "{name}: kinds");
+        assert_eq!(non_raw_kinds(&p), kinds, "{name}: kinds");
         assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
         match (expect, result) {
             (Expect::Ok(text), Ok(outcome)) => {
@@ -128,11 +119,7 @@ async fn every_claude_fixture_normalizes_as_expected() {
 #[tokio::test]
 async fn details_of_selected_fixtures() {
     // Usage: per distinct message id, then the run totals from the result; cost from the result.
-    let run = |name: &str| {
-        let script = FakeScript::fixture(name);
-        let contract = AdapterContract::new(make, script.clone(), "");
-        prepare(&contract, &script)
-    };
+    let run = |name: &str| prepare_fake_cli_run(make, &FakeScript::fixture(name));
     let p = run("claude_tool_use");
     let outcome = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap();
     assert_eq!(outcome.token_usage.input_tokens, 200);
@@ -213,10 +200,7 @@ fn max_turns_result_is_a_provider_error() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(
         ClaudeAdapter::builder()
             .cli_path(&inv.program)
@@ -246,8 +230,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
             let mut script = fixture.clone();
             script.stdout_file = None;
             let script = script.lines(lines);
-            let contract = AdapterContract::new(make_capped, script.clone(), "");
-            let p = prepare(&contract, &script);
+            let p = prepare_fake_cli_run(make_capped, &script);
             let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
             assert_eq!(err.code(), code, "{name} ({case}): {err:?}");
             assert_eq!(err.details()["oversized_lines"], 1, "{name} ({case})");
@@ -257,7 +240,7 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
     let mut lines = FakeScript::fixture("claude_text").stdout_lines().unwrap();
     *lines.last_mut().unwrap() = big;
     let script = FakeScript::new().lines(lines);
-    let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make_capped, &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert_eq!(err.provider_error().unwrap().kind, ProviderErrorKind::ParseError, "{err:?}");
 }
@@ -266,15 +249,11 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
 /// it with the exit of fixture `script`.
 fn normalizer_for(script: &FakeScript) -> impl Fn(&[String]) -> Normalized + use<> {
     let exit = ExitInfo::new(ExitKind::Code(script.exit_code), script.stderr_text().unwrap(), false);
-    move |lines| {
-        let mut n = ClaudeNormalizer::new();
-        let mut out = Vec::new();
-        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            n.push_line(line, &mut out);
-        }
-        let verdict = n.finish(&exit);
-        (out, verdict)
-    }
+    let push_line = |n: &mut ClaudeNormalizer, line: &str, out: &mut Vec<_>| {
+        n.push_line(line, out);
+        Ok(())
+    };
+    move |lines| normalize_non_blank_lines(ClaudeNormalizer::new(), lines, push_line, |n| n.finish(&exit))
 }
 
 /// Lines Claude Code prints that no mapping knows (or that are informational): they must be
@@ -311,16 +290,7 @@ proptest! {
         let script = FakeScript::fixture(name);
         let normalize = normalizer_for(&script);
         let lines = script.stdout_lines().unwrap();
-        let mut mixed = lines.clone();
-        for (at, which) in inserts {
-            mixed.insert(at.index(mixed.len() + 1), which.get(UNKNOWN_LINES).to_string());
-        }
-        let ((plain_events, plain), (mixed_events, mixed)) = (normalize(&lines), normalize(&mixed));
-        prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
-        prop_assert_eq!(
-            plain.map(|o| o.output.content).map_err(|e| e.code()),
-            mixed.map(|o| o.output.content).map_err(|e| e.code())
-        );
+        check_inserted_raw_lines_are_transparent(name, &lines, inserts, UNKNOWN_LINES, normalize)?;
     }
 }
 
@@ -360,8 +330,7 @@ fn http529_without_is_error() -> FakeScript {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_529_result_without_is_error_fails_the_run() {
     let script = http529_without_is_error();
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.expect_err("a 529 is not a completed run");
     assert_eq!(err.code(), ErrorCode::ProviderUnavailable, "{err:?}");
     assert_eq!(err.details()["api_error_status"], 529);

@@ -3,21 +3,19 @@
 
 use std::sync::Arc;
 
-use asm_core::{ErrorCode, Message, Role, Run, RunInput, Session, Transcript};
-use asm_ports::{ExecuteRequest, ProviderAdapter};
+use asm_core::ErrorCode;
+use asm_ports::ProviderAdapter;
 use asm_provider_cli::{CliEnv, PermissionMode};
 use asm_provider_codex::{
     ApprovalPolicy, CodexAdapter, CodexAdapterBuilder, CodexBuilderExt, CodexOptions, SandboxMode, build_argv,
     render_prompt,
 };
-use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation, prepare};
+use asm_testkit::adapter_contract::FakeCliInvocation;
 use asm_testkit::fake_cli::{FakeScript, fixtures_dir};
-
-fn request(prompt: &str) -> ExecuteRequest {
-    let session = Session::new("agent").unwrap();
-    let run = Run::new(session.id.clone(), RunInput::user(prompt));
-    ExecuteRequest::new(session, run)
-}
+use asm_testkit::provider_tests::{
+    fixture_lines_replacing, prepare_fake_cli_run, request, request_with_options, transcript_with_one_tool_call,
+    with_invocation_env,
+};
 
 fn options(f: impl FnOnce(CodexAdapterBuilder) -> CodexAdapterBuilder) -> CodexOptions {
     f(CodexAdapter::builder()).build().options().clone()
@@ -184,22 +182,9 @@ fn a_fork_request_uses_exec_fork_with_every_option_in_front() {
 
 #[test]
 fn transcript_is_replayed_unless_resuming() {
-    let mut t = Transcript::new(asm_core::SessionId::new());
-    t.messages.push(Message::new(Role::User, "first question"));
-    t.messages.push(Message::new(Role::Assistant, "first answer"));
-    let mut call = Message::new(Role::Assistant, "");
-    call.content = None;
-    call.tool_call_id = Some("item_0".into());
-    call.tool_name = Some("bash".into());
     let mut input = serde_json::Map::new();
     input.insert("command".into(), "ls".into());
-    call.tool_input = Some(input);
-    t.messages.push(call);
-    let mut result = Message::new(Role::Tool, "");
-    result.tool_call_id = Some("item_0".into());
-    result.tool_name = Some("bash".into());
-    result.tool_output = Some("a.txt".into());
-    t.messages.push(result);
+    let t = transcript_with_one_tool_call("item_0", "bash", Some(input), "a.txt");
     let req = request("second").transcript(t);
     assert_eq!(
         render_prompt(&req),
@@ -222,15 +207,11 @@ async fn the_fake_cli_sees_the_built_argv_env_cwd_and_no_stdin() {
     };
     let b2 = builder.clone();
     let make = move |inv: &FakeCliInvocation| -> Arc<dyn ProviderAdapter> {
-        let mut b = b2().cli_path(&inv.program);
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let with_program = b2().cli_path(&inv.program);
+        Arc::new(with_invocation_env(with_program, inv, |b, k, v| b.env_var(k, v)).build())
     };
     let script = FakeScript::fixture("codex_resume");
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let req = p.request.clone().resume("01a200f9-bf93-7780-98c1-560657492f45");
     let outcome = p.adapter.execute(req.clone(), p.sink.clone()).await.unwrap();
     assert_eq!(outcome.provider_session_id.as_deref(), Some("01a200f9-bf93-7780-98c1-560657492f45"));
@@ -249,25 +230,16 @@ async fn the_fake_cli_sees_the_built_argv_env_cwd_and_no_stdin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty());
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     // codex_resume.jsonl as `exec fork` prints it: a new thread id, usage cumulative over the
     // parent's thread and the forked turn (seen with the real 0.169.0 CLI).
     const PARENT: &str = "01a200f9-bf93-7780-98c1-560657492f45";
     const FORK: &str = "01a200f9-ffff-7780-98c1-000000000001";
-    let lines: Vec<String> = FakeScript::fixture("codex_resume")
-        .stdout_lines()
-        .expect("fixture")
-        .into_iter()
-        .map(|l| l.replace(PARENT, FORK))
-        .collect();
+    let lines = fixture_lines_replacing("codex_resume", PARENT, FORK);
     let script = FakeScript::new().lines(lines);
-    let contract = AdapterContract::new(make, script.clone(), "");
-    let p = prepare(&contract, &script);
+    let p = prepare_fake_cli_run(make, &script);
     let mut req = p.request.clone().fork_from(PARENT);
     // What the runtime hands a native fork's first run: the parent's state, without its handle.
     req.session.metadata.insert(
@@ -285,11 +257,6 @@ async fn a_native_fork_reports_the_new_thread_and_only_its_own_usage() {
     assert_eq!(outcome.provider_state["thread_usage"]["thread_id"], FORK);
 }
 
-fn with_options(prompt: &str, options: serde_json::Value) -> ExecuteRequest {
-    let serde_json::Value::Object(options) = options else { panic!("an object") };
-    request(prompt).options(options)
-}
-
 fn args(cmd: &asm_provider_cli::CliCommand) -> Vec<String> {
     cmd.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
 }
@@ -304,7 +271,7 @@ fn per_run_options_map_to_flags_or_are_refused() {
         .offline(false)
         .bounded_retries(false)
         .build();
-    let req = with_options(
+    let req = request_with_options(
         "go",
         serde_json::json!({"model": "gpt-6-sol", "permission_mode": "plan", "system_prompt": "Say \"hi\".\nThen stop."}),
     );
@@ -329,7 +296,7 @@ fn per_run_options_map_to_flags_or_are_refused() {
         (serde_json::json!({"disallowed_tools": ["shell"]}), "disallowed_tools"),
         (serde_json::json!({"permission_mode": "full_auto"}), "permission_mode"),
     ] {
-        let err = adapter.command(&with_options("go", options.clone())).unwrap_err();
+        let err = adapter.command(&request_with_options("go", options.clone())).unwrap_err();
         assert_eq!(err.code(), ErrorCode::ValidationError, "{options}");
         assert_eq!(
             (err.details()["option"].as_str(), err.details()["reason"].as_str()),
@@ -342,14 +309,11 @@ fn per_run_options_map_to_flags_or_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outcome_reports_the_per_run_model() {
     fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-        let mut b = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("gpt-5.5");
-        for (k, v) in &inv.env {
-            b = b.env_var(k, v);
-        }
-        Arc::new(b.build())
+        let builder = CodexAdapter::builder().cli_path(&inv.program).env(CliEnv::empty()).model("gpt-5.5");
+        Arc::new(with_invocation_env(builder, inv, |b, k, v| b.env_var(k, v)).build())
     }
     let script = FakeScript::fixture("codex_text");
-    let p = prepare(&AdapterContract::new(make, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make, &script);
     let mut req = p.request.clone();
     req.options.insert("model".into(), "gpt-6-sol".into());
     let outcome = p.adapter.execute(req, p.sink.clone()).await.unwrap();

@@ -10,9 +10,13 @@ use asm_provider_cli::CliEnv;
 use asm_provider_cli::{ExitInfo, ExitKind};
 use asm_provider_codex::{CodexAdapter, CodexNormalizer};
 use asm_testkit::adapter_contract::{
-    AdapterContract, FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation, prepare,
+    FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent, conversation,
 };
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
+use asm_testkit::provider_tests::{
+    check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run,
+    with_invocation_env,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -61,10 +65,7 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(CodexAdapter::builder().cli_path(&inv.program).model("gpt-5.5").env(env).build())
 }
 
@@ -83,17 +84,7 @@ fn script_for(name: &str) -> (FakeScript, i32) {
 
 fn run(name: &str) -> (Prepared, i32) {
     let (script, code) = script_for(name);
-    let contract = AdapterContract::new(make, script.clone(), "");
-    (prepare(&contract, &script), code)
-}
-
-fn kinds(p: &Prepared) -> Vec<EventKind> {
-    p.recorded
-        .events()
-        .into_iter()
-        .filter(|e| e.metadata.get("raw") != Some(&serde_json::Value::Bool(true)))
-        .map(|e| e.kind)
-        .collect()
+    (prepare_fake_cli_run(make, &script), code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +96,7 @@ async fn every_codex_fixture_normalizes_as_expected() {
         let script = FakeScript::fixture(&name);
         let result = p.adapter.execute(p.request.clone(), p.sink.clone()).await;
         let (expect, expected_kinds) = table(&name);
-        assert_eq!(kinds(&p), expected_kinds, "{name}: kinds");
+        assert_eq!(non_raw_kinds(&p), expected_kinds, "{name}: kinds");
         assert!(p.recorded.lifecycle_attempts().is_empty(), "{name}");
         match (expect, result) {
             (Expect::Ok(text), Ok(outcome)) => {
@@ -197,10 +188,7 @@ async fn details_of_selected_fixtures() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let mut env = CliEnv::minimal();
-    for (k, v) in &inv.env {
-        env = env.set(k, v);
-    }
+    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
     Arc::new(
         CodexAdapter::builder()
             .cli_path(&inv.program)
@@ -224,14 +212,14 @@ async fn an_oversized_line_never_hides_the_providers_own_error() {
         let mut script = fixture.clone();
         script.stdout_file = None;
         let script = script.lines(lines);
-        let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+        let p = prepare_fake_cli_run(make_capped, &script);
         let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
         assert_eq!(err.code(), code, "{name}: {err:?}");
         assert_eq!(err.details()["oversized_lines"], 1, "{name}");
     }
     // stderr alone can say it too (the oversized line was the only stdout).
     let script = FakeScript::new().lines([big]).stderr("Error: unexpected status 429 Too Many Requests\n").exit_code(1);
-    let p = prepare(&AdapterContract::new(make_capped, script.clone(), ""), &script);
+    let p = prepare_fake_cli_run(make_capped, &script);
     let err = p.adapter.execute(p.request.clone(), p.sink.clone()).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::ProviderRateLimited, "{err:?}");
 }
@@ -243,15 +231,11 @@ fn normalizer_for(name: &str) -> impl Fn(&[String]) -> Normalized + use<> {
     let status =
         if script.exit_code < 0 { ExitKind::Signal(-script.exit_code) } else { ExitKind::Code(script.exit_code) };
     let exit = ExitInfo::new(status, script.stderr_text().unwrap(), false);
-    move |lines| {
-        let mut n = CodexNormalizer::new();
-        let mut out = Vec::new();
-        for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-            n.push_line(line, &mut out);
-        }
-        let verdict = n.finish(&exit);
-        (out, verdict)
-    }
+    let push_line = |n: &mut CodexNormalizer, line: &str, out: &mut Vec<_>| {
+        n.push_line(line, out);
+        Ok(())
+    };
+    move |lines| normalize_non_blank_lines(CodexNormalizer::new(), lines, push_line, |n| n.finish(&exit))
 }
 
 /// Lines `codex exec --json` prints that are not conversation: items after the agent message
@@ -287,16 +271,7 @@ proptest! {
         let name = pick.get(&names);
         let normalize = normalizer_for(name);
         let lines = FakeScript::fixture(name).stdout_lines().unwrap();
-        let mut mixed = lines.clone();
-        for (at, which) in inserts {
-            mixed.insert(at.index(mixed.len() + 1), which.get(UNKNOWN_LINES).to_string());
-        }
-        let ((plain_events, plain), (mixed_events, mixed)) = (normalize(&lines), normalize(&mixed));
-        prop_assert_eq!(conversation(&plain_events), conversation(&mixed_events), "{}", name);
-        prop_assert_eq!(
-            plain.map(|o| o.output.content).map_err(|e| e.code()),
-            mixed.map(|o| o.output.content).map_err(|e| e.code())
-        );
+        check_inserted_raw_lines_are_transparent(name, &lines, inserts, UNKNOWN_LINES, normalize)?;
     }
 }
 

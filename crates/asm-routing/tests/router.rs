@@ -110,6 +110,28 @@ fn routing(options: &RoutingOptions) -> RunOptions {
     RunOptions::new().adapter_option(ROUTING_OPTION, options.to_json())
 }
 
+/// Executes `run_id` with the default options on a spawned task.
+fn spawn_execute_run(manager: &SessionManager, run_id: &asm_core::RunId) -> tokio::task::JoinHandle<Result<RunResult>> {
+    let manager = manager.clone();
+    let run_id = run_id.clone();
+    tokio::spawn(async move { manager.execute_run(&run_id, RunOptions::default()).await })
+}
+
+/// A native-resume adapter "codex" whose runs answer "from codex" in its thread "thread-1".
+fn codex_resuming_thread_1() -> ScriptedAdapter {
+    ScriptedAdapter::new()
+        .named("codex")
+        .with_native_resume()
+        .end(ScriptEnd::Succeed(ExecuteOutcome::text("from codex").provider_session("thread-1")))
+}
+
+/// Run options with automatic continuation, routed to `adapter` first.
+fn auto_continuation_preferring(adapter: &str) -> RunOptions {
+    RunOptions::new()
+        .continuation(Continuation::Auto)
+        .adapter_option(ROUTING_OPTION, RoutingOptions::new().prefer([adapter]).to_json())
+}
+
 #[tokio::test]
 async fn a_retryable_error_fails_over_and_the_run_records_the_provider_that_served_it() {
     let claude = ScriptedAdapter::new()
@@ -263,28 +285,20 @@ async fn a_fallback_attempt_gets_the_transcript_from_before_the_run_plus_the_inp
 
 #[tokio::test]
 async fn an_adapter_resumes_its_own_handle_only_while_it_holds_the_whole_conversation() {
-    let codex = ScriptedAdapter::new()
-        .named("codex")
-        .with_native_resume()
-        .end(ScriptEnd::Succeed(ExecuteOutcome::text("from codex").provider_session("thread-1")));
+    let codex = codex_resuming_thread_1();
     let claude = ScriptedAdapter::replying("from claude").named("claude");
     let router = ProviderRouter::builder().adapter(codex.clone()).adapter(claude.clone()).build().unwrap();
     let manager = SessionManager::new(InMemorySessionStore::new(), router);
     let session = active_session(&manager).await;
-    let auto = |prefer: &str| {
-        RunOptions::new()
-            .continuation(Continuation::Auto)
-            .adapter_option(ROUTING_OPTION, RoutingOptions::new().prefer([prefer]).to_json())
-    };
-    run_with(&manager, &session, "one", auto("codex")).await.unwrap();
-    run_with(&manager, &session, "two", auto("codex")).await.unwrap();
+    run_with(&manager, &session, "one", auto_continuation_preferring("codex")).await.unwrap();
+    run_with(&manager, &session, "two", auto_continuation_preferring("codex")).await.unwrap();
     let second = &codex.requests()[1];
     assert_eq!(second.resume.as_deref(), Some("thread-1"), "codex resumes its own current thread");
     assert!(second.transcript.is_none());
 
     // Claude serves a turn: codex's thread no longer has the whole conversation.
-    run_with(&manager, &session, "three", auto("claude")).await.unwrap();
-    run_with(&manager, &session, "four", auto("codex")).await.unwrap();
+    run_with(&manager, &session, "three", auto_continuation_preferring("claude")).await.unwrap();
+    run_with(&manager, &session, "four", auto_continuation_preferring("codex")).await.unwrap();
     let fourth = &codex.requests()[2];
     assert!(fourth.resume.is_none(), "a stale handle is not resumed");
     let transcript = fourth.transcript.as_ref().expect("replayed instead");
@@ -326,11 +340,7 @@ async fn cancel_reaches_the_adapter_serving_the_attempt_and_no_further_attempt_s
     let manager = SessionManager::new(InMemorySessionStore::new(), router.clone());
     let session = active_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
-    let task = tokio::spawn({
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        async move { manager.execute_run(&run_id, RunOptions::default()).await }
-    });
+    let task = spawn_execute_run(&manager, &run.id);
     let status = wait_for_active(&router, "codex").await;
     assert_eq!(status.active_runs[0].attempt, 2);
     assert_eq!(status.active_runs[0].run_id, run.id.to_string());
@@ -357,11 +367,7 @@ async fn the_router_cancels_a_routed_run_directly() {
     let manager = SessionManager::new(InMemorySessionStore::new(), router.clone());
     let session = active_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
-    let task = tokio::spawn({
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        async move { manager.execute_run(&run_id, RunOptions::default()).await }
-    });
+    let task = spawn_execute_run(&manager, &run.id);
     wait_for_active(&router, "codex").await;
     router.cancel(&run.id).unwrap();
     let outcome = tokio::time::timeout(WAIT, task).await.expect("the cancelled run must end").unwrap();
@@ -473,11 +479,7 @@ async fn the_circuit_breaker_opens_lets_one_counted_probe_through_and_closes() {
     clock.advance(Duration::from_secs(10));
     // The probe: claude is called and waits at the gate.
     let run = manager.start_run(&session, RunInput::user("probe"), RunOptions::default()).await.unwrap();
-    let probe = tokio::spawn({
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        async move { manager.execute_run(&run_id, RunOptions::default()).await }
-    });
+    let probe = spawn_execute_run(&manager, &run.id);
     let status = wait_for_active(&router, "claude").await;
     let breaker = status.adapters[0].breaker.clone().unwrap();
     assert_eq!(breaker.state, BreakerState::HalfOpen);
@@ -644,20 +646,12 @@ fn public_types_are_send_sync_and_the_router_is_a_cheap_handle() {
 #[tokio::test]
 async fn a_fallback_adapter_resumes_its_own_current_handle() {
     let claude = ScriptedAdapter::new().named("claude").failing(rate_limited());
-    let codex = ScriptedAdapter::new()
-        .named("codex")
-        .with_native_resume()
-        .end(ScriptEnd::Succeed(ExecuteOutcome::text("from codex").provider_session("thread-1")));
+    let codex = codex_resuming_thread_1();
     let router = ProviderRouter::builder().adapter(claude.clone()).adapter(codex.clone()).build().unwrap();
     let manager = SessionManager::new(InMemorySessionStore::new(), router);
     let session = active_session(&manager).await;
-    let prefer = |id: &str| {
-        RunOptions::new()
-            .continuation(Continuation::Auto)
-            .adapter_option(ROUTING_OPTION, RoutingOptions::new().prefer([id]).to_json())
-    };
-    run_with(&manager, &session, "one", prefer("codex")).await.unwrap();
-    let result = run_with(&manager, &session, "two", prefer("claude")).await.unwrap();
+    run_with(&manager, &session, "one", auto_continuation_preferring("codex")).await.unwrap();
+    let result = run_with(&manager, &session, "two", auto_continuation_preferring("claude")).await.unwrap();
     assert_eq!(result.run.provider.as_deref(), Some("codex"));
     assert_eq!(result.run.metadata["routing"]["failover_from"], "claude");
     let claude_request = &claude.requests()[0];

@@ -19,6 +19,9 @@ use asm_runtime::{AnswerError, ApprovalQueue, NewSession, RunOptions, ServerConf
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 
+mod common;
+use common::spawn_execute_run;
+
 /// How long anything a test waits for may take.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -62,11 +65,7 @@ async fn a_queued_request_waits_while_the_run_stays_running_then_the_answer_goes
         let seen = seen.clone();
         RunOptions::new().on_event(move |e| seen.lock().push(e.kind))
     };
-    let execution = tokio::spawn({
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        async move { manager.execute_run(&run_id, options).await }
-    });
+    let execution = spawn_execute_run(&manager, &run.id, options);
 
     let request = pending(&queue, &session).await;
     assert_eq!(request.tool_name, "Bash");
@@ -164,11 +163,7 @@ async fn cancelling_while_waiting_denies_and_cancels_the_run() {
     let manager = SessionManager::new(InMemorySessionStore::new(), asking("Bash")).approvals(queue.clone());
     let session = new_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("x"), RunOptions::new()).await.unwrap();
-    let execution = tokio::spawn({
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        async move { manager.execute_run(&run_id, RunOptions::new()).await }
-    });
+    let execution = spawn_execute_run(&manager, &run.id, RunOptions::new());
     let request = pending(&queue, &session).await;
     manager.cancel_run(&run.id).await.unwrap();
     let error = tokio::time::timeout(WAIT, execution).await.unwrap().unwrap().unwrap_err();
@@ -208,11 +203,7 @@ async fn always_decisions_hold_for_later_runs_of_the_session_and_survive_a_new_m
 
     // Run 1: Bash allowed always, Edit denied always; the second Bash is not asked.
     let run = manager.start_run(&session, RunInput::user("1"), RunOptions::new()).await.unwrap();
-    let execution = tokio::spawn({
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        async move { manager.execute_run(&run_id, RunOptions::new()).await }
-    });
+    let execution = spawn_execute_run(&manager, &run.id, RunOptions::new());
     let bash = pending(&queue, &session).await;
     assert_eq!(bash.tool_name, "Bash");
     queue.answer(&bash.id, ApprovalVerdict::new(ApprovalDecision::AllowAlways, "alice")).unwrap();
@@ -252,11 +243,7 @@ async fn always_decisions_hold_for_later_runs_of_the_session_and_survive_a_new_m
     // Another session of the same manager is asked again.
     let other = new_session(&manager).await;
     let run = manager.start_run(&other, RunInput::user("3"), RunOptions::new()).await.unwrap();
-    let execution = tokio::spawn({
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        async move { manager.execute_run(&run_id, RunOptions::new()).await }
-    });
+    let execution = spawn_execute_run(&manager, &run.id, RunOptions::new());
     let asked = pending(&queue, &other).await;
     assert_eq!(asked.session_id, other);
     manager.cancel_run(&run.id).await.unwrap();

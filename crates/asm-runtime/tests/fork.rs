@@ -136,6 +136,15 @@ async fn active_session(manager: &SessionManager) -> SessionId {
     session.id
 }
 
+/// A manager over a fresh memory store whose provider is a [`ChatAdapter`] (forking natively
+/// when `can_fork`), its conversations, and an active session of it: the parent.
+async fn chat_with_active_parent(can_fork: bool) -> (Arc<Conversations>, SessionManager, SessionId) {
+    let provider = Arc::new(Conversations::default());
+    let manager = SessionManager::new(InMemorySessionStore::new(), ChatAdapter::new(&provider, can_fork));
+    let parent = active_session(&manager).await;
+    (provider, manager, parent)
+}
+
 async fn say_with(
     manager: &SessionManager,
     session: &SessionId,
@@ -201,9 +210,7 @@ async fn wait_until_running(manager: &SessionManager, run: &RunId) {
 
 #[tokio::test]
 async fn fork_then_continue_both_branches_natively_each_branch_keeps_its_own_history() {
-    let provider = Arc::new(Conversations::default());
-    let manager = SessionManager::new(InMemorySessionStore::new(), ChatAdapter::new(&provider, true));
-    let parent = active_session(&manager).await;
+    let (provider, manager, parent) = chat_with_active_parent(true).await;
     let first = say(&manager, &parent, "alpha").await;
     assert_eq!(first.output().content, "heard alpha");
     let parent_handle = handle_of(&manager.get_session(&parent).await.unwrap(), "chat").unwrap();
@@ -260,9 +267,7 @@ async fn fork_then_continue_both_branches_natively_each_branch_keeps_its_own_his
 
 #[tokio::test]
 async fn a_fork_whose_parent_ran_again_replays_instead_of_forking_the_newer_provider_session() {
-    let provider = Arc::new(Conversations::default());
-    let manager = SessionManager::new(InMemorySessionStore::new(), ChatAdapter::new(&provider, true));
-    let parent = active_session(&manager).await;
+    let (provider, manager, parent) = chat_with_active_parent(true).await;
     say(&manager, &parent, "alpha").await;
     let fork = manager.fork_session(&parent, ForkPoint::Latest).await.unwrap();
     assert!(matches!(fork.continuation, ForkContinuation::Native { .. }));
@@ -284,9 +289,7 @@ async fn a_fork_whose_parent_ran_again_replays_instead_of_forking_the_newer_prov
 
 #[tokio::test]
 async fn a_fork_whose_first_run_failed_replays_its_own_log_next() {
-    let provider = Arc::new(Conversations::default());
-    let manager = SessionManager::new(InMemorySessionStore::new(), ChatAdapter::new(&provider, true));
-    let parent = active_session(&manager).await;
+    let (provider, manager, parent) = chat_with_active_parent(true).await;
     say(&manager, &parent, "alpha").await;
     let fork = manager.fork_session(&parent, ForkPoint::Latest).await.unwrap();
     manager.activate_session(&fork.session.id).await.unwrap();
@@ -301,9 +304,7 @@ async fn a_fork_whose_first_run_failed_replays_its_own_log_next() {
 
 #[tokio::test]
 async fn forking_after_an_earlier_run_copies_up_to_it_and_replays() {
-    let provider = Arc::new(Conversations::default());
-    let manager = SessionManager::new(InMemorySessionStore::new(), ChatAdapter::new(&provider, true));
-    let parent = active_session(&manager).await;
+    let (provider, manager, parent) = chat_with_active_parent(true).await;
     let first = say(&manager, &parent, "alpha").await;
     say(&manager, &parent, "gamma").await;
 
@@ -330,9 +331,7 @@ async fn forking_after_an_earlier_run_copies_up_to_it_and_replays() {
 
 #[tokio::test]
 async fn an_adapter_that_cannot_fork_continues_the_fork_by_replay() {
-    let provider = Arc::new(Conversations::default());
-    let manager = SessionManager::new(InMemorySessionStore::new(), ChatAdapter::new(&provider, false));
-    let parent = active_session(&manager).await;
+    let (provider, manager, parent) = chat_with_active_parent(false).await;
     say(&manager, &parent, "alpha").await;
     let fork = manager.fork_session(&parent, ForkPoint::Latest).await.unwrap();
     assert_eq!(fork.continuation, ForkContinuation::Replay(ReplayReason::AdapterCannotFork));
@@ -537,9 +536,7 @@ async fn unknown_sessions_and_foreign_runs_are_typed_errors() {
 
 #[tokio::test]
 async fn a_fork_of_a_fork_and_of_a_finished_session() {
-    let provider = Arc::new(Conversations::default());
-    let manager = SessionManager::new(InMemorySessionStore::new(), ChatAdapter::new(&provider, true));
-    let parent = active_session(&manager).await;
+    let (_provider, manager, parent) = chat_with_active_parent(true).await;
     say(&manager, &parent, "alpha").await;
     manager.complete_session(&parent).await.unwrap();
     let child = manager.fork_session(&parent, ForkPoint::Latest).await.unwrap();

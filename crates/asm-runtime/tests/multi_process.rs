@@ -481,22 +481,11 @@ async fn in_process_takeover_after_expiry_recovers_pending_and_running_runs() {
     if child_env().is_some() {
         return;
     }
-    let store = InMemorySessionStore::new();
-    let manager = SessionManager::new(store.clone(), ScriptedAdapter::new());
-    let session = manager.start_session(NewSession::new("a")).await.unwrap();
-    manager.activate_session(&session.id).await.unwrap();
-    // What a dead owner leaves: its lease (expiring), a run left `running`, one `pending`.
-    let leases = store.leases().unwrap();
-    let ghost = leases.acquire(&session.id, "ghost", Duration::from_millis(100)).await.unwrap();
-    let running = manager.start_run(&session.id, RunInput::user("a"), RunOptions::default()).await.unwrap();
-    let mut started = running.clone();
-    started.transition(RunStatus::Running).unwrap();
-    leases.flush_fenced(&ghost, asm_ports::ExecutionRecord::new(started)).await.unwrap();
-    let pending = manager.start_run(&session.id, RunInput::user("b"), RunOptions::default()).await.unwrap();
+    let (store, session, ghost, running, pending) = left_by_a_dead_owner().await;
 
     let server = SessionServer::start(
         ServerConfig::new(store.clone(), ScriptedAdapter::replying("recovered"))
-            .attach(session.id.clone())
+            .attach(session.clone())
             .ownership(Ownership::new("heir").lease_ttl(Duration::from_secs(5)).wait_for_lease(STEP)),
     )
     .await
@@ -507,9 +496,10 @@ async fn in_process_takeover_after_expiry_recovers_pending_and_running_runs() {
     server.shutdown().await.unwrap();
 }
 
-/// What a dead owner leaves behind, in the memory store: its lease (expiring after 100 ms), a
-/// run left `running` and a `pending` one.
-async fn left_by_a_dead_owner(store: &InMemorySessionStore) -> (SessionId, asm_core::Run, asm_core::Run) {
+/// What a dead owner leaves behind, in a new memory store: its lease (expiring after 100 ms), a
+/// run left `running` and a `pending` one; the store, the session, that lease and the two runs.
+async fn left_by_a_dead_owner() -> (InMemorySessionStore, SessionId, asm_ports::Lease, asm_core::Run, asm_core::Run) {
+    let store = InMemorySessionStore::new();
     let manager = SessionManager::new(store.clone(), ScriptedAdapter::new());
     let session = manager.start_session(NewSession::new("a")).await.unwrap();
     manager.activate_session(&session.id).await.unwrap();
@@ -520,7 +510,7 @@ async fn left_by_a_dead_owner(store: &InMemorySessionStore) -> (SessionId, asm_c
     started.transition(RunStatus::Running).unwrap();
     leases.flush_fenced(&ghost, asm_ports::ExecutionRecord::new(started)).await.unwrap();
     let pending = manager.start_run(&session.id, RunInput::user("b"), RunOptions::default()).await.unwrap();
-    (session.id, running, pending)
+    (store, session.id, ghost, running, pending)
 }
 
 async fn take_over(
@@ -542,8 +532,7 @@ async fn recovery_policy_fail_ends_left_runs_with_the_typed_error_code() {
     if child_env().is_some() {
         return;
     }
-    let store = InMemorySessionStore::new();
-    let (session, running, pending) = left_by_a_dead_owner(&store).await;
+    let (store, session, _ghost, running, pending) = left_by_a_dead_owner().await;
     let server = take_over(&store, &session, asm_runtime::RecoveryPolicy::Fail(ErrorCode::LeaseLost)).await;
     let left = store.get_run(&running.id).await.unwrap();
     assert_eq!(left.status, RunStatus::Failed);
@@ -563,8 +552,7 @@ async fn recovery_policy_requeue_runs_the_left_input_again_first() {
     if child_env().is_some() {
         return;
     }
-    let store = InMemorySessionStore::new();
-    let (session, running, pending) = left_by_a_dead_owner(&store).await;
+    let (store, session, _ghost, running, pending) = left_by_a_dead_owner().await;
     let server = take_over(&store, &session, asm_runtime::RecoveryPolicy::Requeue).await;
     let left = store.get_run(&running.id).await.unwrap();
     assert_eq!(left.status, RunStatus::Cancelled);
@@ -594,8 +582,7 @@ async fn recovery_policy_default_cancels_left_runs() {
         return;
     }
     assert_eq!(Ownership::new("x").recovery_policy(), asm_runtime::RecoveryPolicy::Cancel);
-    let store = InMemorySessionStore::new();
-    let (session, running, pending) = left_by_a_dead_owner(&store).await;
+    let (store, session, _ghost, running, pending) = left_by_a_dead_owner().await;
     let server = take_over(&store, &session, asm_runtime::RecoveryPolicy::default()).await;
     assert_eq!(store.get_run(&running.id).await.unwrap().status, RunStatus::Cancelled);
     assert_eq!(server.await_run(&pending.id, STEP).await.unwrap().output().content, "recovered");

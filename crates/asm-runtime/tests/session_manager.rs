@@ -21,7 +21,22 @@ use asm_runtime::{Continuation, NewSession, RunOptions, SessionManager, StreamOp
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Executes `run_id` on a spawned task whose `on_event` callback sends the kind of every event
+/// the run records to the returned receiver.
+fn execute_run_sending_event_kinds(
+    manager: &SessionManager,
+    run_id: &asm_core::RunId,
+) -> (tokio::task::JoinHandle<Result<asm_runtime::RunResult>>, mpsc::UnboundedReceiver<EventKind>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let options = RunOptions::default().on_event(move |e| {
+        let _ = tx.send(e.kind);
+    });
+    (common::spawn_execute_run(manager, run_id, options), rx)
+}
 
 async fn active_session(manager: &SessionManager) -> SessionId {
     let session = manager.start_session(NewSession::new("agent")).await.unwrap();
@@ -191,21 +206,7 @@ async fn cancelling_an_in_flight_run_stops_the_provider() {
     let session = active_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = {
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        tokio::spawn(async move {
-            manager
-                .execute_run(
-                    &run_id,
-                    RunOptions::default().on_event(move |e| {
-                        let _ = tx.send(e.kind);
-                    }),
-                )
-                .await
-        })
-    };
+    let (task, mut rx) = execute_run_sending_event_kinds(&manager, &run.id);
     loop {
         let kind = tokio::time::timeout(WAIT, rx.recv()).await.expect("the run never streamed").unwrap();
         if kind == EventKind::MessageStreamed {
@@ -276,21 +277,7 @@ async fn cancel_for_approval_records_the_reason_and_the_request() {
     let manager = SessionManager::new(InMemorySessionStore::new(), ScriptedAdapter::new().hanging());
     let session = active_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = {
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        tokio::spawn(async move {
-            manager
-                .execute_run(
-                    &run_id,
-                    RunOptions::default().on_event(move |e| {
-                        let _ = tx.send(e.kind);
-                    }),
-                )
-                .await
-        })
-    };
+    let (task, mut rx) = execute_run_sending_event_kinds(&manager, &run.id);
     tokio::time::timeout(WAIT, rx.recv()).await.expect("run never started");
     let approval = serde_json::json!({"tool_name": "bash", "tool_call_id": "t1", "policy_name": "no-shell"});
     manager.cancel_for_approval(&run.id, approval.as_object().unwrap().clone()).await.unwrap();
@@ -388,21 +375,7 @@ async fn finishing_a_run_does_not_overwrite_a_concurrent_session_change() {
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = active_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let task = {
-        let manager = manager.clone();
-        let run_id = run.id.clone();
-        tokio::spawn(async move {
-            manager
-                .execute_run(
-                    &run_id,
-                    RunOptions::default().on_event(move |_| {
-                        let _ = tx.send(());
-                    }),
-                )
-                .await
-        })
-    };
+    let (task, mut rx) = execute_run_sending_event_kinds(&manager, &run.id);
     tokio::time::timeout(WAIT, rx.recv()).await.expect("run never started");
     manager.pause_session(&session).await.unwrap();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();

@@ -41,6 +41,28 @@ async fn gated_server(
     (server, store, gates, started, adapter)
 }
 
+/// Submits a run of `first` and then one of "ok", and waits until the first reached the
+/// adapter; their ids.
+async fn submit_two_runs_first_started(
+    server: &SessionServer,
+    first: &str,
+    started: &mut common::Started,
+) -> (RunId, RunId) {
+    let first = server.submit_run(input(first), RunOptions::default()).await.unwrap();
+    let second = server.submit_run(input("ok"), RunOptions::default()).await.unwrap();
+    started.next().await;
+    (first, second)
+}
+
+/// Shuts `server` down with `policy` on a spawned task.
+fn spawn_shutdown_with(
+    server: &SessionServer,
+    policy: ShutdownPolicy,
+) -> tokio::task::JoinHandle<asm_core::Result<()>> {
+    let server = server.clone();
+    tokio::spawn(async move { server.shutdown_with(policy).await })
+}
+
 #[tokio::test]
 async fn the_worked_example_four_runs_two_slots() {
     let (server, store, gates, mut started, _) = gated_server(2, 100).await;
@@ -522,13 +544,8 @@ async fn interrupt_goes_through_control_operations() {
 #[tokio::test]
 async fn shutdown_finish_lets_queued_runs_complete() {
     let (server, store, gates, mut started, _) = gated_server(1, 10).await;
-    let first = server.submit_run(input("wait"), RunOptions::default()).await.unwrap();
-    let second = server.submit_run(input("ok"), RunOptions::default()).await.unwrap();
-    started.next().await;
-    let shutdown = {
-        let server = server.clone();
-        tokio::spawn(async move { server.shutdown_with(ShutdownPolicy::Finish).await })
-    };
+    let (first, second) = submit_two_runs_first_started(&server, "wait", &mut started).await;
+    let shutdown = spawn_shutdown_with(&server, ShutdownPolicy::Finish);
     // Once shutting down, new runs are refused.
     eventually("the server to stop accepting runs", || {
         let server = server.clone();
@@ -548,9 +565,7 @@ async fn shutdown_finish_lets_queued_runs_complete() {
 #[tokio::test]
 async fn shutdown_cancel_and_finish_in_flight() {
     let (server, store, _gates, mut started, adapter) = gated_server(1, 10).await;
-    let first = server.submit_run(input("hang"), RunOptions::default()).await.unwrap();
-    let second = server.submit_run(input("ok"), RunOptions::default()).await.unwrap();
-    started.next().await;
+    let (first, second) = submit_two_runs_first_started(&server, "hang", &mut started).await;
     server.shutdown_with(ShutdownPolicy::Cancel).await.unwrap();
     assert_eq!(store.get_run(&first).await.unwrap().status, RunStatus::Cancelled);
     assert_eq!(store.get_run(&second).await.unwrap().status, RunStatus::Cancelled);
@@ -558,13 +573,8 @@ async fn shutdown_cancel_and_finish_in_flight() {
     assert_log_invariants(&all_events(&store, server.session_id()).await);
 
     let (server, store, gates, mut started, _) = gated_server(1, 10).await;
-    let first = server.submit_run(input("wait"), RunOptions::default()).await.unwrap();
-    let second = server.submit_run(input("ok"), RunOptions::default()).await.unwrap();
-    started.next().await;
-    let shutdown = {
-        let server = server.clone();
-        tokio::spawn(async move { server.shutdown_with(ShutdownPolicy::FinishInFlight).await })
-    };
+    let (first, second) = submit_two_runs_first_started(&server, "wait", &mut started).await;
+    let shutdown = spawn_shutdown_with(&server, ShutdownPolicy::FinishInFlight);
     eventually("the queued run to be cancelled", || {
         let store = store.clone();
         let second = second.clone();

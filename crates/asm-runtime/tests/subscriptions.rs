@@ -19,7 +19,7 @@ use asm_runtime::{EventSubscription, NewSession, RunOptions, ServerConfig, Sessi
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 
-use common::{WAIT, all_events};
+use common::{WAIT, all_events, scripted_server_on};
 
 const EVENTS_PER_RUN: usize = 1_000;
 
@@ -130,10 +130,7 @@ async fn every_event_exactly_once_under_eight_concurrent_runs() {
 #[tokio::test]
 async fn events_of_another_writer_are_delivered_live() {
     let store = InMemorySessionStore::new();
-    let server =
-        SessionServer::start(ServerConfig::new(store.clone(), ScriptedAdapter::new()).create(NewSession::new("a")))
-            .await
-            .unwrap();
+    let server = scripted_server_on(&store).await;
     let session = server.session_id().clone();
     let mut stream = server.subscribe(SubscribeOptions::after(2)).await.unwrap();
     let mut appended = Vec::new();
@@ -218,11 +215,7 @@ async fn stores_without_long_poll_are_followed_too() {
 
 #[tokio::test]
 async fn dropping_a_subscription_unsubscribes() {
-    let server = SessionServer::start(
-        ServerConfig::new(InMemorySessionStore::new(), ScriptedAdapter::new()).create(NewSession::new("a")),
-    )
-    .await
-    .unwrap();
+    let server = scripted_server_on(&InMemorySessionStore::new()).await;
     let first = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     let second = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     assert_eq!(server.status().await.unwrap().subscribers, 2);
@@ -241,10 +234,7 @@ async fn dropping_a_subscription_unsubscribes() {
 #[tokio::test]
 async fn a_subscription_from_the_future_waits_for_it() {
     let store = InMemorySessionStore::new();
-    let server =
-        SessionServer::start(ServerConfig::new(store.clone(), ScriptedAdapter::new()).create(NewSession::new("a")))
-            .await
-            .unwrap();
+    let server = scripted_server_on(&store).await;
     let session = server.session_id().clone();
     let mut stream = server.subscribe(SubscribeOptions::after(5)).await.unwrap();
     for _ in 0..5 {
@@ -257,10 +247,7 @@ async fn a_subscription_from_the_future_waits_for_it() {
 #[tokio::test]
 async fn a_store_error_is_yielded_and_ends_the_subscription() {
     let store = InMemorySessionStore::new();
-    let server =
-        SessionServer::start(ServerConfig::new(store.clone(), ScriptedAdapter::new()).create(NewSession::new("a")))
-            .await
-            .unwrap();
+    let server = scripted_server_on(&store).await;
     let mut stream = server.subscribe(SubscribeOptions::after(0)).await.unwrap();
     collect_until(&mut stream, 1, 2, false, false).await;
     store.delete_session(server.session_id()).await.unwrap();
@@ -272,10 +259,7 @@ async fn a_store_error_is_yielded_and_ends_the_subscription() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_subscribers_one_writer() {
     let store = InMemorySessionStore::new();
-    let server =
-        SessionServer::start(ServerConfig::new(store.clone(), ScriptedAdapter::new()).create(NewSession::new("a")))
-            .await
-            .unwrap();
+    let server = scripted_server_on(&store).await;
     let session = server.session_id().clone();
     let total = 2 + 2_000u64;
     let mut tasks = Vec::new();
@@ -304,10 +288,7 @@ async fn many_subscribers_one_writer() {
 #[tokio::test]
 async fn filtered_backfill_over_many_pages_then_live() {
     let store = InMemorySessionStore::new();
-    let server =
-        SessionServer::start(ServerConfig::new(store.clone(), ScriptedAdapter::new()).create(NewSession::new("a")))
-            .await
-            .unwrap();
+    let server = scripted_server_on(&store).await;
     let session = server.session_id().clone();
     let batch = |n: usize| -> Vec<Event> {
         (0..n)

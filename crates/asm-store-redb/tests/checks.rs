@@ -7,38 +7,14 @@ use std::sync::Arc;
 use asm_ports::DynSessionStore;
 use asm_store_kv::checks::{self, Subject};
 use asm_store_redb::{RedbOptions, RedbSessionStore};
-use redb::TableDefinition;
 
-const META: TableDefinition<'static, &str, u64> = TableDefinition::new("asm_meta");
+mod common;
+use common::{set_format_version, write_foreign};
 
 fn open(path: &Path, max_event_bytes: usize, compact_after_events: usize) -> asm_core::Result<DynSessionStore> {
     let options = RedbOptions::new().max_event_bytes(max_event_bytes).compact_after_events(compact_after_events);
     let store = RedbSessionStore::open_with(path, options)?;
     Ok(Arc::new(store))
-}
-
-fn set_format_version(path: &Path, version: Option<u64>) {
-    let db = redb::Database::create(path).expect("open raw");
-    let txn = db.begin_write().expect("begin_write");
-    {
-        let mut meta = txn.open_table(META).expect("meta table");
-        match version {
-            Some(v) => meta.insert("format_version", v).map(|_| ()),
-            None => meta.remove("format_version").map(|_| ()),
-        }
-        .expect("write meta");
-    }
-    txn.commit().expect("commit");
-}
-
-fn write_foreign(path: &Path) {
-    let db = redb::Database::create(path).expect("create raw");
-    let txn = db.begin_write().expect("begin_write");
-    {
-        let table: TableDefinition<'static, u64, u64> = TableDefinition::new("something_else");
-        txn.open_table(table).expect("table").insert(1, 2).expect("insert");
-    }
-    txn.commit().expect("commit");
 }
 
 const REDB: Subject = Subject { name: "redb", open, set_format_version, write_foreign };

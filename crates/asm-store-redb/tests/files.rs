@@ -6,9 +6,10 @@ use std::sync::Arc;
 use asm_core::{ErrorCode, Event, EventKind, Run, RunInput, Session};
 use asm_ports::{EventQuery, ExecutionRecord, SessionStore, SessionStoreExt};
 use asm_store_redb::{Durability, RedbOptions, RedbSessionStore};
-use redb::{ReadableDatabase, TableDefinition};
 
-const META: TableDefinition<'static, &str, u64> = TableDefinition::new("asm_meta");
+mod common;
+use common::{set_format_version, write_foreign};
+use redb::ReadableDatabase;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build a runtime")
@@ -95,19 +96,7 @@ fn a_newer_or_unknown_format_version_needs_a_migration() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store.redb");
     filled_store(&path, 10);
-    let set_version = |version: Option<u64>| {
-        let db = redb::Database::create(&path).expect("open raw");
-        let txn = db.begin_write().expect("begin_write");
-        {
-            let mut meta = txn.open_table(META).expect("meta table");
-            match version {
-                Some(v) => meta.insert("format_version", v).map(|_| ()),
-                None => meta.remove("format_version").map(|_| ()),
-            }
-            .expect("write meta");
-        }
-        txn.commit().expect("commit");
-    };
+    let set_version = |version: Option<u64>| set_format_version(&path, version);
     let current = asm_store_kv::FORMAT_VERSION;
     for (version, what) in [
         (Some(current + 1), "newer"),
@@ -125,15 +114,7 @@ fn a_newer_or_unknown_format_version_needs_a_migration() {
     drop(store);
 
     let foreign = dir.path().join("foreign.redb");
-    {
-        let db = redb::Database::create(&foreign).expect("create raw");
-        let txn = db.begin_write().expect("begin_write");
-        {
-            let table: TableDefinition<'static, u64, u64> = TableDefinition::new("something_else");
-            txn.open_table(table).expect("table").insert(1, 2).expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    write_foreign(&foreign);
     let err = open_error(&foreign);
     assert_eq!(err.code(), ErrorCode::MigrationRequired, "a redb file of another application: {err}");
     // Nothing was written into it.

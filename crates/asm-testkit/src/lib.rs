@@ -11,11 +11,14 @@
 //!   `fixtures/provider-cli`, hangs until signalled, records its argv) and how to find it.
 //! - [`adapter_contract`]: the adapter contract suite every CLI-driven
 //!   [`ProviderAdapter`](asm_ports::ProviderAdapter) runs against the fake CLI.
+//! - [`provider_tests`]: requests, transcripts and event readers the CLI provider crates'
+//!   tests share.
 #![deny(missing_docs)]
 
 pub mod adapter_contract;
 pub mod conformance;
 pub mod fake_cli;
+pub mod provider_tests;
 pub mod query_conformance;
 mod scripted;
 

@@ -199,3 +199,27 @@ where
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// A session server on `store` for a new session "a", whose runs a [`ScriptedAdapter`] that
+/// succeeds at once executes.
+///
+/// [`ScriptedAdapter`]: asm_testkit::ScriptedAdapter
+pub async fn scripted_server_on(store: &asm_store_memory::InMemorySessionStore) -> asm_runtime::SessionServer {
+    asm_runtime::SessionServer::start(
+        asm_runtime::ServerConfig::new(store.clone(), asm_testkit::ScriptedAdapter::new())
+            .create(asm_runtime::NewSession::new("a")),
+    )
+    .await
+    .unwrap()
+}
+
+/// Executes `run_id` with `options` on a spawned task.
+pub fn spawn_execute_run(
+    manager: &asm_runtime::SessionManager,
+    run_id: &RunId,
+    options: asm_runtime::RunOptions,
+) -> tokio::task::JoinHandle<Result<asm_runtime::RunResult>> {
+    let manager = manager.clone();
+    let run_id = run_id.clone();
+    tokio::spawn(async move { manager.execute_run(&run_id, options).await })
+}
