@@ -11,9 +11,7 @@ use asm_provider_amp::{AmpAdapter, AmpBuilderExt, AmpNormalizer};
 use asm_provider_cli::{CliEnv, ExitInfo, ExitKind};
 use asm_testkit::adapter_contract::{FakeCliInvocation, Normalized, Prepared, assert_raw_lines_are_transparent};
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
-use asm_testkit::provider_tests::{
-    non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run, with_invocation_env,
-};
+use asm_testkit::provider_tests::{non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run};
 
 use EventKind::{
     ErrorOccurred as Err_, MessageReceived as Recv, MessageStreamed as Stream, TokenUsageUpdated as Usage,
@@ -51,7 +49,7 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
+    let env = CliEnv::minimal().set_all(inv.env.clone());
     Arc::new(AmpAdapter::builder().cli_path(&inv.program).env(env).api_key("sgamp_fake_key").build())
 }
 
@@ -257,7 +255,7 @@ fn unknown_and_echo_lines() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
+    let env = CliEnv::minimal().set_all(inv.env.clone());
     Arc::new(
         AmpAdapter::builder()
             .cli_path(&inv.program)

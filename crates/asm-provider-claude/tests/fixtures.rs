@@ -14,7 +14,6 @@ use asm_testkit::adapter_contract::{FakeCliInvocation, Normalized, assert_raw_li
 use asm_testkit::fake_cli::{FakeScript, fixture_names};
 use asm_testkit::provider_tests::{
     check_inserted_raw_lines_are_transparent, non_raw_kinds, normalize_non_blank_lines, prepare_fake_cli_run,
-    with_invocation_env,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -80,7 +79,7 @@ fn table(name: &str) -> (Expect, Vec<EventKind>) {
 }
 
 fn make(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
+    let env = CliEnv::minimal().set_all(inv.env.clone());
     Arc::new(ClaudeAdapter::builder().cli_path(&inv.program).env(env).build())
 }
 
@@ -200,7 +199,7 @@ fn max_turns_result_is_a_provider_error() {
 const CAP: usize = 64 * 1024;
 
 fn make_capped(inv: &FakeCliInvocation) -> Arc<dyn ProviderAdapter> {
-    let env = with_invocation_env(CliEnv::minimal(), inv, |env, k, v| env.set(k, v));
+    let env = CliEnv::minimal().set_all(inv.env.clone());
     Arc::new(
         ClaudeAdapter::builder()
             .cli_path(&inv.program)

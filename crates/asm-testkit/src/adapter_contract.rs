@@ -621,10 +621,18 @@ pub async fn run_in_process_suite(contract: &AdapterContract) {
 /// to, such as one without JSONL framing).
 ///
 /// ```no_run
-/// # use std::sync::Arc;
-/// # use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation};
-/// # use asm_testkit::fake_cli::FakeScript;
-/// # fn make(_: &FakeCliInvocation) -> Arc<dyn asm_ports::ProviderAdapter> { unimplemented!() }
+/// use std::sync::Arc;
+/// use asm_provider_claude::ClaudeAdapter;
+/// use asm_provider_cli::CliEnv;
+/// use asm_testkit::adapter_contract::{AdapterContract, FakeCliInvocation};
+/// use asm_testkit::fake_cli::FakeScript;
+///
+/// /// The adapter under test, pointed at the fake CLI the suite prepares.
+/// fn make(inv: &FakeCliInvocation) -> Arc<dyn asm_ports::ProviderAdapter> {
+///     let env = CliEnv::minimal().set_all(inv.env.clone());
+///     Arc::new(ClaudeAdapter::builder().cli_path(&inv.program).env(env).build())
+/// }
+///
 /// fn my_contract() -> AdapterContract {
 ///     AdapterContract::new(make, FakeScript::fixture("claude_text"), "Hello from the fake model!")
 /// }

@@ -76,10 +76,10 @@ pub fn non_raw_kinds(p: &Prepared) -> Vec<EventKind> {
         .collect()
 }
 
-/// `init` with every variable of the fake CLI invocation's environment added, in order, by
-/// `set` (an adapter builder's `env_var`, or `CliEnv::set`).
-pub fn with_invocation_env<T>(init: T, inv: &FakeCliInvocation, set: impl Fn(T, &str, &str) -> T) -> T {
-    inv.env.iter().fold(init, |acc, (k, v)| set(acc, k, v))
+/// `builder` with every variable of the fake CLI invocation's environment added, in order, by
+/// `set` (an adapter builder's `env_var`; a `CliEnv` takes them at once with `set_all`).
+pub fn with_invocation_env<T>(builder: T, inv: &FakeCliInvocation, set: impl Fn(T, &str, &str) -> T) -> T {
+    inv.env.iter().fold(builder, |acc, (k, v)| set(acc, k, v))
 }
 
 /// What a fresh normalizer makes of `lines`: each non-blank line (the adapter skips blank
