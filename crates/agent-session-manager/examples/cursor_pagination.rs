@@ -23,7 +23,7 @@ async fn main() -> Result<()> {
     let mut page_number = 0;
     loop {
         let page = manager.session_events(&session.id, EventQuery::new().after(cursor).limit(8)).await?;
-        let Some(last) = page.last().and_then(|e| e.sequence) else { break };
+        let Some(last) = page.last().map(StoredEvent::sequence) else { break };
         page_number += 1;
         let kinds: Vec<String> = page.iter().map(|e| e.kind.to_string()).collect();
         println!("page {page_number}: sequences {}..={last}: {}", cursor + 1, kinds.join(", "));
@@ -34,7 +34,7 @@ async fn main() -> Result<()> {
         .session_events(&session.id, EventQuery::new().run(runs[1].clone()).kind(EventKind::MessageReceived))
         .await?;
     for event in &second_run_messages {
-        println!("run 2 answered at #{}: {}", event.sequence.unwrap_or(0), event.data["content"]);
+        println!("run 2 answered at #{}: {}", event.sequence(), event.data["content"]);
     }
     assert_eq!(second_run_messages.len(), 1);
     Ok(())

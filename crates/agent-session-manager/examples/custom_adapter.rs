@@ -59,7 +59,7 @@ async fn main() -> Result<()> {
     for event in &events {
         println!(
             "  #{:<3} {:<20} {}",
-            event.sequence.unwrap_or(0),
+            event.sequence(),
             event.kind,
             event.data.get("delta").map(|d| d.to_string()).unwrap_or_default()
         );

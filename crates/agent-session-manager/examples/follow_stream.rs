@@ -25,7 +25,7 @@ async fn main() -> Result<()> {
     };
     while let Some(event) = live.next().await {
         let event = event?;
-        println!("live #{:<3} {}", event.sequence.unwrap_or(0), event.kind);
+        println!("live #{:<3} {}", event.sequence(), event.kind);
         if event.kind.is_run_terminal() {
             break;
         }
@@ -33,7 +33,7 @@ async fn main() -> Result<()> {
     writer.await.map_err(|e| Error::new(ErrorCode::InternalError, e.to_string()))??;
 
     // The backlog after sequence 2, read to the end and no further.
-    let backlog: Vec<Event> = manager
+    let backlog: Vec<StoredEvent> = manager
         .stream_session_events(&session.id, StreamOptions::after(2).until_caught_up())
         .collect::<Vec<_>>()
         .await

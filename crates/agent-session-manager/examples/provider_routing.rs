@@ -56,7 +56,7 @@ async fn main() -> Result<()> {
     println!("routing:   {}", result.run.metadata["routing"]);
     for event in manager.session_events(&session.id, EventQuery::new().run(run.id.clone())).await? {
         let routed = event.metadata.get("routed_provider").map(ToString::to_string).unwrap_or_default();
-        println!("  #{:<2} {:<22} {}", event.sequence.unwrap_or(0), event.kind.to_string(), routed);
+        println!("  #{:<2} {:<22} {}", event.sequence(), event.kind.to_string(), routed);
     }
     let status = router.status();
     println!("status:    {}", serde_json::to_string_pretty(&status).unwrap_or_default());

@@ -25,7 +25,7 @@ async fn main() -> Result<()> {
             .execute_run(
                 &run.id,
                 RunOptions::default().continuation(Continuation::Auto).on_event(|event| {
-                    println!("  #{:<3} {:<22} {}", event.sequence.unwrap_or(0), event.kind, summary(event));
+                    println!("  #{:<3} {:<22} {}", event.sequence(), event.kind, summary(event));
                 }),
             )
             .await?;
@@ -40,14 +40,14 @@ async fn main() -> Result<()> {
 
     println!("\nthe whole log, read back with a cursor stream:");
     let latest = manager.store().latest_sequence(&session.id).await?;
-    let log: Vec<Event> = manager
+    let log: Vec<StoredEvent> = manager
         .stream_session_events(&session.id, StreamOptions::after(0).until_caught_up())
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_>>()?;
     for event in &log {
-        println!("  #{:<3} {}", event.sequence.unwrap_or(0), event.kind);
+        println!("  #{:<3} {}", event.sequence(), event.kind);
     }
     println!("\n{} events, sequences 1..={latest}, no gaps", log.len());
     Ok(())

@@ -27,7 +27,7 @@ async fn main() -> Result<()> {
     let events = store.get_events(&session_id, &EventQuery::new()).await?;
     println!("reopened {}: {} events", path.display(), events.len());
     for event in &events {
-        println!("  #{:<3} {}", event.sequence.unwrap_or(0), event.kind);
+        println!("  #{:<3} {}", event.sequence(), event.kind);
     }
     let runs = store.list_runs(&session_id, &RunQuery::new()).await?;
     println!("runs: {}", runs.iter().map(|r| r.status.to_string()).collect::<Vec<_>>().join(", "));

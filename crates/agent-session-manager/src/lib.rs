@@ -38,7 +38,7 @@
 //! assert_eq!(once.output().content, "Done.");
 //!
 //! let events = manager.session_events(&once.session_id, EventQuery::new().after(2).limit(3)).await?;
-//! assert_eq!(events.iter().map(|e| e.sequence.unwrap()).collect::<Vec<_>>(), vec![3, 4, 5]);
+//! assert_eq!(events.iter().map(|e| e.sequence()).collect::<Vec<_>>(), vec![3, 4, 5]);
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
@@ -194,7 +194,7 @@ pub mod workspace {
 pub mod prelude {
     pub use asm_core::{
         Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunOutput, RunStatus, Session, SessionId,
-        SessionStatus, TokenUsage, Transcript, TranscriptBuilder, TranscriptOptions,
+        SessionStatus, StoredEvent, TokenUsage, Transcript, TranscriptBuilder, TranscriptOptions,
     };
     /// Live tool approvals: the port.
     pub use asm_ports::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict};

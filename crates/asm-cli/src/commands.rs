@@ -11,8 +11,8 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use asm_core::{
-    Event, EventJson, EventKind, Run, RunId, RunInput, RunStatus, Session, SessionId, SessionStatus, TokenUsage,
-    TranscriptBuilder, TranscriptOptions,
+    Event, EventJson, EventKind, Run, RunId, RunInput, RunStatus, Session, SessionId, SessionStatus, StoredEvent,
+    TokenUsage, TranscriptBuilder, TranscriptOptions,
 };
 use asm_ports::{DynSessionStore, EventQuery, RunQuery, SessionQuery};
 use asm_render::{ColourChoice, JsonlSink, RenderOptions, RendererKind, Rendering, TerminalSink};
@@ -151,11 +151,11 @@ fn dollars(cost: Option<f64>) -> String {
 }
 
 /// All events of a session matching `query` (paged), in order.
-async fn all_events(store: &DynSessionStore, id: &SessionId, mut query: EventQuery) -> CliResult<Vec<Event>> {
+async fn all_events(store: &DynSessionStore, id: &SessionId, mut query: EventQuery) -> CliResult<Vec<StoredEvent>> {
     let mut out = Vec::new();
     loop {
         let page = store.get_events(id, &query.clone().limit(PAGE)).await?;
-        let Some(last) = page.last().and_then(|e| e.sequence) else { break };
+        let Some(last) = page.last().map(StoredEvent::sequence) else { break };
         let full = page.len() == PAGE;
         out.extend(page);
         if !full {
@@ -439,11 +439,11 @@ async fn show(ctx: &Ctx, args: &cli::ShowArgs) -> CliResult<u8> {
     Ok(0)
 }
 
-fn event_text(event: &Event) -> String {
+fn event_text(event: &StoredEvent) -> String {
     let data = if event.data.is_empty() { String::new() } else { Value::Object(event.data.clone()).to_string() };
     format!(
         "{:>6}  {}  {:<22}  {}\n",
-        event.sequence.unwrap_or(0),
+        event.sequence(),
         event.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
         event.kind.as_str(),
         preview(&data, 120)
@@ -464,7 +464,7 @@ async fn events(ctx: &Ctx, args: &cli::EventsArgs) -> CliResult<u8> {
     if let Some(run) = &args.run {
         filter = filter.run(parse_run(run)?);
     }
-    let print = |event: &Event| -> CliResult<()> {
+    let print = |event: &StoredEvent| -> CliResult<()> {
         if args.json { write_out(&json_line(&event.to_json())?) } else { write_out(&event_text(event)) }
     };
     let mut printed = 0usize;
@@ -551,7 +551,7 @@ async fn export(ctx: &Ctx, args: &cli::ExportArgs) -> CliResult<u8> {
             out.write_all(json_line(&event.to_json())?.as_bytes())?;
         }
         count += page.len() as u64;
-        match page.last().and_then(|e| e.sequence) {
+        match page.last().map(StoredEvent::sequence) {
             Some(last) if page.len() == PAGE => query = query.after(last),
             _ => break,
         }

@@ -403,6 +403,14 @@ impl std::ops::DerefMut for Event {
     }
 }
 
+impl AsRef<Event> for Event {
+    /// Lets APIs that read events take plain [`Event`]s and
+    /// [`StoredEvent`](crate::StoredEvent)s alike (`E: AsRef<Event>`).
+    fn as_ref(&self) -> &Event {
+        self
+    }
+}
+
 impl From<EventRecord> for Event {
     fn from(record: EventRecord) -> Self {
         Self(Arc::new(record))

@@ -25,6 +25,7 @@ mod id;
 pub mod provider_error;
 mod run;
 mod session;
+mod stored_event;
 pub mod transcript;
 mod usage;
 
@@ -38,6 +39,7 @@ pub use id::{ApprovalId, EventId, RunId, SessionId};
 pub use provider_error::{CustomProviderName, ProviderError, ProviderErrorKind, ProviderName, StderrLimits};
 pub use run::{InputMessage, Role, Run, RunInput, RunOutput, RunStatus};
 pub use session::{Session, SessionStatus};
+pub use stored_event::StoredEvent;
 pub use transcript::{Message, Transcript, TranscriptBuilder, TranscriptOptions};
 pub use usage::{TokenUsage, UsageMode, UsageTotals};
 

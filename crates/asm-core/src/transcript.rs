@@ -392,9 +392,11 @@ impl TranscriptBuilder {
     /// Builds the transcript of `session_id` from `events`; events of other sessions are
     /// ignored. `last_sequence` is the highest sequence number among the session's events and
     /// `last_timestamp` the timestamp of the last one in sorted order.
-    pub fn from_events(&self, session_id: &SessionId, events: &[Event]) -> Transcript {
+    ///
+    /// `events` are plain [`Event`]s or what a store read ([`StoredEvent`](crate::StoredEvent)s).
+    pub fn from_events<E: AsRef<Event>>(&self, session_id: &SessionId, events: &[E]) -> Transcript {
         let mut transcript = Transcript::new(session_id.clone());
-        self.apply(&mut transcript, sorted(events.iter().filter(|e| &e.session_id == session_id)));
+        self.apply(&mut transcript, sorted(events.iter().map(AsRef::as_ref).filter(|e| &e.session_id == session_id)));
         transcript
     }
 
@@ -406,10 +408,10 @@ impl TranscriptBuilder {
     /// For events that all carry sequence numbers, building from a prefix and updating with the
     /// rest gives exactly the transcript built from all of them — also when a streamed message
     /// spans the boundary and when bounds apply.
-    pub fn update(&self, transcript: &mut Transcript, new_events: &[Event]) {
+    pub fn update<E: AsRef<Event>>(&self, transcript: &mut Transcript, new_events: &[E]) {
         let last = transcript.last_sequence;
         let session_id = transcript.session_id.clone();
-        let events = sorted(new_events.iter().filter(|e| {
+        let events = sorted(new_events.iter().map(AsRef::as_ref).filter(|e| {
             e.session_id == session_id
                 && match (e.sequence, last) {
                     (Some(seq), Some(last)) => seq > last,
@@ -826,7 +828,7 @@ mod tests {
         let texts: Vec<_> = t.messages.iter().map(|m| m.content.as_deref().unwrap()).collect();
         assert_eq!(texts, ["a", "b"]);
 
-        let empty = TranscriptBuilder::default().from_events(&session, &[]);
+        let empty = TranscriptBuilder::default().from_events::<Event>(&session, &[]);
         assert_eq!(empty, Transcript::new(session));
     }
 

@@ -108,10 +108,10 @@ pub struct UsageTotals {
 
 impl UsageTotals {
     /// Folds the `token_usage_updated` events among `events`, in order.
-    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a crate::Event>) -> Self {
+    pub fn from_events<E: AsRef<crate::Event>>(events: impl IntoIterator<Item = E>) -> Self {
         let mut totals = Self::default();
         for event in events {
-            totals.record(event);
+            totals.record(event.as_ref());
         }
         totals
     }
@@ -171,6 +171,6 @@ mod tests {
         let totals = UsageTotals::from_events(&events);
         assert_eq!(totals.usage, TokenUsage { input_tokens: 32, output_tokens: 5, ..TokenUsage::default() });
         assert_eq!(totals.cost_usd, Some(0.75));
-        assert_eq!(UsageTotals::from_events(&[]), UsageTotals::default());
+        assert_eq!(UsageTotals::from_events(&[] as &[crate::Event]), UsageTotals::default());
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use asm_core::{ErrorCode, Event, EventKind, Result, RunInput, RunStatus, SessionId, TokenUsage};
+use asm_core::{ErrorCode, EventKind, Result, RunInput, RunStatus, SessionId, StoredEvent, TokenUsage};
 use asm_policy::{CliTarget, Limit, Policy, PolicyHook, PricingTable, Rates, ViolationAction};
 use asm_ports::{EventQuery, ExecuteOutcome, ProviderEvent};
 use asm_runtime::{NewSession, RunOptions, RunResult, SessionManager};
@@ -33,13 +33,13 @@ impl Harness {
         let result = self.manager.execute_run(&run.id, RunOptions::new().hook(hook)).await;
         (run.id, result)
     }
-    async fn events(&self) -> Vec<Event> {
+    async fn events(&self) -> Vec<StoredEvent> {
         self.manager.session_events(&self.session, EventQuery::new()).await.unwrap()
     }
     async fn kinds(&self) -> Vec<EventKind> {
         self.events().await.iter().map(|e| e.kind).collect()
     }
-    async fn violations(&self) -> Vec<Event> {
+    async fn violations(&self) -> Vec<StoredEvent> {
         self.events().await.into_iter().filter(|e| e.kind == EventKind::PolicyViolation).collect()
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId};
+use asm_core::{Capability, Event, Result, Run, RunId, Session, SessionId, StoredEvent};
 
 use crate::{
     ApprovalHandler, ApprovalRequest, ApprovalVerdict, ArtifactStore, EventQuery, EventSearch, EventSink,
@@ -42,16 +42,16 @@ macro_rules! forward_ports {
             async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
                 (**self).list_runs(session_id, query).await
             }
-            async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+            async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
                 (**self).append(events, expected_last_sequence).await
             }
-            async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+            async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
                 (**self).get_events(session_id, query).await
             }
             async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
                 (**self).latest_sequence(session_id).await
             }
-            async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+            async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
                 (**self).flush(record).await
             }
             fn capabilities(&self) -> StoreCapabilities {
@@ -74,7 +74,7 @@ macro_rules! forward_ports {
             async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport> {
                 (**self).usage_summary(query).await
             }
-            async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>> {
+            async fn search_events(&self, query: &EventSearch) -> Result<Page<StoredEvent>> {
                 (**self).search_events(query).await
             }
             async fn count_events(&self, query: &EventSearch) -> Result<u64> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use asm_core::{Error, ErrorCode, Event, Result, Session, SessionId, Timestamp};
+use asm_core::{Error, ErrorCode, Event, Result, Session, SessionId, StoredEvent, Timestamp};
 
 use crate::ExecutionRecord;
 
@@ -74,10 +74,10 @@ pub trait SessionLeases: Send + Sync + Debug {
         lease: &Lease,
         events: Vec<Event>,
         expected_last_sequence: Option<u64>,
-    ) -> Result<Vec<Event>>;
+    ) -> Result<Vec<StoredEvent>>;
 
     /// A flush that is refused unless `lease` is current (see the trait docs).
-    async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<Event>>;
+    async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<StoredEvent>>;
 
     /// A session save that is refused unless `lease` is current (see the trait docs);
     /// [`ErrorCode::SessionMismatch`] when `session` is not the lease's session.

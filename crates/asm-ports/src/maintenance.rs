@@ -442,7 +442,7 @@ pub async fn prune_session<S: MaintenanceStore + ?Sized>(
         return Ok(0);
     }
     let events = store.get_events(session_id, &EventQuery::new()).await?;
-    let listed: Vec<(u64, EventKind)> = events.iter().map(|e| (e.sequence.unwrap_or(0), e.kind)).collect();
+    let listed: Vec<(u64, EventKind)> = events.iter().map(|e| (e.sequence(), e.kind)).collect();
     let plan = policy.plan_prune(&listed);
     if plan.is_empty() {
         return Ok(0);

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 
 use asm_core::{
-    Capability, Event, EventKind, JsonMap, Result, Run, RunOutput, Session, Timestamp, TokenUsage, Transcript,
+    Capability, EventKind, JsonMap, Result, Run, RunOutput, Session, StoredEvent, Timestamp, TokenUsage, Transcript,
 };
 
 use crate::CancellationToken;
@@ -228,7 +228,7 @@ impl ProviderEvent {
     }
 }
 
-type EmitFn = dyn Fn(ProviderEvent) -> BoxFuture<'static, Result<Event>> + Send + Sync;
+type EmitFn = dyn Fn(ProviderEvent) -> BoxFuture<'static, Result<StoredEvent>> + Send + Sync;
 
 /// Where an adapter reports events. `emit` returns once the event is persisted (it has its
 /// sequence number before anyone else sees it), so a slow store slows the adapter down
@@ -242,7 +242,7 @@ impl EventSink {
     /// A sink that hands every event to `emit`.
     pub fn new<F>(emit: F) -> Self
     where
-        F: Fn(ProviderEvent) -> BoxFuture<'static, Result<Event>> + Send + Sync + 'static,
+        F: Fn(ProviderEvent) -> BoxFuture<'static, Result<StoredEvent>> + Send + Sync + 'static,
     {
         Self { emit: Arc::new(emit) }
     }
@@ -253,7 +253,7 @@ impl EventSink {
     /// Whatever the runtime rejects: a lifecycle kind
     /// ([`ErrorCode::InvalidOperation`](asm_core::ErrorCode::InvalidOperation)), a store failure,
     /// or [`ErrorCode::Cancelled`](asm_core::ErrorCode::Cancelled) once the run is being cancelled.
-    pub async fn emit(&self, event: ProviderEvent) -> Result<Event> {
+    pub async fn emit(&self, event: ProviderEvent) -> Result<StoredEvent> {
         (self.emit)(event).await
     }
 }

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 
 use asm_core::{
-    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus, Timestamp,
-    TokenUsage,
+    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus, StoredEvent,
+    Timestamp, TokenUsage,
 };
 
 use crate::{Page, SessionStore};
@@ -47,7 +47,7 @@ pub trait QueryStore: SessionStore {
     async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport>;
 
     /// Stored events of every session matching `query`, one page in its order.
-    async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>>;
+    async fn search_events(&self, query: &EventSearch) -> Result<Page<StoredEvent>>;
 
     /// How many stored events match `query`'s filters (its order, limit and cursor are not
     /// used).
@@ -666,7 +666,7 @@ impl EventSearch {
     ///
     /// # Errors
     /// As [`EventSearch::validate`].
-    pub fn page(&self, candidates: impl IntoIterator<Item = Event>) -> Result<Page<Event>> {
+    pub fn page(&self, candidates: impl IntoIterator<Item = StoredEvent>) -> Result<Page<StoredEvent>> {
         let order = self.order;
         keyset_page(self, candidates, |e| self.matches(e), |e| (order.sort_value(e), e.id.as_str().to_owned()))
     }

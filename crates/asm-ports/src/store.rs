@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use asm_core::{
     Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus,
-    Timestamp,
+    StoredEvent, Timestamp,
 };
 
 /// Persistence of sessions, runs and the per-session append-only event log.
@@ -66,11 +66,11 @@ pub trait SessionStore: Send + Sync + Debug + 'static {
     /// equals it (compare-and-append); otherwise [`ErrorCode::InvalidOperation`] with details
     /// `expected_last_sequence` and `actual_last_sequence`, and nothing is written. A batch made
     /// only of already stored events returns them without checking (a retried append succeeds).
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>>;
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>>;
 
     /// Reads a session's events in sequence order, filtered by `query`; with
     /// [`EventQuery::wait`], blocks until a matching event exists or the wait ends.
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>>;
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>>;
 
     /// The session's last assigned sequence (0 when it has no events yet). Unknown session:
     /// [`ErrorCode::SessionNotFound`].
@@ -83,7 +83,7 @@ pub trait SessionStore: Send + Sync + Debug + 'static {
     /// two sessions: [`check_flush_record`]). With [`ExecutionRecord::expected_status`], the
     /// write happens only if the stored run has that status, compared inside the same atomic
     /// write ([`check_expected_status`]). An invalid record writes nothing.
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>>;
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>>;
 
     /// What this store can do.
     fn capabilities(&self) -> StoreCapabilities;
@@ -98,14 +98,15 @@ pub trait SessionStore: Send + Sync + Debug + 'static {
 /// Conveniences over [`SessionStore`], implemented for every store.
 #[async_trait]
 pub trait SessionStoreExt: SessionStore {
-    /// Appends a batch without a sequence precondition.
-    async fn append_events(&self, events: Vec<Event>) -> Result<Vec<Event>> {
-        self.append(events, None).await
+    /// Appends a batch without a sequence precondition. Takes plain [`Event`]s or
+    /// [`StoredEvent`]s read earlier (appending a stored event again is idempotent).
+    async fn append_events<E: Into<Event> + Send>(&self, events: Vec<E>) -> Result<Vec<StoredEvent>> {
+        self.append(events.into_iter().map(Into::into).collect(), None).await
     }
 
     /// Appends one event and returns it with its sequence.
-    async fn append_event(&self, event: Event) -> Result<Event> {
-        let mut stored = self.append(vec![event], None).await?;
+    async fn append_event<E: Into<Event> + Send>(&self, event: E) -> Result<StoredEvent> {
+        let mut stored = self.append(vec![event.into()], None).await?;
         stored.pop().ok_or_else(|| Error::new(ErrorCode::InternalError, "store returned no event for a batch of one"))
     }
 }

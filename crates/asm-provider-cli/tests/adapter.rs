@@ -142,7 +142,7 @@ fn asm_testkit_sink(session: &Session) -> (asm_ports::EventSink, Seen) {
     let id = session.id.clone();
     let sink = asm_ports::EventSink::new(move |e: ProviderEvent| {
         keep.lock().unwrap().push(e.clone());
-        let stored = asm_core::Event::new(e.kind, id.clone());
+        let stored = asm_core::StoredEvent::new(asm_core::Event::new(e.kind, id.clone()), 1);
         Box::pin(async move { Ok(stored) })
     });
     (sink, seen)

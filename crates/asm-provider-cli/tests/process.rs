@@ -22,7 +22,7 @@ mod futures_like {
         let session = SessionId::new();
         let sink = EventSink::new(move |e: ProviderEvent| {
             store.lock().unwrap().push(e.clone());
-            let event = Event::new(e.kind, session.clone());
+            let event = asm_core::StoredEvent::new(Event::new(e.kind, session.clone()), 1);
             Box::pin(async move { Ok(event) })
         });
         (sink, seen)

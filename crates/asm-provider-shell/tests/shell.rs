@@ -25,7 +25,7 @@ fn sink(session: &Session) -> (EventSink, Seen) {
     let sink = EventSink::new(move |e: ProviderEvent| {
         assert!(!e.kind.is_run_lifecycle(), "adapter emitted {:?}", e.kind);
         store.lock().unwrap().push(e.clone());
-        let event = Event::new(e.kind, id.clone());
+        let event = asm_core::StoredEvent::new(Event::new(e.kind, id.clone()), 1);
         Box::pin(async move { Ok(event) })
     });
     (sink, seen)
@@ -109,7 +109,7 @@ async fn stdout_is_streamed_as_it_arrives_then_the_tool_call_completes() {
     assert_eq!(received.data[keys::ROLE], "tool");
 }
 
-async fn run_in_manager(adapter: ShellAdapter, text: &str) -> (asm_core::Result<()>, Run, Vec<Event>) {
+async fn run_in_manager(adapter: ShellAdapter, text: &str) -> (asm_core::Result<()>, Run, Vec<asm_core::StoredEvent>) {
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
     let session = manager.start_session(NewSession::new("shell-test")).await.unwrap();
     manager.activate_session(&session.id).await.unwrap();

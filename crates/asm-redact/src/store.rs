@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use asm_core::{Event, Result, Run, RunId, Session, SessionId};
+use asm_core::{Event, Result, Run, RunId, Session, SessionId, StoredEvent};
 use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities};
 
 use crate::Redactor;
@@ -93,16 +93,16 @@ impl<S: SessionStore> SessionStore for RedactingStore<S> {
     async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
         self.inner.list_runs(session_id, query).await
     }
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
         self.inner.append(self.redact_events(events), expected_last_sequence).await
     }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         self.inner.get_events(session_id, query).await
     }
     async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
         self.inner.latest_sequence(session_id).await
     }
-    async fn flush(&self, mut record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, mut record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         self.redact_run(&mut record.run);
         record.events = self.redact_events(std::mem::take(&mut record.events));
         self.inner.flush(record).await

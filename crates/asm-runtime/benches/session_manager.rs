@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use asm_core::{Event, EventKind, RunInput, Session, SessionId};
+use asm_core::{Event, EventKind, RunInput, Session, SessionId, StoredEvent};
 use asm_ports::{EventSink, ExecuteRequest, ProviderAdapter, ProviderEvent};
 use asm_runtime::{NewSession, RunOptions, SessionManager};
 use asm_store_memory::InMemorySessionStore;
@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
             let run = asm_core::Run::new(session.id.clone(), RunInput::user("go"));
             let sink = EventSink::new(move |e: ProviderEvent| {
                 let sid = SessionId::new();
-                async move { Ok(Event::new(e.kind, sid).with_payload(e.data)) }.boxed()
+                async move { Ok(StoredEvent::new(Event::new(e.kind, sid).with_payload(e.data), 1)) }.boxed()
             });
             let adapter = bare.clone();
             async move { adapter.execute(ExecuteRequest::new(session, run), sink).await.unwrap() }

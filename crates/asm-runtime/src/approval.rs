@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{OnceCell, oneshot, watch};
 
-use asm_core::{ApprovalId, Error, ErrorCode, Event, EventKind, JsonMap, Result, RunId, SessionId, keys};
+use asm_core::{ApprovalId, Error, ErrorCode, EventKind, JsonMap, Result, RunId, SessionId, StoredEvent, keys};
 use asm_ports::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict, CancellationToken, DynApprovalHandler,
     DynSessionStore, EventQuery,
@@ -127,7 +127,7 @@ async fn remembered_decisions(
         let mut query = EventQuery::new().after(after).limit(MEMORY_PAGE);
         query.kinds = vec![EventKind::ToolApprovalGranted, EventKind::ToolApprovalDenied];
         let page = store.get_events(session_id, &query).await?;
-        let Some(last) = page.last().and_then(|e| e.sequence) else { break };
+        let Some(last) = page.last().map(StoredEvent::sequence) else { break };
         after = last;
         for event in &page {
             let tool = event.data.get(keys::TOOL_NAME).and_then(|v| v.as_str());
@@ -151,7 +151,7 @@ async fn remembered_decisions(
 pub(crate) trait ApprovalRecorder: Send + Sync {
     /// Persists a runtime event of the run (sequenced, hooked, observed), also while the run is
     /// being cancelled.
-    async fn record(&self, kind: EventKind, data: JsonMap) -> Result<Event>;
+    async fn record(&self, kind: EventKind, data: JsonMap) -> Result<StoredEvent>;
 }
 
 /// The handler the runtime hands to the adapter for one run.

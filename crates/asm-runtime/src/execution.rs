@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 
 use asm_core::{
     Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunStatus, Session, SessionId, SessionStatus,
-    Transcript, TranscriptBuilder, UsageTotals, keys,
+    StoredEvent, Transcript, TranscriptBuilder, UsageTotals, keys,
 };
 use asm_ports::{
     EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, HookAction, ProviderEvent, RunContext,
@@ -76,7 +76,7 @@ struct Shared {
     abort: Arc<Mutex<Option<Error>>>,
     /// What the hooks asked for beyond events (see [`HookAction`]).
     requested: Mutex<HookRequests>,
-    events: Mutex<Vec<Event>>,
+    events: Mutex<Vec<StoredEvent>>,
     correlation_id: Option<String>,
 }
 
@@ -543,21 +543,21 @@ impl Shared {
         event
     }
 
-    fn observed(&self, event: Event) {
+    fn observed(&self, event: StoredEvent) {
         if let Some(callback) = &self.on_event {
             callback(&event);
         }
         self.events.lock().push(event);
     }
 
-    async fn persist(&self, event: Event) -> Result<Event> {
+    async fn persist(&self, event: Event) -> Result<StoredEvent> {
         let stored = self.manager.inner.store.append_event(event).await?;
         self.observed(stored.clone());
         Ok(stored)
     }
 
     /// The sink: reject lifecycle kinds and late events, persist, then run the event hooks.
-    async fn emit(&self, provider_event: ProviderEvent) -> Result<Event> {
+    async fn emit(&self, provider_event: ProviderEvent) -> Result<StoredEvent> {
         if provider_event.kind.is_run_lifecycle() {
             return Err(Error::new(
                 ErrorCode::InvalidOperation,
@@ -577,7 +577,7 @@ impl Shared {
     }
 
     /// Persists a run event, then runs the event hooks on it.
-    async fn persist_and_hook(&self, event: Event) -> Result<Event> {
+    async fn persist_and_hook(&self, event: Event) -> Result<StoredEvent> {
         let stored = match self.persist(event).await {
             Ok(stored) => stored,
             Err(error) => {
@@ -624,7 +624,7 @@ impl Shared {
 
 #[async_trait::async_trait]
 impl ApprovalRecorder for Shared {
-    async fn record(&self, kind: EventKind, data: JsonMap) -> Result<Event> {
+    async fn record(&self, kind: EventKind, data: JsonMap) -> Result<StoredEvent> {
         // Not refused while the run is being cancelled: a denial because of the cancel belongs
         // to the run's story (the store still takes events until the terminal write).
         self.persist_and_hook(self.event(kind, data, RUNTIME_PROVIDER)).await
@@ -700,12 +700,12 @@ async fn build_transcript(
     options: &RunOptions,
 ) -> Result<Transcript> {
     let builder = TranscriptBuilder::new(options.transcript_bounds());
-    let mut transcript = builder.from_events(session_id, &[]);
+    let mut transcript = builder.from_events::<Event>(session_id, &[]);
     let mut after = 0;
     loop {
         let page =
             manager.inner.store.get_events(session_id, &EventQuery::new().after(after).limit(TRANSCRIPT_PAGE)).await?;
-        let Some(last) = page.last().and_then(|e| e.sequence) else { break };
+        let Some(last) = page.last().map(StoredEvent::sequence) else { break };
         after = last;
         builder.update(&mut transcript, &page);
         if page.len() < TRANSCRIPT_PAGE {
@@ -725,7 +725,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// The run's `token_usage_updated` events as stored, for a run ended outside its execution (an
 /// orphaned run cancelled in the store, a run task that died).
-pub(crate) async fn stored_usage_events(store: &asm_ports::DynSessionStore, run: &Run) -> Result<Vec<Event>> {
+pub(crate) async fn stored_usage_events(store: &asm_ports::DynSessionStore, run: &Run) -> Result<Vec<StoredEvent>> {
     let query = EventQuery::new().run(run.id.clone()).kind(EventKind::TokenUsageUpdated);
     store.get_events(&run.session_id, &query).await
 }
@@ -733,9 +733,11 @@ pub(crate) async fn stored_usage_events(store: &asm_ports::DynSessionStore, run:
 /// For a run that ends without an outcome (failed, cancelled, timed out): keeps the usage and
 /// cost its provider reported in `token_usage_updated` events ([`UsageTotals`]) in the run
 /// record and in the terminal event (`token_usage`, and `total_cost_usd` when reported).
-pub(crate) fn keep_reported_usage(run: &mut Run, terminal: &mut Event, events: &[Event]) {
-    let reported =
-        events.iter().filter(|e| e.run_id.as_ref() == Some(&run.id) && e.provider.as_deref() != Some(RUNTIME_PROVIDER));
+pub(crate) fn keep_reported_usage<E: AsRef<Event>>(run: &mut Run, terminal: &mut Event, events: &[E]) {
+    let reported = events
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|e| e.run_id.as_ref() == Some(&run.id) && e.provider.as_deref() != Some(RUNTIME_PROVIDER));
     let totals = UsageTotals::from_events(reported);
     run.token_usage = totals.usage;
     run.cost_usd = totals.cost_usd;

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
-use asm_core::{Error, ErrorCode, Event, EventId, EventKind, JsonMap, Result, Run, RunId, Session, SessionId, keys};
+use asm_core::{
+    Error, ErrorCode, Event, EventId, EventKind, JsonMap, Result, Run, RunId, Session, SessionId, StoredEvent, keys,
+};
 use asm_ports::{EventQuery, SessionStore};
 
 use crate::manager::{RUNTIME_PROVIDER, SessionManager};
@@ -122,7 +124,7 @@ pub struct ForkedSession {
     /// Runs copied (every run with an event up to the fork point).
     pub runs_copied: usize,
     /// The `session_created` event recording the fork (sequence `events_copied + 1`).
-    pub fork_event: Event,
+    pub fork_event: StoredEvent,
     /// How the fork's next run continues.
     pub continuation: ForkContinuation,
 }
@@ -293,7 +295,7 @@ impl SessionManager {
         plan: &Plan,
         point: &ForkPoint,
         continuation: &ForkContinuation,
-    ) -> Result<(Event, u64, usize)> {
+    ) -> Result<(StoredEvent, u64, usize)> {
         let store = &self.inner.store;
         let mut runs: HashMap<RunId, Run> = HashMap::new();
         let mut run_order: Vec<RunId> = Vec::new();
@@ -302,7 +304,7 @@ impl SessionManager {
         while after < plan.cut {
             let query = EventQuery::new().after(after).before(plan.cut.saturating_add(1)).limit(COPY_PAGE);
             let page = store.get_events(parent, &query).await?;
-            let Some(last) = page.last().and_then(|e| e.sequence) else { break };
+            let Some(last) = page.last().map(StoredEvent::sequence) else { break };
             let mut batch = Vec::with_capacity(page.len());
             for event in page {
                 let run_id = match &event.run_id {
@@ -351,7 +353,7 @@ impl SessionManager {
         if let Some(Value::Object(record)) = fork.metadata.get_mut(FORK_METADATA_KEY) {
             record.insert("state".into(), STATE_READY.into());
             record.insert("events_copied".into(), copied.into());
-            record.insert("fork_sequence".into(), marker.sequence.unwrap_or(copied + 1).into());
+            record.insert("fork_sequence".into(), marker.sequence().into());
         }
         fork.updated_at = asm_core::now();
         store.save_session(fork).await?;
@@ -398,7 +400,7 @@ async fn scan(store: &dyn SessionStore, parent: &SessionId, point: &ForkPoint) -
     let mut after = 0u64;
     loop {
         let page = store.get_events(parent, &query.clone().after(after)).await?;
-        let Some(page_last) = page.last().and_then(|e| e.sequence) else { break };
+        let Some(page_last) = page.last().map(StoredEvent::sequence) else { break };
         for event in &page {
             let (Some(seq), Some(run)) = (event.sequence, event.run_id.as_ref()) else { continue };
             match event.kind {
@@ -452,8 +454,8 @@ async fn scan(store: &dyn SessionStore, parent: &SessionId, point: &ForkPoint) -
     Ok(Plan { cut, last, latest_turn: last_start <= cut })
 }
 
-fn copy_event(original: Event, fork: &SessionId, run_id: Option<RunId>) -> Event {
-    let mut record = original.into_record();
+fn copy_event(original: StoredEvent, fork: &SessionId, run_id: Option<RunId>) -> Event {
+    let mut record = original.into_event().into_record();
     let origin = json!({
         "session_id": record.session_id.as_str(),
         "event_id": record.id.as_str(),

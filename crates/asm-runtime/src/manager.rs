@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use asm_core::{
     CapabilityResolver, Error, ErrorCode, Event, EventKind, JsonMap, Result, Run, RunId, RunInput, RunStatus, Session,
-    SessionId, SessionStatus, keys,
+    SessionId, SessionStatus, StoredEvent, keys,
 };
 use asm_ports::{
     ApprovalHandler, CancellationToken, DynApprovalHandler, DynProviderAdapter, DynSessionStore, EventQuery,
@@ -282,7 +282,7 @@ impl SessionManager {
         Ok(session)
     }
 
-    async fn append_session_event(&self, id: &SessionId, kind: EventKind, data: JsonMap) -> Result<Event> {
+    async fn append_session_event(&self, id: &SessionId, kind: EventKind, data: JsonMap) -> Result<StoredEvent> {
         let event = Event::new(kind, id.clone()).with_payload(data).with_provider(RUNTIME_PROVIDER);
         self.inner.store.append_event(event).await
     }
@@ -310,7 +310,7 @@ impl SessionManager {
     /// # Errors
     /// [`ErrorCode::SessionNotFound`], [`ErrorCode::InvalidInput`] for an invalid query.
     #[tracing::instrument(skip_all, fields(session_id = %id))]
-    pub async fn session_events(&self, id: &SessionId, query: EventQuery) -> Result<Vec<Event>> {
+    pub async fn session_events(&self, id: &SessionId, query: EventQuery) -> Result<Vec<StoredEvent>> {
         self.inner.store.get_events(id, &query).await
     }
 

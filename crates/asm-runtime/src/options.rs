@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use asm_core::{
-    CapabilityType, Error, ErrorCode, Event, JsonMap, Negotiation, Result, Run, RunOutput, SessionId, TokenUsage,
+    CapabilityType, Error, ErrorCode, JsonMap, Negotiation, Result, Run, RunOutput, SessionId, StoredEvent, TokenUsage,
     TranscriptOptions,
 };
 use asm_ports::{EventQuery, RunHook};
@@ -83,7 +83,7 @@ pub enum Continuation {
 }
 
 /// A callback that sees every event of a run after it is persisted (with its sequence).
-pub type EventCallback = Arc<dyn Fn(&Event) + Send + Sync>;
+pub type EventCallback = Arc<dyn Fn(&StoredEvent) + Send + Sync>;
 
 /// The options of one run, everywhere a run is started or executed:
 /// [`SessionManager::start_run`](crate::SessionManager::start_run) (capability requirements),
@@ -107,7 +107,7 @@ pub type EventCallback = Arc<dyn Fn(&Event) + Send + Sync>;
 ///     .continuation(Continuation::Auto)
 ///     .timeout(Duration::from_secs(600))
 ///     .adapter_option("model", "claude-sonnet-4-5")
-///     .on_event(|e| println!("{:?} {}", e.sequence, e.kind));
+///     .on_event(|e| println!("{} {}", e.sequence(), e.kind));
 /// # let _ = opts;
 /// ```
 #[derive(Clone, Default)]
@@ -162,7 +162,7 @@ impl RunOptions {
     }
     /// Sets the event callback.
     #[must_use]
-    pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+    pub fn on_event(mut self, callback: impl Fn(&StoredEvent) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(callback));
         self
     }
@@ -204,7 +204,7 @@ impl RunOptions {
         }
         options.hooks.extend(self.hooks);
         options.on_event = match (options.on_event.take(), self.on_event) {
-            (Some(first), Some(second)) => Some(Arc::new(move |event: &Event| {
+            (Some(first), Some(second)) => Some(Arc::new(move |event: &StoredEvent| {
                 first(event);
                 second(event);
             })),
@@ -253,7 +253,7 @@ impl fmt::Debug for RunOptions {
             .field("adapter_options", &self.adapter_options)
             .field("timeout", &self.timeout)
             .field("hooks", &self.hooks)
-            .field("on_event", &self.on_event.as_ref().map(|_| "Fn(&Event)"))
+            .field("on_event", &self.on_event.as_ref().map(|_| "Fn(&StoredEvent)"))
             .field("transcript_cache", &self.transcript_cache)
             .field("required", &self.required)
             .field("optional", &self.optional)
@@ -268,7 +268,7 @@ pub struct RunResult {
     /// The run as stored at the end (status `completed`).
     pub run: Run,
     /// Every event of the run persisted by this execution, in sequence order.
-    pub events: Vec<Event>,
+    pub events: Vec<StoredEvent>,
     /// How capability negotiation went, when requirements were given.
     pub negotiation: Option<Negotiation>,
 }

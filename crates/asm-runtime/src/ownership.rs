@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, RunStatus, Session, SessionId};
+use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, RunStatus, Session, SessionId, StoredEvent};
 use asm_ports::backend::{batch_session, leases_unsupported};
 use asm_ports::{
     CancellationToken, DynSessionStore, EventQuery, ExecutionRecord, Lease, Page, RunQuery, SessionLeases,
@@ -380,19 +380,19 @@ impl SessionStore for FencedStore {
     async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
         self.inner.list_runs(session_id, query).await
     }
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
         if batch_session(&events)? == &self.lease.session_id {
             return self.fence()?.append_fenced(&self.lease, events, expected_last_sequence).await;
         }
         self.inner.append(events, expected_last_sequence).await
     }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         self.inner.get_events(session_id, query).await
     }
     async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
         self.inner.latest_sequence(session_id).await
     }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         if record.run.session_id == self.lease.session_id {
             return self.fence()?.flush_fenced(&self.lease, record).await;
         }

@@ -3,7 +3,7 @@ use std::collections::VecDeque;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use asm_core::{Event, Result, SessionId};
+use asm_core::{Result, SessionId, StoredEvent};
 use asm_ports::{DynSessionStore, EventQuery};
 
 use crate::options::{StreamMode, StreamOptions};
@@ -11,14 +11,14 @@ use crate::options::{StreamMode, StreamOptions};
 /// A boxed, `Unpin`, `Send` stream of stored events (as `object_store`'s `BoxStream`): what
 /// [`SessionManager::stream_session_events`](crate::SessionManager::stream_session_events)
 /// returns. Store errors are yielded and end it.
-pub type EventStream = BoxStream<'static, Result<Event>>;
+pub type EventStream = BoxStream<'static, Result<StoredEvent>>;
 
 struct State {
     store: DynSessionStore,
     session_id: SessionId,
     options: StreamOptions,
     cursor: u64,
-    buffer: VecDeque<Event>,
+    buffer: VecDeque<StoredEvent>,
     failed: bool,
 }
 
@@ -44,7 +44,7 @@ pub(crate) fn session_events(store: DynSessionStore, session_id: SessionId, opti
                     if page.is_empty() && !follow {
                         return None;
                     }
-                    if let Some(last) = page.iter().filter_map(|e| e.sequence).max() {
+                    if let Some(last) = page.iter().map(StoredEvent::sequence).max() {
                         state.cursor = state.cursor.max(last);
                     }
                     if page.is_empty() && !long_poll {

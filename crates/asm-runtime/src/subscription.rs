@@ -30,7 +30,7 @@ use futures::Stream;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, broadcast};
 
-use asm_core::{Error, ErrorCode, Event, EventKind, Result, RunId, SessionId};
+use asm_core::{Error, ErrorCode, Event, EventKind, Result, RunId, SessionId, StoredEvent};
 use asm_ports::{DynSessionStore, EventQuery};
 
 /// Events read per store call by the dispatcher and by subscribers catching up.
@@ -108,7 +108,7 @@ pub(crate) struct Hub {
 
 #[derive(Default)]
 struct HubState {
-    sender: Option<broadcast::Sender<Event>>,
+    sender: Option<broadcast::Sender<StoredEvent>>,
     dispatching: bool,
     closed: bool,
 }
@@ -153,7 +153,7 @@ impl Hub {
     }
 
     /// Registers a receiver and makes sure a dispatcher is running.
-    async fn register(self: &Arc<Self>) -> Result<broadcast::Receiver<Event>> {
+    async fn register(self: &Arc<Self>) -> Result<broadcast::Receiver<StoredEvent>> {
         let _start = self.start.lock().await;
         let (receiver, need_dispatcher) = {
             let mut state = self.state.lock();
@@ -197,7 +197,7 @@ impl Hub {
 
     /// Called by the dispatcher when it has no subscriber left: stops unless one registered
     /// meanwhile. Returns whether it stopped.
-    async fn try_retire(&self, sender: &broadcast::Sender<Event>) -> bool {
+    async fn try_retire(&self, sender: &broadcast::Sender<StoredEvent>) -> bool {
         let _start = self.start.lock().await;
         let mut state = self.state.lock();
         if sender.receiver_count() > 0 && !state.closed {
@@ -219,7 +219,7 @@ impl Hub {
 }
 
 /// The dispatcher: follows the store after `cursor` and broadcasts every event, in order.
-async fn dispatch(hub: Arc<Hub>, sender: broadcast::Sender<Event>, mut cursor: u64) {
+async fn dispatch(hub: Arc<Hub>, sender: broadcast::Sender<StoredEvent>, mut cursor: u64) {
     let long_poll = hub.store.capabilities().long_poll;
     let mut backoff = Duration::from_millis(50);
     let mut errors = 0u32;
@@ -303,11 +303,11 @@ enum Phase {
 
 struct SubState {
     hub: Arc<Hub>,
-    receiver: Option<broadcast::Receiver<Event>>,
+    receiver: Option<broadcast::Receiver<StoredEvent>>,
     /// The lowest sequence not examined yet.
     next: u64,
     options: SubscribeOptions,
-    buffer: VecDeque<Event>,
+    buffer: VecDeque<StoredEvent>,
     phase: Phase,
     /// The store's latest sequence when the current backfill began.
     backfill_target: Option<u64>,
@@ -315,7 +315,7 @@ struct SubState {
 }
 
 impl SubState {
-    async fn next_item(mut self) -> Option<(Result<Event>, Self)> {
+    async fn next_item(mut self) -> Option<(Result<StoredEvent>, Self)> {
         loop {
             if let Some(event) = self.buffer.pop_front() {
                 return Some((Ok(event), self));
@@ -338,7 +338,7 @@ impl SubState {
                     };
                     match receiver.recv().await {
                         Ok(event) => {
-                            let sequence = event.sequence.unwrap_or(0);
+                            let sequence = event.sequence();
                             if sequence < self.next {
                                 continue; // already delivered from the store
                             }
@@ -425,7 +425,7 @@ impl SubState {
 /// unsubscribes.
 #[must_use = "streams do nothing unless polled"]
 pub struct EventSubscription {
-    inner: Pin<Box<dyn Stream<Item = Result<Event>> + Send>>,
+    inner: Pin<Box<dyn Stream<Item = Result<StoredEvent>> + Send>>,
 }
 
 impl fmt::Debug for EventSubscription {
@@ -435,7 +435,7 @@ impl fmt::Debug for EventSubscription {
 }
 
 impl Stream for EventSubscription {
-    type Item = Result<Event>;
+    type Item = Result<StoredEvent>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.as_mut().poll_next(cx)

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use asm_core::{Result, SessionId, Transcript, TranscriptBuilder, TranscriptOptions};
+use asm_core::{Event, Result, SessionId, Transcript, TranscriptBuilder, TranscriptOptions};
 use asm_ports::{EventQuery, SessionStore};
 
 /// Events read per store call while building or updating a transcript.
@@ -122,7 +122,7 @@ impl TranscriptCache {
         }
         *entry = None;
         self.inner.rebuilds.fetch_add(1, Ordering::Relaxed);
-        let mut transcript = builder.from_events(session_id, &[]);
+        let mut transcript = builder.from_events::<Event>(session_id, &[]);
         if let Err(error) = catch_up(store, &builder, &mut transcript).await {
             self.inner.store_errors.fetch_add(1, Ordering::Relaxed);
             return Err(error);

@@ -11,7 +11,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use asm_core::{Error, ErrorCode, Event, EventKind, Result, RunInput, RunStatus, SessionId};
+use asm_core::{Error, ErrorCode, EventKind, Result, RunInput, RunStatus, SessionId, StoredEvent};
 use asm_ports::{
     ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict, DynSessionStore, EventQuery, SessionStore,
 };
@@ -41,15 +41,15 @@ async fn pending(queue: &ApprovalQueue, session: &SessionId) -> ApprovalRequest 
     tokio::time::timeout(WAIT, queue.wait_for_pending(Some(session))).await.expect("a request was queued in time")
 }
 
-async fn events(store: &DynSessionStore, session: &SessionId) -> Vec<Event> {
+async fn events(store: &DynSessionStore, session: &SessionId) -> Vec<StoredEvent> {
     store.get_events(session, &EventQuery::new()).await.unwrap()
 }
 
-fn of_kind(events: &[Event], kind: EventKind) -> Vec<&Event> {
+fn of_kind(events: &[StoredEvent], kind: EventKind) -> Vec<&StoredEvent> {
     events.iter().filter(|e| e.kind == kind).collect()
 }
 
-fn kinds(events: &[Event]) -> Vec<EventKind> {
+fn kinds(events: &[StoredEvent]) -> Vec<EventKind> {
     events.iter().filter(|e| e.run_id.is_some()).map(|e| e.kind).collect()
 }
 

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use asm_core::{
     Capability, Error, ErrorCode, Event, EventKind, JsonMap, Result, Role, Run, RunId, RunInput, RunStatus, Session,
-    SessionId, SessionStatus, TranscriptBuilder, TranscriptOptions, keys,
+    SessionId, SessionStatus, StoredEvent, TranscriptBuilder, TranscriptOptions, keys,
 };
 use asm_ports::{
     EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, Page, ProviderAdapter, ProviderEvent,
@@ -159,7 +159,7 @@ async fn say(manager: &SessionManager, session: &SessionId, prompt: &str) -> Run
     say_with(manager, session, prompt, Continuation::Auto).await.unwrap()
 }
 
-async fn all_events(manager: &SessionManager, id: &SessionId) -> Vec<Event> {
+async fn all_events(manager: &SessionManager, id: &SessionId) -> Vec<StoredEvent> {
     manager.session_events(id, EventQuery::new()).await.unwrap()
 }
 
@@ -184,7 +184,7 @@ async fn session_count(store: &dyn SessionStore) -> usize {
 }
 
 /// Everything stored about a session, to prove it did not change.
-async fn snapshot(manager: &SessionManager, id: &SessionId) -> (Session, Vec<Event>, Vec<Run>) {
+async fn snapshot(manager: &SessionManager, id: &SessionId) -> (Session, Vec<StoredEvent>, Vec<Run>) {
     (manager.get_session(id).await.unwrap(), all_events(manager, id).await, manager.session_runs(id).await.unwrap())
 }
 
@@ -427,7 +427,7 @@ async fn copies_are_renumbered_from_one_in_several_batches_and_point_to_their_or
 
     // The same transcript, built from either log.
     let builder = TranscriptBuilder::new(TranscriptOptions::default());
-    let strip = |events: &[Event], id: &SessionId| -> Vec<(Role, Option<String>)> {
+    let strip = |events: &[StoredEvent], id: &SessionId| -> Vec<(Role, Option<String>)> {
         builder.from_events(id, events).messages.into_iter().map(|m| (m.role, m.content)).collect()
     };
     assert_eq!(strip(&copies, &fork_id), strip(&originals, &parent));
@@ -612,20 +612,20 @@ impl SessionStore for FlakyStore {
     async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
         self.inner.list_runs(session_id, query).await
     }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
         let foreign = self.allowed.lock().as_ref().is_some_and(|a| events.first().is_some_and(|e| &e.session_id != a));
         if foreign && self.budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_err() {
             return Err(Error::new(ErrorCode::StorageWriteFailed, "disk full"));
         }
         self.inner.append(events, expected).await
     }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         self.inner.get_events(session_id, query).await
     }
     async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
         self.inner.latest_sequence(session_id).await
     }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         self.inner.flush(record).await
     }
     fn capabilities(&self) -> StoreCapabilities {

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
-use asm_core::{ErrorCode, Event, EventKind, RunId, RunInput, RunStatus, SessionId};
+use asm_core::{ErrorCode, Event, EventKind, RunId, RunInput, RunStatus, SessionId, StoredEvent};
 use asm_ports::{SessionStore, SessionStoreExt};
 use asm_runtime::{
     NewSession, Ownership, RunOptions, ServerConfig, SessionManager, SessionServer, StreamOptions, SubscribeOptions,
@@ -303,7 +303,7 @@ async fn child_writer(schema: &str, session: SessionId) {
 }
 
 /// Takes `WRITTEN` events and checks they are the child's, exactly once, in order, gap-free.
-async fn check_feed(what: &str, feed: impl futures::Stream<Item = asm_core::Result<Event>> + Unpin, after: u64) {
+async fn check_feed(what: &str, feed: impl futures::Stream<Item = asm_core::Result<StoredEvent>> + Unpin, after: u64) {
     let mut feed = feed;
     let got = tokio::time::timeout(STEP, (&mut feed).take(usize::try_from(WRITTEN).unwrap()).collect::<Vec<_>>())
         .await

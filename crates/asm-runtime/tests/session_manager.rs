@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use asm_core::{
     Capability, CapabilityType, Error, ErrorCode, Event, EventKind, Result, RunInput, RunStatus, SessionId,
-    SessionStatus, keys,
+    SessionStatus, StoredEvent, keys,
 };
 use asm_ports::{
     EventQuery, ExecuteOutcome, HookAction, ProviderEvent, RunContext, RunFinish, RunHook, RunQuery, SessionQuery,
@@ -44,20 +44,20 @@ async fn active_session(manager: &SessionManager) -> SessionId {
     session.id
 }
 
-async fn all_events(manager: &SessionManager, id: &SessionId) -> Vec<Event> {
+async fn all_events(manager: &SessionManager, id: &SessionId) -> Vec<StoredEvent> {
     manager.session_events(id, EventQuery::new()).await.unwrap()
 }
 
-fn kinds(events: &[Event]) -> Vec<EventKind> {
+fn kinds(events: &[StoredEvent]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
 }
 
-fn count(events: &[Event], pred: impl Fn(EventKind) -> bool) -> usize {
+fn count(events: &[StoredEvent], pred: impl Fn(EventKind) -> bool) -> usize {
     events.iter().filter(|e| pred(e.kind)).count()
 }
 
 /// Asserts the log is numbered 1..=n and every run has exactly one run_started and one terminal.
-fn assert_log_invariants(events: &[Event]) {
+fn assert_log_invariants(events: &[StoredEvent]) {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.sequence, Some(i as u64 + 1), "sequence gap at position {i}: {:?}", kinds(events));
     }
@@ -512,7 +512,7 @@ async fn an_until_caught_up_stream_ends_after_the_last_stored_event() {
     manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
     let total = manager.store().latest_sequence(&session).await.unwrap();
     let stream = manager.stream_session_events(&session, StreamOptions::after(2).page_size(3).until_caught_up());
-    let events: Vec<Event> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
+    let events: Vec<StoredEvent> = tokio::time::timeout(WAIT, stream.collect::<Vec<_>>())
         .await
         .expect("an until-caught-up stream must end")
         .into_iter()
@@ -590,17 +590,17 @@ impl SessionStore for PollOnly {
     async fn list_runs(&self, s: &SessionId, q: &RunQuery) -> Result<Vec<asm_core::Run>> {
         self.0.list_runs(s, q).await
     }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
         self.0.append(events, expected).await
     }
-    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
         assert!(q.wait.is_none(), "a store without long-poll must not be asked to wait");
         self.0.get_events(s, q).await
     }
     async fn latest_sequence(&self, s: &SessionId) -> Result<u64> {
         self.0.latest_sequence(s).await
     }
-    async fn flush(&self, record: asm_ports::ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: asm_ports::ExecutionRecord) -> Result<Vec<StoredEvent>> {
         self.0.flush(record).await
     }
     fn capabilities(&self) -> asm_ports::StoreCapabilities {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use asm_core::{Event, EventKind, Result, Run, RunId, RunInput, Session, SessionId};
+use asm_core::{Event, EventKind, Result, Run, RunId, RunInput, Session, SessionId, StoredEvent};
 use asm_ports::{
     EventQuery, ExecutionRecord, Page, ProviderEvent, RunQuery, SessionQuery, SessionStore, SessionStoreExt,
     StoreCapabilities,
@@ -39,8 +39,8 @@ async fn collect_until(
     last: u64,
     filtered: bool,
     slow: bool,
-) -> Vec<Event> {
-    let mut events: Vec<Event> = Vec::new();
+) -> Vec<StoredEvent> {
+    let mut events: Vec<StoredEvent> = Vec::new();
     let mut expected = first;
     let read = async {
         while let Some(item) = stream.next().await {
@@ -113,7 +113,7 @@ async fn every_event_exactly_once_under_eight_concurrent_runs() {
     }
     let stored = all_events(&store, &session).await;
     assert_eq!(stored.len() as u64, last);
-    let expected_run3: Vec<Event> = stored
+    let expected_run3: Vec<StoredEvent> = stored
         .iter()
         .filter(|e| e.run_id.as_ref() == Some(&runs[3]) && e.kind == EventKind::MessageStreamed)
         .cloned()
@@ -170,10 +170,10 @@ impl SessionStore for NoLongPoll {
     async fn list_runs(&self, s: &SessionId, q: &RunQuery) -> Result<Vec<Run>> {
         self.0.list_runs(s, q).await
     }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
         self.0.append(events, expected).await
     }
-    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
         let mut q = q.clone();
         q.wait = None;
         self.0.get_events(s, &q).await
@@ -181,7 +181,7 @@ impl SessionStore for NoLongPoll {
     async fn latest_sequence(&self, s: &SessionId) -> Result<u64> {
         self.0.latest_sequence(s).await
     }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         self.0.flush(record).await
     }
     fn capabilities(&self) -> StoreCapabilities {
@@ -302,7 +302,7 @@ async fn filtered_backfill_over_many_pages_then_live() {
     let mut stream = server.subscribe(SubscribeOptions::after(0).kind(EventKind::ToolCallStarted)).await.unwrap();
     store.append_events(batch(300)).await.unwrap();
     let stored = all_events(&store, &session).await;
-    let expected: Vec<Event> = stored.iter().filter(|e| e.kind == EventKind::ToolCallStarted).cloned().collect();
+    let expected: Vec<StoredEvent> = stored.iter().filter(|e| e.kind == EventKind::ToolCallStarted).cloned().collect();
     let last = expected.last().unwrap().sequence.unwrap();
     let got = collect_until(&mut stream, 1, last, true, false).await;
     assert_eq!(got, expected);

@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use asm_core::{Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunStatus, Session, SessionId};
+use asm_core::{
+    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunStatus, Session, SessionId, StoredEvent,
+};
 use asm_ports::{
     DynSessionStore, EventQuery, ExecutionRecord, HookAction, Page, RunContext, RunFinish, RunHook, RunQuery,
     SessionQuery, SessionStore, StoreCapabilities,
@@ -111,17 +113,17 @@ impl SessionStore for InterceptingStore {
     async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
         self.inner.list_runs(session_id, query).await
     }
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
         self.pause().await;
         self.inner.append(events, expected_last_sequence).await
     }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         self.inner.get_events(session_id, query).await
     }
     async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
         self.inner.latest_sequence(session_id).await
     }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         self.pause().await;
         let minimal = record.run.error.as_ref().is_some_and(|e| e.details().contains_key("terminal_record"));
         if record.run.status.is_terminal()

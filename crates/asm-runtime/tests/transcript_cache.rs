@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use proptest::prelude::*;
 
 use asm_core::{
-    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, Session, SessionId, TranscriptBuilder,
-    TranscriptOptions,
+    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, Session, SessionId, StoredEvent,
+    TranscriptBuilder, TranscriptOptions,
 };
 use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities};
 use asm_runtime::{Continuation, NewSession, RunOptions, ServerConfig, SessionServer, TranscriptCache};
@@ -51,10 +51,10 @@ impl SessionStore for FlakyStore {
     async fn list_runs(&self, s: &SessionId, q: &RunQuery) -> Result<Vec<Run>> {
         self.inner.list_runs(s, q).await
     }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
         self.inner.append(events, expected).await
     }
-    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
         if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(Error::new(ErrorCode::StorageReadFailed, "injected read failure"));
         }
@@ -63,7 +63,7 @@ impl SessionStore for FlakyStore {
     async fn latest_sequence(&self, s: &SessionId) -> Result<u64> {
         self.inner.latest_sequence(s).await
     }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         self.inner.flush(record).await
     }
     fn capabilities(&self) -> StoreCapabilities {
@@ -225,7 +225,7 @@ async fn continuation_runs_of_a_server_use_the_cache() {
             .find(|e| e.run_id.as_ref() == Some(run_id) && e.kind == EventKind::RunStarted)
             .and_then(|e| e.sequence)
             .unwrap();
-        let before: Vec<Event> = events.iter().filter(|e| e.sequence.unwrap() < started).cloned().collect();
+        let before: Vec<StoredEvent> = events.iter().filter(|e| e.sequence.unwrap() < started).cloned().collect();
         assert_eq!(request.transcript.as_ref(), Some(&builder.from_events(server.session_id(), &before)));
     }
     assert_eq!(adapter.requests()[2].transcript.as_ref().unwrap().messages.len(), 4);

@@ -16,7 +16,7 @@
 //! Decoding never panics: malformed bytes are a corruption error ([`ErrorCode::StorageError`],
 //! detail `corrupted: true`).
 
-use asm_core::{Error, ErrorCode, Event, EventKind, JsonMap, Result, RunId, SessionId, Timestamp};
+use asm_core::{Error, ErrorCode, Event, EventKind, JsonMap, Result, RunId, SessionId, StoredEvent, Timestamp};
 use chrono::Timelike;
 use serde_json::{Number, Value};
 
@@ -276,7 +276,7 @@ impl Decoder {
     }
 
     /// Decodes a whole stored event of session `session` with sequence `sequence`.
-    pub(crate) fn decode(&mut self, session: &Id, sequence: u64, bytes: &[u8]) -> Result<Event> {
+    pub(crate) fn decode(&mut self, session: &Id, sequence: u64, bytes: &[u8]) -> Result<StoredEvent> {
         let header = self.header(bytes)?;
         self.finish(session, sequence, header)
     }
@@ -287,7 +287,7 @@ impl Decoder {
     }
 
     /// Decodes the rest of an event whose header was read already.
-    pub(crate) fn finish(&mut self, session: &Id, sequence: u64, header: Header<'_>) -> Result<Event> {
+    pub(crate) fn finish(&mut self, session: &Id, sequence: u64, header: Header<'_>) -> Result<StoredEvent> {
         let Header { id, run, timestamp, kind, schema_version, flags, mut rest } = header;
         let session_id =
             if *session == self.session_key { self.session_id.clone() } else { keys::session_id(session)? };
@@ -312,7 +312,7 @@ impl Decoder {
         if schema_version == 0 {
             return Err(corrupt("schema version 0"));
         }
-        Ok(Event::from(asm_core::EventRecord {
+        let event = Event::from(asm_core::EventRecord {
             id: keys::event_id(&id)?,
             kind,
             timestamp,
@@ -324,7 +324,8 @@ impl Decoder {
             schema_version,
             provider,
             correlation_id,
-        }))
+        });
+        Ok(StoredEvent::new(event, sequence))
     }
 }
 
@@ -470,7 +471,7 @@ mod tests {
         let encoded = encode_event(bare.clone(), usize::MAX).unwrap();
         let back = decoder.decode(&session, 1, &encoded.bytes).unwrap();
         assert_eq!(back.sequence, Some(1));
-        let mut unsequenced = back;
+        let mut unsequenced = back.into_event();
         unsequenced.sequence = None;
         assert_eq!(unsequenced, bare);
     }

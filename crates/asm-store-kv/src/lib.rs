@@ -129,7 +129,7 @@ pub const FORMAT_VERSION: u64 = 3;
 /// What [`forward_session_store!`] expands to needs; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use asm_core::{Event, Result, Run, RunId, Session, SessionId};
+    pub use asm_core::{Event, Result, Run, RunId, Session, SessionId, StoredEvent};
     pub use asm_ports::backend::run_cycle;
     pub use asm_ports::{
         EventQuery, EventSearch, ExecutionRecord, HealthReport, MaintenanceReport, MaintenanceStore, Page, QueryStore,

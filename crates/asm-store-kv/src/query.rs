@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 
-use asm_core::{Error, ErrorCode, Event, Result, Run, Session, SessionId};
+use asm_core::{Error, ErrorCode, Result, Run, Session, SessionId, StoredEvent};
 use asm_ports::{
     EventQuery, EventSearch, HealthIssue, HealthReport, Page, RunSearch, SessionSearch, SessionStats, UsageQuery,
     UsageReport,
@@ -138,7 +138,7 @@ impl<E: KvEngine> KvStore<E> {
 
     /// The stored events matching `query`'s filters: each session's log is read with the
     /// session's cursor read (the kinds and a single run pushed down into it), then filtered.
-    async fn matching_events(&self, query: &EventSearch) -> Result<Vec<Event>> {
+    async fn matching_events(&self, query: &EventSearch) -> Result<Vec<StoredEvent>> {
         let sessions: Vec<SessionId> = if query.session_ids.is_empty() {
             self.read("search_events", |snapshot| {
                 let mut ids = Vec::new();
@@ -174,7 +174,7 @@ impl<E: KvEngine> KvStore<E> {
     /// # Errors
     /// See the port.
     #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME))]
-    pub async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>> {
+    pub async fn search_events(&self, query: &EventSearch) -> Result<Page<StoredEvent>> {
         query.validate()?;
         query.page(self.matching_events(query).await?)
     }

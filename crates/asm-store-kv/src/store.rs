@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
+use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId, StoredEvent};
 use asm_ports::backend::{batch_session, check_flush_record};
 use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, StoreCapabilities};
 use tokio::sync::oneshot;
@@ -162,7 +162,7 @@ impl<E: KvEngine> KvStore<E> {
         guarded(what, || self.inner.engine.read(f))
     }
 
-    fn read_events(&self, key: &Id, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    fn read_events(&self, key: &Id, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         // The tail's read lock is held until the snapshot is taken (see `tail`): the snapshot
         // then holds every event before the tail's start.
         let sessions = self.inner.tail.sessions.read();
@@ -231,7 +231,7 @@ impl<E: KvEngine> KvStore<E> {
         session_id: &SessionId,
         query: &EventQuery,
         wait: std::time::Duration,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Vec<StoredEvent>> {
         // A wait too long to be a deadline (`Duration::MAX`) waits without one.
         let deadline = tokio::time::Instant::now().checked_add(wait);
         let registration = self.inner.waiters.register(*key);
@@ -406,7 +406,7 @@ impl<E: KvEngine> KvStore<E> {
     /// # Errors
     /// See the port.
     #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME, session_id, count = events.len()))]
-    pub async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+    pub async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
         let session_id = batch_session(&events)?.clone();
         tracing::Span::current().record("session_id", tracing::field::display(&session_id));
         let key = keys::session_key(&session_id)?;
@@ -425,7 +425,7 @@ impl<E: KvEngine> KvStore<E> {
     /// # Errors
     /// See the port.
     #[tracing::instrument(level = "debug", skip_all, fields(engine = E::NAME, session_id = %session_id))]
-    pub async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    pub async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         query.validate()?;
         let key = keys::session_key(session_id)?;
         match query.wait.filter(|wait| !wait.is_zero()) {
@@ -461,7 +461,7 @@ impl<E: KvEngine> KvStore<E> {
         skip_all,
         fields(engine = E::NAME, session_id = %record.run.session_id, run_id = %record.run.id, count = record.events.len())
     )]
-    pub async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    pub async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         check_flush_record(&record)?;
         let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
         let session_key = keys::session_key(&run.session_id)?;
@@ -486,9 +486,9 @@ impl<E: KvEngine> KvStore<E> {
 }
 
 /// Builds what an append returns from where the writer put each event.
-fn assemble(slots: Vec<Slot>, key: Id, session_id: &SessionId) -> Result<Vec<Event>> {
+fn assemble(slots: Vec<Slot>, key: Id, session_id: &SessionId) -> Result<Vec<StoredEvent>> {
     let mut decoder = Decoder::new(key, session_id.clone());
-    let mut out: Vec<Event> = Vec::with_capacity(slots.len());
+    let mut out: Vec<StoredEvent> = Vec::with_capacity(slots.len());
     for slot in slots {
         let stored = match slot {
             Slot::New(event) | Slot::Recent(event) => event,
@@ -507,7 +507,7 @@ fn assemble(slots: Vec<Slot>, key: Id, session_id: &SessionId) -> Result<Vec<Eve
 }
 
 /// The events of a session's tail that `query` matches, within `range`, at most `limit`.
-fn from_tail(tail: &SessionTail, query: &EventQuery, range: std::ops::Range<u64>, limit: usize) -> Vec<Event> {
+fn from_tail(tail: &SessionTail, query: &EventQuery, range: std::ops::Range<u64>, limit: usize) -> Vec<StoredEvent> {
     let start = range.start.max(tail.first);
     let end = range.end.min(tail.last().saturating_add(1));
     if start >= end {
@@ -646,7 +646,7 @@ macro_rules! forward_session_store {
                 &self,
                 events: Vec<$crate::__private::Event>,
                 expected_last_sequence: Option<u64>,
-            ) -> $crate::__private::Result<Vec<$crate::__private::Event>> {
+            ) -> $crate::__private::Result<Vec<$crate::__private::StoredEvent>> {
                 self.$field.append(events, expected_last_sequence).await
             }
 
@@ -654,7 +654,7 @@ macro_rules! forward_session_store {
                 &self,
                 session_id: &$crate::__private::SessionId,
                 query: &$crate::__private::EventQuery,
-            ) -> $crate::__private::Result<Vec<$crate::__private::Event>> {
+            ) -> $crate::__private::Result<Vec<$crate::__private::StoredEvent>> {
                 self.$field.get_events(session_id, query).await
             }
 
@@ -668,7 +668,7 @@ macro_rules! forward_session_store {
             async fn flush(
                 &self,
                 record: $crate::__private::ExecutionRecord,
-            ) -> $crate::__private::Result<Vec<$crate::__private::Event>> {
+            ) -> $crate::__private::Result<Vec<$crate::__private::StoredEvent>> {
                 self.$field.flush(record).await
             }
 
@@ -704,7 +704,7 @@ macro_rules! forward_session_store {
             async fn search_events(
                 &self,
                 query: &$crate::__private::EventSearch,
-            ) -> $crate::__private::Result<$crate::__private::Page<$crate::__private::Event>> {
+            ) -> $crate::__private::Result<$crate::__private::Page<$crate::__private::StoredEvent>> {
                 self.$field.search_events(query).await
             }
 

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use asm_core::Event;
+use asm_core::StoredEvent;
 use parking_lot::RwLock;
 
 use crate::keys::Id;
@@ -26,7 +26,7 @@ use crate::keys::Id;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct SessionTail {
     pub(crate) first: u64,
-    pub(crate) events: Vec<Event>,
+    pub(crate) events: Vec<StoredEvent>,
 }
 
 impl SessionTail {
@@ -112,7 +112,7 @@ pub(crate) struct Recent {
 #[derive(Debug, Default)]
 pub(crate) struct RecentSession {
     pub(crate) first: u64,
-    pub(crate) events: Vec<Event>,
+    pub(crate) events: Vec<StoredEvent>,
     pub(crate) lsns: Vec<u64>,
 }
 
@@ -121,7 +121,7 @@ impl RecentSession {
         (self.first + self.events.len() as u64).saturating_sub(1)
     }
 
-    pub(crate) fn get(&self, sequence: u64) -> Option<&Event> {
+    pub(crate) fn get(&self, sequence: u64) -> Option<&StoredEvent> {
         let index = usize::try_from(sequence.checked_sub(self.first)?).ok()?;
         self.events.get(index)
     }
@@ -129,8 +129,8 @@ impl RecentSession {
 
 impl Recent {
     /// Records an event appended at log position `lsn`.
-    pub(crate) fn push(&mut self, session: Id, event_id: Id, lsn: u64, event: Event, bytes: usize) {
-        let sequence = event.sequence.unwrap_or(0);
+    pub(crate) fn push(&mut self, session: Id, event_id: Id, lsn: u64, event: StoredEvent, bytes: usize) {
+        let sequence = event.sequence();
         let entry = self
             .sessions
             .entry(session)

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use asm_core::{Error, ErrorCode, Event, JsonMap, Result, Run, RunStatus, Session, SessionId};
+use asm_core::{Error, ErrorCode, JsonMap, Result, Run, RunStatus, Session, SessionId, StoredEvent};
 use asm_ports::backend::{check_expected_status, check_run_accepts_events, check_run_overwrite, merge_patch};
 use tokio::sync::oneshot;
 
@@ -123,9 +123,9 @@ impl Command {
 #[derive(Debug)]
 pub(crate) enum Slot {
     /// Stored now: the event with its sequence.
-    New(Event),
+    New(StoredEvent),
     /// Already stored and still recent: the stored event.
-    Recent(Event),
+    Recent(StoredEvent),
     /// Already stored (a retried append): its position and stored bytes.
     Stored { pos: EventPos, bytes: Vec<u8> },
     /// A repeat of the event at this earlier position of the same batch.
@@ -140,7 +140,7 @@ enum Placed {
         sequence: u64,
         lsn: u64,
     },
-    Recent(Event),
+    Recent(StoredEvent),
     Stored {
         pos: EventPos,
         bytes: Vec<u8>,
@@ -517,14 +517,14 @@ impl<E: KvEngine> Writer<E> {
                     for (place, encoded) in placed.into_iter().zip(events.iter_mut()) {
                         slots.push(match place {
                             Placed::New { sequence, lsn } => {
-                                let Some(mut event) = encoded.event.take() else {
+                                let Some(event) = encoded.event.take() else {
                                     slots.push(Slot::Stored {
                                         pos: keys::event_pos(&key, sequence),
                                         bytes: encoded.bytes.clone(),
                                     });
                                     continue;
                                 };
-                                event.sequence = Some(sequence);
+                                let event = StoredEvent::new(event, sequence);
                                 let published = self.recent.sessions.get(&key).map_or(0, |s| s.events.len());
                                 changes.grown.entry(key).or_insert(published);
                                 self.recent.push(key, encoded.id, lsn, event.clone(), encoded.bytes.len());

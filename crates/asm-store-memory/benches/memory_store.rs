@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use asm_core::{Event, EventId, EventKind, RunId, Session, SessionId};
+use asm_core::{Event, EventId, EventKind, RunId, Session, SessionId, StoredEvent};
 use asm_ports::{EventQuery, SessionStore, SessionStoreExt};
 use asm_store_memory::InMemorySessionStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -128,7 +128,7 @@ fn cursor_read(c: &mut Criterion) {
     let rt = runtime();
     let run = RunId::new();
     let (store, session) = rt.block_on(fresh_store());
-    let mut raw: Vec<Event> = Vec::with_capacity(LOG_SIZE as usize);
+    let mut raw: Vec<StoredEvent> = Vec::with_capacity(LOG_SIZE as usize);
     rt.block_on(async {
         let mut n = 0;
         while n < LOG_SIZE {

@@ -4,18 +4,16 @@
 //! 2. [`PreparedBatch::commit`] (session lock + event-id shards): resolves duplicates, checks the
 //!    compare-and-append precondition, then numbers and stores the new events. Nothing is written
 //!    unless every check passed.
-//! 3. [`PreparedBatch::into_events`] (no lock): builds the result in the caller's own `Vec`.
+//! 3. [`PreparedBatch::into_events`] (no lock): builds the result.
 
 use std::sync::Arc;
 
-use asm_core::{Error, ErrorCode, Event, Result};
+use asm_core::{Error, ErrorCode, Event, Result, StoredEvent};
 
 use crate::event_index::{EventIndex, IdKey, IdKeyMap};
 use crate::slot::{SessionSlot, SessionState};
 
 pub(crate) struct PreparedBatch {
-    /// The caller's events; they become the result.
-    input: Vec<Event>,
     items: Vec<Item>,
 }
 
@@ -25,27 +23,29 @@ struct Item {
 }
 
 enum Position {
-    /// A new event: the copy to store (its sequence is set by `commit`).
+    /// A new event, not numbered yet.
     New(Event),
+    /// A new event, numbered by `commit` (stored once every check passed).
+    Numbered(StoredEvent),
     /// Already stored (before, or earlier in this batch): the stored event.
-    Existing(Event),
+    Existing(StoredEvent),
 }
 
 impl Position {
-    fn event(&self) -> &Event {
+    /// The stored form, once the event is numbered or found stored.
+    fn stored(&self) -> Option<&StoredEvent> {
         match self {
-            Position::New(event) | Position::Existing(event) => event,
+            Position::New(_) => None,
+            Position::Numbered(stored) | Position::Existing(stored) => Some(stored),
         }
     }
 }
 
 impl PreparedBatch {
     pub(crate) fn new(index: &EventIndex, input: Vec<Event>) -> Self {
-        let items = input
-            .iter()
-            .map(|event| Item { key: index.key(&event.id), position: Position::New(event.clone()) })
-            .collect();
-        Self { input, items }
+        let items =
+            input.into_iter().map(|event| Item { key: index.key(&event.id), position: Position::New(event) }).collect();
+        Self { items }
     }
 
     /// Stores the batch in `state` (the held session lock) and the event-id index.
@@ -67,12 +67,12 @@ impl PreparedBatch {
         // Only a batch of several events can repeat an id.
         let mut first_new: IdKeyMap<usize> = IdKeyMap::default();
         let several = self.items.len() > 1;
-        for i in 0..self.items.len() {
-            let Some(item) = self.items.get(i) else { break };
+        let mut placed: Vec<Item> = Vec::with_capacity(self.items.len());
+        for (i, item) in std::mem::take(&mut self.items).into_iter().enumerate() {
             let existing = match shards.get(&item.key) {
                 Some(stored) => Some(stored.clone()),
                 None if several => match first_new.get(&item.key) {
-                    Some(&first) => self.items.get(first).map(|first| first.position.event().clone()),
+                    Some(&first) => placed.get(first).and_then(|first| first.position.stored().cloned()),
                     None => {
                         first_new.insert(item.key.clone(), i);
                         None
@@ -80,16 +80,17 @@ impl PreparedBatch {
                 },
                 None => None,
             };
-            let Some(item) = self.items.get_mut(i) else { break };
-            match (existing, &mut item.position) {
-                (Some(existing), position) => *position = Position::Existing(existing),
+            let position = match (existing, item.position) {
+                (Some(existing), _) => Position::Existing(existing),
                 (None, Position::New(event)) => {
                     next += 1;
-                    event.sequence = Some(next);
+                    Position::Numbered(StoredEvent::new(event, next))
                 }
-                (None, Position::Existing(_)) => {}
-            }
+                (None, position) => position,
+            };
+            placed.push(Item { key: item.key, position });
         }
+        self.items = placed;
 
         // A batch of already stored events is a retry: it succeeds whatever the precondition.
         if let Some(expected) = expected_last_sequence.filter(|&expected| next > last && expected != last) {
@@ -103,19 +104,19 @@ impl PreparedBatch {
 
         // No event of a run after its terminal state (checked before anything is stored).
         for item in &self.items {
-            let Position::New(event) = &item.position else { continue };
+            let Position::Numbered(event) = &item.position else { continue };
             if let Some(run) = event.run_id.as_ref().and_then(|run_id| state.runs.get(run_id)) {
                 asm_ports::backend::check_run_accepts_events(&run.id, run.status)?;
             }
         }
 
         for item in &self.items {
-            let Position::New(event) = &item.position else { continue };
-            if let (Some(run_id), Some(sequence)) = (&event.run_id, event.sequence) {
+            let Position::Numbered(event) = &item.position else { continue };
+            if let Some(run_id) = &event.run_id {
                 match state.run_events.get_mut(run_id) {
-                    Some(sequences) => sequences.push(sequence),
+                    Some(sequences) => sequences.push(event.sequence()),
                     None => {
-                        state.run_events.insert(run_id.clone(), vec![sequence]);
+                        state.run_events.insert(run_id.clone(), vec![event.sequence()]);
                     }
                 }
             }
@@ -125,16 +126,17 @@ impl PreparedBatch {
         Ok(())
     }
 
-    /// The events as stored, in input order: new events are the caller's own with their
-    /// sequence; duplicates are copies of the stored event.
-    pub(crate) fn into_events(self) -> Vec<Event> {
-        let Self { mut input, items } = self;
-        for (event, item) in input.iter_mut().zip(&items) {
-            match &item.position {
-                Position::New(stored) => event.sequence = stored.sequence,
-                Position::Existing(stored) => *event = Event::clone(stored),
-            }
-        }
-        input
+    /// The events as stored, in input order (a duplicate is the stored event).
+    ///
+    /// # Errors
+    /// [`ErrorCode::InternalError`] if called before a successful [`commit`](Self::commit).
+    pub(crate) fn into_events(self) -> Result<Vec<StoredEvent>> {
+        self.items
+            .into_iter()
+            .map(|item| match item.position {
+                Position::Numbered(stored) | Position::Existing(stored) => Ok(stored),
+                Position::New(_) => Err(Error::new(ErrorCode::InternalError, "a batch was read before its commit")),
+            })
+            .collect()
     }
 }

@@ -10,7 +10,7 @@
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use asm_core::{Event, EventId};
+use asm_core::{EventId, StoredEvent};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::slot::SessionSlot;
@@ -75,7 +75,7 @@ pub(crate) type IdKeyMap<V> = std::collections::HashMap<IdKey, V, BuildHasherDef
 /// marked deleted before the index is cleaned), so a deleted id is never resurrected as a
 /// duplicate.
 pub(crate) struct IndexedEvent {
-    event: Event,
+    event: StoredEvent,
     owner: Arc<SessionSlot>,
 }
 
@@ -116,7 +116,7 @@ impl EventIndex {
     }
 
     /// Removes the entries of `events` that still belong to `owner` (a deleted session).
-    pub(crate) fn remove_owned(&self, owner: &Arc<SessionSlot>, events: &[Event]) {
+    pub(crate) fn remove_owned(&self, owner: &Arc<SessionSlot>, events: &[StoredEvent]) {
         let mut buckets: [Vec<IdKey>; SHARDS] = std::array::from_fn(|_| Vec::new());
         for event in events {
             let key = self.key(&event.id);
@@ -151,14 +151,14 @@ pub(crate) struct LockedShards<'a> {
 
 impl LockedShards<'_> {
     /// The live stored event with this id, if any. `key`'s shard must be locked.
-    pub(crate) fn get(&self, key: &IdKey) -> Option<&Event> {
+    pub(crate) fn get(&self, key: &IdKey) -> Option<&StoredEvent> {
         let shard = self.guards.get(key.shard())?.as_ref()?;
         shard.get(key).filter(|e| !e.owner.is_deleted()).map(|e| &e.event)
     }
 
     /// Records a newly stored event (replacing a dead entry with the same id, if any).
     /// `key`'s shard must be locked.
-    pub(crate) fn insert(&mut self, key: IdKey, event: Event, owner: Arc<SessionSlot>) {
+    pub(crate) fn insert(&mut self, key: IdKey, event: StoredEvent, owner: Arc<SessionSlot>) {
         let shard = self.guards.get_mut(key.shard()).and_then(Option::as_mut);
         debug_assert!(shard.is_some(), "event-id shard not locked");
         if let Some(shard) = shard {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::RwLock;
 
-use asm_core::{Event, Result, Session, SessionId, Timestamp};
+use asm_core::{Event, Result, Session, SessionId, StoredEvent, Timestamp};
 use asm_ports::backend::{batch_session, lease_lost, session_owned};
 use asm_ports::{ExecutionRecord, Lease, SessionLeases, SessionStore};
 
@@ -78,7 +78,7 @@ impl SessionLeases for InMemorySessionStore {
         lease: &Lease,
         events: Vec<Event>,
         expected_last_sequence: Option<u64>,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Vec<StoredEvent>> {
         if batch_session(&events)? != &lease.session_id {
             return Err(asm_core::Error::new(asm_core::ErrorCode::SessionMismatch, "a write of another session"));
         }
@@ -89,7 +89,7 @@ impl SessionLeases for InMemorySessionStore {
         written
     }
 
-    async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         if record.run.session_id != lease.session_id {
             return Err(asm_core::Error::new(asm_core::ErrorCode::SessionMismatch, "a write of another session"));
         }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
+use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId, StoredEvent};
 use asm_ports::backend::{
     batch_session, check_event_size, check_expected_status, check_flush_record, check_run_overwrite,
 };
@@ -238,7 +238,7 @@ impl SessionStore for InMemorySessionStore {
             state.run_events.clear();
             state.run_order.clear();
             state.pruned = 0;
-            let events: Vec<Event> = std::mem::take(&mut state.events).into_iter().flatten().collect();
+            let events: Vec<StoredEvent> = std::mem::take(&mut state.events).into_iter().flatten().collect();
             let taken = (events, std::mem::take(&mut state.runs));
             drop(state);
             (slot, taken.0, taken.1)
@@ -302,7 +302,7 @@ impl SessionStore for InMemorySessionStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id, count = events.len()))]
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
         let session_id = batch_session(&events)?.clone();
         check_sizes(&events)?;
         tracing::Span::current().record("session_id", tracing::field::display(&session_id));
@@ -316,11 +316,11 @@ impl SessionStore for InMemorySessionStore {
             batch.commit(&self.inner.events, &slot, &mut state, expected_last_sequence)?;
         }
         slot.wake();
-        Ok(batch.into_events())
+        batch.into_events()
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         query.validate()?;
         let slot = self.slot(session_id)?;
         match query.wait.filter(|wait| !wait.is_zero()) {
@@ -344,7 +344,7 @@ impl SessionStore for InMemorySessionStore {
         skip_all,
         fields(session_id = %record.run.session_id, run_id = %record.run.id, count = record.events.len())
     )]
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         check_flush_record(&record)?;
         check_sizes(&record.events)?;
         let ExecutionRecord { run, events, session_metadata, expected_status, .. } = record;
@@ -364,7 +364,7 @@ impl SessionStore for InMemorySessionStore {
             asm_ports::backend::merge_patch(&mut state.session.metadata, &session_metadata);
         }
         slot.wake();
-        Ok(batch.into_events())
+        batch.into_events()
     }
 
     fn capabilities(&self) -> StoreCapabilities {
@@ -458,7 +458,7 @@ mod tests {
         let a = session(&store).await;
         let b = session(&store).await;
         let stored = store.append_event(Event::new(EventKind::MessageSent, a.id.clone())).await.unwrap();
-        let mut again = stored.clone();
+        let mut again = stored.clone().into_event();
         again.session_id = b.id.clone();
         again.sequence = None;
         assert_eq!(store.append_event(again).await.unwrap(), stored);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use asm_core::{Event, Result, Run, Session, SessionId};
+use asm_core::{Result, Run, Session, SessionId, StoredEvent};
 use asm_ports::backend::is_protected_kind;
 use asm_ports::{
     EventSearch, HealthIssue, HealthReport, MaintenanceStore, Page, QueryStore, RunSearch, SessionSearch, SessionStats,
@@ -36,7 +36,7 @@ impl InMemorySessionStore {
     }
 
     /// The stored events matching `query`'s filters, session by session.
-    fn matching_events(&self, query: &EventSearch) -> Vec<Event> {
+    fn matching_events(&self, query: &EventSearch) -> Vec<StoredEvent> {
         let mut out = Vec::new();
         for slot in self.event_slots(query) {
             let state = slot.state.read();
@@ -100,7 +100,7 @@ impl QueryStore for InMemorySessionStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>> {
+    async fn search_events(&self, query: &EventSearch) -> Result<Page<StoredEvent>> {
         query.validate()?;
         query.page(self.matching_events(query))
     }
@@ -138,7 +138,7 @@ impl MaintenanceStore for InMemorySessionStore {
         if state.deleted {
             return Err(session_not_found(session_id));
         }
-        let mut removed: Vec<Event> = Vec::new();
+        let mut removed: Vec<StoredEvent> = Vec::new();
         for &sequence in sequences {
             let Some(index) = sequence.checked_sub(1).and_then(|i| usize::try_from(i).ok()) else { continue };
             let Some(entry) = state.events.get_mut(index) else { continue };

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use asm_core::{Error, ErrorCode, Event, Run, RunId, Session, SessionId, Timestamp};
+use asm_core::{Error, ErrorCode, Run, RunId, Session, SessionId, StoredEvent, Timestamp};
 use asm_ports::EventQuery;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
@@ -26,7 +26,7 @@ pub(crate) struct SessionState {
     pub(crate) session: Session,
     /// `events[i]` has sequence `i + 1`: a cursor range is a slice. A pruned event
     /// (maintenance) leaves `None` in its place, so the numbering stays and the gap is skipped.
-    pub(crate) events: Vec<Option<Event>>,
+    pub(crate) events: Vec<Option<StoredEvent>>,
     /// How many entries of `events` are pruned (`None`); 0 keeps the plain-slice fast path.
     pub(crate) pruned: usize,
     /// Run id -> ascending sequences of that run's events.
@@ -82,7 +82,7 @@ impl SessionSlot {
     }
 
     /// The matching stored events, without waiting.
-    pub(crate) fn read(&self, session_id: &SessionId, query: &EventQuery) -> asm_core::Result<Vec<Event>> {
+    pub(crate) fn read(&self, session_id: &SessionId, query: &EventQuery) -> asm_core::Result<Vec<StoredEvent>> {
         let state = self.state.read();
         if state.deleted {
             return Err(session_not_found(session_id));
@@ -97,7 +97,7 @@ impl SessionSlot {
         session_id: &SessionId,
         query: &EventQuery,
         wait: std::time::Duration,
-    ) -> asm_core::Result<Vec<Event>> {
+    ) -> asm_core::Result<Vec<StoredEvent>> {
         // A wait too long to represent (e.g. `Duration::MAX`) means "until an append".
         let deadline = tokio::time::Instant::now().checked_add(wait);
         let _registered = WaiterRegistration::new(self);
@@ -148,7 +148,7 @@ impl SessionState {
     ///
     /// `after`/`before` select a slice of the log (or of the run's sequence list, found by binary
     /// search); `kinds` and `since` filter within it. So the cost is `O(log n + scanned)`.
-    pub(crate) fn query(&self, query: &EventQuery) -> Vec<Event> {
+    pub(crate) fn query(&self, query: &EventQuery) -> Vec<StoredEvent> {
         let range = query.sequence_range(self.last_sequence());
         if range.is_empty() {
             return Vec::new();
@@ -178,7 +178,7 @@ impl SessionState {
         slice.iter().flatten().filter(|e| query.matches(e)).take(limit).cloned().collect()
     }
 
-    fn event_at(&self, sequence: u64) -> Option<&Event> {
+    fn event_at(&self, sequence: u64) -> Option<&StoredEvent> {
         let index = usize::try_from(sequence.checked_sub(1)?).ok()?;
         self.events.get(index)?.as_ref()
     }

@@ -1,7 +1,9 @@
 //! Domain values <-> rows. Ids are stored as `uuid` (16 bytes; `uuid` order is the order of
 //! the ids' hex text, so `(created_at, id)` listings sort as the other stores sort them).
 
-use asm_core::{EventId, EventKind, EventRecord, JsonMap, Run, RunId, Session, SessionId, SessionStatus, Timestamp};
+use asm_core::{
+    EventId, EventKind, EventRecord, JsonMap, Run, RunId, Session, SessionId, SessionStatus, StoredEvent, Timestamp,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
@@ -36,13 +38,13 @@ pub(crate) const EVENT_COLUMNS: &str =
     "id, kind, ts, session_id, run_id, data, metadata, sequence, schema_version, provider, correlation_id";
 
 /// An event row selected with [`EVENT_COLUMNS`].
-pub(crate) fn event_row(row: &Row) -> Result<asm_core::Event, DbError> {
+pub(crate) fn event_row(row: &Row) -> Result<StoredEvent, DbError> {
     let kind: &str = get(row, 1)?;
     let Json(data): Json<JsonMap> = get(row, 5)?;
     let Json(metadata): Json<JsonMap> = get(row, 6)?;
-    let sequence: i64 = get(row, 7)?;
+    let sequence = stored_sequence(get(row, 7)?)?;
     let schema_version: i32 = get(row, 8)?;
-    Ok(asm_core::Event::from(EventRecord {
+    let event = asm_core::Event::from(EventRecord {
         id: event_id(get(row, 0)?)?,
         kind: EventKind::parse(kind).map_err(|e| decode(e.to_string()))?,
         timestamp: get(row, 2)?,
@@ -50,25 +52,31 @@ pub(crate) fn event_row(row: &Row) -> Result<asm_core::Event, DbError> {
         run_id: get::<Option<Uuid>>(row, 4)?.map(run_id).transpose()?,
         data,
         metadata,
-        sequence: Some(u64::try_from(sequence).map_err(|_| decode("negative sequence"))?),
+        sequence: Some(sequence),
         schema_version: u32::try_from(schema_version)
             .ok()
             .filter(|&v| v >= 1)
             .ok_or_else(|| decode("schema_version"))?,
         provider: get(row, 9)?,
         correlation_id: get(row, 10)?,
-    }))
+    });
+    Ok(StoredEvent::new(event, sequence))
+}
+
+/// A stored sequence column: at least 1.
+fn stored_sequence(sequence: i64) -> Result<u64, DbError> {
+    u64::try_from(sequence).ok().filter(|&s| s >= 1).ok_or_else(|| decode("sequence below 1"))
 }
 
 /// The stored event of an `asm_write` result row (columns `o_ord` .. `o_meta`, see the
 /// migration).
-pub(crate) fn written_event_row(row: &Row, id: &EventId) -> Result<asm_core::Event, DbError> {
+pub(crate) fn written_event_row(row: &Row, id: &EventId) -> Result<StoredEvent, DbError> {
     let kind: &str = get(row, 5)?;
     let Json(data): Json<JsonMap> = get(row, 10)?;
     let Json(metadata): Json<JsonMap> = get(row, 11)?;
-    let sequence: i64 = get(row, 2)?;
+    let sequence = stored_sequence(get(row, 2)?)?;
     let schema_version: i32 = get(row, 7)?;
-    Ok(asm_core::Event::from(EventRecord {
+    let event = asm_core::Event::from(EventRecord {
         id: id.clone(),
         kind: EventKind::parse(kind).map_err(|e| decode(e.to_string()))?,
         timestamp: get(row, 6)?,
@@ -76,14 +84,15 @@ pub(crate) fn written_event_row(row: &Row, id: &EventId) -> Result<asm_core::Eve
         run_id: get::<Option<Uuid>>(row, 4)?.map(run_id).transpose()?,
         data,
         metadata,
-        sequence: Some(u64::try_from(sequence).map_err(|_| decode("negative sequence"))?),
+        sequence: Some(sequence),
         schema_version: u32::try_from(schema_version)
             .ok()
             .filter(|&v| v >= 1)
             .ok_or_else(|| decode("schema_version"))?,
         provider: get(row, 8)?,
         correlation_id: get(row, 9)?,
-    }))
+    });
+    Ok(StoredEvent::new(event, sequence))
 }
 
 /// The columns every session read selects, in this order.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use asm_core::{Event, EventKind, Run, RunId, Session, SessionId, Timestamp};
+use asm_core::{EventKind, Run, RunId, Session, SessionId, StoredEvent, Timestamp};
 use asm_ports::{EventQuery, Page, RunQuery, SessionQuery};
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::{Json, ToSql};
@@ -255,7 +255,7 @@ impl Db {
         &self,
         session: &SessionId,
         query: &EventQuery,
-    ) -> Result<Option<Vec<Event>>, DbError> {
+    ) -> Result<Option<Vec<StoredEvent>>, DbError> {
         let id = uuid_of(session.as_str());
         let after = seq(query.after.unwrap_or(0));
         let before = query.before.map_or(i64::MAX, seq);

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use asm_core::{Event, Result, Session, SessionId, Timestamp};
+use asm_core::{Event, Result, Session, SessionId, StoredEvent, Timestamp};
 use asm_ports::backend::{batch_session, lease_lost, session_owned};
 use asm_ports::{ExecutionRecord, Lease, SessionLeases};
 
@@ -179,7 +179,7 @@ impl SessionLeases for PostgresSessionStore {
         lease: &Lease,
         events: Vec<Event>,
         expected_last_sequence: Option<u64>,
-    ) -> Result<Vec<Event>> {
+    ) -> Result<Vec<StoredEvent>> {
         let session_id = batch_session(&events)?.clone();
         let batch = Batch::new(session_id, events, self.inner.options.max_event_bytes)?;
         let write = Write::append(batch, expected_last_sequence).fenced(lease.clone())?;
@@ -187,7 +187,7 @@ impl SessionLeases for PostgresSessionStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %lease.session_id, token = lease.token))]
-    async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush_fenced(&self, lease: &Lease, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         let write = Write::flush(record, self.inner.options.max_event_bytes)?.fenced(lease.clone())?;
         self.inner.queue.submit(write).await
     }

@@ -71,7 +71,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId};
+use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, Session, SessionId, StoredEvent};
 use asm_ports::backend::batch_session;
 use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities};
 
@@ -251,14 +251,14 @@ impl Inner {
         }
     }
 
-    async fn read_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn read_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         let db = &self.db;
         self.retrying("get_events", || db.get_events(session_id, query))
             .await?
             .ok_or_else(|| session_not_found(session_id))
     }
 
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         let Some(wait) = query.wait.filter(|wait| !wait.is_zero()) else {
             return self.read_events(session_id, query).await;
         };
@@ -396,7 +396,7 @@ impl SessionStore for PostgresSessionStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id, count = events.len()))]
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<Event>> {
+    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
         let session_id = batch_session(&events)?.clone();
         tracing::Span::current().record("session_id", tracing::field::display(&session_id));
         let batch = Batch::new(session_id, events, self.inner.options.max_event_bytes)?;
@@ -405,7 +405,7 @@ impl SessionStore for PostgresSessionStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<Event>> {
+    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
         query.validate()?;
         let (session_id, query) = (session_id.clone(), query.clone());
         self.spawn(|inner| async move { inner.get_events(&session_id, &query).await }).await
@@ -429,7 +429,7 @@ impl SessionStore for PostgresSessionStore {
         skip_all,
         fields(session_id = %record.run.session_id, run_id = %record.run.id, count = record.events.len())
     )]
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<Event>> {
+    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         let write = Write::flush(record, self.inner.options.max_event_bytes)?;
         self.inner.queue.submit(write).await
     }

@@ -23,7 +23,7 @@
 use async_trait::async_trait;
 use tokio_postgres::types::ToSql;
 
-use asm_core::{Event, EventKind, Result, Run, Session, SessionId, Timestamp, TokenUsage};
+use asm_core::{EventKind, Result, Run, Session, SessionId, StoredEvent, Timestamp, TokenUsage};
 use asm_ports::backend::is_protected_kind;
 use asm_ports::{
     EventOrder, EventSearch, HealthIssue, HealthReport, Keyset, MaintenanceStore, Page, QueryStore, RunSearch,
@@ -262,7 +262,7 @@ impl crate::Inner {
         query: &EventSearch,
         page_size: usize,
         after: Option<&Keyset>,
-    ) -> std::result::Result<Page<Event>, DbError> {
+    ) -> std::result::Result<Page<StoredEvent>, DbError> {
         let (filter, mut params) = self.events_filter(query);
         let mut sql = format!("SELECT {EVENT_COLUMNS} {filter}");
         let column = match query.order {
@@ -486,7 +486,7 @@ impl QueryStore for PostgresSessionStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn search_events(&self, query: &EventSearch) -> Result<Page<Event>> {
+    async fn search_events(&self, query: &EventSearch) -> Result<Page<StoredEvent>> {
         let page_size = query.page_size()?;
         let after = query.decode_cursor()?;
         let query = query.clone();

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use asm_core::{Error, ErrorCode, Event, EventId, JsonMap, Result, Run, RunStatus, SessionId, Timestamp};
+use asm_core::{Error, ErrorCode, Event, EventId, JsonMap, Result, Run, RunStatus, SessionId, StoredEvent, Timestamp};
 use asm_ports::{ExecutionRecord, Lease};
 use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
@@ -182,7 +182,7 @@ impl Write {
     /// were stored before.
     pub(crate) fn outcome(&self, rows: &[Row]) -> std::result::Result<Outcome, DbError> {
         let mut base: Option<i64> = None;
-        let mut stored: HashMap<usize, Event> = HashMap::new();
+        let mut stored: HashMap<usize, StoredEvent> = HashMap::new();
         for row in rows {
             let error: Option<&str> = row.try_get(0).map_err(|e| decode(e.to_string()))?;
             if let Some(code) = error {
@@ -207,37 +207,24 @@ impl Write {
     }
 
     /// The stored events in input order, from a committed [`Outcome::Written`].
-    pub(crate) fn finish(self, base: u64, mut stored: HashMap<usize, Event>) -> Vec<Event> {
-        let Batch { mut events, unique, slot, .. } = self.batch;
+    pub(crate) fn finish(self, base: u64, mut stored: HashMap<usize, StoredEvent>) -> Vec<StoredEvent> {
+        let Batch { events, unique, slot, .. } = self.batch;
         let mut next = base;
-        // The first occurrence of each id, as stored.
-        let mut resolved: Vec<Option<Event>> = Vec::with_capacity(unique.len());
+        let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+        // The first occurrence of each id, as stored: found stored already, or numbered now
+        // (the caller's own event gets its sequence, no copy unless shared).
+        let mut resolved: Vec<Option<StoredEvent>> = Vec::with_capacity(unique.len());
         for (index, &position) in unique.iter().enumerate() {
-            match stored.remove(&index) {
-                Some(event) => resolved.push(Some(event)),
-                None => {
+            let first = match stored.remove(&index) {
+                Some(event) => Some(event),
+                None => events.get_mut(position).and_then(Option::take).map(|event| {
                     next += 1;
-                    // The caller's own event gets its sequence (no copy unless shared).
-                    if let Some(event) = events.get_mut(position) {
-                        event.sequence = Some(next);
-                    }
-                    resolved.push(None);
-                }
-            }
-        }
-        for position in 0..events.len() {
-            let index = slot[position];
-            let first = unique[index];
-            let replacement = match &resolved[index] {
-                Some(stored) => Some(stored.clone()),
-                None if first != position => Some(events[first].clone()),
-                None => None,
+                    StoredEvent::new(event, next)
+                }),
             };
-            if let Some(replacement) = replacement {
-                events[position] = replacement;
-            }
+            resolved.push(first);
         }
-        events
+        slot.iter().filter_map(|&index| resolved.get(index).cloned().flatten()).collect()
     }
 
     fn refusal(&self, code: &str, row: &Row) -> std::result::Result<Error, DbError> {
@@ -326,7 +313,7 @@ impl Write {
 pub(crate) enum Outcome {
     /// Written (once the transaction commits): new events follow `base`; `stored` holds the
     /// events stored before, by index of first occurrence.
-    Written { base: u64, stored: HashMap<usize, Event> },
+    Written { base: u64, stored: HashMap<usize, StoredEvent> },
     /// Refused; nothing was written.
     Refused(Error),
 }

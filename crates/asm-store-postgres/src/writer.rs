@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use asm_core::{Error, ErrorCode, Event, Result};
+use asm_core::{Error, ErrorCode, Result, StoredEvent};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
@@ -42,7 +42,7 @@ use crate::write::{Outcome, Write};
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) write: Write,
-    pub(crate) reply: oneshot::Sender<Result<Vec<Event>>>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<StoredEvent>>>,
 }
 
 /// The queue side kept by the store handle; dropping it ends the writer tasks.
@@ -64,7 +64,7 @@ impl Queue {
         Self { tx }
     }
 
-    pub(crate) async fn submit(&self, write: Write) -> Result<Vec<Event>> {
+    pub(crate) async fn submit(&self, write: Write) -> Result<Vec<StoredEvent>> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request { write, reply })

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use asm_core::{ErrorCode, Event, EventKind, Run, RunInput, RunOutput, RunStatus, Session};
+use asm_core::{ErrorCode, Event, EventKind, Run, RunInput, RunOutput, RunStatus, Session, StoredEvent};
 use asm_ports::{EventQuery, ExecutionRecord, SessionStore, SessionStoreExt};
 use asm_store_postgres::{PostgresSessionStore, RetryPolicy};
 use common::TestSchema;
@@ -39,9 +39,9 @@ fn event(session: &Session) -> Event {
 }
 
 /// Asserts the session's log is exactly `1..=n` with unique ids, and returns it.
-async fn assert_gap_free(store: &impl SessionStore, session: &Session, n: u64) -> Vec<Event> {
+async fn assert_gap_free(store: &impl SessionStore, session: &Session, n: u64) -> Vec<StoredEvent> {
     let all = store.get_events(&session.id, &EventQuery::new()).await.expect("read the log");
-    let sequences: Vec<u64> = all.iter().filter_map(|e| e.sequence).collect();
+    let sequences: Vec<u64> = all.iter().map(|e| e.sequence()).collect();
     assert_eq!(sequences, (1..=n).collect::<Vec<_>>(), "the log must be gap-free 1..={n}");
     let ids: HashSet<_> = all.iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids.len(), all.len(), "an event was stored twice");

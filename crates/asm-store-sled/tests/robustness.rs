@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use asm_core::{ErrorCode, Event, EventKind, Run, RunInput, Session, SessionId};
+use asm_core::{ErrorCode, Event, EventKind, Run, RunInput, Session, SessionId, StoredEvent};
 use asm_ports::{EventQuery, ExecutionRecord, SessionStore, SessionStoreExt};
 use asm_store_sled::{FORMAT_VERSION, FORMAT_VERSION_KEY, SledOptions, SledSessionStore};
 use rand::{Rng, SeedableRng};
@@ -19,7 +19,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A store with one session of `count` events (flushed), closed again. Returns the session.
-fn populated(path: &Path, count: usize) -> (SessionId, Vec<Event>) {
+fn populated(path: &Path, count: usize) -> (SessionId, Vec<StoredEvent>) {
     let store = SledSessionStore::open(path).expect("open");
     let rt = runtime();
     let session = Session::new("robustness").expect("session");
@@ -73,7 +73,7 @@ struct Outcomes {
 
 /// Opens a damaged copy: a typed error, or a store whose session is a consistent prefix of what
 /// was written. A panic escaping the store fails the test.
-fn open_damaged(path: &Path, session: &SessionId, written: &[Event], what: &str, outcomes: &mut Outcomes) {
+fn open_damaged(path: &Path, session: &SessionId, written: &[StoredEvent], what: &str, outcomes: &mut Outcomes) {
     let opened = std::panic::catch_unwind(|| SledSessionStore::open(path));
     let store = match opened {
         Err(_) => panic!("{what}: a panic escaped SledSessionStore::open"),

@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use asm_core::{
-    Error, ErrorCode, Event, EventKind, JsonMap, Message, ProviderErrorKind, Session, SessionId, TranscriptBuilder,
+    Error, ErrorCode, Event, EventKind, JsonMap, Message, ProviderErrorKind, Session, SessionId, StoredEvent,
+    TranscriptBuilder,
 };
 use asm_ports::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
 
@@ -202,7 +203,7 @@ pub fn recording_sink(session: &Session) -> (EventSink, Recorded) {
                 stored.data = event.data.clone();
                 stored.metadata = event.metadata.clone();
                 inner.events.push(event);
-                Ok(stored)
+                Ok(StoredEvent::new(stored, inner.events.len() as u64))
             }
         };
         async move { result }.boxed()

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use asm_core::{
     Error, ErrorCode, Event, EventId, EventKind, JsonMap, Result, Run, RunId, RunInput, RunOutput, RunStatus, Session,
-    SessionId, SessionStatus, Timestamp,
+    SessionId, SessionStatus, StoredEvent, Timestamp,
 };
 use asm_ports::{DynSessionStore, EventQuery, ExecutionRecord, RunQuery, SessionQuery, SessionStore, SessionStoreExt};
 use proptest::prelude::*;
@@ -531,7 +531,7 @@ pub async fn check_concurrent_appends(store: DynSessionStore) {
         let store = Arc::clone(&store);
         let session_id = session.id.clone();
         tasks.push(tokio::spawn(async move {
-            let mut returned: Vec<Vec<Event>> = Vec::new();
+            let mut returned: Vec<Vec<StoredEvent>> = Vec::new();
             for i in 0..SINGLES + BATCHES {
                 let make = |j: usize| {
                     event(EventKind::MessageStreamed, &session_id)
@@ -576,7 +576,7 @@ pub async fn check_concurrent_appends(store: DynSessionStore) {
     let unique: HashSet<&EventId> = stored.iter().map(|e| &e.id).collect();
     assert_eq!(unique.len(), stored.len(), "an event was stored twice");
 
-    let by_sequence: HashMap<u64, &Event> = stored.iter().filter_map(|e| e.sequence.map(|s| (s, e))).collect();
+    let by_sequence: HashMap<u64, &StoredEvent> = stored.iter().map(|e| (e.sequence(), e)).collect();
     for (writer, appends) in all_returned.iter().enumerate() {
         let mut previous = 0;
         for batch in appends {
@@ -612,7 +612,7 @@ pub async fn check_duplicate_event_ids(store: &dyn SessionStore) {
 
     let retried = ok(store.append_event(e1.clone()).await, "re-append e1");
     assert_eq!(retried, e1, "re-appending a stored event must return the stored event");
-    let mut altered = e1.clone();
+    let mut altered = e1.clone().into_event();
     altered.sequence = None;
     altered.data.insert("n".into(), 99.into());
     let retried = ok(store.append_event(altered).await, "re-append e1 with another payload");
@@ -628,8 +628,10 @@ pub async fn check_duplicate_event_ids(store: &dyn SessionStore) {
 
     let e3 = event(EventKind::MessageSent, &session.id);
     let e4 = event(EventKind::MessageSent, &session.id);
-    let mixed =
-        ok(store.append_events(vec![e1.clone(), e3.clone(), e2.clone(), e4.clone()]).await, "append a mixed batch");
+    let mixed = ok(
+        store.append_events(vec![e1.clone().into_event(), e3.clone(), e2.clone().into_event(), e4.clone()]).await,
+        "append a mixed batch",
+    );
     assert_eq!(
         sequences(&mixed),
         vec![1, 3, 2, 4],
@@ -677,7 +679,7 @@ pub async fn check_batch_atomicity(store: &dyn SessionStore) {
         ErrorCode::SessionNotFound,
         "a batch for an unknown session",
     );
-    expect_code(store.append_events(Vec::new()).await, ErrorCode::InvalidInput, "an empty batch");
+    expect_code(store.append_events(Vec::<Event>::new()).await, ErrorCode::InvalidInput, "an empty batch");
     expect_code(store.append(Vec::new(), Some(0)).await, ErrorCode::InvalidInput, "an empty batch with a precondition");
 
     assert_eq!(ok(store.latest_sequence(&a.id).await, "latest_sequence a"), 2, "a rejected batch wrote to session a");
@@ -720,13 +722,16 @@ pub async fn check_compare_and_append(store: &dyn SessionStore) {
         "a failed compare-and-append wrote events"
     );
 
-    let mixed = vec![first[0].clone(), event(EventKind::MessageSent, &session.id)];
+    let mixed = vec![first[0].clone().into_event(), event(EventKind::MessageSent, &session.id)];
     expect_code(
         store.append(mixed, Some(0)).await,
         ErrorCode::InvalidOperation,
         "stored + new events with a stale precondition",
     );
-    let retried = ok(store.append(vec![first[0].clone(), second[0].clone()], Some(0)).await, "retry of stored events");
+    let retried = ok(
+        store.append(StoredEvent::into_events(vec![first[0].clone(), second[0].clone()]), Some(0)).await,
+        "retry of stored events",
+    );
     assert_eq!(
         sequences(&retried),
         vec![1, 2],
@@ -1699,12 +1704,12 @@ fn at_micros(micros: i64) -> Timestamp {
     Timestamp::from_timestamp_micros(micros).unwrap_or_else(|| panic!("timestamp {micros} µs out of range"))
 }
 
-fn sequences(events: &[Event]) -> Vec<u64> {
-    events.iter().map(|e| e.sequence.unwrap_or(0)).collect()
+fn sequences<E: AsRef<Event>>(events: &[E]) -> Vec<u64> {
+    events.iter().map(|e| e.as_ref().sequence.unwrap_or(0)).collect()
 }
 
-fn event_ids(events: &[Event]) -> Vec<EventId> {
-    events.iter().map(|e| e.id.clone()).collect()
+fn event_ids<E: AsRef<Event>>(events: &[E]) -> Vec<EventId> {
+    events.iter().map(|e| e.as_ref().id.clone()).collect()
 }
 
 fn ids_of(sessions: &[Session]) -> Vec<SessionId> {

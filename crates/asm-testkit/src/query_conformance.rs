@@ -18,8 +18,8 @@
 use std::collections::HashSet;
 
 use asm_core::{
-    ErrorCode, Event, EventKind, Run, RunId, RunInput, RunStatus, Session, SessionId, SessionStatus, Timestamp,
-    TokenUsage,
+    ErrorCode, Event, EventKind, Run, RunId, RunInput, RunStatus, Session, SessionId, SessionStatus, StoredEvent,
+    Timestamp, TokenUsage,
 };
 use asm_ports::{
     EventOrder, EventQuery, EventSearch, HealthIssue, MaintenanceStore, RetentionPolicy, RunOrder, RunSearch,
@@ -547,7 +547,7 @@ fn with_correlation(event: Event, correlation: &str) -> Event {
     Event::from(record)
 }
 
-async fn all_events(store: &dyn MaintenanceStore, mut query: EventSearch) -> Vec<Event> {
+async fn all_events(store: &dyn MaintenanceStore, mut query: EventSearch) -> Vec<StoredEvent> {
     let mut out = Vec::new();
     for _ in 0..10_000 {
         let page = store.search_events(&query).await.expect("search_events");
@@ -561,8 +561,8 @@ async fn all_events(store: &dyn MaintenanceStore, mut query: EventSearch) -> Vec
     panic!("search_events never returned a last page");
 }
 
-fn event_ids(events: &[Event]) -> Vec<String> {
-    let mut ids: Vec<String> = events.iter().map(|e| e.id.as_str().to_owned()).collect();
+fn event_ids<E: AsRef<Event>>(events: &[E]) -> Vec<String> {
+    let mut ids: Vec<String> = events.iter().map(|e| e.as_ref().id.as_str().to_owned()).collect();
     ids.sort();
     ids
 }
@@ -642,7 +642,7 @@ pub async fn check_search_events_pagination(store: &dyn MaintenanceStore) {
             let o = key(x).cmp(&key(y));
             if order.ascending() { o } else { o.reverse() }
         });
-        let as_ids = |events: &[Event]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let as_ids = |events: &[StoredEvent]| events.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
         assert_eq!(as_ids(&got), as_ids(&expected), "pages of {order:?} are complete, unique and in order");
     }
     let one = all_events(store, EventSearch::new().session(s2.id.clone()).limit(3)).await;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
-use asm_core::{Capability, Error, ErrorCode, Event, EventKind, Result, Run, RunInput};
+use asm_core::{Capability, Error, ErrorCode, EventKind, Result, Run, RunInput};
 use asm_ports::{ArtifactStore, EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
 use asm_runtime::{NewSession, RunOptions, SessionManager};
 use asm_store_memory::InMemorySessionStore;
@@ -64,12 +64,15 @@ impl ProviderAdapter for EditingAdapter {
     }
 }
 
-fn kinds(events: &[Event]) -> Vec<String> {
+fn kinds(events: &[asm_core::StoredEvent]) -> Vec<String> {
     events.iter().map(|e| e.kind.to_string()).collect()
 }
 
 /// Runs one run to its end through the explicit lifecycle; returns the stored run and events.
-async fn run_with(adapter: EditingAdapter, hook: WorkspaceHook) -> (Result<()>, Run, Vec<Event>, Arc<EditingAdapter>) {
+async fn run_with(
+    adapter: EditingAdapter,
+    hook: WorkspaceHook,
+) -> (Result<()>, Run, Vec<asm_core::StoredEvent>, Arc<EditingAdapter>) {
     let adapter = Arc::new(adapter);
     let manager = SessionManager::new(InMemorySessionStore::new(), adapter.clone());
     let session = manager.start_session(NewSession::new("t")).await.unwrap();
@@ -105,7 +108,8 @@ async fn a_successful_git_run_records_snapshots_diff_and_patch_in_order() {
             "run_completed",
         ]
     );
-    let snaps: Vec<&Event> = events.iter().filter(|e| e.kind == EventKind::WorkspaceSnapshotTaken).collect();
+    let snaps: Vec<&asm_core::StoredEvent> =
+        events.iter().filter(|e| e.kind == EventKind::WorkspaceSnapshotTaken).collect();
     assert_eq!(snaps[0].data["label"], "before");
     assert_eq!(snaps[1].data["label"], "after");
     assert_eq!(snaps[0].data["backend"], "git");

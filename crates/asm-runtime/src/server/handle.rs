@@ -225,7 +225,7 @@ impl SessionServer {
         if !core.settings.long_poll {
             let hub = core.hub.clone();
             let user = execute.on_event.take();
-            execute.on_event = Some(Arc::new(move |event: &Event| {
+            execute.on_event = Some(Arc::new(move |event: &asm_core::StoredEvent| {
                 if let Some(user) = &user {
                     user(event);
                 }

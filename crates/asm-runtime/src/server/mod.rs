@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use asm_core::{
-    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunStatus, Session, SessionId, SessionStatus,
+    Error, ErrorCode, EventKind, Result, Run, RunId, RunInput, RunStatus, Session, SessionId, SessionStatus,
 };
 use asm_ports::{DynSessionStore, EventQuery, ExecutionRecord, ProviderAdapter, RunQuery, SessionStore};
 

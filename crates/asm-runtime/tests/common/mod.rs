@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{Semaphore, mpsc};
 
-use asm_core::{Capability, Error, ErrorCode, Event, EventKind, Result, RunId, SessionId};
+use asm_core::{Capability, Error, ErrorCode, EventKind, Result, RunId, SessionId, StoredEvent};
 use asm_ports::{EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, SessionStore};
 
 /// The bound of every wait in the tests.
@@ -150,17 +150,17 @@ impl ProviderAdapter for GatedAdapter {
     }
 }
 
-pub async fn all_events(store: &dyn SessionStore, session: &SessionId) -> Vec<Event> {
+pub async fn all_events(store: &dyn SessionStore, session: &SessionId) -> Vec<StoredEvent> {
     store.get_events(session, &EventQuery::new()).await.unwrap()
 }
 
-pub fn kinds(events: &[Event]) -> Vec<EventKind> {
+pub fn kinds(events: &[StoredEvent]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
 }
 
 /// The log is numbered 1..=n; every run has at most one `run_started`, exactly one terminal
 /// event, and nothing but approval requests after it.
-pub fn assert_log_invariants(events: &[Event]) {
+pub fn assert_log_invariants(events: &[StoredEvent]) {
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e.sequence, Some(i as u64 + 1), "sequence gap at position {i}");
     }
@@ -173,7 +173,7 @@ pub fn assert_log_invariants(events: &[Event]) {
         }
     }
     for run in runs {
-        let of_run: Vec<&Event> = events.iter().filter(|e| e.run_id.as_ref() == Some(&run)).collect();
+        let of_run: Vec<&StoredEvent> = events.iter().filter(|e| e.run_id.as_ref() == Some(&run)).collect();
         let starts = of_run.iter().filter(|e| e.kind == EventKind::RunStarted).count();
         let terminals = of_run.iter().filter(|e| e.kind.is_run_terminal()).count();
         let kinds: Vec<EventKind> = of_run.iter().map(|e| e.kind).collect();

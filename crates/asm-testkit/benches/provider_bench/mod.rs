@@ -152,7 +152,7 @@ pub fn bench_adapter_first_event<A: ProviderAdapter + ?Sized>(
                         if let Some(tx) = tx.lock().unwrap().take() {
                             let _ = tx.send(Instant::now());
                         }
-                        let event = Event::new(e.kind, sid.clone());
+                        let event = asm_core::StoredEvent::new(Event::new(e.kind, sid.clone()), 1);
                         Box::pin(async move { Ok(event) })
                     });
                     let start = Instant::now();
