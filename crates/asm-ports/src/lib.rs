@@ -30,6 +30,7 @@ pub mod backend;
 mod cancel;
 mod forward;
 mod hook;
+mod layer;
 mod lease;
 mod maintenance;
 mod provider;
@@ -40,6 +41,7 @@ pub use approval::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalV
 pub use artifact::ArtifactStore;
 pub use cancel::{CancellationToken, WaitForCancellationFuture};
 pub use hook::{HookAction, RunContext, RunControl, RunFinish, RunHook};
+pub use layer::{Layered, StoreLayer};
 pub use lease::{Lease, SessionLeases};
 pub use maintenance::{HealthIssue, HealthReport, MaintenanceReport, MaintenanceStore, RetentionPolicy};
 pub use provider::{EventSink, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent, provider_state};

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use asm_core::{Error, ErrorCode, Event, Result, Run, RunId, RunStatus, Session, SessionId, StoredEvent};
 use asm_ports::backend::{batch_session, leases_unsupported};
 use asm_ports::{
-    CancellationToken, DynSessionStore, EventQuery, ExecutionRecord, Lease, Page, RunQuery, SessionLeases,
-    SessionQuery, SessionStore, StoreCapabilities,
+    CancellationToken, DynSessionStore, ExecutionRecord, Layered, Lease, RunQuery, SessionLeases, SessionStore,
+    StoreLayer,
 };
 
 use crate::manager::SessionManager;
@@ -134,7 +134,7 @@ impl Ownership {
 }
 
 /// The leases of `store`, or the typed refusal for a store that cannot provide them.
-fn leases_of(store: &DynSessionStore) -> Result<&dyn SessionLeases> {
+fn leases_of(store: &dyn SessionStore) -> Result<&dyn SessionLeases> {
     if !store.capabilities().session_leases {
         return Err(leases_unsupported(store));
     }
@@ -329,79 +329,50 @@ async fn end_orphan(manager: &SessionManager, mut run: Run, error: Error, reason
     }
 }
 
-/// A store whose appends and run writes of one session are fenced by a lease.
-pub(crate) struct FencedStore {
-    inner: DynSessionStore,
+/// The layer that fences one session's appends and run writes by a lease (the store is
+/// `Layered<DynSessionStore, Fence>`); other sessions' writes pass through.
+#[derive(Debug)]
+pub(crate) struct Fence {
     lease: Lease,
 }
 
-impl FencedStore {
-    pub(crate) fn new(inner: DynSessionStore, lease: Lease) -> Self {
-        Self { inner, lease }
-    }
+/// A store whose appends and run writes of one session are fenced by a lease.
+pub(crate) type FencedStore = Layered<DynSessionStore, Fence>;
 
-    fn fence(&self) -> Result<&dyn SessionLeases> {
-        leases_of(&self.inner)
-    }
-}
-
-impl fmt::Debug for FencedStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FencedStore").field("inner", &self.inner).field("lease", &self.lease).finish()
-    }
+/// `inner` with `lease`'s session fenced.
+pub(crate) fn fenced(inner: DynSessionStore, lease: Lease) -> FencedStore {
+    Layered::new(inner, Fence { lease })
 }
 
 #[async_trait]
-impl SessionStore for FencedStore {
-    async fn save_session(&self, session: &Session) -> Result<()> {
+impl StoreLayer for Fence {
+    async fn save_session(&self, inner: &dyn SessionStore, session: &Session) -> Result<()> {
         if session.id == self.lease.session_id {
-            return self.fence()?.save_session_fenced(&self.lease, session).await;
+            return leases_of(inner)?.save_session_fenced(&self.lease, session).await;
         }
-        self.inner.save_session(session).await
+        inner.save_session(session).await
     }
-    async fn get_session(&self, id: &SessionId) -> Result<Session> {
-        self.inner.get_session(id).await
-    }
-    async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>> {
-        self.inner.list_sessions(query).await
-    }
-    async fn delete_session(&self, id: &SessionId) -> Result<()> {
-        self.inner.delete_session(id).await
-    }
-    async fn save_run(&self, run: &Run) -> Result<()> {
+    async fn save_run(&self, inner: &dyn SessionStore, run: &Run) -> Result<()> {
         if run.session_id == self.lease.session_id {
-            return self.fence()?.flush_fenced(&self.lease, ExecutionRecord::new(run.clone())).await.map(drop);
+            return leases_of(inner)?.flush_fenced(&self.lease, ExecutionRecord::new(run.clone())).await.map(drop);
         }
-        self.inner.save_run(run).await
+        inner.save_run(run).await
     }
-    async fn get_run(&self, id: &RunId) -> Result<Run> {
-        self.inner.get_run(id).await
-    }
-    async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
-        self.inner.list_runs(session_id, query).await
-    }
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
+    async fn append(
+        &self,
+        inner: &dyn SessionStore,
+        events: Vec<Event>,
+        expected_last_sequence: Option<u64>,
+    ) -> Result<Vec<StoredEvent>> {
         if batch_session(&events)? == &self.lease.session_id {
-            return self.fence()?.append_fenced(&self.lease, events, expected_last_sequence).await;
+            return leases_of(inner)?.append_fenced(&self.lease, events, expected_last_sequence).await;
         }
-        self.inner.append(events, expected_last_sequence).await
+        inner.append(events, expected_last_sequence).await
     }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-        self.inner.get_events(session_id, query).await
-    }
-    async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
-        self.inner.latest_sequence(session_id).await
-    }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
+    async fn flush(&self, inner: &dyn SessionStore, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         if record.run.session_id == self.lease.session_id {
-            return self.fence()?.flush_fenced(&self.lease, record).await;
+            return leases_of(inner)?.flush_fenced(&self.lease, record).await;
         }
-        self.inner.flush(record).await
-    }
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
-    fn leases(&self) -> Option<&dyn SessionLeases> {
-        self.inner.leases()
+        inner.flush(record).await
     }
 }

@@ -17,8 +17,8 @@ use asm_core::{
     SessionId, SessionStatus, StoredEvent, TranscriptBuilder, TranscriptOptions, keys,
 };
 use asm_ports::{
-    EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, ExecutionRecord, Page, ProviderAdapter, ProviderEvent,
-    RunQuery, SessionQuery, SessionStore, StoreCapabilities,
+    EventQuery, EventSink, ExecuteOutcome, ExecuteRequest, Layered, ProviderAdapter, ProviderEvent, SessionQuery,
+    SessionStore, StoreLayer,
 };
 use asm_runtime::{
     Continuation, FORK_METADATA_KEY, FORKED_FROM_KEY, ForkContinuation, ForkPoint, NewSession, ReplayReason,
@@ -565,83 +565,54 @@ async fn a_fork_of_a_fork_and_of_a_finished_session() {
 
 // ----- failures ---------------------------------------------------------------------------------
 
-/// The in-memory store, with appends to a session other than `allowed` failing once `budget`
-/// of them succeeded, and deletes failing on demand.
+/// Appends to a session other than `allowed` fail once `budget` of them succeeded, and deletes
+/// fail on demand (over the in-memory store: [`FlakyStore`]).
 #[derive(Debug)]
-struct FlakyStore {
-    inner: InMemorySessionStore,
+struct Flaky {
     allowed: Mutex<Option<SessionId>>,
     budget: AtomicUsize,
     fail_delete: AtomicBool,
 }
 
-impl FlakyStore {
-    fn new() -> Self {
-        Self {
-            inner: InMemorySessionStore::new(),
-            allowed: Mutex::new(None),
-            budget: AtomicUsize::new(usize::MAX),
-            fail_delete: AtomicBool::new(false),
-        }
-    }
+type FlakyStore = Layered<InMemorySessionStore, Flaky>;
+
+fn flaky_store() -> FlakyStore {
+    let flaky =
+        Flaky { allowed: Mutex::new(None), budget: AtomicUsize::new(usize::MAX), fail_delete: AtomicBool::new(false) };
+    Layered::new(InMemorySessionStore::new(), flaky)
 }
 
 #[async_trait]
-impl SessionStore for FlakyStore {
-    async fn save_session(&self, session: &Session) -> Result<()> {
-        self.inner.save_session(session).await
-    }
-    async fn get_session(&self, id: &SessionId) -> Result<Session> {
-        self.inner.get_session(id).await
-    }
-    async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>> {
-        self.inner.list_sessions(query).await
-    }
-    async fn delete_session(&self, id: &SessionId) -> Result<()> {
+impl StoreLayer for Flaky {
+    async fn delete_session(&self, inner: &dyn SessionStore, id: &SessionId) -> Result<()> {
         if self.fail_delete.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorCode::StorageWriteFailed, "disk gone"));
         }
-        self.inner.delete_session(id).await
+        inner.delete_session(id).await
     }
-    async fn save_run(&self, run: &Run) -> Result<()> {
-        self.inner.save_run(run).await
-    }
-    async fn get_run(&self, id: &RunId) -> Result<Run> {
-        self.inner.get_run(id).await
-    }
-    async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
-        self.inner.list_runs(session_id, query).await
-    }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
+    async fn append(
+        &self,
+        inner: &dyn SessionStore,
+        events: Vec<Event>,
+        expected: Option<u64>,
+    ) -> Result<Vec<StoredEvent>> {
         let foreign = self.allowed.lock().as_ref().is_some_and(|a| events.first().is_some_and(|e| &e.session_id != a));
         if foreign && self.budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1)).is_err() {
             return Err(Error::new(ErrorCode::StorageWriteFailed, "disk full"));
         }
-        self.inner.append(events, expected).await
-    }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-        self.inner.get_events(session_id, query).await
-    }
-    async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
-        self.inner.latest_sequence(session_id).await
-    }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
-        self.inner.flush(record).await
-    }
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
+        inner.append(events, expected).await
     }
 }
 
 async fn flaky_parent() -> (Arc<FlakyStore>, SessionManager, SessionId) {
-    let store = Arc::new(FlakyStore::new());
+    let store = Arc::new(flaky_store());
     let words: Vec<String> = (0..700).map(|i| format!("w{i}")).collect();
     let manager = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::replying(&words.join(" "))));
     let parent = active_session(&manager).await;
     let run = manager.start_run(&parent, RunInput::user("go"), RunOptions::default()).await.unwrap();
     manager.execute_run(&run.id, RunOptions::default()).await.unwrap();
-    *store.allowed.lock() = Some(parent.clone());
-    store.budget.store(1, Ordering::SeqCst); // the first batch lands, the second fails
+    *store.layer().allowed.lock() = Some(parent.clone());
+    store.layer().budget.store(1, Ordering::SeqCst); // the first batch lands, the second fails
     (store, manager, parent)
 }
 
@@ -659,7 +630,7 @@ async fn a_copy_that_fails_halfway_leaves_no_fork_behind() {
 #[tokio::test]
 async fn a_fork_left_incomplete_cannot_run_or_be_forked() {
     let (store, manager, parent) = flaky_parent().await;
-    store.fail_delete.store(true, Ordering::SeqCst);
+    store.layer().fail_delete.store(true, Ordering::SeqCst);
     manager.fork_session(&parent, ForkPoint::Latest).await.unwrap_err();
     let leftover = store
         .list_sessions(&SessionQuery::new())
@@ -672,7 +643,7 @@ async fn a_fork_left_incomplete_cannot_run_or_be_forked() {
     assert_eq!(leftover.metadata[FORK_METADATA_KEY]["state"], "copying");
     assert_eq!(leftover.status, SessionStatus::Pending);
 
-    store.budget.store(usize::MAX, Ordering::SeqCst);
+    store.layer().budget.store(usize::MAX, Ordering::SeqCst);
     manager.activate_session(&leftover.id).await.unwrap();
     let err = say_with(&manager, &leftover.id, "hello", Continuation::None).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidOperation);

@@ -565,52 +565,25 @@ async fn concurrent_runs_in_one_session_keep_the_log_gap_free() {
 
 /// A store without long-poll: the event stream must fall back to polling.
 #[derive(Debug, Clone)]
-struct PollOnly(InMemorySessionStore);
+struct PollOnly;
 
 #[async_trait]
-impl SessionStore for PollOnly {
-    async fn save_session(&self, s: &asm_core::Session) -> Result<()> {
-        self.0.save_session(s).await
-    }
-    async fn get_session(&self, id: &SessionId) -> Result<asm_core::Session> {
-        self.0.get_session(id).await
-    }
-    async fn list_sessions(&self, q: &SessionQuery) -> Result<asm_ports::Page<asm_core::Session>> {
-        self.0.list_sessions(q).await
-    }
-    async fn delete_session(&self, id: &SessionId) -> Result<()> {
-        self.0.delete_session(id).await
-    }
-    async fn save_run(&self, r: &asm_core::Run) -> Result<()> {
-        self.0.save_run(r).await
-    }
-    async fn get_run(&self, id: &asm_core::RunId) -> Result<asm_core::Run> {
-        self.0.get_run(id).await
-    }
-    async fn list_runs(&self, s: &SessionId, q: &RunQuery) -> Result<Vec<asm_core::Run>> {
-        self.0.list_runs(s, q).await
-    }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
-        self.0.append(events, expected).await
-    }
-    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
+impl asm_ports::StoreLayer for PollOnly {
+    async fn get_events(&self, inner: &dyn SessionStore, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
         assert!(q.wait.is_none(), "a store without long-poll must not be asked to wait");
-        self.0.get_events(s, q).await
+        inner.get_events(s, q).await
     }
-    async fn latest_sequence(&self, s: &SessionId) -> Result<u64> {
-        self.0.latest_sequence(s).await
-    }
-    async fn flush(&self, record: asm_ports::ExecutionRecord) -> Result<Vec<StoredEvent>> {
-        self.0.flush(record).await
-    }
-    fn capabilities(&self) -> asm_ports::StoreCapabilities {
+    fn capabilities(&self, _inner: &dyn SessionStore) -> asm_ports::StoreCapabilities {
         asm_ports::StoreCapabilities::new()
     }
 }
 
 #[tokio::test]
 async fn the_event_stream_polls_stores_without_long_poll() {
-    let manager = SessionManager::new(PollOnly(InMemorySessionStore::new()), ScriptedAdapter::replying("x y"));
+    let manager = SessionManager::new(
+        asm_ports::Layered::new(InMemorySessionStore::new(), PollOnly),
+        ScriptedAdapter::replying("x y"),
+    );
     let session = active_session(&manager).await;
     let mut stream =
         manager.stream_session_events(&session, StreamOptions::after(0).poll_interval(Duration::from_millis(5)));

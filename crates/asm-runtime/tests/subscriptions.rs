@@ -10,11 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use asm_core::{Event, EventKind, Result, Run, RunId, RunInput, Session, SessionId, StoredEvent};
-use asm_ports::{
-    EventQuery, ExecutionRecord, Page, ProviderEvent, RunQuery, SessionQuery, SessionStore, SessionStoreExt,
-    StoreCapabilities,
-};
+use asm_core::{Event, EventKind, Result, RunInput, SessionId, StoredEvent};
+use asm_ports::{EventQuery, Layered, ProviderEvent, SessionStore, SessionStoreExt, StoreCapabilities, StoreLayer};
 use asm_runtime::{EventSubscription, NewSession, RunOptions, ServerConfig, SessionServer, SubscribeOptions};
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
@@ -145,46 +142,16 @@ async fn events_of_another_writer_are_delivered_live() {
 /// The memory store, without long-poll: the dispatcher polls, and appends through the server
 /// wake it at once.
 #[derive(Debug, Clone)]
-struct NoLongPoll(InMemorySessionStore);
+struct NoLongPoll;
 
 #[async_trait]
-impl SessionStore for NoLongPoll {
-    async fn save_session(&self, s: &Session) -> Result<()> {
-        self.0.save_session(s).await
-    }
-    async fn get_session(&self, id: &SessionId) -> Result<Session> {
-        self.0.get_session(id).await
-    }
-    async fn list_sessions(&self, q: &SessionQuery) -> Result<Page<Session>> {
-        self.0.list_sessions(q).await
-    }
-    async fn delete_session(&self, id: &SessionId) -> Result<()> {
-        self.0.delete_session(id).await
-    }
-    async fn save_run(&self, r: &Run) -> Result<()> {
-        self.0.save_run(r).await
-    }
-    async fn get_run(&self, id: &RunId) -> Result<Run> {
-        self.0.get_run(id).await
-    }
-    async fn list_runs(&self, s: &SessionId, q: &RunQuery) -> Result<Vec<Run>> {
-        self.0.list_runs(s, q).await
-    }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
-        self.0.append(events, expected).await
-    }
-    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
+impl StoreLayer for NoLongPoll {
+    async fn get_events(&self, inner: &dyn SessionStore, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
         let mut q = q.clone();
         q.wait = None;
-        self.0.get_events(s, &q).await
+        inner.get_events(s, &q).await
     }
-    async fn latest_sequence(&self, s: &SessionId) -> Result<u64> {
-        self.0.latest_sequence(s).await
-    }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
-        self.0.flush(record).await
-    }
-    fn capabilities(&self) -> StoreCapabilities {
+    fn capabilities(&self, _inner: &dyn SessionStore) -> StoreCapabilities {
         StoreCapabilities::new()
     }
 }
@@ -192,7 +159,7 @@ impl SessionStore for NoLongPoll {
 #[tokio::test]
 async fn stores_without_long_poll_are_followed_too() {
     let inner = InMemorySessionStore::new();
-    let store = NoLongPoll(inner.clone());
+    let store = Layered::new(inner.clone(), NoLongPoll);
     let server = SessionServer::start(
         ServerConfig::new(store, ScriptedAdapter::replying("one two three"))
             .create(NewSession::new("a"))

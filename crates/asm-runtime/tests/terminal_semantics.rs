@@ -14,8 +14,8 @@ use asm_core::{
     Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, RunStatus, Session, SessionId, StoredEvent,
 };
 use asm_ports::{
-    DynSessionStore, EventQuery, ExecutionRecord, HookAction, Page, RunContext, RunFinish, RunHook, RunQuery,
-    SessionQuery, SessionStore, StoreCapabilities,
+    DynSessionStore, EventQuery, ExecutionRecord, HookAction, Layered, RunContext, RunFinish, RunHook, SessionStore,
+    StoreLayer,
 };
 use asm_runtime::{NewSession, RunOptions, SessionManager};
 use asm_store_memory::InMemorySessionStore;
@@ -25,12 +25,11 @@ use asm_testkit::ScriptedAdapter;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A pass-through store that yields to the scheduler a few times before every write and read
+/// A pass-through layer that yields to the scheduler a few times before every write and read
 /// of a run (a "slow" store that widens every window between a read and the write that follows
 /// it), and can fail the next N terminal flushes (except minimal terminal records).
 #[derive(Debug)]
-struct InterceptingStore {
-    inner: DynSessionStore,
+struct Intercept {
     calls: AtomicUsize,
     yielding: bool,
     terminal_flush_failures: AtomicUsize,
@@ -40,25 +39,29 @@ struct InterceptingStore {
     hold: parking_lot::Mutex<Option<Arc<HeldRead>>>,
 }
 
+type InterceptingStore = Layered<DynSessionStore, Intercept>;
+
 #[derive(Debug, Default)]
 struct HeldRead {
     waiting: Notify,
     run_started: Notify,
 }
 
-impl InterceptingStore {
+impl Intercept {
     fn yielding(inner: DynSessionStore) -> DynSessionStore {
-        Arc::new(Self::new(inner, true, 0))
+        Arc::new(Self::store(inner, true, 0))
     }
-    fn new(inner: DynSessionStore, yielding: bool, failures: usize) -> Self {
-        Self {
+    fn store(inner: DynSessionStore, yielding: bool, failures: usize) -> InterceptingStore {
+        Layered::new(
             inner,
-            calls: AtomicUsize::new(0),
-            yielding,
-            terminal_flush_failures: AtomicUsize::new(failures),
-            held_read: parking_lot::Mutex::new(None),
-            hold: parking_lot::Mutex::new(None),
-        }
+            Self {
+                calls: AtomicUsize::new(0),
+                yielding,
+                terminal_flush_failures: AtomicUsize::new(failures),
+                held_read: parking_lot::Mutex::new(None),
+                hold: parking_lot::Mutex::new(None),
+            },
+        )
     }
     /// Holds the next `get_run` until `run_started` is stored.
     fn hold_next_run_read(&self) -> Arc<HeldRead> {
@@ -68,7 +71,7 @@ impl InterceptingStore {
         held
     }
     fn failing_terminal_flushes(inner: DynSessionStore, failures: usize) -> DynSessionStore {
-        Arc::new(Self::new(inner, false, failures))
+        Arc::new(Self::store(inner, false, failures))
     }
     async fn pause(&self) {
         if !self.yielding {
@@ -82,48 +85,38 @@ impl InterceptingStore {
 }
 
 #[async_trait]
-impl SessionStore for InterceptingStore {
-    async fn save_session(&self, session: &Session) -> Result<()> {
+impl StoreLayer for Intercept {
+    async fn save_session(&self, inner: &dyn SessionStore, session: &Session) -> Result<()> {
         self.pause().await;
-        self.inner.save_session(session).await
+        inner.save_session(session).await
     }
-    async fn get_session(&self, id: &SessionId) -> Result<Session> {
+    async fn get_session(&self, inner: &dyn SessionStore, id: &SessionId) -> Result<Session> {
         self.pause().await;
-        self.inner.get_session(id).await
+        inner.get_session(id).await
     }
-    async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>> {
-        self.inner.list_sessions(query).await
-    }
-    async fn delete_session(&self, id: &SessionId) -> Result<()> {
-        self.inner.delete_session(id).await
-    }
-    async fn save_run(&self, run: &Run) -> Result<()> {
+    async fn save_run(&self, inner: &dyn SessionStore, run: &Run) -> Result<()> {
         self.pause().await;
-        self.inner.save_run(run).await
+        inner.save_run(run).await
     }
-    async fn get_run(&self, id: &RunId) -> Result<Run> {
+    async fn get_run(&self, inner: &dyn SessionStore, id: &RunId) -> Result<Run> {
         self.pause().await;
         let held = self.held_read.lock().take();
         if let Some(held) = held {
             held.waiting.notify_one();
             held.run_started.notified().await;
         }
-        self.inner.get_run(id).await
+        inner.get_run(id).await
     }
-    async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
-        self.inner.list_runs(session_id, query).await
-    }
-    async fn append(&self, events: Vec<Event>, expected_last_sequence: Option<u64>) -> Result<Vec<StoredEvent>> {
+    async fn append(
+        &self,
+        inner: &dyn SessionStore,
+        events: Vec<Event>,
+        expected_last_sequence: Option<u64>,
+    ) -> Result<Vec<StoredEvent>> {
         self.pause().await;
-        self.inner.append(events, expected_last_sequence).await
+        inner.append(events, expected_last_sequence).await
     }
-    async fn get_events(&self, session_id: &SessionId, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-        self.inner.get_events(session_id, query).await
-    }
-    async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
-        self.inner.latest_sequence(session_id).await
-    }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
+    async fn flush(&self, inner: &dyn SessionStore, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
         self.pause().await;
         let minimal = record.run.error.as_ref().is_some_and(|e| e.details().contains_key("terminal_record"));
         if record.run.status.is_terminal()
@@ -136,7 +129,7 @@ impl SessionStore for InterceptingStore {
             return Err(Error::new(ErrorCode::StorageWriteFailed, "injected failure"));
         }
         let starts = record.events.iter().any(|e| e.kind == EventKind::RunStarted);
-        let stored = self.inner.flush(record).await;
+        let stored = inner.flush(record).await;
         if starts
             && stored.is_ok()
             && let Some(held) = self.hold.lock().take()
@@ -144,9 +137,6 @@ impl SessionStore for InterceptingStore {
             held.run_started.notify_one();
         }
         stored
-    }
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
     }
 }
 
@@ -210,7 +200,7 @@ async fn assert_run_log(store: &DynSessionStore, session: &SessionId, run: &RunI
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_racing_the_start_of_an_execution_always_wins() {
     for (name, store, _dir) in stores() {
-        let store = InterceptingStore::yielding(store);
+        let store = Intercept::yielding(store);
         let adapter = ScriptedAdapter::replying("partial").hanging();
         let manager = SessionManager::from_shared(store.clone(), Arc::new(adapter.clone()));
         let session = active_session(&manager).await;
@@ -350,7 +340,7 @@ async fn an_oversized_provider_error_still_ends_the_run() {
 /// minimal record with the provider's code.
 #[tokio::test]
 async fn a_failed_terminal_write_is_retried_with_a_minimal_record() {
-    let store = InterceptingStore::failing_terminal_flushes(Arc::new(InMemorySessionStore::new()), 1);
+    let store = Intercept::failing_terminal_flushes(Arc::new(InMemorySessionStore::new()), 1);
     let error = Error::new(ErrorCode::ProviderAuthenticationFailed, "401").with_detail("body", "x");
     let manager = SessionManager::from_shared(store.clone(), Arc::new(ScriptedAdapter::new().failing(error)));
     let session = active_session(&manager).await;
@@ -370,12 +360,12 @@ async fn a_failed_terminal_write_is_retried_with_a_minimal_record() {
 /// (which left the hanging provider running forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_that_reads_a_running_run_of_this_process_stops_it_through_its_token() {
-    let store = Arc::new(InterceptingStore::new(Arc::new(InMemorySessionStore::new()), false, 0));
+    let store = Arc::new(Intercept::store(Arc::new(InMemorySessionStore::new()), false, 0));
     let adapter = ScriptedAdapter::new().hanging();
     let manager = SessionManager::from_shared(store.clone(), Arc::new(adapter.clone()));
     let session = active_session(&manager).await;
     let run = manager.start_run(&session, RunInput::user("x"), RunOptions::default()).await.unwrap();
-    let held = store.hold_next_run_read();
+    let held = store.layer().hold_next_run_read();
     let cancel = {
         let manager = manager.clone();
         let run_id = run.id.clone();

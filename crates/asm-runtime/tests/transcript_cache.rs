@@ -11,64 +11,35 @@ use async_trait::async_trait;
 use proptest::prelude::*;
 
 use asm_core::{
-    Error, ErrorCode, Event, EventKind, Result, Run, RunId, RunInput, Session, SessionId, StoredEvent,
-    TranscriptBuilder, TranscriptOptions,
+    Error, ErrorCode, Event, EventKind, Result, RunInput, Session, SessionId, StoredEvent, TranscriptBuilder,
+    TranscriptOptions,
 };
-use asm_ports::{EventQuery, ExecutionRecord, Page, RunQuery, SessionQuery, SessionStore, StoreCapabilities};
+use asm_ports::{EventQuery, Layered, SessionStore, StoreLayer};
 use asm_runtime::{Continuation, NewSession, RunOptions, ServerConfig, SessionServer, TranscriptCache};
 use asm_store_memory::InMemorySessionStore;
 use asm_testkit::ScriptedAdapter;
 
 use common::{WAIT, all_events};
 
-/// The memory store, whose `get_events` fails while `failures` is above zero.
+/// A layer whose `get_events` fails while `failures` is above zero.
 #[derive(Debug, Clone)]
-struct FlakyStore {
-    inner: InMemorySessionStore,
+struct FailReads {
     failures: Arc<AtomicUsize>,
 }
 
 #[async_trait]
-impl SessionStore for FlakyStore {
-    async fn save_session(&self, s: &Session) -> Result<()> {
-        self.inner.save_session(s).await
-    }
-    async fn get_session(&self, id: &SessionId) -> Result<Session> {
-        self.inner.get_session(id).await
-    }
-    async fn list_sessions(&self, q: &SessionQuery) -> Result<Page<Session>> {
-        self.inner.list_sessions(q).await
-    }
-    async fn delete_session(&self, id: &SessionId) -> Result<()> {
-        self.inner.delete_session(id).await
-    }
-    async fn save_run(&self, r: &Run) -> Result<()> {
-        self.inner.save_run(r).await
-    }
-    async fn get_run(&self, id: &RunId) -> Result<Run> {
-        self.inner.get_run(id).await
-    }
-    async fn list_runs(&self, s: &SessionId, q: &RunQuery) -> Result<Vec<Run>> {
-        self.inner.list_runs(s, q).await
-    }
-    async fn append(&self, events: Vec<Event>, expected: Option<u64>) -> Result<Vec<StoredEvent>> {
-        self.inner.append(events, expected).await
-    }
-    async fn get_events(&self, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
+impl StoreLayer for FailReads {
+    async fn get_events(&self, inner: &dyn SessionStore, s: &SessionId, q: &EventQuery) -> Result<Vec<StoredEvent>> {
         if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(Error::new(ErrorCode::StorageReadFailed, "injected read failure"));
         }
-        self.inner.get_events(s, q).await
+        inner.get_events(s, q).await
     }
-    async fn latest_sequence(&self, s: &SessionId) -> Result<u64> {
-        self.inner.latest_sequence(s).await
-    }
-    async fn flush(&self, record: ExecutionRecord) -> Result<Vec<StoredEvent>> {
-        self.inner.flush(record).await
-    }
-    fn capabilities(&self) -> StoreCapabilities {
-        self.inner.capabilities()
-    }
+}
+
+/// The memory store, whose `get_events` fails while `failures` is above zero.
+fn flaky_store(inner: &InMemorySessionStore, failures: &Arc<AtomicUsize>) -> Layered<InMemorySessionStore, FailReads> {
+    Layered::new(inner.clone(), FailReads { failures: failures.clone() })
 }
 
 #[derive(Clone, Debug)]
@@ -126,7 +97,7 @@ proptest! {
         rt.block_on(async {
             let inner = InMemorySessionStore::new();
             let failures = Arc::new(AtomicUsize::new(0));
-            let store = FlakyStore { inner: inner.clone(), failures: failures.clone() };
+            let store = flaky_store(&inner, &failures);
             let session = Session::new("agent").unwrap();
             store.save_session(&session).await.unwrap();
             let cache = TranscriptCache::new();
@@ -167,7 +138,7 @@ proptest! {
 async fn a_store_error_rebuilds_and_other_keys_rebuild() {
     let inner = InMemorySessionStore::new();
     let failures = Arc::new(AtomicUsize::new(0));
-    let store = FlakyStore { inner: inner.clone(), failures: failures.clone() };
+    let store = flaky_store(&inner, &failures);
     let session = Session::new("agent").unwrap();
     store.save_session(&session).await.unwrap();
     inner.append(vec![event_of(&session.id, 0, 2)], None).await.unwrap();

@@ -109,7 +109,7 @@ impl SessionServer {
                 lease = Some(crate::ownership::acquire(&store, &session.id, ownership).await?);
             }
             let manager = match &lease {
-                Some(lease) => config.manager.with_store(Arc::new(FencedStore::new(store.clone(), lease.clone()))),
+                Some(lease) => config.manager.with_store(Arc::new(fenced(store.clone(), lease.clone()))),
                 None => config.manager.clone(),
             };
             let mut recovered = match (&lease, &config.ownership) {

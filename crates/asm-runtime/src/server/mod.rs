@@ -35,7 +35,7 @@ use crate::execution::terminal_event;
 use crate::limiter::{ConcurrencyLimiter, RunPermit};
 use crate::manager::{ActiveRun, SessionManager};
 use crate::options::{NewSession, RunOptions, RunResult};
-use crate::ownership::{FencedStore, LeaseKeeper, Ownership};
+use crate::ownership::{LeaseKeeper, Ownership, fenced};
 use crate::subscription::{EventSubscription, Hub, SubscribeOptions};
 use crate::{ControlOperations, TranscriptCache};
 
