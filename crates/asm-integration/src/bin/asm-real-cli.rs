@@ -661,18 +661,44 @@ fn only_model_request(server: &FakeServer) -> Result<Value, String> {
     the_model_request(server)?.body.ok_or_else(|| "no request body recorded".to_owned())
 }
 
+/// The system prompt the run-options cases set per run.
+const RUN_OPTIONS_SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
+
+/// The run-options cases: a text run with per-run `options` (`model` and [`RUN_OPTIONS_SYSTEM`]
+/// among them) whose only model request names `model` and carries the system prompt in its
+/// `system_field`. Returns the run's outcome.
+async fn run_with_options(
+    adapter: &dyn ProviderAdapter,
+    server: &FakeServer,
+    options: Value,
+    model: &str,
+    system_field: &str,
+) -> Result<ExecuteOutcome, String> {
+    let (outcome, _) = run_text(adapter, request_with_options("Say hello.", options)?).await?;
+    let body = only_model_request(server)?;
+    ensure(body.get("model").and_then(Value::as_str) == Some(model), || format!("model {:?}", body.get("model")))?;
+    let system = body.get(system_field).map(Value::to_string).unwrap_or_default();
+    ensure(system.contains(RUN_OPTIONS_SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
+    Ok(outcome)
+}
+
+/// The policy cases: a text run with the options `policy` compiles to for `target`.
+async fn run_under_policy(
+    adapter: &dyn ProviderAdapter,
+    policy: &asm_policy::Policy,
+    target: asm_policy::CliTarget,
+) -> Result<(), String> {
+    let compiled = asm_policy::compile(policy, target);
+    run_text(adapter, request_with_options("Say hello.", compiled.options.into())?).await?;
+    Ok(())
+}
+
 /// Per-run `model` and `system_prompt` override the adapter's and reach the model request.
 async fn claude_run_options(env: &ClaudeEnv) -> CaseResult {
-    const SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
     let adapter = env.adapter("run-options", |b| b.model("claude-haiku-4-5"));
-    let options = serde_json::json!({"model": "claude-sonnet-4-5", "system_prompt": SYSTEM, "max_turns": 2});
-    run_text(&adapter, request_with_options("Say hello.", options)?).await?;
-    let body = only_model_request(&env.server)?;
-    ensure(body.get("model").and_then(Value::as_str) == Some("claude-sonnet-4-5"), || {
-        format!("model {:?}", body.get("model"))
-    })?;
-    let system = body.get("system").map(Value::to_string).unwrap_or_default();
-    ensure(system.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
+    let options =
+        serde_json::json!({"model": "claude-sonnet-4-5", "system_prompt": RUN_OPTIONS_SYSTEM, "max_turns": 2});
+    run_with_options(&adapter, &env.server, options, "claude-sonnet-4-5", "system").await?;
     assert_no_processes(&env.marker("run-options")).await?;
     Ok("model and system prompt from the run's options".to_owned())
 }
@@ -685,9 +711,8 @@ async fn claude_policy_flags(env: &ClaudeEnv) -> CaseResult {
         .limit(asm_policy::Limit::MaxToolCalls(3))
         .build()
         .map_err(|e| e.to_string())?;
-    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Claude);
     let adapter = env.adapter("policy-flags", |b| b);
-    run_text(&adapter, request_with_options("Say hello.", compiled.options.into())?).await?;
+    run_under_policy(&adapter, &policy, asm_policy::CliTarget::Claude).await?;
     let body = only_model_request(&env.server)?;
     let tools: Vec<String> = body
         .get("tools")
@@ -705,21 +730,43 @@ fn tool_prompt() -> String {
     format!("Run echo hi. {}", Scenario::ToolUse.marker())
 }
 
-async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
-    let adapter = env.adapter("tool", |b| b.allowed_tools(["Bash"]));
-    let (outcome, recorded) = run_ok(&adapter, request(&tool_prompt())?).await?;
+/// What [`tool_round_trip`] saw: the completion of the tool call, its output (as JSON text)
+/// and how many events the run emitted.
+struct ToolRoundTrip {
+    done: ProviderEvent,
+    output: String,
+    events: usize,
+}
+
+/// The tool cases: a run of [`Scenario::ToolUse`] whose tool call starts (the start must pass
+/// `check_start`), completes as the same call with "hi" in its output, and whose turn ends with
+/// the fake's follow-up text.
+async fn tool_round_trip(
+    adapter: &dyn ProviderAdapter,
+    check_start: impl FnOnce(&ProviderEvent) -> Result<(), String>,
+) -> Result<ToolRoundTrip, String> {
+    let (outcome, recorded) = run_ok(adapter, request(&tool_prompt())?).await?;
     let started = first_event(&recorded, EventKind::ToolCallStarted)?;
-    ensure_tool_name(&started, "Bash")?;
-    ensure(tool_command(&started) == Some("echo hi"), || {
-        format!("tool input {:?}", started.data.get(keys::TOOL_INPUT))
-    })?;
+    check_start(&started)?;
     let done = first_event(&recorded, EventKind::ToolCallCompleted)?;
     ensure_same_call(&started, &done)?;
     let output = tool_output_containing(&done, "hi")?;
     ensure_output(&outcome, &tool_followup_text("hi"))?;
+    Ok(ToolRoundTrip { done, output, events: recorded.events().len() })
+}
+
+async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.adapter("tool", |b| b.allowed_tools(["Bash"]));
+    let tool = tool_round_trip(&adapter, |started| {
+        ensure_tool_name(started, "Bash")?;
+        ensure(tool_command(started) == Some("echo hi"), || {
+            format!("tool input {:?}", started.data.get(keys::TOOL_INPUT))
+        })
+    })
+    .await?;
     ensure_replies(&env.server, &["tool", "tool_followup"])?;
     assert_no_processes(&env.marker("tool")).await?;
-    Ok(format!("tool output {output}, {} events", recorded.events().len()))
+    Ok(format!("tool output {}, {} events", tool.output, tool.events))
 }
 
 async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
@@ -757,16 +804,11 @@ async fn acp_text(env: &ClaudeEnv) -> CaseResult {
 
 async fn acp_tool(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.acp_adapter("acp-tool");
-    let (outcome, recorded) = run_ok(&adapter, request(&tool_prompt())?).await?;
-    let started = first_event(&recorded, EventKind::ToolCallStarted)?;
-    ensure_tool_name(&started, "execute")?;
-    let done = first_event(&recorded, EventKind::ToolCallCompleted)?;
-    ensure_same_call(&started, &done)?;
-    ensure(tool_command(&done) == Some("echo hi"), || format!("tool input {:?}", done.data.get(keys::TOOL_INPUT)))?;
-    let output = tool_output_containing(&done, "hi")?;
-    ensure_output(&outcome, &tool_followup_text("hi"))?;
+    let tool = tool_round_trip(&adapter, |started| ensure_tool_name(started, "execute")).await?;
+    let done = &tool.done;
+    ensure(tool_command(done) == Some("echo hi"), || format!("tool input {:?}", done.data.get(keys::TOOL_INPUT)))?;
     assert_no_processes(&env.marker("acp-tool")).await?;
-    Ok(format!("tool output {output}, {} events", recorded.events().len()))
+    Ok(format!("tool output {}, {} events", tool.output, tool.events))
 }
 
 /// `Ok` when the resumed run loaded its ACP session (`session/load`).
@@ -1138,17 +1180,10 @@ async fn codex_text(env: &CodexEnv) -> CaseResult {
 /// Per-run `model` and `system_prompt` (Codex's developer instructions) reach the model
 /// request.
 async fn codex_run_options(env: &CodexEnv) -> CaseResult {
-    const SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
     let adapter = env.adapter("run-options", |b| b);
-    let options = serde_json::json!({"model": "gpt-5.6-sol", "system_prompt": SYSTEM});
-    let (outcome, _) = run_text(&adapter, request_with_options("Say hello.", options)?).await?;
+    let options = serde_json::json!({"model": "gpt-5.6-sol", "system_prompt": RUN_OPTIONS_SYSTEM});
+    let outcome = run_with_options(&adapter, &env.server, options, "gpt-5.6-sol", "input").await?;
     ensure(outcome.model.as_deref() == Some("gpt-5.6-sol"), || format!("outcome model {:?}", outcome.model))?;
-    let body = only_model_request(&env.server)?;
-    ensure(body.get("model").and_then(Value::as_str) == Some("gpt-5.6-sol"), || {
-        format!("model {:?}", body.get("model"))
-    })?;
-    let input = body.get("input").map(Value::to_string).unwrap_or_default();
-    ensure(input.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
     assert_no_processes(&env.marker("run-options")).await?;
     Ok("model and developer instructions from the run's options".to_owned())
 }
@@ -1157,9 +1192,8 @@ async fn codex_run_options(env: &CodexEnv) -> CaseResult {
 /// the read-only sandbox (`-s read-only`), as the turn metadata Codex sends says.
 async fn codex_policy_read_only(env: &CodexEnv) -> CaseResult {
     let policy = asm_policy::Policy::builder("integration").deny(["apply_patch"]).build().map_err(|e| e.to_string())?;
-    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Codex);
     let adapter = env.adapter("policy-read-only", |b| b);
-    run_text(&adapter, request_with_options("Say hello.", compiled.options.into())?).await?;
+    run_under_policy(&adapter, &policy, asm_policy::CliTarget::Codex).await?;
     let requests = env.server.model_requests();
     let metadata = requests
         .iter()
@@ -1178,17 +1212,14 @@ async fn codex_policy_read_only(env: &CodexEnv) -> CaseResult {
 
 async fn codex_tool(env: &CodexEnv) -> CaseResult {
     let adapter = env.adapter("tool", |b| b);
-    let (outcome, recorded) = run_ok(&adapter, request(&tool_prompt())?).await?;
-    let started = first_event(&recorded, EventKind::ToolCallStarted)?;
-    let input = started.data.get(keys::TOOL_INPUT).map(Value::to_string).unwrap_or_default();
-    ensure(input.contains("echo hi"), || format!("tool input {input}"))?;
-    let done = first_event(&recorded, EventKind::ToolCallCompleted)?;
-    ensure_same_call(&started, &done)?;
-    let output = tool_output_containing(&done, "hi")?;
-    ensure_output(&outcome, &tool_followup_text("hi"))?;
+    let tool = tool_round_trip(&adapter, |started| {
+        let input = started.data.get(keys::TOOL_INPUT).map(Value::to_string).unwrap_or_default();
+        ensure(input.contains("echo hi"), || format!("tool input {input}"))
+    })
+    .await?;
     ensure_replies(&env.server, &["tool", "tool_followup"])?;
     assert_no_processes(&env.marker("tool")).await?;
-    Ok(format!("tool output {output}, {} events", recorded.events().len()))
+    Ok(format!("tool output {}, {} events", tool.output, tool.events))
 }
 
 async fn codex_resume(env: &CodexEnv) -> CaseResult {
