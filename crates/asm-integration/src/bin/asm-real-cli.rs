@@ -125,29 +125,17 @@ fn main() -> ExitCode {
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// The env a setup made, or `None` with `FAIL name/setup: why` printed (the envs every case
+/// needs: without one nothing runs).
+fn setup_or_report<T>(name: &str, setup: Result<T, String>) -> Option<T> {
+    setup.map_err(|e| println!("FAIL {name}/setup: {e}")).ok()
+}
+
 async fn run_all(args: &Args) -> (usize, usize) {
     let started = Instant::now();
-    let env = match ClaudeEnv::new(&args.claude).await {
-        Ok(env) => env,
-        Err(e) => {
-            println!("FAIL claude/setup: {e}");
-            return (0, 1);
-        }
-    };
-    let codex = match CodexEnv::new(&args.codex).await {
-        Ok(env) => env,
-        Err(e) => {
-            println!("FAIL codex/setup: {e}");
-            return (0, 1);
-        }
-    };
-    let acp = match ClaudeEnv::new(&args.claude_acp).await {
-        Ok(env) => env,
-        Err(e) => {
-            println!("FAIL acp/setup: {e}");
-            return (0, 1);
-        }
-    };
+    let Some(env) = setup_or_report("claude", ClaudeEnv::new(&args.claude).await) else { return (0, 1) };
+    let Some(codex) = setup_or_report("codex", CodexEnv::new(&args.codex).await) else { return (0, 1) };
+    let Some(acp) = setup_or_report("acp", ClaudeEnv::new(&args.claude_acp).await) else { return (0, 1) };
     let gemini = cases_gemini::GeminiEnv::new(args.gemini.as_deref()).await;
     let codex_acp = cases_codex_acp::env(args.codex_acp.as_deref()).await;
     let (env, codex, acp, asm) = (&env, &codex, &acp, args.asm.as_deref());
@@ -462,14 +450,18 @@ async fn remember_then_resume(
     Ok((session, second, recorded))
 }
 
-/// A run of [`Scenario::HttpError`] `status`, which must fail with `code`, `retryable` and a
-/// provider error attached; returns the provider error's kind.
-async fn http_error_run(
+/// The HTTP error cases of a CLI adapter made for `case` in `sandbox`: a run of
+/// [`Scenario::HttpError`] `status`, which must fail with `code`, `retryable` and a provider
+/// error attached, leaving no process. Returns the provider error's kind and how many model
+/// requests reached the fake (the CLI's own retries included).
+async fn http_error_case(
     adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
     status: u16,
     code: ErrorCode,
     retryable: bool,
-) -> Result<asm_core::ProviderErrorKind, String> {
+) -> Result<(asm_core::ProviderErrorKind, usize), String> {
     let prompt = format!("Fail please. {}", Scenario::HttpError(status).marker());
     let (result, recorded) = execute(adapter, request(&prompt)?).await;
     check_events(&recorded)?;
@@ -480,7 +472,9 @@ async fn http_error_run(
     ensure(err.code() == code, || format!("expected {code}, got {err:?}"))?;
     ensure(err.is_retryable() == retryable, || format!("retryable should be {retryable}: {err:?}"))?;
     let pe = err.provider_error().ok_or("no provider error attached")?;
-    Ok(pe.kind)
+    let requests = sandbox.server.model_requests().len();
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok((pe.kind, requests))
 }
 
 /// What `cli --version` prints (trimmed), run with `env` and no stdin.
@@ -616,31 +610,34 @@ async fn claude_version(env: &ClaudeEnv) -> CaseResult {
     Ok(text)
 }
 
-/// The checks of a text run of a CLI adapter (`claude`, `codex`): a provider session (named
-/// `handle` in errors), a message event, token usage and exactly one model request, which it
-/// returns with the session and the number of events.
-fn check_cli_text(
-    outcome: &ExecuteOutcome,
-    recorded: &Recorded,
-    server: &FakeServer,
+/// The text case of a CLI adapter (`claude`, `codex`) made for `case` in `sandbox`: a text run
+/// in a provider session (`handle` names it: session or thread) with a message event, token
+/// usage and exactly one model request, which must pass `check_request` (the API key it sent).
+async fn cli_text_case(
+    adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
     handle: &str,
-) -> Result<(String, usize, RecordedRequest), String> {
+    check_request: impl FnOnce(&RecordedRequest) -> Result<(), String>,
+) -> CaseResult {
+    let (outcome, recorded) = run_text(adapter, request("Say hello.")?).await?;
     let session = outcome.provider_session_id.clone().ok_or_else(|| format!("no {handle} id"))?;
     let kinds = recorded.kinds();
     ensure(kinds.iter().any(|k| matches!(k, EventKind::MessageStreamed | EventKind::MessageReceived)), || {
         format!("no message event in {kinds:?}")
     })?;
     ensure(outcome.token_usage.input_tokens > 0, || format!("no usage: {:?}", outcome.token_usage))?;
-    Ok((session, kinds.len(), the_model_request(server)?))
+    check_request(&the_model_request(&sandbox.server)?)?;
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok(format!("{handle} {session}, {} events", kinds.len()))
 }
 
 async fn claude_text(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.adapter("text", |b| b);
-    let (outcome, recorded) = run_text(&adapter, request("Say hello.")?).await?;
-    let (session, events, model_request) = check_cli_text(&outcome, &recorded, &env.server, "provider session")?;
-    ensure(model_request.header("x-api-key") == Some(API_KEY), || "x-api-key not sent".to_owned())?;
-    assert_no_processes(&env.marker("text")).await?;
-    Ok(format!("session {session}, {events} events"))
+    cli_text_case(&adapter, env, "text", "session", |sent| {
+        ensure(sent.header("x-api-key") == Some(API_KEY), || "x-api-key not sent".to_owned())
+    })
+    .await
 }
 
 /// A request carrying per-run options (what `RunOptions::adapter_option` sets).
@@ -755,27 +752,48 @@ async fn tool_round_trip(
     Ok(ToolRoundTrip { done, output, events: recorded.events().len() })
 }
 
+/// The tool case of a CLI adapter made for `case` in `sandbox`: [`tool_round_trip`] (the start
+/// passing `check_start`), the fake answering "tool" then "tool_followup".
+async fn cli_tool_case(
+    adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    check_start: impl FnOnce(&ProviderEvent) -> Result<(), String>,
+) -> CaseResult {
+    let tool = tool_round_trip(adapter, check_start).await?;
+    ensure_replies(&sandbox.server, &["tool", "tool_followup"])?;
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok(format!("tool output {}, {} events", tool.output, tool.events))
+}
+
 async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.adapter("tool", |b| b.allowed_tools(["Bash"]));
-    let tool = tool_round_trip(&adapter, |started| {
+    cli_tool_case(&adapter, env, "tool", |started| {
         ensure_tool_name(started, "Bash")?;
         ensure(tool_command(started) == Some("echo hi"), || {
             format!("tool input {:?}", started.data.get(keys::TOOL_INPUT))
         })
     })
-    .await?;
-    ensure_replies(&env.server, &["tool", "tool_followup"])?;
-    assert_no_processes(&env.marker("tool")).await?;
-    Ok(format!("tool output {}, {} events", tool.output, tool.events))
+    .await
+}
+
+/// The resume case of a CLI adapter made for `case` in `sandbox`: [`remember_then_resume`],
+/// the conversation in the model request's `history_field`, `handle` naming the session.
+async fn cli_resume_case(
+    adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    history_field: &str,
+    handle: &str,
+) -> CaseResult {
+    let prompt = "Which word did I ask you to remember?";
+    let (session, ..) = remember_then_resume(adapter, &sandbox.server, history_field, prompt, handle).await?;
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok(format!("{handle} {session} resumed with history"))
 }
 
 async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
-    let adapter = env.adapter("resume", |b| b);
-    let (session, ..) =
-        remember_then_resume(&adapter, &env.server, "messages", "Which word did I ask you to remember?", "session")
-            .await?;
-    assert_no_processes(&env.marker("resume")).await?;
-    Ok(format!("session {session} resumed with history"))
+    cli_resume_case(&env.adapter("resume", |b| b), env, "resume", "messages", "session").await
 }
 
 // ----- ACP: the ACP adapter driving the real claude-agent-acp ---------------------------------
@@ -995,11 +1013,24 @@ async fn fork_both_branches(
     ))
 }
 
-async fn claude_fork(env: &ClaudeEnv) -> CaseResult {
-    let manager = SessionManager::new(InMemorySessionStore::new(), env.adapter("fork", |b| b));
-    let result = fork_both_branches(&manager, &env.server, "messages", &env.home.join(".claude")).await;
-    assert_no_processes(&env.marker("fork")).await?;
+/// The native fork case of a CLI adapter made for `case` in `sandbox`: [`fork_both_branches`]
+/// through a `SessionManager` over the in-memory store, the provider's own files under
+/// `provider_root`; no process may be left either way.
+async fn cli_fork_case(
+    adapter: impl ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    history_field: &str,
+    provider_root: &Path,
+) -> CaseResult {
+    let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
+    let result = fork_both_branches(&manager, &sandbox.server, history_field, provider_root).await;
+    assert_no_processes(&sandbox.marker(case)).await?;
     result
+}
+
+async fn claude_fork(env: &ClaudeEnv) -> CaseResult {
+    cli_fork_case(env.adapter("fork", |b| b), env, "fork", "messages", &env.home.join(".claude")).await
 }
 
 /// Forking at an earlier turn continues by replaying the copied transcript to a new session.
@@ -1037,12 +1068,9 @@ async fn claude_cancel(env: &ClaudeEnv) -> CaseResult {
 
 async fn claude_http_error(env: &ClaudeEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
     let case = format!("http{status}");
-    let adapter = env.adapter(&case, |b| b);
-    let kind = http_error_run(&adapter, status, code, retryable).await?;
-    let requests = env.server.model_requests().len();
+    let (kind, requests) = http_error_case(&env.adapter(&case, |b| b), env, &case, status, code, retryable).await?;
     // CLAUDE_CODE_MAX_RETRIES=1: the first attempt and one retry.
     ensure(requests == 2, || format!("{requests} model requests, expected 2"))?;
-    assert_no_processes(&env.marker(&case)).await?;
     Ok(format!("{code} (retryable {retryable}), provider error kind {kind:?}"))
 }
 
@@ -1169,12 +1197,11 @@ async fn codex_version(env: &CodexEnv) -> CaseResult {
 
 async fn codex_text(env: &CodexEnv) -> CaseResult {
     let adapter = env.adapter("text", |b| b);
-    let (outcome, recorded) = run_text(&adapter, request("Say hello.")?).await?;
-    let (thread, events, model_request) = check_cli_text(&outcome, &recorded, &env.server, "thread")?;
     let auth = format!("Bearer {CODEX_KEY}");
-    ensure(model_request.header("authorization") == Some(auth.as_str()), || "bearer key not sent".to_owned())?;
-    assert_no_processes(&env.marker("text")).await?;
-    Ok(format!("thread {thread}, {events} events"))
+    cli_text_case(&adapter, env, "text", "thread", |sent| {
+        ensure(sent.header("authorization") == Some(auth.as_str()), || "bearer key not sent".to_owned())
+    })
+    .await
 }
 
 /// Per-run `model` and `system_prompt` (Codex's developer instructions) reach the model
@@ -1212,29 +1239,19 @@ async fn codex_policy_read_only(env: &CodexEnv) -> CaseResult {
 
 async fn codex_tool(env: &CodexEnv) -> CaseResult {
     let adapter = env.adapter("tool", |b| b);
-    let tool = tool_round_trip(&adapter, |started| {
+    cli_tool_case(&adapter, env, "tool", |started| {
         let input = started.data.get(keys::TOOL_INPUT).map(Value::to_string).unwrap_or_default();
         ensure(input.contains("echo hi"), || format!("tool input {input}"))
     })
-    .await?;
-    ensure_replies(&env.server, &["tool", "tool_followup"])?;
-    assert_no_processes(&env.marker("tool")).await?;
-    Ok(format!("tool output {}, {} events", tool.output, tool.events))
+    .await
 }
 
 async fn codex_resume(env: &CodexEnv) -> CaseResult {
-    let adapter = env.adapter("resume", |b| b);
-    let (thread, ..) =
-        remember_then_resume(&adapter, &env.server, "input", "Which word did I ask you to remember?", "thread").await?;
-    assert_no_processes(&env.marker("resume")).await?;
-    Ok(format!("thread {thread} resumed with history"))
+    cli_resume_case(&env.adapter("resume", |b| b), env, "resume", "input", "thread").await
 }
 
 async fn codex_fork(env: &CodexEnv) -> CaseResult {
-    let manager = SessionManager::new(InMemorySessionStore::new(), env.adapter("fork", |b| b));
-    let result = fork_both_branches(&manager, &env.server, "input", &env.codex_home.join("sessions")).await;
-    assert_no_processes(&env.marker("fork")).await?;
-    result
+    cli_fork_case(env.adapter("fork", |b| b), env, "fork", "input", &env.codex_home.join("sessions")).await
 }
 
 async fn codex_cancel(env: &CodexEnv) -> CaseResult {
@@ -1251,12 +1268,9 @@ async fn codex_cancel(env: &CodexEnv) -> CaseResult {
 
 async fn codex_http_error(env: &CodexEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
     let case = format!("http{status}");
-    let adapter = env.adapter(&case, |b| b);
-    let kind = http_error_run(&adapter, status, code, retryable).await?;
-    let requests = env.server.model_requests().len();
+    let (kind, requests) = http_error_case(&env.adapter(&case, |b| b), env, &case, status, code, retryable).await?;
     // request_max_retries = 0 in config.toml: exactly one attempt.
     ensure(requests >= 1, || "no model request reached the server".to_owned())?;
-    assert_no_processes(&env.marker(&case)).await?;
     Ok(format!("{code} (retryable {retryable}), provider error kind {kind:?}, {requests} request(s)"))
 }
 
