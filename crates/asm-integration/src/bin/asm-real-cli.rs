@@ -264,6 +264,7 @@ fn no_processes_left(sandboxes: &[&CliSandbox], what: &str) -> CaseResult {
 /// workspace.
 struct ClaudeEnv(CliSandbox);
 
+/// The cases reach the sandbox's parts (`env.server`, `env.home`, …) through the env.
 impl std::ops::Deref for ClaudeEnv {
     type Target = CliSandbox;
 
@@ -1136,6 +1137,7 @@ struct CodexEnv {
     codex_home: PathBuf,
 }
 
+/// The cases reach the sandbox's parts (`env.server`, `env.home`, …) through the env.
 impl std::ops::Deref for CodexEnv {
     type Target = CliSandbox;
 

@@ -33,6 +33,7 @@ const GEMINI_KEY: &str = "fake-gemini-key";
 /// workspace.
 pub(crate) struct GeminiEnv(CliSandbox);
 
+/// The cases reach the sandbox's parts (`env.server`, `env.home`, …) through the env.
 impl std::ops::Deref for GeminiEnv {
     type Target = CliSandbox;
 
