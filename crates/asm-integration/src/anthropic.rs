@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::http::sse_event;
-use crate::scenario::{Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, tool_followup_text};
+use crate::scenario::{Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, text_of, tool_followup_text};
 use crate::server::{Ctx, Response, SLOW_CHUNKS, SLOW_INTERVAL, Step};
 
 /// Input tokens reported for every request.
@@ -25,17 +25,6 @@ pub(crate) fn pick_reply(body: &Value) -> Option<Reply> {
         return Some(Reply::ToolFollowup(tool_result_text(result.get("content"))));
     }
     Scenario::find_marker(&text_of(content)).map(Reply::Scenario)
-}
-
-/// The text of a message `content` (a string, or the `text` of its text blocks).
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => {
-            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
-    }
 }
 
 fn tool_result_text(content: Option<&Value>) -> String {

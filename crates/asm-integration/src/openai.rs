@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::http::sse_event;
 use crate::scenario::{
-    Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, WRITE_TOOL_COMMAND, tool_followup_text,
+    Reply, SLOW_CHUNK_PREFIX, Scenario, TEXT_REPLY, TOOL_COMMAND, WRITE_TOOL_COMMAND, text_of, tool_followup_text,
 };
 use crate::server::{Ctx, Response, SLOW_CHUNKS, SLOW_INTERVAL, Step};
 
@@ -43,16 +43,6 @@ pub(crate) fn pick_reply(body: &Value) -> Option<Reply> {
         }
     }
     texts.iter().find_map(|t| Scenario::find_marker(t)).map(Reply::Scenario)
-}
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => {
-            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
-    }
 }
 
 /// Numbers the events of one response (`sequence_number`).

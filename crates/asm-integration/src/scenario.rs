@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use serde_json::Value;
+
 /// The final text of the [`Scenario::Text`] reply (the same text the captured fixtures show).
 pub const TEXT_REPLY: &str = "Hello from the fake model!";
 
@@ -136,5 +138,17 @@ impl Reply {
             Reply::Scenario(s) => s.name(),
             Reply::ToolFollowup(_) => "tool_followup".to_owned(),
         }
+    }
+}
+
+/// The text of a message `content` in either API's request: a string, or the `text` of its
+/// content blocks (Anthropic) or parts (OpenAI), one a line.
+pub(crate) fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => {
+            blocks.iter().filter_map(|b| b.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
     }
 }

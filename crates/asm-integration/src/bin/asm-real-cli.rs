@@ -20,15 +20,15 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use asm_core::{ErrorCode, EventKind, Role, Run, RunInput, Session, SessionId, TranscriptBuilder, keys};
-use asm_integration::{Api, FakeServer, Scenario, TEXT_REPLY, tool_followup_text};
-use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter};
+use asm_integration::{Api, FakeServer, RecordedRequest, Scenario, TEXT_REPLY, tool_followup_text};
+use asm_ports::{EventQuery, ExecuteOutcome, ExecuteRequest, ProviderAdapter, ProviderEvent};
 use asm_provider_acp::{AcpAdapter, ToolKindPermissions};
 use asm_provider_claude::{ClaudeAdapter, ClaudeAdapterBuilder, ClaudeBuilderExt};
 use asm_provider_cli::CliEnv;
@@ -125,29 +125,17 @@ fn main() -> ExitCode {
     if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// The env a setup made, or `None` with `FAIL name/setup: why` printed (the envs every case
+/// needs: without one nothing runs).
+fn setup_or_report<T>(name: &str, setup: Result<T, String>) -> Option<T> {
+    setup.map_err(|e| println!("FAIL {name}/setup: {e}")).ok()
+}
+
 async fn run_all(args: &Args) -> (usize, usize) {
     let started = Instant::now();
-    let env = match ClaudeEnv::new(args.claude.clone()).await {
-        Ok(env) => env,
-        Err(e) => {
-            println!("FAIL claude/setup: {e}");
-            return (0, 1);
-        }
-    };
-    let codex = match CodexEnv::new(args.codex.clone()).await {
-        Ok(env) => env,
-        Err(e) => {
-            println!("FAIL codex/setup: {e}");
-            return (0, 1);
-        }
-    };
-    let acp = match ClaudeEnv::new(args.claude_acp.clone()).await {
-        Ok(env) => env,
-        Err(e) => {
-            println!("FAIL acp/setup: {e}");
-            return (0, 1);
-        }
-    };
+    let Some(env) = setup_or_report("claude", ClaudeEnv::new(&args.claude).await) else { return (0, 1) };
+    let Some(codex) = setup_or_report("codex", CodexEnv::new(&args.codex).await) else { return (0, 1) };
+    let Some(acp) = setup_or_report("acp", ClaudeEnv::new(&args.claude_acp).await) else { return (0, 1) };
     let gemini = cases_gemini::GeminiEnv::new(args.gemini.as_deref()).await;
     let codex_acp = cases_codex_acp::env(args.codex_acp.as_deref()).await;
     let (env, codex, acp, asm) = (&env, &codex, &acp, args.asm.as_deref());
@@ -224,11 +212,13 @@ fn ensure(cond: bool, message: impl FnOnce() -> String) -> Result<(), String> {
     if cond { Ok(()) } else { Err(message()) }
 }
 
-/// The Claude side: the fake Anthropic server, an isolated HOME and workspace.
-struct ClaudeEnv {
+/// What every provider env has: the real CLI, its fake model server, an isolated HOME,
+/// workspace and TMPDIR under one temporary root (removed with it), and the run id every marker
+/// of its cases starts with.
+struct CliSandbox {
     cli: PathBuf,
     server: FakeServer,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     home: PathBuf,
     workspace: PathBuf,
     /// TMPDIR of the CLI, so its scratch files go away with the root.
@@ -236,24 +226,69 @@ struct ClaudeEnv {
     run_id: String,
 }
 
-impl ClaudeEnv {
-    async fn new(cli: PathBuf) -> Result<Self, String> {
-        let cli = std::fs::canonicalize(&cli).map_err(|e| format!("claude CLI {}: {e}", cli.display()))?;
-        let root = tempfile::Builder::new().prefix("asm-real-cli-").tempdir().map_err(|e| e.to_string())?;
+impl CliSandbox {
+    /// The sandbox for the CLI at `cli` (`what` names it in errors): a fresh root named
+    /// `prefix…` with `home`, `workspace`, `tmp` and `extra_dirs` (relative to the root) in it,
+    /// and the fake server for `api`.
+    async fn new(what: &str, cli: &Path, prefix: &str, api: Api, extra_dirs: &[&str]) -> Result<Self, String> {
+        let cli = std::fs::canonicalize(cli).map_err(|e| format!("{what} {}: {e}", cli.display()))?;
+        let root = tempfile::Builder::new().prefix(prefix).tempdir().map_err(|e| e.to_string())?;
         let home = root.path().join("home");
         let workspace = root.path().join("workspace");
         let tmp = root.path().join("tmp");
-        for dir in [&home, &workspace, &tmp] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let extra = extra_dirs.iter().map(|dir| root.path().join(dir));
+        for dir in [home.clone(), workspace.clone(), tmp.clone()].into_iter().chain(extra) {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let server = FakeServer::start(Api::AnthropicMessages).await.map_err(|e| format!("fake server: {e}"))?;
+        let server = FakeServer::start(api).await.map_err(|e| format!("fake server: {e}"))?;
         let run_id =
             format!("{}-{}", std::process::id(), root.path().file_name().and_then(|n| n.to_str()).unwrap_or("x"));
-        Ok(Self { cli, server, _root: root, home, workspace, tmp, run_id })
+        Ok(Self { cli, server, root, home, workspace, tmp, run_id })
     }
 
+    /// The marker value of the processes of `case`.
     fn marker(&self, case: &str) -> String {
         format!("{}:{case}", self.run_id)
+    }
+}
+
+/// The `*-no-leftover-processes` cases: no process of any of `sandboxes` is alive any more
+/// (`what` names their cases in the error).
+fn no_processes_left(sandboxes: &[&CliSandbox], what: &str) -> CaseResult {
+    let left: Vec<i32> = sandboxes.iter().flat_map(|sandbox| marked_processes(&sandbox.run_id, true)).collect();
+    ensure(left.is_empty(), || format!("processes of {what} still alive: {left:?}"))?;
+    Ok("none".to_owned())
+}
+
+/// The Claude side (also claude-agent-acp's): the fake Anthropic server, an isolated HOME and
+/// workspace.
+struct ClaudeEnv(CliSandbox);
+
+/// The cases reach the sandbox's parts (`env.server`, `env.home`, …) through the env.
+impl std::ops::Deref for ClaudeEnv {
+    type Target = CliSandbox;
+
+    fn deref(&self) -> &CliSandbox {
+        &self.0
+    }
+}
+
+impl ClaudeEnv {
+    async fn new(cli: &Path) -> Result<Self, String> {
+        CliSandbox::new("claude CLI", cli, "asm-real-cli-", Api::AnthropicMessages, &[]).await.map(Self)
+    }
+
+    /// The environment of the CLI for `case`: the isolated HOME, the fake server and the marker.
+    fn cli_env(&self, case: &str) -> CliEnv {
+        CliEnv::minimal()
+            .set("HOME", self.home.display().to_string())
+            .set("CLAUDE_CONFIG_DIR", self.home.join(".claude").display().to_string())
+            .set("ANTHROPIC_BASE_URL", self.server.base_url())
+            .set("ANTHROPIC_API_KEY", API_KEY)
+            .set("NO_PROXY", "127.0.0.1,localhost")
+            .set("TMPDIR", self.tmp.display().to_string())
+            .set("CLAUDE_CODE_TMPDIR", self.tmp.display().to_string())
+            .set(MARKER_VAR, self.marker(case))
     }
 
     /// An adapter for the real CLI pointed at the fake server; `case` names the marker.
@@ -262,19 +297,10 @@ impl ClaudeEnv {
         case: &str,
         configure: impl FnOnce(ClaudeAdapterBuilder) -> ClaudeAdapterBuilder,
     ) -> ClaudeAdapter {
-        let env = CliEnv::minimal()
-            .set("HOME", self.home.display().to_string())
-            .set("CLAUDE_CONFIG_DIR", self.home.join(".claude").display().to_string())
-            .set("ANTHROPIC_BASE_URL", self.server.base_url())
-            .set("ANTHROPIC_API_KEY", API_KEY)
-            .set("NO_PROXY", "127.0.0.1,localhost")
-            .set("TMPDIR", self.tmp.display().to_string())
-            .set("CLAUDE_CODE_TMPDIR", self.tmp.display().to_string())
-            .set(MARKER_VAR, self.marker(case));
         let builder = ClaudeAdapter::builder()
             .cli_path(&self.cli)
             .cwd(&self.workspace)
-            .env(env)
+            .env(self.cli_env(case))
             .max_retries(1)
             .timeout(RUN_TIMEOUT);
         configure(builder).build()
@@ -301,6 +327,169 @@ fn check_events(recorded: &Recorded) -> Result<(), String> {
     ensure(recorded.lifecycle_attempts().is_empty(), || {
         format!("adapter emitted lifecycle events {:?}", recorded.lifecycle_attempts())
     })
+}
+
+/// Runs one request that must succeed, with well-formed events: its outcome and the events.
+async fn run_ok(adapter: &dyn ProviderAdapter, request: ExecuteRequest) -> Result<(ExecuteOutcome, Recorded), String> {
+    let (result, recorded) = execute(adapter, request).await;
+    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    Ok((outcome, recorded))
+}
+
+/// [`run_ok`] of a request the fake answers with its plain [`TEXT_REPLY`].
+async fn run_text(
+    adapter: &dyn ProviderAdapter,
+    request: ExecuteRequest,
+) -> Result<(ExecuteOutcome, Recorded), String> {
+    let (outcome, recorded) = run_ok(adapter, request).await?;
+    ensure_output(&outcome, TEXT_REPLY)?;
+    Ok((outcome, recorded))
+}
+
+/// `Ok` when the run's final output is `expected`.
+fn ensure_output(outcome: &ExecuteOutcome, expected: &str) -> Result<(), String> {
+    ensure(outcome.output.content == expected, || format!("output {:?} != {expected:?}", outcome.output.content))
+}
+
+/// The checks every text run through an ACP agent passes: it ends `end_turn` in an ACP session
+/// (so the agent advertised `loadSession`), over protocol version 1, with a streamed and a
+/// final message. Returns the session id.
+fn check_acp_text(outcome: &ExecuteOutcome, recorded: &Recorded) -> Result<String, String> {
+    ensure(outcome.stop_reason.as_deref() == Some("end_turn"), || format!("stop reason {:?}", outcome.stop_reason))?;
+    let session = outcome.provider_session_id.clone().ok_or("no ACP session id (loadSession not advertised?)")?;
+    let version = &outcome.metadata["acp"]["protocol_version"];
+    ensure(version == 1, || format!("protocol version {version}"))?;
+    let kinds = recorded.kinds();
+    ensure(kinds.contains(&EventKind::MessageStreamed) && kinds.contains(&EventKind::MessageReceived), || {
+        format!("no message events in {kinds:?}")
+    })?;
+    Ok(session)
+}
+
+/// The first event of `kind` the run emitted.
+fn first_event(recorded: &Recorded, kind: EventKind) -> Result<ProviderEvent, String> {
+    recorded.events().into_iter().find(|e| e.kind == kind).ok_or_else(|| format!("no {kind} in {:?}", recorded.kinds()))
+}
+
+/// `Ok` when `event` is a call of the tool `name`.
+fn ensure_tool_name(event: &ProviderEvent, name: &str) -> Result<(), String> {
+    ensure(event.data.get(keys::TOOL_NAME) == Some(&Value::from(name)), || format!("{:?}", event.data))
+}
+
+/// `Ok` when `started` and `done` are the start and the completion of one tool call.
+fn ensure_same_call(started: &ProviderEvent, done: &ProviderEvent) -> Result<(), String> {
+    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
+        "tool_call_id differs between start and completion".to_owned()
+    })
+}
+
+/// The `command` of the tool input `event` carries.
+fn tool_command(event: &ProviderEvent) -> Option<&str> {
+    event.data.get(keys::TOOL_INPUT).and_then(|i| i.get("command")).and_then(Value::as_str)
+}
+
+/// The output of the completed tool call `done` (as JSON text), which must contain `text`.
+fn tool_output_containing(done: &ProviderEvent, text: &str) -> Result<String, String> {
+    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
+    ensure(output.contains(text), || format!("tool output {output}"))?;
+    Ok(output)
+}
+
+/// `Ok` when the fake server answered the model requests with `expected` replies, in order.
+fn ensure_replies(server: &FakeServer, expected: &[&str]) -> Result<(), String> {
+    let replies: Vec<String> = server.model_requests().into_iter().map(|r| r.reply).collect();
+    ensure(replies == expected, || format!("server replies {replies:?}"))
+}
+
+/// The first half of every resume case: a run asking to remember "apricot"; returns the
+/// provider session (`handle` names it: session or thread) the second run resumes.
+async fn remember_apricot(adapter: &dyn ProviderAdapter, handle: &str) -> Result<String, String> {
+    let (first, _) = execute(adapter, request("Remember the word apricot.")?).await;
+    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
+    first.provider_session_id.ok_or_else(|| format!("first run has no {handle} id"))
+}
+
+/// A run resuming `session` with `prompt`: it must succeed, with well-formed events, in that
+/// same provider session (`handle` names it: session or thread).
+async fn resume_run(
+    adapter: &dyn ProviderAdapter,
+    session: &str,
+    prompt: &str,
+    handle: &str,
+) -> Result<(ExecuteOutcome, Recorded), String> {
+    let (second, recorded) = execute(adapter, request(prompt)?.resume(session.to_owned())).await;
+    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
+    check_events(&recorded)?;
+    ensure(second.provider_session_id.as_deref() == Some(session), || {
+        format!("resumed {handle} {:?} != {session}", second.provider_session_id)
+    })?;
+    Ok((second, recorded))
+}
+
+/// `Ok` when the conversation a resumed run sent (`history`) carries the first run's exchange.
+fn ensure_first_exchange(history: &str) -> Result<(), String> {
+    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
+        "the resumed request does not carry the first exchange".to_owned()
+    })
+}
+
+/// The resume case of the adapters that resume as they should: [`remember_apricot`], then
+/// [`resume_run`] answered with [`TEXT_REPLY`] and whose model request (its `history_field`)
+/// carries the first exchange. Returns the session, the resumed run's outcome and events.
+async fn remember_then_resume(
+    adapter: &dyn ProviderAdapter,
+    server: &FakeServer,
+    history_field: &str,
+    prompt: &str,
+    handle: &str,
+) -> Result<(String, ExecuteOutcome, Recorded), String> {
+    let session = remember_apricot(adapter, handle).await?;
+    let (second, recorded) = resume_run(adapter, &session, prompt, handle).await?;
+    ensure_output(&second, TEXT_REPLY)?;
+    ensure_first_exchange(&last_history(server, history_field)?)?;
+    Ok((session, second, recorded))
+}
+
+/// The HTTP error cases of a CLI adapter made for `case` in `sandbox`: a run of
+/// [`Scenario::HttpError`] `status`, which must fail with `code`, `retryable` and a provider
+/// error attached, leaving no process. Returns the provider error's kind and how many model
+/// requests reached the fake (the CLI's own retries included).
+async fn http_error_case(
+    adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    status: u16,
+    code: ErrorCode,
+    retryable: bool,
+) -> Result<(asm_core::ProviderErrorKind, usize), String> {
+    let prompt = format!("Fail please. {}", Scenario::HttpError(status).marker());
+    let (result, recorded) = execute(adapter, request(&prompt)?).await;
+    check_events(&recorded)?;
+    let err = match result {
+        Ok(outcome) => return Err(format!("run succeeded: {:?}", outcome.output.content)),
+        Err(err) => err,
+    };
+    ensure(err.code() == code, || format!("expected {code}, got {err:?}"))?;
+    ensure(err.is_retryable() == retryable, || format!("retryable should be {retryable}: {err:?}"))?;
+    let pe = err.provider_error().ok_or("no provider error attached")?;
+    let requests = sandbox.server.model_requests().len();
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok((pe.kind, requests))
+}
+
+/// What `cli --version` prints (trimmed), run with `env` and no stdin.
+async fn cli_version(cli: &Path, env: &CliEnv) -> Result<String, String> {
+    let out = tokio::process::Command::new(cli)
+        .arg("--version")
+        .env_clear()
+        .envs(env.resolve())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", cli.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Process ids whose environment holds `MARKER_VAR=<marker>` (`prefix`: starts with it).
@@ -335,16 +524,61 @@ async fn assert_no_processes(marker: &str) -> Result<(), String> {
     }
 }
 
+/// A run going on in the background: its task, the token that cancels it and its events so far.
+struct BackgroundRun {
+    task: tokio::task::JoinHandle<asm_core::Result<ExecuteOutcome>>,
+    cancel: asm_ports::CancellationToken,
+    recorded: Recorded,
+    /// Kept until the case ends, as a caller keeps its adapter: dropping it must not be what
+    /// cleans up after the run.
+    _adapter: Arc<dyn ProviderAdapter>,
+}
+
+impl BackgroundRun {
+    /// Starts `request` on `adapter` in a task of its own.
+    fn start(adapter: Arc<dyn ProviderAdapter>, request: ExecuteRequest) -> Self {
+        let cancel = request.cancel.clone();
+        let (sink, recorded) = recording_sink(&request.session);
+        let task = tokio::spawn({
+            let adapter = Arc::clone(&adapter);
+            async move { adapter.execute(request, sink).await }
+        });
+        Self { task, cancel, recorded, _adapter: adapter }
+    }
+
+    /// Starts a run of [`Scenario::Slow`], a stream long enough to be cancelled midway.
+    fn slow(adapter: Arc<dyn ProviderAdapter>) -> Result<Self, String> {
+        Ok(Self::start(adapter, request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?))
+    }
+
+    /// Waits (up to 40 s) until the run has streamed a delta; aborts it when it ends or the
+    /// time is up first.
+    async fn wait_for_delta(&self) -> Result<(), String> {
+        let wait_start = Instant::now();
+        while !self.recorded.kinds().contains(&EventKind::MessageStreamed) {
+            if self.task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
+                self.task.abort();
+                return Err(format!("no streamed delta before cancel; events {:?}", self.recorded.kinds()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+/// The cancel case of the adapters that stream deltas: a slow run is cancelled after its first
+/// delta (see [`cancel_mid_stream`]).
+async fn cancel_after_first_delta(adapter: Arc<dyn ProviderAdapter>, marker: &str, server: &FakeServer) -> CaseResult {
+    let run = BackgroundRun::slow(adapter)?;
+    run.wait_for_delta().await?;
+    cancel_mid_stream(run, marker, server).await
+}
+
 /// The common end of a cancel case: the CLI runs (found by its marker), cancel returns
 /// `Err(Cancelled)` within `CANCEL_BOUND`, nothing is emitted after it, no process is left, and
 /// the fake server saw the client leave.
-async fn cancel_mid_stream(
-    task: tokio::task::JoinHandle<asm_core::Result<ExecuteOutcome>>,
-    cancel: &asm_ports::CancellationToken,
-    recorded: &Recorded,
-    marker: &str,
-    server: &FakeServer,
-) -> CaseResult {
+async fn cancel_mid_stream(run: BackgroundRun, marker: &str, server: &FakeServer) -> CaseResult {
+    let BackgroundRun { task, cancel, recorded, _adapter } = run;
     let running = marked_processes(marker, false);
     if running.is_empty() {
         task.abort();
@@ -367,42 +601,44 @@ async fn cancel_mid_stream(
     ensure(server.wait_until(Duration::from_secs(5), |s| s.aborted_streams() >= 1).await, || {
         "the server did not see the client leave".to_owned()
     })?;
-    check_events(recorded)?;
+    check_events(&recorded)?;
     Ok(format!("cancelled after {before} events in {} ms, {} process(es) gone", took.as_millis(), running.len()))
 }
 
 async fn claude_version(env: &ClaudeEnv) -> CaseResult {
-    let out = tokio::process::Command::new(&env.cli)
-        .arg("--version")
-        .env_clear()
-        .envs(CliEnv::minimal().set("HOME", env.home.display().to_string()).resolve())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", env.cli.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let text = cli_version(&env.cli, &CliEnv::minimal().set("HOME", env.home.display().to_string())).await?;
     ensure(text.starts_with("2.1.197"), || format!("unexpected version {text:?}"))?;
     Ok(text)
 }
 
-async fn claude_text(env: &ClaudeEnv) -> CaseResult {
-    let adapter = env.adapter("text", |b| b);
-    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
-    let session = outcome.provider_session_id.clone().ok_or("no provider session id")?;
+/// The text case of a CLI adapter (`claude`, `codex`) made for `case` in `sandbox`: a text run
+/// in a provider session (`handle` names it: session or thread) with a message event, token
+/// usage and exactly one model request, which must pass `check_request` (the API key it sent).
+async fn cli_text_case(
+    adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    handle: &str,
+    check_request: impl FnOnce(&RecordedRequest) -> Result<(), String>,
+) -> CaseResult {
+    let (outcome, recorded) = run_text(adapter, request("Say hello.")?).await?;
+    let session = outcome.provider_session_id.clone().ok_or_else(|| format!("no {handle} id"))?;
     let kinds = recorded.kinds();
     ensure(kinds.iter().any(|k| matches!(k, EventKind::MessageStreamed | EventKind::MessageReceived)), || {
         format!("no message event in {kinds:?}")
     })?;
     ensure(outcome.token_usage.input_tokens > 0, || format!("no usage: {:?}", outcome.token_usage))?;
-    let reqs = env.server.model_requests();
-    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
-    ensure(reqs[0].header("x-api-key") == Some(API_KEY), || "x-api-key not sent".to_owned())?;
-    assert_no_processes(&env.marker("text")).await?;
-    Ok(format!("session {session}, {} events", kinds.len()))
+    check_request(&the_model_request(&sandbox.server)?)?;
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok(format!("{handle} {session}, {} events", kinds.len()))
+}
+
+async fn claude_text(env: &ClaudeEnv) -> CaseResult {
+    let adapter = env.adapter("text", |b| b);
+    cli_text_case(&adapter, env, "text", "session", |sent| {
+        ensure(sent.header("x-api-key") == Some(API_KEY), || "x-api-key not sent".to_owned())
+    })
+    .await
 }
 
 /// A request carrying per-run options (what `RunOptions::adapter_option` sets).
@@ -411,28 +647,56 @@ fn request_with_options(prompt: &str, options: Value) -> Result<ExecuteRequest, 
     Ok(request(prompt)?.options(options))
 }
 
+/// The only model request of a run.
+fn the_model_request(server: &FakeServer) -> Result<RecordedRequest, String> {
+    let mut reqs = server.model_requests();
+    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
+    Ok(reqs.remove(0))
+}
+
 /// The body of the only model request of a run.
 fn only_model_request(server: &FakeServer) -> Result<Value, String> {
-    let reqs = server.model_requests();
-    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
-    reqs[0].body.clone().ok_or_else(|| "no request body recorded".to_owned())
+    the_model_request(server)?.body.ok_or_else(|| "no request body recorded".to_owned())
+}
+
+/// The system prompt the run-options cases set per run.
+const RUN_OPTIONS_SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
+
+/// The run-options cases: a text run with per-run `options` (`model` and [`RUN_OPTIONS_SYSTEM`]
+/// among them) whose only model request names `model` and carries the system prompt in its
+/// `system_field`. Returns the run's outcome.
+async fn run_with_options(
+    adapter: &dyn ProviderAdapter,
+    server: &FakeServer,
+    options: Value,
+    model: &str,
+    system_field: &str,
+) -> Result<ExecuteOutcome, String> {
+    let (outcome, _) = run_text(adapter, request_with_options("Say hello.", options)?).await?;
+    let body = only_model_request(server)?;
+    ensure(body.get("model").and_then(Value::as_str) == Some(model), || format!("model {:?}", body.get("model")))?;
+    let system = body.get(system_field).map(Value::to_string).unwrap_or_default();
+    ensure(system.contains(RUN_OPTIONS_SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
+    Ok(outcome)
+}
+
+/// The policy cases: a text run with the options `policy` compiles to for `target`.
+async fn run_under_policy(
+    adapter: &dyn ProviderAdapter,
+    policy: &asm_policy::Policy,
+    target: asm_policy::CliTarget,
+) -> Result<(), String> {
+    let compiled = asm_policy::compile(policy, target);
+    run_text(adapter, request_with_options("Say hello.", compiled.options.into())?).await?;
+    Ok(())
 }
 
 /// Per-run `model` and `system_prompt` override the adapter's and reach the model request.
 async fn claude_run_options(env: &ClaudeEnv) -> CaseResult {
-    const SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
     let adapter = env.adapter("run-options", |b| b.model("claude-haiku-4-5"));
-    let options = serde_json::json!({"model": "claude-sonnet-4-5", "system_prompt": SYSTEM, "max_turns": 2});
-    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", options)?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
-    let body = only_model_request(&env.server)?;
-    ensure(body.get("model").and_then(Value::as_str) == Some("claude-sonnet-4-5"), || {
-        format!("model {:?}", body.get("model"))
-    })?;
-    let system = body.get("system").map(Value::to_string).unwrap_or_default();
-    ensure(system.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
+    let options =
+        serde_json::json!({"model": "claude-sonnet-4-5", "system_prompt": RUN_OPTIONS_SYSTEM, "max_turns": 2});
+    run_with_options(&adapter, &env.server, options, "claude-sonnet-4-5", "system").await?;
     assert_no_processes(&env.marker("run-options")).await?;
     Ok("model and system prompt from the run's options".to_owned())
 }
@@ -445,12 +709,8 @@ async fn claude_policy_flags(env: &ClaudeEnv) -> CaseResult {
         .limit(asm_policy::Limit::MaxToolCalls(3))
         .build()
         .map_err(|e| e.to_string())?;
-    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Claude);
     let adapter = env.adapter("policy-flags", |b| b);
-    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", compiled.options.into())?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    run_under_policy(&adapter, &policy, asm_policy::CliTarget::Claude).await?;
     let body = only_model_request(&env.server)?;
     let tools: Vec<String> = body
         .get("tools")
@@ -463,58 +723,78 @@ async fn claude_policy_flags(env: &ClaudeEnv) -> CaseResult {
     Ok(format!("{} tools offered, Bash not among them", tools.len()))
 }
 
+/// The prompt of the tool cases: [`Scenario::ToolUse`] asks for `echo hi`.
+fn tool_prompt() -> String {
+    format!("Run echo hi. {}", Scenario::ToolUse.marker())
+}
+
+/// What [`tool_round_trip`] saw: the completion of the tool call, its output (as JSON text)
+/// and how many events the run emitted.
+struct ToolRoundTrip {
+    done: ProviderEvent,
+    output: String,
+    events: usize,
+}
+
+/// The tool cases: a run of [`Scenario::ToolUse`] whose tool call starts (the start must pass
+/// `check_start`), completes as the same call with "hi" in its output, and whose turn ends with
+/// the fake's follow-up text.
+async fn tool_round_trip(
+    adapter: &dyn ProviderAdapter,
+    check_start: impl FnOnce(&ProviderEvent) -> Result<(), String>,
+) -> Result<ToolRoundTrip, String> {
+    let (outcome, recorded) = run_ok(adapter, request(&tool_prompt())?).await?;
+    let started = first_event(&recorded, EventKind::ToolCallStarted)?;
+    check_start(&started)?;
+    let done = first_event(&recorded, EventKind::ToolCallCompleted)?;
+    ensure_same_call(&started, &done)?;
+    let output = tool_output_containing(&done, "hi")?;
+    ensure_output(&outcome, &tool_followup_text("hi"))?;
+    Ok(ToolRoundTrip { done, output, events: recorded.events().len() })
+}
+
+/// The tool case of a CLI adapter made for `case` in `sandbox`: [`tool_round_trip`] (the start
+/// passing `check_start`), the fake answering "tool" then "tool_followup".
+async fn cli_tool_case(
+    adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    check_start: impl FnOnce(&ProviderEvent) -> Result<(), String>,
+) -> CaseResult {
+    let tool = tool_round_trip(adapter, check_start).await?;
+    ensure_replies(&sandbox.server, &["tool", "tool_followup"])?;
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok(format!("tool output {}, {} events", tool.output, tool.events))
+}
+
 async fn claude_tool(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.adapter("tool", |b| b.allowed_tools(["Bash"]));
-    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
-    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    let events = recorded.events();
-    let started = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallStarted)
-        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
-    ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("Bash")), || format!("{:?}", started.data))?;
-    let command = started.data.get(keys::TOOL_INPUT).and_then(|i| i.get("command")).and_then(Value::as_str);
-    ensure(command == Some("echo hi"), || format!("tool input {:?}", started.data.get(keys::TOOL_INPUT)))?;
-    let done = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallCompleted)
-        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
-    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
-        "tool_call_id differs between start and completion".to_owned()
-    })?;
-    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
-    ensure(output.contains("hi"), || format!("tool output {output}"))?;
-    let expected = tool_followup_text("hi");
-    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
-    let replies: Vec<String> = env.server.model_requests().into_iter().map(|r| r.reply).collect();
-    ensure(replies == ["tool", "tool_followup"], || format!("server replies {replies:?}"))?;
-    assert_no_processes(&env.marker("tool")).await?;
-    Ok(format!("tool output {output}, {} events", events.len()))
+    cli_tool_case(&adapter, env, "tool", |started| {
+        ensure_tool_name(started, "Bash")?;
+        ensure(tool_command(started) == Some("echo hi"), || {
+            format!("tool input {:?}", started.data.get(keys::TOOL_INPUT))
+        })
+    })
+    .await
+}
+
+/// The resume case of a CLI adapter made for `case` in `sandbox`: [`remember_then_resume`],
+/// the conversation in the model request's `history_field`, `handle` naming the session.
+async fn cli_resume_case(
+    adapter: &dyn ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    history_field: &str,
+    handle: &str,
+) -> CaseResult {
+    let prompt = "Which word did I ask you to remember?";
+    let (session, ..) = remember_then_resume(adapter, &sandbox.server, history_field, prompt, handle).await?;
+    assert_no_processes(&sandbox.marker(case)).await?;
+    Ok(format!("{handle} {session} resumed with history"))
 }
 
 async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
-    let adapter = env.adapter("resume", |b| b);
-    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
-    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
-    let session = first.provider_session_id.ok_or("first run has no session id")?;
-    let second_request = request("Which word did I ask you to remember?")?.resume(session.clone());
-    let (second, recorded) = execute(&adapter, second_request).await;
-    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(second.provider_session_id.as_deref() == Some(session.as_str()), || {
-        format!("resumed session {:?} != {session}", second.provider_session_id)
-    })?;
-    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
-    let reqs = env.server.model_requests();
-    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
-    let history = last.get("messages").map(Value::to_string).unwrap_or_default();
-    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
-        "the resumed request does not carry the first exchange".to_owned()
-    })?;
-    assert_no_processes(&env.marker("resume")).await?;
-    Ok(format!("session {session} resumed with history"))
+    cli_resume_case(&env.adapter("resume", |b| b), env, "resume", "messages", "session").await
 }
 
 // ----- ACP: the ACP adapter driving the real claude-agent-acp ---------------------------------
@@ -522,19 +802,10 @@ async fn claude_resume(env: &ClaudeEnv) -> CaseResult {
 impl ClaudeEnv {
     /// The ACP adapter for `claude-agent-acp` (this env's `cli`) pointed at the fake server.
     fn acp_adapter(&self, case: &str) -> AcpAdapter {
-        let env = CliEnv::minimal()
-            .set("HOME", self.home.display().to_string())
-            .set("CLAUDE_CONFIG_DIR", self.home.join(".claude").display().to_string())
-            .set("ANTHROPIC_BASE_URL", self.server.base_url())
-            .set("ANTHROPIC_API_KEY", API_KEY)
-            .set("NO_PROXY", "127.0.0.1,localhost")
-            .set("TMPDIR", self.tmp.display().to_string())
-            .set("CLAUDE_CODE_TMPDIR", self.tmp.display().to_string())
-            .set(MARKER_VAR, self.marker(case));
         AcpAdapter::builder()
             .agent(&self.cli)
             .cwd(&self.workspace)
-            .env(env)
+            .env(self.cli_env(case))
             .permissions(ToolKindPermissions::allow(["execute"]))
             .timeout(RUN_TIMEOUT)
             .build()
@@ -543,18 +814,8 @@ impl ClaudeEnv {
 
 async fn acp_text(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.acp_adapter("acp-text");
-    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
-    ensure(outcome.stop_reason.as_deref() == Some("end_turn"), || format!("stop reason {:?}", outcome.stop_reason))?;
-    let session = outcome.provider_session_id.clone().ok_or("no ACP session id (loadSession not advertised?)")?;
-    let version = &outcome.metadata["acp"]["protocol_version"];
-    ensure(version == 1, || format!("protocol version {version}"))?;
-    let kinds = recorded.kinds();
-    ensure(kinds.contains(&EventKind::MessageStreamed) && kinds.contains(&EventKind::MessageReceived), || {
-        format!("no message events in {kinds:?}")
-    })?;
+    let (outcome, recorded) = run_text(&adapter, request("Say hello.")?).await?;
+    let session = check_acp_text(&outcome, &recorded)?;
     ensure(env.server.model_requests().len() == 1, || format!("{} model requests", env.server.model_requests().len()))?;
     assert_no_processes(&env.marker("acp-text")).await?;
     Ok(format!("ACP session {session}, agent {}", outcome.metadata["acp"]["agent_info"]["version"]))
@@ -562,76 +823,30 @@ async fn acp_text(env: &ClaudeEnv) -> CaseResult {
 
 async fn acp_tool(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.acp_adapter("acp-tool");
-    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
-    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    let events = recorded.events();
-    let started = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallStarted)
-        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
-    ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("execute")), || format!("{:?}", started.data))?;
-    let done = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallCompleted)
-        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
-    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
-        "tool_call_id differs between start and completion".to_owned()
-    })?;
-    let command = done.data.get(keys::TOOL_INPUT).and_then(|i| i.get("command")).and_then(Value::as_str);
-    ensure(command == Some("echo hi"), || format!("tool input {:?}", done.data.get(keys::TOOL_INPUT)))?;
-    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
-    ensure(output.contains("hi"), || format!("tool output {output}"))?;
-    let expected = tool_followup_text("hi");
-    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
+    let tool = tool_round_trip(&adapter, |started| ensure_tool_name(started, "execute")).await?;
+    let done = &tool.done;
+    ensure(tool_command(done) == Some("echo hi"), || format!("tool input {:?}", done.data.get(keys::TOOL_INPUT)))?;
     assert_no_processes(&env.marker("acp-tool")).await?;
-    Ok(format!("tool output {output}, {} events", events.len()))
+    Ok(format!("tool output {}, {} events", tool.output, tool.events))
+}
+
+/// `Ok` when the resumed run loaded its ACP session (`session/load`).
+fn ensure_session_loaded(outcome: &ExecuteOutcome) -> Result<(), String> {
+    ensure(outcome.metadata["acp"]["session_loaded"] == true, || "session/load was not used".to_owned())
 }
 
 async fn acp_resume(env: &ClaudeEnv) -> CaseResult {
     let adapter = env.acp_adapter("acp-resume");
-    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
-    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
-    let session = first.provider_session_id.ok_or("first run has no session id")?;
-    let (second, recorded) = execute(&adapter, request("Which word?")?.resume(session.clone())).await;
-    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(second.metadata["acp"]["session_loaded"] == true, || "session/load was not used".to_owned())?;
-    ensure(second.provider_session_id.as_deref() == Some(session.as_str()), || {
-        format!("resumed session {:?} != {session}", second.provider_session_id)
-    })?;
-    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
+    let (session, second, recorded) =
+        remember_then_resume(&adapter, &env.server, "messages", "Which word?", "session").await?;
+    ensure_session_loaded(&second)?;
     let streamed = recorded.events().iter().filter(|e| e.kind == EventKind::MessageStreamed).count();
-    let reqs = env.server.model_requests();
-    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
-    let history = last.get("messages").map(Value::to_string).unwrap_or_default();
-    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
-        "the resumed request does not carry the first exchange".to_owned()
-    })?;
     assert_no_processes(&env.marker("acp-resume")).await?;
     Ok(format!("ACP session {session} loaded, {streamed} new deltas"))
 }
 
 async fn acp_cancel(env: &ClaudeEnv) -> CaseResult {
-    let marker = env.marker("acp-cancel");
-    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.acp_adapter("acp-cancel"));
-    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
-    let cancel = request.cancel.clone();
-    let (sink, recorded) = recording_sink(&request.session);
-    let task = tokio::spawn({
-        let adapter = Arc::clone(&adapter);
-        async move { adapter.execute(request, sink).await }
-    });
-    let wait_start = Instant::now();
-    while !recorded.kinds().contains(&EventKind::MessageStreamed) {
-        if task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
-            task.abort();
-            return Err(format!("no streamed delta before cancel; events {:?}", recorded.kinds()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
+    cancel_after_first_delta(Arc::new(env.acp_adapter("acp-cancel")), &env.marker("acp-cancel"), &env.server).await
 }
 
 // ----- fork: SessionManager over the in-memory store and the real CLI ------------------------
@@ -799,11 +1014,24 @@ async fn fork_both_branches(
     ))
 }
 
-async fn claude_fork(env: &ClaudeEnv) -> CaseResult {
-    let manager = SessionManager::new(InMemorySessionStore::new(), env.adapter("fork", |b| b));
-    let result = fork_both_branches(&manager, &env.server, "messages", &env.home.join(".claude")).await;
-    assert_no_processes(&env.marker("fork")).await?;
+/// The native fork case of a CLI adapter made for `case` in `sandbox`: [`fork_both_branches`]
+/// through a `SessionManager` over the in-memory store, the provider's own files under
+/// `provider_root`; no process may be left either way.
+async fn cli_fork_case(
+    adapter: impl ProviderAdapter,
+    sandbox: &CliSandbox,
+    case: &str,
+    history_field: &str,
+    provider_root: &Path,
+) -> CaseResult {
+    let manager = SessionManager::new(InMemorySessionStore::new(), adapter);
+    let result = fork_both_branches(&manager, &sandbox.server, history_field, provider_root).await;
+    assert_no_processes(&sandbox.marker(case)).await?;
     result
+}
+
+async fn claude_fork(env: &ClaudeEnv) -> CaseResult {
+    cli_fork_case(env.adapter("fork", |b| b), env, "fork", "messages", &env.home.join(".claude")).await
 }
 
 /// Forking at an earlier turn continues by replaying the copied transcript to a new session.
@@ -835,44 +1063,16 @@ async fn claude_fork_replay(env: &ClaudeEnv) -> CaseResult {
 }
 
 async fn claude_cancel(env: &ClaudeEnv) -> CaseResult {
-    let marker = env.marker("cancel");
-    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.adapter("cancel", |b| b.partial_messages(true)));
-    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
-    let cancel = request.cancel.clone();
-    let (sink, recorded) = recording_sink(&request.session);
-    let task = tokio::spawn({
-        let adapter = Arc::clone(&adapter);
-        async move { adapter.execute(request, sink).await }
-    });
-    let wait_start = Instant::now();
-    while !recorded.kinds().contains(&EventKind::MessageStreamed) {
-        if task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
-            task.abort();
-            return Err(format!("no streamed delta before cancel; events {:?}", recorded.kinds()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
+    let adapter = env.adapter("cancel", |b| b.partial_messages(true));
+    cancel_after_first_delta(Arc::new(adapter), &env.marker("cancel"), &env.server).await
 }
 
 async fn claude_http_error(env: &ClaudeEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
     let case = format!("http{status}");
-    let adapter = env.adapter(&case, |b| b);
-    let prompt = format!("Fail please. {}", Scenario::HttpError(status).marker());
-    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
-    check_events(&recorded)?;
-    let err = match result {
-        Ok(outcome) => return Err(format!("run succeeded: {:?}", outcome.output.content)),
-        Err(err) => err,
-    };
-    ensure(err.code() == code, || format!("expected {code}, got {err:?}"))?;
-    ensure(err.is_retryable() == retryable, || format!("retryable should be {retryable}: {err:?}"))?;
-    let pe = err.provider_error().ok_or("no provider error attached")?;
-    let requests = env.server.model_requests().len();
+    let (kind, requests) = http_error_case(&env.adapter(&case, |b| b), env, &case, status, code, retryable).await?;
     // CLAUDE_CODE_MAX_RETRIES=1: the first attempt and one retry.
     ensure(requests == 2, || format!("{requests} model requests, expected 2"))?;
-    assert_no_processes(&env.marker(&case)).await?;
-    Ok(format!("{code} (retryable {retryable}), provider error kind {:?}", pe.kind))
+    Ok(format!("{code} (retryable {retryable}), provider error kind {kind:?}"))
 }
 
 /// A real failover through the router and the runtime: the fake Anthropic server answers every
@@ -896,10 +1096,9 @@ async fn routing_failover_case(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult 
         .build()
         .map_err(|e| format!("router: {e}"))?;
     let manager = SessionManager::new(InMemorySessionStore::new(), router);
-    let session = manager.start_session(NewSession::new("asm-real-cli")).await.map_err(|e| e.to_string())?;
-    manager.activate_session(&session.id).await.map_err(|e| e.to_string())?;
+    let session = active_session(&manager).await?;
     let run = manager
-        .start_run(&session.id, RunInput::user("Say hello."), RunOptions::default())
+        .start_run(&session, RunInput::user("Say hello."), RunOptions::default())
         .await
         .map_err(|e| e.to_string())?;
     let result = manager
@@ -915,7 +1114,7 @@ async fn routing_failover_case(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult 
     ensure(!env.server.model_requests().is_empty(), || "claude never reached its server".to_owned())?;
     ensure(!codex.server.model_requests().is_empty(), || "codex never reached its server".to_owned())?;
     let events =
-        manager.session_events(&session.id, EventQuery::new().run(run.id.clone())).await.map_err(|e| e.to_string())?;
+        manager.session_events(&session, EventQuery::new().run(run.id.clone())).await.map_err(|e| e.to_string())?;
     let from_codex: Vec<_> =
         events.iter().filter(|e| e.metadata.get("routed_provider") == Some(&Value::from("codex"))).collect();
     ensure(!from_codex.is_empty(), || "no event carries routed_provider codex".to_owned())?;
@@ -928,24 +1127,23 @@ async fn routing_failover_case(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult 
 }
 
 async fn no_leftovers(env: &ClaudeEnv, codex: &CodexEnv) -> CaseResult {
-    let mut left = marked_processes(&env.run_id, true);
-    left.extend(marked_processes(&codex.run_id, true));
-    ensure(left.is_empty(), || format!("processes of this run still alive: {left:?}"))?;
-    Ok("none".to_owned())
+    no_processes_left(&[env, codex], "this run")
 }
 
-/// The Codex side: the fake OpenAI Responses server, `CODEX_HOME` with a provider pointing at
-/// it, an isolated HOME and workspace.
+/// The Codex side (also codex-acp's): the fake OpenAI Responses server, `CODEX_HOME` with a
+/// provider pointing at it, an isolated HOME and workspace.
 struct CodexEnv {
-    cli: PathBuf,
-    server: FakeServer,
-    _root: tempfile::TempDir,
-    home: PathBuf,
+    sandbox: CliSandbox,
     codex_home: PathBuf,
-    workspace: PathBuf,
-    /// TMPDIR of the CLI, so its scratch files go away with the root.
-    tmp: PathBuf,
-    run_id: String,
+}
+
+/// The cases reach the sandbox's parts (`env.server`, `env.home`, …) through the env.
+impl std::ops::Deref for CodexEnv {
+    type Target = CliSandbox;
+
+    fn deref(&self) -> &CliSandbox {
+        &self.sandbox
+    }
 }
 
 /// The API key variable named by the fake provider's `env_key`.
@@ -953,35 +1151,24 @@ const CODEX_KEY_VAR: &str = "FAKE_OPENAI_API_KEY";
 const CODEX_KEY: &str = "sk-fake";
 
 impl CodexEnv {
-    async fn new(cli: PathBuf) -> Result<Self, String> {
-        let cli = std::fs::canonicalize(&cli).map_err(|e| format!("codex CLI {}: {e}", cli.display()))?;
-        let root = tempfile::Builder::new().prefix("asm-real-cli-codex-").tempdir().map_err(|e| e.to_string())?;
-        let home = root.path().join("home");
-        let codex_home = root.path().join("codex-home");
-        let workspace = root.path().join("workspace");
-        let tmp = root.path().join("tmp");
-        for dir in [&home, &codex_home, &workspace, &tmp] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        let server = FakeServer::start(Api::OpenAiResponses).await.map_err(|e| format!("fake server: {e}"))?;
+    async fn new(cli: &Path) -> Result<Self, String> {
+        let sandbox =
+            CliSandbox::new("codex CLI", cli, "asm-real-cli-codex-", Api::OpenAiResponses, &["codex-home"]).await?;
+        let codex_home = sandbox.root.path().join("codex-home");
         // As in spec section 2: a custom Responses provider, no retries, a bundled model slug.
         let config = format!(
             "model = \"gpt-5.5\"\nmodel_provider = \"fake\"\n\n[model_providers.fake]\nname = \"Fake local provider\"\n\
              base_url = \"{}\"\nenv_key = \"{CODEX_KEY_VAR}\"\nwire_api = \"responses\"\nrequest_max_retries = 0\n\
              stream_max_retries = 0\nstream_idle_timeout_ms = 20000\n",
-            server.base_url()
+            sandbox.server.base_url()
         );
         std::fs::write(codex_home.join("config.toml"), config).map_err(|e| format!("config.toml: {e}"))?;
-        let run_id =
-            format!("{}-{}", std::process::id(), root.path().file_name().and_then(|n| n.to_str()).unwrap_or("x"));
-        Ok(Self { cli, server, _root: root, home, codex_home, workspace, tmp, run_id })
+        Ok(Self { sandbox, codex_home })
     }
 
-    fn marker(&self, case: &str) -> String {
-        format!("{}:{case}", self.run_id)
-    }
-
-    fn env(&self, case: &str) -> CliEnv {
+    /// The environment of the CLI for `case`: the isolated HOME and `CODEX_HOME`, the fake
+    /// provider's key and the marker.
+    fn cli_env(&self, case: &str) -> CliEnv {
         CliEnv::minimal()
             .set("HOME", self.home.display().to_string())
             .set("CODEX_HOME", self.codex_home.display().to_string())
@@ -998,64 +1185,34 @@ impl CodexEnv {
             .model("gpt-5.5")
             .sandbox(SandboxMode::WorkspaceWrite)
             .approval_policy(ApprovalPolicy::Never)
-            .env(self.env(case))
+            .env(self.cli_env(case))
             .timeout(RUN_TIMEOUT);
         configure(builder).build()
     }
 }
 
 async fn codex_version(env: &CodexEnv) -> CaseResult {
-    let out = tokio::process::Command::new(&env.cli)
-        .arg("--version")
-        .env_clear()
-        .envs(env.env("version").resolve())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", env.cli.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let text = cli_version(&env.cli, &env.cli_env("version")).await?;
     ensure(text.ends_with("0.169.0"), || format!("unexpected version {text:?}"))?;
     Ok(text)
 }
 
 async fn codex_text(env: &CodexEnv) -> CaseResult {
     let adapter = env.adapter("text", |b| b);
-    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
-    let thread = outcome.provider_session_id.clone().ok_or("no thread id")?;
-    let kinds = recorded.kinds();
-    ensure(kinds.iter().any(|k| matches!(k, EventKind::MessageStreamed | EventKind::MessageReceived)), || {
-        format!("no message event in {kinds:?}")
-    })?;
-    ensure(outcome.token_usage.input_tokens > 0, || format!("no usage: {:?}", outcome.token_usage))?;
-    let reqs = env.server.model_requests();
-    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
     let auth = format!("Bearer {CODEX_KEY}");
-    ensure(reqs[0].header("authorization") == Some(auth.as_str()), || "bearer key not sent".to_owned())?;
-    assert_no_processes(&env.marker("text")).await?;
-    Ok(format!("thread {thread}, {} events", kinds.len()))
+    cli_text_case(&adapter, env, "text", "thread", |sent| {
+        ensure(sent.header("authorization") == Some(auth.as_str()), || "bearer key not sent".to_owned())
+    })
+    .await
 }
 
 /// Per-run `model` and `system_prompt` (Codex's developer instructions) reach the model
 /// request.
 async fn codex_run_options(env: &CodexEnv) -> CaseResult {
-    const SYSTEM: &str = "You are ASM-RUN-OPTIONS.";
     let adapter = env.adapter("run-options", |b| b);
-    let options = serde_json::json!({"model": "gpt-5.6-sol", "system_prompt": SYSTEM});
-    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", options)?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    let options = serde_json::json!({"model": "gpt-5.6-sol", "system_prompt": RUN_OPTIONS_SYSTEM});
+    let outcome = run_with_options(&adapter, &env.server, options, "gpt-5.6-sol", "input").await?;
     ensure(outcome.model.as_deref() == Some("gpt-5.6-sol"), || format!("outcome model {:?}", outcome.model))?;
-    let body = only_model_request(&env.server)?;
-    ensure(body.get("model").and_then(Value::as_str) == Some("gpt-5.6-sol"), || {
-        format!("model {:?}", body.get("model"))
-    })?;
-    let input = body.get("input").map(Value::to_string).unwrap_or_default();
-    ensure(input.contains(SYSTEM), || "the per-run system prompt is not in the request".to_owned())?;
     assert_no_processes(&env.marker("run-options")).await?;
     Ok("model and developer instructions from the run's options".to_owned())
 }
@@ -1064,12 +1221,8 @@ async fn codex_run_options(env: &CodexEnv) -> CaseResult {
 /// the read-only sandbox (`-s read-only`), as the turn metadata Codex sends says.
 async fn codex_policy_read_only(env: &CodexEnv) -> CaseResult {
     let policy = asm_policy::Policy::builder("integration").deny(["apply_patch"]).build().map_err(|e| e.to_string())?;
-    let compiled = asm_policy::compile(&policy, asm_policy::CliTarget::Codex);
     let adapter = env.adapter("policy-read-only", |b| b);
-    let (result, recorded) = execute(&adapter, request_with_options("Say hello.", compiled.options.into())?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
+    run_under_policy(&adapter, &policy, asm_policy::CliTarget::Codex).await?;
     let requests = env.server.model_requests();
     let metadata = requests
         .iter()
@@ -1088,102 +1241,39 @@ async fn codex_policy_read_only(env: &CodexEnv) -> CaseResult {
 
 async fn codex_tool(env: &CodexEnv) -> CaseResult {
     let adapter = env.adapter("tool", |b| b);
-    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
-    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    let events = recorded.events();
-    let started = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallStarted)
-        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
-    let input = started.data.get(keys::TOOL_INPUT).map(Value::to_string).unwrap_or_default();
-    ensure(input.contains("echo hi"), || format!("tool input {input}"))?;
-    let done = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallCompleted)
-        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
-    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
-        "tool_call_id differs between start and completion".to_owned()
-    })?;
-    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
-    ensure(output.contains("hi"), || format!("tool output {output}"))?;
-    let expected = tool_followup_text("hi");
-    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
-    let replies: Vec<String> = env.server.model_requests().into_iter().map(|r| r.reply).collect();
-    ensure(replies == ["tool", "tool_followup"], || format!("server replies {replies:?}"))?;
-    assert_no_processes(&env.marker("tool")).await?;
-    Ok(format!("tool output {output}, {} events", events.len()))
+    cli_tool_case(&adapter, env, "tool", |started| {
+        let input = started.data.get(keys::TOOL_INPUT).map(Value::to_string).unwrap_or_default();
+        ensure(input.contains("echo hi"), || format!("tool input {input}"))
+    })
+    .await
 }
 
 async fn codex_resume(env: &CodexEnv) -> CaseResult {
-    let adapter = env.adapter("resume", |b| b);
-    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
-    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
-    let thread = first.provider_session_id.ok_or("first run has no thread id")?;
-    let second_request = request("Which word did I ask you to remember?")?.resume(thread.clone());
-    let (second, recorded) = execute(&adapter, second_request).await;
-    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(second.provider_session_id.as_deref() == Some(thread.as_str()), || {
-        format!("resumed thread {:?} != {thread}", second.provider_session_id)
-    })?;
-    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
-    let reqs = env.server.model_requests();
-    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
-    let history = last.get("input").map(Value::to_string).unwrap_or_default();
-    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
-        "the resumed request does not carry the first exchange".to_owned()
-    })?;
-    assert_no_processes(&env.marker("resume")).await?;
-    Ok(format!("thread {thread} resumed with history"))
+    cli_resume_case(&env.adapter("resume", |b| b), env, "resume", "input", "thread").await
 }
 
 async fn codex_fork(env: &CodexEnv) -> CaseResult {
-    let manager = SessionManager::new(InMemorySessionStore::new(), env.adapter("fork", |b| b));
-    let result = fork_both_branches(&manager, &env.server, "input", &env.codex_home.join("sessions")).await;
-    assert_no_processes(&env.marker("fork")).await?;
-    result
+    cli_fork_case(env.adapter("fork", |b| b), env, "fork", "input", &env.codex_home.join("sessions")).await
 }
 
 async fn codex_cancel(env: &CodexEnv) -> CaseResult {
-    let marker = env.marker("cancel");
-    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.adapter("cancel", |b| b));
-    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
-    let cancel = request.cancel.clone();
-    let (sink, recorded) = recording_sink(&request.session);
-    let task = tokio::spawn({
-        let adapter = Arc::clone(&adapter);
-        async move { adapter.execute(request, sink).await }
-    });
+    let run = BackgroundRun::slow(Arc::new(env.adapter("cancel", |b| b)))?;
     // Codex prints no deltas: mid-stream means the server is streaming the slow answer.
     let streaming = env.server.wait_until(Duration::from_secs(40), |s| !s.model_requests().is_empty()).await;
-    if !streaming || task.is_finished() {
-        task.abort();
-        return Err(format!("the slow stream did not start; events {:?}", recorded.kinds()));
+    if !streaming || run.task.is_finished() {
+        run.task.abort();
+        return Err(format!("the slow stream did not start; events {:?}", run.recorded.kinds()));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
+    cancel_mid_stream(run, &env.marker("cancel"), &env.server).await
 }
 
 async fn codex_http_error(env: &CodexEnv, status: u16, code: ErrorCode, retryable: bool) -> CaseResult {
     let case = format!("http{status}");
-    let adapter = env.adapter(&case, |b| b);
-    let prompt = format!("Fail please. {}", Scenario::HttpError(status).marker());
-    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
-    check_events(&recorded)?;
-    let err = match result {
-        Ok(outcome) => return Err(format!("run succeeded: {:?}", outcome.output.content)),
-        Err(err) => err,
-    };
-    ensure(err.code() == code, || format!("expected {code}, got {err:?}"))?;
-    ensure(err.is_retryable() == retryable, || format!("retryable should be {retryable}: {err:?}"))?;
-    let pe = err.provider_error().ok_or("no provider error attached")?;
-    let requests = env.server.model_requests().len();
+    let (kind, requests) = http_error_case(&env.adapter(&case, |b| b), env, &case, status, code, retryable).await?;
     // request_max_retries = 0 in config.toml: exactly one attempt.
     ensure(requests >= 1, || "no model request reached the server".to_owned())?;
-    assert_no_processes(&env.marker(&case)).await?;
-    Ok(format!("{code} (retryable {retryable}), provider error kind {:?}, {requests} request(s)", pe.kind))
+    Ok(format!("{code} (retryable {retryable}), provider error kind {kind:?}, {requests} request(s)"))
 }
 
 // ----- cli: the `asm` binary end to end over the real CLIs ------------------------------------
@@ -1195,7 +1285,7 @@ enum CliProvider<'a> {
     Codex(&'a CodexEnv),
 }
 
-impl CliProvider<'_> {
+impl<'a> CliProvider<'a> {
     fn name(self) -> &'static str {
         match self {
             Self::Claude(_) => "claude",
@@ -1203,24 +1293,11 @@ impl CliProvider<'_> {
         }
     }
 
-    fn server(&self) -> &FakeServer {
+    /// The provider's sandbox: its CLI, fake server, workspace and markers.
+    fn sandbox(self) -> &'a CliSandbox {
         match self {
-            Self::Claude(env) => &env.server,
-            Self::Codex(env) => &env.server,
-        }
-    }
-
-    fn workspace(&self) -> &std::path::Path {
-        match self {
-            Self::Claude(env) => &env.workspace,
-            Self::Codex(env) => &env.workspace,
-        }
-    }
-
-    fn marker(self, case: &str) -> String {
-        match self {
-            Self::Claude(env) => env.marker(case),
-            Self::Codex(env) => env.marker(case),
+            Self::Claude(env) => env,
+            Self::Codex(env) => env,
         }
     }
 
@@ -1235,29 +1312,9 @@ impl CliProvider<'_> {
     /// `$ASM_HOME/config.toml`: `[providers.NAME]` with the real CLI, and in `env` what the
     /// adapter cases give the CLI (isolated HOME, the fake server, the marker of `case`).
     fn config(self, case: &str) -> String {
-        let (cli, model, vars) = match self {
-            Self::Claude(env) => (
-                &env.cli,
-                None,
-                vec![
-                    ("HOME", env.home.display().to_string()),
-                    ("CLAUDE_CONFIG_DIR", env.home.join(".claude").display().to_string()),
-                    ("ANTHROPIC_BASE_URL", env.server.base_url()),
-                    ("ANTHROPIC_API_KEY", API_KEY.to_owned()),
-                    ("TMPDIR", env.tmp.display().to_string()),
-                    ("CLAUDE_CODE_TMPDIR", env.tmp.display().to_string()),
-                ],
-            ),
-            Self::Codex(env) => (
-                &env.cli,
-                Some("gpt-5.5"),
-                vec![
-                    ("HOME", env.home.display().to_string()),
-                    ("CODEX_HOME", env.codex_home.display().to_string()),
-                    (CODEX_KEY_VAR, CODEX_KEY.to_owned()),
-                    ("TMPDIR", env.tmp.display().to_string()),
-                ],
-            ),
+        let (cli, model, env) = match self {
+            Self::Claude(env) => (&env.cli, None, env.cli_env(case)),
+            Self::Codex(env) => (&env.cli, Some("gpt-5.5"), env.cli_env(case)),
         };
         // A JSON string is a TOML basic string.
         let quote = |s: &str| Value::from(s).to_string();
@@ -1271,12 +1328,7 @@ impl CliProvider<'_> {
             config += &format!("model = {}\n", quote(model));
         }
         config += &format!("\n[providers.{name}.env]\n");
-        let marker = self.marker(case);
-        for (var, value) in vars
-            .iter()
-            .map(|(k, v)| (*k, v.as_str()))
-            .chain([("NO_PROXY", "127.0.0.1,localhost"), (MARKER_VAR, marker.as_str())])
-        {
+        for (var, value) in &env.vars {
             config += &format!("{var} = {}\n", quote(value));
         }
         config
@@ -1403,7 +1455,7 @@ async fn cli_run(asm: Option<&std::path::Path>, provider: CliProvider<'_>) -> Ca
     const CASE: &str = "cli-run";
     let asm = asm_path(asm)?;
     let home = AsmHome::new(&provider.config(CASE))?;
-    let (name, cwd) = (provider.name(), provider.workspace());
+    let (name, cwd) = (provider.name(), &provider.sandbox().workspace);
     let cwd_arg = cwd.display().to_string();
     let run = home
         .asm(asm, cwd, &["run", "--provider", name, "--cwd", &cwd_arg, "--json", "Remember the word apricot."])
@@ -1432,13 +1484,13 @@ async fn cli_run(asm: Option<&std::path::Path>, provider: CliProvider<'_>) -> Ca
     })?;
     holds(
         "the resumed model request",
-        &last_history(provider.server(), provider.history_field())?,
+        &last_history(&provider.sandbox().server, provider.history_field())?,
         &["apricot", TEXT_REPLY, "Which word"],
         &[],
     )?;
     let statuses = shown_runs(&home, asm, cwd, &session).await?;
     ensure(statuses == ["completed", "completed"], || format!("asm show after resume: runs {statuses:?}"))?;
-    assert_no_processes(&provider.marker(CASE)).await?;
+    assert_no_processes(&provider.sandbox().marker(CASE)).await?;
     Ok(format!("session {session}: {} + {} events, resumed natively", events.len(), resumed.len()))
 }
 
@@ -1449,7 +1501,7 @@ async fn cli_readable(asm: Option<&std::path::Path>, env: &ClaudeEnv) -> CaseRes
     let asm = asm_path(asm)?;
     let provider = CliProvider::Claude(env);
     let home = AsmHome::new(&provider.config(CASE))?;
-    let cwd = provider.workspace();
+    let cwd = &provider.sandbox().workspace;
     let run = home.asm(asm, cwd, &["run", "--provider", "claude", "Say hello."]).await?.success()?;
     ensure(run.stdout.contains(TEXT_REPLY), || format!("stdout lacks the reply: {:?}", run.stdout))?;
     ensure(!run.stdout.contains('\x1b') && !run.stderr.contains('\x1b'), || {
@@ -1464,6 +1516,6 @@ async fn cli_readable(asm: Option<&std::path::Path>, env: &ClaudeEnv) -> CaseRes
         .collect();
     ensure(ids.len() == 1, || format!("asm sessions --json: {:?}", sessions.stdout))?;
     ensure(run.stdout.contains(&ids[0]), || format!("stdout lacks the session id {}: {:?}", ids[0], run.stdout))?;
-    assert_no_processes(&provider.marker(CASE)).await?;
+    assert_no_processes(&provider.sandbox().marker(CASE)).await?;
     Ok(format!("{} stdout lines, session {}", run.stdout.lines().count(), ids[0]))
 }

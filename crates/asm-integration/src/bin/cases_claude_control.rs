@@ -8,10 +8,13 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use asm_core::{EventKind, keys};
-use asm_integration::{Scenario, tool_followup_text};
+use asm_integration::tool_followup_text;
 use asm_ports::{ApprovalDecision, ApprovalHandler, ApprovalRequest, ApprovalVerdict};
 
-use super::{CaseResult, ClaudeEnv, assert_no_processes, check_events, ensure, execute, request};
+use super::{
+    BackgroundRun, CaseResult, ClaudeEnv, assert_no_processes, ensure, ensure_output, ensure_replies, first_event,
+    request, run_ok, tool_prompt,
+};
 
 /// Makes every `Bash` call ask: in the default mode Claude Code runs read-only commands such
 /// as the fake server's `echo hi` without asking (see `docs/claude-control-protocol.md`).
@@ -58,29 +61,20 @@ async fn approval_run(
 ) -> Result<(asm_ports::ExecuteOutcome, asm_testkit::adapter_contract::Recorded), String> {
     let adapter = env.adapter(case, |b| b.extra_args(["--settings", ASK_BASH]));
     let handler = Arc::new(Decide::new(decision));
-    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
-    let req = request(&prompt)?.approvals(handler.clone());
-    let (result, recorded) = execute(&adapter, req).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
+    let (outcome, recorded) = run_ok(&adapter, request(&tool_prompt())?.approvals(handler.clone())).await?;
     let asked = handler.asked();
     ensure(asked.len() == 1, || format!("handler asked {} times: {asked:?}", asked.len()))?;
     ensure(asked[0].tool_name == "Bash", || format!("tool name {:?}", asked[0].tool_name))?;
     ensure(asked[0].tool_input.get("command").and_then(Value::as_str) == Some("echo hi"), || {
         format!("tool input {:?}", asked[0].tool_input)
     })?;
-    let started = recorded
-        .events()
-        .into_iter()
-        .find(|e| e.kind == EventKind::ToolCallStarted)
-        .ok_or_else(|| format!("no tool_call_started in {:?}", recorded.kinds()))?;
+    let started = first_event(&recorded, EventKind::ToolCallStarted)?;
     ensure(started.data.get(keys::TOOL_CALL_ID).and_then(Value::as_str) == asked[0].tool_call_id.as_deref(), || {
         format!("tool_call_id {:?} vs approval {:?}", started.data.get(keys::TOOL_CALL_ID), asked[0].tool_call_id)
     })?;
     let raw = recorded.events().into_iter().filter(|e| e.metadata.get("raw") == Some(&Value::Bool(true))).count();
     ensure(raw == 0, || format!("{raw} raw events (control lines leaked?): {:?}", recorded.kinds()))?;
-    let replies: Vec<String> = env.server.model_requests().into_iter().map(|r| r.reply).collect();
-    ensure(replies == ["tool", "tool_followup"], || format!("server replies {replies:?}"))?;
+    ensure_replies(&env.server, &["tool", "tool_followup"])?;
     assert_no_processes(&env.marker(case)).await?;
     Ok((outcome, recorded))
 }
@@ -89,8 +83,7 @@ async fn approval_run(
 pub(super) async fn claude_approval_allow(env: &ClaudeEnv) -> CaseResult {
     let (outcome, recorded) = approval_run(env, "approval-allow", ApprovalDecision::AllowOnce).await?;
     ensure(recorded.kinds().contains(&EventKind::ToolCallCompleted), || format!("{:?}", recorded.kinds()))?;
-    let expected = tool_followup_text("hi");
-    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
+    ensure_output(&outcome, &tool_followup_text("hi"))?;
     Ok(format!("{} events", recorded.events().len()))
 }
 
@@ -124,20 +117,15 @@ impl ApprovalHandler for NoAnswer {
 /// gets an `interrupt`, the run ends `cancelled` within the cancel bound, nothing is left.
 pub(super) async fn claude_approval_cancel(env: &ClaudeEnv) -> CaseResult {
     let case = "approval-cancel";
-    let adapter: Arc<dyn asm_ports::ProviderAdapter> =
-        Arc::new(env.adapter(case, |b| b.extra_args(["--settings", ASK_BASH])));
+    let adapter = env.adapter(case, |b| b.extra_args(["--settings", ASK_BASH]));
     let handler = Arc::new(NoAnswer::default());
-    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
-    let req = request(&prompt)?.approvals(handler.clone());
-    let cancel = req.cancel.clone();
-    let (sink, recorded) = asm_testkit::adapter_contract::recording_sink(&req.session);
-    let task = tokio::spawn(async move { adapter.execute(req, sink).await });
+    let run = BackgroundRun::start(Arc::new(adapter), request(&tool_prompt())?.approvals(handler.clone()));
     tokio::time::timeout(std::time::Duration::from_secs(40), handler.asked.notified())
         .await
-        .map_err(|_| format!("the handler was never asked; events {:?}", recorded.kinds()))?;
+        .map_err(|_| format!("the handler was never asked; events {:?}", run.recorded.kinds()))?;
     let started = std::time::Instant::now();
-    cancel.cancel();
-    let result = tokio::time::timeout(super::CANCEL_BOUND, task)
+    run.cancel.cancel();
+    let result = tokio::time::timeout(super::CANCEL_BOUND, run.task)
         .await
         .map_err(|_| format!("cancel did not finish within {:?}", super::CANCEL_BOUND))?
         .map_err(|e| format!("run task: {e}"))?;
@@ -146,7 +134,8 @@ pub(super) async fn claude_approval_cancel(env: &ClaudeEnv) -> CaseResult {
         Err(e) if e.code() == asm_core::ErrorCode::Cancelled => {}
         other => return Err(format!("expected cancelled, got {other:?}")),
     }
-    ensure(!recorded.kinds().contains(&EventKind::ToolCallCompleted), || format!("{:?}", recorded.kinds()))?;
+    let kinds = run.recorded.kinds();
+    ensure(!kinds.contains(&EventKind::ToolCallCompleted), || format!("{kinds:?}"))?;
     assert_no_processes(&env.marker(case)).await?;
     Ok(format!("cancelled in {} ms", took.as_millis()))
 }

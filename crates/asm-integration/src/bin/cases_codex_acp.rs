@@ -11,19 +11,20 @@
 use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use asm_core::{ErrorCode, EventKind, keys};
-use asm_integration::{Scenario, TEXT_REPLY, WRITE_TOOL_COMMAND, WRITE_TOOL_FILE, tool_followup_text};
-use asm_ports::{ApprovalDecision, ProviderAdapter};
+use asm_integration::{Scenario, WRITE_TOOL_COMMAND, WRITE_TOOL_FILE, tool_followup_text};
+use asm_ports::ApprovalDecision;
 use asm_provider_acp::{AcpAdapter, ToolKindPermissions};
-use asm_testkit::adapter_contract::{Recorded, recording_sink};
+use asm_testkit::adapter_contract::Recorded;
 use serde_json::Value;
 
 use super::cases_claude_control::Decide;
 use super::{
-    CODEX_KEY, CaseFuture, CaseResult, CodexEnv, RUN_TIMEOUT, assert_no_processes, cancel_mid_stream, check_events,
-    ensure, execute, marked_processes, request,
+    CODEX_KEY, CaseFuture, CaseResult, CodexEnv, RUN_TIMEOUT, assert_no_processes, cancel_after_first_delta,
+    check_acp_text, check_events, ensure, ensure_output, ensure_same_call, ensure_session_loaded, ensure_tool_name,
+    execute, first_event, no_processes_left, remember_then_resume, request, run_ok, run_text, the_model_request,
+    tool_output_containing, tool_prompt,
 };
 
 /// The codex-acp version xtask pins (checked by `acp/codex-acp-text`).
@@ -32,7 +33,7 @@ const CODEX_ACP_VERSION: &str = "0.16.0";
 /// Sets up the env for `codex-acp` at `cli` (`None`: `--codex-acp` was not given).
 pub(crate) async fn env(cli: Option<&Path>) -> Result<CodexEnv, String> {
     let cli = cli.ok_or("--codex-acp <path to codex-acp> was not given")?;
-    CodexEnv::new(cli.to_path_buf()).await
+    CodexEnv::new(cli).await
 }
 
 /// The ACP adapter for `codex-acp` (the env's `cli`) pointed at the fake server, with `args`.
@@ -41,7 +42,7 @@ fn adapter_with(env: &CodexEnv, case: &str, args: &[&str]) -> AcpAdapter {
         .agent(&env.cli)
         .args(args.iter().copied())
         .cwd(&env.workspace)
-        .env(env.env(&format!("codex-acp-{case}")))
+        .env(env.cli_env(&format!("codex-acp-{case}")))
         .permissions(ToolKindPermissions::allow(["execute"]))
         .timeout(RUN_TIMEOUT)
         .build()
@@ -71,66 +72,45 @@ pub(crate) fn cases(env: &Result<CodexEnv, String>) -> Vec<(&'static str, CaseFu
         ("acp/codex-acp-approval-allow", Box::pin(async move { codex_acp_approval_allow(env?).await })),
         ("acp/codex-acp-approval-deny", Box::pin(async move { codex_acp_approval_deny(env?).await })),
         ("acp/codex-acp-cancel", Box::pin(async move { codex_acp_cancel(env?).await })),
-        ("acp/codex-acp-no-leftover-processes", Box::pin(async move { codex_acp_no_leftovers(env?) })),
+        (
+            "acp/codex-acp-no-leftover-processes",
+            Box::pin(async move { no_processes_left(&[env?], "the codex-acp cases") }),
+        ),
     ]
 }
 
 async fn codex_acp_text(env: &CodexEnv) -> CaseResult {
     env.server.clear_requests();
-    let (result, recorded) = execute(&adapter(env, "text"), request("Say hello.")?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
-    ensure(outcome.stop_reason.as_deref() == Some("end_turn"), || format!("stop reason {:?}", outcome.stop_reason))?;
-    let session = outcome.provider_session_id.clone().ok_or("no ACP session id (loadSession not advertised?)")?;
+    let (outcome, recorded) = run_text(&adapter(env, "text"), request("Say hello.")?).await?;
+    let session = check_acp_text(&outcome, &recorded)?;
     let acp = &outcome.metadata["acp"];
-    ensure(acp["protocol_version"] == 1, || format!("protocol version {}", acp["protocol_version"]))?;
     ensure(acp["agent_info"]["version"] == CODEX_ACP_VERSION, || format!("agent info {}", acp["agent_info"]))?;
-    let kinds = recorded.kinds();
-    ensure(kinds.contains(&EventKind::MessageStreamed) && kinds.contains(&EventKind::MessageReceived), || {
-        format!("no message events in {kinds:?}")
-    })?;
-    let reqs = env.server.model_requests();
-    ensure(reqs.len() == 1, || format!("{} model requests", reqs.len()))?;
     let auth = format!("Bearer {CODEX_KEY}");
-    ensure(reqs[0].header("authorization") == Some(auth.as_str()), || "bearer key not sent".to_owned())?;
+    ensure(the_model_request(&env.server)?.header("authorization") == Some(auth.as_str()), || {
+        "bearer key not sent".to_owned()
+    })?;
     assert_no_processes(&env.marker("codex-acp-text")).await?;
     Ok(format!("ACP session {session}, agent {}", acp["agent_info"]["version"]))
 }
 
 async fn codex_acp_tool(env: &CodexEnv) -> CaseResult {
     env.server.clear_requests();
-    let prompt = format!("Run echo hi. {}", Scenario::ToolUse.marker());
-    let (result, recorded) = execute(&adapter_with(env, "tool", NO_SANDBOX), request(&prompt)?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    let events = recorded.events();
-    let started = events.iter().find(|e| e.kind == EventKind::ToolCallStarted).ok_or_else(|| {
+    let (outcome, recorded) = run_ok(&adapter_with(env, "tool", NO_SANDBOX), request(&tool_prompt())?).await?;
+    let started = first_event(&recorded, EventKind::ToolCallStarted).map_err(|e| {
         let replies: Vec<String> = env.server.model_requests().iter().map(|r| r.reply.clone()).collect();
-        format!(
-            "no tool_call_started in {:?}; output {:?}, replies {replies:?}",
-            recorded.kinds(),
-            outcome.output.content
-        )
+        format!("{e}; output {:?}, replies {replies:?}", outcome.output.content)
     })?;
-    ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("execute")), || format!("{:?}", started.data))?;
-    let done = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallCompleted)
-        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
-    ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
-        "tool_call_id differs between start and completion".to_owned()
-    })?;
-    let output = done.data.get(keys::TOOL_OUTPUT).map(Value::to_string).unwrap_or_default();
-    ensure(output.contains("hi"), || format!("tool output {output}"))?;
+    ensure_tool_name(&started, "execute")?;
+    let done = first_event(&recorded, EventKind::ToolCallCompleted)?;
+    ensure_same_call(&started, &done)?;
+    let output = tool_output_containing(&done, "hi")?;
     let reqs = env.server.model_requests();
     let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no follow-up request")?;
     let sent = last["input"].as_array().and_then(|items| items.last()).cloned().unwrap_or_default();
     ensure(sent["type"] == "function_call_output", || format!("last input item {sent}"))?;
-    let expected = tool_followup_text(sent["output"].as_str().unwrap_or_default());
-    ensure(outcome.output.content == expected, || format!("output {:?} != {expected:?}", outcome.output.content))?;
+    ensure_output(&outcome, &tool_followup_text(sent["output"].as_str().unwrap_or_default()))?;
     assert_no_processes(&env.marker("codex-acp-tool")).await?;
-    Ok(format!("tool output {output}, {} events", events.len()))
+    Ok(format!("tool output {output}, {} events", recorded.events().len()))
 }
 
 /// One run of the [`Scenario::ToolWrite`] scenario under [`ASK_UNTRUSTED`] with a handler
@@ -208,8 +188,7 @@ async fn codex_acp_approval_allow(env: &CodexEnv) -> CaseResult {
     let stdout = done.data.get(keys::TOOL_OUTPUT).and_then(|o| o.get("stdout")).and_then(Value::as_str);
     ensure(stdout == Some("wrote\n"), || format!("tool output {:?}", done.data.get(keys::TOOL_OUTPUT)))?;
     ensure(run.replies == ["tool-write", "tool_followup"], || format!("server replies {:?}", run.replies))?;
-    let expected = tool_followup_text("wrote");
-    ensure(outcome.output.content == expected, || format!("output {:?} != {expected:?}", outcome.output.content))?;
+    ensure_output(&outcome, &tool_followup_text("wrote"))?;
     Ok(format!("approved {}, {} events", run.call_id, events.len()))
 }
 
@@ -236,51 +215,14 @@ async fn codex_acp_approval_deny(env: &CodexEnv) -> CaseResult {
 async fn codex_acp_resume(env: &CodexEnv) -> CaseResult {
     env.server.clear_requests();
     let adapter = adapter(env, "resume");
-    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
-    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
-    let session = first.provider_session_id.ok_or("first run has no session id")?;
-    let (second, recorded) = execute(&adapter, request("Which word?")?.resume(session.clone())).await;
-    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(second.metadata["acp"]["session_loaded"] == true, || "session/load was not used".to_owned())?;
-    ensure(second.provider_session_id.as_deref() == Some(session.as_str()), || {
-        format!("resumed session {:?} != {session}", second.provider_session_id)
-    })?;
-    ensure(second.output.content == TEXT_REPLY, || format!("output {:?}", second.output.content))?;
-    let reqs = env.server.model_requests();
-    let last = reqs.last().and_then(|r| r.body.as_ref()).ok_or("no resumed request recorded")?;
-    let history = last.get("input").map(Value::to_string).unwrap_or_default();
-    ensure(history.contains("apricot") && history.contains(TEXT_REPLY), || {
-        "the resumed request does not carry the first exchange".to_owned()
-    })?;
+    let (session, second, _) = remember_then_resume(&adapter, &env.server, "input", "Which word?", "session").await?;
+    ensure_session_loaded(&second)?;
     assert_no_processes(&env.marker("codex-acp-resume")).await?;
-    Ok(format!("ACP session {session} loaded, {} model requests", reqs.len()))
+    Ok(format!("ACP session {session} loaded, {} model requests", env.server.model_requests().len()))
 }
 
 async fn codex_acp_cancel(env: &CodexEnv) -> CaseResult {
     env.server.clear_requests();
-    let marker = env.marker("codex-acp-cancel");
-    let adapter: Arc<dyn ProviderAdapter> = Arc::new(adapter(env, "cancel"));
-    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
-    let cancel = request.cancel.clone();
-    let (sink, recorded) = recording_sink(&request.session);
-    let task = tokio::spawn({
-        let adapter = Arc::clone(&adapter);
-        async move { adapter.execute(request, sink).await }
-    });
-    let wait_start = Instant::now();
-    while !recorded.kinds().contains(&EventKind::MessageStreamed) {
-        if task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
-            task.abort();
-            return Err(format!("no streamed delta before cancel; events {:?}", recorded.kinds()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
-}
-
-fn codex_acp_no_leftovers(env: &CodexEnv) -> CaseResult {
-    let left = marked_processes(&env.run_id, true);
-    ensure(left.is_empty(), || format!("processes of the codex-acp cases still alive: {left:?}"))?;
-    Ok("none".to_owned())
+    let adapter = Arc::new(adapter(env, "cancel"));
+    cancel_after_first_delta(adapter, &env.marker("codex-acp-cancel"), &env.server).await
 }

@@ -7,21 +7,20 @@
 //! otherwise resolves `play.googleapis.com`), telemetry and update checks, so the CLI opens no
 //! connection but the one to the fake (see docs/acp-agents-investigation.md).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use asm_core::{EventKind, keys};
-use asm_integration::{Api, FakeServer, GEMINI_TOOL_COMMAND, Scenario, TEXT_REPLY, tool_followup_text};
-use asm_ports::ProviderAdapter;
+use asm_integration::{Api, GEMINI_TOOL_COMMAND, Scenario, TEXT_REPLY, tool_followup_text};
 use asm_provider_acp::{AcpAdapter, ToolKindPermissions};
 use asm_provider_cli::CliEnv;
-use asm_testkit::adapter_contract::recording_sink;
 use serde_json::Value;
 
 use super::{
-    CaseFuture, CaseResult, MARKER_VAR, RUN_TIMEOUT, assert_no_processes, cancel_mid_stream, check_events, ensure,
-    execute, marked_processes, request,
+    CaseFuture, CaseResult, CliSandbox, MARKER_VAR, RUN_TIMEOUT, assert_no_processes, cancel_after_first_delta,
+    check_acp_text, ensure, ensure_first_exchange, ensure_output, ensure_same_call, ensure_session_loaded,
+    ensure_tool_name, first_event, last_history, no_processes_left, remember_apricot, request, resume_run, run_ok,
+    run_text,
 };
 
 /// The Gemini CLI version xtask pins (checked by `acp/gemini-text`).
@@ -32,45 +31,33 @@ const GEMINI_KEY: &str = "fake-gemini-key";
 
 /// The Gemini side: the fake Gemini API, an isolated HOME (with `.gemini/settings.json`) and
 /// workspace.
-pub(crate) struct GeminiEnv {
-    cli: PathBuf,
-    server: FakeServer,
-    _root: tempfile::TempDir,
-    home: PathBuf,
-    workspace: PathBuf,
-    /// TMPDIR of the CLI, so its scratch files go away with the root.
-    tmp: PathBuf,
-    run_id: String,
+pub(crate) struct GeminiEnv(CliSandbox);
+
+/// The cases reach the sandbox's parts (`env.server`, `env.home`, …) through the env.
+impl std::ops::Deref for GeminiEnv {
+    type Target = CliSandbox;
+
+    fn deref(&self) -> &CliSandbox {
+        &self.0
+    }
 }
 
 impl GeminiEnv {
     /// Sets up the env for the CLI at `cli` (`None`: `--gemini` was not given).
     pub(crate) async fn new(cli: Option<&Path>) -> Result<Self, String> {
         let cli = cli.ok_or("--gemini <path to gemini> was not given")?;
-        let cli = std::fs::canonicalize(cli).map_err(|e| format!("gemini CLI {}: {e}", cli.display()))?;
-        let root = tempfile::Builder::new().prefix("asm-real-cli-gemini-").tempdir().map_err(|e| e.to_string())?;
-        let home = root.path().join("home");
-        let workspace = root.path().join("workspace");
-        let tmp = root.path().join("tmp");
-        for dir in [&home.join(".gemini"), &workspace, &tmp] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
+        let sandbox =
+            CliSandbox::new("gemini CLI", cli, "asm-real-cli-gemini-", Api::GeminiGenerateContent, &["home/.gemini"])
+                .await?;
         let settings = serde_json::json!({
             "general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
             "privacy": {"usageStatisticsEnabled": false},
             "telemetry": {"enabled": false},
             "model": {"name": GEMINI_MODEL}
         });
-        let path = home.join(".gemini").join("settings.json");
+        let path = sandbox.home.join(".gemini").join("settings.json");
         std::fs::write(&path, settings.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
-        let server = FakeServer::start(Api::GeminiGenerateContent).await.map_err(|e| format!("fake server: {e}"))?;
-        let run_id =
-            format!("{}-{}", std::process::id(), root.path().file_name().and_then(|n| n.to_str()).unwrap_or("x"));
-        Ok(Self { cli, server, _root: root, home, workspace, tmp, run_id })
-    }
-
-    fn marker(&self, case: &str) -> String {
-        format!("{}:{case}", self.run_id)
+        Ok(Self(sandbox))
     }
 
     /// The ACP adapter for `gemini --acp` pointed at the fake server; `case` names the marker.
@@ -101,7 +88,7 @@ pub(crate) fn cases(env: &Result<GeminiEnv, String>) -> Vec<(&'static str, CaseF
         ("acp/gemini-tool", Box::pin(async move { gemini_tool(env?).await })),
         ("acp/gemini-resume", Box::pin(async move { gemini_resume(env?).await })),
         ("acp/gemini-cancel", Box::pin(async move { gemini_cancel(env?).await })),
-        ("acp/gemini-no-leftover-processes", Box::pin(async move { gemini_no_leftovers(env?) })),
+        ("acp/gemini-no-leftover-processes", Box::pin(async move { no_processes_left(&[env?], "the gemini cases") })),
     ]
 }
 
@@ -113,19 +100,10 @@ fn contents_text(body: Option<&Value>) -> String {
 async fn gemini_text(env: &GeminiEnv) -> CaseResult {
     env.server.clear_requests();
     let adapter = env.adapter("text");
-    let (result, recorded) = execute(&adapter, request("Say hello.")?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(outcome.output.content == TEXT_REPLY, || format!("output {:?}", outcome.output.content))?;
-    ensure(outcome.stop_reason.as_deref() == Some("end_turn"), || format!("stop reason {:?}", outcome.stop_reason))?;
-    let session = outcome.provider_session_id.clone().ok_or("no ACP session id (loadSession not advertised?)")?;
+    let (outcome, recorded) = run_text(&adapter, request("Say hello.")?).await?;
+    let session = check_acp_text(&outcome, &recorded)?;
     let acp = &outcome.metadata["acp"];
-    ensure(acp["protocol_version"] == 1, || format!("protocol version {}", acp["protocol_version"]))?;
     ensure(acp["agent_info"]["version"] == GEMINI_VERSION, || format!("agent info {}", acp["agent_info"]))?;
-    let kinds = recorded.kinds();
-    ensure(kinds.contains(&EventKind::MessageStreamed) && kinds.contains(&EventKind::MessageReceived), || {
-        format!("no message events in {kinds:?}")
-    })?;
     let reqs = env.server.model_requests();
     ensure(reqs.len() == 1, || {
         format!("{} model requests: {:?}", reqs.len(), reqs.iter().map(|r| r.target.clone()).collect::<Vec<_>>())
@@ -144,9 +122,7 @@ async fn gemini_tool(env: &GeminiEnv) -> CaseResult {
     env.server.clear_requests();
     let adapter = env.adapter("tool");
     let prompt = format!("Print hi. {}", Scenario::ToolUse.marker());
-    let (result, recorded) = execute(&adapter, request(&prompt)?).await;
-    let outcome = result.map_err(|e| format!("run failed: {e:?}"))?;
-    check_events(&recorded)?;
+    let (outcome, recorded) = run_ok(&adapter, request(&prompt)?).await?;
     let events = recorded.events();
     // The permission request: the adapter answers it (allow `execute`) and records it raw
     // (or, once live approvals land, as tool_approval_* events).
@@ -155,19 +131,14 @@ async fn gemini_tool(env: &GeminiEnv) -> CaseResult {
             || matches!(e.kind, EventKind::ToolApprovalRequested | EventKind::ToolApprovalGranted)
     });
     ensure(asked, || format!("no permission request recorded in {:?}", recorded.kinds()))?;
-    let done = events
-        .iter()
-        .find(|e| e.kind == EventKind::ToolCallCompleted)
-        .ok_or_else(|| format!("no tool_call_completed in {:?}", recorded.kinds()))?;
+    let done = first_event(&recorded, EventKind::ToolCallCompleted)?;
     // Gemini CLI 0.61.0 sends no `tool_call` notification for a call it asks permission for:
     // the call appears first inside `session/request_permission` (status `pending`), then as a
     // `tool_call_update`. Checked when there is a start; its absence is reported.
     let started = events.iter().find(|e| e.kind == EventKind::ToolCallStarted);
     if let Some(started) = started {
-        ensure(started.data.get(keys::TOOL_NAME) == Some(&Value::from("execute")), || format!("{:?}", started.data))?;
-        ensure(done.data.get(keys::TOOL_CALL_ID) == started.data.get(keys::TOOL_CALL_ID), || {
-            "tool_call_id differs between start and completion".to_owned()
-        })?;
+        ensure_tool_name(started, "execute")?;
+        ensure_same_call(started, &done)?;
     }
     let title = done.data.get("title").and_then(Value::as_str).unwrap_or_default();
     // Gemini CLI sends neither rawInput nor the command's output in its tool updates (the
@@ -179,8 +150,7 @@ async fn gemini_tool(env: &GeminiEnv) -> CaseResult {
     ensure(followup.contains("functionResponse") && followup.contains("Output: hi"), || {
         format!("the second request has no shell output: {}", &followup[followup.len().saturating_sub(400)..])
     })?;
-    let expected = tool_followup_text("hi");
-    ensure(outcome.output.content == expected, || format!("output {:?}", outcome.output.content))?;
+    ensure_output(&outcome, &tool_followup_text("hi"))?;
     assert_no_processes(&env.marker("tool")).await?;
     Ok(format!(
         "{GEMINI_TOOL_COMMAND:?} asked and allowed, tool call {} ({title:?}), tool_call_started: {}, {} events",
@@ -193,17 +163,10 @@ async fn gemini_tool(env: &GeminiEnv) -> CaseResult {
 async fn gemini_resume(env: &GeminiEnv) -> CaseResult {
     env.server.clear_requests();
     let adapter = env.adapter("resume");
-    let (first, _) = execute(&adapter, request("Remember the word apricot.")?).await;
-    let first = first.map_err(|e| format!("first run failed: {e:?}"))?;
-    let session = first.provider_session_id.ok_or("first run has no session id")?;
+    let session = remember_apricot(&adapter, "session").await?;
     let moved = backdate_chat_file(&env.home, &session)?;
-    let (second, recorded) = execute(&adapter, request("Which word?")?.resume(session.clone())).await;
-    let second = second.map_err(|e| format!("resumed run failed: {e:?}"))?;
-    check_events(&recorded)?;
-    ensure(second.metadata["acp"]["session_loaded"] == true, || "session/load was not used".to_owned())?;
-    ensure(second.provider_session_id.as_deref() == Some(session.as_str()), || {
-        format!("resumed session {:?} != {session}", second.provider_session_id)
-    })?;
+    let (second, _) = resume_run(&adapter, &session, "Which word?", "session").await?;
+    ensure_session_loaded(&second)?;
     // Gemini CLI 0.61.0 answers session/load before it has replayed the history
     // (`streamHistory` is not awaited), so the replayed chunks arrive after the response, while
     // the adapter no longer treats updates as replay: they show up in the new turn's output
@@ -211,11 +174,10 @@ async fn gemini_resume(env: &GeminiEnv) -> CaseResult {
     let content = &second.output.content;
     ensure(content.ends_with(TEXT_REPLY), || format!("output {content:?}"))?;
     let leaked = content.len() > TEXT_REPLY.len();
+    let history = last_history(&env.server, "contents")?;
+    ensure_first_exchange(&history)?;
+    ensure(history.contains("Which word?"), || "the resumed request does not carry the first exchange".to_owned())?;
     let reqs = env.server.model_requests();
-    let history = contents_text(reqs.last().and_then(|r| r.body.as_ref()));
-    ensure(history.contains("apricot") && history.contains(TEXT_REPLY) && history.contains("Which word?"), || {
-        "the resumed request does not carry the first exchange".to_owned()
-    })?;
     assert_no_processes(&env.marker("resume")).await?;
     Ok(format!(
         "ACP session {session} loaded ({moved} chat file backdated), {} model requests, late history replay in output: {leaked}",
@@ -253,28 +215,5 @@ fn backdate_chat_file(home: &Path, session: &str) -> Result<usize, String> {
 
 async fn gemini_cancel(env: &GeminiEnv) -> CaseResult {
     env.server.clear_requests();
-    let marker = env.marker("cancel");
-    let adapter: Arc<dyn ProviderAdapter> = Arc::new(env.adapter("cancel"));
-    let request = request(&format!("Stream slowly. {}", Scenario::Slow.marker()))?;
-    let cancel = request.cancel.clone();
-    let (sink, recorded) = recording_sink(&request.session);
-    let task = tokio::spawn({
-        let adapter = Arc::clone(&adapter);
-        async move { adapter.execute(request, sink).await }
-    });
-    let wait_start = Instant::now();
-    while !recorded.kinds().contains(&EventKind::MessageStreamed) {
-        if task.is_finished() || wait_start.elapsed() > Duration::from_secs(40) {
-            task.abort();
-            return Err(format!("no streamed delta before cancel; events {:?}", recorded.kinds()));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cancel_mid_stream(task, &cancel, &recorded, &marker, &env.server).await
-}
-
-fn gemini_no_leftovers(env: &GeminiEnv) -> CaseResult {
-    let left = marked_processes(&env.run_id, true);
-    ensure(left.is_empty(), || format!("processes of the gemini cases still alive: {left:?}"))?;
-    Ok("none".to_owned())
+    cancel_after_first_delta(Arc::new(env.adapter("cancel")), &env.marker("cancel"), &env.server).await
 }
