@@ -218,30 +218,15 @@ proptest! {
     }
 }
 
-// The wrapper must keep every rule of the store contract.
-fn wrapped() -> DynSessionStore {
-    Arc::new(InMemorySessionStore::new().redacted(Redactor::new()))
-}
+/// The wrapper must keep every rule of the store contract.
+mod conformance_of_the_wrapper {
+    use super::*;
 
-macro_rules! checks {
-    ($($name:ident),* $(,)?) => {
-        mod conformance_of_the_wrapper {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    conformance::$name(&*wrapped()).await;
-                }
-            )*
-        }
-    };
-}
+    fn wrapped() -> (DynSessionStore, ()) {
+        (Arc::new(InMemorySessionStore::new().redacted(Redactor::new())), ())
+    }
 
-asm_testkit::for_each_store_check!(checks);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn wrapper_concurrent_appends() {
-    conformance::check_concurrent_appends(wrapped()).await;
+    asm_testkit::store_conformance_tests!(wrapped);
 }
 
 /// The documented split: callbacks and stored data are redacted, the in-process result is the

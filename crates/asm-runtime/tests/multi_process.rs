@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,7 +19,8 @@ use asm_runtime::{
     NewSession, Ownership, RunOptions, ServerConfig, SessionManager, SessionServer, StreamOptions, SubscribeOptions,
 };
 use asm_store_memory::InMemorySessionStore;
-use asm_store_postgres::{PostgresOptions, PostgresSessionStore, RetryPolicy};
+use asm_store_postgres::PostgresSessionStore;
+use asm_store_postgres::test_util::{TestSchema, admin_sql};
 use asm_testkit::ScriptedAdapter;
 
 const ROLE: &str = "ASM_MP_ROLE";
@@ -29,61 +29,9 @@ const SESSION: &str = "ASM_MP_SESSION";
 /// How long any one step may take before the test fails.
 const STEP: Duration = Duration::from_secs(60);
 
-fn url() -> String {
-    std::env::var("ASM_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A schema of its own per test, dropped with everything in it at the end.
-struct TestSchema {
-    name: String,
-}
-
-impl TestSchema {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        Self { name: format!("asm_mp_{tag}_{}_{n}", std::process::id()) }
-    }
-}
-
-/// Runs SQL on the test server outside any store (on a thread of its own, so it works from
-/// `Drop` and inside a runtime alike).
-fn admin_sql(sql: String) -> Result<(), String> {
-    let url = url();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        runtime.block_on(async move {
-            let (client, connection) =
-                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
-            let driver = tokio::spawn(connection);
-            let done = client.batch_execute(&sql).await.map_err(|e| e.to_string());
-            drop(client);
-            let _ = driver.await;
-            done
-        })
-    })
-    .join()
-    .map_err(|_| "admin thread panicked".to_owned())?
-}
-
-impl Drop for TestSchema {
-    fn drop(&mut self) {
-        if let Err(e) = admin_sql(format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name)) {
-            eprintln!("could not drop test schema {}: {e}", self.name);
-        }
-    }
-}
-
+/// A store in `schema` (this process's or the parent's).
 async fn open(schema: &str) -> PostgresSessionStore {
-    let options = PostgresOptions::new(&url())
-        .and_then(|o| o.schema(schema))
-        .expect("test options")
-        .pool_size(6)
-        .retry(RetryPolicy::new().max_elapsed(Duration::from_secs(10)));
-    match PostgresSessionStore::connect_with(options).await {
-        Ok(store) => store,
-        Err(e) => panic!("cannot open a PostgreSQL store at {} (set ASM_TEST_POSTGRES_URL): {e}", url()),
-    }
+    asm_store_postgres::test_util::open(TestSchema::options_for(schema)).await
 }
 
 /// An active session in a fresh schema.

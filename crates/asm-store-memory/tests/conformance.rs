@@ -13,23 +13,12 @@ fn store() -> DynSessionStore {
     Arc::new(InMemorySessionStore::new())
 }
 
-macro_rules! checks {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                conformance::$name(&*store()).await;
-            }
-        )*
-    };
+/// A fresh store for each generated test (nothing to keep alive).
+fn fresh() -> (DynSessionStore, ()) {
+    (store(), ())
 }
 
-asm_testkit::for_each_store_check!(checks);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn check_concurrent_appends() {
-    conformance::check_concurrent_appends(store()).await;
-}
+asm_testkit::store_conformance_tests!(fresh);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_long_poll_follows_concurrent_writers() {

@@ -37,51 +37,68 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, index: usize) ->
 pub(crate) const EVENT_COLUMNS: &str =
     "id, kind, ts, session_id, run_id, data, metadata, sequence, schema_version, provider, correlation_id";
 
-/// An event row selected with [`EVENT_COLUMNS`].
-pub(crate) fn event_row(row: &Row) -> Result<StoredEvent, DbError> {
-    let kind: &str = get(row, 1)?;
-    let Json(data): Json<JsonMap> = get(row, 5)?;
-    let Json(metadata): Json<JsonMap> = get(row, 6)?;
-    let sequence = stored_sequence(get(row, 7)?)?;
-    let schema_version: i32 = get(row, 8)?;
-    let event = asm_core::Event::from(EventRecord {
-        id: event_id(get(row, 0)?)?,
-        kind: EventKind::parse(kind).map_err(|e| decode(e.to_string()))?,
-        timestamp: get(row, 2)?,
-        session_id: session_id(get(row, 3)?)?,
-        run_id: get::<Option<Uuid>>(row, 4)?.map(run_id).transpose()?,
-        data,
-        metadata,
-        sequence: Some(sequence),
-        schema_version: u32::try_from(schema_version)
-            .ok()
-            .filter(|&v| v >= 1)
-            .ok_or_else(|| decode("schema_version"))?,
-        provider: get(row, 9)?,
-        correlation_id: get(row, 10)?,
-    });
-    Ok(StoredEvent::new(event, sequence))
+/// Where each event field stands in a row (the id is given separately when the row lacks it).
+struct EventColumnIndexes {
+    kind: usize,
+    ts: usize,
+    session_id: usize,
+    run_id: usize,
+    data: usize,
+    metadata: usize,
+    sequence: usize,
+    schema_version: usize,
+    provider: usize,
+    correlation_id: usize,
 }
 
-/// A stored sequence column: at least 1.
-fn stored_sequence(sequence: i64) -> Result<u64, DbError> {
-    u64::try_from(sequence).ok().filter(|&s| s >= 1).ok_or_else(|| decode("sequence below 1"))
+/// An event row selected with [`EVENT_COLUMNS`].
+pub(crate) fn event_row(row: &Row) -> Result<StoredEvent, DbError> {
+    const AT: EventColumnIndexes = EventColumnIndexes {
+        kind: 1,
+        ts: 2,
+        session_id: 3,
+        run_id: 4,
+        data: 5,
+        metadata: 6,
+        sequence: 7,
+        schema_version: 8,
+        provider: 9,
+        correlation_id: 10,
+    };
+    stored_event(row, event_id(get(row, 0)?)?, &AT)
 }
 
 /// The stored event of an `asm_write` result row (columns `o_ord` .. `o_meta`, see the
 /// migration).
 pub(crate) fn written_event_row(row: &Row, id: &EventId) -> Result<StoredEvent, DbError> {
-    let kind: &str = get(row, 5)?;
-    let Json(data): Json<JsonMap> = get(row, 10)?;
-    let Json(metadata): Json<JsonMap> = get(row, 11)?;
-    let sequence = stored_sequence(get(row, 2)?)?;
-    let schema_version: i32 = get(row, 7)?;
+    const AT: EventColumnIndexes = EventColumnIndexes {
+        sequence: 2,
+        session_id: 3,
+        run_id: 4,
+        kind: 5,
+        ts: 6,
+        schema_version: 7,
+        provider: 8,
+        correlation_id: 9,
+        data: 10,
+        metadata: 11,
+    };
+    stored_event(row, id.clone(), &AT)
+}
+
+fn stored_event(row: &Row, id: EventId, at: &EventColumnIndexes) -> Result<StoredEvent, DbError> {
+    let kind: &str = get(row, at.kind)?;
+    let Json(data): Json<JsonMap> = get(row, at.data)?;
+    let Json(metadata): Json<JsonMap> = get(row, at.metadata)?;
+    let sequence: i64 = get(row, at.sequence)?;
+    let sequence = u64::try_from(sequence).ok().filter(|&s| s >= 1).ok_or_else(|| decode("sequence below 1"))?;
+    let schema_version: i32 = get(row, at.schema_version)?;
     let event = asm_core::Event::from(EventRecord {
-        id: id.clone(),
+        id,
         kind: EventKind::parse(kind).map_err(|e| decode(e.to_string()))?,
-        timestamp: get(row, 6)?,
-        session_id: session_id(get(row, 3)?)?,
-        run_id: get::<Option<Uuid>>(row, 4)?.map(run_id).transpose()?,
+        timestamp: get(row, at.ts)?,
+        session_id: session_id(get(row, at.session_id)?)?,
+        run_id: get::<Option<Uuid>>(row, at.run_id)?.map(run_id).transpose()?,
         data,
         metadata,
         sequence: Some(sequence),
@@ -89,8 +106,8 @@ pub(crate) fn written_event_row(row: &Row, id: &EventId) -> Result<StoredEvent, 
             .ok()
             .filter(|&v| v >= 1)
             .ok_or_else(|| decode("schema_version"))?,
-        provider: get(row, 8)?,
-        correlation_id: get(row, 9)?,
+        provider: get(row, at.provider)?,
+        correlation_id: get(row, at.correlation_id)?,
     });
     Ok(StoredEvent::new(event, sequence))
 }

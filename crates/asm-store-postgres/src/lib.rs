@@ -62,6 +62,8 @@ mod migrate;
 mod options;
 mod query;
 mod retry;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 mod write;
 mod writer;
 

@@ -22,25 +22,7 @@ fn store() -> (DynSessionStore, TempDir) {
     store_with(SledOptions::new())
 }
 
-macro_rules! checks {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $name() {
-                let (store, _dir) = store();
-                conformance::$name(&*store).await;
-            }
-        )*
-    };
-}
-
-asm_testkit::for_each_store_check!(checks);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn check_concurrent_appends() {
-    let (store, _dir) = store();
-    conformance::check_concurrent_appends(store).await;
-}
+asm_testkit::store_conformance_tests!(store);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_concurrent_appends_eventual() {

@@ -56,8 +56,9 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner}
 /// ```
 #[macro_export]
 macro_rules! for_each_store_check {
-    ($m:ident) => {
+    ($m:ident $([$($arg:tt)*])?) => {
         $m! {
+        $([$($arg)*])?
         check_session_round_trip,
         check_list_sessions_filters,
         check_list_sessions_pagination,
@@ -86,6 +87,44 @@ macro_rules! for_each_store_check {
         check_no_event_after_terminal_run,
         check_event_size_cap,
         }
+    };
+}
+
+/// The per-check tests of a store: one `#[tokio::test]` per check of
+/// [`for_each_store_check!`](crate::for_each_store_check) and one for
+/// [`check_concurrent_appends`], each on a fresh store from `$fresh`, a function
+/// `fn() -> (DynSessionStore, G)` whose `G` is kept alive for the test (the store's temp dir,
+/// or `()`). The caller's crate needs `tokio` (with the `macros` and `rt-multi-thread` features).
+///
+/// ```text
+/// fn fresh() -> (DynSessionStore, TempDir) { /* a new store in a new temp dir */ }
+/// asm_testkit::store_conformance_tests!(fresh);
+/// ```
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($fresh:path) => {
+        use $crate::__store_conformance_check as __asm_store_conformance_check;
+        $crate::for_each_store_check!(__asm_store_conformance_check[$fresh]);
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn check_concurrent_appends() {
+            let (store, _guard) = $fresh();
+            $crate::conformance::check_concurrent_appends(store).await;
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_check {
+    ([$fresh:path] $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let (store, _guard) = $fresh();
+                $crate::conformance::$name(&*store).await;
+            }
+        )*
     };
 }
 
