@@ -25,6 +25,7 @@ mod id;
 pub mod provider_error;
 mod run;
 mod session;
+mod string_enum;
 pub mod transcript;
 mod usage;
 
