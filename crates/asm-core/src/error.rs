@@ -42,7 +42,6 @@ macro_rules! error_codes {
             pub const fn default_message(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $message,)* }
             }
-
         }
     };
 }

@@ -45,7 +45,6 @@ macro_rules! event_kinds {
             pub const fn canonical_keys(self) -> &'static [&'static str] {
                 match self { $(EventKind::$variant => &[$(keys::$key),*],)* }
             }
-
         }
     };
 }

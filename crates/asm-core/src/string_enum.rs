@@ -67,11 +67,15 @@
 ///     Key::key { Model => "model" }
 ///     /// The key named `key`, if it is one.
 ///     pub fn from_key(key) -> Option<Self>;
+///     /// Parses a key; the error is the unknown text.
+///     impl FromStr(text) -> Result<Self, String> { Err(text.to_owned()) }
 /// }
 ///
 /// assert_eq!(Key::Model.key(), "model");
+/// assert_eq!(Key::Model.to_string(), "model");
 /// assert_eq!(Key::from_key("model"), Some(Key::Model));
 /// assert_eq!(Key::from_key("Model"), None);
+/// assert_eq!("Model".parse::<Key>(), Err("Model".to_owned()));
 /// ```
 #[macro_export]
 macro_rules! string_enum {
