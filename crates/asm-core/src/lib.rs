@@ -17,6 +17,9 @@
 //! ```
 #![deny(missing_docs)]
 
+// The exported `string_enum!` macro, used by the modules below.
+mod string_enum;
+
 pub mod capability;
 mod error;
 mod event;
@@ -25,7 +28,6 @@ mod id;
 pub mod provider_error;
 mod run;
 mod session;
-mod string_enum;
 pub mod transcript;
 mod usage;
 
