@@ -23,15 +23,16 @@ macro_rules! error_codes {
             $( $(#[$doc])* $variant, )*
         }
 
-        impl ErrorCode {
-            /// Every code, in the canonical order.
-            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
-
+        crate::string_enum! {
             /// The snake_case name used on the wire.
-            pub const fn as_str(self) -> &'static str {
-                match self { $(ErrorCode::$variant => $text,)* }
-            }
+            ErrorCode { $($variant => $text),* }
+            /// Every code, in the canonical order.
+            pub const ALL;
+            /// Parses the snake_case name.
+            pub fn parse(text) -> Option<Self>;
+        }
 
+        impl ErrorCode {
             /// The category the code belongs to.
             pub const fn category(self) -> ErrorCategory {
                 match self { $(ErrorCode::$variant => ErrorCategory::$category,)* }
@@ -40,11 +41,6 @@ macro_rules! error_codes {
             /// A short default message, used when an error is built without one.
             pub const fn default_message(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $message,)* }
-            }
-
-            /// Parses the snake_case name.
-            pub fn parse(text: &str) -> Option<Self> {
-                match text { $($text => Some(ErrorCode::$variant),)* _ => None }
             }
         }
     };
@@ -160,12 +156,6 @@ impl ErrorCode {
                 | ErrorCode::StorageConnectionFailed
                 | ErrorCode::Timeout
         )
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

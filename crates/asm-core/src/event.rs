@@ -19,15 +19,22 @@ macro_rules! event_kinds {
             $( $(#[$doc])* $variant, )*
         }
 
-        impl EventKind {
-            /// Every kind, in canonical order.
-            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
-
+        crate::string_enum! {
             /// The snake_case name used on the wire.
-            pub const fn as_str(self) -> &'static str {
-                match self { $(EventKind::$variant => $text,)* }
+            EventKind { $($variant => $text),* }
+            /// Every kind, in canonical order.
+            pub const ALL;
+            /// Parses the snake_case name.
+            ///
+            /// # Errors
+            /// [`ErrorCode::InvalidEventType`] for any other text.
+            pub fn parse(text) -> Result<Self, Error> {
+                Err(Error::new(ErrorCode::InvalidEventType, format!("unknown event type {text:?}")))
             }
+            impl FromStr;
+        }
 
+        impl EventKind {
             /// The group the kind belongs to.
             pub const fn group(self) -> EventGroup {
                 match self { $(EventKind::$variant => EventGroup::$group,)* }
@@ -37,17 +44,6 @@ macro_rules! event_kinds {
             /// writes and reads. Providers may add more; readers must not require more.
             pub const fn canonical_keys(self) -> &'static [&'static str] {
                 match self { $(EventKind::$variant => &[$(keys::$key),*],)* }
-            }
-
-            /// Parses the snake_case name.
-            ///
-            /// # Errors
-            /// [`ErrorCode::InvalidEventType`] for any other text.
-            pub fn parse(text: &str) -> Result<Self, Error> {
-                match text {
-                    $($text => Ok(EventKind::$variant),)*
-                    other => Err(Error::new(ErrorCode::InvalidEventType, format!("unknown event type {other:?}"))),
-                }
             }
         }
     };
@@ -275,19 +271,6 @@ impl EventKind {
 enum JsonType {
     Str,
     Integer,
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for EventKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Self::parse(s)
-    }
 }
 
 /// The group of an [`EventKind`].

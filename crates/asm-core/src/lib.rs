@@ -17,6 +17,9 @@
 //! ```
 #![deny(missing_docs)]
 
+// The exported `string_enum!` macro, used by the modules below.
+mod string_enum;
+
 pub mod capability;
 mod error;
 mod event;

@@ -259,49 +259,27 @@ pub enum ProviderErrorKind {
     Unknown,
 }
 
-impl ProviderErrorKind {
+crate::string_enum! {
+    /// The snake_case name.
+    ProviderErrorKind {
+        TransportExit => "transport_exit",
+        ProcessError => "process_error",
+        ParseError => "parse_error",
+        ProtocolError => "protocol_error",
+        CliNotFound => "cli_not_found",
+        Timeout => "timeout",
+        Unknown => "unknown",
+    }
     /// Every kind.
-    pub const ALL: &'static [ProviderErrorKind] = &[
-        ProviderErrorKind::TransportExit,
-        ProviderErrorKind::ProcessError,
-        ProviderErrorKind::ParseError,
-        ProviderErrorKind::ProtocolError,
-        ProviderErrorKind::CliNotFound,
-        ProviderErrorKind::Timeout,
-        ProviderErrorKind::Unknown,
-    ];
+    pub const ALL;
+}
 
+impl ProviderErrorKind {
     /// Maps a kind name, trimmed and lowercased; anything unrecognised is
     /// [`ProviderErrorKind::Unknown`].
     pub fn from_name(name: &str) -> Self {
-        match name.trim().to_lowercase().as_str() {
-            "transport_exit" => ProviderErrorKind::TransportExit,
-            "process_error" => ProviderErrorKind::ProcessError,
-            "parse_error" => ProviderErrorKind::ParseError,
-            "protocol_error" => ProviderErrorKind::ProtocolError,
-            "cli_not_found" => ProviderErrorKind::CliNotFound,
-            "timeout" => ProviderErrorKind::Timeout,
-            _ => ProviderErrorKind::Unknown,
-        }
-    }
-
-    /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ProviderErrorKind::TransportExit => "transport_exit",
-            ProviderErrorKind::ProcessError => "process_error",
-            ProviderErrorKind::ParseError => "parse_error",
-            ProviderErrorKind::ProtocolError => "protocol_error",
-            ProviderErrorKind::CliNotFound => "cli_not_found",
-            ProviderErrorKind::Timeout => "timeout",
-            ProviderErrorKind::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for ProviderErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        let name = name.trim().to_lowercase();
+        Self::ALL.iter().copied().find(|kind| kind.as_str() == name).unwrap_or(ProviderErrorKind::Unknown)
     }
 }
 

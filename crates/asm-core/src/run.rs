@@ -1,5 +1,3 @@
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ErrorCode, JsonMap, RunId, SessionId, Timestamp, TokenUsage};
@@ -29,29 +27,21 @@ pub enum RunStatus {
     Timeout,
 }
 
-impl RunStatus {
-    /// Every status.
-    pub const ALL: &'static [RunStatus] = &[
-        RunStatus::Pending,
-        RunStatus::Running,
-        RunStatus::Completed,
-        RunStatus::Failed,
-        RunStatus::Cancelled,
-        RunStatus::Timeout,
-    ];
-
+crate::string_enum! {
     /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Running => "running",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::Timeout => "timeout",
-        }
+    RunStatus {
+        Pending => "pending",
+        Running => "running",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+        Timeout => "timeout",
     }
+    /// Every status.
+    pub const ALL;
+}
 
+impl RunStatus {
     /// Whether the run has finished.
     pub const fn is_terminal(self) -> bool {
         matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::Timeout)
@@ -64,12 +54,6 @@ impl RunStatus {
             (self, to),
             (Pending, Running | Cancelled | Failed) | (Running, Completed | Failed | Cancelled | Timeout)
         )
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -88,17 +72,17 @@ pub enum Role {
     Tool,
 }
 
-impl Role {
+crate::string_enum! {
     /// The lowercase name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-        }
+    Role {
+        System => "system",
+        User => "user",
+        Assistant => "assistant",
+        Tool => "tool",
     }
+}
 
+impl Role {
     /// Parses a role name case-insensitively.
     pub fn parse(text: &str) -> Option<Role> {
         match text.to_ascii_lowercase().as_str() {

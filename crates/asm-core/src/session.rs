@@ -1,5 +1,3 @@
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ErrorCode, JsonMap, SessionId, Timestamp};
@@ -32,29 +30,21 @@ pub enum SessionStatus {
     Cancelled,
 }
 
-impl SessionStatus {
-    /// Every status.
-    pub const ALL: &'static [SessionStatus] = &[
-        SessionStatus::Pending,
-        SessionStatus::Active,
-        SessionStatus::Paused,
-        SessionStatus::Completed,
-        SessionStatus::Failed,
-        SessionStatus::Cancelled,
-    ];
-
+crate::string_enum! {
     /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SessionStatus::Pending => "pending",
-            SessionStatus::Active => "active",
-            SessionStatus::Paused => "paused",
-            SessionStatus::Completed => "completed",
-            SessionStatus::Failed => "failed",
-            SessionStatus::Cancelled => "cancelled",
-        }
+    SessionStatus {
+        Pending => "pending",
+        Active => "active",
+        Paused => "paused",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
     }
+    /// Every status.
+    pub const ALL;
+}
 
+impl SessionStatus {
     /// Whether no transition leaves this status.
     pub const fn is_terminal(self) -> bool {
         matches!(self, SessionStatus::Completed | SessionStatus::Failed | SessionStatus::Cancelled)
@@ -71,12 +61,6 @@ impl SessionStatus {
                 | (Paused, Active)
                 | (Active | Paused, Completed | Failed | Cancelled)
         )
-    }
-}
-
-impl fmt::Display for SessionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

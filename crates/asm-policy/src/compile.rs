@@ -1,7 +1,5 @@
 //! Compiling a policy into the per-run adapter options each provider turns into real CLI flags.
 
-use std::fmt;
-
 use serde_json::{Value, json};
 
 use asm_core::JsonMap;
@@ -52,20 +50,15 @@ impl CliTarget {
             _ => Self::None,
         }
     }
-    /// The adapter name, or `none`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Claude => "claude",
-            Self::Codex => "codex",
-            Self::Amp => "amp",
-            Self::None => "none",
-        }
-    }
 }
 
-impl fmt::Display for CliTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+asm_core::string_enum! {
+    /// The adapter name, or `none`.
+    CliTarget {
+        Claude => "claude",
+        Codex => "codex",
+        Amp => "amp",
+        None => "none",
     }
 }
 

@@ -1,7 +1,6 @@
 //! The pure evaluator ([`evaluate`]) and the per-run measuring state ([`PolicyTracker`]).
 
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -21,19 +20,11 @@ pub enum ViolationKind {
     BudgetExceeded,
 }
 
-impl ViolationKind {
+asm_core::string_enum! {
     /// `tool_denied` or `budget_exceeded`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::ToolDenied => "tool_denied",
-            Self::BudgetExceeded => "budget_exceeded",
-        }
-    }
-}
-
-impl fmt::Display for ViolationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    ViolationKind {
+        ToolDenied => "tool_denied",
+        BudgetExceeded => "budget_exceeded",
     }
 }
 

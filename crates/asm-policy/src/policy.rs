@@ -28,36 +28,21 @@ pub enum ViolationAction {
     Cancel,
 }
 
-impl ViolationAction {
-    /// Every action, least strict first.
-    pub const ALL: &'static [ViolationAction] =
-        &[ViolationAction::Warn, ViolationAction::RequestApproval, ViolationAction::Cancel];
-
+asm_core::string_enum! {
     /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Warn => "warn",
-            Self::RequestApproval => "request_approval",
-            Self::Cancel => "cancel",
-        }
+    ViolationAction {
+        Warn => "warn",
+        RequestApproval => "request_approval",
+        Cancel => "cancel",
     }
-
+    /// Every action, least strict first.
+    pub const ALL;
     /// Parses `cancel`, `request_approval` or `warn`.
     ///
     /// # Errors
     /// [`PolicyError::InvalidAction`] for anything else.
-    pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|a| a.as_str() == text)
-            .ok_or_else(|| PolicyError::InvalidAction(text.to_owned()))
-    }
-}
-
-impl fmt::Display for ViolationAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    pub fn parse(text) -> Result<Self, PolicyError> {
+        Err(PolicyError::InvalidAction(text.to_owned()))
     }
 }
 
@@ -75,21 +60,21 @@ pub enum LimitKind {
     MaxCostUsd,
 }
 
-impl LimitKind {
-    /// Every kind.
-    pub const ALL: &'static [LimitKind] =
-        &[LimitKind::MaxTotalTokens, LimitKind::MaxDurationMs, LimitKind::MaxToolCalls, LimitKind::MaxCostUsd];
-
+asm_core::string_enum! {
     /// The key (`max_total_tokens`, ...).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::MaxTotalTokens => "max_total_tokens",
-            Self::MaxDurationMs => "max_duration_ms",
-            Self::MaxToolCalls => "max_tool_calls",
-            Self::MaxCostUsd => "max_cost_usd",
-        }
+    LimitKind {
+        MaxTotalTokens => "max_total_tokens",
+        MaxDurationMs => "max_duration_ms",
+        MaxToolCalls => "max_tool_calls",
+        MaxCostUsd => "max_cost_usd",
     }
+    /// Every kind.
+    pub const ALL;
+    /// The kind named `key`, if it is one.
+    pub fn from_key(key) -> Option<Self>;
+}
 
+impl LimitKind {
     /// The metric a violation of this kind reports (`total_tokens`, `duration_ms`,
     /// `tool_calls`, `cost_usd`).
     pub const fn metric(self) -> &'static str {
@@ -99,17 +84,6 @@ impl LimitKind {
             Self::MaxToolCalls => "tool_calls",
             Self::MaxCostUsd => "cost_usd",
         }
-    }
-
-    /// The kind named `key`, if it is one.
-    pub fn from_key(key: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.as_str() == key)
-    }
-}
-
-impl fmt::Display for LimitKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -185,13 +159,11 @@ pub enum RuleKind {
     Deny,
 }
 
-impl RuleKind {
+asm_core::string_enum! {
     /// `allow` or `deny`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-        }
+    RuleKind {
+        Allow => "allow",
+        Deny => "deny",
     }
 }
 

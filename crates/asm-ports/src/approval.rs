@@ -102,32 +102,16 @@ pub enum ApprovalDecision {
     DenyAlways,
 }
 
-impl ApprovalDecision {
-    /// Every decision.
-    pub const ALL: &'static [ApprovalDecision] = &[
-        ApprovalDecision::AllowOnce,
-        ApprovalDecision::AllowAlways,
-        ApprovalDecision::DenyOnce,
-        ApprovalDecision::DenyAlways,
-    ];
-
-    /// Whether the call may run.
-    pub const fn allows(self) -> bool {
-        matches!(self, Self::AllowOnce | Self::AllowAlways)
-    }
-    /// Whether the decision holds for later calls of the same tool in the session.
-    pub const fn is_always(self) -> bool {
-        matches!(self, Self::AllowAlways | Self::DenyAlways)
-    }
+asm_core::string_enum! {
     /// The snake_case name (`allow_once`, ...), as stored in events and taken by the HTTP API.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::AllowOnce => "allow_once",
-            Self::AllowAlways => "allow_always",
-            Self::DenyOnce => "deny_once",
-            Self::DenyAlways => "deny_always",
-        }
+    ApprovalDecision {
+        AllowOnce => "allow_once",
+        AllowAlways => "allow_always",
+        DenyOnce => "deny_once",
+        DenyAlways => "deny_always",
     }
+    /// Every decision.
+    pub const ALL;
     /// Parses a snake_case name.
     ///
     /// ```
@@ -138,21 +122,22 @@ impl ApprovalDecision {
     ///
     /// # Errors
     /// [`ErrorCode::ValidationError`] for anything else, listing the accepted names.
-    pub fn parse(text: &str) -> Result<Self> {
-        Self::ALL.iter().copied().find(|d| d.as_str() == text).ok_or_else(|| {
-            Error::new(
-                ErrorCode::ValidationError,
-                format!(
-                    "unknown approval decision {text:?}: expected allow_once, allow_always, deny_once or deny_always"
-                ),
-            )
-        })
+    pub fn parse(text) -> Result<Self, Error> {
+        Err(Error::new(
+            ErrorCode::ValidationError,
+            format!("unknown approval decision {text:?}: expected allow_once, allow_always, deny_once or deny_always"),
+        ))
     }
 }
 
-impl fmt::Display for ApprovalDecision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl ApprovalDecision {
+    /// Whether the call may run.
+    pub const fn allows(self) -> bool {
+        matches!(self, Self::AllowOnce | Self::AllowAlways)
+    }
+    /// Whether the decision holds for later calls of the same tool in the session.
+    pub const fn is_always(self) -> bool {
+        matches!(self, Self::AllowAlways | Self::DenyAlways)
     }
 }
 

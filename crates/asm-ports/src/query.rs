@@ -74,15 +74,16 @@ pub enum SessionOrder {
     UpdatedAtDesc,
 }
 
-impl SessionOrder {
+asm_core::string_enum! {
     /// The snake_case name (also used inside cursors).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            SessionOrder::CreatedAtAsc => "created_at_asc",
-            SessionOrder::CreatedAtDesc => "created_at_desc",
-            SessionOrder::UpdatedAtDesc => "updated_at_desc",
-        }
+    SessionOrder {
+        CreatedAtAsc => "created_at_asc",
+        CreatedAtDesc => "created_at_desc",
+        UpdatedAtDesc => "updated_at_desc",
     }
+}
+
+impl SessionOrder {
     /// Whether the order is ascending.
     pub const fn ascending(self) -> bool {
         matches!(self, SessionOrder::CreatedAtAsc)
@@ -108,14 +109,15 @@ pub enum RunOrder {
     CreatedAtAsc,
 }
 
-impl RunOrder {
+asm_core::string_enum! {
     /// The snake_case name (also used inside cursors).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RunOrder::CreatedAtDesc => "created_at_desc",
-            RunOrder::CreatedAtAsc => "created_at_asc",
-        }
+    RunOrder {
+        CreatedAtDesc => "created_at_desc",
+        CreatedAtAsc => "created_at_asc",
     }
+}
+
+impl RunOrder {
     /// Whether the order is ascending.
     pub const fn ascending(self) -> bool {
         matches!(self, RunOrder::CreatedAtAsc)
@@ -520,15 +522,16 @@ pub enum EventOrder {
     TimestampDesc,
 }
 
-impl EventOrder {
+asm_core::string_enum! {
     /// The snake_case name (also used inside cursors).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            EventOrder::SequenceAsc => "sequence_asc",
-            EventOrder::TimestampAsc => "timestamp_asc",
-            EventOrder::TimestampDesc => "timestamp_desc",
-        }
+    EventOrder {
+        SequenceAsc => "sequence_asc",
+        TimestampAsc => "timestamp_asc",
+        TimestampDesc => "timestamp_desc",
     }
+}
+
+impl EventOrder {
     /// Whether the order is ascending.
     pub const fn ascending(self) -> bool {
         !matches!(self, EventOrder::TimestampDesc)

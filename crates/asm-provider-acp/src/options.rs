@@ -75,14 +75,15 @@ impl PermissionDecision {
             Self::RejectAlways => ["reject_always", "reject_once"],
         }
     }
+}
+
+asm_core::string_enum! {
     /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AllowOnce => "allow_once",
-            Self::AllowAlways => "allow_always",
-            Self::RejectOnce => "reject_once",
-            Self::RejectAlways => "reject_always",
-        }
+    PermissionDecision {
+        AllowOnce => "allow_once",
+        AllowAlways => "allow_always",
+        RejectOnce => "reject_once",
+        RejectAlways => "reject_always",
     }
 }
 

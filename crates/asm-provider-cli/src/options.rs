@@ -2,7 +2,6 @@
 //! ([`RunOption`]) and the provider-neutral [`PermissionMode`].
 
 use std::borrow::Cow;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,44 +40,24 @@ pub enum PermissionMode {
     DangerouslySkipPermissions,
 }
 
-impl PermissionMode {
+asm_core::string_enum! {
+    /// The snake_case name.
+    PermissionMode {
+        Default => "default",
+        AcceptEdits => "accept_edits",
+        Plan => "plan",
+        FullAuto => "full_auto",
+        DangerouslySkipPermissions => "dangerously_skip_permissions",
+    }
     /// Every mode.
-    pub const ALL: &'static [PermissionMode] = &[
-        PermissionMode::Default,
-        PermissionMode::AcceptEdits,
-        PermissionMode::Plan,
-        PermissionMode::FullAuto,
-        PermissionMode::DangerouslySkipPermissions,
-    ];
-
+    pub const ALL;
     /// Parses the snake_case name (`default`, `accept_edits`, `plan`, `full_auto`,
     /// `dangerously_skip_permissions`).
     ///
     /// # Errors
     /// [`ErrorCode::ValidationError`] for anything else.
-    pub fn parse(text: &str) -> asm_core::Result<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|m| m.as_str() == text)
-            .ok_or_else(|| Error::new(ErrorCode::ValidationError, format!("unknown permission mode {text:?}")))
-    }
-
-    /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Default => "default",
-            Self::AcceptEdits => "accept_edits",
-            Self::Plan => "plan",
-            Self::FullAuto => "full_auto",
-            Self::DangerouslySkipPermissions => "dangerously_skip_permissions",
-        }
-    }
-}
-
-impl fmt::Display for PermissionMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    pub fn parse(text) -> Result<Self, Error> {
+        Err(Error::new(ErrorCode::ValidationError, format!("unknown permission mode {text:?}")))
     }
 }
 
@@ -128,41 +107,21 @@ pub enum RunOption {
     Cwd,
 }
 
-impl RunOption {
-    /// Every key, in the order of the table above.
-    pub const ALL: &'static [RunOption] = &[
-        RunOption::Model,
-        RunOption::MaxTurns,
-        RunOption::PermissionMode,
-        RunOption::AllowedTools,
-        RunOption::DisallowedTools,
-        RunOption::SystemPrompt,
-        RunOption::Cwd,
-    ];
-
+asm_core::string_enum! {
     /// The key in [`ExecuteRequest::options`](asm_ports::ExecuteRequest::options).
-    pub const fn key(self) -> &'static str {
-        match self {
-            RunOption::Model => "model",
-            RunOption::MaxTurns => "max_turns",
-            RunOption::PermissionMode => "permission_mode",
-            RunOption::AllowedTools => "allowed_tools",
-            RunOption::DisallowedTools => "disallowed_tools",
-            RunOption::SystemPrompt => "system_prompt",
-            RunOption::Cwd => "cwd",
-        }
+    RunOption::key {
+        Model => "model",
+        MaxTurns => "max_turns",
+        PermissionMode => "permission_mode",
+        AllowedTools => "allowed_tools",
+        DisallowedTools => "disallowed_tools",
+        SystemPrompt => "system_prompt",
+        Cwd => "cwd",
     }
-
+    /// Every key, in the order of the table above.
+    pub const ALL;
     /// The option named `key`, if it is one.
-    pub fn from_key(key: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|o| o.key() == key)
-    }
-}
-
-impl fmt::Display for RunOption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.key())
-    }
+    pub fn from_key(key) -> Option<Self>;
 }
 
 /// The keys of [`RunOption`] as string constants, for `adapter_option(run_option::MODEL, ..)`.

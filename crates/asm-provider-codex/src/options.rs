@@ -1,7 +1,5 @@
 //! [`CodexCli`] (Codex's own options), the sandbox / approval enums and [`build_argv`].
 
-use std::fmt;
-
 use asm_core::{Error, ErrorCode};
 use asm_ports::ExecuteRequest;
 use asm_provider_cli::{PermissionMode, prompt_arg, render_prompt, resume_handle};
@@ -41,20 +39,12 @@ pub enum SandboxMode {
     DangerFullAccess,
 }
 
-impl SandboxMode {
+asm_core::string_enum! {
     /// The CLI value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::ReadOnly => "read-only",
-            Self::WorkspaceWrite => "workspace-write",
-            Self::DangerFullAccess => "danger-full-access",
-        }
-    }
-}
-
-impl fmt::Display for SandboxMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    SandboxMode {
+        ReadOnly => "read-only",
+        WorkspaceWrite => "workspace-write",
+        DangerFullAccess => "danger-full-access",
     }
 }
 
@@ -79,26 +69,20 @@ pub enum ApprovalPolicy {
     Never,
 }
 
-impl ApprovalPolicy {
+asm_core::string_enum! {
     /// The config value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Untrusted => "untrusted",
-            Self::OnFailure => "on-failure",
-            Self::OnRequest => "on-request",
-            Self::Never => "never",
-        }
-    }
-
-    /// The `-c` argument value: `approval_policy="<value>"`.
-    pub fn config_override(self) -> String {
-        format!("approval_policy=\"{}\"", self.as_str())
+    ApprovalPolicy {
+        Untrusted => "untrusted",
+        OnFailure => "on-failure",
+        OnRequest => "on-request",
+        Never => "never",
     }
 }
 
-impl fmt::Display for ApprovalPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+impl ApprovalPolicy {
+    /// The `-c` argument value: `approval_policy="<value>"`.
+    pub fn config_override(self) -> String {
+        format!("approval_policy=\"{}\"", self.as_str())
     }
 }
 

@@ -1,8 +1,6 @@
 //! [`RoutingPolicy`]: which adapters a run may use, in which order, and how often to fail over.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -25,33 +23,16 @@ pub enum Strategy {
     Weighted,
 }
 
-impl Strategy {
+asm_core::string_enum! {
     /// The wire name (`prefer`, `weighted`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Prefer => "prefer",
-            Strategy::Weighted => "weighted",
-        }
+    Strategy {
+        Prefer => "prefer",
+        Weighted => "weighted",
     }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = RoutingError;
-
     /// Parses `prefer` or `weighted`; anything else is
     /// [`RoutingError::UnknownStrategy`] (the original silently fell back to `prefer`).
-    fn from_str(text: &str) -> Result<Self, RoutingError> {
-        match text {
-            "prefer" => Ok(Strategy::Prefer),
-            "weighted" => Ok(Strategy::Weighted),
-            other => Err(RoutingError::UnknownStrategy(other.to_owned())),
-        }
+    impl FromStr(text) -> Result<Self, RoutingError> {
+        Err(RoutingError::UnknownStrategy(text.to_owned()))
     }
 }
 

@@ -29,15 +29,13 @@ pub enum Operation {
     Resume,
 }
 
-impl Operation {
+asm_core::string_enum! {
     /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Operation::Interrupt => "interrupt",
-            Operation::Cancel => "cancel",
-            Operation::Pause => "pause",
-            Operation::Resume => "resume",
-        }
+    Operation {
+        Interrupt => "interrupt",
+        Cancel => "cancel",
+        Pause => "pause",
+        Resume => "resume",
     }
 }
 

@@ -1,9 +1,7 @@
 //! Snapshot and diff values.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use asm_core::{JsonMap, Timestamp};
@@ -24,19 +22,11 @@ pub enum BackendKind {
     Hash,
 }
 
-impl BackendKind {
+asm_core::string_enum! {
     /// `"git"` or `"hash"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Git => "git",
-            Self::Hash => "hash",
-        }
-    }
-}
-
-impl fmt::Display for BackendKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    BackendKind {
+        Git => "git",
+        Hash => "hash",
     }
 }
 
@@ -60,35 +50,17 @@ pub enum Strategy {
     Hash,
 }
 
-impl Strategy {
+asm_core::string_enum! {
     /// `"auto"`, `"git"` or `"hash"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Git => "git",
-            Self::Hash => "hash",
-        }
+    Strategy {
+        Auto => "auto",
+        Git => "git",
+        Hash => "hash",
     }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = WorkspaceError;
-
     /// Parses a strategy name. Unlike the original, an unknown name is an error
     /// ([`WorkspaceError::UnknownStrategy`]) instead of silently meaning `auto`.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "auto" => Ok(Self::Auto),
-            "git" => Ok(Self::Git),
-            "hash" => Ok(Self::Hash),
-            other => Err(WorkspaceError::UnknownStrategy(other.to_owned())),
-        }
+    impl FromStr(text) -> Result<Self, WorkspaceError> {
+        Err(WorkspaceError::UnknownStrategy(text.to_owned()))
     }
 }
 
@@ -105,20 +77,12 @@ pub enum SnapshotLabel {
     AfterFailure,
 }
 
-impl SnapshotLabel {
+asm_core::string_enum! {
     /// `"before"`, `"after"` or `"after_failure"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Before => "before",
-            Self::After => "after",
-            Self::AfterFailure => "after_failure",
-        }
-    }
-}
-
-impl fmt::Display for SnapshotLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    SnapshotLabel {
+        Before => "before",
+        After => "after",
+        AfterFailure => "after_failure",
     }
 }
 

@@ -1,7 +1,5 @@
 //! Capability negotiation: [`CapabilityResolver`] and its [`Negotiation`] outcome.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ErrorCode, Result};
@@ -136,19 +134,11 @@ pub enum NegotiationStatus {
     Degraded,
 }
 
-impl NegotiationStatus {
+crate::string_enum! {
     /// The snake_case name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            NegotiationStatus::Full => "full",
-            NegotiationStatus::Degraded => "degraded",
-        }
-    }
-}
-
-impl fmt::Display for NegotiationStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+    NegotiationStatus {
+        Full => "full",
+        Degraded => "degraded",
     }
 }
 

@@ -1,8 +1,5 @@
 //! What a provider can do: [`CapabilityType`] and [`Capability`].
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, ErrorCode, JsonMap, Result};
@@ -39,55 +36,27 @@ pub enum CapabilityType {
     CodeExecution,
 }
 
-impl CapabilityType {
-    /// Every type, in canonical order.
-    pub const ALL: &'static [CapabilityType] = &[
-        CapabilityType::Tool,
-        CapabilityType::Resource,
-        CapabilityType::Prompt,
-        CapabilityType::Sampling,
-        CapabilityType::FileAccess,
-        CapabilityType::NetworkAccess,
-        CapabilityType::CodeExecution,
-    ];
-
+crate::string_enum! {
     /// The snake_case name used on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CapabilityType::Tool => "tool",
-            CapabilityType::Resource => "resource",
-            CapabilityType::Prompt => "prompt",
-            CapabilityType::Sampling => "sampling",
-            CapabilityType::FileAccess => "file_access",
-            CapabilityType::NetworkAccess => "network_access",
-            CapabilityType::CodeExecution => "code_execution",
-        }
+    CapabilityType {
+        Tool => "tool",
+        Resource => "resource",
+        Prompt => "prompt",
+        Sampling => "sampling",
+        FileAccess => "file_access",
+        NetworkAccess => "network_access",
+        CodeExecution => "code_execution",
     }
-
+    /// Every type, in canonical order.
+    pub const ALL;
     /// Parses the snake_case name (exact match).
     ///
     /// # Errors
     /// [`ErrorCode::InvalidCapabilityType`] for any other text.
-    pub fn parse(text: &str) -> Result<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|kind| kind.as_str() == text)
-            .ok_or_else(|| Error::new(ErrorCode::InvalidCapabilityType, format!("unknown capability type {text:?}")))
+    pub fn parse(text) -> Result<Self, Error> {
+        Err(Error::new(ErrorCode::InvalidCapabilityType, format!("unknown capability type {text:?}")))
     }
-}
-
-impl fmt::Display for CapabilityType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CapabilityType {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s)
-    }
+    impl FromStr;
 }
 
 fn default_true() -> bool {
