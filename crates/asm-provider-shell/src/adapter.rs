@@ -67,7 +67,7 @@ const CAPABILITIES: &[(&str, CapabilityType)] =
 /// let run = Run::new(session.id.clone(), RunInput::user("echo hello"));
 /// let sink = EventSink::new({
 ///     let id = session.id.clone();
-///     move |e| { let event = asm_core::Event::new(e.kind, id.clone()); Box::pin(async move { Ok(event) }) }
+///     move |e| { let event = asm_core::StoredEvent::new(asm_core::Event::new(e.kind, id.clone()), 1); Box::pin(async move { Ok(event) }) }
 /// });
 /// let outcome = adapter.execute(ExecuteRequest::new(session, run), sink).await?;
 /// assert_eq!(outcome.output.content, "hello\n");

@@ -5,6 +5,8 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use asm_core::{ErrorCode, Event, EventKind, Run, RunInput, RunOutput, RunStatus, Session, StoredEvent};
@@ -137,13 +139,19 @@ async fn appends_survive_repeated_cuts() {
     let session = Session::new("faults").unwrap();
     store.save_session(&session).await.unwrap();
 
+    // The writers go on (past PER_WRITER appends each) until every cut has happened: an armed
+    // cut needs a request to cut, so it must never wait for writers that are already done.
+    let cutting = Arc::new(AtomicBool::new(true));
     let mut writers = Vec::new();
     for _ in 0..WRITERS {
         let store = store.clone();
         let session = session.clone();
+        let cutting = Arc::clone(&cutting);
         writers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            for i in 0..PER_WRITER {
+            let mut i = 0;
+            while i < PER_WRITER || cutting.load(Ordering::SeqCst) {
+                i += 1;
                 let batch: Vec<Event> = (0..1 + i % 3).map(|_| event(&session)).collect();
                 let stored = store.append_events(batch.clone()).await?;
                 assert_eq!(
@@ -163,6 +171,7 @@ async fn appends_survive_repeated_cuts() {
         proxy.restore();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    cutting.store(false, Ordering::SeqCst);
     let mut returned = Vec::new();
     for writer in writers {
         returned.extend(bounded("the writers", writer).await.unwrap().expect("every append succeeds"));
@@ -170,7 +179,7 @@ async fn appends_survive_repeated_cuts() {
     let total = returned.len() as u64;
     let stored = assert_gap_free(&direct, &session, total).await;
     for event in &returned {
-        let at = usize::try_from(event.sequence.unwrap() - 1).unwrap();
+        let at = usize::try_from(event.sequence() - 1).unwrap();
         assert_eq!(&stored[at], event, "an append returned another event than the one stored");
     }
 }

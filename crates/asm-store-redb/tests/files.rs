@@ -209,4 +209,3 @@ fn everything_survives_a_reopen_in_both_durability_modes() {
         });
     }
 }
-
