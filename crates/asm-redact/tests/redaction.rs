@@ -7,7 +7,6 @@ use asm_core::{Event, EventKind, JsonMap, RunInput, SessionId};
 use asm_ports::{DynSessionStore, EventQuery, SessionStore, SessionStoreExt};
 use asm_redact::{REDACTED_CATEGORIES, REDACTED_FIELDS, REDACTION_COUNT, RedactExt, Redactor, Replacement};
 use asm_store_memory::InMemorySessionStore;
-use asm_testkit::conformance;
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -1,7 +1,6 @@
 //! Damaged files, format versions, locks within one process, oversized events, persistence.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use asm_core::{ErrorCode, Event, EventKind, Run, RunInput, Session};
 use asm_ports::{EventQuery, ExecutionRecord, SessionStore, SessionStoreExt};

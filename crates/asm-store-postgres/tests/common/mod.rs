@@ -9,7 +9,9 @@ pub mod proxy;
 
 use std::time::Duration;
 
-pub use asm_store_postgres::test_util::{DEFAULT_URL, TestSchema, admin_sql, open, url};
+// Each test binary uses a part of these.
+#[allow(unused_imports)]
+pub use asm_store_postgres::test_util::{TestSchema, admin_sql, open, url};
 
 /// Waits (bounded: 10 s) until `condition` holds, checking every 10 ms.
 pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
