@@ -252,17 +252,11 @@ macro_rules! paged_query {
         }
 
         impl $ty {
-            #[doc = concat!("Sets [`", stringify!($ty), "::limit`].")]
-            #[must_use]
-            pub fn limit(mut self, limit: usize) -> Self {
-                self.limit = Some(limit);
-                self
-            }
-            #[doc = concat!("Sets [`", stringify!($ty), "::cursor`].")]
-            #[must_use]
-            pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
-                self.cursor = Some(cursor.into());
-                self
+            builder_setters! {
+                #[doc = concat!("Sets [`", stringify!($ty), "::limit`].")]
+                fn limit(limit: usize) { limit = Some(limit) }
+                #[doc = concat!("Sets [`", stringify!($ty), "::cursor`].")]
+                fn cursor(cursor: impl Into<String>) { cursor = Some(cursor.into()) }
             }
 
             /// Checks the limit and the cursor.
@@ -337,47 +331,21 @@ impl SessionSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`SessionSearch::agent_id`].
-    #[must_use]
-    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-    /// Adds a status to [`SessionSearch::statuses`].
-    #[must_use]
-    pub fn status(mut self, status: SessionStatus) -> Self {
-        self.statuses.push(status);
-        self
-    }
-    /// Adds a tag to [`SessionSearch::tags`].
-    #[must_use]
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
-        self
-    }
-    /// Sets [`SessionSearch::created_after`].
-    #[must_use]
-    pub fn created_after(mut self, at: Timestamp) -> Self {
-        self.created_after = Some(at);
-        self
-    }
-    /// Sets [`SessionSearch::created_before`].
-    #[must_use]
-    pub fn created_before(mut self, at: Timestamp) -> Self {
-        self.created_before = Some(at);
-        self
-    }
-    /// Sets [`SessionSearch::include_deleted`].
-    #[must_use]
-    pub fn include_deleted(mut self, yes: bool) -> Self {
-        self.include_deleted = yes;
-        self
-    }
-    /// Sets [`SessionSearch::order`].
-    #[must_use]
-    pub fn order(mut self, order: SessionOrder) -> Self {
-        self.order = order;
-        self
+    builder_setters! {
+        /// Sets [`SessionSearch::agent_id`].
+        fn agent(agent_id: impl Into<String>) { agent_id = Some(agent_id.into()) }
+        /// Adds a status to [`SessionSearch::statuses`].
+        fn status(status: SessionStatus) { statuses.push(status) }
+        /// Adds a tag to [`SessionSearch::tags`].
+        fn tag(tag: impl Into<String>) { tags.push(tag.into()) }
+        /// Sets [`SessionSearch::created_after`].
+        fn created_after(at: Timestamp) { created_after = Some(at) }
+        /// Sets [`SessionSearch::created_before`].
+        fn created_before(at: Timestamp) { created_before = Some(at) }
+        /// Sets [`SessionSearch::include_deleted`].
+        fn include_deleted(yes: bool) { include_deleted = yes }
+        /// Sets [`SessionSearch::order`].
+        fn order(order: SessionOrder) { order = order }
     }
     /// The cursor that continues after `session` in this query's order.
     pub fn encode_cursor(&self, session: &Session) -> String {
@@ -441,41 +409,19 @@ impl RunSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`RunSearch::session_id`].
-    #[must_use]
-    pub fn session(mut self, session_id: SessionId) -> Self {
-        self.session_id = Some(session_id);
-        self
-    }
-    /// Sets [`RunSearch::provider`].
-    #[must_use]
-    pub fn provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
-    }
-    /// Adds a status to [`RunSearch::statuses`].
-    #[must_use]
-    pub fn status(mut self, status: RunStatus) -> Self {
-        self.statuses.push(status);
-        self
-    }
-    /// Sets [`RunSearch::created_after`].
-    #[must_use]
-    pub fn created_after(mut self, at: Timestamp) -> Self {
-        self.created_after = Some(at);
-        self
-    }
-    /// Sets [`RunSearch::created_before`].
-    #[must_use]
-    pub fn created_before(mut self, at: Timestamp) -> Self {
-        self.created_before = Some(at);
-        self
-    }
-    /// Sets [`RunSearch::order`].
-    #[must_use]
-    pub fn order(mut self, order: RunOrder) -> Self {
-        self.order = order;
-        self
+    builder_setters! {
+        /// Sets [`RunSearch::session_id`].
+        fn session(session_id: SessionId) { session_id = Some(session_id) }
+        /// Sets [`RunSearch::provider`].
+        fn provider(provider: impl Into<String>) { provider = Some(provider.into()) }
+        /// Adds a status to [`RunSearch::statuses`].
+        fn status(status: RunStatus) { statuses.push(status) }
+        /// Sets [`RunSearch::created_after`].
+        fn created_after(at: Timestamp) { created_after = Some(at) }
+        /// Sets [`RunSearch::created_before`].
+        fn created_before(at: Timestamp) { created_before = Some(at) }
+        /// Sets [`RunSearch::order`].
+        fn order(order: RunOrder) { order = order }
     }
     /// The cursor that continues after `run` in this query's order.
     pub fn encode_cursor(&self, run: &Run) -> String {
@@ -590,59 +536,25 @@ impl EventSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Adds a session to [`EventSearch::session_ids`].
-    #[must_use]
-    pub fn session(mut self, session_id: SessionId) -> Self {
-        self.session_ids.push(session_id);
-        self
-    }
-    /// Adds a run to [`EventSearch::run_ids`].
-    #[must_use]
-    pub fn run(mut self, run_id: RunId) -> Self {
-        self.run_ids.push(run_id);
-        self
-    }
-    /// Adds a kind to [`EventSearch::kinds`].
-    #[must_use]
-    pub fn kind(mut self, kind: EventKind) -> Self {
-        self.kinds.push(kind);
-        self
-    }
-    /// Adds a provider to [`EventSearch::providers`].
-    #[must_use]
-    pub fn provider(mut self, provider: impl Into<String>) -> Self {
-        self.providers.push(provider.into());
-        self
-    }
-    /// Sets [`EventSearch::since`].
-    #[must_use]
-    pub fn since(mut self, at: Timestamp) -> Self {
-        self.since = Some(at);
-        self
-    }
-    /// Sets [`EventSearch::until`].
-    #[must_use]
-    pub fn until(mut self, at: Timestamp) -> Self {
-        self.until = Some(at);
-        self
-    }
-    /// Sets [`EventSearch::correlation_id`].
-    #[must_use]
-    pub fn correlation(mut self, correlation_id: impl Into<String>) -> Self {
-        self.correlation_id = Some(correlation_id.into());
-        self
-    }
-    /// Sets [`EventSearch::text`].
-    #[must_use]
-    pub fn text(mut self, needle: impl Into<String>) -> Self {
-        self.text = Some(needle.into());
-        self
-    }
-    /// Sets [`EventSearch::order`].
-    #[must_use]
-    pub fn order(mut self, order: EventOrder) -> Self {
-        self.order = order;
-        self
+    builder_setters! {
+        /// Adds a session to [`EventSearch::session_ids`].
+        fn session(session_id: SessionId) { session_ids.push(session_id) }
+        /// Adds a run to [`EventSearch::run_ids`].
+        fn run(run_id: RunId) { run_ids.push(run_id) }
+        /// Adds a kind to [`EventSearch::kinds`].
+        fn kind(kind: EventKind) { kinds.push(kind) }
+        /// Adds a provider to [`EventSearch::providers`].
+        fn provider(provider: impl Into<String>) { providers.push(provider.into()) }
+        /// Sets [`EventSearch::since`].
+        fn since(at: Timestamp) { since = Some(at) }
+        /// Sets [`EventSearch::until`].
+        fn until(at: Timestamp) { until = Some(at) }
+        /// Sets [`EventSearch::correlation_id`].
+        fn correlation(correlation_id: impl Into<String>) { correlation_id = Some(correlation_id.into()) }
+        /// Sets [`EventSearch::text`].
+        fn text(needle: impl Into<String>) { text = Some(needle.into()) }
+        /// Sets [`EventSearch::order`].
+        fn order(order: EventOrder) { order = order }
     }
 
     /// The cursor that continues after `event` in this query's order.
@@ -767,35 +679,17 @@ impl UsageQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`UsageQuery::session_id`].
-    #[must_use]
-    pub fn session(mut self, session_id: SessionId) -> Self {
-        self.session_id = Some(session_id);
-        self
-    }
-    /// Sets [`UsageQuery::agent_id`].
-    #[must_use]
-    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-    /// Sets [`UsageQuery::provider`].
-    #[must_use]
-    pub fn provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
-    }
-    /// Sets [`UsageQuery::since`].
-    #[must_use]
-    pub fn since(mut self, at: Timestamp) -> Self {
-        self.since = Some(at);
-        self
-    }
-    /// Sets [`UsageQuery::until`].
-    #[must_use]
-    pub fn until(mut self, at: Timestamp) -> Self {
-        self.until = Some(at);
-        self
+    builder_setters! {
+        /// Sets [`UsageQuery::session_id`].
+        fn session(session_id: SessionId) { session_id = Some(session_id) }
+        /// Sets [`UsageQuery::agent_id`].
+        fn agent(agent_id: impl Into<String>) { agent_id = Some(agent_id.into()) }
+        /// Sets [`UsageQuery::provider`].
+        fn provider(provider: impl Into<String>) { provider = Some(provider.into()) }
+        /// Sets [`UsageQuery::since`].
+        fn since(at: Timestamp) { since = Some(at) }
+        /// Sets [`UsageQuery::until`].
+        fn until(at: Timestamp) { until = Some(at) }
     }
 
     /// Whether `run`, of a session of agent `agent_id`, is counted.
