@@ -38,7 +38,7 @@ use crate::{
 ///
 /// # futures::executor::block_on(async {
 /// let store = Layered::new(InMemorySessionStore::new(), CountAppends::default());
-/// let session = Session::new("agent");
+/// let session = Session::new("agent")?;
 /// store.save_session(&session).await?;
 /// store.append_event(Event::new(EventKind::MessageSent, session.id.clone())).await?;
 /// assert_eq!(store.layer().0.load(Ordering::Relaxed), 1);
