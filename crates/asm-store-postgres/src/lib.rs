@@ -213,7 +213,30 @@ impl PostgresSessionStore {
         let handle = AbortOnDrop(self.inner.runtime.spawn(task(Arc::clone(&self.inner))));
         handle.await
     }
+
+    /// Runs `attempt` on the store's runtime ([`Self::spawn`]), retried on transient errors as
+    /// `what` ([`Inner::retrying`]). `args` moves into the task; every try borrows it and the
+    /// store's state, so a method only says which statement it runs with what.
+    async fn spawn_retrying<A, T>(
+        &self,
+        what: &'static str,
+        args: A,
+        attempt: for<'a> fn(&'a Inner, &'a A) -> Attempt<'a, T>,
+    ) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.spawn(move |inner| async move {
+            let i = &*inner;
+            inner.retrying(what, || attempt(i, &args)).await
+        })
+        .await
+    }
 }
+
+/// One boxed try of a database call, borrowing the store's state and its arguments.
+type Attempt<'a, T> = std::pin::Pin<Box<dyn Future<Output = std::result::Result<T, DbError>> + Send + 'a>>;
 
 /// A spawned task that is aborted when its awaiting future is dropped (a caller that gives up on
 /// a long-poll ends its wait).
