@@ -209,6 +209,7 @@ impl Statement {
 }
 
 impl crate::Inner {
+    /// Every row of `statement`, run as a cached prepared statement.
     async fn query_rows(&self, statement: &Statement) -> std::result::Result<Vec<Row>, DbError> {
         let client = self.db.client().await?;
         let stmt = client.prepare_cached(&statement.sql).await?;
