@@ -174,6 +174,17 @@ pub fn check_query_limit(limit: Option<usize>) -> Result<usize> {
     }
 }
 
+/// The rule of every list filter (statuses, kinds, ids, providers): empty matches every row,
+/// otherwise the row's value must be one of the list (a row without the value matches none).
+pub(crate) fn any_of<T: PartialEq>(filter: &[T], value: Option<&T>) -> bool {
+    filter.is_empty() || value.is_some_and(|v| filter.contains(v))
+}
+
+/// The rule of every time filter: `from ..= to`, inclusive, each end only when given.
+fn within(at: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>) -> bool {
+    from.is_none_or(|t| at >= t) && to.is_none_or(|t| at <= t)
+}
+
 /// Whether `(value, id)` comes after `after` in an order of the given direction.
 fn after_keyset(ascending: bool, value: i64, id: &str, after: &Keyset) -> bool {
     let key = (value, id);
@@ -356,10 +367,9 @@ impl SessionSearch {
     pub fn matches(&self, session: &Session) -> bool {
         (self.include_deleted || session.deleted_at.is_none())
             && self.agent_id.as_ref().is_none_or(|a| &session.agent_id == a)
-            && (self.statuses.is_empty() || self.statuses.contains(&session.status))
+            && any_of(&self.statuses, Some(&session.status))
             && self.tags.iter().all(|t| session.tags.contains(t))
-            && self.created_after.is_none_or(|t| session.created_at >= t)
-            && self.created_before.is_none_or(|t| session.created_at <= t)
+            && within(session.created_at, self.created_after, self.created_before)
     }
 
     /// One page out of `candidates` (any superset of the matching sessions, in any order):
@@ -432,9 +442,8 @@ impl RunSearch {
     pub fn matches(&self, run: &Run) -> bool {
         self.session_id.as_ref().is_none_or(|s| &run.session_id == s)
             && self.provider.as_ref().is_none_or(|p| run.provider.as_ref() == Some(p))
-            && (self.statuses.is_empty() || self.statuses.contains(&run.status))
-            && self.created_after.is_none_or(|t| run.created_at >= t)
-            && self.created_before.is_none_or(|t| run.created_at <= t)
+            && any_of(&self.statuses, Some(&run.status))
+            && within(run.created_at, self.created_after, self.created_before)
     }
 
     /// One page out of `candidates` (any superset of the matching runs, in any order).
@@ -564,12 +573,11 @@ impl EventSearch {
 
     /// Whether `event` passes the filters (not the cursor).
     pub fn matches(&self, event: &Event) -> bool {
-        (self.session_ids.is_empty() || self.session_ids.contains(&event.session_id))
-            && (self.run_ids.is_empty() || event.run_id.as_ref().is_some_and(|r| self.run_ids.contains(r)))
-            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
-            && (self.providers.is_empty() || event.provider.as_ref().is_some_and(|p| self.providers.contains(p)))
-            && self.since.is_none_or(|t| event.timestamp >= t)
-            && self.until.is_none_or(|t| event.timestamp <= t)
+        any_of(&self.session_ids, Some(&event.session_id))
+            && any_of(&self.run_ids, event.run_id.as_ref())
+            && any_of(&self.kinds, Some(&event.kind))
+            && any_of(&self.providers, event.provider.as_ref())
+            && within(event.timestamp, self.since, self.until)
             && self.correlation_id.as_ref().is_none_or(|c| event.correlation_id.as_ref() == Some(c))
             && self.text.as_deref().is_none_or(|needle| payload_text(event).contains(needle))
     }
@@ -697,8 +705,7 @@ impl UsageQuery {
         self.session_id.as_ref().is_none_or(|s| &run.session_id == s)
             && self.agent_id.as_deref().is_none_or(|a| a == agent_id)
             && self.provider.as_ref().is_none_or(|p| run.provider.as_ref() == Some(p))
-            && self.since.is_none_or(|t| run.created_at >= t)
-            && self.until.is_none_or(|t| run.created_at <= t)
+            && within(run.created_at, self.since, self.until)
     }
 }
 

@@ -182,7 +182,7 @@ impl EventQuery {
         self.after.is_none_or(|a| seq > a)
             && self.before.is_none_or(|b| seq < b)
             && self.run_id.as_ref().is_none_or(|r| event.run_id.as_ref() == Some(r))
-            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+            && crate::query::any_of(&self.kinds, Some(&event.kind))
             && self.since.is_none_or(|s| event.timestamp >= s)
     }
 
