@@ -169,10 +169,7 @@ impl EventQuery {
     /// # Errors
     /// [`ErrorCode::InvalidInput`].
     pub fn validate(&self) -> Result<()> {
-        if self.limit == Some(0) {
-            return Err(Error::new(ErrorCode::InvalidInput, "event query limit must be at least 1"));
-        }
-        Ok(())
+        check_nonzero_limit(self.limit, "event")
     }
 
     /// Whether `event` passes every filter except `limit`. Stores that cannot push a filter into
@@ -192,6 +189,15 @@ impl EventQuery {
         let end = self.before.unwrap_or(u64::MAX).min(last_sequence.saturating_add(1));
         first..end.max(first)
     }
+}
+
+/// The limit rule of the per-session reads ([`EventQuery`], [`SessionQuery`], [`RunQuery`]): a
+/// limit of 0 cannot mean anything.
+fn check_nonzero_limit(limit: Option<usize>, query: &str) -> Result<()> {
+    if limit == Some(0) {
+        return Err(Error::new(ErrorCode::InvalidInput, format!("{query} query limit must be at least 1")));
+    }
+    Ok(())
 }
 
 /// A page of results and the cursor of the next page.
@@ -260,11 +266,8 @@ impl SessionQuery {
     /// # Errors
     /// [`ErrorCode::InvalidInput`] for 0.
     pub fn page_size(&self) -> Result<usize> {
-        match self.limit {
-            Some(0) => Err(Error::new(ErrorCode::InvalidInput, "session query limit must be at least 1")),
-            Some(n) => Ok(n),
-            None => Ok(Self::DEFAULT_LIMIT),
-        }
+        check_nonzero_limit(self.limit, "session")?;
+        Ok(self.limit.unwrap_or(Self::DEFAULT_LIMIT))
     }
 
     /// Decodes the cursor into the `(created_at in µs, id)` key the page starts after.
@@ -318,10 +321,7 @@ impl RunQuery {
     /// # Errors
     /// [`ErrorCode::InvalidInput`].
     pub fn validate(&self) -> Result<()> {
-        if self.limit == Some(0) {
-            return Err(Error::new(ErrorCode::InvalidInput, "run query limit must be at least 1"));
-        }
-        Ok(())
+        check_nonzero_limit(self.limit, "run")
     }
 
     /// Whether `run` passes the filters.
