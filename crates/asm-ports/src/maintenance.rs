@@ -145,53 +145,23 @@ impl RetentionPolicy {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`RetentionPolicy::max_session_age`].
-    #[must_use]
-    pub fn max_session_age(mut self, age: Option<Duration>) -> Self {
-        self.max_session_age = age;
-        self
-    }
-    /// Sets [`RetentionPolicy::hard_delete_after`].
-    #[must_use]
-    pub fn hard_delete_after(mut self, grace: Option<Duration>) -> Self {
-        self.hard_delete_after = grace;
-        self
-    }
-    /// Sets [`RetentionPolicy::max_events_per_session`].
-    #[must_use]
-    pub fn max_events_per_session(mut self, max: u64) -> Self {
-        self.max_events_per_session = Some(max);
-        self
-    }
-    /// Sets [`RetentionPolicy::exempt_statuses`].
-    #[must_use]
-    pub fn exempt_statuses(mut self, statuses: Vec<SessionStatus>) -> Self {
-        self.exempt_statuses = statuses;
-        self
-    }
-    /// Sets [`RetentionPolicy::exempt_tags`].
-    #[must_use]
-    pub fn exempt_tags(mut self, tags: Vec<String>) -> Self {
-        self.exempt_tags = tags;
-        self
-    }
-    /// Sets [`RetentionPolicy::prune_first`].
-    #[must_use]
-    pub fn prune_first(mut self, kinds: Vec<EventKind>) -> Self {
-        self.prune_first = kinds;
-        self
-    }
-    /// Sets [`RetentionPolicy::agent_id`].
-    #[must_use]
-    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-    /// Sets [`RetentionPolicy::dry_run`].
-    #[must_use]
-    pub fn dry_run(mut self, yes: bool) -> Self {
-        self.dry_run = yes;
-        self
+    builder_setters! {
+        /// Sets [`RetentionPolicy::max_session_age`].
+        fn max_session_age(age: Option<Duration>) { max_session_age = age }
+        /// Sets [`RetentionPolicy::hard_delete_after`].
+        fn hard_delete_after(grace: Option<Duration>) { hard_delete_after = grace }
+        /// Sets [`RetentionPolicy::max_events_per_session`].
+        fn max_events_per_session(max: u64) { max_events_per_session = Some(max) }
+        /// Sets [`RetentionPolicy::exempt_statuses`].
+        fn exempt_statuses(statuses: Vec<SessionStatus>) { exempt_statuses = statuses }
+        /// Sets [`RetentionPolicy::exempt_tags`].
+        fn exempt_tags(tags: Vec<String>) { exempt_tags = tags }
+        /// Sets [`RetentionPolicy::prune_first`].
+        fn prune_first(kinds: Vec<EventKind>) { prune_first = kinds }
+        /// Sets [`RetentionPolicy::agent_id`].
+        fn agent(agent_id: impl Into<String>) { agent_id = Some(agent_id.into()) }
+        /// Sets [`RetentionPolicy::dry_run`].
+        fn dry_run(yes: bool) { dry_run = yes }
     }
 
     /// Rejects a policy that cannot mean anything: a zero event limit.

@@ -176,6 +176,17 @@ pub fn check_query_limit(limit: Option<usize>) -> Result<usize> {
     }
 }
 
+/// The rule of every list filter (statuses, kinds, ids, providers): empty matches every row,
+/// otherwise the row's value must be one of the list (a row without the value matches none).
+pub(crate) fn any_of<T: PartialEq>(filter: &[T], value: Option<&T>) -> bool {
+    filter.is_empty() || value.is_some_and(|v| filter.contains(v))
+}
+
+/// The rule of every time filter: `from ..= to`, inclusive, each end only when given.
+fn within(at: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>) -> bool {
+    from.is_none_or(|t| at >= t) && to.is_none_or(|t| at <= t)
+}
+
 /// Whether `(value, id)` comes after `after` in an order of the given direction.
 fn after_keyset(ascending: bool, value: i64, id: &str, after: &Keyset) -> bool {
     let key = (value, id);
@@ -254,17 +265,11 @@ macro_rules! paged_query {
         }
 
         impl $ty {
-            #[doc = concat!("Sets [`", stringify!($ty), "::limit`].")]
-            #[must_use]
-            pub fn limit(mut self, limit: usize) -> Self {
-                self.limit = Some(limit);
-                self
-            }
-            #[doc = concat!("Sets [`", stringify!($ty), "::cursor`].")]
-            #[must_use]
-            pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
-                self.cursor = Some(cursor.into());
-                self
+            builder_setters! {
+                #[doc = concat!("Sets [`", stringify!($ty), "::limit`].")]
+                fn limit(limit: usize) { limit = Some(limit) }
+                #[doc = concat!("Sets [`", stringify!($ty), "::cursor`].")]
+                fn cursor(cursor: impl Into<String>) { cursor = Some(cursor.into()) }
             }
 
             /// Checks the limit and the cursor.
@@ -339,47 +344,21 @@ impl SessionSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`SessionSearch::agent_id`].
-    #[must_use]
-    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-    /// Adds a status to [`SessionSearch::statuses`].
-    #[must_use]
-    pub fn status(mut self, status: SessionStatus) -> Self {
-        self.statuses.push(status);
-        self
-    }
-    /// Adds a tag to [`SessionSearch::tags`].
-    #[must_use]
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
-        self
-    }
-    /// Sets [`SessionSearch::created_after`].
-    #[must_use]
-    pub fn created_after(mut self, at: Timestamp) -> Self {
-        self.created_after = Some(at);
-        self
-    }
-    /// Sets [`SessionSearch::created_before`].
-    #[must_use]
-    pub fn created_before(mut self, at: Timestamp) -> Self {
-        self.created_before = Some(at);
-        self
-    }
-    /// Sets [`SessionSearch::include_deleted`].
-    #[must_use]
-    pub fn include_deleted(mut self, yes: bool) -> Self {
-        self.include_deleted = yes;
-        self
-    }
-    /// Sets [`SessionSearch::order`].
-    #[must_use]
-    pub fn order(mut self, order: SessionOrder) -> Self {
-        self.order = order;
-        self
+    builder_setters! {
+        /// Sets [`SessionSearch::agent_id`].
+        fn agent(agent_id: impl Into<String>) { agent_id = Some(agent_id.into()) }
+        /// Adds a status to [`SessionSearch::statuses`].
+        fn status(status: SessionStatus) { statuses.push(status) }
+        /// Adds a tag to [`SessionSearch::tags`].
+        fn tag(tag: impl Into<String>) { tags.push(tag.into()) }
+        /// Sets [`SessionSearch::created_after`].
+        fn created_after(at: Timestamp) { created_after = Some(at) }
+        /// Sets [`SessionSearch::created_before`].
+        fn created_before(at: Timestamp) { created_before = Some(at) }
+        /// Sets [`SessionSearch::include_deleted`].
+        fn include_deleted(yes: bool) { include_deleted = yes }
+        /// Sets [`SessionSearch::order`].
+        fn order(order: SessionOrder) { order = order }
     }
     /// The cursor that continues after `session` in this query's order.
     pub fn encode_cursor(&self, session: &Session) -> String {
@@ -390,10 +369,9 @@ impl SessionSearch {
     pub fn matches(&self, session: &Session) -> bool {
         (self.include_deleted || session.deleted_at.is_none())
             && self.agent_id.as_ref().is_none_or(|a| &session.agent_id == a)
-            && (self.statuses.is_empty() || self.statuses.contains(&session.status))
+            && any_of(&self.statuses, Some(&session.status))
             && self.tags.iter().all(|t| session.tags.contains(t))
-            && self.created_after.is_none_or(|t| session.created_at >= t)
-            && self.created_before.is_none_or(|t| session.created_at <= t)
+            && within(session.created_at, self.created_after, self.created_before)
     }
 
     /// One page out of `candidates` (any superset of the matching sessions, in any order):
@@ -443,41 +421,19 @@ impl RunSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`RunSearch::session_id`].
-    #[must_use]
-    pub fn session(mut self, session_id: SessionId) -> Self {
-        self.session_id = Some(session_id);
-        self
-    }
-    /// Sets [`RunSearch::provider`].
-    #[must_use]
-    pub fn provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
-    }
-    /// Adds a status to [`RunSearch::statuses`].
-    #[must_use]
-    pub fn status(mut self, status: RunStatus) -> Self {
-        self.statuses.push(status);
-        self
-    }
-    /// Sets [`RunSearch::created_after`].
-    #[must_use]
-    pub fn created_after(mut self, at: Timestamp) -> Self {
-        self.created_after = Some(at);
-        self
-    }
-    /// Sets [`RunSearch::created_before`].
-    #[must_use]
-    pub fn created_before(mut self, at: Timestamp) -> Self {
-        self.created_before = Some(at);
-        self
-    }
-    /// Sets [`RunSearch::order`].
-    #[must_use]
-    pub fn order(mut self, order: RunOrder) -> Self {
-        self.order = order;
-        self
+    builder_setters! {
+        /// Sets [`RunSearch::session_id`].
+        fn session(session_id: SessionId) { session_id = Some(session_id) }
+        /// Sets [`RunSearch::provider`].
+        fn provider(provider: impl Into<String>) { provider = Some(provider.into()) }
+        /// Adds a status to [`RunSearch::statuses`].
+        fn status(status: RunStatus) { statuses.push(status) }
+        /// Sets [`RunSearch::created_after`].
+        fn created_after(at: Timestamp) { created_after = Some(at) }
+        /// Sets [`RunSearch::created_before`].
+        fn created_before(at: Timestamp) { created_before = Some(at) }
+        /// Sets [`RunSearch::order`].
+        fn order(order: RunOrder) { order = order }
     }
     /// The cursor that continues after `run` in this query's order.
     pub fn encode_cursor(&self, run: &Run) -> String {
@@ -488,9 +444,8 @@ impl RunSearch {
     pub fn matches(&self, run: &Run) -> bool {
         self.session_id.as_ref().is_none_or(|s| &run.session_id == s)
             && self.provider.as_ref().is_none_or(|p| run.provider.as_ref() == Some(p))
-            && (self.statuses.is_empty() || self.statuses.contains(&run.status))
-            && self.created_after.is_none_or(|t| run.created_at >= t)
-            && self.created_before.is_none_or(|t| run.created_at <= t)
+            && any_of(&self.statuses, Some(&run.status))
+            && within(run.created_at, self.created_after, self.created_before)
     }
 
     /// One page out of `candidates` (any superset of the matching runs, in any order).
@@ -593,59 +548,25 @@ impl EventSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Adds a session to [`EventSearch::session_ids`].
-    #[must_use]
-    pub fn session(mut self, session_id: SessionId) -> Self {
-        self.session_ids.push(session_id);
-        self
-    }
-    /// Adds a run to [`EventSearch::run_ids`].
-    #[must_use]
-    pub fn run(mut self, run_id: RunId) -> Self {
-        self.run_ids.push(run_id);
-        self
-    }
-    /// Adds a kind to [`EventSearch::kinds`].
-    #[must_use]
-    pub fn kind(mut self, kind: EventKind) -> Self {
-        self.kinds.push(kind);
-        self
-    }
-    /// Adds a provider to [`EventSearch::providers`].
-    #[must_use]
-    pub fn provider(mut self, provider: impl Into<String>) -> Self {
-        self.providers.push(provider.into());
-        self
-    }
-    /// Sets [`EventSearch::since`].
-    #[must_use]
-    pub fn since(mut self, at: Timestamp) -> Self {
-        self.since = Some(at);
-        self
-    }
-    /// Sets [`EventSearch::until`].
-    #[must_use]
-    pub fn until(mut self, at: Timestamp) -> Self {
-        self.until = Some(at);
-        self
-    }
-    /// Sets [`EventSearch::correlation_id`].
-    #[must_use]
-    pub fn correlation(mut self, correlation_id: impl Into<String>) -> Self {
-        self.correlation_id = Some(correlation_id.into());
-        self
-    }
-    /// Sets [`EventSearch::text`].
-    #[must_use]
-    pub fn text(mut self, needle: impl Into<String>) -> Self {
-        self.text = Some(needle.into());
-        self
-    }
-    /// Sets [`EventSearch::order`].
-    #[must_use]
-    pub fn order(mut self, order: EventOrder) -> Self {
-        self.order = order;
-        self
+    builder_setters! {
+        /// Adds a session to [`EventSearch::session_ids`].
+        fn session(session_id: SessionId) { session_ids.push(session_id) }
+        /// Adds a run to [`EventSearch::run_ids`].
+        fn run(run_id: RunId) { run_ids.push(run_id) }
+        /// Adds a kind to [`EventSearch::kinds`].
+        fn kind(kind: EventKind) { kinds.push(kind) }
+        /// Adds a provider to [`EventSearch::providers`].
+        fn provider(provider: impl Into<String>) { providers.push(provider.into()) }
+        /// Sets [`EventSearch::since`].
+        fn since(at: Timestamp) { since = Some(at) }
+        /// Sets [`EventSearch::until`].
+        fn until(at: Timestamp) { until = Some(at) }
+        /// Sets [`EventSearch::correlation_id`].
+        fn correlation(correlation_id: impl Into<String>) { correlation_id = Some(correlation_id.into()) }
+        /// Sets [`EventSearch::text`].
+        fn text(needle: impl Into<String>) { text = Some(needle.into()) }
+        /// Sets [`EventSearch::order`].
+        fn order(order: EventOrder) { order = order }
     }
 
     /// The cursor that continues after `event` in this query's order.
@@ -655,12 +576,11 @@ impl EventSearch {
 
     /// Whether `event` passes the filters (not the cursor).
     pub fn matches(&self, event: &Event) -> bool {
-        (self.session_ids.is_empty() || self.session_ids.contains(&event.session_id))
-            && (self.run_ids.is_empty() || event.run_id.as_ref().is_some_and(|r| self.run_ids.contains(r)))
-            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
-            && (self.providers.is_empty() || event.provider.as_ref().is_some_and(|p| self.providers.contains(p)))
-            && self.since.is_none_or(|t| event.timestamp >= t)
-            && self.until.is_none_or(|t| event.timestamp <= t)
+        any_of(&self.session_ids, Some(&event.session_id))
+            && any_of(&self.run_ids, event.run_id.as_ref())
+            && any_of(&self.kinds, Some(&event.kind))
+            && any_of(&self.providers, event.provider.as_ref())
+            && within(event.timestamp, self.since, self.until)
             && self.correlation_id.as_ref().is_none_or(|c| event.correlation_id.as_ref() == Some(c))
             && self.text.as_deref().is_none_or(|needle| payload_text(event).contains(needle))
     }
@@ -770,35 +690,17 @@ impl UsageQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`UsageQuery::session_id`].
-    #[must_use]
-    pub fn session(mut self, session_id: SessionId) -> Self {
-        self.session_id = Some(session_id);
-        self
-    }
-    /// Sets [`UsageQuery::agent_id`].
-    #[must_use]
-    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-    /// Sets [`UsageQuery::provider`].
-    #[must_use]
-    pub fn provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
-    }
-    /// Sets [`UsageQuery::since`].
-    #[must_use]
-    pub fn since(mut self, at: Timestamp) -> Self {
-        self.since = Some(at);
-        self
-    }
-    /// Sets [`UsageQuery::until`].
-    #[must_use]
-    pub fn until(mut self, at: Timestamp) -> Self {
-        self.until = Some(at);
-        self
+    builder_setters! {
+        /// Sets [`UsageQuery::session_id`].
+        fn session(session_id: SessionId) { session_id = Some(session_id) }
+        /// Sets [`UsageQuery::agent_id`].
+        fn agent(agent_id: impl Into<String>) { agent_id = Some(agent_id.into()) }
+        /// Sets [`UsageQuery::provider`].
+        fn provider(provider: impl Into<String>) { provider = Some(provider.into()) }
+        /// Sets [`UsageQuery::since`].
+        fn since(at: Timestamp) { since = Some(at) }
+        /// Sets [`UsageQuery::until`].
+        fn until(at: Timestamp) { until = Some(at) }
     }
 
     /// Whether `run`, of a session of agent `agent_id`, is counted.
@@ -806,8 +708,7 @@ impl UsageQuery {
         self.session_id.as_ref().is_none_or(|s| &run.session_id == s)
             && self.agent_id.as_deref().is_none_or(|a| a == agent_id)
             && self.provider.as_ref().is_none_or(|p| run.provider.as_ref() == Some(p))
-            && self.since.is_none_or(|t| run.created_at >= t)
-            && self.until.is_none_or(|t| run.created_at <= t)
+            && within(run.created_at, self.since, self.until)
     }
 }
 

@@ -147,47 +147,21 @@ impl EventQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`EventQuery::after`].
-    #[must_use]
-    pub fn after(mut self, sequence: u64) -> Self {
-        self.after = Some(sequence);
-        self
-    }
-    /// Sets [`EventQuery::before`].
-    #[must_use]
-    pub fn before(mut self, sequence: u64) -> Self {
-        self.before = Some(sequence);
-        self
-    }
-    /// Sets [`EventQuery::limit`].
-    #[must_use]
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-    /// Sets [`EventQuery::run_id`].
-    #[must_use]
-    pub fn run(mut self, run_id: RunId) -> Self {
-        self.run_id = Some(run_id);
-        self
-    }
-    /// Adds a kind to [`EventQuery::kinds`].
-    #[must_use]
-    pub fn kind(mut self, kind: EventKind) -> Self {
-        self.kinds.push(kind);
-        self
-    }
-    /// Sets [`EventQuery::since`].
-    #[must_use]
-    pub fn since(mut self, since: Timestamp) -> Self {
-        self.since = Some(since);
-        self
-    }
-    /// Sets [`EventQuery::wait`].
-    #[must_use]
-    pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = Some(wait);
-        self
+    builder_setters! {
+        /// Sets [`EventQuery::after`].
+        fn after(sequence: u64) { after = Some(sequence) }
+        /// Sets [`EventQuery::before`].
+        fn before(sequence: u64) { before = Some(sequence) }
+        /// Sets [`EventQuery::limit`].
+        fn limit(limit: usize) { limit = Some(limit) }
+        /// Sets [`EventQuery::run_id`].
+        fn run(run_id: RunId) { run_id = Some(run_id) }
+        /// Adds a kind to [`EventQuery::kinds`].
+        fn kind(kind: EventKind) { kinds.push(kind) }
+        /// Sets [`EventQuery::since`].
+        fn since(since: Timestamp) { since = Some(since) }
+        /// Sets [`EventQuery::wait`].
+        fn wait(wait: Duration) { wait = Some(wait) }
     }
 
     /// Rejects queries that cannot mean anything: `limit` 0.
@@ -195,10 +169,7 @@ impl EventQuery {
     /// # Errors
     /// [`ErrorCode::InvalidInput`].
     pub fn validate(&self) -> Result<()> {
-        if self.limit == Some(0) {
-            return Err(Error::new(ErrorCode::InvalidInput, "event query limit must be at least 1"));
-        }
-        Ok(())
+        check_nonzero_limit(self.limit, "event")
     }
 
     /// Whether `event` passes every filter except `limit`. Stores that cannot push a filter into
@@ -208,7 +179,7 @@ impl EventQuery {
         self.after.is_none_or(|a| seq > a)
             && self.before.is_none_or(|b| seq < b)
             && self.run_id.as_ref().is_none_or(|r| event.run_id.as_ref() == Some(r))
-            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+            && crate::query::any_of(&self.kinds, Some(&event.kind))
             && self.since.is_none_or(|s| event.timestamp >= s)
     }
 
@@ -218,6 +189,15 @@ impl EventQuery {
         let end = self.before.unwrap_or(u64::MAX).min(last_sequence.saturating_add(1));
         first..end.max(first)
     }
+}
+
+/// The limit rule of the per-session reads ([`EventQuery`], [`SessionQuery`], [`RunQuery`]): a
+/// limit of 0 cannot mean anything.
+fn check_nonzero_limit(limit: Option<usize>, query: &str) -> Result<()> {
+    if limit == Some(0) {
+        return Err(Error::new(ErrorCode::InvalidInput, format!("{query} query limit must be at least 1")));
+    }
+    Ok(())
 }
 
 /// A page of results and the cursor of the next page.
@@ -261,35 +241,17 @@ impl SessionQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`SessionQuery::status`].
-    #[must_use]
-    pub fn status(mut self, status: SessionStatus) -> Self {
-        self.status = Some(status);
-        self
-    }
-    /// Sets [`SessionQuery::agent_id`].
-    #[must_use]
-    pub fn agent(mut self, agent_id: impl Into<String>) -> Self {
-        self.agent_id = Some(agent_id.into());
-        self
-    }
-    /// Sets [`SessionQuery::tag`].
-    #[must_use]
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tag = Some(tag.into());
-        self
-    }
-    /// Sets [`SessionQuery::limit`].
-    #[must_use]
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-    /// Sets [`SessionQuery::cursor`].
-    #[must_use]
-    pub fn cursor(mut self, cursor: impl Into<String>) -> Self {
-        self.cursor = Some(cursor.into());
-        self
+    builder_setters! {
+        /// Sets [`SessionQuery::status`].
+        fn status(status: SessionStatus) { status = Some(status) }
+        /// Sets [`SessionQuery::agent_id`].
+        fn agent(agent_id: impl Into<String>) { agent_id = Some(agent_id.into()) }
+        /// Sets [`SessionQuery::tag`].
+        fn tag(tag: impl Into<String>) { tag = Some(tag.into()) }
+        /// Sets [`SessionQuery::limit`].
+        fn limit(limit: usize) { limit = Some(limit) }
+        /// Sets [`SessionQuery::cursor`].
+        fn cursor(cursor: impl Into<String>) { cursor = Some(cursor.into()) }
     }
 
     /// Whether `session` passes the filters (not the cursor).
@@ -304,11 +266,8 @@ impl SessionQuery {
     /// # Errors
     /// [`ErrorCode::InvalidInput`] for 0.
     pub fn page_size(&self) -> Result<usize> {
-        match self.limit {
-            Some(0) => Err(Error::new(ErrorCode::InvalidInput, "session query limit must be at least 1")),
-            Some(n) => Ok(n),
-            None => Ok(Self::DEFAULT_LIMIT),
-        }
+        check_nonzero_limit(self.limit, "session")?;
+        Ok(self.limit.unwrap_or(Self::DEFAULT_LIMIT))
     }
 
     /// Decodes the cursor into the `(created_at in µs, id)` key the page starts after.
@@ -350,17 +309,11 @@ impl RunQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`RunQuery::status`].
-    #[must_use]
-    pub fn status(mut self, status: RunStatus) -> Self {
-        self.status = Some(status);
-        self
-    }
-    /// Sets [`RunQuery::limit`].
-    #[must_use]
-    pub fn limit(mut self, limit: usize) -> Self {
-        self.limit = Some(limit);
-        self
+    builder_setters! {
+        /// Sets [`RunQuery::status`].
+        fn status(status: RunStatus) { status = Some(status) }
+        /// Sets [`RunQuery::limit`].
+        fn limit(limit: usize) { limit = Some(limit) }
     }
 
     /// Rejects `limit` 0.
@@ -368,10 +321,7 @@ impl RunQuery {
     /// # Errors
     /// [`ErrorCode::InvalidInput`].
     pub fn validate(&self) -> Result<()> {
-        if self.limit == Some(0) {
-            return Err(Error::new(ErrorCode::InvalidInput, "run query limit must be at least 1"));
-        }
-        Ok(())
+        check_nonzero_limit(self.limit, "run")
     }
 
     /// Whether `run` passes the filters.
@@ -402,23 +352,13 @@ impl ExecutionRecord {
     pub fn new(run: Run) -> Self {
         Self { run, events: Vec::new(), session_metadata: JsonMap::new(), expected_status: None }
     }
-    /// Sets [`ExecutionRecord::expected_status`].
-    #[must_use]
-    pub fn expect_status(mut self, status: RunStatus) -> Self {
-        self.expected_status = Some(status);
-        self
-    }
-    /// Sets the events.
-    #[must_use]
-    pub fn events(mut self, events: Vec<Event>) -> Self {
-        self.events = events;
-        self
-    }
-    /// Sets the session metadata patch.
-    #[must_use]
-    pub fn session_metadata(mut self, patch: JsonMap) -> Self {
-        self.session_metadata = patch;
-        self
+    builder_setters! {
+        /// Sets [`ExecutionRecord::expected_status`].
+        fn expect_status(status: RunStatus) { expected_status = Some(status) }
+        /// Sets the events.
+        fn events(events: Vec<Event>) { events = events }
+        /// Sets the session metadata patch.
+        fn session_metadata(patch: JsonMap) { session_metadata = patch }
     }
 }
 
@@ -442,29 +382,15 @@ impl StoreCapabilities {
     pub const fn new() -> Self {
         Self { long_poll: false, durable: false, multi_process: false, session_leases: false }
     }
-    /// Sets `long_poll`.
-    #[must_use]
-    pub const fn long_poll(mut self, yes: bool) -> Self {
-        self.long_poll = yes;
-        self
-    }
-    /// Sets `durable`.
-    #[must_use]
-    pub const fn durable(mut self, yes: bool) -> Self {
-        self.durable = yes;
-        self
-    }
-    /// Sets `multi_process`.
-    #[must_use]
-    pub const fn multi_process(mut self, yes: bool) -> Self {
-        self.multi_process = yes;
-        self
-    }
-    /// Sets `session_leases`.
-    #[must_use]
-    pub const fn session_leases(mut self, yes: bool) -> Self {
-        self.session_leases = yes;
-        self
+    builder_setters! {
+        /// Sets `long_poll`.
+        const fn long_poll(yes: bool) { long_poll = yes }
+        /// Sets `durable`.
+        const fn durable(yes: bool) { durable = yes }
+        /// Sets `multi_process`.
+        const fn multi_process(yes: bool) { multi_process = yes }
+        /// Sets `session_leases`.
+        const fn session_leases(yes: bool) { session_leases = yes }
     }
 }
 

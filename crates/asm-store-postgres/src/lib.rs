@@ -215,7 +215,30 @@ impl PostgresSessionStore {
         let handle = AbortOnDrop(self.inner.runtime.spawn(task(Arc::clone(&self.inner))));
         handle.await
     }
+
+    /// Runs `attempt` on the store's runtime ([`Self::spawn`]), retried on transient errors as
+    /// `what` ([`Inner::retrying`]). `args` moves into the task; every try borrows it and the
+    /// store's state, so a method only says which statement it runs with what.
+    async fn spawn_retrying<A, T>(
+        &self,
+        what: &'static str,
+        args: A,
+        attempt: for<'a> fn(&'a Inner, &'a A) -> Attempt<'a, T>,
+    ) -> Result<T>
+    where
+        A: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.spawn(move |inner| async move {
+            let i = &*inner;
+            inner.retrying(what, || attempt(i, &args)).await
+        })
+        .await
+    }
 }
+
+/// One boxed try of a database call, borrowing the store's state and its arguments.
+type Attempt<'a, T> = std::pin::Pin<Box<dyn Future<Output = std::result::Result<T, DbError>> + Send + 'a>>;
 
 /// A spawned task that is aborted when its awaiting future is dropped (a caller that gives up on
 /// a long-poll ends its wait).
@@ -319,35 +342,24 @@ impl fmt::Debug for PostgresSessionStore {
 impl SessionStore for PostgresSessionStore {
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session.id))]
     async fn save_session(&self, session: &Session) -> Result<()> {
-        let session = session.clone();
-        self.spawn(|inner| async move {
-            let db = &inner.db;
-            match inner.retrying("save_session", || db.save_session(&session, None)).await? {
-                Some(refusal) => Err(refusal),
-                None => Ok(()),
-            }
-        })
-        .await
+        let refusal = self
+            .spawn_retrying("save_session", session.clone(), |i, session| Box::pin(i.db.save_session(session, None)))
+            .await?;
+        refusal.map_or(Ok(()), Err)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %id))]
     async fn get_session(&self, id: &SessionId) -> Result<Session> {
-        let id = id.clone();
-        self.spawn(|inner| async move {
-            let db = &inner.db;
-            inner.retrying("get_session", || db.get_session(&id)).await?.ok_or_else(|| session_not_found(&id))
-        })
-        .await
+        self.spawn_retrying("get_session", id.clone(), |i, id| Box::pin(i.db.get_session(id)))
+            .await?
+            .ok_or_else(|| session_not_found(id))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn list_sessions(&self, query: &SessionQuery) -> Result<Page<Session>> {
-        let page_size = query.page_size()?;
-        let after = query.decode_cursor()?;
-        let query = query.clone();
-        self.spawn(|inner| async move {
-            let db = &inner.db;
-            inner.retrying("list_sessions", || db.list_sessions(&query, page_size, after.as_ref())).await
+        let args = (query.clone(), query.page_size()?, query.decode_cursor()?);
+        self.spawn_retrying("list_sessions", args, |i, (query, page_size, after)| {
+            Box::pin(i.db.list_sessions(query, *page_size, after.as_ref()))
         })
         .await
     }
@@ -375,26 +387,19 @@ impl SessionStore for PostgresSessionStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(run_id = %id))]
     async fn get_run(&self, id: &RunId) -> Result<Run> {
-        let id = id.clone();
-        self.spawn(|inner| async move {
-            let db = &inner.db;
-            inner.retrying("get_run", || db.get_run(&id)).await?.ok_or_else(|| run_not_found(&id))
-        })
-        .await
+        self.spawn_retrying("get_run", id.clone(), |i, id| Box::pin(i.db.get_run(id)))
+            .await?
+            .ok_or_else(|| run_not_found(id))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
     async fn list_runs(&self, session_id: &SessionId, query: &RunQuery) -> Result<Vec<Run>> {
         query.validate()?;
-        let (session_id, query) = (session_id.clone(), query.clone());
-        self.spawn(|inner| async move {
-            let db = &inner.db;
-            inner
-                .retrying("list_runs", || db.list_runs(&session_id, &query))
-                .await?
-                .ok_or_else(|| session_not_found(&session_id))
+        self.spawn_retrying("list_runs", (session_id.clone(), query.clone()), |i, (session_id, query)| {
+            Box::pin(i.db.list_runs(session_id, query))
         })
-        .await
+        .await?
+        .ok_or_else(|| session_not_found(session_id))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id, count = events.len()))]
@@ -415,15 +420,9 @@ impl SessionStore for PostgresSessionStore {
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
     async fn latest_sequence(&self, session_id: &SessionId) -> Result<u64> {
-        let session_id = session_id.clone();
-        self.spawn(|inner| async move {
-            let db = &inner.db;
-            inner
-                .retrying("latest_sequence", || db.latest_sequence(&session_id))
-                .await?
-                .ok_or_else(|| session_not_found(&session_id))
-        })
-        .await
+        self.spawn_retrying("latest_sequence", session_id.clone(), |i, id| Box::pin(i.db.latest_sequence(id)))
+            .await?
+            .ok_or_else(|| session_not_found(session_id))
     }
 
     #[tracing::instrument(

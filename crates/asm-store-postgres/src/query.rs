@@ -21,9 +21,12 @@
 //! session and step.
 
 use async_trait::async_trait;
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use asm_core::{EventKind, Result, Run, Session, SessionId, StoredEvent, Timestamp, TokenUsage};
+use asm_core::{
+    EventKind, Result, Run, RunStatus, Session, SessionId, SessionStatus, StoredEvent, Timestamp, TokenUsage,
+};
 use asm_ports::backend::is_protected_kind;
 use asm_ports::{
     EventOrder, EventSearch, HealthIssue, HealthReport, Keyset, MaintenanceStore, Page, QueryStore, RunSearch,
@@ -38,11 +41,6 @@ type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
-}
-
-fn push(params: &mut Params, value: impl ToSql + Sync + Send + 'static) -> usize {
-    params.push(Box::new(value));
-    params.len()
 }
 
 fn cursor_time(keyset: &Keyset) -> std::result::Result<Timestamp, DbError> {
@@ -61,240 +59,273 @@ fn protected_kinds() -> Vec<&'static str> {
     EventKind::ALL.iter().filter(|k| is_protected_kind(**k)).map(|k| k.as_str()).collect()
 }
 
+/// The snake_case names of statuses or kinds, as their text columns hold them.
+fn names<T: Copy>(values: &[T], name: fn(T) -> &'static str) -> Vec<String> {
+    values.iter().map(|v| name(*v).to_owned()).collect()
+}
+
+/// The keys of the run document's `token_usage` that usage totals add up.
+const TOKEN_KEYS: [&str; 4] = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"];
+
+/// The eleven aggregate columns of a group of runs of `asm_runs` (qualified by `alias`, e.g.
+/// `r.`, or `""`), in the order [`usage_totals`] reads them: the four token sums, the summed
+/// cost, the run count, the count of runs without a cost and their four token sums.
+fn usage_totals_sql(alias: &str) -> String {
+    let token = |key: &str| format!("coalesce(({alias}doc -> 'token_usage' ->> '{key}')::bigint, 0)");
+    let sums = TOKEN_KEYS.map(|key| format!("coalesce(sum({}), 0)::bigint", token(key))).join(", ");
+    let unpriced = TOKEN_KEYS
+        .map(|key| format!("coalesce(sum({}) FILTER (WHERE {alias}cost_usd IS NULL), 0)::bigint", token(key)))
+        .join(", ");
+    format!(
+        "{sums}, coalesce(sum({alias}cost_usd), 0)::double precision, count(*), \
+         count(*) FILTER (WHERE {alias}cost_usd IS NULL), {unpriced}"
+    )
+}
+
+/// The totals of the columns [`usage_totals_sql`] selects, starting at column `first`.
+fn usage_totals(row: &Row, first: usize) -> std::result::Result<UsageAggregate, DbError> {
+    let column = |offset: usize| -> std::result::Result<u64, DbError> { Ok(count(row.try_get(first + offset)?)) };
+    let mut totals = UsageAggregate::default();
+    totals.input_tokens = column(0)?;
+    totals.output_tokens = column(1)?;
+    totals.total_tokens = totals.input_tokens.saturating_add(totals.output_tokens);
+    totals.cache_read_tokens = column(2)?;
+    totals.cache_creation_tokens = column(3)?;
+    totals.cost_usd = row.try_get(first + 4)?;
+    totals.run_count = column(5)?;
+    totals.unpriced_runs = column(6)?;
+    totals.unpriced_usage = TokenUsage {
+        input_tokens: column(7)?,
+        output_tokens: column(8)?,
+        cache_read_tokens: column(9)?,
+        cache_creation_tokens: column(10)?,
+    };
+    Ok(totals)
+}
+
+/// A paged search as its task gets it: the query with its page size and the position its cursor
+/// points after, both checked before the task starts (a bad limit or cursor never reaches the
+/// database and is not retried).
+struct PagedSearch<Q> {
+    query: Q,
+    page_size: usize,
+    after: Option<Keyset>,
+}
+
+impl<Q> PagedSearch<Q> {
+    fn new(query: Q, page_size: usize, after: Option<Keyset>) -> Self {
+        Self { query, page_size, after }
+    }
+}
+
+/// The column a keyset page sorts by, and how a cursor's sort value maps onto it.
+#[derive(Clone, Copy)]
+enum SortColumn {
+    /// A `timestamptz` column; the cursor holds its µs since the epoch.
+    Time(&'static str),
+    /// A `bigint` column; the cursor holds its value.
+    Integer(&'static str),
+}
+
+/// A statement being built: a `WHERE true` that `AND` conditions narrow, and its parameters. A
+/// condition names its new parameter `$_`; it gets the next number here, so the filters of a
+/// query can be added in any combination.
+struct Statement {
+    sql: String,
+    params: Params,
+}
+
+impl Statement {
+    fn new(head: String) -> Self {
+        Self { sql: head, params: Vec::new() }
+    }
+
+    fn push_sql(&mut self, text: &str) {
+        self.sql.push_str(text);
+    }
+
+    /// Adds `value` as the next parameter and returns its number.
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> usize {
+        self.params.push(Box::new(value));
+        self.params.len()
+    }
+
+    /// ` AND condition`, with `value` as the parameter `$_`.
+    fn and(&mut self, condition: &str, value: impl ToSql + Sync + Send + 'static) {
+        let n = self.param(value);
+        self.push_sql(" AND ");
+        self.push_sql(&condition.replace("$_", &format!("${n}")));
+    }
+
+    /// [`Statement::and`] when the filter is set.
+    fn and_some(&mut self, condition: &str, value: Option<impl ToSql + Sync + Send + 'static>) {
+        if let Some(value) = value {
+            self.and(condition, value);
+        }
+    }
+
+    /// [`Statement::and`] for a list filter: an empty list filters nothing.
+    fn and_list<T>(&mut self, condition: &str, values: Vec<T>)
+    where
+        Vec<T>: ToSql + Sync + Send + 'static,
+    {
+        if !values.is_empty() {
+            self.and(condition, values);
+        }
+    }
+
+    /// The inclusive time range `from ..= to` of `column`, each end only when given.
+    fn and_between(&mut self, column: &str, from: Option<Timestamp>, to: Option<Timestamp>) {
+        self.and_some(&format!("{column} >= $_"), from);
+        self.and_some(&format!("{column} <= $_"), to);
+    }
+
+    /// Ends the statement as one keyset page: the row comparison `(column, id) > / < (value,
+    /// id)` with the cursor's position, the matching `ORDER BY`, and one row more than the page,
+    /// which tells [`crate::Inner::fetch_page`] whether another page follows.
+    fn keyset_page(
+        &mut self,
+        sort: SortColumn,
+        ascending: bool,
+        after: Option<&Keyset>,
+        page_size: usize,
+    ) -> std::result::Result<(), DbError> {
+        let (cmp, dir) = if ascending { (">", "ASC") } else { ("<", "DESC") };
+        let column = match sort {
+            SortColumn::Time(column) | SortColumn::Integer(column) => column,
+        };
+        if let Some(keyset) = after {
+            let v = match sort {
+                SortColumn::Time(_) => self.param(cursor_time(keyset)?),
+                SortColumn::Integer(_) => self.param(keyset.value),
+            };
+            let id = self.param(uuid_of(&keyset.id));
+            self.push_sql(&format!(" AND ({column}, id) {cmp} (${v}, ${id})"));
+        }
+        let n = self.param(limit_param(page_size));
+        self.push_sql(&format!(" ORDER BY {column} {dir}, id {dir} LIMIT ${n}"));
+        Ok(())
+    }
+}
+
 impl crate::Inner {
+    /// Every row of `statement`, run as a cached prepared statement.
+    async fn query_rows(&self, statement: &Statement) -> std::result::Result<Vec<Row>, DbError> {
+        let client = self.db.client().await?;
+        let stmt = client.prepare_cached(&statement.sql).await?;
+        Ok(client.query(&stmt, &refs(&statement.params)).await?)
+    }
+
+    /// Runs a statement ended by [`Statement::keyset_page`]: its rows decoded, cut to the page,
+    /// and the cursor of the next page when the extra row came back.
+    async fn fetch_page<T>(
+        &self,
+        statement: &Statement,
+        page_size: usize,
+        decode_row: impl Fn(&Row) -> std::result::Result<T, DbError>,
+        cursor_after: impl Fn(&T) -> String,
+    ) -> std::result::Result<Page<T>, DbError> {
+        let rows = self.query_rows(statement).await?;
+        let mut items = rows.iter().map(decode_row).collect::<std::result::Result<Vec<_>, _>>()?;
+        let more = items.len() > page_size;
+        items.truncate(page_size);
+        let next = if more { items.last().map(cursor_after) } else { None };
+        Ok(Page::new(items, next))
+    }
+
     async fn search_sessions_once(
         &self,
-        query: &SessionSearch,
-        page_size: usize,
-        after: Option<&Keyset>,
+        PagedSearch { query, page_size, after }: &PagedSearch<SessionSearch>,
     ) -> std::result::Result<Page<Session>, DbError> {
-        let mut sql = format!("SELECT {SESSION_COLUMNS} FROM {}.asm_sessions WHERE true", self.db.schema_sql());
-        let mut params: Params = Vec::new();
+        let mut sql =
+            Statement::new(format!("SELECT {SESSION_COLUMNS} FROM {}.asm_sessions WHERE true", self.db.schema_sql()));
         if !query.include_deleted {
-            sql.push_str(" AND deleted_at IS NULL");
+            sql.push_sql(" AND deleted_at IS NULL");
         }
-        if let Some(agent) = &query.agent_id {
-            sql.push_str(&format!(" AND agent_id = ${}", push(&mut params, agent.clone())));
-        }
-        if !query.statuses.is_empty() {
-            let statuses: Vec<String> = query.statuses.iter().map(|s| s.as_str().to_owned()).collect();
-            sql.push_str(&format!(" AND status = ANY(${})", push(&mut params, statuses)));
-        }
-        if !query.tags.is_empty() {
-            sql.push_str(&format!(" AND tags @> ${}", push(&mut params, query.tags.clone())));
-        }
-        if let Some(at) = query.created_after {
-            sql.push_str(&format!(" AND created_at >= ${}", push(&mut params, at)));
-        }
-        if let Some(at) = query.created_before {
-            sql.push_str(&format!(" AND created_at <= ${}", push(&mut params, at)));
-        }
+        sql.and_some("agent_id = $_", query.agent_id.clone());
+        sql.and_list("status = ANY($_)", names(&query.statuses, SessionStatus::as_str));
+        sql.and_list("tags @> $_", query.tags.clone());
+        sql.and_between("created_at", query.created_after, query.created_before);
         let column = match query.order {
             SessionOrder::UpdatedAtDesc => "updated_at",
             _ => "created_at",
         };
-        let (cmp, dir) = if query.order.ascending() { (">", "ASC") } else { ("<", "DESC") };
-        if let Some(keyset) = after {
-            let v = push(&mut params, cursor_time(keyset)?);
-            let id = push(&mut params, uuid_of(&keyset.id));
-            sql.push_str(&format!(" AND ({column}, id) {cmp} (${v}, ${id})"));
-        }
-        let n = push(&mut params, limit_param(page_size));
-        sql.push_str(&format!(" ORDER BY {column} {dir}, id {dir} LIMIT ${n}"));
-        let client = self.db.client().await?;
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, &refs(&params)).await?;
-        let mut items = rows.iter().map(codec::session_row).collect::<std::result::Result<Vec<_>, _>>()?;
-        let more = items.len() > page_size;
-        items.truncate(page_size);
-        let next = if more { items.last().map(|s| query.encode_cursor(s)) } else { None };
-        Ok(Page::new(items, next))
+        sql.keyset_page(SortColumn::Time(column), query.order.ascending(), after.as_ref(), *page_size)?;
+        self.fetch_page(&sql, *page_size, codec::session_row, |s| query.encode_cursor(s)).await
     }
 
     async fn search_runs_once(
         &self,
-        query: &RunSearch,
-        page_size: usize,
-        after: Option<&Keyset>,
+        PagedSearch { query, page_size, after }: &PagedSearch<RunSearch>,
     ) -> std::result::Result<Page<Run>, DbError> {
-        let mut sql = format!("SELECT doc FROM {}.asm_runs WHERE true", self.db.schema_sql());
-        let mut params: Params = Vec::new();
-        if let Some(session) = &query.session_id {
-            sql.push_str(&format!(" AND session_id = ${}", push(&mut params, uuid_of(session.as_str()))));
-        }
-        if let Some(provider) = &query.provider {
-            sql.push_str(&format!(" AND provider = ${}", push(&mut params, provider.clone())));
-        }
-        if !query.statuses.is_empty() {
-            let statuses: Vec<String> = query.statuses.iter().map(|s| s.as_str().to_owned()).collect();
-            sql.push_str(&format!(" AND status = ANY(${})", push(&mut params, statuses)));
-        }
-        if let Some(at) = query.created_after {
-            sql.push_str(&format!(" AND created_at >= ${}", push(&mut params, at)));
-        }
-        if let Some(at) = query.created_before {
-            sql.push_str(&format!(" AND created_at <= ${}", push(&mut params, at)));
-        }
-        let (cmp, dir) = if query.order.ascending() { (">", "ASC") } else { ("<", "DESC") };
-        if let Some(keyset) = after {
-            let v = push(&mut params, cursor_time(keyset)?);
-            let id = push(&mut params, uuid_of(&keyset.id));
-            sql.push_str(&format!(" AND (created_at, id) {cmp} (${v}, ${id})"));
-        }
-        let n = push(&mut params, limit_param(page_size));
-        sql.push_str(&format!(" ORDER BY created_at {dir}, id {dir} LIMIT ${n}"));
-        let client = self.db.client().await?;
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, &refs(&params)).await?;
-        let mut items = rows.iter().map(|row| codec::run_doc(row, 0)).collect::<std::result::Result<Vec<_>, _>>()?;
-        let more = items.len() > page_size;
-        items.truncate(page_size);
-        let next = if more { items.last().map(|r| query.encode_cursor(r)) } else { None };
-        Ok(Page::new(items, next))
+        let mut sql = Statement::new(format!("SELECT doc FROM {}.asm_runs WHERE true", self.db.schema_sql()));
+        sql.and_some("session_id = $_", query.session_id.as_ref().map(|s| uuid_of(s.as_str())));
+        sql.and_some("provider = $_", query.provider.clone());
+        sql.and_list("status = ANY($_)", names(&query.statuses, RunStatus::as_str));
+        sql.and_between("created_at", query.created_after, query.created_before);
+        sql.keyset_page(SortColumn::Time("created_at"), query.order.ascending(), after.as_ref(), *page_size)?;
+        self.fetch_page(&sql, *page_size, |row| codec::run_doc(row, 0), |r| query.encode_cursor(r)).await
     }
 
     async fn usage_once(&self, query: &UsageQuery) -> std::result::Result<UsageReport, DbError> {
         let q = self.db.schema_sql();
-        let tok = |key: &str| format!("coalesce((r.doc -> 'token_usage' ->> '{key}')::bigint, 0)");
-        let sum = |key: &str| format!("coalesce(sum({}), 0)::bigint", tok(key));
-        let unpriced = |key: &str| format!("coalesce(sum({}) FILTER (WHERE r.cost_usd IS NULL), 0)::bigint", tok(key));
-        let mut sql = format!(
+        let mut sql = Statement::new(format!(
             "SELECT r.session_id, s.agent_id, r.provider, \
              CASE WHEN jsonb_typeof(r.doc -> 'metadata' -> 'model') = 'string' \
                   THEN r.doc -> 'metadata' ->> 'model' END, \
-             to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), {}, {}, {}, {}, \
-             coalesce(sum(r.cost_usd), 0)::double precision, count(*), count(*) FILTER (WHERE r.cost_usd IS NULL), \
-             {}, {}, {}, {} \
+             to_char(r.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), {} \
              FROM {q}.asm_runs r JOIN {q}.asm_sessions s ON s.id = r.session_id WHERE true",
-            sum("input_tokens"),
-            sum("output_tokens"),
-            sum("cache_read_tokens"),
-            sum("cache_creation_tokens"),
-            unpriced("input_tokens"),
-            unpriced("output_tokens"),
-            unpriced("cache_read_tokens"),
-            unpriced("cache_creation_tokens"),
-        );
-        let mut params: Params = Vec::new();
-        if let Some(session) = &query.session_id {
-            sql.push_str(&format!(" AND r.session_id = ${}", push(&mut params, uuid_of(session.as_str()))));
-        }
-        if let Some(agent) = &query.agent_id {
-            sql.push_str(&format!(" AND s.agent_id = ${}", push(&mut params, agent.clone())));
-        }
-        if let Some(provider) = &query.provider {
-            sql.push_str(&format!(" AND r.provider = ${}", push(&mut params, provider.clone())));
-        }
-        if let Some(at) = query.since {
-            sql.push_str(&format!(" AND r.created_at >= ${}", push(&mut params, at)));
-        }
-        if let Some(at) = query.until {
-            sql.push_str(&format!(" AND r.created_at <= ${}", push(&mut params, at)));
-        }
-        sql.push_str(" GROUP BY 1, 2, 3, 4, 5");
-        let client = self.db.client().await?;
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, &refs(&params)).await?;
+            usage_totals_sql("r."),
+        ));
+        sql.and_some("r.session_id = $_", query.session_id.as_ref().map(|s| uuid_of(s.as_str())));
+        sql.and_some("s.agent_id = $_", query.agent_id.clone());
+        sql.and_some("r.provider = $_", query.provider.clone());
+        sql.and_between("r.created_at", query.since, query.until);
+        sql.push_sql(" GROUP BY 1, 2, 3, 4, 5");
         let mut report = UsageReport::new();
-        for row in rows {
+        for row in self.query_rows(&sql).await? {
             let session = codec::session_id(row.try_get(0)?)?;
             let agent: String = row.try_get(1)?;
             let provider: Option<String> = row.try_get(2)?;
             let model: Option<String> = row.try_get(3)?;
             let day: String = row.try_get(4)?;
-            let mut totals = UsageAggregate::default();
-            totals.input_tokens = count(row.try_get(5)?);
-            totals.output_tokens = count(row.try_get(6)?);
-            totals.total_tokens = totals.input_tokens.saturating_add(totals.output_tokens);
-            totals.cache_read_tokens = count(row.try_get(7)?);
-            totals.cache_creation_tokens = count(row.try_get(8)?);
-            totals.cost_usd = row.try_get(9)?;
-            totals.run_count = count(row.try_get(10)?);
-            totals.unpriced_runs = count(row.try_get(11)?);
-            totals.unpriced_usage = TokenUsage {
-                input_tokens: count(row.try_get(12)?),
-                output_tokens: count(row.try_get(13)?),
-                cache_read_tokens: count(row.try_get(14)?),
-                cache_creation_tokens: count(row.try_get(15)?),
-            };
-            report.add_group(UsageGroup::new(session, agent, provider, model, day, totals));
+            report.add_group(UsageGroup::new(session, agent, provider, model, day, usage_totals(&row, 5)?));
         }
         Ok(report)
     }
 
-    /// The `WHERE` clause (from `FROM` on) of an event search, and its parameters.
-    fn events_filter(&self, query: &EventSearch) -> (String, Params) {
-        let mut sql = format!("FROM {}.asm_events WHERE true", self.db.schema_sql());
-        let mut params: Params = Vec::new();
-        if !query.session_ids.is_empty() {
-            let ids: Vec<uuid::Uuid> = query.session_ids.iter().map(|id| uuid_of(id.as_str())).collect();
-            sql.push_str(&format!(" AND session_id = ANY(${})", push(&mut params, ids)));
-        }
-        if !query.run_ids.is_empty() {
-            let ids: Vec<uuid::Uuid> = query.run_ids.iter().map(|id| uuid_of(id.as_str())).collect();
-            sql.push_str(&format!(" AND run_id = ANY(${})", push(&mut params, ids)));
-        }
-        if !query.kinds.is_empty() {
-            let kinds: Vec<String> = query.kinds.iter().map(|k| k.as_str().to_owned()).collect();
-            sql.push_str(&format!(" AND kind = ANY(${})", push(&mut params, kinds)));
-        }
-        if !query.providers.is_empty() {
-            sql.push_str(&format!(" AND provider = ANY(${})", push(&mut params, query.providers.clone())));
-        }
-        if let Some(at) = query.since {
-            sql.push_str(&format!(" AND ts >= ${}", push(&mut params, at)));
-        }
-        if let Some(at) = query.until {
-            sql.push_str(&format!(" AND ts <= ${}", push(&mut params, at)));
-        }
-        if let Some(correlation) = &query.correlation_id {
-            sql.push_str(&format!(" AND correlation_id = ${}", push(&mut params, correlation.clone())));
-        }
-        if let Some(needle) = &query.text {
-            // `data` is `json`: its text is what the store wrote (compact serde JSON), verbatim.
-            sql.push_str(&format!(" AND strpos(data::text, ${}) > 0", push(&mut params, needle.clone())));
-        }
-        (sql, params)
+    /// An event search selecting `columns`, up to its filters (the `WHERE` clause).
+    fn events_filter(&self, columns: &str, query: &EventSearch) -> Statement {
+        let mut sql = Statement::new(format!("SELECT {columns} FROM {}.asm_events WHERE true", self.db.schema_sql()));
+        sql.and_list("session_id = ANY($_)", query.session_ids.iter().map(|id| uuid_of(id.as_str())).collect());
+        sql.and_list("run_id = ANY($_)", query.run_ids.iter().map(|id| uuid_of(id.as_str())).collect());
+        sql.and_list("kind = ANY($_)", names(&query.kinds, EventKind::as_str));
+        sql.and_list("provider = ANY($_)", query.providers.clone());
+        sql.and_between("ts", query.since, query.until);
+        sql.and_some("correlation_id = $_", query.correlation_id.clone());
+        // `data` is `json`: its text is what the store wrote (compact serde JSON), verbatim.
+        sql.and_some("strpos(data::text, $_) > 0", query.text.clone());
+        sql
     }
 
     async fn search_events_once(
         &self,
-        query: &EventSearch,
-        page_size: usize,
-        after: Option<&Keyset>,
+        PagedSearch { query, page_size, after }: &PagedSearch<EventSearch>,
     ) -> std::result::Result<Page<StoredEvent>, DbError> {
-        let (filter, mut params) = self.events_filter(query);
-        let mut sql = format!("SELECT {EVENT_COLUMNS} {filter}");
-        let column = match query.order {
-            EventOrder::SequenceAsc => "sequence",
-            _ => "ts",
+        let mut sql = self.events_filter(EVENT_COLUMNS, query);
+        let sort = match query.order {
+            EventOrder::SequenceAsc => SortColumn::Integer("sequence"),
+            _ => SortColumn::Time("ts"),
         };
-        let (cmp, dir) = if query.order.ascending() { (">", "ASC") } else { ("<", "DESC") };
-        if let Some(keyset) = after {
-            let v = match query.order {
-                EventOrder::SequenceAsc => push(&mut params, keyset.value),
-                _ => push(&mut params, cursor_time(keyset)?),
-            };
-            let id = push(&mut params, uuid_of(&keyset.id));
-            sql.push_str(&format!(" AND ({column}, id) {cmp} (${v}, ${id})"));
-        }
-        let n = push(&mut params, limit_param(page_size));
-        sql.push_str(&format!(" ORDER BY {column} {dir}, id {dir} LIMIT ${n}"));
-        let client = self.db.client().await?;
-        let stmt = client.prepare_cached(&sql).await?;
-        let rows = client.query(&stmt, &refs(&params)).await?;
-        let mut items = rows.iter().map(codec::event_row).collect::<std::result::Result<Vec<_>, _>>()?;
-        let more = items.len() > page_size;
-        items.truncate(page_size);
-        let next = if more { items.last().map(|e| query.encode_cursor(e)) } else { None };
-        Ok(Page::new(items, next))
+        sql.keyset_page(sort, query.order.ascending(), after.as_ref(), *page_size)?;
+        self.fetch_page(&sql, *page_size, codec::event_row, |e| query.encode_cursor(e)).await
     }
 
     async fn count_events_once(&self, query: &EventSearch) -> std::result::Result<u64, DbError> {
-        let (filter, params) = self.events_filter(query);
+        let sql = self.events_filter("count(*)", query);
         let client = self.db.client().await?;
-        let stmt = client.prepare_cached(&format!("SELECT count(*) {filter}")).await?;
-        let row = client.query_one(&stmt, &refs(&params)).await?;
+        let stmt = client.prepare_cached(&sql.sql).await?;
+        let row = client.query_one(&stmt, &refs(&sql.params)).await?;
         Ok(count(row.try_get(0)?))
     }
 
@@ -335,27 +366,11 @@ impl crate::Inner {
             let kind = EventKind::parse(kind).map_err(|e| decode(e.to_string()))?;
             stats.add_events(kind, count(row.try_get(1)?), row.try_get(2)?, row.try_get(3)?);
         }
-        let tok =
-            |key: &str| format!("coalesce(sum(coalesce((doc -> 'token_usage' ->> '{key}')::bigint, 0)), 0)::bigint");
-        let unpriced = |key: &str| {
-            format!(
-                "coalesce(sum(coalesce((doc -> 'token_usage' ->> '{key}')::bigint, 0)) FILTER (WHERE cost_usd IS NULL), 0)::bigint"
-            )
-        };
         let runs = tx
             .query(
                 &format!(
-                    "SELECT status, provider, {}, {}, {}, {}, coalesce(sum(cost_usd), 0)::double precision, count(*), \
-                     count(*) FILTER (WHERE cost_usd IS NULL), {}, {}, {}, {} \
-                     FROM {q}.asm_runs WHERE session_id = $1 GROUP BY 1, 2",
-                    tok("input_tokens"),
-                    tok("output_tokens"),
-                    tok("cache_read_tokens"),
-                    tok("cache_creation_tokens"),
-                    unpriced("input_tokens"),
-                    unpriced("output_tokens"),
-                    unpriced("cache_read_tokens"),
-                    unpriced("cache_creation_tokens"),
+                    "SELECT status, provider, {} FROM {q}.asm_runs WHERE session_id = $1 GROUP BY 1, 2",
+                    usage_totals_sql("")
                 ),
                 &[&id],
             )
@@ -363,21 +378,7 @@ impl crate::Inner {
         for row in runs {
             let status: String = row.try_get(0)?;
             let provider: Option<String> = row.try_get(1)?;
-            let mut totals = UsageAggregate::default();
-            totals.input_tokens = count(row.try_get(2)?);
-            totals.output_tokens = count(row.try_get(3)?);
-            totals.total_tokens = totals.input_tokens.saturating_add(totals.output_tokens);
-            totals.cache_read_tokens = count(row.try_get(4)?);
-            totals.cache_creation_tokens = count(row.try_get(5)?);
-            totals.cost_usd = row.try_get(6)?;
-            totals.run_count = count(row.try_get(7)?);
-            totals.unpriced_runs = count(row.try_get(8)?);
-            totals.unpriced_usage = TokenUsage {
-                input_tokens: count(row.try_get(9)?),
-                output_tokens: count(row.try_get(10)?),
-                cache_read_tokens: count(row.try_get(11)?),
-                cache_creation_tokens: count(row.try_get(12)?),
-            };
+            let totals = usage_totals(&row, 2)?;
             stats.add_runs(&status, provider.as_deref(), &totals);
         }
         tx.commit().await?;
@@ -453,68 +454,37 @@ impl crate::Inner {
 impl QueryStore for PostgresSessionStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn search_sessions(&self, query: &SessionSearch) -> Result<Page<Session>> {
-        let page_size = query.page_size()?;
-        let after = query.decode_cursor()?;
-        let query = query.clone();
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("search_sessions", || i.search_sessions_once(&query, page_size, after.as_ref())).await
-        })
-        .await
+        let search = PagedSearch::new(query.clone(), query.page_size()?, query.decode_cursor()?);
+        self.spawn_retrying("search_sessions", search, |i, search| Box::pin(i.search_sessions_once(search))).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn search_runs(&self, query: &RunSearch) -> Result<Page<Run>> {
-        let page_size = query.page_size()?;
-        let after = query.decode_cursor()?;
-        let query = query.clone();
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("search_runs", || i.search_runs_once(&query, page_size, after.as_ref())).await
-        })
-        .await
+        let search = PagedSearch::new(query.clone(), query.page_size()?, query.decode_cursor()?);
+        self.spawn_retrying("search_runs", search, |i, search| Box::pin(i.search_runs_once(search))).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn usage_summary(&self, query: &UsageQuery) -> Result<UsageReport> {
-        let query = query.clone();
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("usage_summary", || i.usage_once(&query)).await
-        })
-        .await
+        self.spawn_retrying("usage_summary", query.clone(), |i, query| Box::pin(i.usage_once(query))).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn search_events(&self, query: &EventSearch) -> Result<Page<StoredEvent>> {
-        let page_size = query.page_size()?;
-        let after = query.decode_cursor()?;
-        let query = query.clone();
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("search_events", || i.search_events_once(&query, page_size, after.as_ref())).await
-        })
-        .await
+        let search = PagedSearch::new(query.clone(), query.page_size()?, query.decode_cursor()?);
+        self.spawn_retrying("search_events", search, |i, search| Box::pin(i.search_events_once(search))).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn count_events(&self, query: &EventSearch) -> Result<u64> {
-        let query = query.clone();
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("count_events", || i.count_events_once(&query)).await
-        })
-        .await
+        self.spawn_retrying("count_events", query.clone(), |i, query| Box::pin(i.count_events_once(query))).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id))]
     async fn get_session_stats(&self, session_id: &SessionId) -> Result<SessionStats> {
-        let id = session_id.clone();
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("get_session_stats", || i.stats_once(&id)).await?.ok_or_else(|| session_not_found(&id))
-        })
-        .await
+        self.spawn_retrying("get_session_stats", session_id.clone(), |i, id| Box::pin(i.stats_once(id)))
+            .await?
+            .ok_or_else(|| session_not_found(session_id))
     }
 }
 
@@ -522,34 +492,22 @@ impl QueryStore for PostgresSessionStore {
 impl MaintenanceStore for PostgresSessionStore {
     #[tracing::instrument(level = "debug", skip_all, fields(session_id = %session_id, count = sequences.len()))]
     async fn prune_events(&self, session_id: &SessionId, sequences: &[u64]) -> Result<u64> {
-        let id = session_id.clone();
         let sequences: Vec<i64> = sequences.iter().filter_map(|s| i64::try_from(*s).ok()).collect();
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner
-                .retrying("prune_events", || i.prune_once(&id, &sequences))
-                .await?
-                .ok_or_else(|| session_not_found(&id))
+        self.spawn_retrying("prune_events", (session_id.clone(), sequences), |i, (id, sequences)| {
+            Box::pin(i.prune_once(id, sequences))
         })
-        .await
+        .await?
+        .ok_or_else(|| session_not_found(session_id))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn clean_orphans(&self, dry_run: bool) -> Result<u64> {
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("clean_orphans", || i.orphans_once(dry_run)).await
-        })
-        .await
+        self.spawn_retrying("clean_orphans", dry_run, |i, dry_run| Box::pin(i.orphans_once(*dry_run))).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn health_check(&self) -> Result<HealthReport> {
-        self.spawn(|inner| async move {
-            let i = &inner;
-            inner.retrying("health_check", || i.health_once()).await
-        })
-        .await
+        self.spawn_retrying("health_check", (), |i, ()| Box::pin(i.health_once())).await
     }
 
     async fn run_maintenance(&self, policy: &asm_ports::RetentionPolicy) -> Result<asm_ports::MaintenanceReport> {
