@@ -17,7 +17,8 @@
 //! ```
 #![deny(missing_docs)]
 
-// The exported `string_enum!` macro, used by the modules below.
+// The exported `string_enum!` and `builder_setters!` macros, used by the modules below.
+mod builder_setters;
 mod string_enum;
 
 pub mod capability;

@@ -24,9 +24,6 @@
 //! `futures`, `chrono` for timestamps); it knows no concrete store, provider or async runtime.
 #![deny(missing_docs)]
 
-#[macro_use]
-mod builder;
-
 mod approval;
 mod artifact;
 pub mod backend;

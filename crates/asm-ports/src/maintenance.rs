@@ -145,7 +145,7 @@ impl RetentionPolicy {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`RetentionPolicy::max_session_age`].
         fn max_session_age(age: Option<Duration>) { max_session_age = age }
         /// Sets [`RetentionPolicy::hard_delete_after`].

@@ -265,7 +265,7 @@ macro_rules! paged_query {
         }
 
         impl $ty {
-            builder_setters! {
+            asm_core::builder_setters! {
                 #[doc = concat!("Sets [`", stringify!($ty), "::limit`].")]
                 fn limit(limit: usize) { limit = Some(limit) }
                 #[doc = concat!("Sets [`", stringify!($ty), "::cursor`].")]
@@ -344,7 +344,7 @@ impl SessionSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`SessionSearch::agent_id`].
         fn agent(agent_id: impl Into<String>) { agent_id = Some(agent_id.into()) }
         /// Adds a status to [`SessionSearch::statuses`].
@@ -421,7 +421,7 @@ impl RunSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`RunSearch::session_id`].
         fn session(session_id: SessionId) { session_id = Some(session_id) }
         /// Sets [`RunSearch::provider`].
@@ -548,7 +548,7 @@ impl EventSearch {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Adds a session to [`EventSearch::session_ids`].
         fn session(session_id: SessionId) { session_ids.push(session_id) }
         /// Adds a run to [`EventSearch::run_ids`].
@@ -690,7 +690,7 @@ impl UsageQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`UsageQuery::session_id`].
         fn session(session_id: SessionId) { session_id = Some(session_id) }
         /// Sets [`UsageQuery::agent_id`].

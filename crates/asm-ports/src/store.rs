@@ -147,7 +147,7 @@ impl EventQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`EventQuery::after`].
         fn after(sequence: u64) { after = Some(sequence) }
         /// Sets [`EventQuery::before`].
@@ -241,7 +241,7 @@ impl SessionQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`SessionQuery::status`].
         fn status(status: SessionStatus) { status = Some(status) }
         /// Sets [`SessionQuery::agent_id`].
@@ -309,7 +309,7 @@ impl RunQuery {
     pub fn new() -> Self {
         Self::default()
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`RunQuery::status`].
         fn status(status: RunStatus) { status = Some(status) }
         /// Sets [`RunQuery::limit`].
@@ -352,7 +352,7 @@ impl ExecutionRecord {
     pub fn new(run: Run) -> Self {
         Self { run, events: Vec::new(), session_metadata: JsonMap::new(), expected_status: None }
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets [`ExecutionRecord::expected_status`].
         fn expect_status(status: RunStatus) { expected_status = Some(status) }
         /// Sets the events.
@@ -382,7 +382,7 @@ impl StoreCapabilities {
     pub const fn new() -> Self {
         Self { long_poll: false, durable: false, multi_process: false, session_leases: false }
     }
-    builder_setters! {
+    asm_core::builder_setters! {
         /// Sets `long_poll`.
         const fn long_poll(yes: bool) { long_poll = yes }
         /// Sets `durable`.
