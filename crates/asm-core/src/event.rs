@@ -449,11 +449,9 @@ impl Event {
         })
     }
 
-    /// Sets the run.
-    #[must_use]
-    pub fn with_run(mut self, run_id: RunId) -> Self {
-        self.run_id = Some(run_id);
-        self
+    crate::builder_setters! {
+        /// Sets the run.
+        fn with_run(run_id: RunId) { run_id = Some(run_id) }
     }
 
     /// Adds one payload entry.
@@ -463,18 +461,11 @@ impl Event {
         self
     }
 
-    /// Replaces the payload.
-    #[must_use]
-    pub fn with_payload(mut self, data: JsonMap) -> Self {
-        self.data = data;
-        self
-    }
-
-    /// Sets the provider.
-    #[must_use]
-    pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
+    crate::builder_setters! {
+        /// Replaces the payload.
+        fn with_payload(data: JsonMap) { data = data }
+        /// Sets the provider.
+        fn with_provider(provider: impl Into<String>) { provider = Some(provider.into()) }
     }
 
     /// Advisory shape warnings (spec section 2.2); an empty list means the payload has the

@@ -410,11 +410,9 @@ impl ProviderError {
         Self { provider, kind, message: message.into(), exit_code: None, stderr: None, truncated: None }
     }
 
-    /// Sets the exit code.
-    #[must_use]
-    pub fn with_exit_code(mut self, exit_code: i32) -> Self {
-        self.exit_code = Some(exit_code);
-        self
+    crate::builder_setters! {
+        /// Sets the exit code.
+        fn with_exit_code(exit_code: i32) { exit_code = Some(exit_code) }
     }
 
     /// Sets stderr, bounded by `limits`; marks the error truncated when anything was cut (an

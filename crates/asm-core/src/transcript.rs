@@ -162,32 +162,15 @@ impl TranscriptOptions {
     /// The default for `chars_per_token`.
     pub const DEFAULT_CHARS_PER_TOKEN: usize = 4;
 
-    /// Sets `max_messages`.
-    #[must_use]
-    pub fn max_messages(mut self, max_messages: usize) -> Self {
-        self.max_messages = Some(max_messages);
-        self
-    }
-
-    /// Sets `max_chars`.
-    #[must_use]
-    pub fn max_chars(mut self, max_chars: usize) -> Self {
-        self.max_chars = Some(max_chars);
-        self
-    }
-
-    /// Sets `max_tokens_approx`.
-    #[must_use]
-    pub fn max_tokens_approx(mut self, max_tokens_approx: usize) -> Self {
-        self.max_tokens_approx = Some(max_tokens_approx);
-        self
-    }
-
-    /// Sets `chars_per_token`.
-    #[must_use]
-    pub fn chars_per_token(mut self, chars_per_token: usize) -> Self {
-        self.chars_per_token = chars_per_token;
-        self
+    crate::builder_setters! {
+        /// Sets `max_messages`.
+        fn max_messages(max_messages: usize) { max_messages = Some(max_messages) }
+        /// Sets `max_chars`.
+        fn max_chars(max_chars: usize) { max_chars = Some(max_chars) }
+        /// Sets `max_tokens_approx`.
+        fn max_tokens_approx(max_tokens_approx: usize) { max_tokens_approx = Some(max_tokens_approx) }
+        /// Sets `chars_per_token`.
+        fn chars_per_token(chars_per_token: usize) { chars_per_token = chars_per_token }
     }
 
     /// The effective character budget: a positive `max_chars`, else a positive

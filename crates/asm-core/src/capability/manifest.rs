@@ -118,18 +118,11 @@ impl Manifest {
         Ok(())
     }
 
-    /// Sets the description.
-    #[must_use]
-    pub fn with_description(mut self, description: impl Into<String>) -> Self {
-        self.description = Some(description.into());
-        self
-    }
-
-    /// Sets the provider.
-    #[must_use]
-    pub fn with_provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
+    crate::builder_setters! {
+        /// Sets the description.
+        fn with_description(description: impl Into<String>) { description = Some(description.into()) }
+        /// Sets the provider.
+        fn with_provider(provider: impl Into<String>) { provider = Some(provider.into()) }
     }
 
     /// Adds a capability.

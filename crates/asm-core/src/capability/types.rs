@@ -188,11 +188,9 @@ impl Capability {
         Ok(())
     }
 
-    /// Sets the description.
-    #[must_use]
-    pub fn with_description(mut self, description: impl Into<String>) -> Self {
-        self.description = Some(description.into());
-        self
+    crate::builder_setters! {
+        /// Sets the description.
+        fn with_description(description: impl Into<String>) { description = Some(description.into()) }
     }
 
     /// Adds one configuration entry.
@@ -202,18 +200,11 @@ impl Capability {
         self
     }
 
-    /// Adds one permission.
-    #[must_use]
-    pub fn with_permission(mut self, permission: impl Into<String>) -> Self {
-        self.permissions.push(permission.into());
-        self
-    }
-
-    /// Sets `enabled`.
-    #[must_use]
-    pub fn with_enabled(mut self, enabled: bool) -> Self {
-        self.enabled = enabled;
-        self
+    crate::builder_setters! {
+        /// Adds one permission.
+        fn with_permission(permission: impl Into<String>) { permissions.push(permission.into()) }
+        /// Sets `enabled`.
+        fn with_enabled(enabled: bool) { enabled = enabled }
     }
 
     /// Enables the capability.
