@@ -73,17 +73,11 @@ impl ApprovalRequest {
             requested_at: chrono::Utc::now(),
         }
     }
-    /// Sets the provider's tool call id.
-    #[must_use]
-    pub fn tool_call_id(mut self, id: impl Into<String>) -> Self {
-        self.tool_call_id = Some(id.into());
-        self
-    }
-    /// Sets the tool's input.
-    #[must_use]
-    pub fn tool_input(mut self, input: Value) -> Self {
-        self.tool_input = input;
-        self
+    asm_core::builder_setters! {
+        /// Sets the provider's tool call id.
+        fn tool_call_id(id: impl Into<String>) { tool_call_id = Some(id.into()) }
+        /// Sets the tool's input.
+        fn tool_input(input: Value) { tool_input = input }
     }
 }
 
@@ -166,11 +160,9 @@ impl ApprovalVerdict {
     pub fn new(decision: ApprovalDecision, decided_by: impl Into<String>) -> Self {
         Self { decision, reason: None, decided_by: decided_by.into() }
     }
-    /// Sets the reason.
-    #[must_use]
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
-        self
+    asm_core::builder_setters! {
+        /// Sets the reason.
+        fn reason(reason: impl Into<String>) { reason = Some(reason.into()) }
     }
 }
 

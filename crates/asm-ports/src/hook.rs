@@ -55,11 +55,9 @@ impl RunContext {
     pub fn new(session: Session, run: Run, provider: impl Into<String>) -> Self {
         Self { session, run, provider: provider.into(), control: RunControl::detached() }
     }
-    /// Sets the control handle.
-    #[must_use]
-    pub fn with_control(mut self, control: RunControl) -> Self {
-        self.control = control;
-        self
+    asm_core::builder_setters! {
+        /// Sets the control handle.
+        fn with_control(control: RunControl) { control = control }
     }
 }
 
@@ -158,17 +156,11 @@ impl HookAction {
     pub fn none() -> Self {
         Self::default()
     }
-    /// Adds an event to persist.
-    #[must_use]
-    pub fn emit(mut self, event: ProviderEvent) -> Self {
-        self.events.push(event);
-        self
-    }
-    /// Aborts the run with `error`.
-    #[must_use]
-    pub fn abort(mut self, error: Error) -> Self {
-        self.abort = Some(error);
-        self
+    asm_core::builder_setters! {
+        /// Adds an event to persist.
+        fn emit(event: ProviderEvent) { events.push(event) }
+        /// Aborts the run with `error`.
+        fn abort(error: Error) { abort = Some(error) }
     }
     /// Sets an adapter option for this run (see [`HookAction::adapter_options`]).
     #[must_use]
@@ -188,10 +180,8 @@ impl HookAction {
         self.output_extra.insert(key.into(), value.into());
         self
     }
-    /// Sets the run's cost (see [`HookAction::cost_usd`]).
-    #[must_use]
-    pub fn cost_usd(mut self, cost_usd: f64) -> Self {
-        self.cost_usd = Some(cost_usd);
-        self
+    asm_core::builder_setters! {
+        /// Sets the run's cost (see [`HookAction::cost_usd`]).
+        fn cost_usd(cost_usd: f64) { cost_usd = Some(cost_usd) }
     }
 }

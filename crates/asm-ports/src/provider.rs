@@ -110,17 +110,11 @@ impl ExecuteRequest {
             approvals: None,
         }
     }
-    /// Sets the transcript.
-    #[must_use]
-    pub fn transcript(mut self, transcript: Transcript) -> Self {
-        self.transcript = Some(transcript);
-        self
-    }
-    /// Sets the native resume handle.
-    #[must_use]
-    pub fn resume(mut self, handle: impl Into<String>) -> Self {
-        self.resume = Some(handle.into());
-        self
+    asm_core::builder_setters! {
+        /// Sets the transcript.
+        fn transcript(transcript: Transcript) { transcript = Some(transcript) }
+        /// Sets the native resume handle.
+        fn resume(handle: impl Into<String>) { resume = Some(handle.into()) }
     }
     /// Resumes natively from another session's `handle` as a fork: sets
     /// [`resume`](Self::resume) and [`fork`](Self::fork).
@@ -140,29 +134,15 @@ impl ExecuteRequest {
         self.fork = true;
         self
     }
-    /// Sets the adapter options.
-    #[must_use]
-    pub fn options(mut self, options: JsonMap) -> Self {
-        self.options = options;
-        self
-    }
-    /// Sets the deadline.
-    #[must_use]
-    pub fn deadline(mut self, deadline: Instant) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-    /// Sets the cancellation token.
-    #[must_use]
-    pub fn cancel_token(mut self, cancel: CancellationToken) -> Self {
-        self.cancel = cancel;
-        self
-    }
-    /// Sets the approval handler (see [`approvals`](Self::approvals)).
-    #[must_use]
-    pub fn approvals(mut self, handler: crate::DynApprovalHandler) -> Self {
-        self.approvals = Some(handler);
-        self
+    asm_core::builder_setters! {
+        /// Sets the adapter options.
+        fn options(options: JsonMap) { options = options }
+        /// Sets the deadline.
+        fn deadline(deadline: Instant) { deadline = Some(deadline) }
+        /// Sets the cancellation token.
+        fn cancel_token(cancel: CancellationToken) { cancel = cancel }
+        /// Sets the approval handler (see [`approvals`](Self::approvals)).
+        fn approvals(handler: crate::DynApprovalHandler) { approvals = Some(handler) }
     }
 }
 
@@ -201,11 +181,9 @@ impl ProviderEvent {
         self.data.insert(key.into(), value.into());
         self
     }
-    /// Replaces the payload.
-    #[must_use]
-    pub fn payload(mut self, data: JsonMap) -> Self {
-        self.data = data;
-        self
+    asm_core::builder_setters! {
+        /// Replaces the payload.
+        fn payload(data: JsonMap) { data = data }
     }
     /// Adds a metadata entry.
     #[must_use]
@@ -213,18 +191,12 @@ impl ProviderEvent {
         self.metadata.insert(key.into(), value.into());
         self
     }
-    /// Sets the provider timestamp.
-    #[must_use]
-    pub fn at(mut self, timestamp: Timestamp) -> Self {
-        self.timestamp = Some(timestamp);
-        self
-    }
-    /// Sets [`ProviderEvent::provider`]: the adapter the event came from, for an adapter that
-    /// delegates (a router).
-    #[must_use]
-    pub fn from_provider(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
+    asm_core::builder_setters! {
+        /// Sets the provider timestamp.
+        fn at(timestamp: Timestamp) { timestamp = Some(timestamp) }
+        /// Sets [`ProviderEvent::provider`]: the adapter the event came from, for an adapter that
+        /// delegates (a router).
+        fn from_provider(provider: impl Into<String>) { provider = Some(provider.into()) }
     }
 }
 
@@ -301,41 +273,19 @@ impl ExecuteOutcome {
     pub fn text(content: impl Into<String>) -> Self {
         Self { output: RunOutput::text(content), ..Self::default() }
     }
-    /// Sets the usage.
-    #[must_use]
-    pub fn usage(mut self, usage: TokenUsage) -> Self {
-        self.token_usage = usage;
-        self
-    }
-    /// Sets the provider session handle.
-    #[must_use]
-    pub fn provider_session(mut self, id: impl Into<String>) -> Self {
-        self.provider_session_id = Some(id.into());
-        self
-    }
-    /// Sets the model.
-    #[must_use]
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-    /// Sets the cost.
-    #[must_use]
-    pub fn cost(mut self, cost_usd: f64) -> Self {
-        self.cost_usd = Some(cost_usd);
-        self
-    }
-    /// Sets the stop reason.
-    #[must_use]
-    pub fn stop_reason(mut self, reason: impl Into<String>) -> Self {
-        self.stop_reason = Some(reason.into());
-        self
-    }
-    /// Sets [`ExecuteOutcome::provider`]: the adapter that served the run.
-    #[must_use]
-    pub fn served_by(mut self, provider: impl Into<String>) -> Self {
-        self.provider = Some(provider.into());
-        self
+    asm_core::builder_setters! {
+        /// Sets the usage.
+        fn usage(usage: TokenUsage) { token_usage = usage }
+        /// Sets the provider session handle.
+        fn provider_session(id: impl Into<String>) { provider_session_id = Some(id.into()) }
+        /// Sets the model.
+        fn model(model: impl Into<String>) { model = Some(model.into()) }
+        /// Sets the cost.
+        fn cost(cost_usd: f64) { cost_usd = Some(cost_usd) }
+        /// Sets the stop reason.
+        fn stop_reason(reason: impl Into<String>) { stop_reason = Some(reason.into()) }
+        /// Sets [`ExecuteOutcome::provider`]: the adapter that served the run.
+        fn served_by(provider: impl Into<String>) { provider = Some(provider.into()) }
     }
     /// Adds an entry to [`ExecuteOutcome::provider_state`].
     #[must_use]
