@@ -94,11 +94,9 @@ impl CliEnv {
         self
     }
 
-    /// Whether the provider's credential variables are inherited (see the type docs).
-    #[must_use]
-    pub fn pass_auth(mut self, on: bool) -> Self {
-        self.pass_auth = on;
-        self
+    asm_core::builder_setters! {
+        /// Whether the provider's credential variables are inherited (see the type docs).
+        fn pass_auth(on: bool) { pass_auth = on }
     }
 
     /// This environment with the credential variables `names` inherited when
@@ -188,11 +186,9 @@ pub struct CliLimits {
 }
 
 impl CliLimits {
-    /// Sets [`max_line_bytes`](Self::max_line_bytes).
-    #[must_use]
-    pub fn max_line_bytes(mut self, bytes: usize) -> Self {
-        self.max_line_bytes = bytes;
-        self
+    asm_core::builder_setters! {
+        /// Sets [`max_line_bytes`](Self::max_line_bytes).
+        fn max_line_bytes(bytes: usize) { max_line_bytes = bytes }
     }
     /// Sets the two grace periods of the SIGINT → SIGTERM → SIGKILL escalation.
     #[must_use]
@@ -201,11 +197,9 @@ impl CliLimits {
         self.terminate_grace = terminate;
         self
     }
-    /// Sets [`stderr_ring_bytes`](Self::stderr_ring_bytes).
-    #[must_use]
-    pub fn stderr_ring_bytes(mut self, bytes: usize) -> Self {
-        self.stderr_ring_bytes = bytes;
-        self
+    asm_core::builder_setters! {
+        /// Sets [`stderr_ring_bytes`](Self::stderr_ring_bytes).
+        fn stderr_ring_bytes(bytes: usize) { stderr_ring_bytes = bytes }
     }
 }
 
@@ -272,11 +266,9 @@ impl CliCommand {
             limits: CliLimits::default(),
         }
     }
-    /// Adds one argument.
-    #[must_use]
-    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
-        self.args.push(arg.into());
-        self
+    asm_core::builder_setters! {
+        /// Adds one argument.
+        fn arg(arg: impl Into<OsString>) { args.push(arg.into()) }
     }
     /// Adds arguments.
     #[must_use]
@@ -288,23 +280,13 @@ impl CliCommand {
         self.args.extend(args.into_iter().map(Into::into));
         self
     }
-    /// Sets the environment.
-    #[must_use]
-    pub fn env(mut self, env: CliEnv) -> Self {
-        self.env = env;
-        self
-    }
-    /// Sets the working directory.
-    #[must_use]
-    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
-        self.cwd = Some(cwd.into());
-        self
-    }
-    /// Pipes these bytes to stdin (then closes it).
-    #[must_use]
-    pub fn stdin_input(mut self, input: impl Into<Vec<u8>>) -> Self {
-        self.stdin_input = Some(input.into());
-        self
+    asm_core::builder_setters! {
+        /// Sets the environment.
+        fn env(env: CliEnv) { env = env }
+        /// Sets the working directory.
+        fn cwd(cwd: impl Into<PathBuf>) { cwd = Some(cwd.into()) }
+        /// Pipes these bytes to stdin (then closes it).
+        fn stdin_input(input: impl Into<Vec<u8>>) { stdin_input = Some(input.into()) }
     }
     /// Keeps stdin open as a pipe (see [`stdin_pipe`](Self::stdin_pipe)); take its write end
     /// with [`CliProcess::take_stdin`](crate::CliProcess::take_stdin).
@@ -320,11 +302,9 @@ impl CliCommand {
         self.stdin_pipe = true;
         self
     }
-    /// Sets the limits.
-    #[must_use]
-    pub fn limits(mut self, limits: CliLimits) -> Self {
-        self.limits = limits;
-        self
+    asm_core::builder_setters! {
+        /// Sets the limits.
+        fn limits(limits: CliLimits) { limits = limits }
     }
 
     /// Resolves [`program`](Self::program) like [`resolve_program`] with this command's PATH.

@@ -237,11 +237,9 @@ impl DialogStep {
     pub fn consumed() -> Self {
         Self { consumed: true, ..Self::default() }
     }
-    /// Adds a line to write back.
-    #[must_use]
-    pub fn reply(mut self, line: impl Into<String>) -> Self {
-        self.reply.push(line.into());
-        self
+    asm_core::builder_setters! {
+        /// Adds a line to write back.
+        fn reply(line: impl Into<String>) { reply.push(line.into()) }
     }
     /// Closes stdin after the reply.
     #[must_use]
