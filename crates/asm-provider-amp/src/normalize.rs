@@ -145,18 +145,11 @@ impl AmpNormalizer {
         Self::default()
     }
 
-    /// Sets the bounds of stderr stored in errors.
-    #[must_use]
-    pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
-        self.stderr_limits = limits;
-        self
-    }
-
-    /// Sets the model label reported in the outcome (Amp does not print one).
-    #[must_use]
-    pub fn model(mut self, model: Option<String>) -> Self {
-        self.model = model;
-        self
+    asm_core::builder_setters! {
+        /// Sets the bounds of stderr stored in errors.
+        fn stderr_limits(limits: StderrLimits) { stderr_limits = limits }
+        /// Sets the model label reported in the outcome (Amp does not print one).
+        fn model(model: Option<String>) { model = model }
     }
 
     /// The Amp thread id (`T-...`) seen so far.

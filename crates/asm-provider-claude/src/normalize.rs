@@ -97,21 +97,14 @@ impl ClaudeNormalizer {
         Self::default()
     }
 
-    /// Sets the bounds of stderr stored in errors.
-    #[must_use]
-    pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
-        self.stderr_limits = limits;
-        self
-    }
-
-    /// Whether the run's approval gate records decisions itself (a run with an approval
-    /// handler, in control mode): then the result line's `permission_denials` become no
-    /// `tool_approval_denied` events (the gate recorded one per denial already); they stay in
-    /// the outcome's metadata.
-    #[must_use]
-    pub fn approvals_recorded(mut self, on: bool) -> Self {
-        self.approvals_recorded = on;
-        self
+    asm_core::builder_setters! {
+        /// Sets the bounds of stderr stored in errors.
+        fn stderr_limits(limits: StderrLimits) { stderr_limits = limits }
+        /// Whether the run's approval gate records decisions itself (a run with an approval
+        /// handler, in control mode): then the result line's `permission_denials` become no
+        /// `tool_approval_denied` events (the gate recorded one per denial already); they stay in
+        /// the outcome's metadata.
+        fn approvals_recorded(on: bool) { approvals_recorded = on }
     }
 
     /// The provider session id seen so far.

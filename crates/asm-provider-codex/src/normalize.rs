@@ -308,25 +308,13 @@ impl CodexNormalizer {
         Self::default()
     }
 
-    /// Sets the bounds of stderr stored in errors.
-    #[must_use]
-    pub fn stderr_limits(mut self, limits: StderrLimits) -> Self {
-        self.stderr_limits = limits;
-        self
-    }
-
-    /// The model reported in the outcome (Codex does not print it; the adapter passes `-m`).
-    #[must_use]
-    pub fn model(mut self, model: Option<String>) -> Self {
-        self.model = model;
-        self
-    }
-
-    /// How the thread's totals relate to this run (default: a new thread).
-    #[must_use]
-    pub fn baseline(mut self, baseline: UsageBaseline) -> Self {
-        self.baseline = baseline;
-        self
+    asm_core::builder_setters! {
+        /// Sets the bounds of stderr stored in errors.
+        fn stderr_limits(limits: StderrLimits) { stderr_limits = limits }
+        /// The model reported in the outcome (Codex does not print it; the adapter passes `-m`).
+        fn model(model: Option<String>) { model = model }
+        /// How the thread's totals relate to this run (default: a new thread).
+        fn baseline(baseline: UsageBaseline) { baseline = baseline }
     }
 
     /// The thread-cumulative usage of the last `turn.completed` (the baseline of the thread's
