@@ -216,53 +216,23 @@ impl FakeScript {
         self.lines = lines.into_iter().map(Into::into).collect();
         self
     }
-    /// Sets stderr.
-    #[must_use]
-    pub fn stderr(mut self, stderr: impl Into<String>) -> Self {
-        self.stderr = stderr.into();
-        self
-    }
-    /// Sets the exit code.
-    #[must_use]
-    pub fn exit_code(mut self, code: i32) -> Self {
-        self.exit_code = code;
-        self
-    }
-    /// Dies by `signal` at the end.
-    #[must_use]
-    pub fn exit_signal(mut self, signal: i32) -> Self {
-        self.exit_signal = Some(signal);
-        self
-    }
-    /// Hangs after `n` lines until signalled.
-    #[must_use]
-    pub fn hang_after(mut self, n: usize) -> Self {
-        self.hang_after = Some(n);
-        self
-    }
-    /// Sets the SIGINT behaviour.
-    #[must_use]
-    pub fn on_sigint(mut self, action: SignalAction) -> Self {
-        self.on_sigint = action;
-        self
-    }
-    /// Sets the SIGTERM behaviour.
-    #[must_use]
-    pub fn on_sigterm(mut self, action: SignalAction) -> Self {
-        self.on_sigterm = action;
-        self
-    }
-    /// Delay before each line.
-    #[must_use]
-    pub fn line_delay_ms(mut self, ms: u64) -> Self {
-        self.line_delay_ms = ms;
-        self
-    }
-    /// Prints an oversized line at the end.
-    #[must_use]
-    pub fn big_line(mut self, bytes: usize) -> Self {
-        self.big_line_bytes = Some(bytes);
-        self
+    asm_core::builder_setters! {
+        /// Sets stderr.
+        fn stderr(stderr: impl Into<String>) { stderr = stderr.into() }
+        /// Sets the exit code.
+        fn exit_code(code: i32) { exit_code = code }
+        /// Dies by `signal` at the end.
+        fn exit_signal(signal: i32) { exit_signal = Some(signal) }
+        /// Hangs after `n` lines until signalled.
+        fn hang_after(n: usize) { hang_after = Some(n) }
+        /// Sets the SIGINT behaviour.
+        fn on_sigint(action: SignalAction) { on_sigint = action }
+        /// Sets the SIGTERM behaviour.
+        fn on_sigterm(action: SignalAction) { on_sigterm = action }
+        /// Delay before each line.
+        fn line_delay_ms(ms: u64) { line_delay_ms = ms }
+        /// Prints an oversized line at the end.
+        fn big_line(bytes: usize) { big_line_bytes = Some(bytes) }
     }
     /// Turns on JSON-RPC mode (see the [module docs](self)).
     #[must_use]
