@@ -45,23 +45,13 @@ impl RetryPolicy {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets [`RetryPolicy::max_elapsed`] (zero: a single attempt).
-    #[must_use]
-    pub fn max_elapsed(mut self, max_elapsed: Duration) -> Self {
-        self.max_elapsed = max_elapsed;
-        self
-    }
-    /// Sets [`RetryPolicy::first_backoff`].
-    #[must_use]
-    pub fn first_backoff(mut self, first_backoff: Duration) -> Self {
-        self.first_backoff = first_backoff;
-        self
-    }
-    /// Sets [`RetryPolicy::max_backoff`].
-    #[must_use]
-    pub fn max_backoff(mut self, max_backoff: Duration) -> Self {
-        self.max_backoff = max_backoff;
-        self
+    asm_core::builder_setters! {
+        /// Sets [`RetryPolicy::max_elapsed`] (zero: a single attempt).
+        fn max_elapsed(max_elapsed: Duration) { max_elapsed = max_elapsed }
+        /// Sets [`RetryPolicy::first_backoff`].
+        fn first_backoff(first_backoff: Duration) { first_backoff = first_backoff }
+        /// Sets [`RetryPolicy::max_backoff`].
+        fn max_backoff(max_backoff: Duration) { max_backoff = max_backoff }
     }
 }
 
@@ -162,47 +152,21 @@ impl PostgresOptions {
         &self.schema
     }
 
-    /// Sets [`PostgresOptions::pool_size`] (at least 2: one for a writer, one for reads).
-    #[must_use]
-    pub fn pool_size(mut self, pool_size: usize) -> Self {
-        self.pool_size = pool_size.max(2);
-        self
-    }
-    /// Sets [`PostgresOptions::writers`] (at least 1).
-    #[must_use]
-    pub fn writers(mut self, writers: usize) -> Self {
-        self.writers = writers.max(1);
-        self
-    }
-    /// Sets [`PostgresOptions::max_group`] (at least 1).
-    #[must_use]
-    pub fn max_group(mut self, max_group: usize) -> Self {
-        self.max_group = max_group.max(1);
-        self
-    }
-    /// Sets [`PostgresOptions::max_event_bytes`].
-    #[must_use]
-    pub fn max_event_bytes(mut self, max_event_bytes: usize) -> Self {
-        self.max_event_bytes = max_event_bytes;
-        self
-    }
-    /// Sets [`PostgresOptions::connect_timeout`].
-    #[must_use]
-    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
-        self.connect_timeout = connect_timeout;
-        self
-    }
-    /// Sets [`PostgresOptions::retry`].
-    #[must_use]
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-    /// Sets [`PostgresOptions::migrate`].
-    #[must_use]
-    pub fn migrate(mut self, migrate: bool) -> Self {
-        self.migrate = migrate;
-        self
+    asm_core::builder_setters! {
+        /// Sets [`PostgresOptions::pool_size`] (at least 2: one for a writer, one for reads).
+        fn pool_size(pool_size: usize) { pool_size = pool_size.max(2) }
+        /// Sets [`PostgresOptions::writers`] (at least 1).
+        fn writers(writers: usize) { writers = writers.max(1) }
+        /// Sets [`PostgresOptions::max_group`] (at least 1).
+        fn max_group(max_group: usize) { max_group = max_group.max(1) }
+        /// Sets [`PostgresOptions::max_event_bytes`].
+        fn max_event_bytes(max_event_bytes: usize) { max_event_bytes = max_event_bytes }
+        /// Sets [`PostgresOptions::connect_timeout`].
+        fn connect_timeout(connect_timeout: Duration) { connect_timeout = connect_timeout }
+        /// Sets [`PostgresOptions::retry`].
+        fn retry(retry: RetryPolicy) { retry = retry }
+        /// Sets [`PostgresOptions::migrate`].
+        fn migrate(migrate: bool) { migrate = migrate }
     }
 
     /// The NOTIFY channel of the schema.

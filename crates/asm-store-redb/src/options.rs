@@ -49,39 +49,17 @@ impl RedbOptions {
         Self::default()
     }
 
-    /// Sets [`RedbOptions::durability`].
-    #[must_use]
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-
-    /// Sets [`RedbOptions::max_event_bytes`].
-    #[must_use]
-    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
-        self.max_event_bytes = bytes;
-        self
-    }
-
-    /// Sets [`RedbOptions::verify_on_open`].
-    #[must_use]
-    pub fn verify_on_open(mut self, verify: bool) -> Self {
-        self.verify_on_open = verify;
-        self
-    }
-
-    /// Sets [`RedbOptions::cache_bytes`].
-    #[must_use]
-    pub fn cache_bytes(mut self, bytes: usize) -> Self {
-        self.cache_bytes = bytes;
-        self
-    }
-
-    /// Sets [`RedbOptions::compact_after_events`] (at least 1).
-    #[must_use]
-    pub fn compact_after_events(mut self, events: usize) -> Self {
-        self.compact_after_events = events.max(1);
-        self
+    asm_core::builder_setters! {
+        /// Sets [`RedbOptions::durability`].
+        fn durability(durability: Durability) { durability = durability }
+        /// Sets [`RedbOptions::max_event_bytes`].
+        fn max_event_bytes(bytes: usize) { max_event_bytes = bytes }
+        /// Sets [`RedbOptions::verify_on_open`].
+        fn verify_on_open(verify: bool) { verify_on_open = verify }
+        /// Sets [`RedbOptions::cache_bytes`].
+        fn cache_bytes(bytes: usize) { cache_bytes = bytes }
+        /// Sets [`RedbOptions::compact_after_events`] (at least 1).
+        fn compact_after_events(events: usize) { compact_after_events = events.max(1) }
     }
 
     /// What the shared engine needs of these options.

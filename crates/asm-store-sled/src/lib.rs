@@ -153,25 +153,13 @@ impl SledOptions {
         Self::default()
     }
 
-    /// Sets [`SledOptions::durability`].
-    #[must_use]
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
-
-    /// Sets [`SledOptions::max_event_bytes`].
-    #[must_use]
-    pub fn max_event_bytes(mut self, bytes: usize) -> Self {
-        self.max_event_bytes = bytes;
-        self
-    }
-
-    /// Sets [`SledOptions::compact_after_events`] (at least 1).
-    #[must_use]
-    pub fn compact_after_events(mut self, events: usize) -> Self {
-        self.compact_after_events = events.max(1);
-        self
+    asm_core::builder_setters! {
+        /// Sets [`SledOptions::durability`].
+        fn durability(durability: Durability) { durability = durability }
+        /// Sets [`SledOptions::max_event_bytes`].
+        fn max_event_bytes(bytes: usize) { max_event_bytes = bytes }
+        /// Sets [`SledOptions::compact_after_events`] (at least 1).
+        fn compact_after_events(events: usize) { compact_after_events = events.max(1) }
     }
 
     /// What the shared engine needs of these options.
