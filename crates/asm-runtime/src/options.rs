@@ -329,6 +329,8 @@ impl StreamOptions {
         fn mode(mode: StreamMode) { mode = mode }
         /// Events per store read.
         fn page_size(size: usize) { page_size = size }
+    }
+    asm_core::builder_setters! {
         /// Extra filters (`run_id`, `kinds`, `since`); its `after`, `limit` and `wait` are ignored.
         fn filter(filter: EventQuery) { filter = filter }
         /// How long one long-poll waits before asking again.
