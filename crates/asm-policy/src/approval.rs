@@ -112,11 +112,9 @@ impl PolicyApprovals {
         self.shared_fallback(Arc::new(handler))
     }
 
-    /// [`fallback`](Self::fallback) with a shared handler.
-    #[must_use]
-    pub fn shared_fallback(mut self, handler: DynApprovalHandler) -> Self {
-        self.fallback = Some(handler);
-        self
+    asm_core::builder_setters! {
+        /// [`fallback`](Self::fallback) with a shared handler.
+        fn shared_fallback(handler: DynApprovalHandler) { fallback = Some(handler) }
     }
 
     /// The policy.

@@ -115,27 +115,15 @@ impl PolicyHook {
         Ok(Self::new(policy))
     }
 
-    /// Prices runs with `pricing` instead of the built-in table.
-    #[must_use]
-    pub fn pricing(mut self, pricing: PricingTable) -> Self {
-        self.pricing = Arc::new(pricing);
-        self
-    }
-
-    /// Compiles for `target` whatever the adapter is called (a router known to serve only
-    /// Claude, a wrapped adapter).
-    #[must_use]
-    pub fn target(mut self, target: CliTarget) -> Self {
-        self.target = Some(target);
-        self
-    }
-
-    /// The model to price runs with until an event or the outcome names one (the model the
-    /// adapter is configured with).
-    #[must_use]
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
+    asm_core::builder_setters! {
+        /// Prices runs with `pricing` instead of the built-in table.
+        fn pricing(pricing: PricingTable) { pricing = Arc::new(pricing) }
+        /// Compiles for `target` whatever the adapter is called (a router known to serve only
+        /// Claude, a wrapped adapter).
+        fn target(target: CliTarget) { target = Some(target) }
+        /// The model to price runs with until an event or the outcome names one (the model the
+        /// adapter is configured with).
+        fn model(model: impl Into<String>) { model = Some(model.into()) }
     }
 
     /// The policy.

@@ -43,11 +43,9 @@ impl BreakerConfig {
         self.failure_threshold = threshold.max(1);
         self
     }
-    /// Sets the cooldown.
-    #[must_use]
-    pub fn cooldown(mut self, cooldown: Duration) -> Self {
-        self.cooldown = cooldown;
-        self
+    asm_core::builder_setters! {
+        /// Sets the cooldown.
+        fn cooldown(cooldown: Duration) { cooldown = cooldown }
     }
     /// Sets the number of concurrent half-open probes (0 is taken as 1).
     #[must_use]

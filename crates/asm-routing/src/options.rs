@@ -97,23 +97,13 @@ impl RoutingOptions {
         self.overrides.strategy = Some(strategy);
         self
     }
-    /// Adds a required capability.
-    #[must_use]
-    pub fn require(mut self, requirement: CapabilityRequirement) -> Self {
-        self.required_capabilities.push(requirement);
-        self
-    }
-    /// Makes the run sticky under `id`.
-    #[must_use]
-    pub fn sticky_session_id(mut self, id: impl Into<String>) -> Self {
-        self.sticky_session_id = Some(id.into());
-        self
-    }
-    /// Allows or forbids resuming an adapter's own provider session.
-    #[must_use]
-    pub fn native_resume(mut self, allowed: bool) -> Self {
-        self.native_resume = allowed;
-        self
+    asm_core::builder_setters! {
+        /// Adds a required capability.
+        fn require(requirement: CapabilityRequirement) { required_capabilities.push(requirement) }
+        /// Makes the run sticky under `id`.
+        fn sticky_session_id(id: impl Into<String>) { sticky_session_id = Some(id.into()) }
+        /// Allows or forbids resuming an adapter's own provider session.
+        fn native_resume(allowed: bool) { native_resume = allowed }
     }
 
     /// The JSON object to put under the adapter option [`ROUTING_OPTION`].

@@ -92,17 +92,11 @@ impl RoutingPolicy {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets the `prefer` list (duplicates dropped).
-    #[must_use]
-    pub fn prefer(mut self, ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.prefer = dedup(ids);
-        self
-    }
-    /// Sets the `exclude` list (duplicates dropped).
-    #[must_use]
-    pub fn exclude(mut self, ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.exclude = dedup(ids);
-        self
+    asm_core::builder_setters! {
+        /// Sets the `prefer` list (duplicates dropped).
+        fn prefer(ids: impl IntoIterator<Item = impl Into<String>>) { prefer = dedup(ids) }
+        /// Sets the `exclude` list (duplicates dropped).
+        fn exclude(ids: impl IntoIterator<Item = impl Into<String>>) { exclude = dedup(ids) }
     }
     /// Sets the attempt limit (0 is taken as 1).
     #[must_use]
@@ -116,11 +110,9 @@ impl RoutingPolicy {
         self.weights.insert(id.into(), if weight.is_finite() { weight.max(0.0) } else { 0.0 });
         self
     }
-    /// Sets the strategy.
-    #[must_use]
-    pub fn strategy(mut self, strategy: Strategy) -> Self {
-        self.strategy = strategy;
-        self
+    asm_core::builder_setters! {
+        /// Sets the strategy.
+        fn strategy(strategy: Strategy) { strategy = strategy }
     }
 
     /// The weight of `id` (1.0 when not set).

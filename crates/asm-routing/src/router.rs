@@ -197,41 +197,22 @@ impl ProviderRouterBuilder {
         self.adapters.push((id.into(), adapter));
         self
     }
-    /// The router's policy (default [`RoutingPolicy::default`]).
-    pub fn policy(mut self, policy: RoutingPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-    /// How long an adapter is skipped after a failure (default 30 s).
-    pub fn health_cooldown(mut self, cooldown: Duration) -> Self {
-        self.health_cooldown = cooldown;
-        self
-    }
-    /// Enables a circuit breaker per adapter (off by default).
-    pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = Some(config);
-        self
-    }
-    /// How long a sticky binding lasts after the run that made it (default 5 min). This router's own
-    /// TTL (the original used a global setting instead).
-    pub fn sticky_ttl(mut self, ttl: Duration) -> Self {
-        self.sticky_ttl = ttl;
-        self
-    }
-    /// The clock for cooldowns and sticky expiry ([`SystemClock`] by default).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-    /// Seeds the random order of the `weighted` strategy (for reproducible tests).
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-    /// The name the runtime sees before an adapter serves [`DEFAULT_ROUTER_NAME`].
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
+    asm_core::builder_setters! {
+        /// The router's policy (default [`RoutingPolicy::default`]).
+        fn policy(policy: RoutingPolicy) { policy = policy }
+        /// How long an adapter is skipped after a failure (default 30 s).
+        fn health_cooldown(cooldown: Duration) { health_cooldown = cooldown }
+        /// Enables a circuit breaker per adapter (off by default).
+        fn circuit_breaker(config: BreakerConfig) { breaker = Some(config) }
+        /// How long a sticky binding lasts after the run that made it (default 5 min). This router's own
+        /// TTL (the original used a global setting instead).
+        fn sticky_ttl(ttl: Duration) { sticky_ttl = ttl }
+        /// The clock for cooldowns and sticky expiry ([`SystemClock`] by default).
+        fn clock(clock: impl Clock) { clock = Arc::new(clock) }
+        /// Seeds the random order of the `weighted` strategy (for reproducible tests).
+        fn seed(seed: u64) { seed = Some(seed) }
+        /// The name the runtime sees before an adapter serves [`DEFAULT_ROUTER_NAME`].
+        fn name(name: impl Into<String>) { name = name.into() }
     }
 
     /// Builds the router.

@@ -37,12 +37,10 @@ impl LimiterConfig {
     /// Default run limit.
     pub const DEFAULT_RUNS: usize = 50;
 
-    /// At most `limit` sessions hold a permit at once (0 is rejected by
-    /// [`ConcurrencyLimiter::new`]).
-    #[must_use]
-    pub fn max_parallel_sessions(mut self, limit: usize) -> Self {
-        self.max_parallel_sessions = Some(limit);
-        self
+    asm_core::builder_setters! {
+        /// At most `limit` sessions hold a permit at once (0 is rejected by
+        /// [`ConcurrencyLimiter::new`]).
+        fn max_parallel_sessions(limit: usize) { max_parallel_sessions = Some(limit) }
     }
     /// No session limit.
     #[must_use]
@@ -50,11 +48,9 @@ impl LimiterConfig {
         self.max_parallel_sessions = None;
         self
     }
-    /// At most `limit` runs hold a permit at once, across all sessions (0 is rejected).
-    #[must_use]
-    pub fn max_parallel_runs(mut self, limit: usize) -> Self {
-        self.max_parallel_runs = Some(limit);
-        self
+    asm_core::builder_setters! {
+        /// At most `limit` runs hold a permit at once, across all sessions (0 is rejected).
+        fn max_parallel_runs(limit: usize) { max_parallel_runs = Some(limit) }
     }
     /// No run limit.
     #[must_use]

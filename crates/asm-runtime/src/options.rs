@@ -52,17 +52,11 @@ impl NewSession {
         self.context.insert(key.into(), value.into());
         self
     }
-    /// Adds a tag.
-    #[must_use]
-    pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
-        self
-    }
-    /// Sets the parent session.
-    #[must_use]
-    pub fn parent(mut self, parent: SessionId) -> Self {
-        self.parent = Some(parent);
-        self
+    asm_core::builder_setters! {
+        /// Adds a tag.
+        fn tag(tag: impl Into<String>) { tags.push(tag.into()) }
+        /// Sets the parent session.
+        fn parent(parent: SessionId) { parent = Some(parent) }
     }
 }
 
@@ -128,17 +122,11 @@ impl RunOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets the continuation mode.
-    #[must_use]
-    pub fn continuation(mut self, continuation: Continuation) -> Self {
-        self.continuation = Some(continuation);
-        self
-    }
-    /// Sets how the replayed transcript is truncated.
-    #[must_use]
-    pub fn transcript_options(mut self, options: TranscriptOptions) -> Self {
-        self.transcript = Some(options);
-        self
+    asm_core::builder_setters! {
+        /// Sets the continuation mode.
+        fn continuation(continuation: Continuation) { continuation = Some(continuation) }
+        /// Sets how the replayed transcript is truncated.
+        fn transcript_options(options: TranscriptOptions) { transcript = Some(options) }
     }
     /// Adds an adapter option (the keys each adapter accepts are documented by the adapter).
     #[must_use]
@@ -146,45 +134,23 @@ impl RunOptions {
         self.adapter_options.insert(key.into(), value.into());
         self
     }
-    /// The run must finish within `timeout`, or it ends as `timeout` with a `run_timeout` event
-    /// (a run's execution deadline, not the wait of
-    /// [`SessionServer::await_run`](crate::SessionServer::await_run)).
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-    /// Adds a hook (a shared `Arc<dyn RunHook>` is a hook too).
-    #[must_use]
-    pub fn hook(mut self, hook: impl RunHook) -> Self {
-        self.hooks.push(Arc::new(hook));
-        self
-    }
-    /// Sets the event callback.
-    #[must_use]
-    pub fn on_event(mut self, callback: impl Fn(&StoredEvent) + Send + Sync + 'static) -> Self {
-        self.on_event = Some(Arc::new(callback));
-        self
-    }
-    /// Replays the transcript from `cache` (updated incrementally) instead of rebuilding it
-    /// from the whole log, for `Continuation::Replay` and `Continuation::Auto`.
-    #[must_use]
-    pub fn transcript_cache(mut self, cache: TranscriptCache) -> Self {
-        self.transcript_cache = Some(cache);
-        self
-    }
-    /// The adapter must have an enabled capability of this type, or the run is not created
-    /// ([`ErrorCode::MissingRequiredCapability`]).
-    #[must_use]
-    pub fn require(mut self, kind: CapabilityType) -> Self {
-        self.required.push(kind);
-        self
-    }
-    /// Nice to have: when missing, the run is created in degraded mode with a warning.
-    #[must_use]
-    pub fn prefer(mut self, kind: CapabilityType) -> Self {
-        self.optional.push(kind);
-        self
+    asm_core::builder_setters! {
+        /// The run must finish within `timeout`, or it ends as `timeout` with a `run_timeout` event
+        /// (a run's execution deadline, not the wait of
+        /// [`SessionServer::await_run`](crate::SessionServer::await_run)).
+        fn timeout(timeout: Duration) { timeout = Some(timeout) }
+        /// Adds a hook (a shared `Arc<dyn RunHook>` is a hook too).
+        fn hook(hook: impl RunHook) { hooks.push(Arc::new(hook)) }
+        /// Sets the event callback.
+        fn on_event(callback: impl Fn(&StoredEvent) + Send + Sync + 'static) { on_event = Some(Arc::new(callback)) }
+        /// Replays the transcript from `cache` (updated incrementally) instead of rebuilding it
+        /// from the whole log, for `Continuation::Replay` and `Continuation::Auto`.
+        fn transcript_cache(cache: TranscriptCache) { transcript_cache = Some(cache) }
+        /// The adapter must have an enabled capability of this type, or the run is not created
+        /// ([`ErrorCode::MissingRequiredCapability`]).
+        fn require(kind: CapabilityType) { required.push(kind) }
+        /// Nice to have: when missing, the run is created in degraded mode with a warning.
+        fn prefer(kind: CapabilityType) { optional.push(kind) }
     }
 
     /// `self` merged over `defaults` (see the type's docs).
@@ -358,34 +324,18 @@ impl StreamOptions {
         self.mode = StreamMode::UntilCaughtUp;
         self
     }
-    /// Sets the [`StreamMode`].
-    #[must_use]
-    pub fn mode(mut self, mode: StreamMode) -> Self {
-        self.mode = mode;
-        self
+    asm_core::builder_setters! {
+        /// Sets the [`StreamMode`].
+        fn mode(mode: StreamMode) { mode = mode }
+        /// Events per store read.
+        fn page_size(size: usize) { page_size = size }
     }
-    /// Events per store read.
-    #[must_use]
-    pub fn page_size(mut self, size: usize) -> Self {
-        self.page_size = size;
-        self
-    }
-    /// Extra filters (`run_id`, `kinds`, `since`); its `after`, `limit` and `wait` are ignored.
-    #[must_use]
-    pub fn filter(mut self, filter: EventQuery) -> Self {
-        self.filter = filter;
-        self
-    }
-    /// How long one long-poll waits before asking again.
-    #[must_use]
-    pub fn wait(mut self, wait: Duration) -> Self {
-        self.wait = wait;
-        self
-    }
-    /// How often to poll a store without long-poll.
-    #[must_use]
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
+    asm_core::builder_setters! {
+        /// Extra filters (`run_id`, `kinds`, `since`); its `after`, `limit` and `wait` are ignored.
+        fn filter(filter: EventQuery) { filter = filter }
+        /// How long one long-poll waits before asking again.
+        fn wait(wait: Duration) { wait = wait }
+        /// How often to poll a store without long-poll.
+        fn poll_interval(interval: Duration) { poll_interval = interval }
     }
 }

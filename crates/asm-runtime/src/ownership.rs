@@ -93,12 +93,10 @@ impl Ownership {
         Self { owner: owner.into(), lease_ttl: Self::DEFAULT_LEASE_TTL, wait: None, recovery: RecoveryPolicy::Cancel }
     }
 
-    /// What to do on takeover with the runs the previous owner left `running` (default
-    /// [`RecoveryPolicy::Cancel`]).
-    #[must_use]
-    pub fn recovery(mut self, policy: RecoveryPolicy) -> Self {
-        self.recovery = policy;
-        self
+    asm_core::builder_setters! {
+        /// What to do on takeover with the runs the previous owner left `running` (default
+        /// [`RecoveryPolicy::Cancel`]).
+        fn recovery(policy: RecoveryPolicy) { recovery = policy }
     }
 
     /// The recovery policy.
@@ -115,12 +113,10 @@ impl Ownership {
         self
     }
 
-    /// When another owner holds the session, wait up to `timeout` for its lease to end (it
-    /// releases it, or it expires) instead of failing at once.
-    #[must_use]
-    pub fn wait_for_lease(mut self, timeout: Duration) -> Self {
-        self.wait = Some(timeout);
-        self
+    asm_core::builder_setters! {
+        /// When another owner holds the session, wait up to `timeout` for its lease to end (it
+        /// releases it, or it expires) instead of failing at once.
+        fn wait_for_lease(timeout: Duration) { wait = Some(timeout) }
     }
 
     /// The owner name.

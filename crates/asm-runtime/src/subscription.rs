@@ -66,17 +66,11 @@ impl SubscribeOptions {
     pub fn after(after: u64) -> Self {
         Self { after, ..Self::default() }
     }
-    /// Only events of this run.
-    #[must_use]
-    pub fn run(mut self, run_id: RunId) -> Self {
-        self.run_id = Some(run_id);
-        self
-    }
-    /// Only events of this kind (may be repeated; no kind means every kind).
-    #[must_use]
-    pub fn kind(mut self, kind: EventKind) -> Self {
-        self.kinds.push(kind);
-        self
+    asm_core::builder_setters! {
+        /// Only events of this run.
+        fn run(run_id: RunId) { run_id = Some(run_id) }
+        /// Only events of this kind (may be repeated; no kind means every kind).
+        fn kind(kind: EventKind) { kinds.push(kind) }
     }
     /// Only events of these kinds.
     #[must_use]

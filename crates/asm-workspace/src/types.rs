@@ -248,11 +248,9 @@ impl DiffOptions {
     pub fn with_patch() -> Self {
         Self { capture_patch: true, max_patch_bytes: None }
     }
-    /// Sets the inline cap.
-    #[must_use]
-    pub fn max_patch_bytes(mut self, bytes: u64) -> Self {
-        self.max_patch_bytes = Some(bytes);
-        self
+    asm_core::builder_setters! {
+        /// Sets the inline cap.
+        fn max_patch_bytes(bytes: u64) { max_patch_bytes = Some(bytes) }
     }
 }
 

@@ -53,11 +53,9 @@ impl WorkspaceOptions {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Sets the strategy.
-    #[must_use]
-    pub fn strategy(mut self, strategy: Strategy) -> Self {
-        self.strategy = strategy;
-        self
+    asm_core::builder_setters! {
+        /// Sets the strategy.
+        fn strategy(strategy: Strategy) { strategy = strategy }
     }
     /// Replaces the excluded roots.
     #[must_use]
@@ -65,17 +63,11 @@ impl WorkspaceOptions {
         self.excluded_roots = roots.into_iter().map(Into::into).collect();
         self
     }
-    /// Adds a relative path whose subtree the hash backend skips.
-    #[must_use]
-    pub fn ignore_path(mut self, path: impl Into<String>) -> Self {
-        self.ignore_paths.push(path.into());
-        self
-    }
-    /// Adds a glob of files the hash backend skips.
-    #[must_use]
-    pub fn ignore_glob(mut self, glob: impl Into<String>) -> Self {
-        self.ignore_globs.push(glob.into());
-        self
+    asm_core::builder_setters! {
+        /// Adds a relative path whose subtree the hash backend skips.
+        fn ignore_path(path: impl Into<String>) { ignore_paths.push(path.into()) }
+        /// Adds a glob of files the hash backend skips.
+        fn ignore_glob(glob: impl Into<String>) { ignore_globs.push(glob.into()) }
     }
 
     /// Checks the paths and globs (relative, no `..`, not empty).

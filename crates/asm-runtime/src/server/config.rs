@@ -105,51 +105,23 @@ impl ServerConfig {
         }
     }
 
-    /// Creates a session (`start_session`) and activates it.
-    #[must_use]
-    pub fn create(mut self, session: NewSession) -> Self {
-        self.bootstrap = Some(Bootstrap::Create(session));
-        self
+    asm_core::builder_setters! {
+        /// Creates a session (`start_session`) and activates it.
+        fn create(session: NewSession) { bootstrap = Some(Bootstrap::Create(session)) }
+        /// Attaches to a stored session: a pending session is activated, an active (or paused)
+        /// one is used as it is, a finished one is refused ([`ErrorCode::InvalidOperation`]).
+        fn attach(session_id: SessionId) { bootstrap = Some(Bootstrap::Attach(session_id)) }
+        /// Runs executing at once (default 1; 0 is refused with [`ErrorCode::ValidationError`]).
+        fn max_concurrent_runs(slots: usize) { max_concurrent_runs = slots }
+        /// Runs waiting for a slot (default 100). A submit beyond it fails with
+        /// [`ErrorCode::MaxRunsExceeded`] and persists nothing.
+        fn max_queued_runs(capacity: usize) { max_queued_runs = capacity }
+        /// Takes a run slot of `limiter` before each run starts (released when it ends, before its
+        /// awaiters wake). While the limiter is full, queued runs wait.
+        fn limiter(limiter: ConcurrencyLimiter) { limiter = Some(limiter) }
+        /// Registers runs with `control` and routes [`SessionServer::interrupt_run`] through it.
+        fn control(control: ControlOperations) { control = Some(control) }
     }
-
-    /// Attaches to a stored session: a pending session is activated, an active (or paused)
-    /// one is used as it is, a finished one is refused ([`ErrorCode::InvalidOperation`]).
-    #[must_use]
-    pub fn attach(mut self, session_id: SessionId) -> Self {
-        self.bootstrap = Some(Bootstrap::Attach(session_id));
-        self
-    }
-
-    /// Runs executing at once (default 1; 0 is refused with [`ErrorCode::ValidationError`]).
-    #[must_use]
-    pub fn max_concurrent_runs(mut self, slots: usize) -> Self {
-        self.max_concurrent_runs = slots;
-        self
-    }
-
-    /// Runs waiting for a slot (default 100). A submit beyond it fails with
-    /// [`ErrorCode::MaxRunsExceeded`] and persists nothing.
-    #[must_use]
-    pub fn max_queued_runs(mut self, capacity: usize) -> Self {
-        self.max_queued_runs = capacity;
-        self
-    }
-
-    /// Takes a run slot of `limiter` before each run starts (released when it ends, before its
-    /// awaiters wake). While the limiter is full, queued runs wait.
-    #[must_use]
-    pub fn limiter(mut self, limiter: ConcurrencyLimiter) -> Self {
-        self.limiter = Some(limiter);
-        self
-    }
-
-    /// Registers runs with `control` and routes [`SessionServer::interrupt_run`] through it.
-    #[must_use]
-    pub fn control(mut self, control: ControlOperations) -> Self {
-        self.control = Some(control);
-        self
-    }
-
     /// Asks `handler` about the tool calls the session's providers want approved (see
     /// [`SessionManager::approvals`]).
     #[must_use]
@@ -166,82 +138,45 @@ impl ServerConfig {
         self
     }
 
-    /// The options every run starts from; a run's own [`RunOptions`] are merged over them (see
-    /// [`RunOptions`] for the rules).
-    #[must_use]
-    pub fn defaults(mut self, options: RunOptions) -> Self {
-        self.defaults = options;
-        self
-    }
-
-    /// What [`SessionServer::shutdown`] (and dropping the last handle) does with unfinished runs
-    /// (default [`ShutdownPolicy::Finish`]).
-    #[must_use]
-    pub fn shutdown_policy(mut self, policy: ShutdownPolicy) -> Self {
-        self.shutdown_policy = policy;
-        self
-    }
-
-    /// How long a shutdown lets runs finish before it cancels them (default 30 s).
-    #[must_use]
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// How many finished results are kept in memory for [`SessionServer::await_run`] (default
-    /// 1,024; older ones are read back from the store).
-    #[must_use]
-    pub fn result_capacity(mut self, capacity: usize) -> Self {
-        self.result_capacity = capacity;
-        self
-    }
-
-    /// On start, queue the session's `pending` runs (oldest first, with the default options),
-    /// as a restart after a crash does. Default: off.
-    #[must_use]
-    pub fn recover_pending_runs(mut self, recover: bool) -> Self {
-        self.recover_pending_runs = recover;
-        self
-    }
-
-    /// Broadcast buffer of the live event feed (default 1,024 events). A subscriber that falls
-    /// further behind re-reads from the store.
-    #[must_use]
-    pub fn subscription_buffer(mut self, events: usize) -> Self {
-        self.subscription_buffer = events;
-        self
-    }
-
-    /// How often the live feed polls a store without long-poll (default 100 ms; appends made
-    /// through this server are delivered at once regardless).
-    #[must_use]
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval;
-        self
-    }
-
-    /// Owns the session across processes: the server takes the session's lease in the store
-    /// before it touches the session and holds it while it runs (see [`Ownership`]). Only on
-    /// stores that provide leases ([`StoreCapabilities::session_leases`]); on others the start
-    /// fails with [`ErrorCode::CapabilityNotSupported`] rather than pretending.
-    ///
-    /// Another owner holding the lease: the start fails with [`ErrorCode::SessionOwned`] (details
-    /// name the `owner`), or waits for the lease with [`Ownership::wait_for_lease`]. On start the
-    /// server recovers what a crashed owner left: `running` runs no execution of this process owns
-    /// end as [`Ownership::recovery`] says (default: marked `cancelled`, the orphan rule of
-    /// [`SessionManager::cancel_run`]; or failed with a typed error code, or requeued as a new
-    /// pending run: [`RecoveryPolicy`](crate::RecoveryPolicy)), `pending` runs are queued (as
-    /// [`recover_pending_runs`](Self::recover_pending_runs)). Every append, run write and session
-    /// save of the session is fenced by the lease's token: once another process took the
-    /// session over, the store refuses them ([`ErrorCode::LeaseLost`]) and the server cancels its
-    /// runs and stops.
-    ///
-    /// [`StoreCapabilities::session_leases`]: asm_ports::StoreCapabilities::session_leases
-    #[must_use]
-    pub fn ownership(mut self, ownership: Ownership) -> Self {
-        self.ownership = Some(ownership);
-        self
+    asm_core::builder_setters! {
+        /// The options every run starts from; a run's own [`RunOptions`] are merged over them (see
+        /// [`RunOptions`] for the rules).
+        fn defaults(options: RunOptions) { defaults = options }
+        /// What [`SessionServer::shutdown`] (and dropping the last handle) does with unfinished runs
+        /// (default [`ShutdownPolicy::Finish`]).
+        fn shutdown_policy(policy: ShutdownPolicy) { shutdown_policy = policy }
+        /// How long a shutdown lets runs finish before it cancels them (default 30 s).
+        fn shutdown_timeout(timeout: Duration) { shutdown_timeout = timeout }
+        /// How many finished results are kept in memory for [`SessionServer::await_run`] (default
+        /// 1,024; older ones are read back from the store).
+        fn result_capacity(capacity: usize) { result_capacity = capacity }
+        /// On start, queue the session's `pending` runs (oldest first, with the default options),
+        /// as a restart after a crash does. Default: off.
+        fn recover_pending_runs(recover: bool) { recover_pending_runs = recover }
+        /// Broadcast buffer of the live event feed (default 1,024 events). A subscriber that falls
+        /// further behind re-reads from the store.
+        fn subscription_buffer(events: usize) { subscription_buffer = events }
+        /// How often the live feed polls a store without long-poll (default 100 ms; appends made
+        /// through this server are delivered at once regardless).
+        fn poll_interval(interval: Duration) { poll_interval = interval }
+        /// Owns the session across processes: the server takes the session's lease in the store
+        /// before it touches the session and holds it while it runs (see [`Ownership`]). Only on
+        /// stores that provide leases ([`StoreCapabilities::session_leases`]); on others the start
+        /// fails with [`ErrorCode::CapabilityNotSupported`] rather than pretending.
+        ///
+        /// Another owner holding the lease: the start fails with [`ErrorCode::SessionOwned`] (details
+        /// name the `owner`), or waits for the lease with [`Ownership::wait_for_lease`]. On start the
+        /// server recovers what a crashed owner left: `running` runs no execution of this process owns
+        /// end as [`Ownership::recovery`] says (default: marked `cancelled`, the orphan rule of
+        /// [`SessionManager::cancel_run`]; or failed with a typed error code, or requeued as a new
+        /// pending run: [`RecoveryPolicy`](crate::RecoveryPolicy)), `pending` runs are queued (as
+        /// [`recover_pending_runs`](Self::recover_pending_runs)). Every append, run write and session
+        /// save of the session is fenced by the lease's token: once another process took the
+        /// session over, the store refuses them ([`ErrorCode::LeaseLost`]) and the server cancels its
+        /// runs and stops.
+        ///
+        /// [`StoreCapabilities::session_leases`]: asm_ports::StoreCapabilities::session_leases
+        fn ownership(ownership: Ownership) { ownership = Some(ownership) }
     }
 
     /// The attached session, if the configuration attaches.
