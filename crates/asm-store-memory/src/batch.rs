@@ -31,16 +31,6 @@ enum Position {
     Existing(StoredEvent),
 }
 
-impl Position {
-    /// The stored form, once the event is numbered or found stored.
-    fn stored(&self) -> Option<&StoredEvent> {
-        match self {
-            Position::New(_) => None,
-            Position::Numbered(stored) | Position::Existing(stored) => Some(stored),
-        }
-    }
-}
-
 impl PreparedBatch {
     pub(crate) fn new(index: &EventIndex, input: Vec<Event>) -> Self {
         let items =
@@ -64,33 +54,33 @@ impl PreparedBatch {
         let mut shards = index.lock(self.items.iter().map(|item| &item.key));
         let last = state.last_sequence();
         let mut next = last;
-        // Only a batch of several events can repeat an id.
-        let mut first_new: IdKeyMap<usize> = IdKeyMap::default();
+        // Only a batch of several events can repeat an id: the first stored form of each new id.
+        let mut first_new: IdKeyMap<StoredEvent> = IdKeyMap::default();
         let several = self.items.len() > 1;
-        let mut placed: Vec<Item> = Vec::with_capacity(self.items.len());
-        for (i, item) in std::mem::take(&mut self.items).into_iter().enumerate() {
-            let existing = match shards.get(&item.key) {
-                Some(stored) => Some(stored.clone()),
-                None if several => match first_new.get(&item.key) {
-                    Some(&first) => placed.get(first).and_then(|first| first.position.stored().cloned()),
-                    None => {
-                        first_new.insert(item.key.clone(), i);
-                        None
+        // Rebuilt in place (same element type: the allocation is reused, none under the lock).
+        self.items = std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|item| {
+                let existing = match shards.get(&item.key) {
+                    Some(stored) => Some(stored.clone()),
+                    None if several => first_new.get(&item.key).cloned(),
+                    None => None,
+                };
+                let position = match (existing, item.position) {
+                    (Some(existing), _) => Position::Existing(existing),
+                    (None, Position::New(event)) => {
+                        next += 1;
+                        let stored = StoredEvent::new(event, next);
+                        if several {
+                            first_new.insert(item.key.clone(), stored.clone());
+                        }
+                        Position::Numbered(stored)
                     }
-                },
-                None => None,
-            };
-            let position = match (existing, item.position) {
-                (Some(existing), _) => Position::Existing(existing),
-                (None, Position::New(event)) => {
-                    next += 1;
-                    Position::Numbered(StoredEvent::new(event, next))
-                }
-                (None, position) => position,
-            };
-            placed.push(Item { key: item.key, position });
-        }
-        self.items = placed;
+                    (None, position) => position,
+                };
+                Item { key: item.key, position }
+            })
+            .collect();
 
         // A batch of already stored events is a retry: it succeeds whatever the precondition.
         if let Some(expected) = expected_last_sequence.filter(|&expected| next > last && expected != last) {
